@@ -1,0 +1,139 @@
+//! The crate's one error type.
+
+use std::fmt;
+
+/// A boxed error that can cross threads: how handler and backend errors enter [`Error`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `Result` with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in stagecraft.
+///
+/// `Display` says what failed at this layer; the cause is kept as the
+/// [`source`](std::error::Error::source), never flattened into a string.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A session store failed (connection down, query failed, ...).
+    #[error("session store `{backend}` failed")]
+    Store {
+        /// Which backend (`"memory"`, `"sqlite"`, `"redis"`, ...).
+        backend: &'static str,
+        /// The backend's own error.
+        #[source]
+        source: BoxError,
+    },
+    /// A compare-and-set write found that the stored record moved on since it was read.
+    #[error("session `{key}` was changed by someone else (compare-and-set conflict)")]
+    Conflict {
+        /// The session key.
+        key: String,
+    },
+    /// The session could not be encoded.
+    #[error("could not encode session `{key}`")]
+    Encode {
+        /// The session key.
+        key: String,
+        /// The codec's error.
+        #[source]
+        source: BoxError,
+    },
+    /// Stored bytes could not be decoded into the session type (schema change, corruption,
+    /// a scene state whose tag is not registered). The stored record is left untouched.
+    #[error("could not decode session `{key}`")]
+    Decode {
+        /// The session key.
+        key: String,
+        /// The codec's error.
+        #[source]
+        source: BoxError,
+    },
+    /// A transition named a scene that is not registered with the stage.
+    #[error("scene `{0}` is not registered")]
+    UnknownScene(String),
+    /// The update has no session (no key could be derived from it), but the handler needed one.
+    #[error("this update has no session (no chat or user to derive a key from)")]
+    NoSession,
+    /// No scene is active, but the operation needs one.
+    #[error("no scene is active")]
+    NoActiveScene,
+    /// The active frame's state is not of the type the handler asked for.
+    #[error("scene `{scene}` state is not a `{expected}`")]
+    StateType {
+        /// The active scene.
+        scene: String,
+        /// The Rust type that was asked for.
+        expected: &'static str,
+    },
+    /// A transition is not allowed here (e.g. changing scenes inside a leave hook).
+    #[error("transition not allowed: {0}")]
+    Transition(&'static str),
+    /// Transitions kept triggering each other within one update.
+    #[error("more than {0} scene transitions in one update; is there an enter loop?")]
+    TransitionLoop(usize),
+    /// A user handler failed.
+    #[error("handler failed")]
+    Handler(#[source] BoxError),
+    /// Sending a reply failed.
+    #[error("sending a reply failed")]
+    Transport(#[source] BoxError),
+    /// An incoming update could not be parsed.
+    #[error("could not parse the update")]
+    Update(#[source] BoxError),
+    /// Too many updates of one key are waiting in this process.
+    #[error("too many updates queued for session `{key}`")]
+    Overloaded {
+        /// The session key.
+        key: String,
+    },
+    /// A configuration value was rejected.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// Wraps any error as a handler error: `.map_err(Error::handler)?`.
+    pub fn handler(e: impl Into<BoxError>) -> Self {
+        let e = e.into();
+        match e.downcast::<Self>() {
+            Ok(ours) => *ours,
+            Err(other) => Self::Handler(other),
+        }
+    }
+
+    /// Wraps a backend error of the store `backend`.
+    pub fn store(backend: &'static str, e: impl Into<BoxError>) -> Self {
+        Self::Store { backend, source: e.into() }
+    }
+
+    /// Is this a compare-and-set conflict (another writer moved the record on)?
+    #[must_use]
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Conflict { .. })
+    }
+
+    /// Is this a store failure (the backend is down or failed a query)?
+    #[must_use]
+    pub fn is_store(&self) -> bool {
+        matches!(self, Self::Store { .. })
+    }
+}
+
+impl From<BoxError> for Error {
+    fn from(e: BoxError) -> Self {
+        Self::handler(e)
+    }
+}
+
+/// A plain message as an error source, for places that have no richer cause.
+#[derive(Debug)]
+pub(crate) struct Message(pub(crate) String);
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Message {}

@@ -1,0 +1,232 @@
+//! [`MemoryStore`]: sharded in-process store on `dashmap`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry as MapEntry;
+
+use super::{ListFilter, Loaded, SessionStore, Version};
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+
+/// An in-process store: a sharded `DashMap` (no global lock), with an optional TTL.
+///
+/// With a TTL, a record expires `ttl` after its last save and is invisible from then on.
+/// Expired records are removed lazily on access and by a sweep that runs once the
+/// number of writes since the last sweep exceeds half the table, so the memory held
+/// by expired records stays proportional to the live ones. [`MemoryStore::purge_expired`]
+/// sweeps on demand.
+///
+/// ```
+/// use stagecraft::store::{MemoryStore, SessionStore};
+/// # tokio_test_block_on(async {
+/// let store = MemoryStore::new();
+/// let v1 = store.save("1:1", b"{}", None).await.unwrap();
+/// let loaded = store.load("1:1").await.unwrap().unwrap();
+/// assert_eq!(loaded.version, v1);
+/// assert!(store.save("1:1", b"{}", None).await.unwrap_err().is_conflict());
+/// # });
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    map: DashMap<Box<str>, Entry>,
+    ttl_ms: Option<i64>,
+    clock: Arc<dyn Clock>,
+    writes_since_sweep: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct Entry {
+    bytes: Box<[u8]>,
+    version: Version,
+    /// Milliseconds since the epoch; `i64::MAX` without a TTL.
+    expires_at: i64,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// A store without TTL: records live until deleted.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                map: DashMap::new(),
+                ttl_ms: None,
+                clock: Arc::new(SystemClock),
+                writes_since_sweep: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Records expire `ttl` after their last save.
+    #[must_use]
+    pub fn with_ttl(self, ttl: Duration) -> Self {
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        self.rebuild(|inner| inner.ttl_ms = Some(ttl_ms))
+    }
+
+    /// Reads time from `clock` (for TTLs) instead of the system clock.
+    #[must_use]
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
+        self.rebuild(|inner| inner.clock = clock)
+    }
+
+    fn rebuild(self, f: impl FnOnce(&mut Inner)) -> Self {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
+            map: shared.map.clone_from_shared(),
+            ttl_ms: shared.ttl_ms,
+            clock: Arc::clone(&shared.clock),
+            writes_since_sweep: AtomicUsize::new(0),
+        });
+        f(&mut inner);
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// Number of records held, expired ones not yet swept included.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.inner.map.len()
+    }
+
+    /// Whether the store holds no records.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.inner.map.is_empty()
+    }
+
+    /// Removes every expired record now; returns how many were removed.
+    pub fn purge_expired(&self) -> usize {
+        let now = self.inner.clock.now_ms();
+        let before = self.inner.map.len();
+        self.inner.map.retain(|_, e| e.expires_at > now);
+        self.inner.writes_since_sweep.store(0, Ordering::Relaxed);
+        before.saturating_sub(self.inner.map.len())
+    }
+
+    fn expiry(&self, now: i64) -> i64 {
+        self.inner.ttl_ms.map_or(i64::MAX, |ttl| now.saturating_add(ttl))
+    }
+
+    fn note_write(&self) {
+        if self.inner.ttl_ms.is_none() {
+            return;
+        }
+        let n = self.inner.writes_since_sweep.fetch_add(1, Ordering::Relaxed) + 1;
+        if n > 1024 && n > self.inner.map.len() / 2 {
+            self.purge_expired();
+        }
+    }
+}
+
+trait CloneFromShared {
+    fn clone_from_shared(&self) -> Self;
+}
+
+impl CloneFromShared for DashMap<Box<str>, Entry> {
+    fn clone_from_shared(&self) -> Self {
+        self.iter()
+            .map(|r| {
+                let e = r.value();
+                (
+                    r.key().clone(),
+                    Entry { bytes: e.bytes.clone(), version: e.version, expires_at: e.expires_at },
+                )
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn load(&self, key: &str) -> Result<Option<Loaded>> {
+        let now = self.inner.clock.now_ms();
+        let expired = match self.inner.map.get(key) {
+            None => return Ok(None),
+            Some(e) if e.expires_at > now => {
+                return Ok(Some(Loaded { bytes: e.bytes.to_vec(), version: e.version }));
+            }
+            Some(_) => true,
+        };
+        if expired {
+            self.inner.map.remove_if(key, |_, e| e.expires_at <= now);
+        }
+        Ok(None)
+    }
+
+    async fn save(&self, key: &str, bytes: &[u8], expected: Option<Version>) -> Result<Version> {
+        let now = self.inner.clock.now_ms();
+        let expires_at = self.expiry(now);
+        let version = match self.inner.map.entry(Box::from(key)) {
+            MapEntry::Occupied(mut o) => {
+                let live = o.get().expires_at > now;
+                let current = live.then_some(o.get().version);
+                if current != expected {
+                    return Err(Error::Conflict { key: key.to_owned() });
+                }
+                let version = current.map_or_else(Version::initial, Version::next);
+                let e = o.get_mut();
+                e.bytes = bytes.into();
+                e.version = version;
+                e.expires_at = expires_at;
+                version
+            }
+            MapEntry::Vacant(v) => {
+                if expected.is_some() {
+                    return Err(Error::Conflict { key: key.to_owned() });
+                }
+                let version = Version::initial();
+                v.insert(Entry { bytes: bytes.into(), version, expires_at });
+                version
+            }
+        };
+        self.note_write();
+        Ok(version)
+    }
+
+    async fn delete(&self, key: &str, expected: Version) -> Result<()> {
+        let now = self.inner.clock.now_ms();
+        let mut conflict = false;
+        self.inner.map.remove_if(key, |_, e| {
+            if e.expires_at <= now || e.version == expected {
+                true
+            } else {
+                conflict = true;
+                false
+            }
+        });
+        if conflict { Err(Error::Conflict { key: key.to_owned() }) } else { Ok(()) }
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<String>> {
+        let now = self.inner.clock.now_ms();
+        let limit = filter.limit.unwrap_or(usize::MAX);
+        Ok(self
+            .inner
+            .map
+            .iter()
+            .filter(|r| r.value().expires_at > now && r.key().starts_with(&filter.prefix))
+            .take(limit)
+            .map(|r| r.key().to_string())
+            .collect())
+    }
+}

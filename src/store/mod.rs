@@ -1,0 +1,154 @@
+//! Session stores: where session records live between updates.
+//!
+//! Every store keeps a [`Version`] per record and checks it on every write
+//! (compare-and-set): [`SessionStore::save`] with a stale version fails with
+//! [`Error::Conflict`](crate::Error::Conflict) instead of silently overwriting the newer record.
+//! That is what makes two bot replicas on one database safe.
+//!
+//! | store | feature | persistence |
+//! |---|---|---|
+//! | [`MemoryStore`] | always | process memory, optional TTL |
+#![cfg_attr(feature = "sqlite", doc = "| [`SqliteStore`] | `sqlite` (default) | embedded file |")]
+#![cfg_attr(feature = "postgres", doc = "| [`PostgresStore`] | `postgres` | server |")]
+#![cfg_attr(feature = "mysql", doc = "| [`MySqlStore`] | `mysql` | server |")]
+#![cfg_attr(feature = "redis", doc = "| [`RedisStore`] | `redis` | server |")]
+
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+mod codec;
+mod memory;
+
+pub use codec::Codec;
+pub use memory::MemoryStore;
+
+/// The version of a stored record. A save with the wrong expected version is a conflict.
+///
+/// Versions are opaque: a store may start a new record at any value (the built-in
+/// stores start at a random one, so a record deleted and created again does not
+/// reuse a version a slow writer may still hold) and must change it on every save.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Version(pub u64);
+
+impl Version {
+    /// The version that follows this one.
+    #[must_use]
+    pub fn next(self) -> Self {
+        Self(self.0.wrapping_add(1) & (i64::MAX as u64))
+    }
+
+    /// A fresh starting version for a new record (random, below `i64::MAX` so SQL
+    /// `BIGINT` columns hold it).
+    #[must_use]
+    pub fn initial() -> Self {
+        Self(random_u64() & (i64::MAX as u64 >> 1))
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}", self.0)
+    }
+}
+
+/// A record read from a store: its bytes and the version to hand back on save.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    /// The encoded session record.
+    pub bytes: Vec<u8>,
+    /// Its version.
+    pub version: Version,
+}
+
+/// What to list in [`SessionStore::list`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListFilter {
+    /// Only keys that start with this.
+    pub prefix: String,
+    /// At most this many keys (`None`: all).
+    pub limit: Option<usize>,
+}
+
+impl ListFilter {
+    /// Keys starting with `prefix`.
+    #[must_use]
+    pub fn prefix(prefix: impl Into<String>) -> Self {
+        Self { prefix: prefix.into(), limit: None }
+    }
+
+    /// At most `limit` keys.
+    #[must_use]
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+}
+
+/// A versioned key-value store for session records.
+///
+/// Keys are arbitrary UTF-8 strings; values are opaque bytes (see [`Codec`]).
+/// Implementations must make `save` and `delete` atomic compare-and-set operations: of
+/// any number of concurrent `save`s with the same expected version, at most one wins.
+///
+/// `stagecraft::testing::conformance` (feature `testing`) checks an implementation
+/// against the same suite the built-in stores pass.
+#[async_trait]
+pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
+    /// A short name for errors and traces: `"memory"`, `"sqlite"`, ...
+    fn backend(&self) -> &'static str;
+
+    /// Reads the record of `key`, or `None` when there is none (or it expired).
+    async fn load(&self, key: &str) -> Result<Option<Loaded>>;
+
+    /// Writes `bytes` as the record of `key` if its current version is `expected`
+    /// (`None`: only if there is no record), and returns the new version.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`](crate::Error::Conflict) when the stored version is not `expected`.
+    async fn save(&self, key: &str, bytes: &[u8], expected: Option<Version>) -> Result<Version>;
+
+    /// Removes the record of `key` if its current version is `expected`.
+    /// Deleting a record that is already gone succeeds.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`](crate::Error::Conflict) when the record exists with another version.
+    async fn delete(&self, key: &str, expected: Version) -> Result<()>;
+
+    /// Lists the keys of live records matching `filter`, in no particular order.
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<String>>;
+}
+
+#[async_trait]
+impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
+    fn backend(&self) -> &'static str {
+        (**self).backend()
+    }
+    async fn load(&self, key: &str) -> Result<Option<Loaded>> {
+        (**self).load(key).await
+    }
+    async fn save(&self, key: &str, bytes: &[u8], expected: Option<Version>) -> Result<Version> {
+        (**self).save(key, bytes, expected).await
+    }
+    async fn delete(&self, key: &str, expected: Version) -> Result<()> {
+        (**self).delete(key, expected).await
+    }
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<String>> {
+        (**self).list(filter).await
+    }
+}
+
+/// A cheap, non-cryptographic random number (for version starts and lease tokens).
+pub(crate) fn random_u64() -> u64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.finish()
+}
