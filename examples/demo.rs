@@ -1,1 +1,140 @@
-fn main(){}
+//! The reference bot as a console chat, or replaying a recorded conversation.
+//!
+//! ```text
+//! $ cargo run --example demo
+//! /start
+//! What is your name?
+//! Alice
+//! How old are you, Alice?
+//! ```
+//!
+//! `--replay FILE` (or `-` for stdin) reads the replay format and prints the transcript
+//! (one `{"method":"sendMessage",...}` line per reply) and nothing else on stdout.
+//! `--store memory|sqlite:PATH|redis://...|postgres://...|mysql://...` picks the store
+//! (default: `sqlite:demo.db` when built with the `sqlite` feature, else memory).
+//! `--user N` / `--chat N` set who is typing in the console (default 1001).
+
+#[path = "shared/demo_bot.rs"]
+mod demo_bot;
+#[path = "shared/stores.rs"]
+mod stores;
+
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use stagecraft::clock::{ManualClock, SystemClock};
+use stagecraft::replay::{REPLAY_EPOCH_S, error_chain, replay};
+use stagecraft::transport::{JsonLinesTransport, Outgoing, Transport};
+use stagecraft::update::TelegramUpdate;
+use stagecraft::{BoxError, Pipeline};
+
+struct Args {
+    replay: Option<String>,
+    store: String,
+    user: i64,
+    chat: i64,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args { replay: None, store: stores::DEFAULT_STORE.to_owned(), user: 1001, chat: 1001 };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--replay" => args.replay = Some(value()?),
+            "--store" => args.store = value()?,
+            "--user" => args.user = value()?.parse().map_err(|e| format!("--user: {e}"))?,
+            "--chat" => args.chat = value()?.parse().map_err(|e| format!("--chat: {e}"))?,
+            "-h" | "--help" => {
+                return Err("usage: demo [--replay FILE|-] [--store SPEC] [--user N] [--chat N]".to_owned());
+            }
+            other => return Err(format!("unknown argument `{other}` (try --help)")),
+        }
+    }
+    Ok(args)
+}
+
+/// Prints each reply's text on its own line.
+#[derive(Debug)]
+struct Console;
+
+#[async_trait]
+impl Transport for Console {
+    async fn send(&self, msg: &Outgoing) -> Result<(), BoxError> {
+        if let Outgoing::Text { text, .. } = msg {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{text}")?;
+            out.flush()?;
+        }
+        Ok(())
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STAGECRAFT_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", error_chain(e.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), BoxError> {
+    let store = stores::open(&args.store).await?;
+    let builder = Pipeline::<demo_bot::Demo>::builder().store_arc(store);
+    if let Some(path) = args.replay {
+        let clock = ManualClock::at_secs(REPLAY_EPOCH_S);
+        let bot = demo_bot::build(builder.clock(clock.clone()).transport(JsonLinesTransport::stdout()))?;
+        if path == "-" {
+            replay(&bot, &clock, std::io::stdin().lock()).await?;
+        } else {
+            let file = std::fs::File::open(&path).map_err(|e| format!("cannot open {path}: {e}"))?;
+            replay(&bot, &clock, std::io::BufReader::new(file)).await?;
+        }
+        return Ok(());
+    }
+    let bot = demo_bot::build(builder.clock(SystemClock).transport(Console))?;
+    eprintln!("stagecraft demo: you are user {} in chat {} (store: {}). Try /start, /profile, /poll.", args.user, args.chat, args.store);
+    let stdin = std::io::stdin();
+    let bot = Arc::new(bot);
+    for (i, line) in stdin.lock().lines().enumerate() {
+        let text = line?;
+        let update = TelegramUpdate::from_value(serde_json::json!({
+            "update_id": i + 1,
+            "message": {
+                "message_id": i + 1,
+                "date": 0,
+                "chat": {"id": args.chat, "type": "private"},
+                "from": {"id": args.user, "is_bot": false, "first_name": "You"},
+                "text": text,
+            }
+        }))?;
+        if let Err(e) = bot.handle(update).await {
+            eprintln!("error: {}", error_chain(&e));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,436 @@
+//! [`Pipeline`]: the bot's middleware chain wrapped in the session cycle.
+//!
+//! For each update: derive the session key; join that key's FIFO queue (synchronously,
+//! at arrival); run the chain (middleware, the stage, bot-level handlers), loading the
+//! session lazily before the first handler; write the session back with
+//! compare-and-set; send the held-back replies; release the key. A conflicting write
+//! (another process moved the record on) reruns the update on the fresh session and
+//! drops the replies of the lost attempt.
+
+mod locks;
+
+use std::fmt;
+use std::sync::Arc;
+
+use tracing::Instrument;
+
+use crate::clock::{Clock, SystemClock};
+use crate::context::Cx;
+use crate::error::{Error, Result};
+use crate::handler::{BoxFuture, Handler, HandlerResult, Matcher, Middleware, RouteBuilder};
+use crate::session::{DecodePolicy, ErrorPolicy, Key, RecordRef, SavePolicy, SessionData};
+use crate::stage::{Outcome, Stage, run_routes};
+use crate::store::{Codec, MemoryStore, SessionStore};
+use crate::transport::{LogTransport, Transport};
+use crate::update::{TelegramUpdate, Update};
+
+use locks::KeyLocks;
+
+enum Link<S, U> {
+    Middleware(Arc<dyn Middleware<S, U>>),
+    Stage,
+    Route(crate::handler::Routes<S, U>),
+}
+
+pub(crate) struct Shared<S, U> {
+    pub(crate) store: Arc<dyn SessionStore>,
+    pub(crate) codec: Codec,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) key: Key<U>,
+    pub(crate) default_session: Box<dyn Fn() -> S + Send + Sync>,
+    pub(crate) stage: Option<Arc<Stage<S, U>>>,
+    pub(crate) bot_username: Option<String>,
+    pub(crate) error_policy: ErrorPolicy,
+    pub(crate) decode_policy: DecodePolicy,
+    pub(crate) save_policy: SavePolicy,
+    pub(crate) max_attempts: usize,
+    chain: Vec<Link<S, U>>,
+    locks: KeyLocks,
+}
+
+/// What became of an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Dispatch {
+    /// Some handler took it.
+    Handled,
+    /// It went through the whole chain untaken (a dptree adapter passes it on).
+    Unhandled,
+}
+
+/// The bot: session cycle, middleware chain, stage and handlers.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use stagecraft::prelude::*;
+///
+/// #[derive(Debug, Default, Serialize, Deserialize)]
+/// struct Data { count: u32 }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let replies = RecordingTransport::new();
+/// let bot = Pipeline::<Data>::builder()
+///     .transport(replies.clone())
+///     .on_text(|cx: Cx<Data>| async move {
+///         let n = cx.session_mut(|s| { s.count += 1; s.count })?;
+///         cx.reply(format!("message #{n}"));
+///         Ok(Outcome::Handled)
+///     })
+///     .build();
+/// let msg = |id: i64| TelegramUpdate::from_json(&format!(
+///     r#"{{"update_id":{id},"message":{{"chat":{{"id":5}},"from":{{"id":5}},"text":"hi"}}}}"#)).unwrap();
+/// bot.handle(msg(1)).await.unwrap();
+/// bot.handle(msg(2)).await.unwrap();
+/// assert_eq!(replies.texts(), ["message #1", "message #2"]);
+/// # });
+/// ```
+pub struct Pipeline<S, U = TelegramUpdate> {
+    shared: Arc<Shared<S, U>>,
+}
+
+impl<S, U> Clone for Pipeline<S, U> {
+    fn clone(&self) -> Self {
+        Self { shared: Arc::clone(&self.shared) }
+    }
+}
+
+impl<S, U> fmt::Debug for Pipeline<S, U> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("store", &self.shared.store)
+            .field("key", &self.shared.key)
+            .field("error_policy", &self.shared.error_policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Pipeline`]. Links run in the order they are added.
+pub struct PipelineBuilder<S, U> {
+    shared: Shared<S, U>,
+}
+
+impl<S, U> fmt::Debug for PipelineBuilder<S, U> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PipelineBuilder")
+    }
+}
+
+impl<S: SessionData + Default, U: Update> Pipeline<S, U> {
+    /// Starts building, with `S::default()` for new sessions, a [`MemoryStore`], the
+    /// user-in-chat key, the system clock and a logging transport.
+    #[must_use]
+    pub fn builder() -> PipelineBuilder<S, U> {
+        Self::builder_with(S::default)
+    }
+}
+
+impl<S: SessionData, U: Update> Pipeline<S, U> {
+    /// Starts building, with `default` creating new sessions.
+    #[must_use]
+    pub fn builder_with(default: impl Fn() -> S + Send + Sync + 'static) -> PipelineBuilder<S, U> {
+        PipelineBuilder {
+            shared: Shared {
+                store: Arc::new(MemoryStore::new()),
+                codec: Codec::Json,
+                clock: Arc::new(SystemClock),
+                transport: Arc::new(LogTransport),
+                key: Key::UserInChat,
+                default_session: Box::new(default),
+                stage: None,
+                bot_username: None,
+                error_policy: ErrorPolicy::WriteAnyway,
+                decode_policy: DecodePolicy::Fail,
+                save_policy: SavePolicy::Changed,
+                max_attempts: 3,
+                chain: Vec::new(),
+                locks: KeyLocks::default(),
+            },
+        }
+    }
+
+    /// Handles one update: the whole session cycle.
+    ///
+    /// The update joins its key's queue when this is **called** (not when the future is
+    /// first polled), so updates of one key are handled in call order however the
+    /// returned futures are scheduled; updates of different keys run concurrently.
+    ///
+    /// # Errors
+    /// A handler's error (after the session was written or rolled back per the
+    /// [`ErrorPolicy`]), a store failure, a conflict that persisted through every
+    /// attempt, or a failed reply.
+    pub fn handle(&self, update: U) -> BoxFuture<'static, Result<Dispatch>> {
+        let update = Arc::new(update);
+        let key: Option<Arc<str>> = self.shared.key.key(&update).map(Arc::from);
+        let ticket = key.as_ref().map(|k| self.shared.locks.enqueue(Arc::clone(k)));
+        let shared = Arc::clone(&self.shared);
+        let span = tracing::info_span!(
+            target: "stagecraft::stage",
+            "update",
+            update_id = update.update_id(),
+            key = key.as_deref(),
+            scene = tracing::field::Empty,
+            step = tracing::field::Empty,
+        );
+        Box::pin(
+            async move {
+                let _permit = match ticket {
+                    Some(t) => Some(t.acquire().await),
+                    None => None,
+                };
+                run_update(&shared, &update, key).await
+            }
+            .instrument(span),
+        )
+    }
+
+    /// Number of keys whose updates are running or queued in this process (the per-key
+    /// lock table; it shrinks back to 0 when the bot is idle).
+    #[must_use]
+    pub fn keys_in_flight(&self) -> usize {
+        self.shared.locks.len()
+    }
+
+    /// The store sessions live in.
+    #[must_use]
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.shared.store
+    }
+}
+
+async fn run_update<S: SessionData, U: Update>(
+    shared: &Arc<Shared<S, U>>,
+    update: &Arc<U>,
+    key: Option<Arc<str>>,
+) -> Result<Dispatch> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let cx = Cx::new(Arc::clone(update), key.clone(), Arc::clone(shared));
+        let outcome = Next { shared: Arc::clone(shared), index: 0 }.run(cx.clone()).await;
+        let (dispatch, failure) = match outcome {
+            Ok(Outcome::Pass) => (Dispatch::Unhandled, None),
+            Ok(_) => (Dispatch::Handled, None),
+            Err(e) => (Dispatch::Handled, Some(Error::handler(e))),
+        };
+        let roll_back = failure.is_some() && shared.error_policy == ErrorPolicy::RollBack;
+        if !roll_back {
+            match commit(shared, &cx).await {
+                Err(e) if e.is_conflict() && attempt < shared.max_attempts => {
+                    tracing::info!(target: "stagecraft::session", key = ?key, attempt,
+                        "session changed elsewhere; running the update again");
+                    continue;
+                }
+                Err(e) => return Err(e),
+                Ok(()) => {}
+            }
+            for msg in cx.take_outbox() {
+                shared.transport.send(&msg).await.map_err(Error::Transport)?;
+            }
+        }
+        return match failure {
+            Some(e) => Err(e),
+            None => Ok(dispatch),
+        };
+    }
+}
+
+/// Writes the session back if it needs it.
+async fn commit<S: SessionData, U: Update>(shared: &Shared<S, U>, cx: &Cx<S, U>) -> Result<()> {
+    let Some(key) = cx.key() else { return Ok(()) };
+    let (bytes, expected) = {
+        let mut st = cx.state();
+        let needed = match shared.save_policy {
+            SavePolicy::Touched => st.dirty || st.touched,
+            _ => st.dirty,
+        };
+        if !st.loaded || !needed {
+            return Ok(());
+        }
+        if st.data.is_none() && st.stack.is_empty() {
+            (None, st.version)
+        } else {
+            let st = &mut *st;
+        let data = st.data.get_or_insert_with(|| (shared.default_session)());
+        let bytes = shared
+            .codec
+            .encode(&RecordRef { data, scenes: &st.stack })
+            .map_err(|e| Error::Encode { key: key.to_owned(), source: e })?;
+            if shared.save_policy == SavePolicy::Changed && st.original.as_deref() == Some(bytes.as_slice()) {
+                return Ok(());
+            }
+            (Some(bytes), st.version)
+        }
+    };
+    match (bytes, expected) {
+        (Some(bytes), expected) => {
+            shared.store.save(key, &bytes, expected).await?;
+        }
+        (None, Some(v)) => shared.store.delete(key, v).await?,
+        (None, None) => {}
+    }
+    Ok(())
+}
+
+/// The rest of the chain after a middleware.
+pub struct Next<S, U> {
+    shared: Arc<Shared<S, U>>,
+    index: usize,
+}
+
+impl<S, U> fmt::Debug for Next<S, U> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Next").field("index", &self.index).finish()
+    }
+}
+
+impl<S: SessionData, U: Update> Next<S, U> {
+    /// Runs the rest of the chain. Its result is [`Outcome::Pass`] when nothing after
+    /// took the update.
+    pub fn run(self, cx: Cx<S, U>) -> BoxFuture<'static, HandlerResult> {
+        Box::pin(async move {
+            let shared = self.shared;
+            let bot = shared.bot_username.as_deref();
+            for (i, link) in shared.chain.iter().enumerate().skip(self.index) {
+                let next = Next { shared: Arc::clone(&shared), index: i + 1 };
+                match link {
+                    Link::Middleware(m) => {
+                        cx.ensure_loaded().await?;
+                        return m.call(cx, next).await;
+                    }
+                    Link::Stage => {
+                        if let Some(stage) = shared.stage.clone() {
+                            return stage.run(cx, next).await;
+                        }
+                    }
+                    Link::Route(routes) => {
+                        if routes.next_match(cx.update(), bot, 0).is_none() {
+                            continue;
+                        }
+                        cx.ensure_loaded().await?;
+                        if let Some(o) = run_routes(routes, &cx, bot).await? {
+                            cx.apply(o).await?;
+                            return Ok(Outcome::Handled);
+                        }
+                    }
+                }
+            }
+            Ok(Outcome::Pass)
+        })
+    }
+}
+
+impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
+    /// Where sessions are stored (default: a [`MemoryStore`]).
+    #[must_use]
+    pub fn store(mut self, store: impl SessionStore) -> Self {
+        self.shared.store = Arc::new(store);
+        self
+    }
+
+    /// Like [`store`](Self::store), for a store already behind an `Arc`.
+    #[must_use]
+    pub fn store_arc(mut self, store: Arc<dyn SessionStore>) -> Self {
+        self.shared.store = store;
+        self
+    }
+
+    /// How sessions are encoded (default: JSON).
+    #[must_use]
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.shared.codec = codec;
+        self
+    }
+
+    /// The session key strategy (default: [`Key::UserInChat`]).
+    #[must_use]
+    pub fn key(mut self, key: Key<U>) -> Self {
+        self.shared.key = key;
+        self
+    }
+
+    /// The clock for scene TTLs (default: the system clock).
+    #[must_use]
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.shared.clock = Arc::new(clock);
+        self
+    }
+
+    /// Where replies go (default: [`LogTransport`]).
+    #[must_use]
+    pub fn transport(mut self, transport: impl Transport) -> Self {
+        self.shared.transport = Arc::new(transport);
+        self
+    }
+
+    /// The bot's username: commands addressed to another bot (`/start@other`) then
+    /// don't match.
+    #[must_use]
+    pub fn bot_username(mut self, name: impl Into<String>) -> Self {
+        self.shared.bot_username = Some(name.into());
+        self
+    }
+
+    /// What a handler error does to the session (default: [`ErrorPolicy::WriteAnyway`]).
+    #[must_use]
+    pub fn error_policy(mut self, policy: ErrorPolicy) -> Self {
+        self.shared.error_policy = policy;
+        self
+    }
+
+    /// What an undecodable stored session does (default: [`DecodePolicy::Fail`]).
+    #[must_use]
+    pub fn decode_policy(mut self, policy: DecodePolicy) -> Self {
+        self.shared.decode_policy = policy;
+        self
+    }
+
+    /// When sessions are written (default: [`SavePolicy::Changed`]).
+    #[must_use]
+    pub fn save_policy(mut self, policy: SavePolicy) -> Self {
+        self.shared.save_policy = policy;
+        self
+    }
+
+    /// How many times an update runs when its write keeps conflicting with another
+    /// process (default 3; at least 1).
+    #[must_use]
+    pub fn max_attempts(mut self, n: usize) -> Self {
+        self.shared.max_attempts = n.max(1);
+        self
+    }
+
+    /// Adds a middleware: `|cx, next| async move { ...; next.run(cx).await }`.
+    #[must_use]
+    pub fn middleware(mut self, m: impl Middleware<S, U>) -> Self {
+        self.shared.chain.push(Link::Middleware(Arc::new(m)));
+        self
+    }
+
+    /// Adds the stage at this point of the chain.
+    #[must_use]
+    pub fn stage(mut self, stage: Stage<S, U>) -> Self {
+        self.shared.stage = Some(Arc::new(stage));
+        self.shared.chain.push(Link::Stage);
+        self
+    }
+
+    /// Finishes the pipeline.
+    #[must_use]
+    pub fn build(self) -> Pipeline<S, U> {
+        Pipeline { shared: Arc::new(self.shared) }
+    }
+}
+
+impl<S: SessionData, U: Update> RouteBuilder<S, U> for PipelineBuilder<S, U> {
+    fn push_route(mut self, matcher: Matcher<U>, handler: Arc<dyn Handler<S, U>>) -> Self {
+        if let Some(Link::Route(routes)) = self.shared.chain.last_mut() {
+            routes.list.push((matcher, handler));
+        } else {
+            let mut routes = crate::handler::Routes::default();
+            routes.list.push((matcher, handler));
+            self.shared.chain.push(Link::Route(routes));
+        }
+        self
+    }
+}

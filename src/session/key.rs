@@ -1,0 +1,96 @@
+//! How an update maps to a session key.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::update::Update;
+
+/// Which session an update belongs to.
+///
+/// An update that lacks what the strategy needs (a channel post has no user, an inline
+/// query has no chat) gets **no session**: never a shared key such as `"undefined"`.
+/// The rest of the chain still runs; see [`Cx::has_session`](crate::Cx::has_session).
+///
+/// ```
+/// use stagecraft::session::Key;
+/// use stagecraft::update::TelegramUpdate;
+///
+/// let u = TelegramUpdate::from_json(r#"{"update_id":1,"message":{"chat":{"id":-100},
+///     "from":{"id":7},"message_thread_id":3,"text":"hi"}}"#).unwrap();
+/// assert_eq!(Key::<TelegramUpdate>::UserInChat.key(&u).as_deref(), Some("7:-100"));
+/// assert_eq!(Key::<TelegramUpdate>::Chat.key(&u).as_deref(), Some("-100"));
+/// assert_eq!(Key::<TelegramUpdate>::User.key(&u).as_deref(), Some("7"));
+/// assert_eq!(Key::<TelegramUpdate>::ChatThread.key(&u).as_deref(), Some("-100:3"));
+/// let custom = Key::custom(|u: &TelegramUpdate| u.message.as_ref().map(|_| "all".to_owned()));
+/// assert_eq!(custom.key(&u).as_deref(), Some("all"));
+/// ```
+#[non_exhaustive]
+pub enum Key<U> {
+    /// `"{user}:{chat}"`: each user has their own session in each chat (Telegraf's default).
+    UserInChat,
+    /// `"{chat}"`: one session per chat, shared by its members.
+    Chat,
+    /// `"{user}"`: one session per user, across chats.
+    User,
+    /// `"{chat}:{thread}"` in forum topics, `"{chat}"` elsewhere.
+    ChatThread,
+    /// Your own function; `None` means no session.
+    Custom(Arc<dyn Fn(&U) -> Option<String> + Send + Sync>),
+}
+
+impl<U> Key<U> {
+    /// A key from your own function.
+    pub fn custom(f: impl Fn(&U) -> Option<String> + Send + Sync + 'static) -> Self {
+        Self::Custom(Arc::new(f))
+    }
+}
+
+impl<U: Update> Key<U> {
+    /// The key of `update`, or `None` when it has no session under this strategy.
+    #[must_use]
+    pub fn key(&self, update: &U) -> Option<String> {
+        match self {
+            Self::UserInChat => Some(format!("{}:{}", update.user_id()?, update.chat_id()?)),
+            Self::Chat => Some(update.chat_id()?.to_string()),
+            Self::User => Some(update.user_id()?.to_string()),
+            Self::ChatThread => {
+                let chat = update.chat_id()?;
+                Some(match update.thread_id() {
+                    Some(t) => format!("{chat}:{t}"),
+                    None => chat.to_string(),
+                })
+            }
+            Self::Custom(f) => f(update),
+        }
+    }
+}
+
+impl<U> Default for Key<U> {
+    fn default() -> Self {
+        Self::UserInChat
+    }
+}
+
+impl<U> Clone for Key<U> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::UserInChat => Self::UserInChat,
+            Self::Chat => Self::Chat,
+            Self::User => Self::User,
+            Self::ChatThread => Self::ChatThread,
+            Self::Custom(f) => Self::Custom(Arc::clone(f)),
+        }
+    }
+}
+
+impl<U> fmt::Debug for Key<U> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::UserInChat => "UserInChat",
+            Self::Chat => "Chat",
+            Self::User => "User",
+            Self::ChatThread => "ChatThread",
+            Self::Custom(_) => "Custom(..)",
+        })
+    }
+}

@@ -1,0 +1,78 @@
+//! Sessions: per-key data loaded from a store, handed to handlers, written back.
+//!
+//! A session record holds the bot's own data `S` and the [scene stack](crate::scene::Frame).
+//! It is stored as `{"data": S, "scenes": [frame, ...]}` through the configured
+//! [`Codec`](crate::store::Codec), so an operator can read who is in which scene and step
+//! without the bot's Rust types.
+//!
+//! The session lives for one update: loaded lazily before the first handler runs,
+//! written back after the chain when it changed, under a per-key lock so that updates of
+//! one key never interleave. See [`Pipeline`](crate::Pipeline) for the whole cycle.
+
+mod key;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+pub use key::Key;
+
+use crate::scene::Frame;
+
+/// Bounds on the bot's session data type.
+pub trait SessionData: Serialize + DeserializeOwned + Send + Sync + 'static {}
+
+impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> SessionData for T {}
+
+/// What happens to the session when a handler fails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorPolicy {
+    /// Write the session as the handlers left it, then report the error; held-back
+    /// replies made before the error are sent. This is what Telegraf does.
+    #[default]
+    WriteAnyway,
+    /// Keep the stored session as it was before the update (nothing is written) and drop
+    /// the replies the update made through its context.
+    RollBack,
+}
+
+/// What happens when a stored session cannot be decoded (changed types, corruption,
+/// an unregistered scene state tag).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecodePolicy {
+    /// Report [`Error::Decode`](crate::Error::Decode) for the update and leave the stored
+    /// bytes untouched, so nothing is lost and an operator can repair or migrate them.
+    #[default]
+    Fail,
+    /// Log a warning and start the session afresh (the old record is overwritten when
+    /// the new session is saved).
+    Reset,
+}
+
+/// When a session is written back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SavePolicy {
+    /// Only when its encoding changed during the update (the default).
+    #[default]
+    Changed,
+    /// Whenever a handler read or wrote it (Telegraf's "touched"); refreshes store TTLs on reads.
+    Touched,
+}
+
+/// The stored shape of a session, borrowed for encoding.
+#[derive(Serialize)]
+pub(crate) struct RecordRef<'a, S> {
+    pub(crate) data: &'a S,
+    #[serde(skip_serializing_if = "<[Frame]>::is_empty")]
+    pub(crate) scenes: &'a [Frame],
+}
+
+/// The stored shape of a session, owned for decoding.
+#[derive(Deserialize)]
+pub(crate) struct RecordOwned<S> {
+    pub(crate) data: S,
+    #[serde(default)]
+    pub(crate) scenes: Vec<Frame>,
+}

@@ -1,0 +1,193 @@
+//! Where replies go: a small trait the console, the replay and bot adapters implement.
+
+use std::fmt;
+use std::io::Write;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::error::BoxError;
+
+/// An outgoing Bot API call made through the context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outgoing {
+    /// `sendMessage`.
+    Text {
+        /// Target chat.
+        chat_id: i64,
+        /// Forum topic, if the update came from one.
+        thread_id: Option<i64>,
+        /// The text.
+        text: String,
+    },
+    /// `answerCallbackQuery`.
+    AnswerCallback {
+        /// The callback query id.
+        id: String,
+        /// An optional notification text.
+        text: Option<String>,
+    },
+}
+
+#[derive(Serialize)]
+struct SendMessage<'a> {
+    method: &'static str,
+    chat_id: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_thread_id: Option<i64>,
+    text: &'a str,
+}
+
+#[derive(Serialize)]
+struct AnswerCallbackQuery<'a> {
+    method: &'static str,
+    callback_query_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+}
+
+impl Outgoing {
+    /// A `sendMessage` to `chat_id`.
+    #[must_use]
+    pub fn text(chat_id: i64, text: impl Into<String>) -> Self {
+        Self::Text { chat_id, thread_id: None, text: text.into() }
+    }
+
+    /// The call as one line of the transcript format:
+    /// `{"method":"sendMessage","chat_id":1,"text":"hi"}`.
+    #[must_use]
+    pub fn to_json_line(&self) -> String {
+        let r = match self {
+            Self::Text { chat_id, thread_id, text } => serde_json::to_string(&SendMessage {
+                method: "sendMessage",
+                chat_id: *chat_id,
+                message_thread_id: *thread_id,
+                text,
+            }),
+            Self::AnswerCallback { id, text } => serde_json::to_string(&AnswerCallbackQuery {
+                method: "answerCallbackQuery",
+                callback_query_id: id,
+                text: text.as_deref(),
+            }),
+        };
+        r.unwrap_or_default()
+    }
+
+    /// The chat this call goes to, if any.
+    #[must_use]
+    pub fn chat_id(&self) -> Option<i64> {
+        match self {
+            Self::Text { chat_id, .. } => Some(*chat_id),
+            Self::AnswerCallback { .. } => None,
+        }
+    }
+}
+
+/// Sends outgoing calls. Implemented by the console, the replay, the test recorder and
+/// (feature `teloxide`) the teloxide adapter.
+#[async_trait]
+pub trait Transport: fmt::Debug + Send + Sync + 'static {
+    /// Sends one call.
+    async fn send(&self, msg: &Outgoing) -> Result<(), BoxError>;
+}
+
+#[async_trait]
+impl<T: Transport + ?Sized> Transport for Arc<T> {
+    async fn send(&self, msg: &Outgoing) -> Result<(), BoxError> {
+        (**self).send(msg).await
+    }
+}
+
+/// Logs every call through `tracing` and sends nothing (the default transport).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogTransport;
+
+#[async_trait]
+impl Transport for LogTransport {
+    async fn send(&self, msg: &Outgoing) -> Result<(), BoxError> {
+        tracing::info!(target: "stagecraft::reply", call = %msg.to_json_line(), "reply");
+        Ok(())
+    }
+}
+
+/// Records every call in memory, in order (for tests and replays).
+#[derive(Debug, Clone, Default)]
+pub struct RecordingTransport {
+    sent: Arc<Mutex<Vec<Outgoing>>>,
+}
+
+impl RecordingTransport {
+    /// An empty recorder.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Everything sent so far.
+    #[must_use]
+    pub fn sent(&self) -> Vec<Outgoing> {
+        self.sent.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Takes everything sent so far, leaving the record empty.
+    #[must_use]
+    pub fn take(&self) -> Vec<Outgoing> {
+        std::mem::take(&mut *self.sent.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The texts sent so far, in order.
+    #[must_use]
+    pub fn texts(&self) -> Vec<String> {
+        self.sent()
+            .into_iter()
+            .filter_map(|m| match m {
+                Outgoing::Text { text, .. } => Some(text),
+                Outgoing::AnswerCallback { .. } => None,
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Transport for RecordingTransport {
+    async fn send(&self, msg: &Outgoing) -> Result<(), BoxError> {
+        self.sent.lock().unwrap_or_else(PoisonError::into_inner).push(msg.clone());
+        Ok(())
+    }
+}
+
+/// Writes each call as a transcript line (`{"method":"sendMessage",...}`) to a writer.
+pub struct JsonLinesTransport {
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+impl fmt::Debug for JsonLinesTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JsonLinesTransport")
+    }
+}
+
+impl JsonLinesTransport {
+    /// Writes to `out`.
+    pub fn new(out: impl Write + Send + 'static) -> Self {
+        Self { out: Mutex::new(Box::new(out)) }
+    }
+
+    /// Writes to standard output.
+    #[must_use]
+    pub fn stdout() -> Self {
+        Self::new(std::io::stdout())
+    }
+}
+
+#[async_trait]
+impl Transport for JsonLinesTransport {
+    async fn send(&self, msg: &Outgoing) -> Result<(), BoxError> {
+        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        writeln!(out, "{}", msg.to_json_line())?;
+        out.flush()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,145 @@
+//! What the stage needs to know about an incoming update.
+//!
+//! The core is transport-agnostic: anything that implements [`Update`] can be routed.
+//! [`TelegramUpdate`] deserializes Telegram Bot API `Update` JSON without any bot
+//! framework; the `teloxide` feature implements [`Update`] for teloxide's own type.
+
+mod telegram;
+
+pub use telegram::TelegramUpdate;
+
+/// The kind of an update, as far as routing cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum UpdateKind {
+    /// A new message.
+    Message,
+    /// An edited message.
+    EditedMessage,
+    /// A new channel post.
+    ChannelPost,
+    /// An edited channel post.
+    EditedChannelPost,
+    /// A callback query (an inline keyboard button was pressed).
+    CallbackQuery,
+    /// Anything else (inline queries, chat member updates, ...).
+    Other,
+}
+
+/// A bot command: `/name args` or `/name@bot args`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Command<'a> {
+    /// The command name without `/` and without `@bot`.
+    pub name: &'a str,
+    /// The bot username after `@`, if any.
+    pub bot: Option<&'a str>,
+    /// The rest of the text after the command, trimmed.
+    pub args: &'a str,
+}
+
+impl<'a> Command<'a> {
+    /// Parses a command the way Telegram marks `bot_command` entities at offset 0:
+    /// `/` followed by 1–32 of `[A-Za-z0-9_]`, optionally `@botname`, then whitespace or the end.
+    #[must_use]
+    pub fn parse(text: &'a str) -> Option<Self> {
+        let rest = text.strip_prefix('/')?;
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let (token, args) = rest.split_at(end);
+        let (name, bot) = match token.split_once('@') {
+            Some((name, bot)) => (name, Some(bot)),
+            None => (token, None),
+        };
+        let valid = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid(name) || name.len() > 32 || bot.is_some_and(|b| !valid(b)) {
+            return None;
+        }
+        Some(Self { name, bot, args: args.trim() })
+    }
+}
+
+/// What the session and the stage read from an update.
+///
+/// Implement it for your own update type to drive stagecraft from any transport.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be routed by stagecraft",
+    note = "implement `stagecraft::update::Update` for it, or use `TelegramUpdate`"
+)]
+pub trait Update: Send + Sync + 'static {
+    /// The update's id, if the transport has one.
+    fn update_id(&self) -> Option<i64>;
+    /// What kind of update this is.
+    fn kind(&self) -> UpdateKind;
+    /// The chat it happened in (Telegraf's `ctx.chat`).
+    fn chat_id(&self) -> Option<i64>;
+    /// The user who caused it (Telegraf's `ctx.from`).
+    fn user_id(&self) -> Option<i64>;
+    /// The forum topic (message thread), if any.
+    fn thread_id(&self) -> Option<i64>;
+    /// The text of the message, edited message or channel post (not captions).
+    fn text(&self) -> Option<&str>;
+    /// The data of a callback query.
+    fn callback_data(&self) -> Option<&str>;
+    /// The id of a callback query (to answer it).
+    fn callback_id(&self) -> Option<&str> {
+        None
+    }
+
+    /// The text of a *new* message or channel post (not an edit, not a callback).
+    fn message_text(&self) -> Option<&str> {
+        match self.kind() {
+            UpdateKind::Message | UpdateKind::ChannelPost => self.text(),
+            _ => None,
+        }
+    }
+
+    /// The command of a new message or channel post, as Telegraf's `command()` sees it.
+    fn command(&self) -> Option<Command<'_>> {
+        self.message_text().and_then(Command::parse)
+    }
+}
+
+impl<T: Update + ?Sized> Update for std::sync::Arc<T> {
+    fn update_id(&self) -> Option<i64> {
+        (**self).update_id()
+    }
+    fn kind(&self) -> UpdateKind {
+        (**self).kind()
+    }
+    fn chat_id(&self) -> Option<i64> {
+        (**self).chat_id()
+    }
+    fn user_id(&self) -> Option<i64> {
+        (**self).user_id()
+    }
+    fn thread_id(&self) -> Option<i64> {
+        (**self).thread_id()
+    }
+    fn text(&self) -> Option<&str> {
+        (**self).text()
+    }
+    fn callback_data(&self) -> Option<&str> {
+        (**self).callback_data()
+    }
+    fn callback_id(&self) -> Option<&str> {
+        (**self).callback_id()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Command;
+
+    #[test]
+    fn commands_parse_like_telegram() {
+        let c = Command::parse("/start").unwrap();
+        assert_eq!((c.name, c.bot, c.args), ("start", None, ""));
+        let c = Command::parse("/start@my_bot  hello world ").unwrap();
+        assert_eq!((c.name, c.bot, c.args), ("start", Some("my_bot"), "hello world"));
+        assert!(Command::parse("start").is_none());
+        assert!(Command::parse("/").is_none());
+        assert!(Command::parse("/ start").is_none());
+        assert!(Command::parse("/st-art").is_none());
+        assert!(Command::parse("/start@").is_none());
+        assert!(Command::parse("/привет").is_none());
+    }
+}
