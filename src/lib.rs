@@ -12,6 +12,7 @@ pub mod scene;
 pub mod session;
 pub mod stage;
 pub mod store;
+pub mod testing;
 pub mod transport;
 pub mod update;
 pub mod wizard;

@@ -76,3 +76,71 @@ pub(crate) struct RecordOwned<S> {
     #[serde(default)]
     pub(crate) scenes: Vec<Frame>,
 }
+
+/// A stored frame read without the bot's types (see [`inspect`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct FrameInfo {
+    /// The scene id.
+    pub scene: String,
+    /// The wizard cursor.
+    #[serde(default)]
+    pub cursor: Option<i64>,
+    /// When it was entered (Unix seconds).
+    #[serde(default)]
+    pub entered_at: i64,
+    /// When it expires (Unix seconds).
+    #[serde(default)]
+    pub expires: Option<i64>,
+    /// The `typetag` name of its state (e.g. `"signup.v1"`).
+    #[serde(skip)]
+    pub state_tag: Option<String>,
+}
+
+/// What [`inspect`] reads from a stored session.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RecordInfo {
+    /// The bot's data, as untyped JSON.
+    pub data: serde_json::Value,
+    /// The scene stack, bottom first.
+    pub scenes: Vec<FrameInfo>,
+}
+
+/// Reads a stored session record without the bot's Rust types: who is in which scene
+/// and step. This is what operator tools build on.
+///
+/// ```
+/// let bytes = br#"{"data":{"n":1},"scenes":[{"scene":"signup","cursor":2,"entered_at":5,
+///     "state":{"signup.v1":{"name":"Ann"}}}]}"#;
+/// let info = stagecraft::session::inspect(bytes).unwrap();
+/// assert_eq!(info.scenes[0].scene, "signup");
+/// assert_eq!(info.scenes[0].cursor, Some(2));
+/// assert_eq!(info.scenes[0].state_tag.as_deref(), Some("signup.v1"));
+/// assert!(stagecraft::session::inspect(b"\x00garbage").is_err());
+/// ```
+///
+/// # Errors
+/// [`Error::Decode`](crate::Error::Decode) when the bytes are not a session record.
+pub fn inspect(bytes: &[u8]) -> crate::Result<RecordInfo> {
+    #[derive(Deserialize)]
+    struct Raw {
+        #[serde(default)]
+        data: serde_json::Value,
+        #[serde(default)]
+        scenes: Vec<serde_json::Value>,
+    }
+    let decode_err = |e| crate::Error::Decode { key: String::new(), source: e };
+    let raw: Raw = crate::store::Codec::decode(bytes).map_err(decode_err)?;
+    let scenes = raw
+        .scenes
+        .into_iter()
+        .map(|v| {
+            let tag = v.get("state").and_then(|s| s.as_object()).and_then(|o| o.keys().next().cloned());
+            let mut info: FrameInfo = serde_json::from_value(v).map_err(|e| decode_err(e.into()))?;
+            info.state_tag = tag;
+            Ok(info)
+        })
+        .collect::<crate::Result<_>>()?;
+    Ok(RecordInfo { data: raw.data, scenes })
+}
