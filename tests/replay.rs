@@ -1,0 +1,165 @@
+//! The recorded Telegraf conversations, replayed through the reference bot.
+
+#[path = "../examples/shared/demo_bot.rs"]
+mod demo_bot;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use stagecraft::Pipeline;
+use stagecraft::clock::ManualClock;
+use stagecraft::replay::{REPLAY_EPOCH_S, replay};
+use stagecraft::store::MemoryStore;
+use stagecraft::transport::RecordingTransport;
+
+fn scenarios_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios")
+}
+
+/// Transcript lines grouped by chat, in order within each chat.
+fn by_chat(lines: impl IntoIterator<Item = String>) -> BTreeMap<i64, Vec<serde_json::Value>> {
+    let mut map: BTreeMap<i64, Vec<serde_json::Value>> = BTreeMap::new();
+    for line in lines {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(&line).expect("transcript line is JSON");
+        let chat = v["chat_id"].as_i64().expect("chat_id");
+        map.entry(chat).or_default().push(v);
+    }
+    map
+}
+
+async fn run_replay(input: &str) -> BTreeMap<i64, Vec<serde_json::Value>> {
+    let clock = ManualClock::at_secs(REPLAY_EPOCH_S);
+    let replies = RecordingTransport::new();
+    let bot = demo_bot::build(
+        Pipeline::<demo_bot::Demo>::builder()
+            .store(MemoryStore::new())
+            .clock(clock.clone())
+            .transport(replies.clone()),
+    )
+    .unwrap();
+    replay(&bot, &clock, input.as_bytes()).await.unwrap();
+    by_chat(replies.sent().iter().map(stagecraft::transport::Outgoing::to_json_line))
+}
+
+fn scenario_files() -> Vec<PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(scenarios_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name.ends_with(".jsonl") && !name.ends_with(".transcript.jsonl")
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_recorded_scenario_gives_telegrafs_transcript() {
+    let files = scenario_files();
+    assert!(files.len() >= 4, "scenario files are missing: {files:?}");
+    for file in files {
+        let input = std::fs::read_to_string(&file).unwrap();
+        let expected_file = file.with_extension("transcript.jsonl");
+        let expected = by_chat(std::fs::read_to_string(&expected_file).unwrap().lines().map(str::to_owned));
+        let got = run_replay(&input).await;
+        assert_eq!(got, expected, "transcript of {}", file.display());
+    }
+}
+
+/// A `parallel` batch of one chat gives the same transcript as the same updates sent one
+/// after another: stagecraft's deliberate difference from Telegraf, where they interleave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parallel_batch_of_one_chat_equals_the_sequential_conversation() {
+    let input = std::fs::read_to_string(scenarios_dir().join("01_happy_path.jsonl")).unwrap();
+    let updates: Vec<&str> = input.lines().filter(|l| l.contains("update_id")).collect();
+    let sequential = run_replay(&updates.join("\n")).await;
+    let parallel = format!("{{\"parallel\":[{}]}}", updates.join(","));
+    for _ in 0..20 {
+        assert_eq!(run_replay(&parallel).await, sequential);
+    }
+}
+
+/// Several chats at once in one batch: each chat's transcript is its own conversation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parallel_batch_of_many_chats_keeps_each_chat_in_order() {
+    let files = scenario_files();
+    let mut inputs = Vec::new();
+    let mut expected = BTreeMap::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        inputs.push(text.lines().filter(|l| l.contains("update_id")).map(str::to_owned).collect::<Vec<_>>());
+        expected.append(&mut by_chat(
+            std::fs::read_to_string(f.with_extension("transcript.jsonl")).unwrap().lines().map(str::to_owned),
+        ));
+    }
+    // Interleave the conversations round-robin into one batch.
+    let longest = inputs.iter().map(Vec::len).max().unwrap_or(0);
+    let mut batch = Vec::new();
+    for i in 0..longest {
+        for conv in &inputs {
+            if let Some(u) = conv.get(i) {
+                batch.push(u.clone());
+            }
+        }
+    }
+    let got = run_replay(&format!("{{\"parallel\":[{}]}}", batch.join(","))).await;
+    assert_eq!(got, expected);
+}
+
+#[tokio::test]
+async fn the_profile_ttl_expires_silently_after_300_seconds() {
+    let msg = |id: u32, text: &str| {
+        format!(
+            r#"{{"update_id":{id},"message":{{"message_id":{id},"date":0,"chat":{{"id":7}},"from":{{"id":7}},"text":"{text}"}}}}"#
+        )
+    };
+    let input = [
+        msg(1, "/profile"),
+        r#"{"advance_clock_s":300}"#.to_owned(),
+        msg(2, "still here"),
+        r#"{"advance_clock_s":1}"#.to_owned(),
+        msg(3, "gone"),
+    ]
+    .join("\n");
+    let got = run_replay(&input).await;
+    let texts: Vec<_> = got[&7].iter().map(|v| v["text"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(
+        texts,
+        [
+            "Profile scene (no profile). Commands: /whoami /signup /back",
+            "profile echo: still here",
+            "Outside scenes (3 updates). Send /start or /profile.",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_replay_line_is_an_error_with_its_line_number() {
+    let clock = ManualClock::at_secs(REPLAY_EPOCH_S);
+    let bot = demo_bot::build(Pipeline::<demo_bot::Demo>::builder()).unwrap();
+    for bad in ["{\"comment\":\"ok\"}\nnot json", "{\"comment\":\"ok\"}\n{\"update_id\":\"x\"}", "\n[1,2]"] {
+        let err = replay(&bot, &clock, bad.as_bytes()).await.unwrap_err();
+        assert!(stagecraft::replay::error_chain(&err).contains("line 2"), "{bad:?}: {err}");
+    }
+}
+
+/// The README's demo command, run as a process: `demo --replay FILE` prints exactly the transcript.
+#[test]
+fn the_demo_binary_replays_a_file_to_stdout() {
+    let exe = std::env::current_exe().unwrap();
+    let demo = exe.parent().and_then(Path::parent).map(|d| d.join("examples").join("demo")).unwrap();
+    assert!(demo.exists(), "build the example first: {}", demo.display());
+    let file = scenarios_dir().join("02_invalid_age_reask.jsonl");
+    let out = std::process::Command::new(&demo)
+        .args(["--store", "memory", "--replay"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let expected = std::fs::read_to_string(file.with_extension("transcript.jsonl")).unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
+}
