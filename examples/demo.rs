@@ -38,7 +38,12 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { replay: None, store: stores::DEFAULT_STORE.to_owned(), user: 1001, chat: 1001 };
+    let mut args = Args {
+        replay: None,
+        store: stores::DEFAULT_STORE.to_owned(),
+        user: 1001,
+        chat: 1001,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
@@ -48,7 +53,9 @@ fn parse_args() -> Result<Args, String> {
             "--user" => args.user = value()?.parse().map_err(|e| format!("--user: {e}"))?,
             "--chat" => args.chat = value()?.parse().map_err(|e| format!("--chat: {e}"))?,
             "-h" | "--help" => {
-                return Err("usage: demo [--replay FILE|-] [--store SPEC] [--user N] [--chat N]".to_owned());
+                return Err(
+                    "usage: demo [--replay FILE|-] [--store SPEC] [--user N] [--chat N]".to_owned(),
+                );
             }
             other => return Err(format!("unknown argument `{other}` (try --help)")),
         }
@@ -75,7 +82,8 @@ impl Transport for Console {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("STAGECRAFT_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("STAGECRAFT_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -86,7 +94,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -107,17 +118,25 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let builder = Pipeline::<demo_bot::Demo>::builder().store_arc(store);
     if let Some(path) = args.replay {
         let clock = ManualClock::at_secs(REPLAY_EPOCH_S);
-        let bot = demo_bot::build(builder.clock(clock.clone()).transport(JsonLinesTransport::stdout()))?;
+        let bot = demo_bot::build(
+            builder
+                .clock(clock.clone())
+                .transport(JsonLinesTransport::stdout()),
+        )?;
         if path == "-" {
             replay(&bot, &clock, std::io::stdin().lock()).await?;
         } else {
-            let file = std::fs::File::open(&path).map_err(|e| format!("cannot open {path}: {e}"))?;
+            let file =
+                std::fs::File::open(&path).map_err(|e| format!("cannot open {path}: {e}"))?;
             replay(&bot, &clock, std::io::BufReader::new(file)).await?;
         }
         return Ok(());
     }
     let bot = demo_bot::build(builder.clock(SystemClock).transport(Console))?;
-    eprintln!("stagecraft demo: you are user {} in chat {} (store: {}). Try /start, /profile, /poll.", args.user, args.chat, args.store);
+    eprintln!(
+        "stagecraft demo: you are user {} in chat {} (store: {}). Try /start, /profile, /poll.",
+        args.user, args.chat, args.store
+    );
     let stdin = std::io::stdin();
     let bot = Arc::new(bot);
     for (i, line) in stdin.lock().lines().enumerate() {

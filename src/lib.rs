@@ -1,4 +1,80 @@
-//! stagecraft: sessions, scenes and wizards for chat bots.
+//! Sessions, scenes and wizards for chat bots: Telegraf's `session` + `Stage` +
+//! `BaseScene` + `WizardScene`, rebuilt in Rust and made safe.
+//!
+//! - A **session** holds per-key data (by default per user in each chat) in a
+//!   [store](store): memory, SQLite (default feature), Redis, PostgreSQL, MySQL.
+//! - Inside the session lives a **scene stack**: serializable [frames](scene::Frame) that
+//!   say which scene is active, which wizard step it is on, and the scene's typed state.
+//! - The [`Stage`] sends each update to the current step of the active scene; a step
+//!   answers an [`Outcome`] (stay, next, back, go to step, enter/push/leave a scene) that
+//!   the stage applies.
+//! - The [`Pipeline`] wraps it all in a session cycle that makes Telegraf's session
+//!   hazards impossible: updates of one key never interleave, writes are
+//!   compare-and-set, replies are held back until the session is stored.
+//!
+//! # Example
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//! use stagecraft::prelude::*;
+//! use stagecraft::testing::TestBot;
+//!
+//! #[derive(Debug, Default, Serialize, Deserialize)]
+//! struct Data { name: Option<String> }
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let bot = TestBot::<Data>::new(|builder| {
+//!     let stage = Stage::builder()
+//!         .scene(Wizard::builder("signup")
+//!             .command("cancel", |cx: Cx<Data>| async move {
+//!                 cx.reply("Cancelled.");
+//!                 Ok(Outcome::leave())
+//!             })
+//!             .step(|cx: Cx<Data>| async move {
+//!                 cx.reply("What is your name?");
+//!                 Ok(Outcome::Next)
+//!             })
+//!             .step(|cx: Cx<Data>| async move {
+//!                 let name = cx.update().message_text().unwrap_or_default().to_owned();
+//!                 cx.reply(format!("Welcome, {name}!"));
+//!                 cx.session_mut(|d| d.name = Some(name))?;
+//!                 Ok(Outcome::leave())
+//!             })
+//!             .build())
+//!         .build()
+//!         .unwrap();
+//!     builder
+//!         .stage(stage)
+//!         .command("start", |_cx: Cx<Data>| async move { Ok(Outcome::enter("signup")) })
+//!         .build()
+//! });
+//! assert_eq!(bot.send("/start").await.unwrap(), ["What is your name?"]);
+//! assert_eq!(bot.send("Ann").await.unwrap(), ["Welcome, Ann!"]);
+//! assert_eq!(bot.stored().await.unwrap().data["name"], "Ann");
+//! # });
+//! ```
+//!
+//! # Guides
+//!
+//! The `docs/` folder of the repository: concepts, coming from Telegraf, concurrency,
+//! stores, testing.
+//!
+//! # Feature flags
+//!
+//! | Name | Description | Default? |
+//! |---|---|---|
+//! | `sqlite` | [`SqliteStore`](store) on sqlx | yes |
+//! | `postgres` | `PostgresStore` on sqlx | no |
+//! | `mysql` | `MySqlStore` on sqlx | no |
+//! | `redis` | `RedisStore` on redis-rs | no |
+//! | `msgpack` | `Codec::MsgPack` | no |
+//! | `teloxide` | the teloxide adapter | no |
+//! | `testing` | the store conformance suite | no |
+//!
+//! # Supported Rust versions
+//!
+//! Rust 1.85 and later. The minimum is at least six months old and is raised only in a
+//! minor release.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod clock;
@@ -29,3 +105,7 @@ pub use scene::{Scene, SceneState};
 pub use stage::{Outcome, Stage};
 #[doc(inline)]
 pub use wizard::Wizard;
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -26,7 +26,7 @@ pub const REPLAY_EPOCH_S: i64 = 1_700_000_000;
 #[non_exhaustive]
 pub enum Line {
     /// An update, handled before the next line.
-    Update(TelegramUpdate),
+    Update(Box<TelegramUpdate>),
     /// Updates delivered at the same time.
     Parallel(Vec<TelegramUpdate>),
     /// Move the clock forward this many seconds.
@@ -47,21 +47,35 @@ impl Line {
         }
         let value: Value = serde_json::from_str(line).map_err(|e| Error::Update(e.into()))?;
         let bad = |what: &str| Error::Update(Box::new(Message(format!("replay line: {what}"))));
-        let Value::Object(map) = &value else { return Err(bad("expected a JSON object")) };
+        let Value::Object(map) = &value else {
+            return Err(bad("expected a JSON object"));
+        };
         if map.contains_key("comment") {
             return Ok(Self::Comment);
         }
         if let Some(n) = map.get("advance_clock_s") {
-            return n.as_u64().map(Self::AdvanceClock).ok_or_else(|| bad("advance_clock_s must be a whole number"));
+            return n
+                .as_u64()
+                .map(Self::AdvanceClock)
+                .ok_or_else(|| bad("advance_clock_s must be a whole number"));
         }
         if let Some(list) = map.get("parallel") {
-            let Value::Array(items) = list else { return Err(bad("parallel must be an array")) };
-            return items.iter().cloned().map(TelegramUpdate::from_value).collect::<Result<_>>().map(Self::Parallel);
+            let Value::Array(items) = list else {
+                return Err(bad("parallel must be an array"));
+            };
+            return items
+                .iter()
+                .cloned()
+                .map(TelegramUpdate::from_value)
+                .collect::<Result<_>>()
+                .map(Self::Parallel);
         }
         if map.contains_key("update_id") {
-            return TelegramUpdate::from_value(value).map(Self::Update);
+            return TelegramUpdate::from_value(value).map(|u| Self::Update(Box::new(u)));
         }
-        Err(bad("not an update, parallel, advance_clock_s or comment line"))
+        Err(bad(
+            "not an update, parallel, advance_clock_s or comment line",
+        ))
     }
 }
 
@@ -79,12 +93,17 @@ pub async fn replay<S: SessionData>(
 ) -> Result<()> {
     for (n, line) in input.lines().enumerate() {
         let line = line.map_err(|e| Error::Update(e.into()))?;
-        let parsed = Line::parse(&line)
-            .map_err(|e| Error::Update(Box::new(Message(format!("line {}: {}", n + 1, error_chain(&e))))))?;
+        let parsed = Line::parse(&line).map_err(|e| {
+            Error::Update(Box::new(Message(format!(
+                "line {}: {}",
+                n + 1,
+                error_chain(&e)
+            ))))
+        })?;
         match parsed {
             Line::Comment => {}
             Line::AdvanceClock(s) => clock.advance(Duration::from_secs(s)),
-            Line::Update(u) => report(pipeline.handle(u).await),
+            Line::Update(u) => report(pipeline.handle(*u).await),
             Line::Parallel(updates) => {
                 // Handing them over in order joins each key's queue in order; then they run at once.
                 let futures: Vec<_> = updates.into_iter().map(|u| pipeline.handle(u)).collect();
@@ -92,7 +111,9 @@ pub async fn replay<S: SessionData>(
                 for t in tasks {
                     match t.await {
                         Ok(r) => report(r),
-                        Err(e) => tracing::error!(target: "stagecraft::replay", error = %e, "update task failed"),
+                        Err(e) => {
+                            tracing::error!(target: "stagecraft::replay", error = %e, "update task failed")
+                        }
                     }
                 }
             }

@@ -41,7 +41,12 @@ async fn run_replay(input: &str) -> BTreeMap<i64, Vec<serde_json::Value>> {
     )
     .unwrap();
     replay(&bot, &clock, input.as_bytes()).await.unwrap();
-    by_chat(replies.sent().iter().map(stagecraft::transport::Outgoing::to_json_line))
+    by_chat(
+        replies
+            .sent()
+            .iter()
+            .map(stagecraft::transport::Outgoing::to_json_line),
+    )
 }
 
 fn scenario_files() -> Vec<PathBuf> {
@@ -64,7 +69,12 @@ async fn every_recorded_scenario_gives_telegrafs_transcript() {
     for file in files {
         let input = std::fs::read_to_string(&file).unwrap();
         let expected_file = file.with_extension("transcript.jsonl");
-        let expected = by_chat(std::fs::read_to_string(&expected_file).unwrap().lines().map(str::to_owned));
+        let expected = by_chat(
+            std::fs::read_to_string(&expected_file)
+                .unwrap()
+                .lines()
+                .map(str::to_owned),
+        );
         let got = run_replay(&input).await;
         assert_eq!(got, expected, "transcript of {}", file.display());
     }
@@ -91,9 +101,17 @@ async fn a_parallel_batch_of_many_chats_keeps_each_chat_in_order() {
     let mut expected = BTreeMap::new();
     for f in &files {
         let text = std::fs::read_to_string(f).unwrap();
-        inputs.push(text.lines().filter(|l| l.contains("update_id")).map(str::to_owned).collect::<Vec<_>>());
+        inputs.push(
+            text.lines()
+                .filter(|l| l.contains("update_id"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>(),
+        );
         expected.append(&mut by_chat(
-            std::fs::read_to_string(f.with_extension("transcript.jsonl")).unwrap().lines().map(str::to_owned),
+            std::fs::read_to_string(f.with_extension("transcript.jsonl"))
+                .unwrap()
+                .lines()
+                .map(str::to_owned),
         ));
     }
     // Interleave the conversations round-robin into one batch.
@@ -126,7 +144,10 @@ async fn the_profile_ttl_expires_silently_after_300_seconds() {
     ]
     .join("\n");
     let got = run_replay(&input).await;
-    let texts: Vec<_> = got[&7].iter().map(|v| v["text"].as_str().unwrap().to_owned()).collect();
+    let texts: Vec<_> = got[&7]
+        .iter()
+        .map(|v| v["text"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(
         texts,
         [
@@ -141,9 +162,16 @@ async fn the_profile_ttl_expires_silently_after_300_seconds() {
 async fn a_malformed_replay_line_is_an_error_with_its_line_number() {
     let clock = ManualClock::at_secs(REPLAY_EPOCH_S);
     let bot = demo_bot::build(Pipeline::<demo_bot::Demo>::builder()).unwrap();
-    for bad in ["{\"comment\":\"ok\"}\nnot json", "{\"comment\":\"ok\"}\n{\"update_id\":\"x\"}", "\n[1,2]"] {
+    for bad in [
+        "{\"comment\":\"ok\"}\nnot json",
+        "{\"comment\":\"ok\"}\n{\"update_id\":\"x\"}",
+        "\n[1,2]",
+    ] {
         let err = replay(&bot, &clock, bad.as_bytes()).await.unwrap_err();
-        assert!(stagecraft::replay::error_chain(&err).contains("line 2"), "{bad:?}: {err}");
+        assert!(
+            stagecraft::replay::error_chain(&err).contains("line 2"),
+            "{bad:?}: {err}"
+        );
     }
 }
 
@@ -151,7 +179,11 @@ async fn a_malformed_replay_line_is_an_error_with_its_line_number() {
 #[test]
 fn the_demo_binary_replays_a_file_to_stdout() {
     let exe = std::env::current_exe().unwrap();
-    let demo = exe.parent().and_then(Path::parent).map(|d| d.join("examples").join("demo")).unwrap();
+    let demo = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("examples").join("demo"))
+        .unwrap();
     assert!(demo.exists(), "build the example first: {}", demo.display());
     let file = scenarios_dir().join("02_invalid_age_reask.jsonl");
     let out = std::process::Command::new(&demo)
@@ -159,7 +191,11 @@ fn the_demo_binary_replays_a_file_to_stdout() {
         .arg(&file)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let expected = std::fs::read_to_string(file.with_extension("transcript.jsonl")).unwrap();
     assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
 }

@@ -67,7 +67,11 @@ fn signup() -> Scene<Demo, TelegramUpdate> {
         .step(|cx: C| async move {
             let text = cx.update().message_text().unwrap_or_default();
             let age = (1..=3).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit());
-            let age = if age { text.parse::<u32>().ok().filter(|a| (1..=150).contains(a)) } else { None };
+            let age = if age {
+                text.parse::<u32>().ok().filter(|a| (1..=150).contains(a))
+            } else {
+                None
+            };
             let Some(age) = age else {
                 cx.reply("Age must be a whole number between 1 and 150. How old are you?");
                 return Ok(Outcome::Handled);
@@ -80,12 +84,21 @@ fn signup() -> Scene<Demo, TelegramUpdate> {
             Ok(Outcome::Next)
         })
         .step(|cx: C| async move {
-            let answer = cx.update().message_text().unwrap_or_default().to_lowercase();
+            let answer = cx
+                .update()
+                .message_text()
+                .unwrap_or_default()
+                .to_lowercase();
             match answer.as_str() {
                 "yes" => {
                     let s: Signup = cx.scene_state()?;
                     cx.reply(format!("Saved {}, {}.", s.name, s.age));
-                    cx.session_mut(|d| d.profile = Some(Profile { name: s.name, age: s.age }))?;
+                    cx.session_mut(|d| {
+                        d.profile = Some(Profile {
+                            name: s.name,
+                            age: s.age,
+                        })
+                    })?;
                     Ok(Outcome::leave())
                 }
                 "no" => {
@@ -107,7 +120,9 @@ fn profile() -> Scene<Demo, TelegramUpdate> {
         .on_enter(|cx: C| async move {
             let name = cx.session(|d| d.profile.as_ref().map(|p| p.name.clone()))?;
             let name = name.unwrap_or_else(|| "no profile".to_owned());
-            cx.reply(format!("Profile scene ({name}). Commands: /whoami /signup /back"));
+            cx.reply(format!(
+                "Profile scene ({name}). Commands: /whoami /signup /back"
+            ));
             Ok(Outcome::Handled)
         })
         .on_leave(|cx: C| async move {
@@ -122,7 +137,10 @@ fn profile() -> Scene<Demo, TelegramUpdate> {
             cx.reply(text);
             Ok(Outcome::Handled)
         })
-        .command("signup", |_cx: C| async move { Ok(Outcome::enter("signup")) })
+        .command(
+            "signup",
+            |_cx: C| async move { Ok(Outcome::enter("signup")) },
+        )
         .command("back", |_cx: C| async move { Ok(Outcome::leave()) })
         .on_text(|cx: C| async move {
             let text = cx.update().message_text().unwrap_or_default();
@@ -176,7 +194,9 @@ pub fn stage() -> stagecraft::Result<Stage<Demo, TelegramUpdate>> {
         .scene(poll())
         .command("where", |cx: C| async move {
             let scene = cx.current_scene().unwrap_or_else(|| "none".to_owned());
-            let cursor = cx.cursor().map_or_else(|| "-".to_owned(), |c| c.to_string());
+            let cursor = cx
+                .cursor()
+                .map_or_else(|| "-".to_owned(), |c| c.to_string());
             cx.reply(format!("scene={scene} cursor={cursor}"));
             Ok(Outcome::Handled)
         })
@@ -198,8 +218,14 @@ pub fn build(
             next.run(cx).await
         })
         .stage(stage()?)
-        .command("start", |_cx: C| async move { Ok(Outcome::enter("signup")) })
-        .command("profile", |_cx: C| async move { Ok(Outcome::enter("profile")) })
+        .command(
+            "start",
+            |_cx: C| async move { Ok(Outcome::enter("signup")) },
+        )
+        .command(
+            "profile",
+            |_cx: C| async move { Ok(Outcome::enter("profile")) },
+        )
         .command("poll", |_cx: C| async move { Ok(Outcome::enter("poll")) })
         .command("cancel", |cx: C| async move {
             cx.reply("Nothing to cancel.");
@@ -207,7 +233,9 @@ pub fn build(
         })
         .on_message(|cx: C| async move {
             let n = cx.session(|d| d.updates).unwrap_or_default();
-            cx.reply(format!("Outside scenes ({n} updates). Send /start or /profile."));
+            cx.reply(format!(
+                "Outside scenes ({n} updates). Send /start or /profile."
+            ));
             Ok(Outcome::Handled)
         })
         .build())

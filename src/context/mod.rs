@@ -67,13 +67,17 @@ impl<S> Default for SessionState<S> {
 
 impl<S, U> Clone for Cx<S, U> {
     fn clone(&self) -> Self {
-        Self { inner: Arc::clone(&self.inner) }
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
     }
 }
 
 impl<S, U> fmt::Debug for Cx<S, U> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Cx").field("key", &self.inner.key).finish_non_exhaustive()
+        f.debug_struct("Cx")
+            .field("key", &self.inner.key)
+            .finish_non_exhaustive()
     }
 }
 
@@ -145,7 +149,12 @@ impl<S: SessionData, U: Update> Cx<S, U> {
                         "stored session could not be decoded; starting afresh");
                     st.dirty = true;
                 }
-                Err(e) => return Err(Error::Decode { key: key.to_string(), source: e }),
+                Err(e) => {
+                    return Err(Error::Decode {
+                        key: key.to_string(),
+                        source: e,
+                    });
+                }
             }
             st.version = Some(rec.version);
             st.original = Some(rec.bytes);
@@ -164,7 +173,9 @@ impl<S: SessionData, U: Update> Cx<S, U> {
         }
         let mut st = self.state();
         st.touched = true;
-        let data = st.data.get_or_insert_with(|| (self.inner.shared.default_session)());
+        let data = st
+            .data
+            .get_or_insert_with(|| (self.inner.shared.default_session)());
         Ok(f(data))
     }
 
@@ -179,7 +190,9 @@ impl<S: SessionData, U: Update> Cx<S, U> {
         let mut st = self.state();
         st.touched = true;
         st.dirty = true;
-        let data = st.data.get_or_insert_with(|| (self.inner.shared.default_session)());
+        let data = st
+            .data
+            .get_or_insert_with(|| (self.inner.shared.default_session)());
         Ok(f(data))
     }
 
@@ -203,7 +216,9 @@ impl<S: SessionData, U: Update> Cx<S, U> {
                 thread_id: u.thread_id(),
                 text: text.into(),
             }),
-            None => tracing::warn!(target: "stagecraft::reply", "reply dropped: the update has no chat"),
+            None => {
+                tracing::warn!(target: "stagecraft::reply", "reply dropped: the update has no chat")
+            }
         }
     }
 
@@ -222,18 +237,32 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     /// without a chat gives [`Error::Transport`] as well.
     pub async fn send_now(&self, text: impl Into<String>) -> Result<()> {
         let u = self.update();
-        let chat_id = u
-            .chat_id()
-            .ok_or_else(|| Error::Transport(Box::new(crate::error::Message("the update has no chat".into()))))?;
-        let msg = Outgoing::Text { chat_id, thread_id: u.thread_id(), text: text.into() };
-        self.inner.shared.transport.send(&msg).await.map_err(Error::Transport)
+        let chat_id = u.chat_id().ok_or_else(|| {
+            Error::Transport(Box::new(crate::error::Message(
+                "the update has no chat".into(),
+            )))
+        })?;
+        let msg = Outgoing::Text {
+            chat_id,
+            thread_id: u.thread_id(),
+            text: text.into(),
+        };
+        self.inner
+            .shared
+            .transport
+            .send(&msg)
+            .await
+            .map_err(Error::Transport)
     }
 
     /// Answers the callback query of this update (held back like replies). Does nothing
     /// for other updates.
     pub fn answer_callback(&self, text: Option<String>) {
         if let Some(id) = self.update().callback_id() {
-            self.send_later(Outgoing::AnswerCallback { id: id.to_owned(), text });
+            self.send_later(Outgoing::AnswerCallback {
+                id: id.to_owned(),
+                text,
+            });
         }
     }
 
@@ -272,10 +301,14 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     pub fn with_state_ref<T: SceneState, R>(&self, f: impl FnOnce(&T) -> R) -> Result<R> {
         let st = self.state();
         let frame = st.stack.last().ok_or(Error::NoActiveScene)?;
-        let state = frame.state.as_any().downcast_ref::<T>().ok_or_else(|| Error::StateType {
-            scene: frame.scene.clone(),
-            expected: std::any::type_name::<T>(),
-        })?;
+        let state = frame
+            .state
+            .as_any()
+            .downcast_ref::<T>()
+            .ok_or_else(|| Error::StateType {
+                scene: frame.scene.clone(),
+                expected: std::any::type_name::<T>(),
+            })?;
         Ok(f(state))
     }
 
@@ -288,10 +321,14 @@ impl<S: SessionData, U: Update> Cx<S, U> {
         st.dirty = true;
         let frame = st.stack.last_mut().ok_or(Error::NoActiveScene)?;
         let scene = &frame.scene;
-        let state = frame.state.as_any_mut().downcast_mut::<T>().ok_or_else(|| Error::StateType {
-            scene: scene.clone(),
-            expected: std::any::type_name::<T>(),
-        })?;
+        let state = frame
+            .state
+            .as_any_mut()
+            .downcast_mut::<T>()
+            .ok_or_else(|| Error::StateType {
+                scene: scene.clone(),
+                expected: std::any::type_name::<T>(),
+            })?;
         Ok(f(state))
     }
 

@@ -64,7 +64,11 @@ where
 /// (and when) to run it through [`Next::run`](crate::pipeline::Next::run).
 pub trait Middleware<S, U>: Send + Sync + 'static {
     /// Runs the middleware.
-    fn call(&self, cx: Cx<S, U>, next: crate::pipeline::Next<S, U>) -> BoxFuture<'static, HandlerResult>;
+    fn call(
+        &self,
+        cx: Cx<S, U>,
+        next: crate::pipeline::Next<S, U>,
+    ) -> BoxFuture<'static, HandlerResult>;
 }
 
 impl<S, U, F, Fut> Middleware<S, U> for F
@@ -72,10 +76,17 @@ where
     F: Fn(Cx<S, U>, crate::pipeline::Next<S, U>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = HandlerResult> + Send + 'static,
 {
-    fn call(&self, cx: Cx<S, U>, next: crate::pipeline::Next<S, U>) -> BoxFuture<'static, HandlerResult> {
+    fn call(
+        &self,
+        cx: Cx<S, U>,
+        next: crate::pipeline::Next<S, U>,
+    ) -> BoxFuture<'static, HandlerResult> {
         Box::pin(self(cx, next))
     }
 }
+
+/// A predicate on updates, for [`Matcher::Custom`].
+pub type Predicate<U> = Arc<dyn Fn(&U) -> bool + Send + Sync>;
 
 /// Which updates a route takes.
 #[non_exhaustive]
@@ -97,7 +108,7 @@ pub enum Matcher<U> {
     /// Every update.
     Any,
     /// Your own predicate.
-    Custom(Arc<dyn Fn(&U) -> bool + Send + Sync>),
+    Custom(Predicate<U>),
 }
 
 impl<U> fmt::Debug for Matcher<U> {
@@ -123,7 +134,9 @@ impl<U: Update> Matcher<U> {
         let is_message = matches!(update.kind(), UpdateKind::Message | UpdateKind::ChannelPost);
         match self {
             Self::Command(name) => update.command().is_some_and(|c| {
-                c.name == name && c.bot.is_none_or(|b| bot.is_none_or(|me| b.eq_ignore_ascii_case(me)))
+                c.name == name
+                    && c.bot
+                        .is_none_or(|b| bot.is_none_or(|me| b.eq_ignore_ascii_case(me)))
             }),
             Self::Text(t) => update.message_text() == Some(t.as_str()),
             Self::Pattern(r) => update.message_text().is_some_and(|t| r.is_match(t)),
@@ -139,8 +152,10 @@ impl<U: Update> Matcher<U> {
 
 /// An ordered list of matchers and handlers: the first match runs; a handler that
 /// returns [`Outcome::Pass`] lets the next matching route try.
+pub(crate) type Route<S, U> = (Matcher<U>, Arc<dyn Handler<S, U>>);
+
 pub(crate) struct Routes<S, U> {
-    pub(crate) list: Vec<(Matcher<U>, Arc<dyn Handler<S, U>>)>,
+    pub(crate) list: Vec<Route<S, U>>,
 }
 
 impl<S, U> Default for Routes<S, U> {
@@ -151,14 +166,20 @@ impl<S, U> Default for Routes<S, U> {
 
 impl<S, U> fmt::Debug for Routes<S, U> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.list.iter().map(|(m, _)| m)).finish()
+        f.debug_list()
+            .entries(self.list.iter().map(|(m, _)| m))
+            .finish()
     }
 }
 
 impl<S, U: Update> Routes<S, U> {
     /// Indexes of the routes matching `update`, starting at `from`.
     pub(crate) fn next_match(&self, update: &U, bot: Option<&str>, from: usize) -> Option<usize> {
-        self.list.iter().skip(from).position(|(m, _)| m.matches(update, bot)).map(|i| i + from)
+        self.list
+            .iter()
+            .skip(from)
+            .position(|(m, _)| m.matches(update, bot))
+            .map(|i| i + from)
     }
 }
 

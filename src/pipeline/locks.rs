@@ -42,7 +42,8 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         // Runs after the guard (or the waiting future) was dropped: if nobody else
         // holds a clone of the slot, nobody holds or waits for the key.
-        self.map.remove_if(&self.key, |_, slot| Arc::strong_count(slot) == 1);
+        self.map
+            .remove_if(&self.key, |_, slot| Arc::strong_count(slot) == 1);
     }
 }
 
@@ -51,13 +52,20 @@ impl KeyLocks {
     /// returned tickets are awaited in.
     pub(crate) fn enqueue(&self, key: Arc<str>) -> Ticket {
         let slot = Arc::clone(self.map.entry(Arc::clone(&key)).or_default().value());
-        let mut fut: Pin<Box<dyn Future<Output = OwnedMutexGuard<()>> + Send>> = Box::pin(slot.lock_owned());
+        let mut fut: Pin<Box<dyn Future<Output = OwnedMutexGuard<()>> + Send>> =
+            Box::pin(slot.lock_owned());
         // Poll once: this registers the waiter in the mutex's FIFO queue at arrival time.
         let state = match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(guard) => TicketState::Ready(guard),
             Poll::Pending => TicketState::Waiting(fut),
         };
-        Ticket { state, cleanup: Cleanup { map: Arc::clone(&self.map), key } }
+        Ticket {
+            state,
+            cleanup: Cleanup {
+                map: Arc::clone(&self.map),
+                key,
+            },
+        }
     }
 
     /// Keys currently held or waited for.
@@ -74,7 +82,10 @@ impl Ticket {
             TicketState::Ready(g) => g,
             TicketState::Waiting(fut) => fut.await,
         };
-        Permit { _guard: guard, _cleanup: cleanup }
+        Permit {
+            _guard: guard,
+            _cleanup: cleanup,
+        }
     }
 }
 

@@ -91,7 +91,9 @@ pub struct Pipeline<S, U = TelegramUpdate> {
 
 impl<S, U> Clone for Pipeline<S, U> {
     fn clone(&self) -> Self {
-        Self { shared: Arc::clone(&self.shared) }
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
     }
 }
 
@@ -162,7 +164,9 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
     pub fn handle(&self, update: U) -> BoxFuture<'static, Result<Dispatch>> {
         let update = Arc::new(update);
         let key: Option<Arc<str>> = self.shared.key.key(&update).map(Arc::from);
-        let ticket = key.as_ref().map(|k| self.shared.locks.enqueue(Arc::clone(k)));
+        let ticket = key
+            .as_ref()
+            .map(|k| self.shared.locks.enqueue(Arc::clone(k)));
         let shared = Arc::clone(&self.shared);
         let span = tracing::info_span!(
             target: "stagecraft::stage",
@@ -207,7 +211,12 @@ async fn run_update<S: SessionData, U: Update>(
     loop {
         attempt += 1;
         let cx = Cx::new(Arc::clone(update), key.clone(), Arc::clone(shared));
-        let outcome = Next { shared: Arc::clone(shared), index: 0 }.run(cx.clone()).await;
+        let outcome = Next {
+            shared: Arc::clone(shared),
+            index: 0,
+        }
+        .run(cx.clone())
+        .await;
         let (dispatch, failure) = match outcome {
             Ok(Outcome::Pass) => (Dispatch::Unhandled, None),
             Ok(_) => (Dispatch::Handled, None),
@@ -225,7 +234,11 @@ async fn run_update<S: SessionData, U: Update>(
                 Ok(()) => {}
             }
             for msg in cx.take_outbox() {
-                shared.transport.send(&msg).await.map_err(Error::Transport)?;
+                shared
+                    .transport
+                    .send(&msg)
+                    .await
+                    .map_err(Error::Transport)?;
             }
         }
         return match failure {
@@ -251,12 +264,20 @@ async fn commit<S: SessionData, U: Update>(shared: &Shared<S, U>, cx: &Cx<S, U>)
             (None, st.version)
         } else {
             let st = &mut *st;
-        let data = st.data.get_or_insert_with(|| (shared.default_session)());
-        let bytes = shared
-            .codec
-            .encode(&RecordRef { data, scenes: &st.stack })
-            .map_err(|e| Error::Encode { key: key.to_owned(), source: e })?;
-            if shared.save_policy == SavePolicy::Changed && st.original.as_deref() == Some(bytes.as_slice()) {
+            let data = st.data.get_or_insert_with(|| (shared.default_session)());
+            let bytes = shared
+                .codec
+                .encode(&RecordRef {
+                    data,
+                    scenes: &st.stack,
+                })
+                .map_err(|e| Error::Encode {
+                    key: key.to_owned(),
+                    source: e,
+                })?;
+            if shared.save_policy == SavePolicy::Changed
+                && st.original.as_deref() == Some(bytes.as_slice())
+            {
                 return Ok(());
             }
             (Some(bytes), st.version)
@@ -292,7 +313,10 @@ impl<S: SessionData, U: Update> Next<S, U> {
             let shared = self.shared;
             let bot = shared.bot_username.as_deref();
             for (i, link) in shared.chain.iter().enumerate().skip(self.index) {
-                let next = Next { shared: Arc::clone(&shared), index: i + 1 };
+                let next = Next {
+                    shared: Arc::clone(&shared),
+                    index: i + 1,
+                };
                 match link {
                     Link::Middleware(m) => {
                         cx.ensure_loaded().await?;
@@ -418,7 +442,9 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     /// Finishes the pipeline.
     #[must_use]
     pub fn build(self) -> Pipeline<S, U> {
-        Pipeline { shared: Arc::new(self.shared) }
+        Pipeline {
+            shared: Arc::new(self.shared),
+        }
     }
 }
 

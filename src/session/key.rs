@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use crate::update::Update;
 
+/// A custom key function, for [`Key::Custom`].
+pub type KeyFn<U> = Arc<dyn Fn(&U) -> Option<String> + Send + Sync>;
+
 /// Which session an update belongs to.
 ///
 /// An update that lacks what the strategy needs (a channel post has no user, an inline
@@ -35,7 +38,7 @@ pub enum Key<U> {
     /// `"{chat}:{thread}"` in forum topics, `"{chat}"` elsewhere.
     ChatThread,
     /// Your own function; `None` means no session.
-    Custom(Arc<dyn Fn(&U) -> Option<String> + Send + Sync>),
+    Custom(KeyFn<U>),
 }
 
 impl<U> Key<U> {
@@ -65,6 +68,7 @@ impl<U: Update> Key<U> {
     }
 }
 
+#[allow(clippy::derivable_impls)] // a derive would demand `U: Default`
 impl<U> Default for Key<U> {
     fn default() -> Self {
         Self::UserInChat

@@ -14,7 +14,7 @@ mod key;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-pub use key::Key;
+pub use key::{Key, KeyFn};
 
 use crate::scene::Frame;
 
@@ -130,17 +130,27 @@ pub fn inspect(bytes: &[u8]) -> crate::Result<RecordInfo> {
         #[serde(default)]
         scenes: Vec<serde_json::Value>,
     }
-    let decode_err = |e| crate::Error::Decode { key: String::new(), source: e };
+    let decode_err = |e| crate::Error::Decode {
+        key: String::new(),
+        source: e,
+    };
     let raw: Raw = crate::store::Codec::decode(bytes).map_err(decode_err)?;
     let scenes = raw
         .scenes
         .into_iter()
         .map(|v| {
-            let tag = v.get("state").and_then(|s| s.as_object()).and_then(|o| o.keys().next().cloned());
-            let mut info: FrameInfo = serde_json::from_value(v).map_err(|e| decode_err(e.into()))?;
+            let tag = v
+                .get("state")
+                .and_then(|s| s.as_object())
+                .and_then(|o| o.keys().next().cloned());
+            let mut info: FrameInfo =
+                serde_json::from_value(v).map_err(|e| decode_err(e.into()))?;
             info.state_tag = tag;
             Ok(info)
         })
         .collect::<crate::Result<_>>()?;
-    Ok(RecordInfo { data: raw.data, scenes })
+    Ok(RecordInfo {
+        data: raw.data,
+        scenes,
+    })
 }

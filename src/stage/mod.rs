@@ -75,7 +75,12 @@ impl<S, U> Stage<S, U> {
     #[must_use]
     pub fn builder() -> StageBuilder<S, U> {
         StageBuilder {
-            stage: Stage { scenes: HashMap::new(), routes: Routes::default(), default_scene: None, ttl: None },
+            stage: Stage {
+                scenes: HashMap::new(),
+                routes: Routes::default(),
+                default_scene: None,
+                ttl: None,
+            },
         }
     }
 
@@ -133,7 +138,10 @@ impl<S, U> RouteBuilder<S, U> for StageBuilder<S, U> {
 /// Moves the active wizard's cursor (no step runs).
 pub(crate) fn move_cursor<S>(st: &mut SessionState<S>, f: impl FnOnce(i64) -> i64) -> Result<()> {
     let frame = st.stack.last_mut().ok_or(Error::NoActiveScene)?;
-    let cursor = frame.cursor.as_mut().ok_or(Error::Transition("the active scene is not a wizard"))?;
+    let cursor = frame
+        .cursor
+        .as_mut()
+        .ok_or(Error::Transition("the active scene is not a wizard"))?;
     *cursor = f(*cursor);
     st.dirty = true;
     Ok(())
@@ -148,7 +156,12 @@ pub(crate) async fn run_routes<S: SessionData, U: Update>(
 ) -> Result<Option<Outcome>> {
     let mut from = 0;
     while let Some(i) = routes.next_match(cx.update(), bot, from) {
-        match routes.list[i].1.call(cx.clone()).await.map_err(Error::handler)? {
+        match routes.list[i]
+            .1
+            .call(cx.clone())
+            .await
+            .map_err(Error::handler)?
+        {
             Outcome::Pass => from = i + 1,
             other => return Ok(Some(other)),
         }
@@ -158,7 +171,10 @@ pub(crate) async fn run_routes<S: SessionData, U: Update>(
 
 impl<S: SessionData, U: Update> Stage<S, U> {
     fn lookup(&self, id: &str) -> Result<Arc<Scene<S, U>>> {
-        self.scenes.get(id).cloned().ok_or_else(|| Error::UnknownScene(id.to_owned()))
+        self.scenes
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::UnknownScene(id.to_owned()))
     }
 
     /// Drops top frames that expired or name an unregistered scene; puts the default
@@ -187,7 +203,12 @@ impl<S: SessionData, U: Update> Stage<S, U> {
         }
     }
 
-    fn new_frame(&self, scene: &Scene<S, U>, state: Option<Box<dyn crate::scene::SceneState>>, now: i64) -> Frame {
+    fn new_frame(
+        &self,
+        scene: &Scene<S, U>,
+        state: Option<Box<dyn crate::scene::SceneState>>,
+        now: i64,
+    ) -> Frame {
         let ttl = scene.ttl.or(scene.idle_ttl).or(self.ttl);
         Frame {
             scene: scene.id.clone(),
@@ -218,7 +239,10 @@ impl<S: SessionData, U: Update> Stage<S, U> {
                 }
                 Some((scene, top.cursor))
             });
-            if found.as_ref().is_some_and(|(scene, _)| scene.idle_ttl.is_some()) {
+            if found
+                .as_ref()
+                .is_some_and(|(scene, _)| scene.idle_ttl.is_some())
+            {
                 st.dirty = true;
             }
             found
@@ -238,7 +262,10 @@ impl<S: SessionData, U: Update> Stage<S, U> {
         let Some(steps) = &scene.steps else {
             return next.run(cx).await;
         };
-        let step = cursor.and_then(|c| usize::try_from(c).ok()).and_then(|c| steps.get(c)).cloned();
+        let step = cursor
+            .and_then(|c| usize::try_from(c).ok())
+            .and_then(|c| steps.get(c))
+            .cloned();
         let Some(step) = step else {
             // W1: a cursor out of range leaves the wizard; the update is consumed.
             self.apply(cx, Outcome::leave()).await?;
@@ -254,7 +281,11 @@ impl<S: SessionData, U: Update> Stage<S, U> {
     }
 
     /// The one interpreter of transitions.
-    pub(crate) fn apply(self: Arc<Self>, cx: Cx<S, U>, outcome: Outcome) -> BoxFuture<'static, Result<()>> {
+    pub(crate) fn apply(
+        self: Arc<Self>,
+        cx: Cx<S, U>,
+        outcome: Outcome,
+    ) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
             if !outcome.is_transition() {
                 return Ok(());
@@ -262,7 +293,9 @@ impl<S: SessionData, U: Update> Stage<S, U> {
             {
                 let mut st = cx.state();
                 if st.leaving > 0 {
-                    return Err(Error::Transition("scenes cannot change inside a leave hook"));
+                    return Err(Error::Transition(
+                        "scenes cannot change inside a leave hook",
+                    ));
                 }
                 st.transitions += 1;
                 if st.transitions > MAX_TRANSITIONS {
@@ -292,11 +325,17 @@ impl<S: SessionData, U: Update> Stage<S, U> {
                     self.enter(cx, e, true).await
                 }
                 Outcome::Reenter => {
-                    let Some(id) = cx.current_scene() else { return Ok(()) };
+                    let Some(id) = cx.current_scene() else {
+                        return Ok(());
+                    };
                     let scene = self.lookup(&id)?;
                     self.run_leave_hooks(&scene, &cx).await?;
                     let old = cx.state().stack.pop();
-                    let e = Enter { id, state: old.map(|f| f.state), silent: false };
+                    let e = Enter {
+                        id,
+                        state: old.map(|f| f.state),
+                        silent: false,
+                    };
                     self.enter(cx, e, true).await
                 }
                 Outcome::Leave(result) => self.leave(cx, result).await,
@@ -309,7 +348,9 @@ impl<S: SessionData, U: Update> Stage<S, U> {
     async fn run_step(self: Arc<Self>, cx: Cx<S, U>) -> Result<()> {
         let (scene, cursor) = {
             let st = cx.state();
-            let Some(top) = st.stack.last() else { return Err(Error::NoActiveScene) };
+            let Some(top) = st.stack.last() else {
+                return Err(Error::NoActiveScene);
+            };
             (self.lookup(&top.scene)?, top.cursor)
         };
         let step = scene
@@ -377,8 +418,14 @@ impl<S: SessionData, U: Update> Stage<S, U> {
         result
     }
 
-    async fn leave(self: Arc<Self>, cx: Cx<S, U>, result: Option<Box<dyn std::any::Any + Send>>) -> Result<()> {
-        let Some(top) = cx.current_scene() else { return Ok(()) };
+    async fn leave(
+        self: Arc<Self>,
+        cx: Cx<S, U>,
+        result: Option<Box<dyn std::any::Any + Send>>,
+    ) -> Result<()> {
+        let Some(top) = cx.current_scene() else {
+            return Ok(());
+        };
         if let Some(scene) = self.scenes.get(&top).cloned() {
             self.run_leave_hooks(&scene, &cx).await?;
         }
@@ -395,11 +442,15 @@ impl<S: SessionData, U: Update> Stage<S, U> {
                     break;
                 }
             }
-            st.stack.last().and_then(|p| self.scenes.get(&p.scene).cloned())
+            st.stack
+                .last()
+                .and_then(|p| self.scenes.get(&p.scene).cloned())
         };
         tracing::debug!(target: "stagecraft::stage", key = ?cx.key(), scene = %top, "left");
         let Some(parent) = parent else { return Ok(()) };
-        let Some(resume) = parent.on_resume.clone() else { return Ok(()) };
+        let Some(resume) = parent.on_resume.clone() else {
+            return Ok(());
+        };
         cx.set_result(result);
         let o = resume.call(cx.clone()).await.map_err(Error::handler)?;
         cx.set_result(None);

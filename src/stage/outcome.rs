@@ -126,7 +126,11 @@ impl Enter {
     /// Enter `id` with its default state, running hooks.
     #[must_use]
     pub fn new(id: impl Into<String>) -> Self {
-        Self { id: id.into(), state: None, silent: false }
+        Self {
+            id: id.into(),
+            state: None,
+            silent: false,
+        }
     }
 
     /// With this initial state.

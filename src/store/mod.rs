@@ -8,8 +8,14 @@
 //! | store | feature | persistence |
 //! |---|---|---|
 //! | [`MemoryStore`] | always | process memory, optional TTL |
-#![cfg_attr(feature = "sqlite", doc = "| [`SqliteStore`] | `sqlite` (default) | embedded file |")]
-#![cfg_attr(feature = "postgres", doc = "| [`PostgresStore`] | `postgres` | server |")]
+#![cfg_attr(
+    feature = "sqlite",
+    doc = "| [`SqliteStore`] | `sqlite` (default) | embedded file |"
+)]
+#![cfg_attr(
+    feature = "postgres",
+    doc = "| [`PostgresStore`] | `postgres` | server |"
+)]
 #![cfg_attr(feature = "mysql", doc = "| [`MySqlStore`] | `mysql` | server |")]
 #![cfg_attr(feature = "redis", doc = "| [`RedisStore`] | `redis` | server |")]
 
@@ -78,7 +84,10 @@ impl ListFilter {
     /// Keys starting with `prefix`.
     #[must_use]
     pub fn prefix(prefix: impl Into<String>) -> Self {
-        Self { prefix: prefix.into(), limit: None }
+        Self {
+            prefix: prefix.into(),
+            limit: None,
+        }
     }
 
     /// At most `limit` keys.

@@ -43,7 +43,15 @@ impl<S: SessionData + Default> TestBot<S> {
             .store_arc(Arc::clone(&store))
             .clock(clock.clone())
             .transport(replies.clone());
-        Self { pipeline: build(builder), clock, replies, store, user: 1, chat: 1, next_id: AtomicI64::new(1) }
+        Self {
+            pipeline: build(builder),
+            clock,
+            replies,
+            store,
+            user: 1,
+            chat: 1,
+            next_id: AtomicI64::new(1),
+        }
     }
 }
 
@@ -101,17 +109,21 @@ impl<S: SessionData> TestBot<S> {
     #[must_use]
     pub fn edit(&self, text: &str) -> TelegramUpdate {
         let id = self.id();
-        self.build(serde_json::json!({"update_id": id, "edited_message": {"message_id": 1, "date": 0,
-            "chat": {"id": self.chat}, "from": {"id": self.user}, "text": text}}))
+        self.build(
+            serde_json::json!({"update_id": id, "edited_message": {"message_id": 1, "date": 0,
+            "chat": {"id": self.chat}, "from": {"id": self.user}, "text": text}}),
+        )
     }
 
     /// A callback query (button press) with `data` on a message in the current chat.
     #[must_use]
     pub fn callback(&self, data: &str) -> TelegramUpdate {
         let id = self.id();
-        self.build(serde_json::json!({"update_id": id, "callback_query": {"id": format!("cb{id}"),
+        self.build(
+            serde_json::json!({"update_id": id, "callback_query": {"id": format!("cb{id}"),
             "from": {"id": self.user}, "data": data,
-            "message": {"message_id": 1, "date": 0, "chat": {"id": self.chat}}}}))
+            "message": {"message_id": 1, "date": 0, "chat": {"id": self.chat}}}}),
+        )
     }
 
     fn build(&self, v: serde_json::Value) -> TelegramUpdate {
@@ -172,6 +184,9 @@ impl<S: SessionData> TestBot<S> {
 
     /// The stored scene stack (scene id and cursor, bottom first).
     pub async fn scenes(&self) -> Vec<(String, Option<i64>)> {
-        self.stored().await.map(|r| r.scenes.into_iter().map(|f| (f.scene, f.cursor)).collect()).unwrap_or_default()
+        self.stored()
+            .await
+            .map(|r| r.scenes.into_iter().map(|f| (f.scene, f.cursor)).collect())
+            .unwrap_or_default()
     }
 }

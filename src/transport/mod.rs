@@ -52,7 +52,11 @@ impl Outgoing {
     /// A `sendMessage` to `chat_id`.
     #[must_use]
     pub fn text(chat_id: i64, text: impl Into<String>) -> Self {
-        Self::Text { chat_id, thread_id: None, text: text.into() }
+        Self::Text {
+            chat_id,
+            thread_id: None,
+            text: text.into(),
+        }
     }
 
     /// The call as one line of the transcript format:
@@ -60,7 +64,11 @@ impl Outgoing {
     #[must_use]
     pub fn to_json_line(&self) -> String {
         let r = match self {
-            Self::Text { chat_id, thread_id, text } => serde_json::to_string(&SendMessage {
+            Self::Text {
+                chat_id,
+                thread_id,
+                text,
+            } => serde_json::to_string(&SendMessage {
                 method: "sendMessage",
                 chat_id: *chat_id,
                 message_thread_id: *thread_id,
@@ -128,7 +136,10 @@ impl RecordingTransport {
     /// Everything sent so far.
     #[must_use]
     pub fn sent(&self) -> Vec<Outgoing> {
-        self.sent.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.sent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Takes everything sent so far, leaving the record empty.
@@ -153,7 +164,10 @@ impl RecordingTransport {
 #[async_trait]
 impl Transport for RecordingTransport {
     async fn send(&self, msg: &Outgoing) -> Result<(), BoxError> {
-        self.sent.lock().unwrap_or_else(PoisonError::into_inner).push(msg.clone());
+        self.sent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(msg.clone());
         Ok(())
     }
 }
@@ -172,7 +186,9 @@ impl fmt::Debug for JsonLinesTransport {
 impl JsonLinesTransport {
     /// Writes to `out`.
     pub fn new(out: impl Write + Send + 'static) -> Self {
-        Self { out: Mutex::new(Box::new(out)) }
+        Self {
+            out: Mutex::new(Box::new(out)),
+        }
     }
 
     /// Writes to standard output.

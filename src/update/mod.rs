@@ -49,11 +49,16 @@ impl<'a> Command<'a> {
             Some((name, bot)) => (name, Some(bot)),
             None => (token, None),
         };
-        let valid = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let valid =
+            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !valid(name) || name.len() > 32 || bot.is_some_and(|b| !valid(b)) {
             return None;
         }
-        Some(Self { name, bot, args: args.trim() })
+        Some(Self {
+            name,
+            bot,
+            args: args.trim(),
+        })
     }
 }
 
@@ -134,7 +139,10 @@ mod tests {
         let c = Command::parse("/start").unwrap();
         assert_eq!((c.name, c.bot, c.args), ("start", None, ""));
         let c = Command::parse("/start@my_bot  hello world ").unwrap();
-        assert_eq!((c.name, c.bot, c.args), ("start", Some("my_bot"), "hello world"));
+        assert_eq!(
+            (c.name, c.bot, c.args),
+            ("start", Some("my_bot"), "hello world")
+        );
         assert!(Command::parse("start").is_none());
         assert!(Command::parse("/").is_none());
         assert!(Command::parse("/ start").is_none());

@@ -140,7 +140,10 @@ impl TelegramUpdate {
     }
 
     fn chat_event(&self) -> Option<&ChatEvent> {
-        self.chat_member.as_ref().or(self.my_chat_member.as_ref()).or(self.chat_join_request.as_ref())
+        self.chat_member
+            .as_ref()
+            .or(self.my_chat_member.as_ref())
+            .or(self.chat_join_request.as_ref())
     }
 }
 
@@ -169,7 +172,10 @@ impl Update for TelegramUpdate {
         self.message
             .as_ref()
             .or(self.edited_message.as_ref())
-            .or(self.callback_query.as_ref().and_then(|c| c.message.as_ref()))
+            .or(self
+                .callback_query
+                .as_ref()
+                .and_then(|c| c.message.as_ref()))
             .or(self.channel_post.as_ref())
             .or(self.edited_channel_post.as_ref())
             .map(|m| m.chat.id)
@@ -192,7 +198,10 @@ impl Update for TelegramUpdate {
 
     fn thread_id(&self) -> Option<i64> {
         self.any_message()
-            .or(self.callback_query.as_ref().and_then(|c| c.message.as_ref()))
+            .or(self
+                .callback_query
+                .as_ref()
+                .and_then(|c| c.message.as_ref()))
             .and_then(|m| m.message_thread_id)
     }
 
@@ -240,8 +249,16 @@ mod tests {
 
     #[test]
     fn bad_json_is_an_error_not_a_panic() {
-        for bad in ["", "[]", "{\"update_id\":\"x\"}", "{\"update_id\":1,\"message\":{\"chat\":5}}"] {
-            assert!(matches!(TelegramUpdate::from_json(bad), Err(Error::Update(_))), "{bad}");
+        for bad in [
+            "",
+            "[]",
+            "{\"update_id\":\"x\"}",
+            "{\"update_id\":1,\"message\":{\"chat\":5}}",
+        ] {
+            assert!(
+                matches!(TelegramUpdate::from_json(bad), Err(Error::Update(_))),
+                "{bad}"
+            );
         }
     }
 }
