@@ -13,6 +13,8 @@
 //! `--store memory|sqlite:PATH|redis://...|postgres://...|mysql://...` picks the store
 //! (default: `sqlite:demo.db` when built with the `sqlite` feature, else memory).
 //! `--user N` / `--chat N` set who is typing in the console (default 1001).
+//! `--namespace NAME` picks the table (SQL stores) or key prefix (Redis) to use.
+//! `--attempts N` sets how often an update whose write conflicted with another process runs (default 3).
 
 #[path = "shared/demo_bot.rs"]
 mod demo_bot;
@@ -35,6 +37,8 @@ struct Args {
     store: String,
     user: i64,
     chat: i64,
+    attempts: usize,
+    namespace: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -43,6 +47,8 @@ fn parse_args() -> Result<Args, String> {
         store: stores::DEFAULT_STORE.to_owned(),
         user: 1001,
         chat: 1001,
+        attempts: 3,
+        namespace: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -52,9 +58,11 @@ fn parse_args() -> Result<Args, String> {
             "--store" => args.store = value()?,
             "--user" => args.user = value()?.parse().map_err(|e| format!("--user: {e}"))?,
             "--chat" => args.chat = value()?.parse().map_err(|e| format!("--chat: {e}"))?,
+            "--namespace" => args.namespace = Some(value()?),
+            "--attempts" => args.attempts = value()?.parse().map_err(|e| format!("--attempts: {e}"))?,
             "-h" | "--help" => {
                 return Err(
-                    "usage: demo [--replay FILE|-] [--store SPEC] [--user N] [--chat N]".to_owned(),
+                    "usage: demo [--replay FILE|-] [--store SPEC] [--user N] [--chat N] [--attempts N] [--namespace NAME]".to_owned(),
                 );
             }
             other => return Err(format!("unknown argument `{other}` (try --help)")),
@@ -114,8 +122,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), BoxError> {
-    let store = stores::open(&args.store).await?;
-    let builder = Pipeline::<demo_bot::Demo>::builder().store_arc(store);
+    let store = stores::open(&args.store, args.namespace.as_deref()).await?;
+    let builder = Pipeline::<demo_bot::Demo>::builder().store_arc(store).max_attempts(args.attempts);
     if let Some(path) = args.replay {
         let clock = ManualClock::at_secs(REPLAY_EPOCH_S);
         let bot = demo_bot::build(

@@ -6,13 +6,62 @@ use std::sync::Arc;
 use stagecraft::BoxError;
 use stagecraft::store::{MemoryStore, SessionStore};
 
-/// The store used when none is given.
-pub const DEFAULT_STORE: &str = "memory";
+/// The store used when none is given: the embedded SQLite file when the feature is on.
+pub const DEFAULT_STORE: &str = if cfg!(feature = "sqlite") { "sqlite:demo.db" } else { "memory" };
 
 /// Opens `memory`, `sqlite:PATH`, `redis://...`, `postgres://...` or `mysql://...`.
-pub async fn open(spec: &str) -> Result<Arc<dyn SessionStore>, BoxError> {
+/// `namespace` picks the table (SQL) or the key prefix (Redis).
+pub async fn open(spec: &str, namespace: Option<&str>) -> Result<Arc<dyn SessionStore>, BoxError> {
     if spec == "memory" {
         return Ok(Arc::new(MemoryStore::new()));
     }
-    Err(format!("unsupported store `{spec}` (this build knows: memory)").into())
+    #[cfg(feature = "sqlite")]
+    if let Some(path) = spec.strip_prefix("sqlite:") {
+        let mut options = stagecraft::store::SqliteOptions::new();
+        if let Some(ns) = namespace {
+            options = options.table(ns);
+        }
+        return Ok(Arc::new(stagecraft::store::SqliteStore::open_with(path, options).await?));
+    }
+    #[cfg(feature = "redis")]
+    if spec.starts_with("redis://") || spec.starts_with("rediss://") {
+        let mut store = stagecraft::store::RedisStore::connect(spec).await?;
+        if let Some(ns) = namespace {
+            store = store.with_prefix(&format!("{ns}:"))?;
+        }
+        return Ok(Arc::new(store));
+    }
+    #[cfg(feature = "postgres")]
+    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+        let mut store = stagecraft::store::PostgresStore::connect(spec).await?;
+        if let Some(ns) = namespace {
+            store = store.with_table(ns)?;
+            store.migrate().await?;
+        }
+        return Ok(Arc::new(store));
+    }
+    #[cfg(feature = "mysql")]
+    if spec.starts_with("mysql://") || spec.starts_with("mariadb://") {
+        let mut store = stagecraft::store::MySqlStore::connect(spec).await?;
+        if let Some(ns) = namespace {
+            store = store.with_table(ns)?;
+            store.migrate().await?;
+        }
+        return Ok(Arc::new(store));
+    }
+    let _ = namespace;
+    let mut known = vec!["memory"];
+    if cfg!(feature = "sqlite") {
+        known.push("sqlite:PATH");
+    }
+    if cfg!(feature = "redis") {
+        known.push("redis://...");
+    }
+    if cfg!(feature = "postgres") {
+        known.push("postgres://...");
+    }
+    if cfg!(feature = "mysql") {
+        known.push("mysql://...");
+    }
+    Err(format!("unsupported store `{spec}`: this build knows {} (enable more with --features)", known.join(", ")).into())
 }

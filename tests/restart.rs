@@ -1,0 +1,159 @@
+//! Conversations that survive a restart (and a SIGKILL), and replicas that share a store,
+//! run as real processes of the demo binary.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn demo() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let demo = exe.parent().and_then(Path::parent).map(|d| d.join("examples").join("demo")).unwrap();
+    assert!(demo.exists(), "the demo example is built by `cargo test`: {}", demo.display());
+    demo
+}
+
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{name}_{}_{nanos}", std::process::id())
+}
+
+/// The stores to run against: SQLite always; Redis and PostgreSQL when their URL is set.
+fn stores(test: &str) -> Vec<(String, Vec<String>)> {
+    let mut v = Vec::new();
+    let path = std::env::temp_dir().join(format!("{}.db", unique(test)));
+    v.push((format!("sqlite:{}", path.display()), Vec::new()));
+    for var in ["STAGECRAFT_REDIS_URL", "STAGECRAFT_POSTGRES_URL"] {
+        match std::env::var(var) {
+            Ok(url) => v.push((url, vec!["--namespace".to_owned(), unique(test)])),
+            Err(_) => println!("skipped: {var} is not set"),
+        }
+    }
+    v
+}
+
+fn replay(store: &(String, Vec<String>), extra: &[&str], input: &str) -> String {
+    let mut child = Command::new(demo())
+        .args(["--store", &store.0])
+        .args(&store.1)
+        .args(extra)
+        .args(["--replay", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "demo failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn scenario(name: &str) -> (Vec<String>, String) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios");
+    let input = std::fs::read_to_string(dir.join(format!("{name}.jsonl"))).unwrap();
+    let lines = input.lines().filter(|l| l.contains("update_id")).map(str::to_owned).collect();
+    (lines, std::fs::read_to_string(dir.join(format!("{name}.transcript.jsonl"))).unwrap())
+}
+
+#[test]
+fn a_conversation_continues_in_a_second_process() {
+    let (updates, expected) = scenario("01_happy_path");
+    for store in stores("restart") {
+        // Stop in the middle of the wizard (after the name), and again inside the profile scene.
+        let first = replay(&store, &[], &updates[..2].join("\n"));
+        let second = replay(&store, &[], &updates[2..7].join("\n"));
+        let third = replay(&store, &[], &updates[7..].join("\n"));
+        assert_eq!(format!("{first}{second}{third}"), expected, "store {}", store.0);
+    }
+}
+
+#[test]
+fn a_conversation_survives_sigkill_between_two_updates() {
+    let (updates, expected) = scenario("02_invalid_age_reask");
+    let expected: Vec<&str> = expected.lines().collect();
+    for store in stores("sigkill") {
+        let mut child = Command::new(demo())
+            .args(["--store", &store.0])
+            .args(&store.1)
+            .args(["--replay", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        // Feed four updates (/start, Bob, abc, 0): four replies, each sent after its commit.
+        let mut seen = Vec::new();
+        for u in &updates[..4] {
+            writeln!(stdin, "{u}").unwrap();
+            stdin.flush().unwrap();
+            let mut line = String::new();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while line.is_empty() && Instant::now() < deadline {
+                stdout.read_line(&mut line).unwrap();
+            }
+            seen.push(line.trim_end().to_owned());
+        }
+        // SIGKILL: no chance to flush or clean up.
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let rest = replay(&store, &[], &updates[4..].join("\n"));
+        let mut all = seen;
+        all.extend(rest.lines().map(str::to_owned));
+        assert_eq!(all, expected, "store {}", store.0);
+    }
+}
+
+#[test]
+fn four_replicas_incrementing_one_session_lose_nothing() {
+    const PER_PROCESS: usize = 40;
+    for store in stores("replicas") {
+        // Create the store's schema once, then start four processes at once.
+        let _ = replay(&store, &[], "");
+        let input: Vec<String> = (0..PER_PROCESS)
+            .map(|i| {
+                format!(
+                    r#"{{"update_id":{i},"message":{{"message_id":{i},"date":0,"chat":{{"id":77}},"from":{{"id":77}},"text":"hello"}}}}"#
+                )
+            })
+            .collect();
+        let input = input.join("\n");
+        let children: Vec<_> = (0..4)
+            .map(|_| {
+                let mut c = Command::new(demo())
+                    .args(["--store", &store.0])
+                    .args(&store.1)
+                    .args(["--attempts", "1000", "--replay", "-"])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+                c
+            })
+            .collect();
+        let mut counts = Vec::new();
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            for line in String::from_utf8(out.stdout).unwrap().lines() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                let text = v["text"].as_str().unwrap();
+                let n: usize = text
+                    .strip_prefix("Outside scenes (")
+                    .and_then(|t| t.split(' ').next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("unexpected reply {text}"));
+                counts.push(n);
+            }
+        }
+        // Every update was counted exactly once, and each committed value announced once.
+        assert_eq!(counts.len(), 4 * PER_PROCESS, "store {}", store.0);
+        let distinct: BTreeSet<usize> = counts.iter().copied().collect();
+        assert_eq!(distinct, (1..=4 * PER_PROCESS).collect(), "store {}", store.0);
+    }
+}
