@@ -59,7 +59,9 @@ fn parse_args() -> Result<Args, String> {
             "--user" => args.user = value()?.parse().map_err(|e| format!("--user: {e}"))?,
             "--chat" => args.chat = value()?.parse().map_err(|e| format!("--chat: {e}"))?,
             "--namespace" => args.namespace = Some(value()?),
-            "--attempts" => args.attempts = value()?.parse().map_err(|e| format!("--attempts: {e}"))?,
+            "--attempts" => {
+                args.attempts = value()?.parse().map_err(|e| format!("--attempts: {e}"))?
+            }
             "-h" | "--help" => {
                 return Err(
                     "usage: demo [--replay FILE|-] [--store SPEC] [--user N] [--chat N] [--attempts N] [--namespace NAME]".to_owned(),
@@ -123,7 +125,9 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), BoxError> {
     let store = stores::open(&args.store, args.namespace.as_deref()).await?;
-    let builder = Pipeline::<demo_bot::Demo>::builder().store_arc(store).max_attempts(args.attempts);
+    let builder = Pipeline::<demo_bot::Demo>::builder()
+        .store_arc(store)
+        .max_attempts(args.attempts);
     if let Some(path) = args.replay {
         let clock = ManualClock::at_secs(REPLAY_EPOCH_S);
         let bot = demo_bot::build(

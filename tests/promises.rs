@@ -79,7 +79,11 @@ async fn rule2_two_writers_in_one_update_and_parallel_updates_lose_nothing() {
     assert_eq!(bot.keys_in_flight(), 0);
 }
 
-fn failing_bot(policy: ErrorPolicy, store: MemoryStore, replies: RecordingTransport) -> Pipeline<Count> {
+fn failing_bot(
+    policy: ErrorPolicy,
+    store: MemoryStore,
+    replies: RecordingTransport,
+) -> Pipeline<Count> {
     Pipeline::<Count>::builder()
         .store(store)
         .transport(replies)
@@ -116,7 +120,11 @@ async fn rule3_on_error_roll_back_writes_nothing_and_sends_nothing() {
     bot.handle(msg(1, 3, "ok")).await.unwrap();
     let before = store.load("3:3").await.unwrap().unwrap();
     assert!(bot.handle(msg(2, 3, "fail")).await.is_err());
-    assert_eq!(store.load("3:3").await.unwrap().unwrap(), before, "the record did not move");
+    assert_eq!(
+        store.load("3:3").await.unwrap().unwrap(),
+        before,
+        "the record did not move"
+    );
     assert_eq!(stored_count(&store, "3:3").await, 1);
     assert_eq!(replies.texts(), ["counted"]);
 }
@@ -131,10 +139,15 @@ struct CheckingTransport {
 #[async_trait]
 impl Transport for CheckingTransport {
     async fn send(&self, msg: &Outgoing) -> Result<(), BoxError> {
-        let Outgoing::Text { text, chat_id, .. } = msg else { return Ok(()) };
+        let Outgoing::Text { text, chat_id, .. } = msg else {
+            return Ok(());
+        };
         let said: u64 = text.parse()?;
         let stored = stored_count(&self.store, &format!("{chat_id}:{chat_id}")).await;
-        assert_eq!(stored, said, "a reply went out before its session was stored");
+        assert_eq!(
+            stored, said,
+            "a reply went out before its session was stored"
+        );
         self.seen.lock().unwrap().push(said);
         Ok(())
     }
@@ -145,7 +158,10 @@ impl Transport for CheckingTransport {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule4_replies_go_out_only_after_the_session_is_stored() {
     let store = MemoryStore::new();
-    let transport = Arc::new(CheckingTransport { store: store.clone(), seen: Default::default() });
+    let transport = Arc::new(CheckingTransport {
+        store: store.clone(),
+        seen: Default::default(),
+    });
     let bot = Pipeline::<Count>::builder()
         .store(store.clone())
         .transport(Arc::clone(&transport))
@@ -164,7 +180,10 @@ async fn rule4_replies_go_out_only_after_the_session_is_stored() {
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    assert_eq!(*transport.seen.lock().unwrap(), (1..=30).collect::<Vec<_>>());
+    assert_eq!(
+        *transport.seen.lock().unwrap(),
+        (1..=30).collect::<Vec<_>>()
+    );
 }
 
 fn stale_writer(store: MemoryStore) -> Pipeline<Count> {
@@ -245,7 +264,11 @@ async fn replies_of_a_lost_attempt_are_dropped() {
     }
     let mut said: Vec<u64> = replies.texts().iter().map(|t| t.parse().unwrap()).collect();
     said.sort_unstable();
-    assert_eq!(said, (1..=40).collect::<Vec<_>>(), "each committed value announced exactly once");
+    assert_eq!(
+        said,
+        (1..=40).collect::<Vec<_>>(),
+        "each committed value announced exactly once"
+    );
 }
 
 /// A conversation helper check: TestBot sees the same session as the pipeline.

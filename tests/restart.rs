@@ -9,13 +9,24 @@ use std::time::{Duration, Instant};
 
 fn demo() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let demo = exe.parent().and_then(Path::parent).map(|d| d.join("examples").join("demo")).unwrap();
-    assert!(demo.exists(), "the demo example is built by `cargo test`: {}", demo.display());
+    let demo = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("examples").join("demo"))
+        .unwrap();
+    assert!(
+        demo.exists(),
+        "the demo example is built by `cargo test`: {}",
+        demo.display()
+    );
     demo
 }
 
 fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     format!("{name}_{}_{nanos}", std::process::id())
 }
 
@@ -44,17 +55,33 @@ fn replay(store: &(String, Vec<String>), extra: &[&str], input: &str) -> String 
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "demo failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "demo failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
 fn scenario(name: &str) -> (Vec<String>, String) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios");
     let input = std::fs::read_to_string(dir.join(format!("{name}.jsonl"))).unwrap();
-    let lines = input.lines().filter(|l| l.contains("update_id")).map(str::to_owned).collect();
-    (lines, std::fs::read_to_string(dir.join(format!("{name}.transcript.jsonl"))).unwrap())
+    let lines = input
+        .lines()
+        .filter(|l| l.contains("update_id"))
+        .map(str::to_owned)
+        .collect();
+    (
+        lines,
+        std::fs::read_to_string(dir.join(format!("{name}.transcript.jsonl"))).unwrap(),
+    )
 }
 
 #[test]
@@ -65,7 +92,12 @@ fn a_conversation_continues_in_a_second_process() {
         let first = replay(&store, &[], &updates[..2].join("\n"));
         let second = replay(&store, &[], &updates[2..7].join("\n"));
         let third = replay(&store, &[], &updates[7..].join("\n"));
-        assert_eq!(format!("{first}{second}{third}"), expected, "store {}", store.0);
+        assert_eq!(
+            format!("{first}{second}{third}"),
+            expected,
+            "store {}",
+            store.0
+        );
     }
 }
 
@@ -139,7 +171,11 @@ fn four_replicas_incrementing_one_session_lose_nothing() {
         let mut counts = Vec::new();
         for c in children {
             let out = c.wait_with_output().unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             for line in String::from_utf8(out.stdout).unwrap().lines() {
                 let v: serde_json::Value = serde_json::from_str(line).unwrap();
                 let text = v["text"].as_str().unwrap();
@@ -154,6 +190,11 @@ fn four_replicas_incrementing_one_session_lose_nothing() {
         // Every update was counted exactly once, and each committed value announced once.
         assert_eq!(counts.len(), 4 * PER_PROCESS, "store {}", store.0);
         let distinct: BTreeSet<usize> = counts.iter().copied().collect();
-        assert_eq!(distinct, (1..=4 * PER_PROCESS).collect(), "store {}", store.0);
+        assert_eq!(
+            distinct,
+            (1..=4 * PER_PROCESS).collect(),
+            "store {}",
+            store.0
+        );
     }
 }

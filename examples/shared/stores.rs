@@ -7,7 +7,11 @@ use stagecraft::BoxError;
 use stagecraft::store::{MemoryStore, SessionStore};
 
 /// The store used when none is given: the embedded SQLite file when the feature is on.
-pub const DEFAULT_STORE: &str = if cfg!(feature = "sqlite") { "sqlite:demo.db" } else { "memory" };
+pub const DEFAULT_STORE: &str = if cfg!(feature = "sqlite") {
+    "sqlite:demo.db"
+} else {
+    "memory"
+};
 
 /// Opens `memory`, `sqlite:PATH`, `redis://...`, `postgres://...` or `mysql://...`.
 /// `namespace` picks the table (SQL) or the key prefix (Redis).
@@ -21,7 +25,9 @@ pub async fn open(spec: &str, namespace: Option<&str>) -> Result<Arc<dyn Session
         if let Some(ns) = namespace {
             options = options.table(ns);
         }
-        return Ok(Arc::new(stagecraft::store::SqliteStore::open_with(path, options).await?));
+        return Ok(Arc::new(
+            stagecraft::store::SqliteStore::open_with(path, options).await?,
+        ));
     }
     #[cfg(feature = "redis")]
     if spec.starts_with("redis://") || spec.starts_with("rediss://") {
@@ -63,5 +69,9 @@ pub async fn open(spec: &str, namespace: Option<&str>) -> Result<Arc<dyn Session
     if cfg!(feature = "mysql") {
         known.push("mysql://...");
     }
-    Err(format!("unsupported store `{spec}`: this build knows {} (enable more with --features)", known.join(", ")).into())
+    Err(format!(
+        "unsupported store `{spec}`: this build knows {} (enable more with --features)",
+        known.join(", ")
+    )
+    .into())
 }

@@ -1,0 +1,130 @@
+//! The session costs store I/O only when it is needed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use stagecraft::prelude::*;
+use stagecraft::session::SavePolicy;
+use stagecraft::store::{ListFilter, Loaded, Version};
+
+/// Counts the calls that reach a memory store.
+#[derive(Debug, Default)]
+struct Counting {
+    inner: MemoryStore,
+    loads: AtomicUsize,
+    saves: AtomicUsize,
+}
+
+#[async_trait]
+impl SessionStore for Counting {
+    fn backend(&self) -> &'static str {
+        "counting"
+    }
+    async fn load(&self, key: &str) -> stagecraft::Result<Option<Loaded>> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        self.inner.load(key).await
+    }
+    async fn save(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: Option<Version>,
+    ) -> stagecraft::Result<Version> {
+        self.saves.fetch_add(1, Ordering::SeqCst);
+        self.inner.save(key, bytes, expected).await
+    }
+    async fn delete(&self, key: &str, expected: Version) -> stagecraft::Result<()> {
+        self.inner.delete(key, expected).await
+    }
+    async fn list(&self, filter: &ListFilter) -> stagecraft::Result<Vec<String>> {
+        self.inner.list(filter).await
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct D {
+    n: u32,
+}
+
+type C = Cx<D>;
+
+fn msg(id: i64, text: &str) -> TelegramUpdate {
+    TelegramUpdate::from_json(&format!(
+        r#"{{"update_id":{id},"message":{{"chat":{{"id":1}},"from":{{"id":1}},"text":"{text}"}}}}"#
+    ))
+    .unwrap()
+}
+
+fn bot(store: Arc<Counting>, policy: SavePolicy) -> Pipeline<D> {
+    Pipeline::<D>::builder()
+        .store_arc(store)
+        .save_policy(policy)
+        .command("inc", |cx: C| async move {
+            cx.session_mut(|d| d.n += 1)?;
+            Ok(Outcome::Handled)
+        })
+        .command("read", |cx: C| async move {
+            let n = cx.session(|d| d.n)?;
+            cx.reply(n.to_string());
+            Ok(Outcome::Handled)
+        })
+        .command("same", |cx: C| async move {
+            cx.session_mut(|d| d.n += 0)?;
+            Ok(Outcome::Handled)
+        })
+        .build()
+}
+
+#[tokio::test]
+async fn an_update_no_handler_takes_reads_nothing() {
+    let store = Arc::new(Counting::default());
+    let bot = bot(Arc::clone(&store), SavePolicy::Changed);
+    assert_eq!(
+        bot.handle(msg(1, "just chatting")).await.unwrap(),
+        Dispatch::Unhandled
+    );
+    assert_eq!(store.loads.load(Ordering::SeqCst), 0);
+    assert_eq!(store.saves.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn only_changed_sessions_are_written() {
+    let store = Arc::new(Counting::default());
+    let bot = bot(Arc::clone(&store), SavePolicy::Changed);
+    bot.handle(msg(1, "/read")).await.unwrap();
+    assert_eq!(
+        store.saves.load(Ordering::SeqCst),
+        0,
+        "reading a new session creates no record"
+    );
+    bot.handle(msg(2, "/inc")).await.unwrap();
+    assert_eq!(store.saves.load(Ordering::SeqCst), 1);
+    bot.handle(msg(3, "/read")).await.unwrap();
+    bot.handle(msg(4, "/same")).await.unwrap();
+    assert_eq!(
+        store.saves.load(Ordering::SeqCst),
+        1,
+        "a read, or a change to the same value, writes nothing"
+    );
+    assert_eq!(
+        store.loads.load(Ordering::SeqCst),
+        4,
+        "one load per update that ran a handler"
+    );
+}
+
+#[tokio::test]
+async fn touched_policy_writes_on_read_like_telegraf() {
+    let store = Arc::new(Counting::default());
+    let bot = bot(Arc::clone(&store), SavePolicy::Touched);
+    bot.handle(msg(1, "/read")).await.unwrap();
+    bot.handle(msg(2, "/read")).await.unwrap();
+    assert_eq!(store.saves.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        bot.handle(msg(3, "other")).await.unwrap(),
+        Dispatch::Unhandled
+    );
+    assert_eq!(store.saves.load(Ordering::SeqCst), 2, "untouched: no write");
+}
