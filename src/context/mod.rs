@@ -370,6 +370,16 @@ impl<S: SessionData, U: Update> Cx<S, U> {
         *lock(&self.inner.result) = r;
     }
 
+    /// A value given to [`PipelineBuilder::extension`](crate::pipeline::PipelineBuilder::extension).
+    #[must_use]
+    pub fn extension<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.inner
+            .shared
+            .extensions
+            .get(&std::any::TypeId::of::<T>())
+            .and_then(|v| v.downcast_ref::<T>())
+    }
+
     /// The stage's clock, in Unix seconds.
     #[must_use]
     pub fn now_s(&self) -> i64 {

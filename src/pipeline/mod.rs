@@ -9,6 +9,8 @@
 
 mod locks;
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -45,6 +47,7 @@ pub(crate) struct Shared<S, U> {
     pub(crate) decode_policy: DecodePolicy,
     pub(crate) save_policy: SavePolicy,
     pub(crate) max_attempts: usize,
+    pub(crate) extensions: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
     chain: Vec<Link<S, U>>,
     locks: KeyLocks,
 }
@@ -145,6 +148,7 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
                 decode_policy: DecodePolicy::Fail,
                 save_policy: SavePolicy::Changed,
                 max_attempts: 3,
+                extensions: HashMap::new(),
                 chain: Vec::new(),
                 locks: KeyLocks::default(),
             },
@@ -421,6 +425,17 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     #[must_use]
     pub fn max_attempts(mut self, n: usize) -> Self {
         self.shared.max_attempts = n.max(1);
+        self
+    }
+
+    /// Makes `value` available to every handler through [`Cx::extension`] (a database
+    /// pool, an API client, the teloxide `Bot`...). One value per type; a second call
+    /// with the same type replaces the first.
+    #[must_use]
+    pub fn extension<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.shared
+            .extensions
+            .insert(TypeId::of::<T>(), Arc::new(value));
         self
     }
 
