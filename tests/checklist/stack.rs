@@ -303,3 +303,42 @@ async fn stack_of_typed_states_round_trips_through_the_store_and_is_restored_not
     );
     assert!(second.scenes().await.is_empty());
 }
+
+#[tokio::test]
+async fn stack_resuming_a_parent_with_idle_ttl_counts_as_activity() {
+    let bot = Bot::new(|b| {
+        b.stage(
+            Stage::builder()
+                .scene(
+                    Scene::builder("menu")
+                        .idle_ttl(300)
+                        .command("pick", go(|| Outcome::push("picker")))
+                        .on_resume(say("menu resumed"))
+                        .on_text(say("in menu"))
+                        .build(),
+                )
+                .scene(Scene::builder("picker").on_text(go(Outcome::leave)).build())
+                .build()
+                .unwrap(),
+        )
+        .command("menu", go(|| Outcome::enter("menu")))
+        .on_text(say("outside"))
+        .build()
+    });
+    bot.send("/menu").await.unwrap();
+    bot.send("/pick").await.unwrap();
+    bot.advance(250);
+    assert_eq!(bot.send("blue").await.unwrap(), ["menu resumed"]);
+    bot.advance(100);
+    assert_eq!(
+        bot.send("hi").await.unwrap(),
+        ["in menu"],
+        "idle for 100 s since it resumed, not 350 s"
+    );
+
+    // A parent idle for longer than its TTL while the child ran is gone.
+    bot.send("/pick").await.unwrap();
+    bot.advance(301);
+    assert_eq!(bot.send("red").await.unwrap(), Vec::<String>::new());
+    assert!(bot.scenes().await.is_empty());
+}
