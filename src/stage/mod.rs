@@ -442,9 +442,14 @@ impl<S: SessionData, U: Update> Stage<S, U> {
                     break;
                 }
             }
-            st.stack
-                .last()
-                .and_then(|p| self.scenes.get(&p.scene).cloned())
+            // The parent is active again: that is activity for its idle TTL.
+            st.stack.last_mut().and_then(|p| {
+                let scene = self.scenes.get(&p.scene).cloned()?;
+                if let Some(idle) = scene.idle_ttl {
+                    p.expires = Some(now + i64::from(idle));
+                }
+                Some(scene)
+            })
         };
         tracing::debug!(target: "stagecraft::stage", key = ?cx.key(), scene = %top, "left");
         let Some(parent) = parent else { return Ok(()) };
