@@ -324,7 +324,14 @@ impl<S: SessionData, U: Update> Next<S, U> {
                 match link {
                     Link::Middleware(m) => {
                         cx.ensure_loaded().await?;
-                        return m.call(cx, next).await;
+                        let o = m.call(cx.clone(), next).await?;
+                        if o.is_transition() {
+                            // The middleware's own transition (what the chain after it
+                            // answered was already applied there).
+                            cx.apply(o).await?;
+                            return Ok(Outcome::Handled);
+                        }
+                        return Ok(o);
                     }
                     Link::Stage => {
                         if let Some(stage) = shared.stage.clone() {

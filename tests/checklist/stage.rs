@@ -284,3 +284,33 @@ async fn commands_with_a_bot_suffix_match_only_that_bot() {
         "no username set: any suffix"
     );
 }
+
+/// A middleware may answer a transition instead of calling `next`: it is applied.
+#[tokio::test]
+async fn a_transition_answered_by_a_middleware_is_applied() {
+    use stagecraft::prelude::*;
+    let bot = stagecraft::testing::TestBot::<()>::new(|b| {
+        b.middleware(|cx: Cx<()>, next: Next<(), TelegramUpdate>| async move {
+            if cx.update().message_text() == Some("go") {
+                return Ok(Outcome::enter("s"));
+            }
+            next.run(cx).await
+        })
+        .stage(
+            Stage::builder()
+                .scene(
+                    Scene::builder("s")
+                        .on_enter(|cx: Cx<()>| async move {
+                            cx.reply("in s");
+                            Ok(Outcome::Handled)
+                        })
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .build()
+    });
+    assert_eq!(bot.send("go").await.unwrap(), ["in s"]);
+    assert_eq!(bot.scenes().await, [("s".to_owned(), None)]);
+}

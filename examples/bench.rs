@@ -1,0 +1,209 @@
+//! Throughput of the reference bot, beside a bare baseline measured in the same run.
+//!
+//! ```text
+//! cargo run --release --example bench -- --store memory --chats 10000 --updates 1000000
+//! {"store":"memory","chats":10000,"updates":1000000,"seconds":0.9,"updates_per_sec":1100000,
+//!  "baseline_updates_per_sec":1800000,"ratio":1.6,"replies":1100000,"peak_rss_bytes":...}
+//! ```
+//!
+//! Each chat runs the reference conversation
+//! `/start, Alice, abc, 30, yes, /profile, /whoami, hello, /back, outside` (11 replies) over
+//! and over, one update after another; all chats are in flight at once, on a
+//! current-thread runtime (one core). The baseline does what any session layer must do
+//! per update, and nothing else: find the key's async lock in a `DashMap`, lock it, read
+//! the stored bytes, decode a small session with serde_json, change it, encode it, store it.
+
+#[path = "shared/demo_bot.rs"]
+mod demo_bot;
+#[path = "shared/stores.rs"]
+mod stores;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+use stagecraft::transport::{Outgoing, Transport};
+use stagecraft::update::TelegramUpdate;
+use stagecraft::{BoxError, Pipeline};
+
+const CYCLE: [&str; 10] = [
+    "/start", "Alice", "abc", "30", "yes", "/profile", "/whoami", "hello", "/back", "outside",
+];
+
+struct Args {
+    store: String,
+    chats: u64,
+    updates: u64,
+    namespace: Option<String>,
+    baseline: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        store: "memory".into(),
+        chats: 10_000,
+        updates: 1_000_000,
+        namespace: None,
+        baseline: true,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut v = || it.next().ok_or_else(|| format!("{k} needs a value"));
+        match k.as_str() {
+            "--store" => a.store = v()?,
+            "--chats" => a.chats = v()?.parse().map_err(|e| format!("--chats: {e}"))?,
+            "--updates" => a.updates = v()?.parse().map_err(|e| format!("--updates: {e}"))?,
+            "--namespace" => a.namespace = Some(v()?),
+            "--no-baseline" => a.baseline = false,
+            "--bench" => {} // passed by `cargo bench`-style runners
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    if a.chats == 0 {
+        return Err("--chats must be at least 1".into());
+    }
+    Ok(a)
+}
+
+/// Counts replies instead of sending them.
+#[derive(Debug, Default)]
+struct CountingTransport(AtomicU64);
+
+#[async_trait]
+impl Transport for CountingTransport {
+    async fn send(&self, _msg: &Outgoing) -> Result<(), BoxError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn update(chat: u64, n: u64, text: &str) -> TelegramUpdate {
+    let json = serde_json::json!({"update_id": n, "message": {"message_id": n, "date": 0,
+        "chat": {"id": chat, "type": "private"}, "from": {"id": chat, "is_bot": false}, "text": text}});
+    TelegramUpdate::from_value(json).unwrap_or_default()
+}
+
+async fn run_stagecraft(args: &Args) -> Result<(f64, u64), BoxError> {
+    let store = stores::open(&args.store, args.namespace.as_deref()).await?;
+    let transport = Arc::new(CountingTransport::default());
+    let bot = demo_bot::build(
+        Pipeline::<demo_bot::Demo>::builder()
+            .store_arc(store)
+            .transport(Arc::clone(&transport)),
+    )?;
+    let per_chat = args.updates / args.chats;
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for chat in 1..=args.chats {
+        let bot = bot.clone();
+        // Build this chat's ten distinct updates once; each handled update is a clone.
+        let cycle: Vec<TelegramUpdate> = CYCLE
+            .iter()
+            .enumerate()
+            .map(|(i, t)| update(chat, i as u64, t))
+            .collect();
+        tasks.spawn(async move {
+            for i in 0..per_chat {
+                let u = cycle[(i % 10) as usize].clone();
+                bot.handle(u).await?;
+            }
+            Ok::<(), stagecraft::Error>(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok((
+        (per_chat * args.chats) as f64 / secs,
+        transport.0.load(Ordering::Relaxed),
+    ))
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct SmallSession {
+    updates: u64,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    cursor: Option<i64>,
+}
+
+/// The bare loop: dashmap + per-key async lock + serde_json of a small session.
+async fn run_baseline(args: &Args) -> f64 {
+    let locks: Arc<DashMap<u64, Arc<tokio::sync::Mutex<()>>>> = Arc::new(DashMap::new());
+    let data: Arc<DashMap<u64, Vec<u8>>> = Arc::new(DashMap::new());
+    let per_chat = args.updates / args.chats;
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for chat in 1..=args.chats {
+        let (locks, data) = (Arc::clone(&locks), Arc::clone(&data));
+        let cycle: Vec<TelegramUpdate> = CYCLE
+            .iter()
+            .enumerate()
+            .map(|(i, t)| update(chat, i as u64, t))
+            .collect();
+        tasks.spawn(async move {
+            for i in 0..per_chat {
+                let u = cycle[(i % 10) as usize].clone();
+                let lock = Arc::clone(locks.entry(chat).or_default().value());
+                let _g = lock.lock().await;
+                let mut s: SmallSession = match data.get(&chat) {
+                    Some(b) => serde_json::from_slice(&b).unwrap_or_default(),
+                    None => SmallSession::default(),
+                };
+                s.updates += 1;
+                s.cursor = Some((i % 4) as i64);
+                if s.name.is_none() {
+                    s.name = u.message.as_ref().and_then(|m| m.text.clone());
+                }
+                let bytes = serde_json::to_vec(&s).unwrap_or_default();
+                data.insert(chat, bytes);
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    (per_chat * args.chats) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn main() -> Result<(), BoxError> {
+    let args = parse_args()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let baseline = if args.baseline && args.store == "memory" {
+            Some(run_baseline(&args).await)
+        } else {
+            None
+        };
+        let (ups, replies) = run_stagecraft(&args).await?;
+        let line = serde_json::json!({
+            "store": args.store,
+            "chats": args.chats,
+            "updates": args.updates / args.chats * args.chats,
+            "updates_per_sec": ups.round(),
+            "baseline_updates_per_sec": baseline.map(f64::round),
+            "ratio": baseline.map(|b| (b / ups * 100.0).round() / 100.0),
+            "replies": replies,
+            "peak_rss_bytes": peak_rss_bytes(),
+        });
+        println!("{line}");
+        Ok(())
+    })
+}
