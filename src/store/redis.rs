@@ -92,7 +92,10 @@ impl fmt::Debug for RedisStore {
 impl RedisStore {
     /// Connects to `url` (`redis://[:password@]host[:port][/db]`, `rediss://` with TLS
     /// features of `redis` enabled) through a [`ConnectionManager`] that reconnects on its
-    /// own. Connection attempts time out after 5 s and are retried 3 times.
+    /// own. A connection attempt times out after 5 s; a failed one is retried twice,
+    /// after 1 s and 2 s (the same policy applies when the manager reconnects later).
+    /// Build the [`ConnectionManager`] yourself and use [`new`](Self::new) for another
+    /// policy.
     ///
     /// # Errors
     /// [`Error::Store`] when the URL is invalid or the server does not answer.
@@ -100,7 +103,9 @@ impl RedisStore {
         let client = Client::open(url).map_err(redis_err)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Duration::from_secs(5))
-            .set_number_of_retries(3);
+            .set_factor(2)
+            .set_max_delay(2000)
+            .set_number_of_retries(2);
         let conn = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(redis_err)?;

@@ -8,9 +8,6 @@ use crate::error::{Error, Message, Result};
 /// The table used when none is configured.
 pub(crate) const DEFAULT_TABLE: &str = "stagecraft_sessions";
 
-/// The character `LIKE` patterns escape with (`!` means the same under every SQL mode).
-const LIKE_ESCAPE: char = '!';
-
 /// Accepts `[A-Za-z_][A-Za-z0-9_]{0,62}`: the only string ever spliced into SQL.
 pub(crate) fn validate_table(name: &str) -> Result<()> {
     let mut chars = name.chars();
@@ -51,6 +48,9 @@ fn index_name(table: &str) -> String {
 /// `prefix` as a `LIKE` pattern matching the keys that start with it (`!` escapes).
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) fn like_prefix(prefix: &str) -> String {
+    // `!` rather than `\`: it means the same under every SQL mode (MySQL's
+    // `NO_BACKSLASH_ESCAPES`, PostgreSQL's `standard_conforming_strings`).
+    const LIKE_ESCAPE: char = '!';
     let mut out = String::with_capacity(prefix.len() + 1);
     for c in prefix.chars() {
         if matches!(c, '%' | '_' | LIKE_ESCAPE) {
