@@ -14,6 +14,9 @@ use crate::error::{Error, Message, Result};
 
 const BACKEND: &str = "mysql";
 
+/// The size of the `session_key VARBINARY` column.
+const MAX_KEY_BYTES: usize = 1024;
+
 fn db_err(e: sqlx::Error) -> Error {
     Error::store(BACKEND, e)
 }
@@ -56,7 +59,8 @@ impl Queries {
 ///
 /// One InnoDB row per session (default table `stagecraft_sessions`): `session_key
 /// VARBINARY(1024)` primary key (so keys compare byte for byte: no case folding, no
-/// trailing-space padding; at most 1024 bytes of UTF-8), `data LONGBLOB`,
+/// trailing-space padding; at most 1024 bytes of UTF-8, longer keys are refused with
+/// [`Error::Store`]), `data LONGBLOB`,
 /// `version BIGINT`, `expires_at BIGINT`. A new record is a plain `INSERT` whose
 /// duplicate-key error means a conflict (after removing an expired row in the way, once);
 /// an update is `UPDATE ... WHERE version = ?` checked by rows matched.

@@ -874,3 +874,58 @@ pub async fn check_shared<A: SessionStore + ?Sized, B: SessionStore + ?Sized>(a:
         b.backend()
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::store::{Loaded, MemoryStore};
+
+    /// A broken store: `save` ignores the expected version (last writer wins) and `list`
+    /// ignores `limit`.
+    #[derive(Debug, Clone, Default)]
+    struct Broken(MemoryStore);
+
+    #[async_trait]
+    impl SessionStore for Broken {
+        fn backend(&self) -> &'static str {
+            "broken"
+        }
+        async fn load(&self, key: &str) -> Result<Option<Loaded>> {
+            self.0.load(key).await
+        }
+        async fn save(&self, key: &str, bytes: &[u8], _: Option<Version>) -> Result<Version> {
+            loop {
+                let current = self.0.load(key).await?.map(|l| l.version);
+                match self.0.save(key, bytes, current).await {
+                    Err(e) if e.is_conflict() => continue,
+                    other => return other,
+                }
+            }
+        }
+        async fn delete(&self, key: &str, expected: Version) -> Result<()> {
+            self.0.delete(key, expected).await
+        }
+        async fn list(&self, filter: &ListFilter) -> Result<Vec<String>> {
+            self.0
+                .list(&ListFilter::prefix(filter.prefix.clone()))
+                .await
+        }
+    }
+
+    async fn fails<F: std::future::Future<Output = ()> + Send + 'static>(check: F) -> bool {
+        tokio::spawn(check).await.is_err_and(|e| e.is_panic())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_suite_catches_a_broken_store() {
+        assert!(fails(async { check_stale_save_conflicts(&Broken::default()).await }).await);
+        assert!(fails(async { check_insert_if_absent_conflicts(&Broken::default()).await }).await);
+        assert!(fails(async { check_concurrent_cas(&Broken::default()).await }).await);
+        assert!(fails(async { check_list(&Broken::default()).await }).await);
+        // What it does right still passes.
+        check_round_trip(&Broken::default()).await;
+        check_odd_payloads(&Broken::default()).await;
+    }
+}
