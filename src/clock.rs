@@ -49,9 +49,7 @@ impl ManualClock {
     /// A clock standing at `secs` seconds after the Unix epoch.
     #[must_use]
     pub fn at_secs(secs: i64) -> Self {
-        Self {
-            ms: Arc::new(AtomicI64::new(secs.saturating_mul(1000))),
-        }
+        Self { ms: Arc::new(AtomicI64::new(secs.saturating_mul(1000))) }
     }
 
     /// Moves the clock forward.

@@ -104,10 +104,7 @@ impl Error {
 
     /// Wraps a backend error of the store `backend`.
     pub fn store(backend: &'static str, e: impl Into<BoxError>) -> Self {
-        Self::Store {
-            backend,
-            source: e.into(),
-        }
+        Self::Store { backend, source: e.into() }
     }
 
     /// Is this a compare-and-set conflict (another writer moved the record on)?

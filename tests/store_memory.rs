@@ -16,9 +16,7 @@ async fn conformance() {
 async fn ttl_on_a_virtual_clock() {
     let clock = ManualClock::at_secs(1_700_000_000);
     let ttl = Duration::from_secs(300);
-    let store = MemoryStore::new()
-        .with_ttl(ttl)
-        .with_clock(Arc::new(clock.clone()));
+    let store = MemoryStore::new().with_ttl(ttl).with_clock(Arc::new(clock.clone()));
     conformance::check_ttl(&store, &clock, ttl).await;
 }
 

@@ -45,9 +45,7 @@ async fn mysql_store() {
     let Some(url) = url() else { return };
     let pool = connect_pool(&url).await;
     let table = unique_table();
-    let store = MySqlStore::new(pool.clone())
-        .with_table(&table)
-        .expect("table name");
+    let store = MySqlStore::new(pool.clone()).with_table(&table).expect("table name");
     store.migrate().await.expect("migrate");
     store.migrate().await.expect("migrate again (idempotent)");
 
@@ -57,21 +55,24 @@ async fn mysql_store() {
         async move {
             conformance::run_all(store.clone()).await;
 
+            // The key column holds 1024 bytes; longer keys are refused, never truncated.
+            let long = "k".repeat(1025);
+            let err = store.save(&long, b"x", None).await.expect_err("a 1025-byte key");
+            assert!(err.is_store(), "expected Error::Store, got {err:?}");
+            let max = "k".repeat(1024);
+            let v = store.save(&max, b"x", None).await.expect("a 1024-byte key");
+            assert_eq!(store.load(&max).await.expect("load").map(|l| l.version), Some(v));
+
             let clock = ManualClock::at_secs(1_700_000_000);
             let ttl = Duration::from_secs(300);
-            let ttl_store = store
-                .clone()
-                .with_ttl(ttl)
-                .with_clock(Arc::new(clock.clone()));
+            let ttl_store = store.clone().with_ttl(ttl).with_clock(Arc::new(clock.clone()));
             conformance::check_ttl(&ttl_store, &clock, ttl).await;
             clock.advance(ttl + Duration::from_millis(1));
             assert!(ttl_store.purge_expired().await.expect("purge") >= 1);
             assert_eq!(ttl_store.purge_expired().await.expect("purge"), 0);
 
             let other_pool = connect_pool(&url).await;
-            let other = MySqlStore::new(other_pool.clone())
-                .with_table(&table)
-                .expect("table");
+            let other = MySqlStore::new(other_pool.clone()).with_table(&table).expect("table");
             conformance::check_shared(&store, &other).await;
             other_pool.close().await;
         }
@@ -92,22 +93,11 @@ async fn mysql_store() {
 
 #[tokio::test]
 async fn rejects_bad_table_names() {
-    let pool = MySqlPoolOptions::new()
-        .connect_lazy("mysql://nobody@127.0.0.1:1/none")
-        .expect("pool");
-    for bad in [
-        "x; DROP TABLE y",
-        "",
-        "9lives",
-        "a.b",
-        "a\"b",
-        &"t".repeat(64),
-    ] {
+    let pool =
+        MySqlPoolOptions::new().connect_lazy("mysql://nobody@127.0.0.1:1/none").expect("pool");
+    for bad in ["x; DROP TABLE y", "", "9lives", "a.b", "a\"b", &"t".repeat(64)] {
         let result = MySqlStore::new(pool.clone()).with_table(bad);
-        assert!(
-            matches!(result, Err(Error::Config(_))),
-            "table {bad:?} was accepted"
-        );
+        assert!(matches!(result, Err(Error::Config(_))), "table {bad:?} was accepted");
     }
 }
 

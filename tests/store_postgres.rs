@@ -45,9 +45,7 @@ async fn postgres_store() {
     let Some(url) = url() else { return };
     let pool = connect_pool(&url).await;
     let table = unique_table();
-    let store = PostgresStore::new(pool.clone())
-        .with_table(&table)
-        .expect("table name");
+    let store = PostgresStore::new(pool.clone()).with_table(&table).expect("table name");
     store.migrate().await.expect("migrate");
     store.migrate().await.expect("migrate again (idempotent)");
 
@@ -59,19 +57,14 @@ async fn postgres_store() {
 
             let clock = ManualClock::at_secs(1_700_000_000);
             let ttl = Duration::from_secs(300);
-            let ttl_store = store
-                .clone()
-                .with_ttl(ttl)
-                .with_clock(Arc::new(clock.clone()));
+            let ttl_store = store.clone().with_ttl(ttl).with_clock(Arc::new(clock.clone()));
             conformance::check_ttl(&ttl_store, &clock, ttl).await;
             clock.advance(ttl + Duration::from_millis(1));
             assert!(ttl_store.purge_expired().await.expect("purge") >= 1);
             assert_eq!(ttl_store.purge_expired().await.expect("purge"), 0);
 
             let other_pool = connect_pool(&url).await;
-            let other = PostgresStore::new(other_pool.clone())
-                .with_table(&table)
-                .expect("table");
+            let other = PostgresStore::new(other_pool.clone()).with_table(&table).expect("table");
             conformance::check_shared(&store, &other).await;
             other_pool.close().await;
         }
@@ -92,22 +85,11 @@ async fn postgres_store() {
 
 #[tokio::test]
 async fn rejects_bad_table_names() {
-    let pool = PgPoolOptions::new()
-        .connect_lazy("postgres://nobody@127.0.0.1:1/none")
-        .expect("pool");
-    for bad in [
-        "x; DROP TABLE y",
-        "",
-        "9lives",
-        "a.b",
-        "a\"b",
-        &"t".repeat(64),
-    ] {
+    let pool =
+        PgPoolOptions::new().connect_lazy("postgres://nobody@127.0.0.1:1/none").expect("pool");
+    for bad in ["x; DROP TABLE y", "", "9lives", "a.b", "a\"b", &"t".repeat(64)] {
         let result = PostgresStore::new(pool.clone()).with_table(bad);
-        assert!(
-            matches!(result, Err(Error::Config(_))),
-            "table {bad:?} was accepted"
-        );
+        assert!(matches!(result, Err(Error::Config(_))), "table {bad:?} was accepted");
     }
 }
 
@@ -122,8 +104,6 @@ async fn unreachable_server_is_a_store_error() {
     assert!(err.is_store(), "expected Error::Store, got {err:?}");
     let err = store.migrate().await.expect_err("migrate on a closed port");
     assert!(err.is_store(), "expected Error::Store, got {err:?}");
-    let err = PostgresStore::connect("not a url")
-        .await
-        .expect_err("bad url");
+    let err = PostgresStore::connect("not a url").await.expect_err("bad url");
     assert!(err.is_store(), "expected Error::Store, got {err:?}");
 }

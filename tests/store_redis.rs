@@ -90,18 +90,12 @@ async fn redis_store() {
             store.save("ns-check", b"x", None).await.expect("save");
             assert_eq!(elsewhere.load("ns-check").await.expect("load"), None);
             let listed = elsewhere.list(&Default::default()).await.expect("list");
-            assert!(
-                listed.is_empty(),
-                "a prefixed store listed foreign keys: {listed:?}"
-            );
+            assert!(listed.is_empty(), "a prefixed store listed foreign keys: {listed:?}");
         }
     });
     let result = body.await;
     let deleted = clean(&store, &prefix).await;
-    assert!(
-        deleted > 0 || result.is_err(),
-        "the test wrote no keys under its prefix"
-    );
+    assert!(deleted > 0 || result.is_err(), "the test wrote no keys under its prefix");
     if let Err(e) = result {
         if e.is_panic() {
             std::panic::resume_unwind(e.into_panic());
@@ -114,9 +108,8 @@ use stagecraft::store::SessionStore;
 
 #[tokio::test]
 async fn unreachable_server_is_a_store_error() {
-    let err = RedisStore::connect("redis://127.0.0.1:1")
-        .await
-        .expect_err("connect to a closed port");
+    let err =
+        RedisStore::connect("redis://127.0.0.1:1").await.expect_err("connect to a closed port");
     assert!(err.is_store(), "expected Error::Store, got {err:?}");
     let err = RedisStore::connect("not a url").await.expect_err("bad url");
     assert!(err.is_store(), "expected Error::Store, got {err:?}");
@@ -130,9 +123,6 @@ async fn rejects_bad_prefixes() {
     let store = connect(&url, "stagecraft:").await;
     for bad in ["a b", "a*", "a?", "[a]", "a\\", "tab\t", &"p".repeat(65)] {
         let result = store.clone().with_prefix(bad);
-        assert!(
-            matches!(result, Err(Error::Config(_))),
-            "prefix {bad:?} was accepted"
-        );
+        assert!(matches!(result, Err(Error::Config(_))), "prefix {bad:?} was accepted");
     }
 }

@@ -63,16 +63,9 @@ async fn ttl_on_a_virtual_clock_and_purge() {
     clock.advance(ttl + Duration::from_millis(1));
     assert!(store.purge_expired().await.expect("purge") >= 1);
     for i in 0..3 {
-        store
-            .save(&format!("purge/{i}"), b"x", None)
-            .await
-            .expect("save");
+        store.save(&format!("purge/{i}"), b"x", None).await.expect("save");
     }
-    assert_eq!(
-        store.purge_expired().await.expect("purge"),
-        0,
-        "purged live rows"
-    );
+    assert_eq!(store.purge_expired().await.expect("purge"), 0, "purged live rows");
     clock.advance(ttl + Duration::from_millis(1));
     assert_eq!(store.purge_expired().await.expect("purge"), 3);
     let rows: i64 =
@@ -97,9 +90,7 @@ async fn two_pools_on_one_file() {
 #[tokio::test]
 async fn options_table_and_durability() {
     let db = TempDb::new("options");
-    let options = SqliteOptions::new()
-        .durability(Durability::Full)
-        .table("bot_sessions");
+    let options = SqliteOptions::new().durability(Durability::Full).table("bot_sessions");
     let store = SqliteStore::open_with(&db.0, options).await.expect("open");
     assert_eq!(store.table(), "bot_sessions");
     let sync: i64 = stagecraft::store::sqlx::query_scalar("PRAGMA synchronous")
@@ -114,10 +105,7 @@ async fn options_table_and_durability() {
     assert_eq!(mode, "wal");
     store.migrate().await.expect("migrate is idempotent");
     let v = store.save("k", b"v", None).await.expect("save");
-    assert_eq!(
-        store.load("k").await.expect("load").map(|l| l.version),
-        Some(v)
-    );
+    assert_eq!(store.load("k").await.expect("load").map(|l| l.version), Some(v));
     store.pool().close().await;
 
     let default = SqliteStore::open(&db.0).await.expect("open");
@@ -131,38 +119,21 @@ async fn options_table_and_durability() {
 
 #[tokio::test]
 async fn rejects_bad_table_names() {
-    let pool = SqlitePoolOptions::new()
-        .connect_lazy("sqlite::memory:")
-        .expect("pool");
-    for bad in [
-        "x; DROP TABLE y",
-        "",
-        "1abc",
-        "a-b",
-        "a\"b",
-        &"t".repeat(64),
-    ] {
+    let pool = SqlitePoolOptions::new().connect_lazy("sqlite::memory:").expect("pool");
+    for bad in ["x; DROP TABLE y", "", "1abc", "a-b", "a\"b", &"t".repeat(64)] {
         let result = SqliteStore::new(pool.clone()).with_table(bad);
-        assert!(
-            matches!(result, Err(Error::Config(_))),
-            "table {bad:?} was accepted"
-        );
+        assert!(matches!(result, Err(Error::Config(_))), "table {bad:?} was accepted");
     }
-    let result = SqliteStore::open_with(
-        "sqlite::memory:",
-        SqliteOptions::new().table("x; DROP TABLE y"),
-    )
-    .await;
+    let result =
+        SqliteStore::open_with("sqlite::memory:", SqliteOptions::new().table("x; DROP TABLE y"))
+            .await;
     assert!(matches!(result, Err(Error::Config(_))));
     assert!(SqliteStore::new(pool).with_table("Good_name_2").is_ok());
 }
 
 #[tokio::test]
 async fn unopenable_file_is_a_store_error() {
-    let path = std::env::temp_dir()
-        .join("stagecraft-no-such-dir")
-        .join("x")
-        .join("bot.db");
+    let path = std::env::temp_dir().join("stagecraft-no-such-dir").join("x").join("bot.db");
     match SqliteStore::open(&path).await {
         Err(e) => assert!(e.is_store(), "expected Error::Store, got {e:?}"),
         Ok(_) => panic!("opened a database in a directory that does not exist"),

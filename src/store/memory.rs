@@ -95,9 +95,7 @@ impl MemoryStore {
             writes_since_sweep: AtomicUsize::new(0),
         });
         f(&mut inner);
-        Self {
-            inner: Arc::new(inner),
-        }
+        Self { inner: Arc::new(inner) }
     }
 
     /// Number of records held, expired ones not yet swept included.
@@ -122,20 +120,14 @@ impl MemoryStore {
     }
 
     fn expiry(&self, now: i64) -> i64 {
-        self.inner
-            .ttl_ms
-            .map_or(i64::MAX, |ttl| now.saturating_add(ttl))
+        self.inner.ttl_ms.map_or(i64::MAX, |ttl| now.saturating_add(ttl))
     }
 
     fn note_write(&self) {
         if self.inner.ttl_ms.is_none() {
             return;
         }
-        let n = self
-            .inner
-            .writes_since_sweep
-            .fetch_add(1, Ordering::Relaxed)
-            + 1;
+        let n = self.inner.writes_since_sweep.fetch_add(1, Ordering::Relaxed) + 1;
         if n > 1024 && n > self.inner.map.len() / 2 {
             self.purge_expired();
         }
@@ -153,11 +145,7 @@ impl CloneFromShared for DashMap<Box<str>, Entry> {
                 let e = r.value();
                 (
                     r.key().clone(),
-                    Entry {
-                        bytes: e.bytes.clone(),
-                        version: e.version,
-                        expires_at: e.expires_at,
-                    },
+                    Entry { bytes: e.bytes.clone(), version: e.version, expires_at: e.expires_at },
                 )
             })
             .collect()
@@ -175,10 +163,7 @@ impl SessionStore for MemoryStore {
         let expired = match self.inner.map.get(key) {
             None => return Ok(None),
             Some(e) if e.expires_at > now => {
-                return Ok(Some(Loaded {
-                    bytes: e.bytes.to_vec(),
-                    version: e.version,
-                }));
+                return Ok(Some(Loaded { bytes: e.bytes.to_vec(), version: e.version }));
             }
             Some(_) => true,
         };
@@ -196,9 +181,7 @@ impl SessionStore for MemoryStore {
                 let live = o.get().expires_at > now;
                 let current = live.then_some(o.get().version);
                 if current != expected {
-                    return Err(Error::Conflict {
-                        key: key.to_owned(),
-                    });
+                    return Err(Error::Conflict { key: key.to_owned() });
                 }
                 let version = current.map_or_else(Version::initial, Version::next);
                 let e = o.get_mut();
@@ -209,16 +192,10 @@ impl SessionStore for MemoryStore {
             }
             MapEntry::Vacant(v) => {
                 if expected.is_some() {
-                    return Err(Error::Conflict {
-                        key: key.to_owned(),
-                    });
+                    return Err(Error::Conflict { key: key.to_owned() });
                 }
                 let version = Version::initial();
-                v.insert(Entry {
-                    bytes: bytes.into(),
-                    version,
-                    expires_at,
-                });
+                v.insert(Entry { bytes: bytes.into(), version, expires_at });
                 version
             }
         };
@@ -237,13 +214,7 @@ impl SessionStore for MemoryStore {
                 false
             }
         });
-        if conflict {
-            Err(Error::Conflict {
-                key: key.to_owned(),
-            })
-        } else {
-            Ok(())
-        }
+        if conflict { Err(Error::Conflict { key: key.to_owned() }) } else { Ok(()) }
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<String>> {

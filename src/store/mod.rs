@@ -8,14 +8,8 @@
 //! | store | feature | persistence |
 //! |---|---|---|
 //! | [`MemoryStore`] | always | process memory, optional TTL |
-#![cfg_attr(
-    feature = "sqlite",
-    doc = "| [`SqliteStore`] | `sqlite` (default) | embedded file |"
-)]
-#![cfg_attr(
-    feature = "postgres",
-    doc = "| [`PostgresStore`] | `postgres` | server |"
-)]
+#![cfg_attr(feature = "sqlite", doc = "| [`SqliteStore`] | `sqlite` (default) | embedded file |")]
+#![cfg_attr(feature = "postgres", doc = "| [`PostgresStore`] | `postgres` | server |")]
 #![cfg_attr(feature = "mysql", doc = "| [`MySqlStore`] | `mysql` | server |")]
 #![cfg_attr(feature = "redis", doc = "| [`RedisStore`] | `redis` | server |")]
 
@@ -61,10 +55,7 @@ pub use sqlite::{Durability, SqliteOptions, SqliteStore};
 pub use ::redis;
 /// The `sqlx` crate, as the SQL stores use it (for building your own pool).
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-#[cfg_attr(
-    docsrs,
-    doc(cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql")))
-)]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))))]
 pub use sqlx;
 
 /// The version of a stored record. A save with the wrong expected version is a conflict.
@@ -119,10 +110,7 @@ impl ListFilter {
     /// Keys starting with `prefix`.
     #[must_use]
     pub fn prefix(prefix: impl Into<String>) -> Self {
-        Self {
-            prefix: prefix.into(),
-            limit: None,
-        }
+        Self { prefix: prefix.into(), limit: None }
     }
 
     /// At most `limit` keys.

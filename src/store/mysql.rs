@@ -167,10 +167,7 @@ impl MySqlStore {
     /// [`Error::Store`] when the statement fails.
     #[tracing::instrument(skip_all, fields(table = %self.table), err)]
     pub async fn migrate(&self) -> Result<()> {
-        sqlx::raw_sql(&self.queries.create_table)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+        sqlx::raw_sql(&self.queries.create_table).execute(&self.pool).await.map_err(db_err)?;
         Ok(())
     }
 
@@ -184,11 +181,8 @@ impl MySqlStore {
     #[tracing::instrument(skip_all, fields(table = %self.table), err)]
     pub async fn purge_expired(&self) -> Result<u64> {
         let now = self.clock.now_ms();
-        let done = sqlx::query(&self.queries.purge)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+        let done =
+            sqlx::query(&self.queries.purge).bind(now).execute(&self.pool).await.map_err(db_err)?;
         Ok(done.rows_affected())
     }
 
@@ -253,19 +247,21 @@ impl SessionStore for MySqlStore {
         }
         let bytes: Vec<u8> = row.try_get(0).map_err(db_err)?;
         let version: i64 = row.try_get(1).map_err(db_err)?;
-        Ok(Some(Loaded {
-            bytes,
-            version: sql::version_from_db(BACKEND, version)?,
-        }))
+        Ok(Some(Loaded { bytes, version: sql::version_from_db(BACKEND, version)? }))
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn save(&self, key: &str, bytes: &[u8], expected: Option<Version>) -> Result<Version> {
+        if key.len() > MAX_KEY_BYTES {
+            // Refused here: outside strict SQL mode the server would truncate it silently.
+            return Err(Error::store(
+                BACKEND,
+                Message(format!("a key is {} bytes long, the limit is {MAX_KEY_BYTES}", key.len())),
+            ));
+        }
         let now = self.clock.now_ms();
         let expires_at = self.expires_at(now);
-        let conflict = || Error::Conflict {
-            key: key.to_owned(),
-        };
+        let conflict = || Error::Conflict { key: key.to_owned() };
         match expected {
             None => {
                 let version = Version::initial();
@@ -296,11 +292,7 @@ impl SessionStore for MySqlStore {
                     .execute(&self.pool)
                     .await
                     .map_err(db_err)?;
-                if done.rows_affected() == 1 {
-                    Ok(version)
-                } else {
-                    Err(conflict())
-                }
+                if done.rows_affected() == 1 { Ok(version) } else { Err(conflict()) }
             }
         }
     }
@@ -324,13 +316,7 @@ impl SessionStore for MySqlStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db_err)?;
-        if current.is_some() {
-            Err(Error::Conflict {
-                key: key.to_owned(),
-            })
-        } else {
-            Ok(())
-        }
+        if current.is_some() { Err(Error::Conflict { key: key.to_owned() }) } else { Ok(()) }
     }
 
     #[tracing::instrument(skip_all, fields(prefix = %filter.prefix), err(level = "debug"))]

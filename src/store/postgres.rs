@@ -162,14 +162,8 @@ impl PostgresStore {
     /// [`Error::Store`] when the statements fail.
     #[tracing::instrument(skip_all, fields(table = %self.table), err)]
     pub async fn migrate(&self) -> Result<()> {
-        sqlx::raw_sql(&self.queries.create_table)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        sqlx::raw_sql(&self.queries.create_index)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+        sqlx::raw_sql(&self.queries.create_table).execute(&self.pool).await.map_err(db_err)?;
+        sqlx::raw_sql(&self.queries.create_index).execute(&self.pool).await.map_err(db_err)?;
         Ok(())
     }
 
@@ -183,11 +177,8 @@ impl PostgresStore {
     #[tracing::instrument(skip_all, fields(table = %self.table), err)]
     pub async fn purge_expired(&self) -> Result<u64> {
         let now = self.clock.now_ms();
-        let done = sqlx::query(&self.queries.purge)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+        let done =
+            sqlx::query(&self.queries.purge).bind(now).execute(&self.pool).await.map_err(db_err)?;
         Ok(done.rows_affected())
     }
 
@@ -225,10 +216,7 @@ impl SessionStore for PostgresStore {
         }
         let bytes: Vec<u8> = row.try_get(0).map_err(db_err)?;
         let version: i64 = row.try_get(1).map_err(db_err)?;
-        Ok(Some(Loaded {
-            bytes,
-            version: sql::version_from_db(BACKEND, version)?,
-        }))
+        Ok(Some(Loaded { bytes, version: sql::version_from_db(BACKEND, version)? }))
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
@@ -265,9 +253,7 @@ impl SessionStore for PostgresStore {
         if done.map_err(db_err)?.rows_affected() == 1 {
             Ok(version)
         } else {
-            Err(Error::Conflict {
-                key: key.to_owned(),
-            })
+            Err(Error::Conflict { key: key.to_owned() })
         }
     }
 
@@ -290,13 +276,7 @@ impl SessionStore for PostgresStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db_err)?;
-        if current.is_some() {
-            Err(Error::Conflict {
-                key: key.to_owned(),
-            })
-        } else {
-            Ok(())
-        }
+        if current.is_some() { Err(Error::Conflict { key: key.to_owned() }) } else { Ok(()) }
     }
 
     #[tracing::instrument(skip_all, fields(prefix = %filter.prefix), err(level = "debug"))]
@@ -309,8 +289,6 @@ impl SessionStore for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
-        rows.iter()
-            .map(|row| row.try_get::<String, _>(0).map_err(db_err))
-            .collect()
+        rows.iter().map(|row| row.try_get::<String, _>(0).map_err(db_err)).collect()
     }
 }

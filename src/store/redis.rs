@@ -27,18 +27,15 @@ fn redis_err(e: ::redis::RedisError) -> Error {
 }
 
 fn validate_prefix(prefix: &str) -> Result<()> {
-    let bad = prefix
-        .chars()
-        .find(|c| c.is_whitespace() || matches!(c, '*' | '?' | '[' | ']' | '\\'));
+    let bad =
+        prefix.chars().find(|c| c.is_whitespace() || matches!(c, '*' | '?' | '[' | ']' | '\\'));
     if let Some(c) = bad {
         return Err(Error::Config(format!(
             "Redis key prefix {prefix:?} contains {c:?}: whitespace and glob characters are not allowed"
         )));
     }
     if prefix.len() > 64 {
-        return Err(Error::Config(format!(
-            "Redis key prefix {prefix:?} is longer than 64 bytes"
-        )));
+        return Err(Error::Config(format!("Redis key prefix {prefix:?} is longer than 64 bytes")));
     }
     Ok(())
 }
@@ -106,20 +103,14 @@ impl RedisStore {
             .set_factor(2)
             .set_max_delay(2000)
             .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(redis_err)?;
+        let conn = ConnectionManager::new_with_config(client, config).await.map_err(redis_err)?;
         Ok(Self::new(conn))
     }
 
     /// A store on a connection manager you built yourself, with the prefix `stagecraft:`.
     #[must_use]
     pub fn new(conn: ConnectionManager) -> Self {
-        Self {
-            conn,
-            prefix: Arc::from(DEFAULT_PREFIX),
-            ttl_ms: None,
-        }
+        Self { conn, prefix: Arc::from(DEFAULT_PREFIX), ttl_ms: None }
     }
 
     /// Keeps records under `prefix` instead of `stagecraft:` (at most 64 bytes, no
@@ -186,10 +177,7 @@ impl SessionStore for RedisStore {
                         Message(format!("stored version {version:?} is not a number")),
                     )
                 })?;
-                Ok(Some(Loaded {
-                    bytes,
-                    version: Version(version),
-                }))
+                Ok(Some(Loaded { bytes, version: Version(version) }))
             }
             _ => Err(Error::store(
                 BACKEND,
@@ -212,13 +200,7 @@ impl SessionStore for RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(redis_err)?;
-        if written == 1 {
-            Ok(version)
-        } else {
-            Err(Error::Conflict {
-                key: key.to_owned(),
-            })
-        }
+        if written == 1 { Ok(version) } else { Err(Error::Conflict { key: key.to_owned() }) }
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
@@ -230,13 +212,7 @@ impl SessionStore for RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(redis_err)?;
-        if gone == 1 {
-            Ok(())
-        } else {
-            Err(Error::Conflict {
-                key: key.to_owned(),
-            })
-        }
+        if gone == 1 { Ok(()) } else { Err(Error::Conflict { key: key.to_owned() }) }
     }
 
     #[tracing::instrument(skip_all, fields(prefix = %filter.prefix), err(level = "debug"))]
@@ -247,11 +223,7 @@ impl SessionStore for RedisStore {
             return Ok(keys);
         }
         let mut conn = self.conn.clone();
-        let pattern = format!(
-            "{}{}*",
-            glob_escape(&self.prefix),
-            glob_escape(&filter.prefix)
-        );
+        let pattern = format!("{}{}*", glob_escape(&self.prefix), glob_escape(&filter.prefix));
         let mut seen = HashSet::new();
         let mut cursor: u64 = 0;
         loop {
@@ -297,10 +269,7 @@ mod tests {
             assert!(validate_prefix(ok).is_ok(), "{ok}");
         }
         for bad in ["a b", "a*", "a?", "a[", "a]", "a\\", "x\n", &"p".repeat(65)] {
-            assert!(
-                matches!(validate_prefix(bad), Err(Error::Config(_))),
-                "{bad}"
-            );
+            assert!(matches!(validate_prefix(bad), Err(Error::Config(_))), "{bad}");
         }
     }
 

@@ -11,9 +11,7 @@ pub(crate) const DEFAULT_TABLE: &str = "stagecraft_sessions";
 /// Accepts `[A-Za-z_][A-Za-z0-9_]{0,62}`: the only string ever spliced into SQL.
 pub(crate) fn validate_table(name: &str) -> Result<()> {
     let mut chars = name.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
     if first_ok && rest_ok && name.len() <= 63 {
         Ok(())
@@ -27,9 +25,7 @@ pub(crate) fn validate_table(name: &str) -> Result<()> {
 /// Replaces `{table}` (and `{index}`, the name of the expiry index) in a query template.
 /// `table` must have passed [`validate_table`].
 pub(crate) fn render(template: &str, table: &str) -> String {
-    template
-        .replace("{index}", &index_name(table))
-        .replace("{table}", table)
+    template.replace("{index}", &index_name(table)).replace("{table}", table)
 }
 
 /// A name for the table's `expires_at` index that stays within PostgreSQL's 63 bytes.
@@ -38,9 +34,9 @@ fn index_name(table: &str) -> String {
         format!("{table}_expires_idx")
     } else {
         // FNV-1a, so that long names sharing 40 leading characters get distinct indexes.
-        let hash = table.bytes().fold(0x811c_9dc5_u32, |h, b| {
-            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-        });
+        let hash = table
+            .bytes()
+            .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
         format!("{}_{hash:08x}_exp", &table[..40])
     }
 }
@@ -98,20 +94,8 @@ mod tests {
         for ok in ["a", "_", "sessions", "Bot_2", &"a".repeat(63)] {
             assert!(validate_table(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            "1a",
-            "a-b",
-            "x; DROP TABLE y",
-            "a\"b",
-            "a`b",
-            "ü",
-            &"a".repeat(64),
-        ] {
-            assert!(
-                matches!(validate_table(bad), Err(Error::Config(_))),
-                "{bad}"
-            );
+        for bad in ["", "1a", "a-b", "x; DROP TABLE y", "a\"b", "a`b", "ü", &"a".repeat(64)] {
+            assert!(matches!(validate_table(bad), Err(Error::Config(_))), "{bad}");
         }
     }
 

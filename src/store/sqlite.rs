@@ -210,12 +210,10 @@ impl SqliteStore {
                 .journal_mode(SqliteJournalMode::Wal)
         };
         let connect =
-            connect
-                .busy_timeout(options.busy_timeout)
-                .synchronous(match options.durability {
-                    Durability::Normal => SqliteSynchronous::Normal,
-                    Durability::Full => SqliteSynchronous::Full,
-                });
+            connect.busy_timeout(options.busy_timeout).synchronous(match options.durability {
+                Durability::Normal => SqliteSynchronous::Normal,
+                Durability::Full => SqliteSynchronous::Full,
+            });
         let pool = if memory {
             // One connection that never closes: the database lives as long as it does.
             SqlitePoolOptions::new()
@@ -291,14 +289,8 @@ impl SqliteStore {
     /// [`Error::Store`] when the statements fail.
     #[tracing::instrument(skip_all, fields(table = %self.table), err)]
     pub async fn migrate(&self) -> Result<()> {
-        sqlx::raw_sql(&self.queries.create_table)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        sqlx::raw_sql(&self.queries.create_index)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+        sqlx::raw_sql(&self.queries.create_table).execute(&self.pool).await.map_err(db_err)?;
+        sqlx::raw_sql(&self.queries.create_index).execute(&self.pool).await.map_err(db_err)?;
         Ok(())
     }
 
@@ -312,11 +304,8 @@ impl SqliteStore {
     #[tracing::instrument(skip_all, fields(table = %self.table), err)]
     pub async fn purge_expired(&self) -> Result<u64> {
         let now = self.clock.now_ms();
-        let done = sqlx::query(&self.queries.purge)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+        let done =
+            sqlx::query(&self.queries.purge).bind(now).execute(&self.pool).await.map_err(db_err)?;
         Ok(done.rows_affected())
     }
 
@@ -354,10 +343,7 @@ impl SessionStore for SqliteStore {
         }
         let bytes: Vec<u8> = row.try_get(0).map_err(db_err)?;
         let version: i64 = row.try_get(1).map_err(db_err)?;
-        Ok(Some(Loaded {
-            bytes,
-            version: sql::version_from_db(BACKEND, version)?,
-        }))
+        Ok(Some(Loaded { bytes, version: sql::version_from_db(BACKEND, version)? }))
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
@@ -394,9 +380,7 @@ impl SessionStore for SqliteStore {
         if done.map_err(db_err)?.rows_affected() == 1 {
             Ok(version)
         } else {
-            Err(Error::Conflict {
-                key: key.to_owned(),
-            })
+            Err(Error::Conflict { key: key.to_owned() })
         }
     }
 
@@ -419,13 +403,7 @@ impl SessionStore for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db_err)?;
-        if current.is_some() {
-            Err(Error::Conflict {
-                key: key.to_owned(),
-            })
-        } else {
-            Ok(())
-        }
+        if current.is_some() { Err(Error::Conflict { key: key.to_owned() }) } else { Ok(()) }
     }
 
     #[tracing::instrument(skip_all, fields(prefix = %filter.prefix), err(level = "debug"))]
@@ -438,8 +416,6 @@ impl SessionStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
-        rows.iter()
-            .map(|row| row.try_get::<String, _>(0).map_err(db_err))
-            .collect()
+        rows.iter().map(|row| row.try_get::<String, _>(0).map_err(db_err)).collect()
     }
 }

@@ -57,31 +57,16 @@ fn ok<T, S: SessionStore + ?Sized>(store: &S, r: Result<T>, what: &str) -> T {
 fn conflict<T: Debug, S: SessionStore + ?Sized>(store: &S, r: Result<T>, what: &str) {
     match r {
         Err(e) if e.is_conflict() => {}
-        Err(e) => panic!(
-            "[{}] {what}: expected a Conflict, got the error {e:?}",
-            store.backend()
-        ),
-        Ok(v) => panic!(
-            "[{}] {what}: expected a Conflict, got Ok({v:?})",
-            store.backend()
-        ),
+        Err(e) => panic!("[{}] {what}: expected a Conflict, got the error {e:?}", store.backend()),
+        Ok(v) => panic!("[{}] {what}: expected a Conflict, got Ok({v:?})", store.backend()),
     }
 }
 
 async fn listed<S: SessionStore + ?Sized>(store: &S, filter: ListFilter) -> BTreeSet<String> {
-    let keys = ok(
-        store,
-        store.list(&filter).await,
-        &format!("list {filter:?}"),
-    );
+    let keys = ok(store, store.list(&filter).await, &format!("list {filter:?}"));
     let n = keys.len();
     let set: BTreeSet<String> = keys.into_iter().collect();
-    assert_eq!(
-        set.len(),
-        n,
-        "[{}] list {filter:?} returned a key twice",
-        store.backend()
-    );
+    assert_eq!(set.len(), n, "[{}] list {filter:?} returned a key twice", store.backend());
     set
 }
 
@@ -113,18 +98,9 @@ pub async fn check_absent_key<S: SessionStore + ?Sized>(store: &S) {
     let ns = ns("absent");
     let key = format!("{ns}nobody");
     let loaded = ok(store, store.load(&key).await, "load of an absent key");
-    assert_eq!(
-        loaded,
-        None,
-        "[{}] an absent key loaded as a record",
-        store.backend()
-    );
+    assert_eq!(loaded, None, "[{}] an absent key loaded as a record", store.backend());
     let keys = listed(store, ListFilter::prefix(&ns)).await;
-    assert!(
-        keys.is_empty(),
-        "[{}] list of an empty namespace gave {keys:?}",
-        store.backend()
-    );
+    assert!(keys.is_empty(), "[{}] list of an empty namespace gave {keys:?}", store.backend());
 }
 
 /// What is saved loads back, byte for byte, with the version `save` returned.
@@ -135,18 +111,8 @@ pub async fn check_round_trip<S: SessionStore + ?Sized>(store: &S) {
     let loaded = ok(store, store.load(&key).await, "load").unwrap_or_else(|| {
         panic!("[{}] a saved record loaded as None", store.backend());
     });
-    assert_eq!(
-        loaded.bytes,
-        bytes,
-        "[{}] the loaded bytes differ",
-        store.backend()
-    );
-    assert_eq!(
-        loaded.version,
-        v1,
-        "[{}] the loaded version is not the saved one",
-        store.backend()
-    );
+    assert_eq!(loaded.bytes, bytes, "[{}] the loaded bytes differ", store.backend());
+    assert_eq!(loaded.version, v1, "[{}] the loaded version is not the saved one", store.backend());
     let v2 = ok(store, store.save(&key, b"second", Some(v1)).await, "update");
     let loaded = ok(store, store.load(&key).await, "load after update");
     assert_eq!(
@@ -164,13 +130,8 @@ pub async fn check_versions_change<S: SessionStore + ?Sized>(store: &S) {
     let mut version = ok(store, store.save(&key, b"0", None).await, "insert");
     seen.insert(version);
     for i in 1..=20 {
-        let next = ok(
-            store,
-            store
-                .save(&key, i.to_string().as_bytes(), Some(version))
-                .await,
-            "save",
-        );
+        let next =
+            ok(store, store.save(&key, i.to_string().as_bytes(), Some(version)).await, "save");
         assert!(
             seen.insert(next),
             "[{}] save {i} returned {next}, a version the key had before",
@@ -190,16 +151,10 @@ pub async fn check_stale_save_conflicts<S: SessionStore + ?Sized>(store: &S) {
     let key = format!("{}k", ns("stale"));
     let v1 = ok(store, store.save(&key, b"one", None).await, "insert");
     let v2 = ok(store, store.save(&key, b"two", Some(v1)).await, "update");
+    conflict(store, store.save(&key, b"stale", Some(v1)).await, "save with a stale version");
     conflict(
         store,
-        store.save(&key, b"stale", Some(v1)).await,
-        "save with a stale version",
-    );
-    conflict(
-        store,
-        store
-            .save(&key, b"made up", Some(Version(v2.0 ^ 0x5555)))
-            .await,
+        store.save(&key, b"made up", Some(Version(v2.0 ^ 0x5555))).await,
         "save with a made-up version",
     );
     conflict(
@@ -232,11 +187,7 @@ pub async fn check_stale_save_conflicts<S: SessionStore + ?Sized>(store: &S) {
 pub async fn check_insert_if_absent_conflicts<S: SessionStore + ?Sized>(store: &S) {
     let key = format!("{}k", ns("insert"));
     let v1 = ok(store, store.save(&key, b"first", None).await, "insert");
-    conflict(
-        store,
-        store.save(&key, b"second", None).await,
-        "insert over an existing record",
-    );
+    conflict(store, store.save(&key, b"second", None).await, "insert over an existing record");
     let loaded = ok(store, store.load(&key).await, "load");
     assert_eq!(
         loaded.map(|l| (l.bytes, l.version)),
@@ -252,60 +203,31 @@ pub async fn check_delete<S: SessionStore + ?Sized>(store: &S) {
     let key = format!("{ns}k");
     let v1 = ok(store, store.save(&key, b"one", None).await, "insert");
     let v2 = ok(store, store.save(&key, b"two", Some(v1)).await, "update");
-    conflict(
-        store,
-        store.delete(&key, v1).await,
-        "delete with a stale version",
-    );
+    conflict(store, store.delete(&key, v1).await, "delete with a stale version");
     assert!(
         ok(store, store.load(&key).await, "load").is_some(),
         "[{}] a conflicting delete removed the record",
         store.backend()
     );
-    ok(
-        store,
-        store.delete(&key, v2).await,
-        "delete with the current version",
-    );
+    ok(store, store.delete(&key, v2).await, "delete with the current version");
     assert_eq!(
         ok(store, store.load(&key).await, "load after delete"),
         None,
         "[{}] a deleted record still loads",
         store.backend()
     );
-    ok(
-        store,
-        store.delete(&key, v2).await,
-        "delete of a deleted record",
-    );
-    ok(
-        store,
-        store.delete(&format!("{ns}never"), Version(7)).await,
-        "delete of an absent key",
-    );
+    ok(store, store.delete(&key, v2).await, "delete of a deleted record");
+    ok(store, store.delete(&format!("{ns}never"), Version(7)).await, "delete of an absent key");
     let listed = listed(store, ListFilter::prefix(&ns)).await;
-    assert!(
-        listed.is_empty(),
-        "[{}] a deleted key is still listed: {listed:?}",
-        store.backend()
-    );
-    let v3 = ok(
-        store,
-        store.save(&key, b"again", None).await,
-        "insert after delete",
-    );
+    assert!(listed.is_empty(), "[{}] a deleted key is still listed: {listed:?}", store.backend());
+    let v3 = ok(store, store.save(&key, b"again", None).await, "insert after delete");
     conflict(
         store,
         store.save(&key, b"x", Some(v2)).await,
         "save with the version of the deleted record",
     );
     let loaded = ok(store, store.load(&key).await, "load");
-    assert_eq!(
-        loaded.map(|l| l.version),
-        Some(v3),
-        "[{}] re-created record",
-        store.backend()
-    );
+    assert_eq!(loaded.map(|l| l.version), Some(v3), "[{}] re-created record", store.backend());
 }
 
 /// Keys with SQL, `LIKE` and glob metacharacters, quotes, unicode and 200 bytes round-trip
@@ -369,12 +291,7 @@ pub async fn check_odd_keys<S: SessionStore + ?Sized>(store: &S) {
         );
     }
     let all = listed(store, ListFilter::prefix(&ns)).await;
-    assert_eq!(
-        all,
-        set(keys.iter().cloned()),
-        "[{}] list of odd keys",
-        store.backend()
-    );
+    assert_eq!(all, set(keys.iter().cloned()), "[{}] list of odd keys", store.backend());
     for key in &keys {
         let found = listed(store, ListFilter::prefix(key.as_str())).await;
         assert!(
@@ -390,11 +307,7 @@ pub async fn check_odd_keys<S: SessionStore + ?Sized>(store: &S) {
     }
     // Update and delete go through the same key handling.
     let key = &keys[4];
-    let v = ok(
-        store,
-        store.save(key, b"updated", Some(versions[4])).await,
-        "update an odd key",
-    );
+    let v = ok(store, store.save(key, b"updated", Some(versions[4])).await, "update an odd key");
     ok(store, store.delete(key, v).await, "delete an odd key");
     assert_eq!(
         ok(store, store.load(key).await, "load"),
@@ -408,9 +321,7 @@ pub async fn check_odd_keys<S: SessionStore + ?Sized>(store: &S) {
 pub async fn check_odd_payloads<S: SessionStore + ?Sized>(store: &S) {
     let ns = ns("payloads");
     let all_bytes: Vec<u8> = (0..=255).collect();
-    let big: Vec<u8> = (0..64 * 1024)
-        .map(|i: u32| (i.wrapping_mul(31) % 251) as u8)
-        .collect();
+    let big: Vec<u8> = (0..64 * 1024).map(|i: u32| (i.wrapping_mul(31) % 251) as u8).collect();
     let nul_heavy = vec![0_u8; 1000];
     let json = br#"{"q":"it's \"quoted\"","u":"\u00e9\ud83e\udd80"}"#.to_vec();
     let payloads: [(&str, Vec<u8>); 5] = [
@@ -422,11 +333,8 @@ pub async fn check_odd_payloads<S: SessionStore + ?Sized>(store: &S) {
     ];
     for (name, bytes) in &payloads {
         let key = format!("{ns}{name}");
-        let v = ok(
-            store,
-            store.save(&key, bytes, None).await,
-            &format!("insert the {name} payload"),
-        );
+        let v =
+            ok(store, store.save(&key, bytes, None).await, &format!("insert the {name} payload"));
         let loaded = ok(store, store.load(&key).await, "load");
         let loaded = loaded
             .unwrap_or_else(|| panic!("[{}] the {name} payload loaded as None", store.backend()));
@@ -442,17 +350,8 @@ pub async fn check_odd_payloads<S: SessionStore + ?Sized>(store: &S) {
     let v = ok(store, store.load(&key).await, "load").map(|l| l.version);
     let v = ok(store, store.save(&key, b"", v).await, "shrink to empty");
     let loaded = ok(store, store.load(&key).await, "load");
-    assert_eq!(
-        loaded.map(|l| l.bytes),
-        Some(Vec::new()),
-        "[{}] shrink to empty",
-        store.backend()
-    );
-    ok(
-        store,
-        store.save(&key, &payloads[2].1, Some(v)).await,
-        "grow back",
-    );
+    assert_eq!(loaded.map(|l| l.bytes), Some(Vec::new()), "[{}] shrink to empty", store.backend());
+    ok(store, store.save(&key, &payloads[2].1, Some(v)).await, "grow back");
 }
 
 /// `list` returns exactly the live keys with a prefix (`%`, `_`, `*`, `?`, `[` literal,
@@ -478,11 +377,8 @@ pub async fn check_list<S: SessionStore + ?Sized>(store: &S) {
     let mut deleted = None;
     for name in names {
         let key = format!("{ns}{name}");
-        let v = ok(
-            store,
-            store.save(&key, name.as_bytes(), None).await,
-            &format!("insert {key:?}"),
-        );
+        let v =
+            ok(store, store.save(&key, name.as_bytes(), None).await, &format!("insert {key:?}"));
         if name == "deleted/1" {
             deleted = Some((key, v));
         }
@@ -504,40 +400,17 @@ pub async fn check_list<S: SessionStore + ?Sized>(store: &S) {
     ];
     for (prefix, expected) in cases {
         let got = listed(store, ListFilter::prefix(format!("{ns}{prefix}"))).await;
-        assert_eq!(
-            got,
-            keys(expected),
-            "[{}] list with prefix {prefix:?}",
-            store.backend()
-        );
+        assert_eq!(got, keys(expected), "[{}] list with prefix {prefix:?}", store.backend());
     }
     let all = listed(store, ListFilter::prefix(&ns)).await;
-    let live: Vec<&str> = names
-        .iter()
-        .copied()
-        .filter(|n| *n != "deleted/1")
-        .collect();
-    assert_eq!(
-        all,
-        keys(&live),
-        "[{}] list of the whole namespace",
-        store.backend()
-    );
+    let live: Vec<&str> = names.iter().copied().filter(|n| *n != "deleted/1").collect();
+    assert_eq!(all, keys(&live), "[{}] list of the whole namespace", store.backend());
 
     let user = keys(&["user/1", "user/2", "user/10"]);
     for limit in [0, 1, 2, 3, 100] {
         let got = listed(store, ListFilter::prefix(format!("{ns}user/")).limit(limit)).await;
-        assert_eq!(
-            got.len(),
-            limit.min(3),
-            "[{}] list with limit {limit}",
-            store.backend()
-        );
-        assert!(
-            got.is_subset(&user),
-            "[{}] list with limit {limit} gave {got:?}",
-            store.backend()
-        );
+        assert_eq!(got.len(), limit.min(3), "[{}] list with limit {limit}", store.backend());
+        assert!(got.is_subset(&user), "[{}] list with limit {limit} gave {got:?}", store.backend());
     }
     let nothing = listed(store, ListFilter::prefix(format!("{ns}zzz"))).await;
     assert!(
@@ -573,23 +446,16 @@ pub async fn check_concurrent_cas<S: SessionStore + Clone>(store: &S) {
         }
         let mut winners = Vec::new();
         for handle in handles {
-            let (i, result) = handle
-                .await
-                .unwrap_or_else(|e| panic!("a task panicked: {e}"));
+            let (i, result) = handle.await.unwrap_or_else(|e| panic!("a task panicked: {e}"));
             match result {
                 Ok(v) => winners.push((i, v)),
                 Err(e) if e.is_conflict() => {}
-                Err(e) => panic!(
-                    "[{}] concurrent save {i}: unexpected error {e:?}",
-                    store.backend()
-                ),
+                Err(e) => {
+                    panic!("[{}] concurrent save {i}: unexpected error {e:?}", store.backend())
+                }
             }
         }
-        let what = if insert {
-            "insert of one new key"
-        } else {
-            "save over one version"
-        };
+        let what = if insert { "insert of one new key" } else { "save over one version" };
         assert_eq!(
             winners.len(),
             1,
@@ -639,10 +505,7 @@ pub async fn check_concurrent_counter<S: SessionStore + Clone>(store: &S) {
                             (n, Some(l.version))
                         }
                     };
-                    match store
-                        .save(&key, (n + 1).to_string().as_bytes(), version)
-                        .await
-                    {
+                    match store.save(&key, (n + 1).to_string().as_bytes(), version).await {
                         Ok(_) => break,
                         Err(e) if e.is_conflict() => tokio::task::yield_now().await,
                         Err(e) => {
@@ -654,9 +517,7 @@ pub async fn check_concurrent_counter<S: SessionStore + Clone>(store: &S) {
         }));
     }
     for handle in handles {
-        handle
-            .await
-            .unwrap_or_else(|e| panic!("a counter task panicked: {e}"));
+        handle.await.unwrap_or_else(|e| panic!("a counter task panicked: {e}"));
     }
     let loaded = ok(store, store.load(&key).await, "load").map(|l| l.bytes);
     assert_eq!(
@@ -675,10 +536,7 @@ pub async fn check_concurrent_counter<S: SessionStore + Clone>(store: &S) {
 /// a save with its old version conflicts, a new insert succeeds, and deleting it with
 /// any version succeeds.
 pub async fn check_ttl<S: SessionStore + ?Sized>(store: &S, clock: &ManualClock, ttl: Duration) {
-    assert!(
-        ttl >= Duration::from_millis(10),
-        "check_ttl needs a ttl of at least 10 ms"
-    );
+    assert!(ttl >= Duration::from_millis(10), "check_ttl needs a ttl of at least 10 ms");
     let almost = ttl - Duration::from_millis(1);
     let ns = ns("ttl");
     let key = format!("{ns}k");
@@ -691,11 +549,7 @@ pub async fn check_ttl<S: SessionStore + ?Sized>(store: &S, clock: &ManualClock,
         "[{}] expired before its ttl",
         store.backend()
     );
-    let v2 = ok(
-        store,
-        store.save(&key, b"two", Some(v1)).await,
-        "save before expiry",
-    );
+    let v2 = ok(store, store.save(&key, b"two", Some(v1)).await, "save before expiry");
     clock.advance(almost);
     // `key` was saved `almost` ago, `other` 2 × `almost` ago.
     let loaded = ok(store, store.load(&key).await, "load");
@@ -717,11 +571,7 @@ pub async fn check_ttl<S: SessionStore + ?Sized>(store: &S, clock: &ManualClock,
         "[{}] list shows an expired record",
         store.backend()
     );
-    ok(
-        store,
-        store.delete(&other, o1).await,
-        "delete of an expired record with its version",
-    );
+    ok(store, store.delete(&other, o1).await, "delete of an expired record with its version");
     clock.advance(Duration::from_millis(2));
     assert_eq!(
         ok(store, store.load(&key).await, "load"),
@@ -744,11 +594,7 @@ pub async fn check_ttl<S: SessionStore + ?Sized>(store: &S, clock: &ManualClock,
         store.delete(&key, Version(v2.0 ^ 1)).await,
         "delete of an expired record with another version",
     );
-    let v3 = ok(
-        store,
-        store.save(&key, b"three", None).await,
-        "insert over an expired record",
-    );
+    let v3 = ok(store, store.save(&key, b"three", None).await, "insert over an expired record");
     let loaded = ok(store, store.load(&key).await, "load");
     assert_eq!(
         loaded.map(|l| (l.bytes, l.version)),
@@ -760,18 +606,9 @@ pub async fn check_ttl<S: SessionStore + ?Sized>(store: &S, clock: &ManualClock,
     let lazy = format!("{ns}lazy");
     ok(store, store.save(&lazy, b"old", None).await, "insert");
     clock.advance(ttl + Duration::from_millis(1));
-    ok(
-        store,
-        store.save(&lazy, b"new", None).await,
-        "insert over an expired record never loaded",
-    );
+    ok(store, store.save(&lazy, b"new", None).await, "insert over an expired record never loaded");
     let loaded = ok(store, store.load(&lazy).await, "load").map(|l| l.bytes);
-    assert_eq!(
-        loaded,
-        Some(b"new".to_vec()),
-        "[{}] insert over expired",
-        store.backend()
-    );
+    assert_eq!(loaded, Some(b"new".to_vec()), "[{}] insert over expired", store.backend());
 }
 
 /// TTL on the server's own clock (e.g. Redis `PEXPIRE`). `store` must have been built
@@ -787,16 +624,8 @@ pub async fn check_ttl_real_time<S: SessionStore + ?Sized>(store: &S, ttl: Durat
     let v1 = ok(store, store.save(&key, b"one", None).await, "insert");
     let loaded = ok(store, store.load(&key).await, "load");
     if saved_at.elapsed() < ttl / 2 {
-        assert!(
-            loaded.is_some(),
-            "[{}] a record expired long before its ttl",
-            store.backend()
-        );
-        assert_eq!(
-            listed(store, ListFilter::prefix(&ns)).await,
-            set([key.clone()]),
-            "list"
-        );
+        assert!(loaded.is_some(), "[{}] a record expired long before its ttl", store.backend());
+        assert_eq!(listed(store, ListFilter::prefix(&ns)).await, set([key.clone()]), "list");
     }
     tokio::time::sleep(ttl).await;
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -819,16 +648,8 @@ pub async fn check_ttl_real_time<S: SessionStore + ?Sized>(store: &S, ttl: Durat
         store.save(&key, b"late", Some(v1)).await,
         "save with the version of an expired record",
     );
-    ok(
-        store,
-        store.delete(&key, v1).await,
-        "delete of an expired record",
-    );
-    ok(
-        store,
-        store.save(&key, b"two", None).await,
-        "insert over an expired record",
-    );
+    ok(store, store.delete(&key, v1).await, "delete of an expired record");
+    ok(store, store.save(&key, b"two", None).await, "insert over an expired record");
 }
 
 /// Two store instances (two pools, two connections) on one backend see each other's
@@ -843,29 +664,12 @@ pub async fn check_shared<A: SessionStore + ?Sized, B: SessionStore + ?Sized>(a:
         "[{}] the second instance does not see the first one's record",
         b.backend()
     );
-    conflict(
-        b,
-        b.save(&key, b"insert on b", None).await,
-        "insert on b over a's record",
-    );
+    conflict(b, b.save(&key, b"insert on b", None).await, "insert on b over a's record");
     let v2 = ok(b, b.save(&key, b"from b", Some(v1)).await, "update on b");
-    conflict(
-        a,
-        a.save(&key, b"stale on a", Some(v1)).await,
-        "stale save on a after b saved",
-    );
-    conflict(
-        a,
-        a.delete(&key, v1).await,
-        "stale delete on a after b saved",
-    );
+    conflict(a, a.save(&key, b"stale on a", Some(v1)).await, "stale save on a after b saved");
+    conflict(a, a.delete(&key, v1).await, "stale delete on a after b saved");
     let loaded = ok(a, a.load(&key).await, "load on a");
-    assert_eq!(
-        loaded.map(|l| l.version),
-        Some(v2),
-        "[{}] a does not see b's version",
-        a.backend()
-    );
+    assert_eq!(loaded.map(|l| l.version), Some(v2), "[{}] a does not see b's version", a.backend());
     ok(a, a.delete(&key, v2).await, "delete on a");
     assert_eq!(
         ok(b, b.load(&key).await, "load on b"),
@@ -908,9 +712,7 @@ mod tests {
             self.0.delete(key, expected).await
         }
         async fn list(&self, filter: &ListFilter) -> Result<Vec<String>> {
-            self.0
-                .list(&ListFilter::prefix(filter.prefix.clone()))
-                .await
+            self.0.list(&ListFilter::prefix(filter.prefix.clone())).await
         }
     }
 
