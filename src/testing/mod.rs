@@ -33,3 +33,7 @@
 mod conversation;
 
 pub use conversation::TestBot;
+
+#[cfg(any(test, feature = "testing"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod conformance;

@@ -1,0 +1,365 @@
+//! [`MySqlStore`]: a server store on sqlx's MySQL driver (MySQL 8, MariaDB 10.5+).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::mysql::MySqlPool;
+
+use super::sql::{self, DEFAULT_TABLE};
+use super::{ListFilter, Loaded, SessionStore, Version};
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Message, Result};
+
+const BACKEND: &str = "mysql";
+
+/// The size of the `session_key VARBINARY` column.
+const MAX_KEY_BYTES: usize = 1024;
+
+fn db_err(e: sqlx::Error) -> Error {
+    Error::store(BACKEND, e)
+}
+
+fn is_duplicate_key(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[derive(Debug)]
+struct Queries {
+    create_table: String,
+    load: String,
+    insert: String,
+    update: String,
+    delete: String,
+    current_version: String,
+    delete_expired: String,
+    list: String,
+    purge: String,
+}
+
+impl Queries {
+    fn new(table: &str) -> Self {
+        let r = |t: &str| sql::render(t, table);
+        Self {
+            create_table: r(include_str!("queries/mysql/create_table.sql")),
+            load: r(include_str!("queries/mysql/load.sql")),
+            insert: r(include_str!("queries/mysql/insert.sql")),
+            update: r(include_str!("queries/mysql/update.sql")),
+            delete: r(include_str!("queries/mysql/delete.sql")),
+            current_version: r(include_str!("queries/mysql/current_version.sql")),
+            delete_expired: r(include_str!("queries/mysql/delete_expired.sql")),
+            list: r(include_str!("queries/mysql/list.sql")),
+            purge: r(include_str!("queries/mysql/purge.sql")),
+        }
+    }
+}
+
+/// A session store in a MySQL or MariaDB table (feature `mysql`).
+///
+/// One InnoDB row per session (default table `stagecraft_sessions`): `session_key
+/// VARBINARY(1024)` primary key (so keys compare byte for byte: no case folding, no
+/// trailing-space padding; at most 1024 bytes of UTF-8, longer keys are refused with
+/// [`Error::Store`]), `data LONGBLOB`,
+/// `version BIGINT`, `expires_at BIGINT`. A new record is a plain `INSERT` whose
+/// duplicate-key error means a conflict (after removing an expired row in the way, once);
+/// an update is `UPDATE ... WHERE version = ?` checked by rows matched.
+/// [`list`](SessionStore::list) uses `LIKE` with `%`, `_` and `!` escaped.
+///
+/// TTL works as for [`SqliteStore`](super::SqliteStore): time comes from the store's
+/// [`Clock`], expired rows are invisible, removed lazily and by
+/// [`purge_expired`](Self::purge_expired).
+///
+/// ```no_run
+/// use stagecraft::store::MySqlStore;
+/// # async fn f() -> stagecraft::Result<()> {
+/// let store = MySqlStore::connect("mysql://bot:secret@localhost/bot").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct MySqlStore {
+    pool: MySqlPool,
+    table: Arc<str>,
+    queries: Arc<Queries>,
+    ttl_ms: Option<i64>,
+    clock: Arc<dyn Clock>,
+}
+
+impl MySqlStore {
+    /// Connects a pool to `url` (`mysql://user:password@host/database`) and creates the
+    /// table `stagecraft_sessions` if needed.
+    ///
+    /// # Errors
+    /// [`Error::Store`] when the server cannot be reached or the table cannot be created.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let pool = MySqlPool::connect(url).await.map_err(db_err)?;
+        let store = Self::new(pool);
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// A store on a pool you configured yourself, using the table `stagecraft_sessions`.
+    /// Does no I/O: call [`migrate`](Self::migrate) to create the table.
+    ///
+    /// ```no_run
+    /// use stagecraft::store::{MySqlStore, sqlx::mysql::MySqlPoolOptions};
+    /// # async fn f() -> stagecraft::Result<()> {
+    /// let pool = MySqlPoolOptions::new()
+    ///     .max_connections(20)
+    ///     .connect_lazy("mysql://bot:secret@localhost/bot")
+    ///     .map_err(|e| stagecraft::Error::store("mysql", e))?;
+    /// let store = MySqlStore::new(pool).with_table("bot_sessions")?;
+    /// store.migrate().await?;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn new(pool: MySqlPool) -> Self {
+        Self {
+            pool,
+            table: Arc::from(DEFAULT_TABLE),
+            queries: Arc::new(Queries::new(DEFAULT_TABLE)),
+            ttl_ms: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Uses the table `table` (`[A-Za-z_][A-Za-z0-9_]{0,62}`). Call
+    /// [`migrate`](Self::migrate) afterwards if the table may not exist yet.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the name is not valid.
+    pub fn with_table(mut self, table: &str) -> Result<Self> {
+        sql::validate_table(table)?;
+        self.table = Arc::from(table);
+        self.queries = Arc::new(Queries::new(table));
+        Ok(self)
+    }
+
+    /// Records expire `ttl` after their last save.
+    #[must_use]
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl_ms = Some(sql::ttl_ms(ttl));
+        self
+    }
+
+    /// Reads time from `clock` (for TTLs) instead of the system clock.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The connection pool.
+    #[must_use]
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+
+    /// The table name.
+    #[must_use]
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Creates the table (with its `expires_at` index) if it does not exist (idempotent).
+    ///
+    /// # Errors
+    /// [`Error::Store`] when the statement fails.
+    #[tracing::instrument(skip_all, fields(table = %self.table), err)]
+    pub async fn migrate(&self) -> Result<()> {
+        sqlx::raw_sql(&self.queries.create_table)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Deletes every expired row now and returns how many were deleted.
+    ///
+    /// Expired rows are already invisible; this reclaims their space. Call it
+    /// periodically (e.g. hourly) when a TTL is set.
+    ///
+    /// # Errors
+    /// [`Error::Store`] when the statement fails.
+    #[tracing::instrument(skip_all, fields(table = %self.table), err)]
+    pub async fn purge_expired(&self) -> Result<u64> {
+        let now = self.clock.now_ms();
+        let done = sqlx::query(&self.queries.purge)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected())
+    }
+
+    fn expires_at(&self, now: i64) -> Option<i64> {
+        self.ttl_ms.map(|ttl| now.saturating_add(ttl))
+    }
+
+    /// `INSERT`s a new record; `Ok(false)` when a row with this key exists.
+    async fn insert(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        version: Version,
+        expires_at: Option<i64>,
+    ) -> Result<bool> {
+        let done = sqlx::query(&self.queries.insert)
+            .bind(key)
+            .bind(bytes)
+            .bind(sql::version_param(version))
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await;
+        match done {
+            Ok(_) => Ok(true),
+            Err(e) if is_duplicate_key(&e) => Ok(false),
+            Err(e) => Err(db_err(e)),
+        }
+    }
+
+    async fn delete_expired(&self, key: &str, now: i64) -> Result<u64> {
+        let done = sqlx::query(&self.queries.delete_expired)
+            .bind(key)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl SessionStore for MySqlStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
+    async fn load(&self, key: &str) -> Result<Option<Loaded>> {
+        let now = self.clock.now_ms();
+        let row = sqlx::query(&self.queries.load)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        let Some(row) = row else { return Ok(None) };
+        let expires_at: Option<i64> = row.try_get(2).map_err(db_err)?;
+        if !sql::is_live(expires_at, now) {
+            if let Err(e) = self.delete_expired(key, now).await {
+                tracing::debug!(error = %e, "could not remove an expired session");
+            }
+            return Ok(None);
+        }
+        let bytes: Vec<u8> = row.try_get(0).map_err(db_err)?;
+        let version: i64 = row.try_get(1).map_err(db_err)?;
+        Ok(Some(Loaded {
+            bytes,
+            version: sql::version_from_db(BACKEND, version)?,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
+    async fn save(&self, key: &str, bytes: &[u8], expected: Option<Version>) -> Result<Version> {
+        if key.len() > MAX_KEY_BYTES {
+            // Refused here: outside strict SQL mode the server would truncate it silently.
+            return Err(Error::store(
+                BACKEND,
+                Message(format!(
+                    "a key is {} bytes long, the limit is {MAX_KEY_BYTES}",
+                    key.len()
+                )),
+            ));
+        }
+        let now = self.clock.now_ms();
+        let expires_at = self.expires_at(now);
+        let conflict = || Error::Conflict {
+            key: key.to_owned(),
+        };
+        match expected {
+            None => {
+                let version = Version::initial();
+                if self.insert(key, bytes, version, expires_at).await? {
+                    return Ok(version);
+                }
+                // A row is in the way: if it expired, remove it and try once more; a
+                // concurrent writer that gets there first makes this a conflict.
+                if self.delete_expired(key, now).await? == 0 {
+                    return Err(conflict());
+                }
+                if self.insert(key, bytes, version, expires_at).await? {
+                    Ok(version)
+                } else {
+                    Err(conflict())
+                }
+            }
+            Some(expected) => {
+                let version = expected.next();
+                // sqlx asks for CLIENT_FOUND_ROWS: rows affected counts matched rows.
+                let done = sqlx::query(&self.queries.update)
+                    .bind(bytes)
+                    .bind(sql::version_param(version))
+                    .bind(expires_at)
+                    .bind(key)
+                    .bind(sql::version_param(expected))
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db_err)?;
+                if done.rows_affected() == 1 {
+                    Ok(version)
+                } else {
+                    Err(conflict())
+                }
+            }
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
+    async fn delete(&self, key: &str, expected: Version) -> Result<()> {
+        let now = self.clock.now_ms();
+        let done = sqlx::query(&self.queries.delete)
+            .bind(key)
+            .bind(sql::version_param(expected))
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        if done.rows_affected() > 0 {
+            return Ok(());
+        }
+        let current = sqlx::query(&self.queries.current_version)
+            .bind(key)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        if current.is_some() {
+            Err(Error::Conflict {
+                key: key.to_owned(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(prefix = %filter.prefix), err(level = "debug"))]
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<String>> {
+        let now = self.clock.now_ms();
+        let rows = sqlx::query(&self.queries.list)
+            .bind(sql::like_prefix(&filter.prefix))
+            .bind(now)
+            .bind(sql::limit_param(filter.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|row| {
+                let key: Vec<u8> = row.try_get(0).map_err(db_err)?;
+                String::from_utf8(key).map_err(|e| {
+                    Error::store(BACKEND, Message(format!("stored key is not UTF-8: {e}")))
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,316 @@
+//! [`PostgresStore`]: a server store on sqlx's PostgreSQL driver.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::postgres::PgPool;
+
+use super::sql::{self, DEFAULT_TABLE};
+use super::{ListFilter, Loaded, SessionStore, Version};
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+
+const BACKEND: &str = "postgres";
+
+fn db_err(e: sqlx::Error) -> Error {
+    Error::store(BACKEND, e)
+}
+
+#[derive(Debug)]
+struct Queries {
+    create_table: String,
+    create_index: String,
+    load: String,
+    insert: String,
+    update: String,
+    delete: String,
+    current_version: String,
+    delete_expired: String,
+    list: String,
+    purge: String,
+}
+
+impl Queries {
+    fn new(table: &str) -> Self {
+        let r = |t: &str| sql::render(t, table);
+        Self {
+            create_table: r(include_str!("queries/postgres/create_table.sql")),
+            create_index: r(include_str!("queries/postgres/create_index.sql")),
+            load: r(include_str!("queries/postgres/load.sql")),
+            insert: r(include_str!("queries/postgres/insert.sql")),
+            update: r(include_str!("queries/postgres/update.sql")),
+            delete: r(include_str!("queries/postgres/delete.sql")),
+            current_version: r(include_str!("queries/postgres/current_version.sql")),
+            delete_expired: r(include_str!("queries/postgres/delete_expired.sql")),
+            list: r(include_str!("queries/postgres/list.sql")),
+            purge: r(include_str!("queries/postgres/purge.sql")),
+        }
+    }
+}
+
+/// A session store in a PostgreSQL table (feature `postgres`).
+///
+/// One row per session (default table `stagecraft_sessions`: `session_key TEXT COLLATE
+/// "C"` primary key, `data BYTEA`, `version BIGINT`, `expires_at BIGINT`).
+/// [`save`](SessionStore::save) is `INSERT ... ON CONFLICT DO UPDATE ... WHERE` (for a new
+/// record) or `UPDATE ... WHERE version = $expected`, checked by rows affected, so any
+/// number of bot replicas can share the table. [`list`](SessionStore::list) uses `LIKE`
+/// with `%`, `_` and `!` escaped. Keys cannot contain the NUL character (PostgreSQL
+/// `TEXT` does not hold it).
+///
+/// TTL works as for [`SqliteStore`](super::SqliteStore): time comes from the store's
+/// [`Clock`], expired rows are invisible, removed lazily and by
+/// [`purge_expired`](Self::purge_expired).
+///
+/// ```no_run
+/// use stagecraft::store::PostgresStore;
+/// # async fn f() -> stagecraft::Result<()> {
+/// let store = PostgresStore::connect("postgres://bot@localhost/bot").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    table: Arc<str>,
+    queries: Arc<Queries>,
+    ttl_ms: Option<i64>,
+    clock: Arc<dyn Clock>,
+}
+
+impl PostgresStore {
+    /// Connects a pool to `url` (`postgres://user:password@host/database`) and creates
+    /// the table `stagecraft_sessions` if needed.
+    ///
+    /// # Errors
+    /// [`Error::Store`] when the server cannot be reached or the table cannot be created.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let pool = PgPool::connect(url).await.map_err(db_err)?;
+        let store = Self::new(pool);
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// A store on a pool you configured yourself, using the table `stagecraft_sessions`.
+    /// Does no I/O: call [`migrate`](Self::migrate) to create the table.
+    ///
+    /// ```no_run
+    /// use stagecraft::store::{PostgresStore, sqlx::postgres::PgPoolOptions};
+    /// # async fn f() -> stagecraft::Result<()> {
+    /// let pool = PgPoolOptions::new()
+    ///     .max_connections(20)
+    ///     .connect_lazy("postgres://bot@localhost/bot")
+    ///     .map_err(|e| stagecraft::Error::store("postgres", e))?;
+    /// let store = PostgresStore::new(pool).with_table("bot_sessions")?;
+    /// store.migrate().await?;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            table: Arc::from(DEFAULT_TABLE),
+            queries: Arc::new(Queries::new(DEFAULT_TABLE)),
+            ttl_ms: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Uses the table `table` (`[A-Za-z_][A-Za-z0-9_]{0,62}`, case-sensitive: it is
+    /// always quoted). Call [`migrate`](Self::migrate) afterwards if the table may not
+    /// exist yet.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the name is not valid.
+    pub fn with_table(mut self, table: &str) -> Result<Self> {
+        sql::validate_table(table)?;
+        self.table = Arc::from(table);
+        self.queries = Arc::new(Queries::new(table));
+        Ok(self)
+    }
+
+    /// Records expire `ttl` after their last save.
+    #[must_use]
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl_ms = Some(sql::ttl_ms(ttl));
+        self
+    }
+
+    /// Reads time from `clock` (for TTLs) instead of the system clock.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The connection pool.
+    #[must_use]
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The table name.
+    #[must_use]
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Creates the table and its `expires_at` index if they do not exist (idempotent).
+    ///
+    /// # Errors
+    /// [`Error::Store`] when the statements fail.
+    #[tracing::instrument(skip_all, fields(table = %self.table), err)]
+    pub async fn migrate(&self) -> Result<()> {
+        sqlx::raw_sql(&self.queries.create_table)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        sqlx::raw_sql(&self.queries.create_index)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Deletes every expired row now and returns how many were deleted.
+    ///
+    /// Expired rows are already invisible; this reclaims their space. Call it
+    /// periodically (e.g. hourly) when a TTL is set.
+    ///
+    /// # Errors
+    /// [`Error::Store`] when the statement fails.
+    #[tracing::instrument(skip_all, fields(table = %self.table), err)]
+    pub async fn purge_expired(&self) -> Result<u64> {
+        let now = self.clock.now_ms();
+        let done = sqlx::query(&self.queries.purge)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected())
+    }
+
+    fn expires_at(&self, now: i64) -> Option<i64> {
+        self.ttl_ms.map(|ttl| now.saturating_add(ttl))
+    }
+}
+
+#[async_trait]
+impl SessionStore for PostgresStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
+    async fn load(&self, key: &str) -> Result<Option<Loaded>> {
+        let now = self.clock.now_ms();
+        let row = sqlx::query(&self.queries.load)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        let Some(row) = row else { return Ok(None) };
+        let expires_at: Option<i64> = row.try_get(2).map_err(db_err)?;
+        if !sql::is_live(expires_at, now) {
+            let removed = sqlx::query(&self.queries.delete_expired)
+                .bind(key)
+                .bind(now)
+                .execute(&self.pool)
+                .await;
+            if let Err(e) = removed {
+                tracing::debug!(error = %e, "could not remove an expired session");
+            }
+            return Ok(None);
+        }
+        let bytes: Vec<u8> = row.try_get(0).map_err(db_err)?;
+        let version: i64 = row.try_get(1).map_err(db_err)?;
+        Ok(Some(Loaded {
+            bytes,
+            version: sql::version_from_db(BACKEND, version)?,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
+    async fn save(&self, key: &str, bytes: &[u8], expected: Option<Version>) -> Result<Version> {
+        let now = self.clock.now_ms();
+        let expires_at = self.expires_at(now);
+        let (version, done) = match expected {
+            None => {
+                let version = Version::initial();
+                let done = sqlx::query(&self.queries.insert)
+                    .bind(key)
+                    .bind(bytes)
+                    .bind(sql::version_param(version))
+                    .bind(expires_at)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await;
+                (version, done)
+            }
+            Some(expected) => {
+                let version = expected.next();
+                let done = sqlx::query(&self.queries.update)
+                    .bind(bytes)
+                    .bind(sql::version_param(version))
+                    .bind(expires_at)
+                    .bind(key)
+                    .bind(sql::version_param(expected))
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await;
+                (version, done)
+            }
+        };
+        if done.map_err(db_err)?.rows_affected() == 1 {
+            Ok(version)
+        } else {
+            Err(Error::Conflict {
+                key: key.to_owned(),
+            })
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
+    async fn delete(&self, key: &str, expected: Version) -> Result<()> {
+        let now = self.clock.now_ms();
+        let done = sqlx::query(&self.queries.delete)
+            .bind(key)
+            .bind(sql::version_param(expected))
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        if done.rows_affected() > 0 {
+            return Ok(());
+        }
+        let current = sqlx::query(&self.queries.current_version)
+            .bind(key)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        if current.is_some() {
+            Err(Error::Conflict {
+                key: key.to_owned(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(prefix = %filter.prefix), err(level = "debug"))]
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<String>> {
+        let now = self.clock.now_ms();
+        let rows = sqlx::query(&self.queries.list)
+            .bind(sql::like_prefix(&filter.prefix))
+            .bind(now)
+            .bind(sql::limit_param(filter.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|row| row.try_get::<String, _>(0).map_err(db_err))
+            .collect()
+    }
+}

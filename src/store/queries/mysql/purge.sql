@@ -1,0 +1,1 @@
+DELETE FROM `{table}` WHERE expires_at IS NOT NULL AND expires_at <= ?

@@ -1,0 +1,1 @@
+SELECT data, version, expires_at FROM "{table}" WHERE session_key = $1

@@ -1,0 +1,13 @@
+-- KEYS[1]: the record's key. ARGV: data, expected version ('' = no record), new version,
+-- TTL in milliseconds ('0' = none). Returns 1 when written, 0 on a version mismatch.
+local current = redis.call('HGET', KEYS[1], 'v')
+if (current or '') ~= ARGV[2] then
+    return 0
+end
+redis.call('HSET', KEYS[1], 'd', ARGV[1], 'v', ARGV[3])
+if ARGV[4] ~= '0' then
+    redis.call('PEXPIRE', KEYS[1], ARGV[4])
+else
+    redis.call('PERSIST', KEYS[1])
+end
+return 1

@@ -1,0 +1,311 @@
+//! [`RedisStore`]: a server store on redis-rs with a connection manager.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{Client, Script};
+use async_trait::async_trait;
+
+use super::{ListFilter, Loaded, SessionStore, Version};
+use crate::error::{Error, Message, Result};
+
+const BACKEND: &str = "redis";
+
+/// The default key prefix.
+const DEFAULT_PREFIX: &str = "stagecraft:";
+
+static SAVE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("queries/redis/save.lua")));
+static DELETE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("queries/redis/delete.lua")));
+
+fn redis_err(e: ::redis::RedisError) -> Error {
+    Error::store(BACKEND, e)
+}
+
+fn validate_prefix(prefix: &str) -> Result<()> {
+    let bad = prefix
+        .chars()
+        .find(|c| c.is_whitespace() || matches!(c, '*' | '?' | '[' | ']' | '\\'));
+    if let Some(c) = bad {
+        return Err(Error::Config(format!(
+            "Redis key prefix {prefix:?} contains {c:?}: whitespace and glob characters are not allowed"
+        )));
+    }
+    if prefix.len() > 64 {
+        return Err(Error::Config(format!(
+            "Redis key prefix {prefix:?} is longer than 64 bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// `s` with the characters `SCAN MATCH` treats specially escaped.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^' | '-') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A session store in Redis (feature `redis`).
+///
+/// Each session is a hash at `{prefix}{key}` (prefix `stagecraft:` by default) with the
+/// fields `d` (the record) and `v` (its version). [`save`](SessionStore::save) and
+/// [`delete`](SessionStore::delete) are Lua scripts (run with `EVALSHA`, loaded on first
+/// use), so the version check and the write are one atomic step on the server.
+/// [`list`](SessionStore::list) walks `SCAN MATCH {prefix}{escaped prefix}*` and strips the
+/// store's prefix; it is O(keys in the database), meant for maintenance, not per update.
+///
+/// With a TTL ([`with_ttl`](Self::with_ttl)), every save sets `PEXPIRE`, so Redis itself
+/// drops a record `ttl` after its last save, by the server's clock (no `purge` needed).
+///
+/// ```no_run
+/// use stagecraft::store::RedisStore;
+/// # async fn f() -> stagecraft::Result<()> {
+/// let store = RedisStore::connect("redis://127.0.0.1:6379").await?.with_prefix("mybot:")?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: Arc<str>,
+    ttl_ms: Option<u64>,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .field("ttl_ms", &self.ttl_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://[:password@]host[:port][/db]`, `rediss://` with TLS
+    /// features of `redis` enabled) through a [`ConnectionManager`] that reconnects on its
+    /// own. A connection attempt times out after 5 s; a failed one is retried twice,
+    /// after 1 s and 2 s (the same policy applies when the manager reconnects later).
+    /// Build the [`ConnectionManager`] yourself and use [`new`](Self::new) for another
+    /// policy.
+    ///
+    /// # Errors
+    /// [`Error::Store`] when the URL is invalid or the server does not answer.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let client = Client::open(url).map_err(redis_err)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(5))
+            .set_factor(2)
+            .set_max_delay(2000)
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(redis_err)?;
+        Ok(Self::new(conn))
+    }
+
+    /// A store on a connection manager you built yourself, with the prefix `stagecraft:`.
+    #[must_use]
+    pub fn new(conn: ConnectionManager) -> Self {
+        Self {
+            conn,
+            prefix: Arc::from(DEFAULT_PREFIX),
+            ttl_ms: None,
+        }
+    }
+
+    /// Keeps records under `prefix` instead of `stagecraft:` (at most 64 bytes, no
+    /// whitespace, no `*?[]\`).
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the prefix is not valid.
+    pub fn with_prefix(mut self, prefix: &str) -> Result<Self> {
+        validate_prefix(prefix)?;
+        self.prefix = Arc::from(prefix);
+        Ok(self)
+    }
+
+    /// Records expire `ttl` after their last save (Redis `PEXPIRE`, server time;
+    /// at least 1 ms).
+    #[must_use]
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl_ms = Some(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+        self
+    }
+
+    /// The key prefix.
+    #[must_use]
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The connection manager (clones share its connection).
+    #[must_use]
+    pub fn connection(&self) -> &ConnectionManager {
+        &self.conn
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        let mut full = String::with_capacity(self.prefix.len() + key.len());
+        full.push_str(&self.prefix);
+        full.push_str(key);
+        full
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
+    async fn load(&self, key: &str) -> Result<Option<Loaded>> {
+        let mut conn = self.conn.clone();
+        let (bytes, version): (Option<Vec<u8>>, Option<String>) = ::redis::cmd("HMGET")
+            .arg(self.full_key(key))
+            .arg("d")
+            .arg("v")
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        match (bytes, version) {
+            (None, None) => Ok(None),
+            (Some(bytes), Some(version)) => {
+                let version = version.parse::<u64>().map_err(|_| {
+                    Error::store(
+                        BACKEND,
+                        Message(format!("stored version {version:?} is not a number")),
+                    )
+                })?;
+                Ok(Some(Loaded {
+                    bytes,
+                    version: Version(version),
+                }))
+            }
+            _ => Err(Error::store(
+                BACKEND,
+                Message(format!("record {key:?} lacks its data or version field")),
+            )),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
+    async fn save(&self, key: &str, bytes: &[u8], expected: Option<Version>) -> Result<Version> {
+        let mut conn = self.conn.clone();
+        let version = expected.map_or_else(Version::initial, Version::next);
+        let expected = expected.map(|v| v.0.to_string()).unwrap_or_default();
+        let written: i64 = SAVE
+            .key(self.full_key(key))
+            .arg(bytes)
+            .arg(expected)
+            .arg(version.0.to_string())
+            .arg(self.ttl_ms.unwrap_or(0))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        if written == 1 {
+            Ok(version)
+        } else {
+            Err(Error::Conflict {
+                key: key.to_owned(),
+            })
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
+    async fn delete(&self, key: &str, expected: Version) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let gone: i64 = DELETE
+            .key(self.full_key(key))
+            .arg(expected.0.to_string())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        if gone == 1 {
+            Ok(())
+        } else {
+            Err(Error::Conflict {
+                key: key.to_owned(),
+            })
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(prefix = %filter.prefix), err(level = "debug"))]
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<String>> {
+        let limit = filter.limit.unwrap_or(usize::MAX);
+        let mut keys = Vec::new();
+        if limit == 0 {
+            return Ok(keys);
+        }
+        let mut conn = self.conn.clone();
+        let pattern = format!(
+            "{}{}*",
+            glob_escape(&self.prefix),
+            glob_escape(&filter.prefix)
+        );
+        let mut seen = HashSet::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<Vec<u8>>) = ::redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err)?;
+            for raw in batch {
+                // SCAN may return a key twice; keys that are not UTF-8 are not ours.
+                let Ok(full) = String::from_utf8(raw) else {
+                    continue;
+                };
+                let Some(key) = full.strip_prefix(&*self.prefix) else {
+                    continue;
+                };
+                if seen.insert(key.to_owned()) {
+                    keys.push(key.to_owned());
+                    if keys.len() >= limit {
+                        return Ok(keys);
+                    }
+                }
+            }
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes() {
+        for ok in ["", "stagecraft:", "bot:1:", &"p".repeat(64)] {
+            assert!(validate_prefix(ok).is_ok(), "{ok}");
+        }
+        for bad in ["a b", "a*", "a?", "a[", "a]", "a\\", "x\n", &"p".repeat(65)] {
+            assert!(
+                matches!(validate_prefix(bad), Err(Error::Config(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn escaping() {
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
+}

@@ -1,0 +1,131 @@
+//! Helpers shared by the SQL stores: table-name validation, query templating, parameters.
+
+use std::time::Duration;
+
+use super::Version;
+use crate::error::{Error, Message, Result};
+
+/// The table used when none is configured.
+pub(crate) const DEFAULT_TABLE: &str = "stagecraft_sessions";
+
+/// Accepts `[A-Za-z_][A-Za-z0-9_]{0,62}`: the only string ever spliced into SQL.
+pub(crate) fn validate_table(name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if first_ok && rest_ok && name.len() <= 63 {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "table name {name:?} is not valid: use 1 to 63 ASCII letters, digits or `_`, not starting with a digit"
+        )))
+    }
+}
+
+/// Replaces `{table}` (and `{index}`, the name of the expiry index) in a query template.
+/// `table` must have passed [`validate_table`].
+pub(crate) fn render(template: &str, table: &str) -> String {
+    template
+        .replace("{index}", &index_name(table))
+        .replace("{table}", table)
+}
+
+/// A name for the table's `expires_at` index that stays within PostgreSQL's 63 bytes.
+fn index_name(table: &str) -> String {
+    if table.len() <= 50 {
+        format!("{table}_expires_idx")
+    } else {
+        // FNV-1a, so that long names sharing 40 leading characters get distinct indexes.
+        let hash = table.bytes().fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        format!("{}_{hash:08x}_exp", &table[..40])
+    }
+}
+
+/// `prefix` as a `LIKE` pattern matching the keys that start with it (`!` escapes).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) fn like_prefix(prefix: &str) -> String {
+    // `!` rather than `\`: it means the same under every SQL mode (MySQL's
+    // `NO_BACKSLASH_ESCAPES`, PostgreSQL's `standard_conforming_strings`).
+    const LIKE_ESCAPE: char = '!';
+    let mut out = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '%' | '_' | LIKE_ESCAPE) {
+            out.push(LIKE_ESCAPE);
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+/// A version as a `BIGINT` parameter; `-1` (never stored) for versions no store hands out.
+pub(crate) fn version_param(v: Version) -> i64 {
+    i64::try_from(v.0).unwrap_or(-1)
+}
+
+/// A version read from a `BIGINT` column.
+pub(crate) fn version_from_db(backend: &'static str, v: i64) -> Result<Version> {
+    u64::try_from(v)
+        .map(Version)
+        .map_err(|_| Error::store(backend, Message(format!("stored version {v} is negative"))))
+}
+
+/// A TTL in milliseconds (saturating).
+pub(crate) fn ttl_ms(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A `LIMIT` parameter.
+pub(crate) fn limit_param(limit: Option<usize>) -> i64 {
+    limit.map_or(i64::MAX, |l| i64::try_from(l).unwrap_or(i64::MAX))
+}
+
+/// Whether a row with this `expires_at` is live at `now`.
+pub(crate) fn is_live(expires_at: Option<i64>, now: i64) -> bool {
+    expires_at.is_none_or(|e| e > now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names() {
+        for ok in ["a", "_", "sessions", "Bot_2", &"a".repeat(63)] {
+            assert!(validate_table(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "1a",
+            "a-b",
+            "x; DROP TABLE y",
+            "a\"b",
+            "a`b",
+            "ü",
+            &"a".repeat(64),
+        ] {
+            assert!(
+                matches!(validate_table(bad), Err(Error::Config(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn index_names_fit() {
+        assert_eq!(index_name("s"), "s_expires_idx");
+        let long = "a".repeat(63);
+        assert!(index_name(&long).len() <= 63);
+        assert_ne!(index_name(&long), index_name(&"a".repeat(62)));
+    }
+
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    #[test]
+    fn like_escaping() {
+        assert_eq!(like_prefix("a%b_c!d"), "a!%b!_c!!d%");
+    }
+}

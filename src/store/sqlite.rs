@@ -1,0 +1,445 @@
+//! [`SqliteStore`]: an embedded store on sqlx's SQLite driver.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::sql::{self, DEFAULT_TABLE};
+use super::{ListFilter, Loaded, SessionStore, Version};
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+
+const BACKEND: &str = "sqlite";
+
+fn db_err(e: sqlx::Error) -> Error {
+    Error::store(BACKEND, e)
+}
+
+/// How hard SQLite works to keep a commit through a power loss (`PRAGMA synchronous`).
+///
+/// In WAL mode (which [`SqliteStore::open`] turns on), [`Durability::Normal`] never
+/// corrupts the database, but the last commits before an operating-system crash or power
+/// loss may be rolled back; a process crash loses nothing. [`Durability::Full`] syncs the
+/// WAL on every commit, so a commit survives a power loss too, at the cost of one `fsync`
+/// per saved session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Durability {
+    /// `synchronous = NORMAL` (the default): fast; a power loss may lose the last commits.
+    #[default]
+    Normal,
+    /// `synchronous = FULL`: every commit is on disk before `save` returns.
+    Full,
+}
+
+/// Options for [`SqliteStore::open_with`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SqliteOptions {
+    durability: Durability,
+    busy_timeout: Duration,
+    max_connections: u32,
+    table: String,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Normal,
+            busy_timeout: Duration::from_secs(5),
+            max_connections: 8,
+            table: DEFAULT_TABLE.to_owned(),
+        }
+    }
+}
+
+impl SqliteOptions {
+    /// The default options: [`Durability::Normal`], a 5 s busy timeout, 8 connections,
+    /// table `stagecraft_sessions`.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `PRAGMA synchronous` (see [`Durability`]).
+    #[must_use]
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// How long a write waits for another connection's write lock before failing.
+    #[must_use]
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// The size of the connection pool (at least 1; in-memory databases always use 1).
+    #[must_use]
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// The table to keep sessions in (validated when the store opens).
+    #[must_use]
+    pub fn table(mut self, table: impl Into<String>) -> Self {
+        self.table = table.into();
+        self
+    }
+}
+
+#[derive(Debug)]
+struct Queries {
+    create_table: String,
+    create_index: String,
+    load: String,
+    insert: String,
+    update: String,
+    delete: String,
+    current_version: String,
+    delete_expired: String,
+    list: String,
+    purge: String,
+}
+
+impl Queries {
+    fn new(table: &str) -> Self {
+        let r = |t: &str| sql::render(t, table);
+        Self {
+            create_table: r(include_str!("queries/sqlite/create_table.sql")),
+            create_index: r(include_str!("queries/sqlite/create_index.sql")),
+            load: r(include_str!("queries/sqlite/load.sql")),
+            insert: r(include_str!("queries/sqlite/insert.sql")),
+            update: r(include_str!("queries/sqlite/update.sql")),
+            delete: r(include_str!("queries/sqlite/delete.sql")),
+            current_version: r(include_str!("queries/sqlite/current_version.sql")),
+            delete_expired: r(include_str!("queries/sqlite/delete_expired.sql")),
+            list: r(include_str!("queries/sqlite/list.sql")),
+            purge: r(include_str!("queries/sqlite/purge.sql")),
+        }
+    }
+}
+
+/// A session store in an SQLite database (feature `sqlite`, on by default).
+///
+/// One row per session in a table (default `stagecraft_sessions`) with a `version`
+/// column; [`save`](SessionStore::save) and [`delete`](SessionStore::delete) are single
+/// conditional statements, so several pools, or several processes, on one database file
+/// are safe. [`list`](SessionStore::list) compares key prefixes with `substr`, so `%`
+/// and `_` in a prefix are literal.
+///
+/// With a TTL ([`with_ttl`](Self::with_ttl)), a record expires `ttl` after its last save:
+/// its `expires_at` column (milliseconds since the epoch, read from the store's
+/// [`Clock`]) is then past, and the row is invisible to `load` and `list` and treated as
+/// absent by `save` and `delete`. Expired rows are removed lazily (when `load` meets
+/// one, or a new record overwrites it) and by [`purge_expired`](Self::purge_expired),
+/// which a bot should call now and then (e.g. hourly) to reclaim the space of sessions
+/// that never come back.
+///
+/// ```
+/// use stagecraft::store::{SessionStore, SqliteStore};
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// // A file path ("bot.db") in a real bot.
+/// let store = SqliteStore::open("sqlite::memory:").await?;
+/// let v1 = store.save("chat:1", b"{}", None).await?;
+/// assert_eq!(store.load("chat:1").await?.unwrap().version, v1);
+/// # Ok::<_, stagecraft::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    table: Arc<str>,
+    queries: Arc<Queries>,
+    ttl_ms: Option<i64>,
+    clock: Arc<dyn Clock>,
+}
+
+impl SqliteStore {
+    /// Opens (creating it if needed) the database file at `path` with the default
+    /// [`SqliteOptions`], and creates the table. `"sqlite::memory:"` or `":memory:"`
+    /// opens a private in-memory database (for tests); an `sqlite:` URL is accepted too.
+    ///
+    /// The file is put in WAL mode with `synchronous = NORMAL` and a 5 s busy timeout.
+    ///
+    /// # Errors
+    /// [`Error::Store`] when the file cannot be opened or the table cannot be created.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, SqliteOptions::default()).await
+    }
+
+    /// Like [`open`](Self::open), with options.
+    ///
+    /// ```no_run
+    /// use stagecraft::store::{Durability, SqliteOptions, SqliteStore};
+    /// # async fn f() -> stagecraft::Result<()> {
+    /// let options = SqliteOptions::new().durability(Durability::Full).table("bot_sessions");
+    /// let store = SqliteStore::open_with("bot.db", options).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid table name; [`Error::Store`] when the file cannot
+    /// be opened or the table cannot be created.
+    pub async fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self> {
+        sql::validate_table(&options.table)?;
+        let path = path.as_ref();
+        let text = path.to_str().unwrap_or_default();
+        let memory = matches!(text, ":memory:" | "sqlite::memory:" | "sqlite://:memory:")
+            || (text.starts_with("sqlite:") && text.contains("mode=memory"));
+        let connect = if memory {
+            SqliteConnectOptions::from_str("sqlite::memory:").map_err(db_err)?
+        } else if text.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(text)
+                .map_err(db_err)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+        } else {
+            SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+        };
+        let connect =
+            connect
+                .busy_timeout(options.busy_timeout)
+                .synchronous(match options.durability {
+                    Durability::Normal => SqliteSynchronous::Normal,
+                    Durability::Full => SqliteSynchronous::Full,
+                });
+        let pool = if memory {
+            // One connection that never closes: the database lives as long as it does.
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            SqlitePoolOptions::new().max_connections(options.max_connections)
+        }
+        .connect_with(connect)
+        .await
+        .map_err(db_err)?;
+        let store = Self::new(pool).with_table(&options.table)?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// A store on a pool you configured yourself, using the table `stagecraft_sessions`.
+    /// Does no I/O: call [`migrate`](Self::migrate) to create the table.
+    #[must_use]
+    pub fn new(pool: SqlitePool) -> Self {
+        Self {
+            pool,
+            table: Arc::from(DEFAULT_TABLE),
+            queries: Arc::new(Queries::new(DEFAULT_TABLE)),
+            ttl_ms: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Uses the table `table` (`[A-Za-z_][A-Za-z0-9_]{0,62}`). Call
+    /// [`migrate`](Self::migrate) afterwards if the table may not exist yet.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the name is not valid.
+    pub fn with_table(mut self, table: &str) -> Result<Self> {
+        sql::validate_table(table)?;
+        self.table = Arc::from(table);
+        self.queries = Arc::new(Queries::new(table));
+        Ok(self)
+    }
+
+    /// Records expire `ttl` after their last save.
+    #[must_use]
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl_ms = Some(sql::ttl_ms(ttl));
+        self
+    }
+
+    /// Reads time from `clock` (for TTLs) instead of the system clock.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The connection pool.
+    #[must_use]
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// The table name.
+    #[must_use]
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Creates the table and its index if they do not exist (idempotent).
+    ///
+    /// # Errors
+    /// [`Error::Store`] when the statements fail.
+    #[tracing::instrument(skip_all, fields(table = %self.table), err)]
+    pub async fn migrate(&self) -> Result<()> {
+        sqlx::raw_sql(&self.queries.create_table)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        sqlx::raw_sql(&self.queries.create_index)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Deletes every expired row now and returns how many were deleted.
+    ///
+    /// Expired rows are already invisible; this reclaims their space. Call it
+    /// periodically (e.g. hourly from a `tokio::time::interval` task) when a TTL is set.
+    ///
+    /// # Errors
+    /// [`Error::Store`] when the statement fails.
+    #[tracing::instrument(skip_all, fields(table = %self.table), err)]
+    pub async fn purge_expired(&self) -> Result<u64> {
+        let now = self.clock.now_ms();
+        let done = sqlx::query(&self.queries.purge)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected())
+    }
+
+    fn expires_at(&self, now: i64) -> Option<i64> {
+        self.ttl_ms.map(|ttl| now.saturating_add(ttl))
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
+    async fn load(&self, key: &str) -> Result<Option<Loaded>> {
+        let now = self.clock.now_ms();
+        let row = sqlx::query(&self.queries.load)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        let Some(row) = row else { return Ok(None) };
+        let expires_at: Option<i64> = row.try_get(2).map_err(db_err)?;
+        if !sql::is_live(expires_at, now) {
+            let removed = sqlx::query(&self.queries.delete_expired)
+                .bind(key)
+                .bind(now)
+                .execute(&self.pool)
+                .await;
+            if let Err(e) = removed {
+                tracing::debug!(error = %e, "could not remove an expired session");
+            }
+            return Ok(None);
+        }
+        let bytes: Vec<u8> = row.try_get(0).map_err(db_err)?;
+        let version: i64 = row.try_get(1).map_err(db_err)?;
+        Ok(Some(Loaded {
+            bytes,
+            version: sql::version_from_db(BACKEND, version)?,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
+    async fn save(&self, key: &str, bytes: &[u8], expected: Option<Version>) -> Result<Version> {
+        let now = self.clock.now_ms();
+        let expires_at = self.expires_at(now);
+        let (version, done) = match expected {
+            None => {
+                let version = Version::initial();
+                let done = sqlx::query(&self.queries.insert)
+                    .bind(key)
+                    .bind(bytes)
+                    .bind(sql::version_param(version))
+                    .bind(expires_at)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await;
+                (version, done)
+            }
+            Some(expected) => {
+                let version = expected.next();
+                let done = sqlx::query(&self.queries.update)
+                    .bind(bytes)
+                    .bind(sql::version_param(version))
+                    .bind(expires_at)
+                    .bind(key)
+                    .bind(sql::version_param(expected))
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await;
+                (version, done)
+            }
+        };
+        if done.map_err(db_err)?.rows_affected() == 1 {
+            Ok(version)
+        } else {
+            Err(Error::Conflict {
+                key: key.to_owned(),
+            })
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
+    async fn delete(&self, key: &str, expected: Version) -> Result<()> {
+        let now = self.clock.now_ms();
+        let done = sqlx::query(&self.queries.delete)
+            .bind(key)
+            .bind(sql::version_param(expected))
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        if done.rows_affected() > 0 {
+            return Ok(());
+        }
+        let current = sqlx::query(&self.queries.current_version)
+            .bind(key)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        if current.is_some() {
+            Err(Error::Conflict {
+                key: key.to_owned(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(prefix = %filter.prefix), err(level = "debug"))]
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<String>> {
+        let now = self.clock.now_ms();
+        let rows = sqlx::query(&self.queries.list)
+            .bind(filter.prefix.as_str())
+            .bind(now)
+            .bind(sql::limit_param(filter.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|row| row.try_get::<String, _>(0).map_err(db_err))
+            .collect()
+    }
+}

@@ -1,0 +1,933 @@
+//! A conformance suite for [`SessionStore`] implementations.
+//!
+//! Every built-in store passes it; a third-party store can run it from its own tests:
+//!
+//! ```
+//! use stagecraft::store::MemoryStore;
+//! use stagecraft::testing::conformance;
+//!
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! conformance::run_all(MemoryStore::new()).await;
+//! # });
+//! ```
+//!
+//! The checks panic with a message naming the backend and what went wrong (this is test
+//! code). Each one writes only keys under its own random namespace
+//! (`conformance/{check}/{random}/`), so they can share one store, one table or one key
+//! prefix with each other and with parallel test runs; they do not clean up after
+//! themselves (drop the table or prefix at the end of the test). The concurrency checks
+//! spawn Tokio tasks: run them on a multi-threaded runtime
+//! (`#[tokio::test(flavor = "multi_thread")]`) to really race.
+//!
+//! TTLs need a store configured for them, so they are separate checks: [`check_ttl`] for
+//! stores that read a [`ManualClock`], [`check_ttl_real_time`] for stores that expire on
+//! the server's clock (Redis). [`check_shared`] checks that two instances on one backend
+//! see each other's versions.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt::Debug;
+use std::time::{Duration, Instant};
+
+use crate::clock::ManualClock;
+use crate::error::Result;
+use crate::store::{ListFilter, SessionStore, Version, random_u64};
+
+/// A fresh namespace for one check's keys.
+fn ns(check: &str) -> String {
+    format!("conformance/{check}/{:016x}/", random_u64())
+}
+
+#[track_caller]
+fn ok<T, S: SessionStore + ?Sized>(store: &S, r: Result<T>, what: &str) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => {
+            let mut msg = format!("[{}] {what}: unexpected error: {e}", store.backend());
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                msg.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            panic!("{msg}")
+        }
+    }
+}
+
+#[track_caller]
+fn conflict<T: Debug, S: SessionStore + ?Sized>(store: &S, r: Result<T>, what: &str) {
+    match r {
+        Err(e) if e.is_conflict() => {}
+        Err(e) => panic!(
+            "[{}] {what}: expected a Conflict, got the error {e:?}",
+            store.backend()
+        ),
+        Ok(v) => panic!(
+            "[{}] {what}: expected a Conflict, got Ok({v:?})",
+            store.backend()
+        ),
+    }
+}
+
+async fn listed<S: SessionStore + ?Sized>(store: &S, filter: ListFilter) -> BTreeSet<String> {
+    let keys = ok(
+        store,
+        store.list(&filter).await,
+        &format!("list {filter:?}"),
+    );
+    let n = keys.len();
+    let set: BTreeSet<String> = keys.into_iter().collect();
+    assert_eq!(
+        set.len(),
+        n,
+        "[{}] list {filter:?} returned a key twice",
+        store.backend()
+    );
+    set
+}
+
+fn set<I: IntoIterator<Item = String>>(keys: I) -> BTreeSet<String> {
+    keys.into_iter().collect()
+}
+
+/// Runs every check that needs no TTL and no second instance, on one store.
+///
+/// `store` must not have a TTL shorter than a minute. Clones must share the backend
+/// (the concurrency checks use clones as concurrent clients); wrap a store that is not
+/// `Clone` in an [`Arc`](std::sync::Arc).
+pub async fn run_all<S: SessionStore + Clone>(store: S) {
+    check_absent_key(&store).await;
+    check_round_trip(&store).await;
+    check_versions_change(&store).await;
+    check_stale_save_conflicts(&store).await;
+    check_insert_if_absent_conflicts(&store).await;
+    check_delete(&store).await;
+    check_odd_keys(&store).await;
+    check_odd_payloads(&store).await;
+    check_list(&store).await;
+    check_concurrent_cas(&store).await;
+    check_concurrent_counter(&store).await;
+}
+
+/// A key never written loads as `None` and lists nothing.
+pub async fn check_absent_key<S: SessionStore + ?Sized>(store: &S) {
+    let ns = ns("absent");
+    let key = format!("{ns}nobody");
+    let loaded = ok(store, store.load(&key).await, "load of an absent key");
+    assert_eq!(
+        loaded,
+        None,
+        "[{}] an absent key loaded as a record",
+        store.backend()
+    );
+    let keys = listed(store, ListFilter::prefix(&ns)).await;
+    assert!(
+        keys.is_empty(),
+        "[{}] list of an empty namespace gave {keys:?}",
+        store.backend()
+    );
+}
+
+/// What is saved loads back, byte for byte, with the version `save` returned.
+pub async fn check_round_trip<S: SessionStore + ?Sized>(store: &S) {
+    let key = format!("{}chat:1", ns("round_trip"));
+    let bytes = br#"{"scene":"greet","n":1}"#;
+    let v1 = ok(store, store.save(&key, bytes, None).await, "insert");
+    let loaded = ok(store, store.load(&key).await, "load").unwrap_or_else(|| {
+        panic!("[{}] a saved record loaded as None", store.backend());
+    });
+    assert_eq!(
+        loaded.bytes,
+        bytes,
+        "[{}] the loaded bytes differ",
+        store.backend()
+    );
+    assert_eq!(
+        loaded.version,
+        v1,
+        "[{}] the loaded version is not the saved one",
+        store.backend()
+    );
+    let v2 = ok(store, store.save(&key, b"second", Some(v1)).await, "update");
+    let loaded = ok(store, store.load(&key).await, "load after update");
+    assert_eq!(
+        loaded.map(|l| (l.bytes, l.version)),
+        Some((b"second".to_vec(), v2)),
+        "[{}] an update did not load back",
+        store.backend()
+    );
+}
+
+/// Every save returns a version different from all before it for that key.
+pub async fn check_versions_change<S: SessionStore + ?Sized>(store: &S) {
+    let key = format!("{}k", ns("versions"));
+    let mut seen = HashSet::new();
+    let mut version = ok(store, store.save(&key, b"0", None).await, "insert");
+    seen.insert(version);
+    for i in 1..=20 {
+        let next = ok(
+            store,
+            store
+                .save(&key, i.to_string().as_bytes(), Some(version))
+                .await,
+            "save",
+        );
+        assert!(
+            seen.insert(next),
+            "[{}] save {i} returned {next}, a version the key had before",
+            store.backend()
+        );
+        version = next;
+    }
+    assert!(
+        version.0 <= i64::MAX as u64,
+        "[{}] version {version} does not fit a signed 64-bit column",
+        store.backend()
+    );
+}
+
+/// A save with a version that is no longer current fails with a conflict and changes nothing.
+pub async fn check_stale_save_conflicts<S: SessionStore + ?Sized>(store: &S) {
+    let key = format!("{}k", ns("stale"));
+    let v1 = ok(store, store.save(&key, b"one", None).await, "insert");
+    let v2 = ok(store, store.save(&key, b"two", Some(v1)).await, "update");
+    conflict(
+        store,
+        store.save(&key, b"stale", Some(v1)).await,
+        "save with a stale version",
+    );
+    conflict(
+        store,
+        store
+            .save(&key, b"made up", Some(Version(v2.0 ^ 0x5555)))
+            .await,
+        "save with a made-up version",
+    );
+    conflict(
+        store,
+        store.save(&key, b"huge", Some(Version(u64::MAX))).await,
+        "save with version u64::MAX",
+    );
+    let loaded = ok(store, store.load(&key).await, "load");
+    assert_eq!(
+        loaded.map(|l| (l.bytes, l.version)),
+        Some((b"two".to_vec(), v2)),
+        "[{}] a conflicting save changed the record",
+        store.backend()
+    );
+    let absent = format!("{}absent", ns("stale"));
+    conflict(
+        store,
+        store.save(&absent, b"x", Some(v1)).await,
+        "save with a version over no record",
+    );
+    assert_eq!(
+        ok(store, store.load(&absent).await, "load"),
+        None,
+        "[{}] an update of an absent key created it",
+        store.backend()
+    );
+}
+
+/// `save(key, _, None)` over an existing record fails with a conflict and changes nothing.
+pub async fn check_insert_if_absent_conflicts<S: SessionStore + ?Sized>(store: &S) {
+    let key = format!("{}k", ns("insert"));
+    let v1 = ok(store, store.save(&key, b"first", None).await, "insert");
+    conflict(
+        store,
+        store.save(&key, b"second", None).await,
+        "insert over an existing record",
+    );
+    let loaded = ok(store, store.load(&key).await, "load");
+    assert_eq!(
+        loaded.map(|l| (l.bytes, l.version)),
+        Some((b"first".to_vec(), v1)),
+        "[{}] a conflicting insert changed the record",
+        store.backend()
+    );
+}
+
+/// `delete` with the right version removes; with a wrong one conflicts; of an absent key succeeds.
+pub async fn check_delete<S: SessionStore + ?Sized>(store: &S) {
+    let ns = ns("delete");
+    let key = format!("{ns}k");
+    let v1 = ok(store, store.save(&key, b"one", None).await, "insert");
+    let v2 = ok(store, store.save(&key, b"two", Some(v1)).await, "update");
+    conflict(
+        store,
+        store.delete(&key, v1).await,
+        "delete with a stale version",
+    );
+    assert!(
+        ok(store, store.load(&key).await, "load").is_some(),
+        "[{}] a conflicting delete removed the record",
+        store.backend()
+    );
+    ok(
+        store,
+        store.delete(&key, v2).await,
+        "delete with the current version",
+    );
+    assert_eq!(
+        ok(store, store.load(&key).await, "load after delete"),
+        None,
+        "[{}] a deleted record still loads",
+        store.backend()
+    );
+    ok(
+        store,
+        store.delete(&key, v2).await,
+        "delete of a deleted record",
+    );
+    ok(
+        store,
+        store.delete(&format!("{ns}never"), Version(7)).await,
+        "delete of an absent key",
+    );
+    let listed = listed(store, ListFilter::prefix(&ns)).await;
+    assert!(
+        listed.is_empty(),
+        "[{}] a deleted key is still listed: {listed:?}",
+        store.backend()
+    );
+    let v3 = ok(
+        store,
+        store.save(&key, b"again", None).await,
+        "insert after delete",
+    );
+    conflict(
+        store,
+        store.save(&key, b"x", Some(v2)).await,
+        "save with the version of the deleted record",
+    );
+    let loaded = ok(store, store.load(&key).await, "load");
+    assert_eq!(
+        loaded.map(|l| l.version),
+        Some(v3),
+        "[{}] re-created record",
+        store.backend()
+    );
+}
+
+/// Keys with SQL, `LIKE` and glob metacharacters, quotes, unicode and 200 bytes round-trip
+/// and list.
+pub async fn check_odd_keys<S: SessionStore + ?Sized>(store: &S) {
+    let ns = ns("odd_keys");
+    let mut keys: Vec<String> = [
+        "'",
+        "''",
+        "\"",
+        "`",
+        "'; DROP TABLE sessions; --",
+        "%",
+        "_",
+        "a%b",
+        "a_b",
+        "*",
+        "?",
+        "[",
+        "]",
+        "[a-z]",
+        "\\",
+        "a\\b",
+        "\\%",
+        "!",
+        "!%",
+        "{table}",
+        "ключ",
+        "鍵",
+        "🦀🎭",
+        "e\u{301}",
+        "tab\there",
+        "line\nbreak",
+        "a",
+        "a ",
+        " a",
+        "A",
+        "x:y:z",
+    ]
+    .iter()
+    .map(|k| format!("{ns}{k}"))
+    .collect();
+    keys.push(format!("{ns}{}", "k".repeat(200 - ns.len())));
+    assert_eq!(keys.last().map(String::len), Some(200));
+    let mut versions = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let bytes = format!("value of key {i}");
+        versions.push(ok(
+            store,
+            store.save(key, bytes.as_bytes(), None).await,
+            &format!("insert {key:?}"),
+        ));
+    }
+    for (i, key) in keys.iter().enumerate() {
+        let loaded = ok(store, store.load(key).await, &format!("load {key:?}"));
+        assert_eq!(
+            loaded.map(|l| (l.bytes, l.version)),
+            Some((format!("value of key {i}").into_bytes(), versions[i])),
+            "[{}] key {key:?} did not round-trip (or collided with another key)",
+            store.backend()
+        );
+    }
+    let all = listed(store, ListFilter::prefix(&ns)).await;
+    assert_eq!(
+        all,
+        set(keys.iter().cloned()),
+        "[{}] list of odd keys",
+        store.backend()
+    );
+    for key in &keys {
+        let found = listed(store, ListFilter::prefix(key.as_str())).await;
+        assert!(
+            found.contains(key),
+            "[{}] list with prefix {key:?} misses the key itself",
+            store.backend()
+        );
+        assert!(
+            found.iter().all(|k| k.starts_with(key.as_str())),
+            "[{}] list with prefix {key:?} gave keys without that prefix: {found:?}",
+            store.backend()
+        );
+    }
+    // Update and delete go through the same key handling.
+    let key = &keys[4];
+    let v = ok(
+        store,
+        store.save(key, b"updated", Some(versions[4])).await,
+        "update an odd key",
+    );
+    ok(store, store.delete(key, v).await, "delete an odd key");
+    assert_eq!(
+        ok(store, store.load(key).await, "load"),
+        None,
+        "[{}] odd key delete",
+        store.backend()
+    );
+}
+
+/// Binary payloads (all 256 byte values), the empty payload and 64 KiB round-trip.
+pub async fn check_odd_payloads<S: SessionStore + ?Sized>(store: &S) {
+    let ns = ns("payloads");
+    let all_bytes: Vec<u8> = (0..=255).collect();
+    let big: Vec<u8> = (0..64 * 1024)
+        .map(|i: u32| (i.wrapping_mul(31) % 251) as u8)
+        .collect();
+    let nul_heavy = vec![0_u8; 1000];
+    let json = br#"{"q":"it's \"quoted\"","u":"\u00e9\ud83e\udd80"}"#.to_vec();
+    let payloads: [(&str, Vec<u8>); 5] = [
+        ("all_bytes", all_bytes),
+        ("empty", Vec::new()),
+        ("64KiB", big),
+        ("zeros", nul_heavy),
+        ("json", json),
+    ];
+    for (name, bytes) in &payloads {
+        let key = format!("{ns}{name}");
+        let v = ok(
+            store,
+            store.save(&key, bytes, None).await,
+            &format!("insert the {name} payload"),
+        );
+        let loaded = ok(store, store.load(&key).await, "load");
+        let loaded = loaded
+            .unwrap_or_else(|| panic!("[{}] the {name} payload loaded as None", store.backend()));
+        assert!(
+            loaded.bytes == *bytes,
+            "[{}] the {name} payload did not round-trip",
+            store.backend()
+        );
+        assert_eq!(loaded.version, v, "[{}] {name}", store.backend());
+    }
+    // Shrinking a big record to nothing and growing it back.
+    let key = format!("{ns}64KiB");
+    let v = ok(store, store.load(&key).await, "load").map(|l| l.version);
+    let v = ok(store, store.save(&key, b"", v).await, "shrink to empty");
+    let loaded = ok(store, store.load(&key).await, "load");
+    assert_eq!(
+        loaded.map(|l| l.bytes),
+        Some(Vec::new()),
+        "[{}] shrink to empty",
+        store.backend()
+    );
+    ok(
+        store,
+        store.save(&key, &payloads[2].1, Some(v)).await,
+        "grow back",
+    );
+}
+
+/// `list` returns exactly the live keys with a prefix (`%`, `_`, `*`, `?`, `[` literal,
+/// case-sensitive) and honours `limit`.
+pub async fn check_list<S: SessionStore + ?Sized>(store: &S) {
+    let ns = ns("list");
+    let names = [
+        "user/1",
+        "user/2",
+        "user/10",
+        "usex/1",
+        "USER/1",
+        "user%/1",
+        "user_/1",
+        "userX/1",
+        "user*/1",
+        "user?/1",
+        "user[/1",
+        "userab/1",
+        "user\\/1",
+        "deleted/1",
+    ];
+    let mut deleted = None;
+    for name in names {
+        let key = format!("{ns}{name}");
+        let v = ok(
+            store,
+            store.save(&key, name.as_bytes(), None).await,
+            &format!("insert {key:?}"),
+        );
+        if name == "deleted/1" {
+            deleted = Some((key, v));
+        }
+    }
+    if let Some((key, v)) = deleted {
+        ok(store, store.delete(&key, v).await, "delete");
+    }
+    let keys = |names: &[&str]| set(names.iter().map(|n| format!("{ns}{n}")));
+    let cases: [(&str, &[&str]); 9] = [
+        ("user/", &["user/1", "user/2", "user/10"]),
+        ("user/1", &["user/1", "user/10"]),
+        ("user%", &["user%/1"]),
+        ("user_", &["user_/1"]),
+        ("user*", &["user*/1"]),
+        ("user?", &["user?/1"]),
+        ("user[", &["user[/1"]),
+        ("user\\", &["user\\/1"]),
+        ("USER", &["USER/1"]),
+    ];
+    for (prefix, expected) in cases {
+        let got = listed(store, ListFilter::prefix(format!("{ns}{prefix}"))).await;
+        assert_eq!(
+            got,
+            keys(expected),
+            "[{}] list with prefix {prefix:?}",
+            store.backend()
+        );
+    }
+    let all = listed(store, ListFilter::prefix(&ns)).await;
+    let live: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| *n != "deleted/1")
+        .collect();
+    assert_eq!(
+        all,
+        keys(&live),
+        "[{}] list of the whole namespace",
+        store.backend()
+    );
+
+    let user = keys(&["user/1", "user/2", "user/10"]);
+    for limit in [0, 1, 2, 3, 100] {
+        let got = listed(store, ListFilter::prefix(format!("{ns}user/")).limit(limit)).await;
+        assert_eq!(
+            got.len(),
+            limit.min(3),
+            "[{}] list with limit {limit}",
+            store.backend()
+        );
+        assert!(
+            got.is_subset(&user),
+            "[{}] list with limit {limit} gave {got:?}",
+            store.backend()
+        );
+    }
+    let nothing = listed(store, ListFilter::prefix(format!("{ns}zzz"))).await;
+    assert!(
+        nothing.is_empty(),
+        "[{}] list of a prefix with no keys gave {nothing:?}",
+        store.backend()
+    );
+}
+
+/// 32 tasks save over the same version at once: exactly one wins, the others conflict.
+/// The same for 32 concurrent inserts of one new key.
+pub async fn check_concurrent_cas<S: SessionStore + Clone>(store: &S) {
+    const TASKS: usize = 32;
+    let ns = ns("cas");
+    for insert in [false, true] {
+        let key = format!("{ns}{}", if insert { "insert" } else { "update" });
+        let base = if insert {
+            None
+        } else {
+            Some(ok(store, store.save(&key, b"base", None).await, "insert"))
+        };
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(TASKS));
+        let mut handles = Vec::new();
+        for i in 0..TASKS {
+            let store = store.clone();
+            let key = key.clone();
+            let barrier = std::sync::Arc::clone(&barrier);
+            handles.push(tokio::spawn(async move {
+                barrier.wait().await;
+                let bytes = format!("task {i}");
+                (i, store.save(&key, bytes.as_bytes(), base).await)
+            }));
+        }
+        let mut winners = Vec::new();
+        for handle in handles {
+            let (i, result) = handle
+                .await
+                .unwrap_or_else(|e| panic!("a task panicked: {e}"));
+            match result {
+                Ok(v) => winners.push((i, v)),
+                Err(e) if e.is_conflict() => {}
+                Err(e) => {
+                    panic!(
+                        "[{}] concurrent save {i}: unexpected error {e:?}",
+                        store.backend()
+                    )
+                }
+            }
+        }
+        let what = if insert {
+            "insert of one new key"
+        } else {
+            "save over one version"
+        };
+        assert_eq!(
+            winners.len(),
+            1,
+            "[{}] {TASKS} concurrent tasks tried a {what}: {} won, exactly one must",
+            store.backend(),
+            winners.len()
+        );
+        let (i, v) = winners[0];
+        let loaded = ok(store, store.load(&key).await, "load");
+        assert_eq!(
+            loaded.map(|l| (l.bytes, l.version)),
+            Some((format!("task {i}").into_bytes(), v)),
+            "[{}] the stored record is not the winner's",
+            store.backend()
+        );
+    }
+}
+
+/// 10 tasks × 20 increments of one counter, each a load + save retried on conflict,
+/// end at exactly 200.
+pub async fn check_concurrent_counter<S: SessionStore + Clone>(store: &S) {
+    const TASKS: usize = 10;
+    const PER_TASK: usize = 20;
+    let key = format!("{}counter", ns("counter"));
+    let mut handles = Vec::new();
+    for _ in 0..TASKS {
+        let store = store.clone();
+        let key = key.clone();
+        handles.push(tokio::spawn(async move {
+            let mut attempts = 0_usize;
+            for _ in 0..PER_TASK {
+                loop {
+                    attempts += 1;
+                    assert!(
+                        attempts < 100_000,
+                        "[{}] counter: too many conflicts, is progress possible?",
+                        store.backend()
+                    );
+                    let loaded = ok(&store, store.load(&key).await, "counter load");
+                    let (n, version) = match loaded {
+                        None => (0_u64, None),
+                        Some(l) => {
+                            let text = String::from_utf8(l.bytes).unwrap_or_default();
+                            let n = text.parse::<u64>().unwrap_or_else(|_| {
+                                panic!("[{}] counter holds {text:?}", store.backend())
+                            });
+                            (n, Some(l.version))
+                        }
+                    };
+                    match store
+                        .save(&key, (n + 1).to_string().as_bytes(), version)
+                        .await
+                    {
+                        Ok(_) => break,
+                        Err(e) if e.is_conflict() => tokio::task::yield_now().await,
+                        Err(e) => {
+                            panic!("[{}] counter save: unexpected error {e:?}", store.backend())
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    for handle in handles {
+        handle
+            .await
+            .unwrap_or_else(|e| panic!("a counter task panicked: {e}"));
+    }
+    let loaded = ok(store, store.load(&key).await, "load").map(|l| l.bytes);
+    assert_eq!(
+        loaded,
+        Some((TASKS * PER_TASK).to_string().into_bytes()),
+        "[{}] {} increments with compare-and-set did not add up (lost updates)",
+        store.backend(),
+        TASKS * PER_TASK
+    );
+}
+
+/// TTL on a virtual clock. `store` must have been built with `ttl` (≥ 10 ms) and read
+/// its time from `clock`; the check moves `clock` forward.
+///
+/// A record lives `ttl` after its *last* save; once expired it does not load or list,
+/// a save with its old version conflicts, a new insert succeeds, and deleting it with
+/// any version succeeds.
+pub async fn check_ttl<S: SessionStore + ?Sized>(store: &S, clock: &ManualClock, ttl: Duration) {
+    assert!(
+        ttl >= Duration::from_millis(10),
+        "check_ttl needs a ttl of at least 10 ms"
+    );
+    let almost = ttl - Duration::from_millis(1);
+    let ns = ns("ttl");
+    let key = format!("{ns}k");
+    let other = format!("{ns}other");
+    let v1 = ok(store, store.save(&key, b"one", None).await, "insert");
+    let o1 = ok(store, store.save(&other, b"other", None).await, "insert");
+    clock.advance(almost);
+    assert!(
+        ok(store, store.load(&key).await, "load").is_some(),
+        "[{}] expired before its ttl",
+        store.backend()
+    );
+    let v2 = ok(
+        store,
+        store.save(&key, b"two", Some(v1)).await,
+        "save before expiry",
+    );
+    clock.advance(almost);
+    // `key` was saved `almost` ago, `other` 2 × `almost` ago.
+    let loaded = ok(store, store.load(&key).await, "load");
+    assert_eq!(
+        loaded.map(|l| l.version),
+        Some(v2),
+        "[{}] a save did not restart the ttl",
+        store.backend()
+    );
+    assert_eq!(
+        ok(store, store.load(&other).await, "load"),
+        None,
+        "[{}] a record outlived its ttl",
+        store.backend()
+    );
+    assert_eq!(
+        listed(store, ListFilter::prefix(&ns)).await,
+        set([key.clone()]),
+        "[{}] list shows an expired record",
+        store.backend()
+    );
+    ok(
+        store,
+        store.delete(&other, o1).await,
+        "delete of an expired record with its version",
+    );
+    clock.advance(Duration::from_millis(2));
+    assert_eq!(
+        ok(store, store.load(&key).await, "load"),
+        None,
+        "[{}] ttl after update",
+        store.backend()
+    );
+    assert!(
+        listed(store, ListFilter::prefix(&ns)).await.is_empty(),
+        "[{}] list after expiry",
+        store.backend()
+    );
+    conflict(
+        store,
+        store.save(&key, b"late", Some(v2)).await,
+        "save with the version of an expired record",
+    );
+    ok(
+        store,
+        store.delete(&key, Version(v2.0 ^ 1)).await,
+        "delete of an expired record with another version",
+    );
+    let v3 = ok(
+        store,
+        store.save(&key, b"three", None).await,
+        "insert over an expired record",
+    );
+    let loaded = ok(store, store.load(&key).await, "load");
+    assert_eq!(
+        loaded.map(|l| (l.bytes, l.version)),
+        Some((b"three".to_vec(), v3)),
+        "[{}] a record re-created after expiry",
+        store.backend()
+    );
+    // An expired record that was never loaded is overwritten by an insert too.
+    let lazy = format!("{ns}lazy");
+    ok(store, store.save(&lazy, b"old", None).await, "insert");
+    clock.advance(ttl + Duration::from_millis(1));
+    ok(
+        store,
+        store.save(&lazy, b"new", None).await,
+        "insert over an expired record never loaded",
+    );
+    let loaded = ok(store, store.load(&lazy).await, "load").map(|l| l.bytes);
+    assert_eq!(
+        loaded,
+        Some(b"new".to_vec()),
+        "[{}] insert over expired",
+        store.backend()
+    );
+}
+
+/// TTL on the server's own clock (e.g. Redis `PEXPIRE`). `store` must have been built
+/// with `ttl` (between 100 ms and 10 s); the check sleeps about `ttl` plus up to 5 s.
+pub async fn check_ttl_real_time<S: SessionStore + ?Sized>(store: &S, ttl: Duration) {
+    assert!(
+        ttl >= Duration::from_millis(100) && ttl <= Duration::from_secs(10),
+        "check_ttl_real_time needs a ttl between 100 ms and 10 s"
+    );
+    let ns = ns("ttl_real_time");
+    let key = format!("{ns}k");
+    let saved_at = Instant::now();
+    let v1 = ok(store, store.save(&key, b"one", None).await, "insert");
+    let loaded = ok(store, store.load(&key).await, "load");
+    if saved_at.elapsed() < ttl / 2 {
+        assert!(
+            loaded.is_some(),
+            "[{}] a record expired long before its ttl",
+            store.backend()
+        );
+        assert_eq!(
+            listed(store, ListFilter::prefix(&ns)).await,
+            set([key.clone()]),
+            "list"
+        );
+    }
+    tokio::time::sleep(ttl).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ok(store, store.load(&key).await, "load").is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "[{}] a record with a ttl of {ttl:?} still loads after {:?}",
+            store.backend(),
+            saved_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        listed(store, ListFilter::prefix(&ns)).await.is_empty(),
+        "[{}] list after expiry",
+        store.backend()
+    );
+    conflict(
+        store,
+        store.save(&key, b"late", Some(v1)).await,
+        "save with the version of an expired record",
+    );
+    ok(
+        store,
+        store.delete(&key, v1).await,
+        "delete of an expired record",
+    );
+    ok(
+        store,
+        store.save(&key, b"two", None).await,
+        "insert over an expired record",
+    );
+}
+
+/// Two store instances (two pools, two connections) on one backend see each other's
+/// versions: a stale save or delete on one after a save on the other conflicts.
+pub async fn check_shared<A: SessionStore + ?Sized, B: SessionStore + ?Sized>(a: &A, b: &B) {
+    let key = format!("{}k", ns("shared"));
+    let v1 = ok(a, a.save(&key, b"from a", None).await, "insert on a");
+    let loaded = ok(b, b.load(&key).await, "load on b");
+    assert_eq!(
+        loaded.map(|l| (l.bytes, l.version)),
+        Some((b"from a".to_vec(), v1)),
+        "[{}] the second instance does not see the first one's record",
+        b.backend()
+    );
+    conflict(
+        b,
+        b.save(&key, b"insert on b", None).await,
+        "insert on b over a's record",
+    );
+    let v2 = ok(b, b.save(&key, b"from b", Some(v1)).await, "update on b");
+    conflict(
+        a,
+        a.save(&key, b"stale on a", Some(v1)).await,
+        "stale save on a after b saved",
+    );
+    conflict(
+        a,
+        a.delete(&key, v1).await,
+        "stale delete on a after b saved",
+    );
+    let loaded = ok(a, a.load(&key).await, "load on a");
+    assert_eq!(
+        loaded.map(|l| l.version),
+        Some(v2),
+        "[{}] a does not see b's version",
+        a.backend()
+    );
+    ok(a, a.delete(&key, v2).await, "delete on a");
+    assert_eq!(
+        ok(b, b.load(&key).await, "load on b"),
+        None,
+        "[{}] b still sees a deleted record",
+        b.backend()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::store::{Loaded, MemoryStore};
+
+    /// A broken store: `save` ignores the expected version (last writer wins) and `list`
+    /// ignores `limit`.
+    #[derive(Debug, Clone, Default)]
+    struct Broken(MemoryStore);
+
+    #[async_trait]
+    impl SessionStore for Broken {
+        fn backend(&self) -> &'static str {
+            "broken"
+        }
+        async fn load(&self, key: &str) -> Result<Option<Loaded>> {
+            self.0.load(key).await
+        }
+        async fn save(&self, key: &str, bytes: &[u8], _: Option<Version>) -> Result<Version> {
+            loop {
+                let current = self.0.load(key).await?.map(|l| l.version);
+                match self.0.save(key, bytes, current).await {
+                    Err(e) if e.is_conflict() => continue,
+                    other => return other,
+                }
+            }
+        }
+        async fn delete(&self, key: &str, expected: Version) -> Result<()> {
+            self.0.delete(key, expected).await
+        }
+        async fn list(&self, filter: &ListFilter) -> Result<Vec<String>> {
+            self.0
+                .list(&ListFilter::prefix(filter.prefix.clone()))
+                .await
+        }
+    }
+
+    async fn fails<F: std::future::Future<Output = ()> + Send + 'static>(check: F) -> bool {
+        tokio::spawn(check).await.is_err_and(|e| e.is_panic())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_suite_catches_a_broken_store() {
+        assert!(fails(async { check_stale_save_conflicts(&Broken::default()).await }).await);
+        assert!(fails(async { check_insert_if_absent_conflicts(&Broken::default()).await }).await);
+        assert!(fails(async { check_concurrent_cas(&Broken::default()).await }).await);
+        assert!(fails(async { check_list(&Broken::default()).await }).await);
+        // What it does right still passes.
+        check_round_trip(&Broken::default()).await;
+        check_odd_payloads(&Broken::default()).await;
+    }
+}

@@ -1,0 +1,29 @@
+//! The conformance suite on [`MemoryStore`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use stagecraft::clock::ManualClock;
+use stagecraft::store::MemoryStore;
+use stagecraft::testing::conformance;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance() {
+    conformance::run_all(MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn ttl_on_a_virtual_clock() {
+    let clock = ManualClock::at_secs(1_700_000_000);
+    let ttl = Duration::from_secs(300);
+    let store = MemoryStore::new()
+        .with_ttl(ttl)
+        .with_clock(Arc::new(clock.clone()));
+    conformance::check_ttl(&store, &clock, ttl).await;
+}
+
+#[tokio::test]
+async fn clones_share_records() {
+    let store = MemoryStore::new();
+    conformance::check_shared(&store, &store.clone()).await;
+}

@@ -1,0 +1,141 @@
+//! The conformance suite on [`MySqlStore`] (MySQL or MariaDB), against `STAGECRAFT_MYSQL_URL`.
+//!
+//! Unset: the server test prints one `skipped:` line and passes. Set but the server does
+//! not answer: it fails. Each run uses its own table and drops it at the end.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use stagecraft::Error;
+use stagecraft::clock::ManualClock;
+use stagecraft::store::sqlx::mysql::{MySqlPool, MySqlPoolOptions};
+use stagecraft::store::{MySqlStore, SessionStore};
+use stagecraft::testing::conformance;
+
+const VAR: &str = "STAGECRAFT_MYSQL_URL";
+
+fn url() -> Option<String> {
+    match std::env::var(VAR) {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            println!("skipped: {VAR} is not set");
+            None
+        }
+    }
+}
+
+fn unique_table() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    format!("stagecraft_test_{:016x}", h.finish())
+}
+
+async fn connect_pool(url: &str) -> MySqlPool {
+    MySqlPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("{VAR} is set but the server does not answer: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mysql_store() {
+    let Some(url) = url() else { return };
+    let pool = connect_pool(&url).await;
+    let table = unique_table();
+    let store = MySqlStore::new(pool.clone())
+        .with_table(&table)
+        .expect("table name");
+    store.migrate().await.expect("migrate");
+    store.migrate().await.expect("migrate again (idempotent)");
+
+    let body = tokio::spawn({
+        let store = store.clone();
+        let table = table.clone();
+        async move {
+            conformance::run_all(store.clone()).await;
+
+            // The key column holds 1024 bytes; longer keys are refused, never truncated.
+            let long = "k".repeat(1025);
+            let err = store
+                .save(&long, b"x", None)
+                .await
+                .expect_err("a 1025-byte key");
+            assert!(err.is_store(), "expected Error::Store, got {err:?}");
+            let max = "k".repeat(1024);
+            let v = store.save(&max, b"x", None).await.expect("a 1024-byte key");
+            assert_eq!(
+                store.load(&max).await.expect("load").map(|l| l.version),
+                Some(v)
+            );
+
+            let clock = ManualClock::at_secs(1_700_000_000);
+            let ttl = Duration::from_secs(300);
+            let ttl_store = store
+                .clone()
+                .with_ttl(ttl)
+                .with_clock(Arc::new(clock.clone()));
+            conformance::check_ttl(&ttl_store, &clock, ttl).await;
+            clock.advance(ttl + Duration::from_millis(1));
+            assert!(ttl_store.purge_expired().await.expect("purge") >= 1);
+            assert_eq!(ttl_store.purge_expired().await.expect("purge"), 0);
+
+            let other_pool = connect_pool(&url).await;
+            let other = MySqlStore::new(other_pool.clone())
+                .with_table(&table)
+                .expect("table");
+            conformance::check_shared(&store, &other).await;
+            other_pool.close().await;
+        }
+    });
+    let result = body.await;
+    stagecraft::store::sqlx::raw_sql(&format!("DROP TABLE IF EXISTS `{table}`"))
+        .execute(&pool)
+        .await
+        .expect("drop the test table");
+    pool.close().await;
+    if let Err(e) = result {
+        if e.is_panic() {
+            std::panic::resume_unwind(e.into_panic());
+        }
+        panic!("test body: {e}");
+    }
+}
+
+#[tokio::test]
+async fn rejects_bad_table_names() {
+    let pool = MySqlPoolOptions::new()
+        .connect_lazy("mysql://nobody@127.0.0.1:1/none")
+        .expect("pool");
+    for bad in [
+        "x; DROP TABLE y",
+        "",
+        "9lives",
+        "a.b",
+        "a\"b",
+        &"t".repeat(64),
+    ] {
+        let result = MySqlStore::new(pool.clone()).with_table(bad);
+        assert!(
+            matches!(result, Err(Error::Config(_))),
+            "table {bad:?} was accepted"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unreachable_server_is_a_store_error() {
+    let pool = MySqlPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_lazy("mysql://root@127.0.0.1:1/test")
+        .expect("pool");
+    let store = MySqlStore::new(pool);
+    let err = store.load("k").await.expect_err("load from a closed port");
+    assert!(err.is_store(), "expected Error::Store, got {err:?}");
+    let err = store.migrate().await.expect_err("migrate on a closed port");
+    assert!(err.is_store(), "expected Error::Store, got {err:?}");
+    let err = MySqlStore::connect("not a url").await.expect_err("bad url");
+    assert!(err.is_store(), "expected Error::Store, got {err:?}");
+}

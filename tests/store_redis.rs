@@ -1,0 +1,138 @@
+//! The conformance suite on [`RedisStore`], against `STAGECRAFT_REDIS_URL`.
+//!
+//! Unset: the server test prints one `skipped:` line and passes. Set but the server does
+//! not answer: it fails. Each run uses its own key prefix and deletes its keys at the end.
+
+use std::time::Duration;
+
+use stagecraft::Error;
+use stagecraft::store::RedisStore;
+use stagecraft::testing::conformance;
+
+const VAR: &str = "STAGECRAFT_REDIS_URL";
+
+fn url() -> Option<String> {
+    match std::env::var(VAR) {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            println!("skipped: {VAR} is not set");
+            None
+        }
+    }
+}
+
+fn unique_prefix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    format!("stagecraft_test_{:016x}:", h.finish())
+}
+
+async fn connect(url: &str, prefix: &str) -> RedisStore {
+    RedisStore::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("{VAR} is set but the server does not answer: {e:?}"))
+        .with_prefix(prefix)
+        .expect("prefix")
+}
+
+/// Deletes every key under `prefix`; returns how many.
+async fn clean(store: &RedisStore, prefix: &str) -> usize {
+    let mut conn = store.connection().clone();
+    let mut cursor: u64 = 0;
+    let mut deleted = 0;
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) = stagecraft::store::redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+            .expect("scan");
+        if !keys.is_empty() {
+            let n: usize = stagecraft::store::redis::cmd("DEL")
+                .arg(&keys)
+                .query_async(&mut conn)
+                .await
+                .expect("del");
+            deleted += n;
+        }
+        if next == 0 {
+            return deleted;
+        }
+        cursor = next;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_store() {
+    let Some(url) = url() else { return };
+    let prefix = unique_prefix();
+    let store = connect(&url, &prefix).await;
+    assert_eq!(store.prefix(), prefix);
+
+    let body = tokio::spawn({
+        let store = store.clone();
+        let prefix = prefix.clone();
+        async move {
+            conformance::run_all(store.clone()).await;
+
+            let ttl_store = store.clone().with_ttl(Duration::from_millis(1200));
+            conformance::check_ttl_real_time(&ttl_store, Duration::from_millis(1200)).await;
+
+            let other = connect(&url, &prefix).await;
+            conformance::check_shared(&store, &other).await;
+
+            // Another prefix is another namespace.
+            let elsewhere = connect(&url, &format!("{prefix}elsewhere:")).await;
+            store.save("ns-check", b"x", None).await.expect("save");
+            assert_eq!(elsewhere.load("ns-check").await.expect("load"), None);
+            let listed = elsewhere.list(&Default::default()).await.expect("list");
+            assert!(
+                listed.is_empty(),
+                "a prefixed store listed foreign keys: {listed:?}"
+            );
+        }
+    });
+    let result = body.await;
+    let deleted = clean(&store, &prefix).await;
+    assert!(
+        deleted > 0 || result.is_err(),
+        "the test wrote no keys under its prefix"
+    );
+    if let Err(e) = result {
+        if e.is_panic() {
+            std::panic::resume_unwind(e.into_panic());
+        }
+        panic!("test body: {e}");
+    }
+}
+
+use stagecraft::store::SessionStore;
+
+#[tokio::test]
+async fn unreachable_server_is_a_store_error() {
+    let err = RedisStore::connect("redis://127.0.0.1:1")
+        .await
+        .expect_err("connect to a closed port");
+    assert!(err.is_store(), "expected Error::Store, got {err:?}");
+    let err = RedisStore::connect("not a url").await.expect_err("bad url");
+    assert!(err.is_store(), "expected Error::Store, got {err:?}");
+}
+
+#[tokio::test]
+async fn rejects_bad_prefixes() {
+    let Some(url) = std::env::var(VAR).ok().filter(|u| !u.trim().is_empty()) else {
+        return;
+    };
+    let store = connect(&url, "stagecraft:").await;
+    for bad in ["a b", "a*", "a?", "[a]", "a\\", "tab\t", &"p".repeat(65)] {
+        let result = store.clone().with_prefix(bad);
+        assert!(
+            matches!(result, Err(Error::Config(_))),
+            "prefix {bad:?} was accepted"
+        );
+    }
+}

@@ -1,0 +1,170 @@
+//! The conformance suite and SQLite-specific checks on [`SqliteStore`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use stagecraft::Error;
+use stagecraft::clock::ManualClock;
+use stagecraft::store::sqlx::sqlite::SqlitePoolOptions;
+use stagecraft::store::{Durability, SessionStore, SqliteOptions, SqliteStore};
+use stagecraft::testing::conformance;
+
+/// A unique database path in the temp dir, removed (with its WAL files) on drop.
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new(tag: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let name = format!("stagecraft-{tag}-{}-{nanos}.db", std::process::id());
+        Self(std::env::temp_dir().join(name))
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut path = self.0.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_on_a_file() {
+    let db = TempDb::new("conformance");
+    let store = SqliteStore::open(&db.0).await.expect("open");
+    conformance::run_all(store.clone()).await;
+    store.pool().close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_in_memory() {
+    let store = SqliteStore::open("sqlite::memory:").await.expect("open");
+    conformance::run_all(store).await;
+}
+
+#[tokio::test]
+async fn ttl_on_a_virtual_clock_and_purge() {
+    let db = TempDb::new("ttl");
+    let clock = ManualClock::at_secs(1_700_000_000);
+    let ttl = Duration::from_secs(300);
+    let store = SqliteStore::open(&db.0)
+        .await
+        .expect("open")
+        .with_ttl(ttl)
+        .with_clock(Arc::new(clock.clone()));
+    conformance::check_ttl(&store, &clock, ttl).await;
+
+    // Let everything check_ttl left expire, and purge it.
+    clock.advance(ttl + Duration::from_millis(1));
+    assert!(store.purge_expired().await.expect("purge") >= 1);
+    for i in 0..3 {
+        store
+            .save(&format!("purge/{i}"), b"x", None)
+            .await
+            .expect("save");
+    }
+    assert_eq!(
+        store.purge_expired().await.expect("purge"),
+        0,
+        "purged live rows"
+    );
+    clock.advance(ttl + Duration::from_millis(1));
+    assert_eq!(store.purge_expired().await.expect("purge"), 3);
+    let rows: i64 =
+        stagecraft::store::sqlx::query_scalar("SELECT COUNT(*) FROM stagecraft_sessions")
+            .fetch_one(store.pool())
+            .await
+            .expect("count");
+    assert_eq!(rows, 0, "purge_expired left expired rows");
+    store.pool().close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_pools_on_one_file() {
+    let db = TempDb::new("shared");
+    let a = SqliteStore::open(&db.0).await.expect("open a");
+    let b = SqliteStore::open(&db.0).await.expect("open b");
+    conformance::check_shared(&a, &b).await;
+    a.pool().close().await;
+    b.pool().close().await;
+}
+
+#[tokio::test]
+async fn options_table_and_durability() {
+    let db = TempDb::new("options");
+    let options = SqliteOptions::new()
+        .durability(Durability::Full)
+        .table("bot_sessions");
+    let store = SqliteStore::open_with(&db.0, options).await.expect("open");
+    assert_eq!(store.table(), "bot_sessions");
+    let sync: i64 = stagecraft::store::sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(store.pool())
+        .await
+        .expect("pragma");
+    assert_eq!(sync, 2, "Durability::Full is synchronous = FULL");
+    let mode: String = stagecraft::store::sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(store.pool())
+        .await
+        .expect("pragma");
+    assert_eq!(mode, "wal");
+    store.migrate().await.expect("migrate is idempotent");
+    let v = store.save("k", b"v", None).await.expect("save");
+    assert_eq!(
+        store.load("k").await.expect("load").map(|l| l.version),
+        Some(v)
+    );
+    store.pool().close().await;
+
+    let default = SqliteStore::open(&db.0).await.expect("open");
+    let sync: i64 = stagecraft::store::sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(default.pool())
+        .await
+        .expect("pragma");
+    assert_eq!(sync, 1, "the default is synchronous = NORMAL");
+    default.pool().close().await;
+}
+
+#[tokio::test]
+async fn rejects_bad_table_names() {
+    let pool = SqlitePoolOptions::new()
+        .connect_lazy("sqlite::memory:")
+        .expect("pool");
+    for bad in [
+        "x; DROP TABLE y",
+        "",
+        "1abc",
+        "a-b",
+        "a\"b",
+        &"t".repeat(64),
+    ] {
+        let result = SqliteStore::new(pool.clone()).with_table(bad);
+        assert!(
+            matches!(result, Err(Error::Config(_))),
+            "table {bad:?} was accepted"
+        );
+    }
+    let result = SqliteStore::open_with(
+        "sqlite::memory:",
+        SqliteOptions::new().table("x; DROP TABLE y"),
+    )
+    .await;
+    assert!(matches!(result, Err(Error::Config(_))));
+    assert!(SqliteStore::new(pool).with_table("Good_name_2").is_ok());
+}
+
+#[tokio::test]
+async fn unopenable_file_is_a_store_error() {
+    let path = std::env::temp_dir()
+        .join("stagecraft-no-such-dir")
+        .join("x")
+        .join("bot.db");
+    match SqliteStore::open(&path).await {
+        Err(e) => assert!(e.is_store(), "expected Error::Store, got {e:?}"),
+        Ok(_) => panic!("opened a database in a directory that does not exist"),
+    }
+}
