@@ -44,6 +44,60 @@ fn stores(test: &str) -> Vec<(String, Vec<String>)> {
     v
 }
 
+/// Drops what a test left in a store: the SQLite file, the PostgreSQL table, the Redis keys.
+fn cleanup(store: &(String, Vec<String>)) {
+    let (spec, extra) = store;
+    if let Some(path) = spec.strip_prefix("sqlite:") {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{path}{suffix}"));
+        }
+        return;
+    }
+    let Some(ns) = extra.get(1).cloned() else {
+        return;
+    };
+    let spec = spec.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        #[cfg(feature = "postgres")]
+        if spec.starts_with("postgres") {
+            let store = stagecraft::store::PostgresStore::connect(&spec)
+                .await
+                .unwrap();
+            let sql = format!("DROP TABLE IF EXISTS \"{ns}\"");
+            stagecraft::store::sqlx::query(&sql)
+                .execute(store.pool())
+                .await
+                .unwrap();
+        }
+        #[cfg(feature = "redis")]
+        if spec.starts_with("redis") {
+            use stagecraft::store::SessionStore;
+            let store = stagecraft::store::RedisStore::connect(&spec)
+                .await
+                .unwrap()
+                .with_prefix(&format!("{ns}:"))
+                .unwrap();
+            let keys = store
+                .list(&stagecraft::store::ListFilter::default())
+                .await
+                .unwrap();
+            let mut conn = store.connection().clone();
+            for k in keys {
+                let _: () = stagecraft::store::redis::cmd("DEL")
+                    .arg(format!("{ns}:{k}"))
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+            }
+        }
+        let _ = (spec, ns);
+    });
+}
+
 fn replay(store: &(String, Vec<String>), extra: &[&str], input: &str) -> String {
     let mut child = Command::new(demo())
         .args(["--store", &store.0])
@@ -98,6 +152,7 @@ fn a_conversation_continues_in_a_second_process() {
             "store {}",
             store.0
         );
+        cleanup(&store);
     }
 }
 
@@ -136,6 +191,7 @@ fn a_conversation_survives_sigkill_between_two_updates() {
         let mut all = seen;
         all.extend(rest.lines().map(str::to_owned));
         assert_eq!(all, expected, "store {}", store.0);
+        cleanup(&store);
     }
 }
 
@@ -196,5 +252,6 @@ fn four_replicas_incrementing_one_session_lose_nothing() {
             "store {}",
             store.0
         );
+        cleanup(&store);
     }
 }
