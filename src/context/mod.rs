@@ -32,6 +32,8 @@ pub(crate) struct Inner<S, U> {
     pub(crate) state: Mutex<SessionState<S>>,
     pub(crate) outbox: Mutex<Vec<Outgoing>>,
     pub(crate) result: Mutex<Option<Box<dyn Any + Send>>>,
+    /// The clock, read once when the update started: one instant per update.
+    pub(crate) now_ms: i64,
 }
 
 pub(crate) struct SessionState<S> {
@@ -91,10 +93,11 @@ impl<S: SessionData, U: Update> Cx<S, U> {
             inner: Arc::new(Inner {
                 update,
                 key,
-                shared,
                 state: Mutex::new(SessionState::default()),
                 outbox: Mutex::new(Vec::new()),
                 result: Mutex::new(None),
+                now_ms: shared.clock.now_ms(),
+                shared,
             }),
         }
     }
@@ -380,10 +383,11 @@ impl<S: SessionData, U: Update> Cx<S, U> {
             .and_then(|v| v.downcast_ref::<T>())
     }
 
-    /// The stage's clock, in Unix seconds.
+    /// The time this update started, in Unix seconds (the clock is read once per
+    /// update, so every TTL decision of one update sees the same instant).
     #[must_use]
     pub fn now_s(&self) -> i64 {
-        self.inner.shared.clock.now_s()
+        self.inner.now_ms.div_euclid(1000)
     }
 
     /// Applies a transition now, as if a handler had returned it. The Telegraf-style

@@ -52,19 +52,47 @@ impl<U: Update> Key<U> {
     /// The key of `update`, or `None` when it has no session under this strategy.
     #[must_use]
     pub fn key(&self, update: &U) -> Option<String> {
+        let mut key = String::with_capacity(24);
         match self {
-            Self::UserInChat => Some(format!("{}:{}", update.user_id()?, update.chat_id()?)),
-            Self::Chat => Some(update.chat_id()?.to_string()),
-            Self::User => Some(update.user_id()?.to_string()),
-            Self::ChatThread => {
-                let chat = update.chat_id()?;
-                Some(match update.thread_id() {
-                    Some(t) => format!("{chat}:{t}"),
-                    None => chat.to_string(),
-                })
+            Self::UserInChat => {
+                let (user, chat) = (update.user_id()?, update.chat_id()?);
+                push_int(&mut key, user);
+                key.push(':');
+                push_int(&mut key, chat);
             }
-            Self::Custom(f) => f(update),
+            Self::Chat => push_int(&mut key, update.chat_id()?),
+            Self::User => push_int(&mut key, update.user_id()?),
+            Self::ChatThread => {
+                push_int(&mut key, update.chat_id()?);
+                if let Some(t) = update.thread_id() {
+                    key.push(':');
+                    push_int(&mut key, t);
+                }
+            }
+            Self::Custom(f) => return f(update),
         }
+        Some(key)
+    }
+}
+
+/// Appends the decimal form of `n` (the hot path of every update: no `fmt` machinery).
+fn push_int(s: &mut String, n: i64) {
+    if n < 0 {
+        s.push('-');
+    }
+    let mut v = n.unsigned_abs();
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for &b in &buf[i..] {
+        s.push(char::from(b));
     }
 }
 
@@ -96,5 +124,17 @@ impl<U> fmt::Debug for Key<U> {
             Self::ChatThread => "ChatThread",
             Self::Custom(_) => "Custom(..)",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn integers_format_like_display() {
+        for n in [0, 1, -1, 9, 10, -100_500, 1001, i64::MAX, i64::MIN] {
+            let mut s = String::new();
+            super::push_int(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
     }
 }

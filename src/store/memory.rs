@@ -191,6 +191,26 @@ impl SessionStore for MemoryStore {
     async fn save(&self, key: &str, bytes: &[u8], expected: Option<Version>) -> Result<Version> {
         let now = self.inner.clock.now_ms();
         let expires_at = self.expiry(now);
+        // Fast path: the record exists (no key allocation).
+        if let Some(mut e) = self.inner.map.get_mut(key) {
+            let current = (e.expires_at > now).then_some(e.version);
+            if current != expected {
+                return Err(Error::Conflict {
+                    key: key.to_owned(),
+                });
+            }
+            let version = current.map_or_else(Version::initial, Version::next);
+            if e.bytes.len() == bytes.len() {
+                e.bytes.copy_from_slice(bytes);
+            } else {
+                e.bytes = bytes.into();
+            }
+            e.version = version;
+            e.expires_at = expires_at;
+            drop(e);
+            self.note_write();
+            return Ok(version);
+        }
         let version = match self.inner.map.entry(Box::from(key)) {
             MapEntry::Occupied(mut o) => {
                 let live = o.get().expires_at > now;
