@@ -87,6 +87,10 @@ pub enum Error {
         /// The session key.
         key: String,
     },
+    /// The session was used after its update had been committed (a context kept beyond
+    /// its handler, e.g. in a spawned task).
+    #[error("this update is finished: its session was already committed")]
+    Finished,
     /// A configuration value was rejected.
     #[error("invalid configuration: {0}")]
     Config(String),

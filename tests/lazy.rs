@@ -128,3 +128,62 @@ async fn touched_policy_writes_on_read_like_telegraf() {
     );
     assert_eq!(store.saves.load(Ordering::SeqCst), 2, "untouched: no write");
 }
+
+/// The decoded-session cache never hides what another writer stored.
+#[tokio::test]
+async fn the_session_cache_sees_writes_from_elsewhere() {
+    let store = Arc::new(Counting::default());
+    let bot = bot(Arc::clone(&store), SavePolicy::Changed);
+    bot.handle(msg(1, "/inc")).await.unwrap();
+    // Another process rewrites the record (same length, other content).
+    let rec = store.inner.load("1:1").await.unwrap().unwrap();
+    let other = String::from_utf8(rec.bytes)
+        .unwrap()
+        .replace("\"n\":1", "\"n\":7");
+    store
+        .inner
+        .save("1:1", other.as_bytes(), Some(rec.version))
+        .await
+        .unwrap();
+    let replies = RecordingTransport::new();
+    let reader = Pipeline::<D>::builder()
+        .store_arc(Arc::clone(&store) as Arc<dyn SessionStore>)
+        .transport(replies.clone())
+        .command("read", |cx: C| async move {
+            let n = cx.session(|d| d.n)?;
+            cx.reply(n.to_string());
+            Ok(Outcome::Handled)
+        })
+        .build();
+    reader.handle(msg(2, "/read")).await.unwrap();
+    bot.handle(msg(3, "/inc")).await.unwrap();
+    reader.handle(msg(4, "/read")).await.unwrap();
+    assert_eq!(
+        replies.texts(),
+        ["7", "8"],
+        "the first pipeline's cache saw the foreign write"
+    );
+}
+
+/// A context kept beyond its update cannot touch the committed session.
+#[tokio::test]
+async fn a_context_used_after_its_update_is_finished() {
+    let kept: Arc<std::sync::Mutex<Option<C>>> = Arc::default();
+    let slot = Arc::clone(&kept);
+    let bot = Pipeline::<D>::builder()
+        .on_text(move |cx: C| {
+            let slot = Arc::clone(&slot);
+            async move {
+                cx.session_mut(|d| d.n += 1)?;
+                *slot.lock().unwrap() = Some(cx);
+                Ok(Outcome::Handled)
+            }
+        })
+        .build();
+    bot.handle(msg(1, "x")).await.unwrap();
+    let cx = kept.lock().unwrap().take().unwrap();
+    assert!(matches!(
+        cx.session_mut(|d| d.n += 1),
+        Err(stagecraft::Error::Finished)
+    ));
+}

@@ -127,6 +127,9 @@ async fn rule3_on_error_roll_back_writes_nothing_and_sends_nothing() {
     );
     assert_eq!(stored_count(&store, "3:3").await, 1);
     assert_eq!(replies.texts(), ["counted"]);
+    // The next update starts from the stored session, not from the rolled-back objects.
+    bot.handle(msg(3, 3, "ok")).await.unwrap();
+    assert_eq!(stored_count(&store, "3:3").await, 2);
 }
 
 /// A transport that checks, for each reply, that the session it speaks of is already stored.

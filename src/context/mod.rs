@@ -49,6 +49,8 @@ pub(crate) struct SessionState<S> {
     /// > 0 while leave hooks run: transitions are refused.
     pub(crate) leaving: usize,
     pub(crate) transitions: usize,
+    /// The update was committed: the session is gone from this context.
+    pub(crate) closed: bool,
 }
 
 impl<S> Default for SessionState<S> {
@@ -63,6 +65,7 @@ impl<S> Default for SessionState<S> {
             original: None,
             leaving: 0,
             transitions: 0,
+            closed: false,
         }
     }
 }
@@ -142,10 +145,20 @@ impl<S: SessionData, U: Update> Cx<S, U> {
             return Ok(());
         }
         if let Some(rec) = loaded {
-            match Codec::decode::<RecordOwned<S>>(&rec.bytes) {
-                Ok(r) => {
-                    st.data = Some(r.data);
-                    st.stack = r.scenes;
+            let cached = shared
+                .cache
+                .as_ref()
+                .and_then(|c| c.take(&key, rec.version, &rec.bytes));
+            let decoded = match cached {
+                Some(c) => Ok((c.data, c.stack)),
+                None => {
+                    Codec::decode::<RecordOwned<S>>(&rec.bytes).map(|r| (Some(r.data), r.scenes))
+                }
+            };
+            match decoded {
+                Ok((data, stack)) => {
+                    st.data = data;
+                    st.stack = stack;
                 }
                 Err(e) if shared.decode_policy == DecodePolicy::Reset => {
                     tracing::warn!(target: "stagecraft::session", key = %key, error = %e,
@@ -169,7 +182,8 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     /// Reads the session data. Creates it from the default factory when new.
     ///
     /// # Errors
-    /// [`Error::NoSession`] when the update has no session.
+    /// [`Error::NoSession`] when the update has no session; [`Error::Finished`] after the
+    /// update was committed (a clone of the context kept beyond its handler).
     pub fn session<R>(&self, f: impl FnOnce(&S) -> R) -> Result<R> {
         if !self.has_session() {
             return Err(Error::NoSession);
@@ -185,12 +199,15 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     /// Changes the session data. Creates it from the default factory when new.
     ///
     /// # Errors
-    /// [`Error::NoSession`] when the update has no session.
+    /// As [`session`](Self::session).
     pub fn session_mut<R>(&self, f: impl FnOnce(&mut S) -> R) -> Result<R> {
         if !self.has_session() {
             return Err(Error::NoSession);
         }
         let mut st = self.state();
+        if st.closed {
+            return Err(Error::Finished);
+        }
         st.touched = true;
         st.dirty = true;
         let data = st

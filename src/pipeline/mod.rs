@@ -20,13 +20,18 @@ use crate::clock::{Clock, SystemClock};
 use crate::context::Cx;
 use crate::error::{Error, Result};
 use crate::handler::{BoxFuture, Handler, HandlerResult, Matcher, Middleware, RouteBuilder};
-use crate::session::{DecodePolicy, ErrorPolicy, Key, RecordRef, SavePolicy, SessionData};
+use crate::session::{
+    Cached, DecodePolicy, ErrorPolicy, Key, RecordRef, SavePolicy, SessionCache, SessionData,
+};
 use crate::stage::{Outcome, Stage, run_routes};
 use crate::store::{Codec, MemoryStore, SessionStore};
 use crate::transport::{LogTransport, Transport};
 use crate::update::{TelegramUpdate, Update};
 
 use locks::KeyLocks;
+
+/// How many decoded sessions a pipeline keeps by default (see [`PipelineBuilder::session_cache`]).
+pub const DEFAULT_CACHE_CAPACITY: usize = 100_000;
 
 enum Link<S, U> {
     Middleware(Arc<dyn Middleware<S, U>>),
@@ -48,6 +53,7 @@ pub(crate) struct Shared<S, U> {
     pub(crate) save_policy: SavePolicy,
     pub(crate) max_attempts: usize,
     pub(crate) extensions: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    pub(crate) cache: Option<SessionCache<S>>,
     chain: Vec<Link<S, U>>,
     locks: KeyLocks,
 }
@@ -149,6 +155,7 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
                 save_policy: SavePolicy::Changed,
                 max_attempts: 3,
                 extensions: HashMap::new(),
+                cache: Some(SessionCache::new(DEFAULT_CACHE_CAPACITY)),
                 chain: Vec::new(),
                 locks: KeyLocks::default(),
             },
@@ -252,16 +259,23 @@ async fn run_update<S: SessionData, U: Update>(
     }
 }
 
-/// Writes the session back if it needs it.
+/// Writes the session back if it needs it, then hands the decoded session to the cache.
 async fn commit<S: SessionData, U: Update>(shared: &Shared<S, U>, cx: &Cx<S, U>) -> Result<()> {
-    let Some(key) = cx.key() else { return Ok(()) };
+    let Some(key) = cx.inner.key.clone() else {
+        return Ok(());
+    };
     let (bytes, expected) = {
         let mut st = cx.state();
+        st.closed = true;
         let needed = match shared.save_policy {
             SavePolicy::Touched => st.dirty || st.touched,
             _ => st.dirty,
         };
-        if !st.loaded || !needed {
+        if !st.loaded {
+            return Ok(());
+        }
+        if !needed {
+            keep_decoded(shared, &key, &mut st, None);
             return Ok(());
         }
         if st.data.is_none() && st.stack.is_empty() {
@@ -276,12 +290,13 @@ async fn commit<S: SessionData, U: Update>(shared: &Shared<S, U>, cx: &Cx<S, U>)
                     scenes: &st.stack,
                 })
                 .map_err(|e| Error::Encode {
-                    key: key.to_owned(),
+                    key: key.to_string(),
                     source: e,
                 })?;
             if shared.save_policy == SavePolicy::Changed
                 && st.original.as_deref() == Some(bytes.as_slice())
             {
+                keep_decoded(shared, &key, st, None);
                 return Ok(());
             }
             (Some(bytes), st.version)
@@ -289,12 +304,45 @@ async fn commit<S: SessionData, U: Update>(shared: &Shared<S, U>, cx: &Cx<S, U>)
     };
     match (bytes, expected) {
         (Some(bytes), expected) => {
-            shared.store.save(key, &bytes, expected).await?;
+            let version = shared.store.save(&key, &bytes, expected).await?;
+            keep_decoded(shared, &key, &mut cx.state(), Some((version, bytes)));
         }
-        (None, Some(v)) => shared.store.delete(key, v).await?,
+        (None, Some(v)) => {
+            if let Some(cache) = &shared.cache {
+                cache.forget(&key);
+            }
+            shared.store.delete(&key, v).await?;
+        }
         (None, None) => {}
     }
     Ok(())
+}
+
+/// Moves the committed session into the cache; `written` is the new version and bytes
+/// when it was saved, `None` when the stored record is unchanged.
+fn keep_decoded<S: SessionData, U>(
+    shared: &Shared<S, U>,
+    key: &Arc<str>,
+    st: &mut crate::context::SessionState<S>,
+    written: Option<(crate::store::Version, Vec<u8>)>,
+) {
+    let Some(cache) = &shared.cache else { return };
+    let (version, bytes) = match written {
+        Some(w) => w,
+        None => match (st.version, st.original.take()) {
+            (Some(v), Some(b)) => (v, b),
+            _ => return,
+        },
+    };
+    cache.put(
+        Arc::clone(key),
+        Cached {
+            version,
+            bytes,
+            data: st.data.take(),
+            stack: std::mem::take(&mut st.stack),
+        },
+    );
 }
 
 /// The rest of the chain after a middleware.
@@ -432,6 +480,16 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     #[must_use]
     pub fn max_attempts(mut self, n: usize) -> Self {
         self.shared.max_attempts = n.max(1);
+        self
+    }
+
+    /// How many decoded sessions to keep between updates (default
+    /// [`DEFAULT_CACHE_CAPACITY`]; 0 turns the cache off). An update whose stored record
+    /// is byte-for-byte what this process last committed reuses the decoded session
+    /// instead of decoding it again; a record another process changed is always decoded.
+    #[must_use]
+    pub fn session_cache(mut self, capacity: usize) -> Self {
+        self.shared.cache = (capacity > 0).then(|| SessionCache::new(capacity));
         self
     }
 

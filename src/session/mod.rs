@@ -9,11 +9,13 @@
 //! written back after the chain when it changed, under a per-key lock so that updates of
 //! one key never interleave. See [`Pipeline`](crate::Pipeline) for the whole cycle.
 
+mod cache;
 mod key;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub(crate) use cache::{Cached, SessionCache};
 pub use key::{Key, KeyFn};
 
 use crate::scene::Frame;
