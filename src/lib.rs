@@ -75,6 +75,7 @@
 //!
 //! Rust 1.85 and later. The minimum is at least six months old and is raised only in a
 //! minor release.
+#![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod clock;
