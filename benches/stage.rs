@@ -5,6 +5,8 @@
 //!   baseline (dashmap + per-key async lock + serde_json of a small session);
 //! - `split/*`: the parts of an update: key, lock, load, decode, route, encode, save.
 
+#![allow(missing_docs)] // criterion_group! generates undocumented items
+
 #[path = "../examples/shared/demo_bot.rs"]
 mod demo_bot;
 

@@ -15,6 +15,15 @@
 //! `--user N` / `--chat N` set who is typing in the console (default 1001).
 //! `--namespace NAME` picks the table (SQL stores) or key prefix (Redis) to use.
 //! `--attempts N` sets how often an update whose write conflicted with another process runs (default 3).
+//!
+//! `--telegram` runs the same bot as a real Telegram bot: teloxide's `Dispatcher` with
+//! long polling (build with `--features teloxide`). It reads the token from
+//! `TELOXIDE_TOKEN`; `TELOXIDE_API_URL` points it to another Bot API server (a local
+//! `telegram-bot-api`, or a test double). Ctrl-C stops it.
+//!
+//! ```text
+//! $ TELOXIDE_TOKEN=123:ABC cargo run --example demo --features teloxide,teloxide/native-tls -- --telegram --store memory
+//! ```
 
 #[path = "shared/demo_bot.rs"]
 mod demo_bot;
@@ -34,6 +43,7 @@ use stagecraft::{BoxError, Pipeline};
 
 struct Args {
     replay: Option<String>,
+    telegram: bool,
     store: String,
     user: i64,
     chat: i64,
@@ -44,6 +54,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         replay: None,
+        telegram: false,
         store: stores::DEFAULT_STORE.to_owned(),
         user: 1001,
         chat: 1001,
@@ -55,6 +66,7 @@ fn parse_args() -> Result<Args, String> {
         let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
         match a.as_str() {
             "--replay" => args.replay = Some(value()?),
+            "--telegram" => args.telegram = true,
             "--store" => args.store = value()?,
             "--user" => args.user = value()?.parse().map_err(|e| format!("--user: {e}"))?,
             "--chat" => args.chat = value()?.parse().map_err(|e| format!("--chat: {e}"))?,
@@ -64,7 +76,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "-h" | "--help" => {
                 return Err(
-                    "usage: demo [--replay FILE|-] [--store SPEC] [--user N] [--chat N] [--attempts N] [--namespace NAME]".to_owned(),
+                    "usage: demo [--replay FILE|-|--telegram] [--store SPEC] [--user N] [--chat N] [--attempts N] [--namespace NAME]".to_owned(),
                 );
             }
             other => return Err(format!("unknown argument `{other}` (try --help)")),
@@ -104,6 +116,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.telegram {
+        if let Err(e) = telegram::check() {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -125,6 +143,9 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), BoxError> {
     let store = stores::open(&args.store, args.namespace.as_deref()).await?;
+    if args.telegram {
+        return telegram::run(store, args.attempts).await;
+    }
     let builder = Pipeline::<demo_bot::Demo>::builder()
         .store_arc(store)
         .max_attempts(args.attempts);
@@ -168,4 +189,101 @@ async fn run(args: Args) -> Result<(), BoxError> {
         }
     }
     Ok(())
+}
+
+/// `--telegram`: the bot on teloxide's `Dispatcher` with long polling.
+#[cfg(feature = "teloxide")]
+mod telegram {
+    use std::sync::Arc;
+
+    use stagecraft::adapters::teloxide::{TeloxideBuilderExt, enter_stage};
+    use stagecraft::replay::error_chain;
+    use stagecraft::store::SessionStore;
+    use stagecraft::{BoxError, Pipeline};
+    use teloxide::dispatching::{Dispatcher, UpdateHandler};
+    use teloxide::prelude::*;
+    use teloxide::types::Update;
+
+    use crate::demo_bot;
+
+    /// Fails with a message when the bot cannot start.
+    pub(crate) fn check() -> Result<(), String> {
+        if std::env::var_os("TELOXIDE_TOKEN").is_none_or(|t| t.is_empty()) {
+            return Err("--telegram needs the bot token in TELOXIDE_TOKEN \
+                 (and optionally TELOXIDE_API_URL for another Bot API server)"
+                .to_owned());
+        }
+        if let Ok(url) = std::env::var("TELOXIDE_API_URL") {
+            // `Bot::from_env` panics on a bad URL: check it first, with the URL type
+            // teloxide itself uses.
+            if !parses_as(&Bot::new("-").api_url(), url.trim_end_matches('/')) {
+                return Err(format!("TELOXIDE_API_URL is not a URL: {url}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn parses_as<T: std::str::FromStr>(_like: &T, s: &str) -> bool {
+        s.parse::<T>().is_ok()
+    }
+
+    pub(crate) async fn run(store: Arc<dyn SessionStore>, attempts: usize) -> Result<(), BoxError> {
+        let bot = Bot::from_env();
+        let me = bot
+            .get_me()
+            .await
+            .map_err(|e| format!("getMe failed (is TELOXIDE_TOKEN right?): {e}"))?;
+        let pipeline = demo_bot::build(
+            Pipeline::<demo_bot::Demo, Update>::builder()
+                .store_arc(store)
+                .max_attempts(attempts)
+                .bot_username(me.username())
+                .teloxide_bot(bot.clone()),
+        )?;
+        let handler: UpdateHandler<BoxError> = dptree::entry().branch(enter_stage(pipeline));
+        let mut dispatcher = Dispatcher::builder(bot, handler)
+            .default_handler(|_| async {})
+            .error_handler(Arc::new(|e: BoxError| async move {
+                eprintln!("error: {}", error_chain(e.as_ref()));
+            }))
+            .build();
+        let token = dispatcher.shutdown_token();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                if let Ok(stopped) = token.shutdown() {
+                    stopped.await;
+                }
+            }
+        });
+        eprintln!(
+            "stagecraft demo: running as @{} with long polling. Ctrl-C stops.",
+            me.username()
+        );
+        dispatcher.dispatch().await;
+        Ok(())
+    }
+}
+
+/// `--telegram` without the `teloxide` feature.
+#[cfg(not(feature = "teloxide"))]
+mod telegram {
+    use std::sync::Arc;
+
+    use stagecraft::BoxError;
+    use stagecraft::store::SessionStore;
+
+    pub(crate) fn check() -> Result<(), String> {
+        Err(
+            "--telegram needs the teloxide adapter: rebuild with `--features teloxide` \
+             (e.g. `cargo run --example demo --features teloxide -- --telegram`)"
+                .to_owned(),
+        )
+    }
+
+    pub(crate) async fn run(
+        _store: Arc<dyn SessionStore>,
+        _attempts: usize,
+    ) -> Result<(), BoxError> {
+        Err(check().unwrap_err().into())
+    }
 }

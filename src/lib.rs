@@ -57,7 +57,7 @@
 //! # Guides
 //!
 //! The `docs/` folder of the repository: concepts, coming from Telegraf, concurrency,
-//! stores, testing.
+//! stores, testing, teloxide.
 //!
 //! # Feature flags
 //!
@@ -68,7 +68,7 @@
 //! | `mysql` | `MySqlStore` on sqlx | no |
 //! | `redis` | `RedisStore` on redis-rs | no |
 //! | `msgpack` | `Codec::MsgPack` | no |
-//! | `teloxide` | the teloxide adapter | no |
+//! | `teloxide` | the teloxide adapter (`adapters::teloxide`) | no |
 //! | `testing` | the store conformance suite | no |
 //!
 //! # Supported Rust versions
@@ -78,6 +78,9 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "teloxide")]
+#[cfg_attr(docsrs, doc(cfg(feature = "teloxide")))]
+pub mod adapters;
 pub mod clock;
 pub mod context;
 pub mod error;

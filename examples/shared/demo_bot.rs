@@ -1,9 +1,12 @@
 #![allow(unreachable_pub, dead_code)]
 //! The reference bot: session, an update counter, a stage with `signup`, `profile` and
-//! `poll`, and bot-level commands. Shared by the demo, the benchmark and the tests.
+//! `poll`, and bot-level commands. Shared by the demo, the benchmark and the tests, and
+//! generic over the update type, so the same bot runs on `TelegramUpdate` and on
+//! teloxide's `Update`.
 
 use serde::{Deserialize, Serialize};
 use stagecraft::prelude::*;
+use stagecraft::update::Update;
 
 /// The bot's session data.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -38,24 +41,24 @@ pub struct Signup {
 #[typetag::serde(name = "demo.signup.v1")]
 impl SceneState for Signup {}
 
-type C = Cx<Demo>;
+type C<U> = Cx<Demo, U>;
 
-fn signup() -> Scene<Demo, TelegramUpdate> {
+fn signup<U: Update>() -> Scene<Demo, U> {
     Wizard::builder("signup")
         .state::<Signup>()
-        .command("cancel", |cx: C| async move {
+        .command("cancel", |cx: C<U>| async move {
             cx.reply("Cancelled.");
             Ok(Outcome::leave())
         })
-        .on_leave(|cx: C| async move {
+        .on_leave(|cx: C<U>| async move {
             cx.reply("Left signup.");
             Ok(())
         })
-        .step(|cx: C| async move {
+        .step(|cx: C<U>| async move {
             cx.reply("What is your name?");
             Ok(Outcome::Next)
         })
-        .step(|cx: C| async move {
+        .step(|cx: C<U>| async move {
             let Some(name) = cx.update().message_text().map(str::to_owned) else {
                 cx.reply("Please send your name as text.");
                 return Ok(Outcome::Handled);
@@ -64,7 +67,7 @@ fn signup() -> Scene<Demo, TelegramUpdate> {
             cx.with_state(|s: &mut Signup| s.name = name)?;
             Ok(Outcome::Next)
         })
-        .step(|cx: C| async move {
+        .step(|cx: C<U>| async move {
             let text = cx.update().message_text().unwrap_or_default();
             let age = (1..=3).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit());
             let age = if age {
@@ -83,7 +86,7 @@ fn signup() -> Scene<Demo, TelegramUpdate> {
             cx.reply(format!("Confirm: {name}, {age}. Reply yes or no."));
             Ok(Outcome::Next)
         })
-        .step(|cx: C| async move {
+        .step(|cx: C<U>| async move {
             let answer = cx
                 .update()
                 .message_text()
@@ -114,10 +117,10 @@ fn signup() -> Scene<Demo, TelegramUpdate> {
         .build()
 }
 
-fn profile() -> Scene<Demo, TelegramUpdate> {
+fn profile<U: Update>() -> Scene<Demo, U> {
     Scene::builder("profile")
         .ttl(300)
-        .on_enter(|cx: C| async move {
+        .on_enter(|cx: C<U>| async move {
             let name = cx.session(|d| d.profile.as_ref().map(|p| p.name.clone()))?;
             let name = name.unwrap_or_else(|| "no profile".to_owned());
             cx.reply(format!(
@@ -125,11 +128,11 @@ fn profile() -> Scene<Demo, TelegramUpdate> {
             ));
             Ok(Outcome::Handled)
         })
-        .on_leave(|cx: C| async move {
+        .on_leave(|cx: C<U>| async move {
             cx.reply("Left profile.");
             Ok(())
         })
-        .command("whoami", |cx: C| async move {
+        .command("whoami", |cx: C<U>| async move {
             let text = cx.session(|d| match &d.profile {
                 Some(p) => format!("You are {} ({}).", p.name, p.age),
                 None => "No profile yet.".to_owned(),
@@ -139,10 +142,10 @@ fn profile() -> Scene<Demo, TelegramUpdate> {
         })
         .command(
             "signup",
-            |_cx: C| async move { Ok(Outcome::enter("signup")) },
+            |_cx: C<U>| async move { Ok(Outcome::enter("signup")) },
         )
-        .command("back", |_cx: C| async move { Ok(Outcome::leave()) })
-        .on_text(|cx: C| async move {
+        .command("back", |_cx: C<U>| async move { Ok(Outcome::leave()) })
+        .on_text(|cx: C<U>| async move {
             let text = cx.update().message_text().unwrap_or_default();
             cx.reply(format!("profile echo: {text}"));
             Ok(Outcome::Handled)
@@ -150,17 +153,17 @@ fn profile() -> Scene<Demo, TelegramUpdate> {
         .build()
 }
 
-fn poll() -> Scene<Demo, TelegramUpdate> {
+fn poll<U: Update>() -> Scene<Demo, U> {
     Wizard::builder("poll")
-        .on_leave(|cx: C| async move {
+        .on_leave(|cx: C<U>| async move {
             cx.reply("Left poll.");
             Ok(())
         })
-        .step(|cx: C| async move {
+        .step(|cx: C<U>| async move {
             cx.reply("Pick a or b.");
             Ok(Outcome::Next)
         })
-        .step(|cx: C| async move {
+        .step(|cx: C<U>| async move {
             let text = cx.update().message_text().unwrap_or_default().to_owned();
             match text.as_str() {
                 "back" => {
@@ -187,12 +190,12 @@ fn poll() -> Scene<Demo, TelegramUpdate> {
 ///
 /// # Errors
 /// Never in practice (no default scene is set).
-pub fn stage() -> stagecraft::Result<Stage<Demo, TelegramUpdate>> {
+pub fn stage<U: Update>() -> stagecraft::Result<Stage<Demo, U>> {
     Stage::builder()
         .scene(signup())
         .scene(profile())
         .scene(poll())
-        .command("where", |cx: C| async move {
+        .command("where", |cx: C<U>| async move {
             let scene = cx.current_scene().unwrap_or_else(|| "none".to_owned());
             let cursor = cx
                 .cursor()
@@ -207,11 +210,11 @@ pub fn stage() -> stagecraft::Result<Stage<Demo, TelegramUpdate>> {
 ///
 /// # Errors
 /// Never in practice.
-pub fn build(
-    builder: stagecraft::pipeline::PipelineBuilder<Demo, TelegramUpdate>,
-) -> stagecraft::Result<Pipeline<Demo>> {
+pub fn build<U: Update>(
+    builder: stagecraft::pipeline::PipelineBuilder<Demo, U>,
+) -> stagecraft::Result<Pipeline<Demo, U>> {
     Ok(builder
-        .middleware(|cx: C, next: Next<Demo, TelegramUpdate>| async move {
+        .middleware(|cx: C<U>, next: Next<Demo, U>| async move {
             if cx.has_session() {
                 cx.session_mut(|d| d.updates += 1)?;
             }
@@ -220,18 +223,20 @@ pub fn build(
         .stage(stage()?)
         .command(
             "start",
-            |_cx: C| async move { Ok(Outcome::enter("signup")) },
+            |_cx: C<U>| async move { Ok(Outcome::enter("signup")) },
         )
+        .command("profile", |_cx: C<U>| async move {
+            Ok(Outcome::enter("profile"))
+        })
         .command(
-            "profile",
-            |_cx: C| async move { Ok(Outcome::enter("profile")) },
+            "poll",
+            |_cx: C<U>| async move { Ok(Outcome::enter("poll")) },
         )
-        .command("poll", |_cx: C| async move { Ok(Outcome::enter("poll")) })
-        .command("cancel", |cx: C| async move {
+        .command("cancel", |cx: C<U>| async move {
             cx.reply("Nothing to cancel.");
             Ok(Outcome::Handled)
         })
-        .on_message(|cx: C| async move {
+        .on_message(|cx: C<U>| async move {
             let n = cx.session(|d| d.updates).unwrap_or_default();
             cx.reply(format!(
                 "Outside scenes ({n} updates). Send /start or /profile."

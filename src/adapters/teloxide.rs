@@ -1,0 +1,462 @@
+//! stagecraft inside a teloxide bot: teloxide's `Update` routed by the stage, replies sent
+//! through `Bot`, and a dptree entry point for teloxide's `Dispatcher`.
+//!
+//! Three pieces:
+//!
+//! - [`Update`] is implemented for
+//!   [`teloxide::types::Update`], so a
+//!   `Pipeline<S, teloxide::types::Update>` routes teloxide's own updates.
+//! - [`TeloxideTransport`] sends the replies handlers make with [`Cx::reply`](crate::Cx::reply)
+//!   through [`Bot::send_message`](::teloxide::requests::Requester::send_message) (and
+//!   callback answers through `answer_callback_query`). [`TeloxideBuilderExt::teloxide_bot`]
+//!   installs it and makes the `Bot` available to handlers through
+//!   [`Cx::extension`](crate::Cx::extension).
+//! - [`enter_stage`] (or [`StageHandlerExt::enter_stage`]) is a dptree handler that runs the
+//!   pipeline for each update. Updates the pipeline takes stop there; updates nothing in
+//!   the pipeline took ([`Dispatch::Unhandled`]) continue down the dptree chain, so
+//!   ordinary teloxide handlers can sit after it. A pipeline error goes to the
+//!   dispatcher's error handler (and is logged with `tracing`).
+//!
+//! ```no_run
+//! use serde::{Deserialize, Serialize};
+//! use stagecraft::adapters::teloxide::{TeloxideBuilderExt, enter_stage};
+//! use stagecraft::prelude::*;
+//! use teloxide::prelude::*;
+//!
+//! #[derive(Debug, Default, Serialize, Deserialize)]
+//! struct Data { greeted: bool }
+//!
+//! type C = Cx<Data, teloxide::types::Update>;
+//!
+//! #[tokio::main]
+//! async fn main() {
+//!     let bot = Bot::from_env();
+//!     let pipeline = Pipeline::<Data, teloxide::types::Update>::builder()
+//!         .teloxide_bot(bot.clone())
+//!         .command("start", |cx: C| async move {
+//!             cx.session_mut(|d| d.greeted = true)?;
+//!             cx.reply("Hello!");
+//!             Ok(Outcome::Handled)
+//!         })
+//!         .build();
+//!     let handler = dptree::entry()
+//!         .branch(enter_stage::<_, BoxError>(pipeline))
+//!         // Whatever the pipeline did not take ends up here.
+//!         .branch(Update::filter_message().endpoint(|bot: Bot, msg: Message| async move {
+//!             bot.send_message(msg.chat.id, "Send /start.").await?;
+//!             Ok(())
+//!         }));
+//!     Dispatcher::builder(bot, handler).build().dispatch().await;
+//! }
+//! ```
+//!
+//! # Session keys and teloxide's distribution
+//!
+//! teloxide's `Dispatcher` gives every **chat** a worker that handles the chat's updates
+//! one after another (its default distribution function is `update.chat()`); different
+//! chats run concurrently. stagecraft's default session key is the **user in the chat**
+//! ([`Key::UserInChat`](crate::session::Key::UserInChat)), which is finer: in a group,
+//! each member has their own session.
+//!
+//! The two fit together. With the default distribution, a group's updates run one at a
+//! time, so each member's updates are certainly in order. With a finer distribution
+//! function (for example per user, `|u| u.from().map(|u| u.id)`, or none at all), updates
+//! of one group run concurrently, and stagecraft's own per-key queue still keeps each
+//! session's updates in arrival order: [`Pipeline::handle`] joins the key's queue when
+//! it is called. What no distribution can give is more than the session key: with
+//! [`Key::Chat`](crate::session::Key::Chat) (one session per group) and a per-user
+//! distribution, members' updates still never interleave inside the session, because
+//! stagecraft orders by its own key, but they are handled in the order they reach the
+//! pipeline, not strictly in `update_id` order across members.
+//!
+//! In short: any distribution function is safe for sessions, and the default one (per
+//! chat) also keeps a whole group in order; a finer one buys concurrency between the
+//! members of a group.
+//!
+//! # Which chat and user an update has
+//!
+//! As in Telegraf: the chat of a message, edited message, channel post, callback query
+//! (its message) or chat event; the user who sent the message or pressed the button (a
+//! callback query's `from` is the user who pressed it, not the author of the message).
+//! Reactions and boosts carry their chat too, as teloxide's `Update::chat` has it. The
+//! thread id is the message's `message_thread_id` when it is a forum-topic message
+//! (`is_topic_message`), so replies go to the same topic.
+//!
+//! # TLS
+//!
+//! stagecraft depends on teloxide with `default-features = false` and picks no TLS
+//! backend: your own `teloxide` dependency (its default `native-tls`, or `rustls`) does.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
+use std::panic::Location;
+
+use ::teloxide::Bot;
+use ::teloxide::dispatching::{DpHandlerDescription, UpdateHandler};
+use ::teloxide::dptree::di::DependencyMap;
+use ::teloxide::dptree::{self, HandlerDescription, HandlerSignature, Type};
+use ::teloxide::payloads::{AnswerCallbackQuerySetters, SendMessageSetters};
+use ::teloxide::requests::Requester;
+use ::teloxide::types::{
+    CallbackQueryId, ChatId, Message, MessageId, ThreadId, Update as TgUpdate, UpdateKind as TgKind,
+};
+use async_trait::async_trait;
+
+pub use ::teloxide;
+
+use crate::error::{BoxError, Error};
+use crate::pipeline::{Dispatch, Pipeline, PipelineBuilder};
+use crate::replay::error_chain;
+use crate::session::SessionData;
+use crate::transport::{Outgoing, Transport};
+use crate::update::{Update, UpdateKind};
+
+/// The message an update is about: a (new or edited) message or channel post, or the
+/// message of a callback query's button.
+fn message_of(update: &TgUpdate) -> Option<&Message> {
+    match &update.kind {
+        TgKind::Message(m)
+        | TgKind::EditedMessage(m)
+        | TgKind::ChannelPost(m)
+        | TgKind::EditedChannelPost(m) => Some(m),
+        TgKind::CallbackQuery(q) => q.message.as_ref().and_then(|m| m.regular_message()),
+        _ => None,
+    }
+}
+
+/// teloxide's `Update` routed by stagecraft.
+///
+/// ```
+/// use stagecraft::update::{Update as _, UpdateKind};
+/// use teloxide::types::Update;
+///
+/// let u: Update = serde_json::from_str(r#"{"update_id":1,"callback_query":{"id":"q",
+///     "from":{"id":7,"is_bot":false,"first_name":"A"},"chat_instance":"c","data":"yes",
+///     "message":{"message_id":5,"date":0,"chat":{"id":-100,"type":"group","title":"G"},
+///     "from":{"id":1,"is_bot":true,"first_name":"Bot"},"text":"Sure?"}}}"#).unwrap();
+/// assert_eq!(u.kind(), UpdateKind::CallbackQuery);
+/// // The chat of the button's message, the user who pressed it.
+/// assert_eq!((u.chat_id(), u.user_id()), (Some(-100), Some(7)));
+/// assert_eq!((u.callback_data(), u.callback_id()), (Some("yes"), Some("q")));
+/// assert_eq!(u.message_text(), None);
+/// ```
+impl Update for TgUpdate {
+    fn update_id(&self) -> Option<i64> {
+        Some(i64::from(self.id.0))
+    }
+
+    fn kind(&self) -> UpdateKind {
+        match &self.kind {
+            TgKind::Message(_) => UpdateKind::Message,
+            TgKind::EditedMessage(_) => UpdateKind::EditedMessage,
+            TgKind::ChannelPost(_) => UpdateKind::ChannelPost,
+            TgKind::EditedChannelPost(_) => UpdateKind::EditedChannelPost,
+            TgKind::CallbackQuery(_) => UpdateKind::CallbackQuery,
+            _ => UpdateKind::Other,
+        }
+    }
+
+    fn chat_id(&self) -> Option<i64> {
+        self.chat().map(|c| c.id.0)
+    }
+
+    fn user_id(&self) -> Option<i64> {
+        // `from()` of a callback query is the user who pressed the button.
+        self.from().and_then(|u| i64::try_from(u.id.0).ok())
+    }
+
+    fn thread_id(&self) -> Option<i64> {
+        message_of(self)
+            .filter(|m| m.is_topic_message)
+            .and_then(|m| m.thread_id)
+            .map(|t| i64::from(t.0.0))
+    }
+
+    fn text(&self) -> Option<&str> {
+        match &self.kind {
+            TgKind::Message(m)
+            | TgKind::EditedMessage(m)
+            | TgKind::ChannelPost(m)
+            | TgKind::EditedChannelPost(m) => m.text(),
+            _ => None,
+        }
+    }
+
+    fn callback_data(&self) -> Option<&str> {
+        match &self.kind {
+            TgKind::CallbackQuery(q) => q.data.as_deref(),
+            _ => None,
+        }
+    }
+
+    fn callback_id(&self) -> Option<&str> {
+        match &self.kind {
+            TgKind::CallbackQuery(q) => Some(q.id.0.as_str()),
+            _ => None,
+        }
+    }
+}
+
+/// Sends a pipeline's replies through a teloxide [`Bot`]: [`Outgoing::Text`] with
+/// `sendMessage` (in the same forum topic when the update came from one),
+/// [`Outgoing::AnswerCallback`] with `answerCallbackQuery`.
+///
+/// ```
+/// use stagecraft::adapters::teloxide::TeloxideTransport;
+/// use stagecraft::prelude::*;
+/// use teloxide::Bot;
+///
+/// let bot = Bot::new("TOKEN");
+/// let pipeline = Pipeline::<(), teloxide::types::Update>::builder()
+///     .transport(TeloxideTransport::new(bot.clone()))
+///     .extension(bot)
+///     .build();
+/// # drop(pipeline);
+/// ```
+#[derive(Debug, Clone)]
+pub struct TeloxideTransport {
+    bot: Bot,
+}
+
+impl TeloxideTransport {
+    /// Replies through `bot`.
+    #[must_use]
+    pub fn new(bot: Bot) -> Self {
+        Self { bot }
+    }
+
+    /// The bot replies go through.
+    pub fn bot(&self) -> &Bot {
+        &self.bot
+    }
+}
+
+#[async_trait]
+impl Transport for TeloxideTransport {
+    async fn send(&self, msg: &Outgoing) -> Result<(), BoxError> {
+        match msg {
+            Outgoing::Text {
+                chat_id,
+                thread_id,
+                text,
+            } => {
+                let mut req = self.bot.send_message(ChatId(*chat_id), text.as_str());
+                if let Some(thread) = thread_id {
+                    let thread = i32::try_from(*thread)
+                        .map_err(|_| format!("message_thread_id {thread} is out of range"))?;
+                    req = req.message_thread_id(ThreadId(MessageId(thread)));
+                }
+                req.await?;
+            }
+            Outgoing::AnswerCallback { id, text } => {
+                let mut req = self.bot.answer_callback_query(CallbackQueryId(id.clone()));
+                if let Some(text) = text {
+                    req = req.text(text.as_str());
+                }
+                req.await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Wires a [`PipelineBuilder`] to a teloxide [`Bot`].
+pub trait TeloxideBuilderExt: Sized {
+    /// Sends replies through `bot` ([`TeloxideTransport`]) and makes `bot` available to
+    /// handlers as `cx.extension::<Bot>()`, for calls beyond [`Cx::reply`](crate::Cx::reply).
+    ///
+    /// ```
+    /// use stagecraft::adapters::teloxide::TeloxideBuilderExt;
+    /// use stagecraft::prelude::*;
+    /// use teloxide::prelude::*;
+    ///
+    /// type C = Cx<(), teloxide::types::Update>;
+    ///
+    /// let pipeline = Pipeline::<(), teloxide::types::Update>::builder()
+    ///     .teloxide_bot(Bot::new("TOKEN"))
+    ///     .command("dice", |cx: C| async move {
+    ///         let bot = cx.extension::<Bot>().expect("installed by teloxide_bot");
+    ///         let chat = ChatId(cx.update().chat_id().unwrap_or_default());
+    ///         bot.send_dice(chat).await?;
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build();
+    /// # drop(pipeline);
+    /// ```
+    #[must_use]
+    fn teloxide_bot(self, bot: Bot) -> Self;
+}
+
+impl<S: SessionData, U: Update> TeloxideBuilderExt for PipelineBuilder<S, U> {
+    fn teloxide_bot(self, bot: Bot) -> Self {
+        self.transport(TeloxideTransport::new(bot.clone()))
+            .extension(bot)
+    }
+}
+
+/// A dptree handler that runs `pipeline` for each update.
+///
+/// - The pipeline took the update ([`Dispatch::Handled`]): the handler stops there
+///   (`Ok(())`).
+/// - Nothing in the pipeline took it ([`Dispatch::Unhandled`]): the update continues down
+///   the dptree chain (the next handler chained after this one, or the next branch).
+/// - The pipeline failed (a handler error, a store failure, a failed reply): the error,
+///   converted with `E::from`, goes to the dispatcher's error handler, and is logged with
+///   `tracing` (target `stagecraft::teloxide`). Nothing panics.
+///
+/// All update kinds are of interest (the pipeline decides), so a `Dispatcher` whose
+/// handler starts with this one asks Telegram for every kind of update; narrow it by
+/// chaining after a filter, e.g. `Update::filter_message().chain(enter_stage(p))`.
+///
+/// ## Dependency requirements
+///
+///  - [`teloxide::types::Update`]
+///
+/// ```
+/// use stagecraft::adapters::teloxide::enter_stage;
+/// use stagecraft::prelude::*;
+/// use teloxide::dispatching::UpdateHandler;
+/// use teloxide::prelude::*;
+///
+/// let pipeline = Pipeline::<(), teloxide::types::Update>::builder().build();
+/// let handler: UpdateHandler<BoxError> = dptree::entry()
+///     .branch(enter_stage(pipeline))
+///     .branch(dptree::endpoint(|| async { Ok(()) }));
+/// # drop(handler);
+/// ```
+#[must_use]
+#[track_caller]
+pub fn enter_stage<S, E>(pipeline: Pipeline<S, TgUpdate>) -> UpdateHandler<E>
+where
+    S: SessionData,
+    E: From<Error> + Send + Sync + 'static,
+{
+    let sig = HandlerSignature::Other {
+        obligations: BTreeMap::from([(Type::of::<TgUpdate>(), Location::caller())]),
+        guaranteed_outcomes: BTreeSet::new(),
+        conditional_outcomes: BTreeSet::new(),
+        continues: true,
+    };
+    dptree::from_fn_with_description(
+        DpHandlerDescription::user_defined(),
+        move |deps: DependencyMap, cont| {
+            let pipeline = pipeline.clone();
+            async move {
+                let Some(update) = deps.try_get::<TgUpdate>() else {
+                    tracing::error!(target: "stagecraft::teloxide",
+                        "no teloxide Update among the handler's dependencies; passing on");
+                    return cont(deps).await;
+                };
+                let update_id = update.id.0;
+                match pipeline.handle(TgUpdate::clone(&update)).await {
+                    Ok(Dispatch::Handled) => ControlFlow::Break(Ok(())),
+                    Ok(Dispatch::Unhandled) => cont(deps).await,
+                    Err(e) => {
+                        tracing::warn!(target: "stagecraft::teloxide", update_id,
+                            error = %error_chain(&e), "the pipeline failed");
+                        ControlFlow::Break(Err(E::from(e)))
+                    }
+                }
+            }
+        },
+        sig,
+    )
+}
+
+/// [`enter_stage`] as a method on teloxide's handlers.
+pub trait StageHandlerExt<E> {
+    /// Chains [`enter_stage(pipeline)`](enter_stage) after this handler: the update runs
+    /// through the pipeline if this handler lets it through; what the pipeline leaves
+    /// unhandled continues down the chain.
+    ///
+    /// ## Dependency requirements
+    ///
+    ///  - [`teloxide::types::Update`]
+    ///
+    /// ```
+    /// use stagecraft::adapters::teloxide::StageHandlerExt;
+    /// use stagecraft::prelude::*;
+    /// use teloxide::dispatching::UpdateHandler;
+    /// use teloxide::prelude::*;
+    ///
+    /// let pipeline = Pipeline::<(), teloxide::types::Update>::builder().build();
+    /// // Only messages reach the pipeline; what it leaves gets a fallback answer.
+    /// let handler: UpdateHandler<BoxError> = Update::filter_message()
+    ///     .enter_stage(pipeline)
+    ///     .endpoint(|bot: Bot, msg: Message| async move {
+    ///         bot.send_message(msg.chat.id, "?").await?;
+    ///         Ok(())
+    ///     });
+    /// # drop(handler);
+    /// ```
+    #[must_use]
+    fn enter_stage<S: SessionData>(self, pipeline: Pipeline<S, TgUpdate>) -> Self;
+}
+
+impl<E> StageHandlerExt<E> for UpdateHandler<E>
+where
+    E: From<Error> + Send + Sync + 'static,
+{
+    #[track_caller]
+    fn enter_stage<S: SessionData>(self, pipeline: Pipeline<S, TgUpdate>) -> Self {
+        self.chain(enter_stage(pipeline))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> TgUpdate {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn chat_user_thread_and_text_follow_telegraf() {
+        let topic = parse(
+            r#"{"update_id":3,"message":{"message_id":9,"date":0,"message_thread_id":4,
+            "is_topic_message":true,"chat":{"id":-1001,"type":"supergroup","title":"F","is_forum":true},
+            "from":{"id":7,"is_bot":false,"first_name":"A"},"text":"/start@b x"}}"#,
+        );
+        assert_eq!(topic.kind(), UpdateKind::Message);
+        assert_eq!(topic.update_id(), Some(3));
+        assert_eq!((topic.chat_id(), topic.user_id()), (Some(-1001), Some(7)));
+        assert_eq!(topic.thread_id(), Some(4));
+        assert_eq!(
+            topic.command().map(|c| (c.name, c.args)),
+            Some(("start", "x"))
+        );
+
+        let reply_thread = parse(
+            r#"{"update_id":4,"message":{"message_id":10,"date":0,"message_thread_id":4,
+            "chat":{"id":-5,"type":"group","title":"G"},
+            "from":{"id":7,"is_bot":false,"first_name":"A"},"text":"hi"}}"#,
+        );
+        assert_eq!(reply_thread.thread_id(), None, "not a forum topic");
+
+        let channel = parse(
+            r#"{"update_id":5,"channel_post":{"message_id":1,"date":0,
+            "chat":{"id":-7,"type":"channel","title":"C"},"text":"post"}}"#,
+        );
+        assert_eq!(channel.kind(), UpdateKind::ChannelPost);
+        assert_eq!((channel.chat_id(), channel.user_id()), (Some(-7), None));
+        assert_eq!(channel.message_text(), Some("post"));
+
+        let edited = parse(
+            r#"{"update_id":6,"edited_message":{"message_id":1,"date":0,"edit_date":1,
+            "chat":{"id":2,"type":"private","first_name":"B"},
+            "from":{"id":2,"is_bot":false,"first_name":"B"},"text":"/start"}}"#,
+        );
+        assert_eq!(edited.kind(), UpdateKind::EditedMessage);
+        assert_eq!(edited.text(), Some("/start"));
+        assert!(edited.command().is_none(), "edits are not commands");
+
+        let inline_cb = parse(
+            r#"{"update_id":7,"callback_query":{"id":"q","from":{"id":9,"is_bot":false,
+            "first_name":"C"},"chat_instance":"i","inline_message_id":"m","data":"x"}}"#,
+        );
+        assert_eq!((inline_cb.chat_id(), inline_cb.user_id()), (None, Some(9)));
+        assert_eq!(inline_cb.callback_data(), Some("x"));
+        assert_eq!(inline_cb.callback_id(), Some("q"));
+    }
+}
