@@ -35,7 +35,11 @@ fn stores(test: &str) -> Vec<(String, Vec<String>)> {
     let mut v = Vec::new();
     let path = std::env::temp_dir().join(format!("{}.db", unique(test)));
     v.push((format!("sqlite:{}", path.display()), Vec::new()));
-    for var in ["STAGECRAFT_REDIS_URL", "STAGECRAFT_POSTGRES_URL", "STAGECRAFT_MYSQL_URL"] {
+    for var in [
+        "STAGECRAFT_REDIS_URL",
+        "STAGECRAFT_POSTGRES_URL",
+        "STAGECRAFT_MYSQL_URL",
+    ] {
         match std::env::var(var) {
             Ok(url) => v.push((url, vec!["--namespace".to_owned(), unique(test)])),
             Err(_) => println!("skipped: {var} is not set"),
@@ -77,7 +81,10 @@ fn cleanup(store: &(String, Vec<String>)) {
         if spec.starts_with("mysql") {
             let store = stagecraft::store::MySqlStore::connect(&spec).await.unwrap();
             let sql = format!("DROP TABLE IF EXISTS `{ns}`");
-            stagecraft::store::sqlx::query(&sql).execute(store.pool()).await.unwrap();
+            stagecraft::store::sqlx::query(&sql)
+                .execute(store.pool())
+                .await
+                .unwrap();
         }
         #[cfg(feature = "redis")]
         if spec.starts_with("redis") {
