@@ -207,7 +207,11 @@ fn the_demo_binary_replays_a_file_to_stdout() {
 fn the_console_demo_chats_and_remembers_across_runs() {
     use std::io::Write;
     let exe = std::env::current_exe().unwrap();
-    let demo = exe.parent().and_then(Path::parent).map(|d| d.join("examples").join("demo")).unwrap();
+    let demo = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("examples").join("demo"))
+        .unwrap();
     let db = std::env::temp_dir().join(format!("console_{}.db", std::process::id()));
     let run = |input: &str| {
         let mut child = std::process::Command::new(&demo)
@@ -217,13 +221,28 @@ fn the_console_demo_chats_and_remembers_across_runs() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
-    assert_eq!(run("/start\nAlice\n"), "What is your name?\nHow old are you, Alice?\n");
-    assert_eq!(run("30\nyes\n"), "Confirm: Alice, 30. Reply yes or no.\nSaved Alice, 30.\nLeft signup.\n");
+    assert_eq!(
+        run("/start\nAlice\n"),
+        "What is your name?\nHow old are you, Alice?\n"
+    );
+    assert_eq!(
+        run("30\nyes\n"),
+        "Confirm: Alice, 30. Reply yes or no.\nSaved Alice, 30.\nLeft signup.\n"
+    );
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }

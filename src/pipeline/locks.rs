@@ -52,6 +52,20 @@ impl KeyLocks {
     /// returned tickets are awaited in.
     pub(crate) fn enqueue(&self, key: Arc<str>) -> Ticket {
         let slot = Arc::clone(self.map.entry(Arc::clone(&key)).or_default().value());
+        // The common case, a free key (nobody holds it, nobody waits): no waiter to
+        // register, no future to box. Tokio's mutex hands a released lock straight to the
+        // first waiter, so a free lock means an empty queue and FIFO order is kept.
+        if let Ok(guard) = Arc::clone(&slot).try_lock_owned() {
+            drop(slot);
+            let cleanup = Cleanup {
+                map: Arc::clone(&self.map),
+                key,
+            };
+            return Ticket {
+                state: TicketState::Ready(guard),
+                cleanup,
+            };
+        }
         let mut fut: Pin<Box<dyn Future<Output = OwnedMutexGuard<()>> + Send>> =
             Box::pin(slot.lock_owned());
         // Poll once: this registers the waiter in the mutex's FIFO queue at arrival time.

@@ -12,6 +12,7 @@ mod locks;
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 
 use tracing::Instrument;
@@ -172,9 +173,9 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
     /// A handler's error (after the session was written or rolled back per the
     /// [`ErrorPolicy`]), a store failure, a conflict that persisted through every
     /// attempt, or a failed reply.
-    pub fn handle(&self, update: U) -> BoxFuture<'static, Result<Dispatch>> {
+    pub fn handle(&self, update: U) -> impl Future<Output = Result<Dispatch>> + Send + 'static {
         let update = Arc::new(update);
-        let key: Option<Arc<str>> = self.shared.key.key(&update).map(Arc::from);
+        let key: Option<Arc<str>> = self.shared.key.key_arc(&update);
         let ticket = key
             .as_ref()
             .map(|k| self.shared.locks.enqueue(Arc::clone(k)));
@@ -187,16 +188,14 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
             scene = tracing::field::Empty,
             step = tracing::field::Empty,
         );
-        Box::pin(
-            async move {
-                let _permit = match ticket {
-                    Some(t) => Some(t.acquire().await),
-                    None => None,
-                };
-                run_update(&shared, &update, key).await
-            }
-            .instrument(span),
-        )
+        async move {
+            let _permit = match ticket {
+                Some(t) => Some(t.acquire().await),
+                None => None,
+            };
+            run_update(&shared, &update, key).await
+        }
+        .instrument(span)
     }
 
     /// Number of keys whose updates are running or queued in this process (the per-key
@@ -283,12 +282,16 @@ async fn commit<S: SessionData, U: Update>(shared: &Shared<S, U>, cx: &Cx<S, U>)
         } else {
             let st = &mut *st;
             let data = st.data.get_or_insert_with(|| (shared.default_session)());
+            let size_hint = st.original.as_ref().map_or(128, |o| o.len() + 32);
             let bytes = shared
                 .codec
-                .encode(&RecordRef {
-                    data,
-                    scenes: &st.stack,
-                })
+                .encode_sized(
+                    &RecordRef {
+                        data,
+                        scenes: &st.stack,
+                    },
+                    size_hint,
+                )
                 .map_err(|e| Error::Encode {
                     key: key.to_string(),
                     source: e,

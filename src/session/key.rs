@@ -1,5 +1,6 @@
 //! How an update maps to a session key.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 
@@ -52,26 +53,54 @@ impl<U: Update> Key<U> {
     /// The key of `update`, or `None` when it has no session under this strategy.
     #[must_use]
     pub fn key(&self, update: &U) -> Option<String> {
+        if let Self::Custom(f) = self {
+            return f(update);
+        }
         let mut key = String::with_capacity(24);
+        self.write_builtin(update, &mut key)?;
+        Some(key)
+    }
+
+    /// The key as shared text, built in a reused buffer (the per-update path: one
+    /// allocation, the `Arc` itself).
+    pub(crate) fn key_arc(&self, update: &U) -> Option<Arc<str>> {
+        thread_local! {
+            static BUF: RefCell<String> = const { RefCell::new(String::new()) };
+        }
+        if let Self::Custom(f) = self {
+            return f(update).map(Arc::from);
+        }
+        BUF.with(|buf| match buf.try_borrow_mut() {
+            Ok(mut buf) => {
+                buf.clear();
+                self.write_builtin(update, &mut buf)?;
+                Some(Arc::from(buf.as_str()))
+            }
+            Err(_) => self.key(update).map(Arc::from),
+        })
+    }
+
+    /// Writes a built-in strategy's key; `None` when the update lacks a part it needs.
+    fn write_builtin(&self, update: &U, key: &mut String) -> Option<()> {
         match self {
             Self::UserInChat => {
                 let (user, chat) = (update.user_id()?, update.chat_id()?);
-                push_int(&mut key, user);
+                push_int(key, user);
                 key.push(':');
-                push_int(&mut key, chat);
+                push_int(key, chat);
             }
-            Self::Chat => push_int(&mut key, update.chat_id()?),
-            Self::User => push_int(&mut key, update.user_id()?),
+            Self::Chat => push_int(key, update.chat_id()?),
+            Self::User => push_int(key, update.user_id()?),
             Self::ChatThread => {
-                push_int(&mut key, update.chat_id()?);
+                push_int(key, update.chat_id()?);
                 if let Some(t) = update.thread_id() {
                     key.push(':');
-                    push_int(&mut key, t);
+                    push_int(key, t);
                 }
             }
-            Self::Custom(f) => return f(update),
+            Self::Custom(_) => return None,
         }
-        Some(key)
+        Some(())
     }
 }
 

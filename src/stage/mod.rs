@@ -286,10 +286,11 @@ impl<S: SessionData, U: Update> Stage<S, U> {
         cx: Cx<S, U>,
         outcome: Outcome,
     ) -> BoxFuture<'static, Result<()>> {
+        if !outcome.is_transition() {
+            // Nothing to interpret (a zero-sized future: boxing it allocates nothing).
+            return Box::pin(std::future::ready(Ok(())));
+        }
         Box::pin(async move {
-            if !outcome.is_transition() {
-                return Ok(());
-            }
             {
                 let mut st = cx.state();
                 if st.leaving > 0 {

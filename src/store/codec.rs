@@ -31,11 +31,26 @@ impl Codec {
     /// # Errors
     /// When the value cannot be serialized by this format.
     pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Vec<u8>, BoxError> {
+        self.encode_sized(value, 128)
+    }
+
+    /// Like [`encode`](Self::encode), into a buffer of `size_hint` bytes to start with
+    /// (the size of the previous encoding avoids growing the buffer).
+    ///
+    /// # Errors
+    /// When the value cannot be serialized by this format.
+    pub fn encode_sized<T: Serialize + ?Sized>(
+        self,
+        value: &T,
+        size_hint: usize,
+    ) -> Result<Vec<u8>, BoxError> {
+        let mut buf = Vec::with_capacity(size_hint);
         match self {
-            Self::Json => Ok(serde_json::to_vec(value)?),
+            Self::Json => serde_json::to_writer(&mut buf, value)?,
             #[cfg(feature = "msgpack")]
-            Self::MsgPack => Ok(rmp_serde::to_vec_named(value)?),
+            Self::MsgPack => rmp_serde::encode::write_named(&mut buf, value)?,
         }
+        Ok(buf)
     }
 
     /// Decodes bytes written by any codec of this enum.
