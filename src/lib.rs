@@ -2,7 +2,7 @@
 //! `BaseScene` + `WizardScene`, rebuilt in Rust and made safe.
 //!
 //! - A **session** holds per-key data (by default per user in each chat) in a
-//!   [store](store): memory, SQLite (default feature), Redis, PostgreSQL, MySQL.
+//!   [store]: memory, SQLite (default feature), Redis, PostgreSQL, MySQL.
 //! - Inside the session lives a **scene stack**: serializable [frames](scene::Frame) that
 //!   say which scene is active, which wizard step it is on, and the scene's typed state.
 //! - The [`Stage`] sends each update to the current step of the active scene; a step

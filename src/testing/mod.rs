@@ -1,7 +1,7 @@
 //! Testing conversations (and, with feature `testing`, stores).
 //!
 //! [`TestBot`] drives a pipeline with scripted updates from a fake user, a
-//! [`ManualClock`], and records the replies of each update, so a conversation is
+//! [`ManualClock`](crate::clock::ManualClock), and records the replies of each update, so a conversation is
 //! unit-tested in a few lines:
 //!
 //! ```
