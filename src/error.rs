@@ -91,6 +91,16 @@ pub enum Error {
     /// its handler, e.g. in a spawned task).
     #[error("this update is finished: its session was already committed")]
     Finished,
+    /// The per-key lease stayed held by another process (or another update) for longer
+    /// than the pipeline's lease wait limit ([`LeaseConfig::wait`](crate::pipeline::LeaseConfig::wait)).
+    /// The update was not handled.
+    #[error("session `{key}` stayed leased by another process for {waited:?}; update not handled")]
+    LeaseTimeout {
+        /// The session key.
+        key: String,
+        /// How long the update waited.
+        waited: std::time::Duration,
+    },
     /// A configuration value was rejected.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -71,7 +71,7 @@ fn cleanup(store: &(String, Vec<String>)) {
             let store = stagecraft::store::PostgresStore::connect(&spec)
                 .await
                 .unwrap();
-            let sql = format!("DROP TABLE IF EXISTS \"{ns}\"");
+            let sql = format!("DROP TABLE IF EXISTS \"{ns}\", \"{ns}_lease\"");
             stagecraft::store::sqlx::query(&sql)
                 .execute(store.pool())
                 .await

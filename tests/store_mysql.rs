@@ -56,6 +56,16 @@ async fn mysql_store() {
         let table = table.clone();
         async move {
             conformance::run_all(store.clone()).await;
+            conformance::check_leases(&store).await;
+            assert_eq!(
+                store
+                    .clone()
+                    .with_leases(false)
+                    .acquire_lease("k", Duration::from_secs(1))
+                    .await
+                    .expect("acquire with leases off"),
+                stagecraft::store::LeaseAttempt::Unsupported
+            );
 
             // The key column holds 1024 bytes; longer keys are refused, never truncated.
             let long = "k".repeat(1025);
@@ -91,7 +101,7 @@ async fn mysql_store() {
         }
     });
     let result = body.await;
-    stagecraft::store::sqlx::raw_sql(&format!("DROP TABLE IF EXISTS `{table}`"))
+    stagecraft::store::sqlx::raw_sql(&format!("DROP TABLE IF EXISTS `{table}`, `{table}_lease`"))
         .execute(&pool)
         .await
         .expect("drop the test table");

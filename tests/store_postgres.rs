@@ -56,6 +56,16 @@ async fn postgres_store() {
         let table = table.clone();
         async move {
             conformance::run_all(store.clone()).await;
+            conformance::check_leases(&store).await;
+            assert_eq!(
+                store
+                    .clone()
+                    .with_leases(false)
+                    .acquire_lease("k", Duration::from_secs(1))
+                    .await
+                    .expect("acquire with leases off"),
+                stagecraft::store::LeaseAttempt::Unsupported
+            );
 
             let clock = ManualClock::at_secs(1_700_000_000);
             let ttl = Duration::from_secs(300);
@@ -77,10 +87,12 @@ async fn postgres_store() {
         }
     });
     let result = body.await;
-    stagecraft::store::sqlx::raw_sql(&format!("DROP TABLE IF EXISTS \"{table}\""))
-        .execute(&pool)
-        .await
-        .expect("drop the test table");
+    stagecraft::store::sqlx::raw_sql(&format!(
+        "DROP TABLE IF EXISTS \"{table}\", \"{table}_lease\""
+    ))
+    .execute(&pool)
+    .await
+    .expect("drop the test table");
     pool.close().await;
     if let Err(e) = result {
         if e.is_panic() {

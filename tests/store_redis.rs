@@ -78,6 +78,16 @@ async fn redis_store() {
         let prefix = prefix.clone();
         async move {
             conformance::run_all(store.clone()).await;
+            conformance::check_leases(&store).await;
+            assert_eq!(
+                store
+                    .clone()
+                    .with_leases(false)
+                    .acquire_lease("k", Duration::from_secs(1))
+                    .await
+                    .expect("acquire with leases off"),
+                stagecraft::store::LeaseAttempt::Unsupported
+            );
 
             let ttl_store = store.clone().with_ttl(Duration::from_millis(1200));
             conformance::check_ttl_real_time(&ttl_store, Duration::from_millis(1200)).await;

@@ -8,12 +8,16 @@ use std::task::{Context, Poll, Waker};
 use dashmap::DashMap;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+use crate::error::{Error, Result};
+
 type Slot = Arc<Mutex<()>>;
 
 /// One FIFO mutex per key, created on demand and removed when nobody holds or waits.
 #[derive(Debug, Default)]
 pub(crate) struct KeyLocks {
     map: Arc<DashMap<Arc<str>, Slot>>,
+    /// At most this many updates of one key wait behind the running one.
+    max_waiting: Option<usize>,
 }
 
 /// A place in a key's queue, taken synchronously at arrival.
@@ -25,6 +29,8 @@ pub(crate) struct Ticket {
 enum TicketState {
     Ready(OwnedMutexGuard<()>),
     Waiting(Pin<Box<dyn Future<Output = OwnedMutexGuard<()>> + Send>>),
+    /// The key's queue was full at arrival.
+    Rejected,
 }
 
 /// Holding the key. Dropping it lets the next update of the key in.
@@ -51,7 +57,22 @@ impl KeyLocks {
     /// Joins the queue of `key` now, so that arrival order is kept whatever order the
     /// returned tickets are awaited in.
     pub(crate) fn enqueue(&self, key: Arc<str>) -> Ticket {
-        let slot = Arc::clone(self.map.entry(Arc::clone(&key)).or_default().value());
+        let slot = {
+            let entry = self.map.entry(Arc::clone(&key)).or_default();
+            // Clones of the slot: the table's, plus one per update running or waiting.
+            let in_flight = Arc::strong_count(entry.value()) - 1;
+            if self.max_waiting.is_some_and(|max| in_flight > max) {
+                drop(entry);
+                return Ticket {
+                    state: TicketState::Rejected,
+                    cleanup: Cleanup {
+                        map: Arc::clone(&self.map),
+                        key,
+                    },
+                };
+            }
+            Arc::clone(entry.value())
+        };
         // The common case, a free key (nobody holds it, nobody waits): no waiter to
         // register, no future to box. Tokio's mutex hands a released lock straight to the
         // first waiter, so a free lock means an empty queue and FIFO order is kept.
@@ -86,20 +107,40 @@ impl KeyLocks {
     pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
+
+    /// Bounds the updates of one key waiting behind the running one (`None`: unbounded).
+    pub(crate) fn set_max_waiting(&mut self, max: Option<usize>) {
+        self.max_waiting = max;
+    }
+
+    /// Updates of `key` waiting behind the running one.
+    pub(crate) fn waiting(&self, key: &str) -> usize {
+        self.map
+            .get(key)
+            .map_or(0, |slot| Arc::strong_count(slot.value()).saturating_sub(2))
+    }
 }
 
 impl Ticket {
     /// Waits for the key.
-    pub(crate) async fn acquire(self) -> Permit {
+    ///
+    /// # Errors
+    /// [`Error::Overloaded`] when the key's queue was full at arrival.
+    pub(crate) async fn acquire(self) -> Result<Permit> {
         let Self { state, cleanup } = self;
         let guard = match state {
             TicketState::Ready(g) => g,
             TicketState::Waiting(fut) => fut.await,
+            TicketState::Rejected => {
+                return Err(Error::Overloaded {
+                    key: cleanup.key.to_string(),
+                });
+            }
         };
-        Permit {
+        Ok(Permit {
             _guard: guard,
             _cleanup: cleanup,
-        }
+        })
     }
 }
 
@@ -118,7 +159,7 @@ mod tests {
         for (i, t) in tickets.into_iter().enumerate().rev() {
             let order = Arc::clone(&order);
             handles.push(tokio::spawn(async move {
-                let _p = t.acquire().await;
+                let _p = t.acquire().await.unwrap();
                 tokio::task::yield_now().await;
                 order.lock().unwrap().push(i);
             }));
@@ -133,11 +174,32 @@ mod tests {
     #[tokio::test]
     async fn dropped_ticket_does_not_leak_or_jump_the_queue() {
         let locks = KeyLocks::default();
-        let first = locks.enqueue(Arc::from("k")).acquire().await;
+        let first = locks.enqueue(Arc::from("k")).acquire().await.unwrap();
         let second = locks.enqueue(Arc::from("k"));
         drop(second);
         assert_eq!(locks.len(), 1);
         drop(first);
         assert_eq!(locks.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_rejects_and_recovers() {
+        let mut locks = KeyLocks::default();
+        locks.set_max_waiting(Some(2));
+        let running = locks.enqueue(Arc::from("k")).acquire().await.unwrap();
+        let waiting: Vec<_> = (0..2).map(|_| locks.enqueue(Arc::from("k"))).collect();
+        assert_eq!(locks.waiting("k"), 2);
+        let rejected = locks.enqueue(Arc::from("k")).acquire().await;
+        assert!(matches!(rejected, Err(Error::Overloaded { key }) if key == "k"));
+        // Another key is not affected.
+        let other = locks.enqueue(Arc::from("j")).acquire().await;
+        assert!(other.is_ok());
+        drop(other);
+        drop(running);
+        for t in waiting {
+            drop(t.acquire().await.unwrap());
+        }
+        assert_eq!(locks.len(), 0);
+        assert!(locks.enqueue(Arc::from("k")).acquire().await.is_ok());
     }
 }

@@ -6,8 +6,15 @@
 //! compare-and-set; send the held-back replies; release the key. A conflicting write
 //! (another process moved the record on) reruns the update on the fresh session and
 //! drops the replies of the lost attempt.
+//!
+//! With a store that has leases (Redis, PostgreSQL, MySQL), the key's lease in the store
+//! is taken before the session is loaded and given back after the replies were sent, so
+//! updates of one key also take turns across processes (see [`LeaseConfig`]).
 
+mod lease;
 mod locks;
+
+pub use lease::{LeaseConfig, LeaseMode};
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -57,6 +64,7 @@ pub(crate) struct Shared<S, U> {
     pub(crate) cache: Option<SessionCache<S>>,
     chain: Vec<Link<S, U>>,
     locks: KeyLocks,
+    leases: lease::Leases,
 }
 
 /// What became of an update.
@@ -159,6 +167,7 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
                 cache: Some(SessionCache::new(DEFAULT_CACHE_CAPACITY)),
                 chain: Vec::new(),
                 locks: KeyLocks::default(),
+                leases: lease::Leases::default(),
             },
         }
     }
@@ -190,7 +199,7 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
         );
         async move {
             let _permit = match ticket {
-                Some(t) => Some(t.acquire().await),
+                Some(t) => Some(t.acquire().await?),
                 None => None,
             };
             run_update(&shared, &update, key).await
@@ -217,10 +226,34 @@ async fn run_update<S: SessionData, U: Update>(
     update: &Arc<U>,
     key: Option<Arc<str>>,
 ) -> Result<Dispatch> {
+    // The key's lease across processes (when the store has leases): taken before the
+    // session is loaded, given back after the save and the replies.
+    let mut lease = match &key {
+        Some(k) => shared.leases.acquire(&shared.store, k).await?,
+        None => None,
+    };
+    let result = run_attempts(shared, update, key.as_ref(), &mut lease).await;
+    if let Some(held) = lease {
+        held.release().await;
+    }
+    if let Some(k) = &key {
+        if shared.locks.waiting(k) == 0 {
+            shared.leases.end_streak(k);
+        }
+    }
+    result
+}
+
+async fn run_attempts<S: SessionData, U: Update>(
+    shared: &Arc<Shared<S, U>>,
+    update: &Arc<U>,
+    key: Option<&Arc<str>>,
+    lease: &mut Option<lease::HeldLease>,
+) -> Result<Dispatch> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let cx = Cx::new(Arc::clone(update), key.clone(), Arc::clone(shared));
+        let cx = Cx::new(Arc::clone(update), key.cloned(), Arc::clone(shared));
         let outcome = Next {
             shared: Arc::clone(shared),
             index: 0,
@@ -238,6 +271,16 @@ async fn run_update<S: SessionData, U: Update>(
                 Err(e) if e.is_conflict() && attempt < shared.max_attempts => {
                     tracing::info!(target: "stagecraft::session", key = ?key, attempt,
                         "session changed elsewhere; running the update again");
+                    // A lost lease (a renewal came too late) is taken again before the
+                    // rerun, so that the rerun does not race the new holder.
+                    if let (Some(k), Some(held)) = (key, lease.as_ref()) {
+                        if held.is_lost() {
+                            if let Some(old) = lease.take() {
+                                old.release().await;
+                            }
+                            *lease = shared.leases.acquire(&shared.store, k).await?;
+                        }
+                    }
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -528,6 +571,25 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
         Pipeline {
             shared: Arc::new(self.shared),
         }
+    }
+
+    /// How updates take per-key leases in the store, so that replicas sharing it handle
+    /// the updates of one key one at a time (default: [`LeaseConfig::new`], i.e. leases
+    /// whenever the store supports them). See `docs/concurrency.md`.
+    #[must_use]
+    pub fn leases(mut self, config: LeaseConfig) -> Self {
+        self.shared.leases.set_config(config);
+        self
+    }
+
+    /// Bounds the updates of one key that wait in this process behind the one running:
+    /// an update arriving when `n` already wait fails at once with
+    /// [`Error::Overloaded`] and is not handled (default: unbounded). Other keys are not
+    /// affected.
+    #[must_use]
+    pub fn max_queue_per_key(mut self, n: usize) -> Self {
+        self.shared.locks.set_max_waiting(Some(n));
+        self
     }
 }
 

@@ -20,6 +20,7 @@
 #![cfg_attr(feature = "redis", doc = "| [`RedisStore`] | `redis` | server |")]
 
 use std::fmt;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 
 mod codec;
+mod lease;
 mod memory;
 #[cfg(feature = "mysql")]
 mod mysql;
@@ -41,6 +43,7 @@ mod sql;
 mod sqlite;
 
 pub use codec::Codec;
+pub use lease::{Lease, LeaseAttempt};
 pub use memory::MemoryStore;
 #[cfg(feature = "mysql")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
@@ -165,6 +168,40 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
 
     /// Lists the keys of live records matching `filter`, in no particular order.
     async fn list(&self, filter: &ListFilter) -> Result<Vec<String>>;
+
+    /// Whether this store hands out per-key leases shared by every process using it
+    /// (the pipeline takes them by default when it does). Default: `false`.
+    fn supports_leases(&self) -> bool {
+        false
+    }
+
+    /// Tries once to take the lease of `key` for `ttl`: [`LeaseAttempt::Acquired`] when
+    /// nobody holds a live lease on it, [`LeaseAttempt::Busy`] when someone does.
+    ///
+    /// A lease expires by itself `ttl` after it was taken or last renewed, so a crashed
+    /// holder blocks the key for at most `ttl`. Leases are independent of the records:
+    /// they never appear in [`list`](Self::list) and never change a version.
+    ///
+    /// The default implementation answers [`LeaseAttempt::Unsupported`] (this store has
+    /// no leases; the pipeline then relies on compare-and-set alone).
+    async fn acquire_lease(&self, key: &str, ttl: Duration) -> Result<LeaseAttempt> {
+        let _ = (key, ttl);
+        Ok(LeaseAttempt::Unsupported)
+    }
+
+    /// Extends `lease` to `ttl` from now if it is still live and still `lease`'s (same
+    /// token). Returns `false` when it was lost (expired, or taken by someone else).
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
+        let _ = (lease, ttl);
+        Ok(false)
+    }
+
+    /// Gives `lease` back if it is still `lease`'s (same token); returns whether it was.
+    /// Releasing a lease that expired and was taken by someone else does nothing.
+    async fn release_lease(&self, lease: &Lease) -> Result<bool> {
+        let _ = lease;
+        Ok(false)
+    }
 }
 
 #[async_trait]
@@ -183,6 +220,18 @@ impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
     }
     async fn list(&self, filter: &ListFilter) -> Result<Vec<String>> {
         (**self).list(filter).await
+    }
+    fn supports_leases(&self) -> bool {
+        (**self).supports_leases()
+    }
+    async fn acquire_lease(&self, key: &str, ttl: Duration) -> Result<LeaseAttempt> {
+        (**self).acquire_lease(key, ttl).await
+    }
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
+        (**self).renew_lease(lease, ttl).await
+    }
+    async fn release_lease(&self, lease: &Lease) -> Result<bool> {
+        (**self).release_lease(lease).await
     }
 }
 

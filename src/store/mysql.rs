@@ -8,7 +8,7 @@ use sqlx::Row;
 use sqlx::mysql::MySqlPool;
 
 use super::sql::{self, DEFAULT_TABLE};
-use super::{ListFilter, Loaded, SessionStore, Version};
+use super::{Lease, LeaseAttempt, ListFilter, Loaded, SessionStore, Version};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Message, Result};
 
@@ -25,6 +25,12 @@ fn is_duplicate_key(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
+/// A deadlock or lock wait timeout (InnoDB's answers to racing lease statements): the
+/// lease is busy.
+fn is_lock_contention(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| c == "40001" || c == "HY000" && db.message().contains("Lock wait timeout")))
+}
+
 #[derive(Debug)]
 struct Queries {
     create_table: String,
@@ -36,6 +42,12 @@ struct Queries {
     delete_expired: String,
     list: String,
     purge: String,
+    create_lease_table: String,
+    lease_renew: String,
+    lease_release: String,
+    lease_purge: String,
+    lease_insert: String,
+    lease_take_expired: String,
 }
 
 impl Queries {
@@ -51,6 +63,12 @@ impl Queries {
             delete_expired: r(include_str!("queries/mysql/delete_expired.sql")),
             list: r(include_str!("queries/mysql/list.sql")),
             purge: r(include_str!("queries/mysql/purge.sql")),
+            create_lease_table: r(include_str!("queries/mysql/create_lease_table.sql")),
+            lease_renew: r(include_str!("queries/mysql/lease_renew.sql")),
+            lease_release: r(include_str!("queries/mysql/lease_release.sql")),
+            lease_purge: r(include_str!("queries/mysql/lease_purge.sql")),
+            lease_insert: r(include_str!("queries/mysql/lease_insert.sql")),
+            lease_take_expired: r(include_str!("queries/mysql/lease_take_expired.sql")),
         }
     }
 }
@@ -83,6 +101,7 @@ pub struct MySqlStore {
     queries: Arc<Queries>,
     ttl_ms: Option<i64>,
     clock: Arc<dyn Clock>,
+    leases: bool,
 }
 
 impl MySqlStore {
@@ -120,7 +139,18 @@ impl MySqlStore {
             queries: Arc::new(Queries::new(DEFAULT_TABLE)),
             ttl_ms: None,
             clock: Arc::new(SystemClock),
+            leases: true,
         }
+    }
+
+    /// Whether this store hands out per-key leases (default `true`; they live in the
+    /// table `{table}_lease`, which [`migrate`](Self::migrate) creates). With `false`,
+    /// [`supports_leases`](SessionStore::supports_leases) is `false` and the pipeline
+    /// relies on compare-and-set alone.
+    #[must_use]
+    pub fn with_leases(mut self, on: bool) -> Self {
+        self.leases = on;
+        self
     }
 
     /// Uses the table `table` (`[A-Za-z_][A-Za-z0-9_]{0,62}`). Call
@@ -161,7 +191,8 @@ impl MySqlStore {
         &self.table
     }
 
-    /// Creates the table (with its `expires_at` index) if it does not exist (idempotent).
+    /// Creates the table (with its `expires_at` index) and the leases' table
+    /// (`{table}_lease`) if they do not exist (idempotent).
     ///
     /// # Errors
     /// [`Error::Store`] when the statement fails.
@@ -171,10 +202,15 @@ impl MySqlStore {
             .execute(&self.pool)
             .await
             .map_err(db_err)?;
+        sqlx::raw_sql(&self.queries.create_lease_table)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
         Ok(())
     }
 
-    /// Deletes every expired row now and returns how many were deleted.
+    /// Deletes every expired row now and returns how many were deleted (expired leases
+    /// are deleted too, uncounted).
     ///
     /// Expired rows are already invisible; this reclaims their space. Call it
     /// periodically (e.g. hourly) when a TTL is set.
@@ -186,6 +222,11 @@ impl MySqlStore {
         let now = self.clock.now_ms();
         let done = sqlx::query(&self.queries.purge)
             .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        // Expired leases (of holders that died) go too; they are not counted.
+        sqlx::query(&self.queries.lease_purge)
             .execute(&self.pool)
             .await
             .map_err(db_err)?;
@@ -361,5 +402,74 @@ impl SessionStore for MySqlStore {
                 })
             })
             .collect()
+    }
+
+    fn supports_leases(&self) -> bool {
+        self.leases
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
+    async fn acquire_lease(&self, key: &str, ttl: Duration) -> Result<LeaseAttempt> {
+        if !self.leases {
+            return Ok(LeaseAttempt::Unsupported);
+        }
+        if key.len() > MAX_KEY_BYTES {
+            return Err(Error::store(
+                BACKEND,
+                Message(format!(
+                    "a key is {} bytes long, the limit is {MAX_KEY_BYTES}",
+                    key.len()
+                )),
+            ));
+        }
+        let lease = Lease::generate(key);
+        let ttl = sql::lease_ttl_ms(ttl);
+        let inserted = sqlx::query(&self.queries.lease_insert)
+            .bind(key)
+            .bind(lease.token())
+            .bind(ttl)
+            .execute(&self.pool)
+            .await;
+        match inserted {
+            Ok(_) => return Ok(LeaseAttempt::Acquired(lease)),
+            Err(e) if is_duplicate_key(&e) || is_lock_contention(&e) => {}
+            Err(e) => return Err(db_err(e)),
+        }
+        // A lease row exists: take it over if it expired (its holder died or is late).
+        let taken = sqlx::query(&self.queries.lease_take_expired)
+            .bind(lease.token())
+            .bind(ttl)
+            .bind(key)
+            .execute(&self.pool)
+            .await;
+        match taken {
+            Ok(done) if done.rows_affected() == 1 => Ok(LeaseAttempt::Acquired(lease)),
+            Ok(_) => Ok(LeaseAttempt::Busy),
+            Err(e) if is_lock_contention(&e) => Ok(LeaseAttempt::Busy),
+            Err(e) => Err(db_err(e)),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %lease.key()), err(level = "debug"))]
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
+        let done = sqlx::query(&self.queries.lease_renew)
+            .bind(sql::lease_ttl_ms(ttl))
+            .bind(lease.key())
+            .bind(lease.token())
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %lease.key()), err(level = "debug"))]
+    async fn release_lease(&self, lease: &Lease) -> Result<bool> {
+        let done = sqlx::query(&self.queries.lease_release)
+            .bind(lease.key())
+            .bind(lease.token())
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
     }
 }

@@ -8,7 +8,7 @@ use sqlx::Row;
 use sqlx::postgres::PgPool;
 
 use super::sql::{self, DEFAULT_TABLE};
-use super::{ListFilter, Loaded, SessionStore, Version};
+use super::{Lease, LeaseAttempt, ListFilter, Loaded, SessionStore, Version};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 
@@ -30,6 +30,11 @@ struct Queries {
     delete_expired: String,
     list: String,
     purge: String,
+    create_lease_table: String,
+    lease_renew: String,
+    lease_release: String,
+    lease_purge: String,
+    lease_acquire: String,
 }
 
 impl Queries {
@@ -46,6 +51,11 @@ impl Queries {
             delete_expired: r(include_str!("queries/postgres/delete_expired.sql")),
             list: r(include_str!("queries/postgres/list.sql")),
             purge: r(include_str!("queries/postgres/purge.sql")),
+            create_lease_table: r(include_str!("queries/postgres/create_lease_table.sql")),
+            lease_renew: r(include_str!("queries/postgres/lease_renew.sql")),
+            lease_release: r(include_str!("queries/postgres/lease_release.sql")),
+            lease_purge: r(include_str!("queries/postgres/lease_purge.sql")),
+            lease_acquire: r(include_str!("queries/postgres/lease_acquire.sql")),
         }
     }
 }
@@ -77,6 +87,7 @@ pub struct PostgresStore {
     queries: Arc<Queries>,
     ttl_ms: Option<i64>,
     clock: Arc<dyn Clock>,
+    leases: bool,
 }
 
 impl PostgresStore {
@@ -114,7 +125,18 @@ impl PostgresStore {
             queries: Arc::new(Queries::new(DEFAULT_TABLE)),
             ttl_ms: None,
             clock: Arc::new(SystemClock),
+            leases: true,
         }
+    }
+
+    /// Whether this store hands out per-key leases (default `true`; they live in the
+    /// table `{table}_lease`, which [`migrate`](Self::migrate) creates). With `false`,
+    /// [`supports_leases`](SessionStore::supports_leases) is `false` and the pipeline
+    /// relies on compare-and-set alone.
+    #[must_use]
+    pub fn with_leases(mut self, on: bool) -> Self {
+        self.leases = on;
+        self
     }
 
     /// Uses the table `table` (`[A-Za-z_][A-Za-z0-9_]{0,62}`, case-sensitive: it is
@@ -156,7 +178,8 @@ impl PostgresStore {
         &self.table
     }
 
-    /// Creates the table and its `expires_at` index if they do not exist (idempotent).
+    /// Creates the table, its `expires_at` index and the leases' table
+    /// (`{table}_lease`) if they do not exist (idempotent).
     ///
     /// # Errors
     /// [`Error::Store`] when the statements fail.
@@ -170,10 +193,15 @@ impl PostgresStore {
             .execute(&self.pool)
             .await
             .map_err(db_err)?;
+        sqlx::raw_sql(&self.queries.create_lease_table)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
         Ok(())
     }
 
-    /// Deletes every expired row now and returns how many were deleted.
+    /// Deletes every expired row now and returns how many were deleted (expired leases
+    /// are deleted too, uncounted).
     ///
     /// Expired rows are already invisible; this reclaims their space. Call it
     /// periodically (e.g. hourly) when a TTL is set.
@@ -185,6 +213,11 @@ impl PostgresStore {
         let now = self.clock.now_ms();
         let done = sqlx::query(&self.queries.purge)
             .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        // Expired leases (of holders that died) go too; they are not counted.
+        sqlx::query(&self.queries.lease_purge)
             .execute(&self.pool)
             .await
             .map_err(db_err)?;
@@ -312,5 +345,52 @@ impl SessionStore for PostgresStore {
         rows.iter()
             .map(|row| row.try_get::<String, _>(0).map_err(db_err))
             .collect()
+    }
+
+    fn supports_leases(&self) -> bool {
+        self.leases
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
+    async fn acquire_lease(&self, key: &str, ttl: Duration) -> Result<LeaseAttempt> {
+        if !self.leases {
+            return Ok(LeaseAttempt::Unsupported);
+        }
+        let lease = Lease::generate(key);
+        let done = sqlx::query(&self.queries.lease_acquire)
+            .bind(key)
+            .bind(lease.token())
+            .bind(sql::lease_ttl_ms(ttl))
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(if done.rows_affected() == 1 {
+            LeaseAttempt::Acquired(lease)
+        } else {
+            LeaseAttempt::Busy
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %lease.key()), err(level = "debug"))]
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
+        let done = sqlx::query(&self.queries.lease_renew)
+            .bind(lease.key())
+            .bind(lease.token())
+            .bind(sql::lease_ttl_ms(ttl))
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %lease.key()), err(level = "debug"))]
+    async fn release_lease(&self, lease: &Lease) -> Result<bool> {
+        let done = sqlx::query(&self.queries.lease_release)
+            .bind(lease.key())
+            .bind(lease.token())
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
     }
 }

@@ -9,7 +9,7 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, Script};
 use async_trait::async_trait;
 
-use super::{ListFilter, Loaded, SessionStore, Version};
+use super::{Lease, LeaseAttempt, ListFilter, Loaded, SessionStore, Version};
 use crate::error::{Error, Message, Result};
 
 const BACKEND: &str = "redis";
@@ -21,6 +21,18 @@ static SAVE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("queries/redis/save.lua")));
 static DELETE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("queries/redis/delete.lua")));
+static LEASE_RENEW: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("queries/redis/lease_renew.lua")));
+static LEASE_RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("queries/redis/lease_release.lua")));
+
+/// What follows the store prefix in a lease's key: `{prefix}\0lease:{key}`. The NUL keeps
+/// leases apart from session keys (and out of [`SessionStore::list`]).
+const LEASE_MARK: &str = "\0lease:";
+
+fn ttl_param(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
 
 fn redis_err(e: ::redis::RedisError) -> Error {
     Error::store(BACKEND, e)
@@ -67,6 +79,11 @@ fn glob_escape(s: &str) -> String {
 /// With a TTL ([`with_ttl`](Self::with_ttl)), every save sets `PEXPIRE`, so Redis itself
 /// drops a record `ttl` after its last save, by the server's clock (no `purge` needed).
 ///
+/// Leases (on by default, see [`with_leases`](Self::with_leases)): the lease of a key is
+/// the string `{prefix}\0lease:{key}` holding the holder's random token, taken with
+/// `SET … NX PX ttl`, renewed (`PEXPIRE`) and released (`DEL`) by Lua scripts that first
+/// check the token. Redis expires it by itself when its holder dies.
+///
 /// ```no_run
 /// use stagecraft::store::RedisStore;
 /// # async fn f() -> stagecraft::Result<()> {
@@ -78,6 +95,7 @@ pub struct RedisStore {
     conn: ConnectionManager,
     prefix: Arc<str>,
     ttl_ms: Option<u64>,
+    leases: bool,
 }
 
 impl fmt::Debug for RedisStore {
@@ -85,6 +103,7 @@ impl fmt::Debug for RedisStore {
         f.debug_struct("RedisStore")
             .field("prefix", &self.prefix)
             .field("ttl_ms", &self.ttl_ms)
+            .field("leases", &self.leases)
             .finish_non_exhaustive()
     }
 }
@@ -119,7 +138,17 @@ impl RedisStore {
             conn,
             prefix: Arc::from(DEFAULT_PREFIX),
             ttl_ms: None,
+            leases: true,
         }
+    }
+
+    /// Whether this store hands out per-key leases (default `true`). With `false`,
+    /// [`supports_leases`](SessionStore::supports_leases) is `false` and the pipeline
+    /// relies on compare-and-set alone.
+    #[must_use]
+    pub fn with_leases(mut self, on: bool) -> Self {
+        self.leases = on;
+        self
     }
 
     /// Keeps records under `prefix` instead of `stagecraft:` (at most 64 bytes, no
@@ -151,6 +180,14 @@ impl RedisStore {
     #[must_use]
     pub fn connection(&self) -> &ConnectionManager {
         &self.conn
+    }
+
+    fn lease_key(&self, key: &str) -> String {
+        let mut full = String::with_capacity(self.prefix.len() + LEASE_MARK.len() + key.len());
+        full.push_str(&self.prefix);
+        full.push_str(LEASE_MARK);
+        full.push_str(key);
+        full
     }
 
     fn full_key(&self, key: &str) -> String {
@@ -272,6 +309,9 @@ impl SessionStore for RedisStore {
                 let Some(key) = full.strip_prefix(&*self.prefix) else {
                     continue;
                 };
+                if key.starts_with(LEASE_MARK) {
+                    continue;
+                }
                 if seen.insert(key.to_owned()) {
                     keys.push(key.to_owned());
                     if keys.len() >= limit {
@@ -284,6 +324,58 @@ impl SessionStore for RedisStore {
             }
             cursor = next;
         }
+    }
+
+    fn supports_leases(&self) -> bool {
+        self.leases
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
+    async fn acquire_lease(&self, key: &str, ttl: Duration) -> Result<LeaseAttempt> {
+        if !self.leases {
+            return Ok(LeaseAttempt::Unsupported);
+        }
+        let mut conn = self.conn.clone();
+        let lease = Lease::generate(key);
+        let set: Option<String> = ::redis::cmd("SET")
+            .arg(self.lease_key(key))
+            .arg(lease.token())
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_param(ttl))
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        Ok(if set.is_some() {
+            LeaseAttempt::Acquired(lease)
+        } else {
+            LeaseAttempt::Busy
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %lease.key()), err(level = "debug"))]
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        let renewed: i64 = LEASE_RENEW
+            .key(self.lease_key(lease.key()))
+            .arg(lease.token())
+            .arg(ttl_param(ttl))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        Ok(renewed == 1)
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %lease.key()), err(level = "debug"))]
+    async fn release_lease(&self, lease: &Lease) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        let released: i64 = LEASE_RELEASE
+            .key(self.lease_key(lease.key()))
+            .arg(lease.token())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        Ok(released == 1)
     }
 }
 

@@ -24,12 +24,30 @@ pub(crate) fn validate_table(name: &str) -> Result<()> {
     }
 }
 
-/// Replaces `{table}` (and `{index}`, the name of the expiry index) in a query template.
-/// `table` must have passed [`validate_table`].
+/// Replaces `{table}` (and `{index}`, the name of the expiry index, and `{lease_table}`,
+/// the table of per-key leases) in a query template. `table` must have passed
+/// [`validate_table`].
 pub(crate) fn render(template: &str, table: &str) -> String {
     template
         .replace("{index}", &index_name(table))
+        .replace("{lease_table}", &lease_table_name(table))
         .replace("{table}", table)
+}
+
+/// The leases' table: `{table}_lease`, shortened (with a hash) to stay within 63 bytes.
+pub(crate) fn lease_table_name(table: &str) -> String {
+    if table.len() <= 57 {
+        format!("{table}_lease")
+    } else {
+        format!("{}_{:08x}_lease", &table[..40], fnv(table))
+    }
+}
+
+/// FNV-1a, so that long names sharing 40 leading characters get distinct derived names.
+fn fnv(s: &str) -> u32 {
+    s.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// A name for the table's `expires_at` index that stays within PostgreSQL's 63 bytes.
@@ -37,11 +55,7 @@ fn index_name(table: &str) -> String {
     if table.len() <= 50 {
         format!("{table}_expires_idx")
     } else {
-        // FNV-1a, so that long names sharing 40 leading characters get distinct indexes.
-        let hash = table.bytes().fold(0x811c_9dc5_u32, |h, b| {
-            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-        });
-        format!("{}_{hash:08x}_exp", &table[..40])
+        format!("{}_{:08x}_exp", &table[..40], fnv(table))
     }
 }
 
@@ -72,6 +86,12 @@ pub(crate) fn version_from_db(backend: &'static str, v: i64) -> Result<Version> 
     u64::try_from(v)
         .map(Version)
         .map_err(|_| Error::store(backend, Message(format!("stored version {v} is negative"))))
+}
+
+/// A lease TTL in milliseconds (saturating, at least 1).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) fn lease_ttl_ms(ttl: Duration) -> i64 {
+    ttl_ms(ttl).max(1)
 }
 
 /// A TTL in milliseconds (saturating).
@@ -121,6 +141,10 @@ mod tests {
         let long = "a".repeat(63);
         assert!(index_name(&long).len() <= 63);
         assert_ne!(index_name(&long), index_name(&"a".repeat(62)));
+        assert_eq!(lease_table_name("s"), "s_lease");
+        assert!(lease_table_name(&long).len() <= 63);
+        assert!(lease_table_name(&"a".repeat(57)).len() <= 63);
+        assert_ne!(lease_table_name(&long), lease_table_name(&"a".repeat(62)));
     }
 
     #[cfg(any(feature = "postgres", feature = "mysql"))]

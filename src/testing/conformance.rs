@@ -22,7 +22,8 @@
 //! TTLs need a store configured for them, so they are separate checks: [`check_ttl`] for
 //! stores that read a [`ManualClock`], [`check_ttl_real_time`] for stores that expire on
 //! the server's clock (Redis). [`check_shared`] checks that two instances on one backend
-//! see each other's versions.
+//! see each other's versions. [`check_leases`] checks per-key leases, for stores that
+//! have them.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt::Debug;
@@ -30,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock::ManualClock;
 use crate::error::Result;
-use crate::store::{ListFilter, SessionStore, Version, random_u64};
+use crate::store::{Lease, LeaseAttempt, ListFilter, SessionStore, Version, random_u64};
 
 /// A fresh namespace for one check's keys.
 fn ns(check: &str) -> String {
@@ -875,6 +876,183 @@ pub async fn check_shared<A: SessionStore + ?Sized, B: SessionStore + ?Sized>(a:
         "[{}] b still sees a deleted record",
         b.backend()
     );
+}
+
+/// Per-key leases, for stores whose [`supports_leases`](SessionStore::supports_leases) is
+/// `true`: a lease is exclusive (also among concurrent clients), invisible to records and
+/// `list`, expires by itself, is extended by a renewal, and can be renewed or released
+/// only with its own token. Real time: takes about 1.5 s (TTLs of a few hundred ms).
+pub async fn check_leases<S: SessionStore + Clone>(store: &S) {
+    let b = store.backend();
+    assert!(store.supports_leases(), "[{b}] supports_leases() is false");
+    let ns = ns("leases");
+    let key = format!("{ns}k");
+    let ttl = Duration::from_millis(400);
+    let held = |r: Result<LeaseAttempt>, what: &str| match ok(store, r, what) {
+        LeaseAttempt::Acquired(l) => l,
+        other => panic!("[{b}] {what}: expected the lease, got {other:?}"),
+    };
+    let busy = |r: Result<LeaseAttempt>, what: &str| {
+        let got = ok(store, r, what);
+        assert_eq!(
+            got,
+            LeaseAttempt::Busy,
+            "[{b}] {what}: the lease is not exclusive"
+        );
+    };
+
+    // Exclusive, for this client and another one.
+    let first = held(store.acquire_lease(&key, ttl).await, "acquire a free lease");
+    assert_eq!(first.key(), key, "[{b}] the lease names another key");
+    busy(store.acquire_lease(&key, ttl).await, "acquire a held lease");
+    busy(
+        store.clone().acquire_lease(&key, ttl).await,
+        "acquire a held lease on a clone",
+    );
+
+    // Leases are not records.
+    assert_eq!(
+        ok(store, store.load(&key).await, "load a leased key"),
+        None,
+        "[{b}] a lease is visible as a record"
+    );
+    assert!(
+        listed(store, ListFilter::prefix(&ns)).await.is_empty(),
+        "[{b}] a lease is listed"
+    );
+    let v = ok(
+        store,
+        store.save(&key, b"x", None).await,
+        "save a leased key",
+    );
+    ok(store, store.delete(&key, v).await, "delete a leased key");
+
+    // The wrong token can neither renew nor release.
+    let thief = Lease::with_token(&key, "not-the-owner");
+    assert!(
+        !ok(
+            store,
+            store.release_lease(&thief).await,
+            "release with a wrong token"
+        ),
+        "[{b}] released a lease with the wrong token"
+    );
+    assert!(
+        !ok(
+            store,
+            store.renew_lease(&thief, ttl).await,
+            "renew with a wrong token"
+        ),
+        "[{b}] renewed a lease with the wrong token"
+    );
+    busy(
+        store.acquire_lease(&key, ttl).await,
+        "acquire after a wrong-token release",
+    );
+
+    // A renewal extends it past its first expiry.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(
+        ok(
+            store,
+            store.renew_lease(&first, ttl).await,
+            "renew a live lease"
+        ),
+        "[{b}] renewing a live lease failed"
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    busy(
+        store.acquire_lease(&key, ttl).await,
+        "acquire a renewed lease after its first TTL",
+    );
+
+    // Released: free again; releasing twice does nothing to the next holder.
+    assert!(
+        ok(store, store.release_lease(&first).await, "release"),
+        "[{b}] release of a held lease said it was not held"
+    );
+    let second = held(
+        store.acquire_lease(&key, ttl).await,
+        "acquire a released lease",
+    );
+    assert_ne!(
+        first.token(),
+        second.token(),
+        "[{b}] two holders got the same token"
+    );
+    assert!(
+        !ok(store, store.release_lease(&first).await, "release again"),
+        "[{b}] a stale holder released the next holder's lease"
+    );
+    busy(
+        store.acquire_lease(&key, ttl).await,
+        "acquire after a stale release",
+    );
+    assert!(
+        ok(
+            store,
+            store.release_lease(&second).await,
+            "release the second"
+        ),
+        "[{b}] release failed"
+    );
+
+    // Expires by itself; the expired holder can then neither renew nor release.
+    let short = Duration::from_millis(300);
+    let gone = held(
+        store.acquire_lease(&key, short).await,
+        "acquire a short lease",
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let next = held(
+        store.acquire_lease(&key, ttl).await,
+        "acquire an expired lease",
+    );
+    assert!(
+        !ok(
+            store,
+            store.renew_lease(&gone, ttl).await,
+            "renew an expired lease"
+        ),
+        "[{b}] an expired holder renewed the next holder's lease"
+    );
+    assert!(
+        !ok(
+            store,
+            store.release_lease(&gone).await,
+            "release an expired lease"
+        ),
+        "[{b}] an expired holder released the next holder's lease"
+    );
+    busy(
+        store.acquire_lease(&key, ttl).await,
+        "acquire after an expired holder's release",
+    );
+    ok(store, store.release_lease(&next).await, "release");
+
+    // Racing clients: exactly one gets it.
+    let race = format!("{ns}race");
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let s = store.clone();
+            let race = race.clone();
+            tokio::spawn(async move { s.acquire_lease(&race, Duration::from_secs(5)).await })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for t in tasks {
+        let attempt = ok(store, t.await.expect("task"), "racing acquire");
+        if let LeaseAttempt::Acquired(l) = attempt {
+            winners.push(l);
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "[{b}] {} of 16 racing clients got the lease",
+        winners.len()
+    );
+    ok(store, store.release_lease(&winners[0]).await, "release");
 }
 
 #[cfg(test)]

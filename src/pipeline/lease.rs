@@ -1,0 +1,307 @@
+//! Per-key leases across processes: taken before an update's session is loaded, renewed
+//! while it runs, released after its save and replies.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::store::{Lease, LeaseAttempt, SessionStore, random_u64};
+
+/// Whether the pipeline takes per-key leases in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LeaseMode {
+    /// When the store supports them ([`SessionStore::supports_leases`]): Redis,
+    /// PostgreSQL and MySQL do, memory and SQLite don't. The default.
+    #[default]
+    Auto,
+    /// Always; an update fails with [`Error::Config`] if the store has no leases.
+    On,
+    /// Never: replicas rely on compare-and-set and reruns alone.
+    Off,
+}
+
+/// How the pipeline uses per-key leases ([`PipelineBuilder::leases`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use stagecraft::pipeline::LeaseConfig;
+///
+/// let leases = LeaseConfig::new()
+///     .ttl(Duration::from_secs(5))
+///     .wait(Duration::from_secs(20));
+/// # let _ = leases;
+/// ```
+///
+/// [`PipelineBuilder::leases`]: super::PipelineBuilder::leases
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LeaseConfig {
+    /// Whether to take leases at all (default [`LeaseMode::Auto`]).
+    pub mode: LeaseMode,
+    /// How long a lease lasts without renewal (default 10 s): how long a key stays
+    /// blocked after its holder died.
+    pub ttl: Duration,
+    /// How often a running update renews its lease (default a third of `ttl`).
+    pub renew_every: Duration,
+    /// How long an update waits for a lease held elsewhere before failing with
+    /// [`Error::LeaseTimeout`] (default 30 s).
+    pub wait: Duration,
+    /// First pause between two tries of a busy lease (default 2 ms); pauses double up
+    /// to `poll_max`, with jitter.
+    pub poll_min: Duration,
+    /// Longest pause between two tries of a busy lease (default 20 ms).
+    pub poll_max: Duration,
+    /// After holding a key through consecutive updates for this long, a process steps
+    /// back for `poll_max` before taking it again, so that replicas waiting for the
+    /// key get their turn (default 100 ms).
+    pub fair_share: Duration,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LeaseConfig {
+    /// The defaults: automatic, TTL 10 s, renewed every 3.3 s, wait at most 30 s.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            mode: LeaseMode::Auto,
+            ttl: Duration::from_secs(10),
+            renew_every: Duration::from_secs(10) / 3,
+            wait: Duration::from_secs(30),
+            poll_min: Duration::from_millis(2),
+            poll_max: Duration::from_millis(20),
+            fair_share: Duration::from_millis(100),
+        }
+    }
+
+    /// No leases.
+    #[must_use]
+    pub fn off() -> Self {
+        Self::new().mode(LeaseMode::Off)
+    }
+
+    /// Sets [`mode`](Self::mode).
+    #[must_use]
+    pub fn mode(mut self, mode: LeaseMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Sets [`ttl`](Self::ttl) (at least 10 ms) and renews every third of it.
+    #[must_use]
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl.max(Duration::from_millis(10));
+        self.renew_every = self.ttl / 3;
+        self
+    }
+
+    /// Sets [`renew_every`](Self::renew_every) (kept below `ttl`).
+    #[must_use]
+    pub fn renew_every(mut self, every: Duration) -> Self {
+        self.renew_every = every;
+        self
+    }
+
+    /// Sets [`wait`](Self::wait).
+    #[must_use]
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Sets [`poll_min`](Self::poll_min) and [`poll_max`](Self::poll_max).
+    #[must_use]
+    pub fn poll(mut self, min: Duration, max: Duration) -> Self {
+        self.poll_min = min.max(Duration::from_micros(100));
+        self.poll_max = max.max(self.poll_min);
+        self
+    }
+
+    /// Sets [`fair_share`](Self::fair_share).
+    #[must_use]
+    pub fn fair_share(mut self, share: Duration) -> Self {
+        self.fair_share = share;
+        self
+    }
+
+    fn renew_interval(&self) -> Duration {
+        self.renew_every
+            .min(self.ttl / 2)
+            .max(Duration::from_millis(1))
+    }
+}
+
+/// The pipeline's lease settings and the per-key holding streaks of this process.
+#[derive(Debug, Default)]
+pub(crate) struct Leases {
+    pub(crate) config: LeaseConfig,
+    /// Keys this process has held through consecutive updates, since when.
+    streaks: DashMap<Arc<str>, Instant>,
+}
+
+impl Leases {
+    pub(crate) fn set_config(&mut self, config: LeaseConfig) {
+        self.config = config;
+    }
+
+    /// Takes the lease of `key` (waiting while it is busy), or `None` when leases are
+    /// off for this store.
+    pub(crate) async fn acquire(
+        &self,
+        store: &Arc<dyn SessionStore>,
+        key: &Arc<str>,
+    ) -> Result<Option<HeldLease>> {
+        let cfg = &self.config;
+        match cfg.mode {
+            LeaseMode::Off => return Ok(None),
+            LeaseMode::Auto if !store.supports_leases() => return Ok(None),
+            _ => {}
+        }
+        let started = Instant::now();
+        // Fairness: after a long streak of consecutive updates of this key here, leave a
+        // gap at least as long as a waiting replica's longest pause between tries.
+        let step_back = self
+            .streaks
+            .remove_if(key, |_, since| since.elapsed() >= cfg.fair_share)
+            .is_some();
+        if step_back {
+            tokio::time::sleep(cfg.poll_max).await;
+        }
+        let mut pause = cfg.poll_min;
+        loop {
+            match store.acquire_lease(key, cfg.ttl).await? {
+                LeaseAttempt::Acquired(lease) => {
+                    self.streaks
+                        .entry(Arc::clone(key))
+                        .or_insert_with(Instant::now);
+                    return Ok(Some(HeldLease::start(Arc::clone(store), lease, cfg)));
+                }
+                LeaseAttempt::Busy => {}
+                LeaseAttempt::Unsupported if cfg.mode == LeaseMode::On => {
+                    return Err(Error::Config(format!(
+                        "leases are required (LeaseMode::On) but the `{}` store has none",
+                        store.backend()
+                    )));
+                }
+                _ => return Ok(None),
+            }
+            let waited = started.elapsed();
+            if waited >= cfg.wait {
+                return Err(Error::LeaseTimeout {
+                    key: key.to_string(),
+                    waited,
+                });
+            }
+            // Jitter in [pause/2, pause], never past the wait limit.
+            let half = pause / 2;
+            let jitter = half.mul_f64((random_u64() >> 11) as f64 / (1u64 << 53) as f64);
+            tokio::time::sleep((half + jitter).min(cfg.wait - waited)).await;
+            pause = (pause * 2).min(cfg.poll_max);
+        }
+    }
+
+    /// Forgets the holding streak of `key` (no more updates of it wait here).
+    pub(crate) fn end_streak(&self, key: &str) {
+        self.streaks.remove(key);
+    }
+}
+
+/// A lease being held: a task renews it until it is released or dropped.
+#[derive(Debug)]
+pub(crate) struct HeldLease {
+    store: Arc<dyn SessionStore>,
+    lease: Lease,
+    lost: Arc<AtomicBool>,
+    renewer: JoinHandle<()>,
+    released: bool,
+}
+
+impl HeldLease {
+    fn start(store: Arc<dyn SessionStore>, lease: Lease, cfg: &LeaseConfig) -> Self {
+        let lost = Arc::new(AtomicBool::new(false));
+        let renewer = tokio::spawn(renew(
+            Arc::clone(&store),
+            lease.clone(),
+            cfg.ttl,
+            cfg.renew_interval(),
+            Arc::clone(&lost),
+        ));
+        Self {
+            store,
+            lease,
+            lost,
+            renewer,
+            released: false,
+        }
+    }
+
+    /// Whether a renewal found the lease gone (it expired and may be someone else's).
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire)
+    }
+
+    /// Stops renewing and gives the lease back.
+    pub(crate) async fn release(mut self) {
+        self.renewer.abort();
+        self.released = true;
+        match self.store.release_lease(&self.lease).await {
+            Ok(true) => {}
+            Ok(false) => tracing::info!(target: "stagecraft::session", key = self.lease.key(),
+                "the lease had expired before it was released"),
+            Err(e) => tracing::warn!(target: "stagecraft::session", key = self.lease.key(),
+                error = %e, "releasing a lease failed; it will expire by itself"),
+        }
+    }
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        self.renewer.abort();
+        if self.released {
+            return;
+        }
+        // The update was cancelled or panicked: give the lease back in the background
+        // (if that fails, it expires by itself).
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let store = Arc::clone(&self.store);
+            let lease = self.lease.clone();
+            rt.spawn(async move {
+                let _ = store.release_lease(&lease).await;
+            });
+        }
+    }
+}
+
+async fn renew(
+    store: Arc<dyn SessionStore>,
+    lease: Lease,
+    ttl: Duration,
+    every: Duration,
+    lost: Arc<AtomicBool>,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        match store.renew_lease(&lease, ttl).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(target: "stagecraft::session", key = lease.key(),
+                    "lost the lease while the update ran; compare-and-set still guards the write");
+                lost.store(true, Ordering::Release);
+                return;
+            }
+            // A failed renewal is tried again; the lease may still be ours.
+            Err(e) => tracing::warn!(target: "stagecraft::session", key = lease.key(),
+                error = %e, "renewing a lease failed"),
+        }
+    }
+}

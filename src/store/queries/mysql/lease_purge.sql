@@ -1,0 +1,1 @@
+DELETE FROM `{lease_table}` WHERE expires_at <= CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)

@@ -1,0 +1,1 @@
+DELETE FROM `{lease_table}` WHERE session_key = ? AND token = ?

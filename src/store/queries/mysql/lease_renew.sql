@@ -1,0 +1,4 @@
+UPDATE `{lease_table}`
+SET expires_at = CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED) + ?
+WHERE session_key = ? AND token = ?
+    AND expires_at > CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)
