@@ -39,6 +39,7 @@ struct Args {
     updates: u64,
     namespace: Option<String>,
     baseline: bool,
+    idle: Option<u64>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -48,6 +49,7 @@ fn parse_args() -> Result<Args, String> {
         updates: 1_000_000,
         namespace: None,
         baseline: true,
+        idle: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -58,6 +60,7 @@ fn parse_args() -> Result<Args, String> {
             "--updates" => a.updates = v()?.parse().map_err(|e| format!("--updates: {e}"))?,
             "--namespace" => a.namespace = Some(v()?),
             "--no-baseline" => a.baseline = false,
+            "--idle" => a.idle = Some(v()?.parse().map_err(|e| format!("--idle: {e}"))?),
             "--bench" => {} // passed by `cargo bench`-style runners
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -181,11 +184,65 @@ fn peak_rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+fn current_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// `--idle N`: N sessions created by one update each, then left idle in a memory store
+/// (the decoded-session cache off); reports the resident bytes each costs beyond its
+/// stored payload.
+async fn run_idle(n: u64) -> Result<(), BoxError> {
+    use stagecraft::store::SessionStore;
+    let store = stagecraft::store::MemoryStore::new();
+    let bot = demo_bot::build(
+        Pipeline::<demo_bot::Demo>::builder()
+            .store(store.clone())
+            .session_cache(0)
+            .transport(CountingTransport::default()),
+    )?;
+    let template = update(1, 1, "hello");
+    let before = current_rss_bytes();
+    for chat in 1..=n {
+        let mut u = template.clone();
+        if let Some(m) = u.message.as_mut() {
+            m.chat.id = chat as i64;
+            if let Some(f) = m.from.as_mut() {
+                f.id = chat as i64;
+            }
+        }
+        bot.handle(u).await?;
+    }
+    let after = current_rss_bytes();
+    let payload = store.load("1:1").await?.map_or(0, |l| l.bytes.len() as u64);
+    let per_session = after.saturating_sub(before) as f64 / n as f64;
+    let line = serde_json::json!({
+        "store": "memory",
+        "idle_sessions": n,
+        "stored_sessions": store.len(),
+        "rss_growth_bytes": after.saturating_sub(before),
+        "bytes_per_session": per_session.round(),
+        "payload_bytes_per_session": payload,
+        "overhead_bytes_per_session": (per_session - payload as f64).round(),
+    });
+    println!("{line}");
+    Ok(())
+}
+
 fn main() -> Result<(), BoxError> {
     let args = parse_args()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    if let Some(n) = args.idle {
+        return rt.block_on(run_idle(n));
+    }
     rt.block_on(async {
         let baseline = if args.baseline && args.store == "memory" {
             Some(run_baseline(&args).await)
