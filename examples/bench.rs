@@ -40,6 +40,7 @@ struct Args {
     namespace: Option<String>,
     baseline: bool,
     idle: Option<u64>,
+    prefill: u64,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -50,6 +51,7 @@ fn parse_args() -> Result<Args, String> {
         namespace: None,
         baseline: true,
         idle: None,
+        prefill: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -60,6 +62,7 @@ fn parse_args() -> Result<Args, String> {
             "--updates" => a.updates = v()?.parse().map_err(|e| format!("--updates: {e}"))?,
             "--namespace" => a.namespace = Some(v()?),
             "--no-baseline" => a.baseline = false,
+            "--prefill" => a.prefill = v()?.parse().map_err(|e| format!("--prefill: {e}"))?,
             "--idle" => a.idle = Some(v()?.parse().map_err(|e| format!("--idle: {e}"))?),
             "--bench" => {} // passed by `cargo bench`-style runners
             other => return Err(format!("unknown argument `{other}`")),
@@ -91,6 +94,11 @@ fn update(chat: u64, n: u64, text: &str) -> TelegramUpdate {
 
 async fn run_stagecraft(args: &Args) -> Result<(f64, u64), BoxError> {
     let store = stores::open(&args.store, args.namespace.as_deref()).await?;
+    // Other users' sessions already stored: the cost per update must not grow with them.
+    for i in 0..args.prefill {
+        let key = format!("{}:{}", -(i as i64) - 1, -(i as i64) - 1);
+        store.save(&key, br#"{"data":{"updates":3}}"#, None).await?;
+    }
     let transport = Arc::new(CountingTransport::default());
     let bot = demo_bot::build(
         Pipeline::<demo_bot::Demo>::builder()
@@ -254,6 +262,7 @@ fn main() -> Result<(), BoxError> {
             "store": args.store,
             "chats": args.chats,
             "updates": args.updates / args.chats * args.chats,
+            "prefilled_sessions": args.prefill,
             "updates_per_sec": ups.round(),
             "baseline_updates_per_sec": baseline.map(f64::round),
             "ratio": baseline.map(|b| (b / ups * 100.0).round() / 100.0),
