@@ -80,7 +80,7 @@ fn cleanup(store: &(String, Vec<String>)) {
         #[cfg(feature = "mysql")]
         if spec.starts_with("mysql") {
             let store = stagecraft::store::MySqlStore::connect(&spec).await.unwrap();
-            let sql = format!("DROP TABLE IF EXISTS `{ns}`");
+            let sql = format!("DROP TABLE IF EXISTS `{ns}`, `{ns}_lease`");
             stagecraft::store::sqlx::query(&sql)
                 .execute(store.pool())
                 .await
