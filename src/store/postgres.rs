@@ -152,31 +152,9 @@ impl PostgresStore {
         Ok(self)
     }
 
-    /// Records expire `ttl` after their last save.
-    #[must_use]
-    pub fn with_ttl(mut self, ttl: Duration) -> Self {
-        self.ttl_ms = Some(sql::ttl_ms(ttl));
-        self
-    }
+    sql::sql_lease_methods!();
 
-    /// Reads time from `clock` (for TTLs) instead of the system clock.
-    #[must_use]
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
-        self
-    }
-
-    /// The connection pool.
-    #[must_use]
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    /// The table name.
-    #[must_use]
-    pub fn table(&self) -> &str {
-        &self.table
-    }
+    sql::sql_store_methods!(PgPool);
 
     /// Creates the table, its `expires_at` index and the leases' table
     /// (`{table}_lease`) if they do not exist (idempotent).
@@ -223,10 +201,6 @@ impl PostgresStore {
             .map_err(db_err)?;
         Ok(done.rows_affected())
     }
-
-    fn expires_at(&self, now: i64) -> Option<i64> {
-        self.ttl_ms.map(|ttl| now.saturating_add(ttl))
-    }
 }
 
 #[async_trait]
@@ -237,31 +211,7 @@ impl SessionStore for PostgresStore {
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn load(&self, key: &str) -> Result<Option<Loaded>> {
-        let now = self.clock.now_ms();
-        let row = sqlx::query(&self.queries.load)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?;
-        let Some(row) = row else { return Ok(None) };
-        let expires_at: Option<i64> = row.try_get(2).map_err(db_err)?;
-        if !sql::is_live(expires_at, now) {
-            let removed = sqlx::query(&self.queries.delete_expired)
-                .bind(key)
-                .bind(now)
-                .execute(&self.pool)
-                .await;
-            if let Err(e) = removed {
-                tracing::debug!(error = %e, "could not remove an expired session");
-            }
-            return Ok(None);
-        }
-        let bytes: Vec<u8> = row.try_get(0).map_err(db_err)?;
-        let version: i64 = row.try_get(1).map_err(db_err)?;
-        Ok(Some(Loaded {
-            bytes,
-            version: sql::version_from_db(BACKEND, version)?,
-        }))
+        self.load_row(key).await
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
@@ -306,45 +256,13 @@ impl SessionStore for PostgresStore {
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn delete(&self, key: &str, expected: Version) -> Result<()> {
-        let now = self.clock.now_ms();
-        let done = sqlx::query(&self.queries.delete)
-            .bind(key)
-            .bind(sql::version_param(expected))
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        if done.rows_affected() > 0 {
-            return Ok(());
-        }
-        let current = sqlx::query(&self.queries.current_version)
-            .bind(key)
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?;
-        if current.is_some() {
-            Err(Error::Conflict {
-                key: key.to_owned(),
-            })
-        } else {
-            Ok(())
-        }
+        self.delete_row(key, expected).await
     }
 
     #[tracing::instrument(skip_all, fields(prefix = %filter.prefix), err(level = "debug"))]
     async fn list(&self, filter: &ListFilter) -> Result<Vec<String>> {
-        let now = self.clock.now_ms();
-        let rows = sqlx::query(&self.queries.list)
-            .bind(sql::like_prefix(&filter.prefix))
-            .bind(now)
-            .bind(sql::limit_param(filter.limit))
-            .fetch_all(&self.pool)
+        self.list_keys(&sql::like_prefix(&filter.prefix), filter.limit)
             .await
-            .map_err(db_err)?;
-        rows.iter()
-            .map(|row| row.try_get::<String, _>(0).map_err(db_err))
-            .collect()
     }
 
     fn supports_leases(&self) -> bool {
@@ -385,12 +303,6 @@ impl SessionStore for PostgresStore {
 
     #[tracing::instrument(skip_all, fields(key = %lease.key()), err(level = "debug"))]
     async fn release_lease(&self, lease: &Lease) -> Result<bool> {
-        let done = sqlx::query(&self.queries.lease_release)
-            .bind(lease.key())
-            .bind(lease.token())
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(done.rows_affected() == 1)
+        self.release_row_lease(lease).await
     }
 }

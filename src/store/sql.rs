@@ -109,6 +109,150 @@ pub(crate) fn is_live(expires_at: Option<i64>, now: i64) -> bool {
     expires_at.is_none_or(|e| e > now)
 }
 
+/// The methods the SQL stores share word for word, generated inside each store's
+/// `impl` (the pool type is the store's). Names such as `db_err`, `BACKEND`, `Row` and
+/// `sqlx` resolve in the calling module.
+macro_rules! sql_store_methods {
+    ($pool:ty) => {
+        /// Records expire `ttl` after their last save.
+        #[must_use]
+        pub fn with_ttl(mut self, ttl: std::time::Duration) -> Self {
+            self.ttl_ms = Some(sql::ttl_ms(ttl));
+            self
+        }
+
+        /// Reads time from `clock` (for TTLs) instead of the system clock.
+        #[must_use]
+        pub fn with_clock(mut self, clock: std::sync::Arc<dyn crate::clock::Clock>) -> Self {
+            self.clock = clock;
+            self
+        }
+
+        /// The connection pool.
+        #[must_use]
+        pub fn pool(&self) -> &$pool {
+            &self.pool
+        }
+
+        /// The table name.
+        #[must_use]
+        pub fn table(&self) -> &str {
+            &self.table
+        }
+
+        fn expires_at(&self, now: i64) -> Option<i64> {
+            self.ttl_ms.map(|ttl| now.saturating_add(ttl))
+        }
+
+        /// Reads the row of `key`; an expired row is removed and reads as absent.
+        #[allow(dead_code)] // SQLite reads through its grouped reader first
+        async fn load_row(&self, key: &str) -> Result<Option<Loaded>> {
+            let now = self.clock.now_ms();
+            let row = self.fetch_row(key).await?;
+            self.live_record(key, row, now).await
+        }
+
+        /// The data, version and expiry of the row of `key`, as stored.
+        async fn fetch_row(&self, key: &str) -> Result<Option<(Vec<u8>, i64, Option<i64>)>> {
+            let row = sqlx::query(&self.queries.load)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+            let Some(row) = row else { return Ok(None) };
+            Ok(Some((
+                row.try_get(0).map_err(db_err)?,
+                row.try_get(1).map_err(db_err)?,
+                row.try_get(2).map_err(db_err)?,
+            )))
+        }
+
+        /// The record of a fetched row, unless it expired at `now` (then it is removed).
+        async fn live_record(
+            &self,
+            key: &str,
+            row: Option<(Vec<u8>, i64, Option<i64>)>,
+            now: i64,
+        ) -> Result<Option<Loaded>> {
+            let Some((bytes, version, expires_at)) = row else { return Ok(None) };
+            if !sql::is_live(expires_at, now) {
+                let removed = sqlx::query(&self.queries.delete_expired)
+                    .bind(key)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await;
+                if let Err(e) = removed {
+                    tracing::debug!(error = %e, "could not remove an expired session");
+                }
+                return Ok(None);
+            }
+            Ok(Some(Loaded { bytes, version: sql::version_from_db(BACKEND, version)? }))
+        }
+
+        /// Deletes the row of `key` if it has version `expected`; an absent or expired
+        /// row is success, a live row with another version a conflict.
+        async fn delete_row(&self, key: &str, expected: Version) -> Result<()> {
+            let now = self.clock.now_ms();
+            let done = sqlx::query(&self.queries.delete)
+                .bind(key)
+                .bind(sql::version_param(expected))
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(db_err)?;
+            if done.rows_affected() > 0 {
+                return Ok(());
+            }
+            let current = sqlx::query(&self.queries.current_version)
+                .bind(key)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+            match current {
+                Some(_) => Err(Error::Conflict { key: key.to_owned() }),
+                None => Ok(()),
+            }
+        }
+
+        /// The live keys matching `pattern` (the prefix as the list query binds it).
+        #[allow(dead_code)] // MySQL keys are VARBINARY: it decodes them itself
+        async fn list_keys(&self, pattern: &str, limit: Option<usize>) -> Result<Vec<String>> {
+            let now = self.clock.now_ms();
+            let rows = sqlx::query(&self.queries.list)
+                .bind(pattern)
+                .bind(now)
+                .bind(sql::limit_param(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
+            rows.iter().map(|row| row.try_get::<String, _>(0).map_err(db_err)).collect()
+        }
+    };
+}
+
+pub(crate) use sql_store_methods;
+
+/// The lease release of the SQL stores with a lease table (by token).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+macro_rules! sql_lease_methods {
+    () => {
+        /// Gives the lease back if `lease`'s token still holds it.
+        async fn release_row_lease(&self, lease: &Lease) -> Result<bool> {
+            let done = sqlx::query(&self.queries.lease_release)
+                .bind(lease.key())
+                .bind(lease.token())
+                .execute(&self.pool)
+                .await
+                .map_err(db_err)?;
+            Ok(done.rows_affected() == 1)
+        }
+    };
+}
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) use sql_lease_methods;
+
 #[cfg(test)]
 mod tests {
     use super::*;

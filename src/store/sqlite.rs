@@ -489,31 +489,7 @@ impl SqliteStore {
         Ok(self)
     }
 
-    /// Records expire `ttl` after their last save.
-    #[must_use]
-    pub fn with_ttl(mut self, ttl: Duration) -> Self {
-        self.ttl_ms = Some(sql::ttl_ms(ttl));
-        self
-    }
-
-    /// Reads time from `clock` (for TTLs) instead of the system clock.
-    #[must_use]
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
-        self
-    }
-
-    /// The connection pool.
-    #[must_use]
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
-    /// The table name.
-    #[must_use]
-    pub fn table(&self) -> &str {
-        &self.table
-    }
+    sql::sql_store_methods!(SqlitePool);
 
     /// Creates the table and its index if they do not exist (idempotent).
     ///
@@ -549,10 +525,6 @@ impl SqliteStore {
             .map_err(db_err)?;
         Ok(done.rows_affected())
     }
-
-    fn expires_at(&self, now: i64) -> Option<i64> {
-        self.ttl_ms.map(|ttl| now.saturating_add(ttl))
-    }
 }
 
 #[async_trait]
@@ -585,42 +557,11 @@ impl SessionStore for SqliteStore {
             }
             None => None,
         };
-        let row: Option<Row3> = match grouped {
+        let row = match grouped {
             Some(row) => row,
-            None => {
-                let row = sqlx::query(&self.queries.load)
-                    .bind(key)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                match row {
-                    Some(row) => Some((
-                        row.try_get(0).map_err(db_err)?,
-                        row.try_get(1).map_err(db_err)?,
-                        row.try_get(2).map_err(db_err)?,
-                    )),
-                    None => None,
-                }
-            }
+            None => self.fetch_row(key).await?,
         };
-        let Some((bytes, version, expires_at)) = row else {
-            return Ok(None);
-        };
-        if !sql::is_live(expires_at, now) {
-            let removed = sqlx::query(&self.queries.delete_expired)
-                .bind(key)
-                .bind(now)
-                .execute(&self.pool)
-                .await;
-            if let Err(e) = removed {
-                tracing::debug!(error = %e, "could not remove an expired session");
-            }
-            return Ok(None);
-        }
-        Ok(Some(Loaded {
-            bytes,
-            version: sql::version_from_db(BACKEND, version)?,
-        }))
+        self.live_record(key, row, now).await
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
@@ -659,44 +600,11 @@ impl SessionStore for SqliteStore {
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn delete(&self, key: &str, expected: Version) -> Result<()> {
-        let now = self.clock.now_ms();
-        let done = sqlx::query(&self.queries.delete)
-            .bind(key)
-            .bind(sql::version_param(expected))
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        if done.rows_affected() > 0 {
-            return Ok(());
-        }
-        let current = sqlx::query(&self.queries.current_version)
-            .bind(key)
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?;
-        if current.is_some() {
-            Err(Error::Conflict {
-                key: key.to_owned(),
-            })
-        } else {
-            Ok(())
-        }
+        self.delete_row(key, expected).await
     }
 
     #[tracing::instrument(skip_all, fields(prefix = %filter.prefix), err(level = "debug"))]
     async fn list(&self, filter: &ListFilter) -> Result<Vec<String>> {
-        let now = self.clock.now_ms();
-        let rows = sqlx::query(&self.queries.list)
-            .bind(filter.prefix.as_str())
-            .bind(now)
-            .bind(sql::limit_param(filter.limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
-        rows.iter()
-            .map(|row| row.try_get::<String, _>(0).map_err(db_err))
-            .collect()
+        self.list_keys(&filter.prefix.clone(), filter.limit).await
     }
 }
