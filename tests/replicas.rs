@@ -46,7 +46,13 @@ fn target(var: &str, test: &str) -> Option<Target> {
             ns: unique(test),
         }),
         _ => {
-            println!("skipped: {var} is not set");
+            {
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "skipped: {var} is not set (tests of this server do not run)"
+                );
+            };
             None
         }
     }

@@ -42,7 +42,13 @@ fn stores(test: &str) -> Vec<(String, Vec<String>)> {
     ] {
         match std::env::var(var) {
             Ok(url) => v.push((url, vec!["--namespace".to_owned(), unique(test)])),
-            Err(_) => println!("skipped: {var} is not set"),
+            Err(_) => {
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "skipped: {var} is not set (tests of this server do not run)"
+                );
+            }
         }
     }
     v

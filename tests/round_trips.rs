@@ -67,7 +67,13 @@ where
 #[tokio::test]
 async fn redis_two_round_trips_per_update_without_leases() {
     let Ok(url) = std::env::var("STAGECRAFT_REDIS_URL") else {
-        println!("skipped: STAGECRAFT_REDIS_URL is not set");
+        {
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped: STAGECRAFT_REDIS_URL is not set (tests of this server do not run)"
+            );
+        };
         return;
     };
     let ns = unique("rt");
@@ -133,7 +139,13 @@ async fn redis_two_round_trips_per_update_without_leases() {
 #[tokio::test]
 async fn mysql_two_statements_per_update_without_leases() {
     let Ok(url) = std::env::var("STAGECRAFT_MYSQL_URL") else {
-        println!("skipped: STAGECRAFT_MYSQL_URL is not set");
+        {
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped: STAGECRAFT_MYSQL_URL is not set (tests of this server do not run)"
+            );
+        };
         return;
     };
     use stagecraft::store::sqlx::{self, Row};

@@ -15,7 +15,13 @@ fn url() -> Option<String> {
     match std::env::var(VAR) {
         Ok(url) if !url.trim().is_empty() => Some(url),
         _ => {
-            println!("skipped: {VAR} is not set");
+            {
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "skipped: {VAR} is not set (tests of this server do not run)"
+                );
+            };
             None
         }
     }
