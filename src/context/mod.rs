@@ -51,6 +51,8 @@ pub(crate) struct SessionState<S> {
     pub(crate) transitions: usize,
     /// The update was committed: the session is gone from this context.
     pub(crate) closed: bool,
+    /// The record read together with the key's lease, used instead of a load.
+    pub(crate) preloaded: Option<Option<crate::store::Loaded>>,
 }
 
 impl<S> Default for SessionState<S> {
@@ -66,6 +68,7 @@ impl<S> Default for SessionState<S> {
             leaving: 0,
             transitions: 0,
             closed: false,
+            preloaded: None,
         }
     }
 }
@@ -139,7 +142,11 @@ impl<S: SessionData, U: Update> Cx<S, U> {
             return Ok(());
         };
         let shared = &self.inner.shared;
-        let loaded = shared.store.load(&key).await?;
+        let preloaded = self.state().preloaded.take();
+        let loaded = match preloaded {
+            Some(record) => record,
+            None => shared.store.load(&key).await?,
+        };
         let mut st = self.state();
         if st.loaded {
             return Ok(());

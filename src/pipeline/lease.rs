@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::store::{Lease, LeaseAttempt, SessionStore, random_u64};
+use crate::store::{Lease, LeaseAttempt, Loaded, SessionStore, random_u64};
 
 /// Whether the pipeline takes per-key leases in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -155,16 +155,17 @@ impl Leases {
     }
 
     /// Takes the lease of `key` (waiting while it is busy), or `None` when leases are
-    /// off for this store.
+    /// off for this store. With the lease comes the key's record when the store read it
+    /// in the same round trip (see [`SessionStore::acquire_lease_and_load`]).
     pub(crate) async fn acquire(
         &self,
         store: &Arc<dyn SessionStore>,
         key: &Arc<str>,
-    ) -> Result<Option<HeldLease>> {
+    ) -> Result<(Option<HeldLease>, Option<Option<Loaded>>)> {
         let cfg = &self.config;
         match cfg.mode {
-            LeaseMode::Off => return Ok(None),
-            LeaseMode::Auto if !store.supports_leases() => return Ok(None),
+            LeaseMode::Off => return Ok((None, None)),
+            LeaseMode::Auto if !store.supports_leases() => return Ok((None, None)),
             _ => {}
         }
         let started = Instant::now();
@@ -179,12 +180,14 @@ impl Leases {
         }
         let mut pause = cfg.poll_min;
         loop {
-            match store.acquire_lease(key, cfg.ttl).await? {
+            let (attempt, loaded) = store.acquire_lease_and_load(key, cfg.ttl).await?;
+            match attempt {
                 LeaseAttempt::Acquired(lease) => {
                     self.streaks
                         .entry(Arc::clone(key))
                         .or_insert_with(Instant::now);
-                    return Ok(Some(HeldLease::start(Arc::clone(store), lease, cfg)));
+                    let held = HeldLease::start(Arc::clone(store), lease, cfg);
+                    return Ok((Some(held), loaded));
                 }
                 LeaseAttempt::Busy => {}
                 LeaseAttempt::Unsupported if cfg.mode == LeaseMode::On => {
@@ -193,7 +196,7 @@ impl Leases {
                         store.backend()
                     )));
                 }
-                _ => return Ok(None),
+                _ => return Ok((None, None)),
             }
             let waited = started.elapsed();
             if waited >= cfg.wait {

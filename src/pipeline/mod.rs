@@ -228,11 +228,11 @@ async fn run_update<S: SessionData, U: Update>(
 ) -> Result<Dispatch> {
     // The key's lease across processes (when the store has leases): taken before the
     // session is loaded, given back after the save and the replies.
-    let mut lease = match &key {
+    let (mut lease, preloaded) = match &key {
         Some(k) => shared.leases.acquire(&shared.store, k).await?,
-        None => None,
+        None => (None, None),
     };
-    let result = run_attempts(shared, update, key.as_ref(), &mut lease).await;
+    let result = run_attempts(shared, update, key.as_ref(), &mut lease, preloaded).await;
     if let Some(held) = lease {
         held.release().await;
     }
@@ -249,11 +249,17 @@ async fn run_attempts<S: SessionData, U: Update>(
     update: &Arc<U>,
     key: Option<&Arc<str>>,
     lease: &mut Option<lease::HeldLease>,
+    mut preloaded: Option<Option<crate::store::Loaded>>,
 ) -> Result<Dispatch> {
     let mut attempt = 0;
     loop {
         attempt += 1;
         let cx = Cx::new(Arc::clone(update), key.cloned(), Arc::clone(shared));
+        // The record read together with the lease stands for this attempt's load; a
+        // rerun after a conflict loads afresh.
+        if let Some(record) = preloaded.take() {
+            cx.state().preloaded = Some(record);
+        }
         let outcome = Next {
             shared: Arc::clone(shared),
             index: 0,
@@ -278,7 +284,7 @@ async fn run_attempts<S: SessionData, U: Update>(
                             if let Some(old) = lease.take() {
                                 old.release().await;
                             }
-                            *lease = shared.leases.acquire(&shared.store, k).await?;
+                            *lease = shared.leases.acquire(&shared.store, k).await?.0;
                         }
                     }
                     continue;

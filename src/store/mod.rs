@@ -189,6 +189,18 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
         Ok(LeaseAttempt::Unsupported)
     }
 
+    /// Takes the lease of `key` like [`acquire_lease`](Self::acquire_lease) and, where
+    /// the backend can do both in one round trip, reads the record too: `Some(record)`
+    /// then stands for the [`load`](Self::load) the update would make next. The default
+    /// takes the lease only (`None`: load separately).
+    async fn acquire_lease_and_load(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<(LeaseAttempt, Option<Option<Loaded>>)> {
+        Ok((self.acquire_lease(key, ttl).await?, None))
+    }
+
     /// Extends `lease` to `ttl` from now if it is still live and still `lease`'s (same
     /// token). Returns `false` when it was lost (expired, or taken by someone else).
     async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
@@ -226,6 +238,13 @@ impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
     }
     async fn acquire_lease(&self, key: &str, ttl: Duration) -> Result<LeaseAttempt> {
         (**self).acquire_lease(key, ttl).await
+    }
+    async fn acquire_lease_and_load(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<(LeaseAttempt, Option<Option<Loaded>>)> {
+        (**self).acquire_lease_and_load(key, ttl).await
     }
     async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
         (**self).renew_lease(lease, ttl).await

@@ -23,12 +23,37 @@ static DELETE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("queries/redis/delete.lua")));
 static LEASE_RENEW: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("queries/redis/lease_renew.lua")));
+static LEASE_ACQUIRE_LOAD: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("queries/redis/lease_acquire_load.lua")));
 static LEASE_RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("queries/redis/lease_release.lua")));
 
 /// What follows the store prefix in a lease's key: `{prefix}\0lease:{key}`. The NUL keeps
 /// leases apart from session keys (and out of [`SessionStore::list`]).
 const LEASE_MARK: &str = "\0lease:";
+
+/// A record from its `d` and `v` fields.
+fn record(key: &str, bytes: Option<Vec<u8>>, version: Option<String>) -> Result<Option<Loaded>> {
+    match (bytes, version) {
+        (None, None) => Ok(None),
+        (Some(bytes), Some(version)) => {
+            let version = version.parse::<u64>().map_err(|_| {
+                Error::store(
+                    BACKEND,
+                    Message(format!("stored version {version:?} is not a number")),
+                )
+            })?;
+            Ok(Some(Loaded {
+                bytes,
+                version: Version(version),
+            }))
+        }
+        _ => Err(Error::store(
+            BACKEND,
+            Message(format!("record {key:?} lacks its data or version field")),
+        )),
+    }
+}
 
 fn ttl_param(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
@@ -214,25 +239,7 @@ impl SessionStore for RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(redis_err)?;
-        match (bytes, version) {
-            (None, None) => Ok(None),
-            (Some(bytes), Some(version)) => {
-                let version = version.parse::<u64>().map_err(|_| {
-                    Error::store(
-                        BACKEND,
-                        Message(format!("stored version {version:?} is not a number")),
-                    )
-                })?;
-                Ok(Some(Loaded {
-                    bytes,
-                    version: Version(version),
-                }))
-            }
-            _ => Err(Error::store(
-                BACKEND,
-                Message(format!("record {key:?} lacks its data or version field")),
-            )),
-        }
+        record(key, bytes, version)
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
@@ -351,6 +358,35 @@ impl SessionStore for RedisStore {
         } else {
             LeaseAttempt::Busy
         })
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
+    async fn acquire_lease_and_load(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<(LeaseAttempt, Option<Option<Loaded>>)> {
+        if !self.leases {
+            return Ok((LeaseAttempt::Unsupported, None));
+        }
+        let mut conn = self.conn.clone();
+        let lease = Lease::generate(key);
+        let (taken, bytes, version): (i64, Option<Vec<u8>>, Option<String>) = LEASE_ACQUIRE_LOAD
+            .key(self.lease_key(key))
+            .key(self.full_key(key))
+            .arg(lease.token())
+            .arg(ttl_param(ttl))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        if taken == 1 {
+            Ok((
+                LeaseAttempt::Acquired(lease),
+                Some(record(key, bytes, version)?),
+            ))
+        } else {
+            Ok((LeaseAttempt::Busy, None))
+        }
     }
 
     #[tracing::instrument(skip_all, fields(key = %lease.key()), err(level = "debug"))]
