@@ -35,6 +35,7 @@ struct Queries {
     lease_release: String,
     lease_purge: String,
     lease_acquire: String,
+    lease_acquire_load: String,
 }
 
 impl Queries {
@@ -56,6 +57,7 @@ impl Queries {
             lease_release: r(include_str!("queries/postgres/lease_release.sql")),
             lease_purge: r(include_str!("queries/postgres/lease_purge.sql")),
             lease_acquire: r(include_str!("queries/postgres/lease_acquire.sql")),
+            lease_acquire_load: r(include_str!("queries/postgres/lease_acquire_load.sql")),
         }
     }
 }
@@ -287,6 +289,37 @@ impl SessionStore for PostgresStore {
         } else {
             LeaseAttempt::Busy
         })
+    }
+
+    /// Takes the lease and reads the record in one statement (a data-modifying CTE).
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
+    async fn acquire_lease_and_load(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<(LeaseAttempt, Option<Option<Loaded>>)> {
+        if !self.leases {
+            return Ok((LeaseAttempt::Unsupported, None));
+        }
+        let now = self.clock.now_ms();
+        let lease = Lease::generate(key);
+        let row = sqlx::query(&self.queries.lease_acquire_load)
+            .bind(key)
+            .bind(lease.token())
+            .bind(sql::lease_ttl_ms(ttl))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
+        let taken: bool = row.try_get(0).map_err(db_err)?;
+        if !taken {
+            return Ok((LeaseAttempt::Busy, None));
+        }
+        let data: Option<Vec<u8>> = row.try_get(1).map_err(db_err)?;
+        let version: Option<i64> = row.try_get(2).map_err(db_err)?;
+        let expires_at: Option<i64> = row.try_get(3).map_err(db_err)?;
+        let fetched = data.zip(version).map(|(d, v)| (d, v, expires_at));
+        let record = self.live_record(key, fetched, now).await?;
+        Ok((LeaseAttempt::Acquired(lease), Some(record)))
     }
 
     #[tracing::instrument(skip_all, fields(key = %lease.key()), err(level = "debug"))]
