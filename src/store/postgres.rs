@@ -93,18 +93,6 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    /// Connects a pool to `url` (`postgres://user:password@host/database`) and creates
-    /// the table `stagecraft_sessions` if needed.
-    ///
-    /// # Errors
-    /// [`Error::Store`] when the server cannot be reached or the table cannot be created.
-    pub async fn connect(url: &str) -> Result<Self> {
-        let pool = PgPool::connect(url).await.map_err(db_err)?;
-        let store = Self::new(pool);
-        store.migrate().await?;
-        Ok(store)
-    }
-
     /// A store on a pool you configured yourself, using the table `stagecraft_sessions`.
     /// Does no I/O: call [`migrate`](Self::migrate) to create the table.
     ///
@@ -131,30 +119,7 @@ impl PostgresStore {
         }
     }
 
-    /// Whether this store hands out per-key leases (default `true`; they live in the
-    /// table `{table}_lease`, which [`migrate`](Self::migrate) creates). With `false`,
-    /// [`supports_leases`](SessionStore::supports_leases) is `false` and the pipeline
-    /// relies on compare-and-set alone.
-    #[must_use]
-    pub fn with_leases(mut self, on: bool) -> Self {
-        self.leases = on;
-        self
-    }
-
-    /// Uses the table `table` (`[A-Za-z_][A-Za-z0-9_]{0,62}`, case-sensitive: it is
-    /// always quoted). Call [`migrate`](Self::migrate) afterwards if the table may not
-    /// exist yet.
-    ///
-    /// # Errors
-    /// [`Error::Config`] when the name is not valid.
-    pub fn with_table(mut self, table: &str) -> Result<Self> {
-        sql::validate_table(table)?;
-        self.table = Arc::from(table);
-        self.queries = Arc::new(Queries::new(table));
-        Ok(self)
-    }
-
-    sql::sql_lease_methods!();
+    sql::sql_server_store_methods!("postgres");
 
     sql::sql_store_methods!(PgPool);
 
@@ -178,30 +143,6 @@ impl PostgresStore {
             .await
             .map_err(db_err)?;
         Ok(())
-    }
-
-    /// Deletes every expired row now and returns how many were deleted (expired leases
-    /// are deleted too, uncounted).
-    ///
-    /// Expired rows are already invisible; this reclaims their space. Call it
-    /// periodically (e.g. hourly) when a TTL is set.
-    ///
-    /// # Errors
-    /// [`Error::Store`] when the statement fails.
-    #[tracing::instrument(skip_all, fields(table = %self.table), err)]
-    pub async fn purge_expired(&self) -> Result<u64> {
-        let now = self.clock.now_ms();
-        let done = sqlx::query(&self.queries.purge)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        // Expired leases (of holders that died) go too; they are not counted.
-        sqlx::query(&self.queries.lease_purge)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(done.rows_affected())
     }
 }
 

@@ -233,10 +233,69 @@ macro_rules! sql_store_methods {
 
 pub(crate) use sql_store_methods;
 
-/// The lease release of the SQL stores with a lease table (by token).
+/// The methods the server SQL stores (PostgreSQL, MySQL) share: connecting, leases,
+/// choosing the table, purging. `$scheme` is the URL scheme shown in the docs.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-macro_rules! sql_lease_methods {
-    () => {
+macro_rules! sql_server_store_methods {
+    ($scheme:literal) => {
+        #[doc = concat!("Connects a pool to `url` (`", $scheme, "://user:password@host/database`) and")]
+        /// creates the table `stagecraft_sessions` (and its leases' table) if needed.
+        ///
+        /// # Errors
+        /// [`Error::Store`] when the server cannot be reached or the table cannot be created.
+        pub async fn connect(url: &str) -> Result<Self> {
+            let pool = sqlx::Pool::connect(url).await.map_err(db_err)?;
+            let store = Self::new(pool);
+            store.migrate().await?;
+            Ok(store)
+        }
+
+        /// Whether this store hands out per-key leases (default `true`; they live in the
+        /// table `{table}_lease`, which [`migrate`](Self::migrate) creates). With `false`,
+        /// [`supports_leases`](SessionStore::supports_leases) is `false` and the pipeline
+        /// relies on compare-and-set alone.
+        #[must_use]
+        pub fn with_leases(mut self, on: bool) -> Self {
+            self.leases = on;
+            self
+        }
+
+        /// Uses the table `table` (`[A-Za-z_][A-Za-z0-9_]{0,62}`; always quoted, so
+        /// case-sensitive where the server is). Call [`migrate`](Self::migrate)
+        /// afterwards if the table may not exist yet.
+        ///
+        /// # Errors
+        /// [`Error::Config`] when the name is not valid.
+        pub fn with_table(mut self, table: &str) -> Result<Self> {
+            sql::validate_table(table)?;
+            self.table = std::sync::Arc::from(table);
+            self.queries = std::sync::Arc::new(Queries::new(table));
+            Ok(self)
+        }
+
+        /// Deletes every expired row now and returns how many were deleted (expired
+        /// leases, of holders that died, are deleted too, uncounted).
+        ///
+        /// Expired rows are already invisible; this reclaims their space. Call it
+        /// periodically (e.g. hourly) when a TTL is set.
+        ///
+        /// # Errors
+        /// [`Error::Store`] when a statement fails.
+        #[tracing::instrument(skip_all, fields(table = %self.table), err)]
+        pub async fn purge_expired(&self) -> Result<u64> {
+            let now = self.clock.now_ms();
+            let done = sqlx::query(&self.queries.purge)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(db_err)?;
+            sqlx::query(&self.queries.lease_purge)
+                .execute(&self.pool)
+                .await
+                .map_err(db_err)?;
+            Ok(done.rows_affected())
+        }
+
         /// Gives the lease back if `lease`'s token still holds it.
         async fn release_row_lease(&self, lease: &Lease) -> Result<bool> {
             let done = sqlx::query(&self.queries.lease_release)
@@ -251,7 +310,7 @@ macro_rules! sql_lease_methods {
 }
 
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-pub(crate) use sql_lease_methods;
+pub(crate) use sql_server_store_methods;
 
 #[cfg(test)]
 mod tests {
