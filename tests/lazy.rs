@@ -1,47 +1,13 @@
 //! The session costs store I/O only when it is needed.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
 
-use async_trait::async_trait;
+use std::sync::Arc;
+
+use common::CountingStore;
 use serde::{Deserialize, Serialize};
 use stagecraft::prelude::*;
 use stagecraft::session::SavePolicy;
-use stagecraft::store::{ListFilter, Loaded, Version};
-
-/// Counts the calls that reach a memory store.
-#[derive(Debug, Default)]
-struct Counting {
-    inner: MemoryStore,
-    loads: AtomicUsize,
-    saves: AtomicUsize,
-}
-
-#[async_trait]
-impl SessionStore for Counting {
-    fn backend(&self) -> &'static str {
-        "counting"
-    }
-    async fn load(&self, key: &str) -> stagecraft::Result<Option<Loaded>> {
-        self.loads.fetch_add(1, Ordering::SeqCst);
-        self.inner.load(key).await
-    }
-    async fn save(
-        &self,
-        key: &str,
-        bytes: &[u8],
-        expected: Option<Version>,
-    ) -> stagecraft::Result<Version> {
-        self.saves.fetch_add(1, Ordering::SeqCst);
-        self.inner.save(key, bytes, expected).await
-    }
-    async fn delete(&self, key: &str, expected: Version) -> stagecraft::Result<()> {
-        self.inner.delete(key, expected).await
-    }
-    async fn list(&self, filter: &ListFilter) -> stagecraft::Result<Vec<String>> {
-        self.inner.list(filter).await
-    }
-}
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct D {
@@ -57,7 +23,7 @@ fn msg(id: i64, text: &str) -> TelegramUpdate {
     .unwrap()
 }
 
-fn bot(store: Arc<Counting>, policy: SavePolicy) -> Pipeline<D> {
+fn bot(store: Arc<CountingStore>, policy: SavePolicy) -> Pipeline<D> {
     Pipeline::<D>::builder()
         .store_arc(store)
         .save_policy(policy)
@@ -79,69 +45,65 @@ fn bot(store: Arc<Counting>, policy: SavePolicy) -> Pipeline<D> {
 
 #[tokio::test]
 async fn an_update_no_handler_takes_reads_nothing() {
-    let store = Arc::new(Counting::default());
+    let store = CountingStore::new();
     let bot = bot(Arc::clone(&store), SavePolicy::Changed);
     assert_eq!(
         bot.handle(msg(1, "just chatting")).await.unwrap(),
         Dispatch::Unhandled
     );
-    assert_eq!(store.loads.load(Ordering::SeqCst), 0);
-    assert_eq!(store.saves.load(Ordering::SeqCst), 0);
+    assert_eq!(store.calls().0, 0);
+    assert_eq!(store.calls().1, 0);
 }
 
 #[tokio::test]
 async fn only_changed_sessions_are_written() {
-    let store = Arc::new(Counting::default());
+    let store = CountingStore::new();
     let bot = bot(Arc::clone(&store), SavePolicy::Changed);
     bot.handle(msg(1, "/read")).await.unwrap();
     assert_eq!(
-        store.saves.load(Ordering::SeqCst),
+        store.calls().1,
         0,
         "reading a new session creates no record"
     );
     bot.handle(msg(2, "/inc")).await.unwrap();
-    assert_eq!(store.saves.load(Ordering::SeqCst), 1);
+    assert_eq!(store.calls().1, 1);
     bot.handle(msg(3, "/read")).await.unwrap();
     bot.handle(msg(4, "/same")).await.unwrap();
     assert_eq!(
-        store.saves.load(Ordering::SeqCst),
+        store.calls().1,
         1,
         "a read, or a change to the same value, writes nothing"
     );
-    assert_eq!(
-        store.loads.load(Ordering::SeqCst),
-        4,
-        "one load per update that ran a handler"
-    );
+    assert_eq!(store.calls().0, 4, "one load per update that ran a handler");
 }
 
 #[tokio::test]
 async fn touched_policy_writes_on_read_like_telegraf() {
-    let store = Arc::new(Counting::default());
+    let store = CountingStore::new();
     let bot = bot(Arc::clone(&store), SavePolicy::Touched);
     bot.handle(msg(1, "/read")).await.unwrap();
     bot.handle(msg(2, "/read")).await.unwrap();
-    assert_eq!(store.saves.load(Ordering::SeqCst), 2);
+    assert_eq!(store.calls().1, 2);
     assert_eq!(
         bot.handle(msg(3, "other")).await.unwrap(),
         Dispatch::Unhandled
     );
-    assert_eq!(store.saves.load(Ordering::SeqCst), 2, "untouched: no write");
+    assert_eq!(store.calls().1, 2, "untouched: no write");
 }
 
 /// The decoded-session cache never hides what another writer stored.
 #[tokio::test]
 async fn the_session_cache_sees_writes_from_elsewhere() {
-    let store = Arc::new(Counting::default());
+    let store = CountingStore::new();
     let bot = bot(Arc::clone(&store), SavePolicy::Changed);
     bot.handle(msg(1, "/inc")).await.unwrap();
     // Another process rewrites the record (same length, other content).
-    let rec = store.inner.load("1:1").await.unwrap().unwrap();
+    let rec = store.inner().load("1:1").await.unwrap().unwrap();
     let other = String::from_utf8(rec.bytes)
         .unwrap()
         .replace("\"n\":1", "\"n\":7");
     store
-        .inner
+        .inner()
         .save("1:1", other.as_bytes(), Some(rec.version))
         .await
         .unwrap();

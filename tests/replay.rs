@@ -3,6 +3,8 @@
 #[path = "../examples/shared/demo_bot.rs"]
 mod demo_bot;
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -178,13 +180,7 @@ async fn a_malformed_replay_line_is_an_error_with_its_line_number() {
 /// The README's demo command, run as a process: `demo --replay FILE` prints exactly the transcript.
 #[test]
 fn the_demo_binary_replays_a_file_to_stdout() {
-    let exe = std::env::current_exe().unwrap();
-    let demo = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("examples").join("demo"))
-        .unwrap();
-    assert!(demo.exists(), "build the example first: {}", demo.display());
+    let demo = common::example_binary("demo");
     let file = scenarios_dir().join("02_invalid_age_reask.jsonl");
     let out = std::process::Command::new(&demo)
         .args(["--store", "memory", "--replay"])
@@ -206,12 +202,7 @@ fn the_demo_binary_replays_a_file_to_stdout() {
 #[test]
 fn the_console_demo_chats_and_remembers_across_runs() {
     use std::io::Write;
-    let exe = std::env::current_exe().unwrap();
-    let demo = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("examples").join("demo"))
-        .unwrap();
+    let demo = common::example_binary("demo");
     let db = std::env::temp_dir().join(format!("console_{}.db", std::process::id()));
     let run = |input: &str| {
         let mut child = std::process::Command::new(&demo)

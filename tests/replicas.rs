@@ -4,34 +4,16 @@
 //! Each test uses its own table or key prefix and removes it at the end. A store whose
 //! URL is unset is skipped with one `skipped:` line.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use stagecraft::session::inspect;
 use stagecraft::store::{MySqlStore, PostgresStore, RedisStore, SessionStore};
-
-fn replica_exe() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("examples").join("replica"))
-        .unwrap();
-    assert!(path.exists(), "built by `cargo test`: {}", path.display());
-    path
-}
-
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{name}_{}_{nanos}", std::process::id())
-}
 
 /// A store a test runs against: its URL and its own namespace (table or key prefix).
 struct Target {
@@ -40,22 +22,11 @@ struct Target {
 }
 
 fn target(var: &str, test: &str) -> Option<Target> {
-    match std::env::var(var) {
-        Ok(url) if !url.trim().is_empty() => Some(Target {
-            url,
-            ns: unique(test),
-        }),
-        _ => {
-            {
-                use std::io::Write as _;
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "skipped: {var} is not set (tests of this server do not run)"
-                );
-            };
-            None
-        }
-    }
+    let url = common::server_url(var)?;
+    Some(Target {
+        url,
+        ns: common::unique_name(test),
+    })
 }
 
 const REDIS: &str = "STAGECRAFT_REDIS_URL";
@@ -147,7 +118,7 @@ fn cleanup(t: &Target) {
 }
 
 fn spawn(t: &Target, extra: &[&str]) -> Child {
-    Command::new(replica_exe())
+    Command::new(common::example_binary("replica"))
         .args(["--store", &t.url, "--namespace", &t.ns])
         .args(extra)
         .stdin(Stdio::piped())

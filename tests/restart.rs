@@ -1,54 +1,29 @@
 //! Conversations that survive a restart (and a SIGKILL), and replicas that share a store,
 //! run as real processes of the demo binary.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn demo() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let demo = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("examples").join("demo"))
-        .unwrap();
-    assert!(
-        demo.exists(),
-        "the demo example is built by `cargo test`: {}",
-        demo.display()
-    );
-    demo
-}
-
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{name}_{}_{nanos}", std::process::id())
-}
 
 /// The stores to run against: SQLite always; Redis, PostgreSQL and MySQL when their URL is set.
 fn stores(test: &str) -> Vec<(String, Vec<String>)> {
     let mut v = Vec::new();
-    let path = std::env::temp_dir().join(format!("{}.db", unique(test)));
+    let path = std::env::temp_dir().join(format!("{}.db", common::unique_name(test)));
     v.push((format!("sqlite:{}", path.display()), Vec::new()));
     for var in [
         "STAGECRAFT_REDIS_URL",
         "STAGECRAFT_POSTGRES_URL",
         "STAGECRAFT_MYSQL_URL",
     ] {
-        match std::env::var(var) {
-            Ok(url) => v.push((url, vec!["--namespace".to_owned(), unique(test)])),
-            Err(_) => {
-                use std::io::Write as _;
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "skipped: {var} is not set (tests of this server do not run)"
-                );
-            }
+        if let Some(url) = common::server_url(var) {
+            v.push((
+                url,
+                vec!["--namespace".to_owned(), common::unique_name(test)],
+            ));
         }
     }
     v
@@ -118,7 +93,7 @@ fn cleanup(store: &(String, Vec<String>)) {
 }
 
 fn replay(store: &(String, Vec<String>), extra: &[&str], input: &str) -> String {
-    let mut child = Command::new(demo())
+    let mut child = Command::new(common::example_binary("demo"))
         .args(["--store", &store.0])
         .args(&store.1)
         .args(extra)
@@ -180,7 +155,7 @@ fn a_conversation_survives_sigkill_between_two_updates() {
     let (updates, expected) = scenario("02_invalid_age_reask");
     let expected: Vec<&str> = expected.lines().collect();
     for store in stores("sigkill") {
-        let mut child = Command::new(demo())
+        let mut child = Command::new(common::example_binary("demo"))
             .args(["--store", &store.0])
             .args(&store.1)
             .args(["--replay", "-"])
@@ -230,7 +205,7 @@ fn four_replicas_incrementing_one_session_lose_nothing() {
         let input = input.join("\n");
         let children: Vec<_> = (0..4)
             .map(|_| {
-                let mut c = Command::new(demo())
+                let mut c = Command::new(common::example_binary("demo"))
                     .args(["--store", &store.0])
                     .args(&store.1)
                     .args(["--attempts", "1000", "--replay", "-"])

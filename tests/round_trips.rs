@@ -5,6 +5,8 @@
 #[path = "../examples/shared/demo_bot.rs"]
 mod demo_bot;
 
+mod common;
+
 use std::sync::Arc;
 
 use stagecraft::Pipeline;
@@ -29,14 +31,6 @@ fn updates() -> Vec<TelegramUpdate> {
             .unwrap()
         })
         .collect()
-}
-
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{name}_{}_{nanos}", std::process::id())
 }
 
 /// Runs the reference conversation and returns the commands the server counted per update.
@@ -72,7 +66,7 @@ async fn redis_round_trips(url: &str, store: Arc<dyn SessionStore>, leases: Leas
     // The monitor sends MONITOR itself before it is handed over.
     let monitor = client.get_async_monitor().await.unwrap();
     let mut lines = monitor.into_on_message::<String>();
-    let sentinel = unique("sentinel");
+    let sentinel = common::unique_name("sentinel");
     let bot = demo_bot::build(
         Pipeline::<demo_bot::Demo>::builder()
             .store_arc(store)
@@ -111,17 +105,11 @@ async fn redis_round_trips(url: &str, store: Arc<dyn SessionStore>, leases: Leas
 #[cfg(feature = "redis")]
 #[tokio::test]
 async fn redis_two_round_trips_per_update_without_leases() {
-    let Ok(url) = std::env::var("STAGECRAFT_REDIS_URL") else {
-        {
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "skipped: STAGECRAFT_REDIS_URL is not set (tests of this server do not run)"
-            );
-        }
+    let Some(url) = common::server_url("STAGECRAFT_REDIS_URL") else {
         return;
     };
-    let ns = unique("rt");
+
+    let ns = common::unique_name("rt");
     let store = stagecraft::store::RedisStore::connect(&url)
         .await
         .unwrap()
@@ -160,18 +148,12 @@ async fn redis_two_round_trips_per_update_without_leases() {
 #[cfg(feature = "mysql")]
 #[tokio::test]
 async fn mysql_two_statements_per_update_without_leases() {
-    let Ok(url) = std::env::var("STAGECRAFT_MYSQL_URL") else {
-        {
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "skipped: STAGECRAFT_MYSQL_URL is not set (tests of this server do not run)"
-            );
-        };
+    let Some(url) = common::server_url("STAGECRAFT_MYSQL_URL") else {
         return;
     };
+
     use stagecraft::store::sqlx::{self, Row};
-    let ns = unique("rt");
+    let ns = common::unique_name("rt");
     let store = stagecraft::store::MySqlStore::connect(&url)
         .await
         .unwrap()

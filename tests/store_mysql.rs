@@ -3,6 +3,8 @@
 //! Unset: the server test prints one `skipped:` line and passes. Set but the server does
 //! not answer: it fails. Each run uses its own table and drops it at the end.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,29 +15,6 @@ use stagecraft::store::{MySqlStore, SessionStore};
 use stagecraft::testing::conformance;
 
 const VAR: &str = "STAGECRAFT_MYSQL_URL";
-
-fn url() -> Option<String> {
-    match std::env::var(VAR) {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            {
-                use std::io::Write as _;
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "skipped: {VAR} is not set (tests of this server do not run)"
-                );
-            };
-            None
-        }
-    }
-}
-
-fn unique_table() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    format!("stagecraft_test_{:016x}", h.finish())
-}
 
 async fn connect_pool(url: &str) -> MySqlPool {
     MySqlPoolOptions::new()
@@ -48,9 +27,11 @@ async fn connect_pool(url: &str) -> MySqlPool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mysql_store() {
-    let Some(url) = url() else { return };
+    let Some(url) = common::server_url(VAR) else {
+        return;
+    };
     let pool = connect_pool(&url).await;
-    let table = unique_table();
+    let table = common::unique_name("stagecraft_test");
     let store = MySqlStore::new(pool.clone())
         .with_table(&table)
         .expect("table name");

@@ -3,6 +3,8 @@
 //! Unset: the server test prints one `skipped:` line and passes. Set but the server does
 //! not answer: it fails. Each run uses its own key prefix and deletes its keys at the end.
 
+mod common;
+
 use std::time::Duration;
 
 use stagecraft::Error;
@@ -10,29 +12,6 @@ use stagecraft::store::RedisStore;
 use stagecraft::testing::conformance;
 
 const VAR: &str = "STAGECRAFT_REDIS_URL";
-
-fn url() -> Option<String> {
-    match std::env::var(VAR) {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            {
-                use std::io::Write as _;
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "skipped: {VAR} is not set (tests of this server do not run)"
-                );
-            };
-            None
-        }
-    }
-}
-
-fn unique_prefix() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    format!("stagecraft_test_{:016x}:", h.finish())
-}
 
 async fn connect(url: &str, prefix: &str) -> RedisStore {
     RedisStore::connect(url)
@@ -74,8 +53,10 @@ async fn clean(store: &RedisStore, prefix: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_store() {
-    let Some(url) = url() else { return };
-    let prefix = unique_prefix();
+    let Some(url) = common::server_url(VAR) else {
+        return;
+    };
+    let prefix = format!("{}:", common::unique_name("stagecraft_test"));
     let store = connect(&url, &prefix).await;
     assert_eq!(store.prefix(), prefix);
 

@@ -1,14 +1,10 @@
 //! Shared session type, scene states, handler shorthands and a counting store.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use stagecraft::handler::{Handler, LeaveHook};
 use stagecraft::prelude::*;
-use stagecraft::store::{ListFilter, Loaded, Version};
+use stagecraft::store::ListFilter;
 use stagecraft::testing::TestBot;
 
 /// The session data of every checklist bot.
@@ -143,57 +139,4 @@ pub(crate) async fn keys(store: &dyn SessionStore) -> Vec<String> {
     keys
 }
 
-/// A [`MemoryStore`] that counts the calls it gets.
-#[derive(Debug, Default)]
-pub(crate) struct CountingStore {
-    inner: MemoryStore,
-    loads: AtomicUsize,
-    saves: AtomicUsize,
-    deletes: AtomicUsize,
-}
-
-impl CountingStore {
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self::default())
-    }
-
-    /// `(loads, saves, deletes)` so far.
-    pub(crate) fn calls(&self) -> (usize, usize, usize) {
-        (
-            self.loads.load(Ordering::SeqCst),
-            self.saves.load(Ordering::SeqCst),
-            self.deletes.load(Ordering::SeqCst),
-        )
-    }
-}
-
-#[async_trait]
-impl SessionStore for CountingStore {
-    fn backend(&self) -> &'static str {
-        "counting"
-    }
-
-    async fn load(&self, key: &str) -> stagecraft::Result<Option<Loaded>> {
-        self.loads.fetch_add(1, Ordering::SeqCst);
-        self.inner.load(key).await
-    }
-
-    async fn save(
-        &self,
-        key: &str,
-        bytes: &[u8],
-        expected: Option<Version>,
-    ) -> stagecraft::Result<Version> {
-        self.saves.fetch_add(1, Ordering::SeqCst);
-        self.inner.save(key, bytes, expected).await
-    }
-
-    async fn delete(&self, key: &str, expected: Version) -> stagecraft::Result<()> {
-        self.deletes.fetch_add(1, Ordering::SeqCst);
-        self.inner.delete(key, expected).await
-    }
-
-    async fn list(&self, filter: &ListFilter) -> stagecraft::Result<Vec<String>> {
-        self.inner.list(filter).await
-    }
-}
+pub(crate) use crate::shared::CountingStore;

@@ -7,6 +7,8 @@ mod common;
 mod ordering;
 mod scene;
 mod session;
+#[path = "../common/mod.rs"]
+mod shared;
 mod stack;
 mod stage;
 mod wizard;
