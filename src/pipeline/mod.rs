@@ -31,7 +31,7 @@ use crate::handler::{BoxFuture, Handler, HandlerResult, Matcher, Middleware, Rou
 use crate::session::{
     Cached, DecodePolicy, ErrorPolicy, Key, RecordRef, SavePolicy, SessionCache, SessionData,
 };
-use crate::stage::{Outcome, Stage, run_routes};
+use crate::stage::{Outcome, Stage, run_routes_at};
 use crate::store::{Codec, MemoryStore, SessionStore};
 use crate::transport::{LogTransport, Transport};
 use crate::update::{TelegramUpdate, Update};
@@ -439,11 +439,12 @@ impl<S: SessionData, U: Update> Next<S, U> {
                         }
                     }
                     Link::Route(routes) => {
-                        if routes.next_match(cx.update(), bot, 0).is_none() {
+                        // Match first: an update no route takes costs no store read.
+                        let Some(first) = routes.next_match(cx.update(), bot, 0) else {
                             continue;
-                        }
+                        };
                         cx.ensure_loaded().await?;
-                        if let Some(o) = run_routes(routes, &cx, bot).await? {
+                        if let Some(o) = run_routes_at(routes, &cx, bot, first).await? {
                             cx.apply(o).await?;
                             return Ok(Outcome::Handled);
                         }

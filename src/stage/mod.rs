@@ -154,15 +154,29 @@ pub(crate) async fn run_routes<S: SessionData, U: Update>(
     cx: &Cx<S, U>,
     bot: Option<&str>,
 ) -> Result<Option<Outcome>> {
-    let mut from = 0;
-    while let Some(i) = routes.next_match(cx.update(), bot, from) {
+    match routes.next_match(cx.update(), bot, 0) {
+        Some(first) => run_routes_at(routes, cx, bot, first).await,
+        None => Ok(None),
+    }
+}
+
+/// Like [`run_routes`], starting at `first`, a route already known to match (so its
+/// matcher is not evaluated again).
+pub(crate) async fn run_routes_at<S: SessionData, U: Update>(
+    routes: &Routes<S, U>,
+    cx: &Cx<S, U>,
+    bot: Option<&str>,
+    first: usize,
+) -> Result<Option<Outcome>> {
+    let mut next = Some(first);
+    while let Some(i) = next {
         match routes.list[i]
             .1
             .call(cx.clone())
             .await
             .map_err(Error::handler)?
         {
-            Outcome::Pass => from = i + 1,
+            Outcome::Pass => next = routes.next_match(cx.update(), bot, i + 1),
             other => return Ok(Some(other)),
         }
     }
