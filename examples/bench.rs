@@ -180,6 +180,76 @@ async fn run_baseline(args: &Args) -> f64 {
     (per_chat * args.chats) as f64 / start.elapsed().as_secs_f64()
 }
 
+/// The bare SQLite loop: what any session layer on sqlx's SQLite driver must do per update
+/// at least, and nothing else: one compare-and-set `UPDATE` of the chat's row (autocommit,
+/// WAL, `synchronous = NORMAL`, one connection), with the chats in flight grouped into one
+/// transaction the way a group commit would. Runs on a file beside the store's.
+#[cfg(feature = "sqlite")]
+async fn run_sqlite_baseline(path: &str, args: &Args) -> Result<f64, BoxError> {
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+    use sqlx::{ConnectOptions, Connection};
+    use stagecraft::store::sqlx;
+    let file = format!("{path}-baseline");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{file}{suffix}"));
+    }
+    let mut conn = SqliteConnectOptions::new()
+        .filename(&file)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .connect()
+        .await?;
+    sqlx::query(
+        "CREATE TABLE s (k INTEGER PRIMARY KEY, data BLOB NOT NULL, version INTEGER NOT NULL)",
+    )
+    .execute(&mut conn)
+    .await?;
+    let session = br#"{"data":{"updates":1},"scenes":[]}"#;
+    for chat in 1..=args.chats {
+        sqlx::query("INSERT INTO s VALUES (?, ?, 0)")
+            .bind(chat as i64)
+            .bind(&session[..])
+            .execute(&mut conn)
+            .await?;
+    }
+    let per_chat = args.updates / args.chats;
+    let update = "UPDATE s SET data = ?, version = version + 1 WHERE k = ? AND version = ?";
+    let start = Instant::now();
+    for round in 0..per_chat {
+        if args.chats == 1 {
+            sqlx::query(update)
+                .bind(&session[..])
+                .bind(1_i64)
+                .bind(round as i64)
+                .execute(&mut conn)
+                .await?;
+            continue;
+        }
+        // Every chat once per round, in groups of 512 per transaction.
+        let mut chat = 1;
+        while chat <= args.chats {
+            let mut tx = conn.begin().await?;
+            for c in chat..(chat + 512).min(args.chats + 1) {
+                sqlx::query(update)
+                    .bind(&session[..])
+                    .bind(c as i64)
+                    .bind(round as i64)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            chat += 512;
+        }
+    }
+    let ups = (per_chat * args.chats) as f64 / start.elapsed().as_secs_f64();
+    drop(conn);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{file}{suffix}"));
+    }
+    Ok(ups)
+}
+
 fn peak_rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -243,6 +313,17 @@ async fn run_idle(n: u64) -> Result<(), BoxError> {
     Ok(())
 }
 
+async fn sqlite_baseline(args: &Args) -> Result<Option<f64>, BoxError> {
+    #[cfg(feature = "sqlite")]
+    if let Some(path) = args.store.strip_prefix("sqlite:") {
+        if args.baseline && !path.contains(":memory:") {
+            return Ok(Some(run_sqlite_baseline(path, args).await?));
+        }
+    }
+    let _ = args;
+    Ok(None)
+}
+
 fn main() -> Result<(), BoxError> {
     let args = parse_args()?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -255,7 +336,7 @@ fn main() -> Result<(), BoxError> {
         let baseline = if args.baseline && args.store == "memory" {
             Some(run_baseline(&args).await)
         } else {
-            None
+            sqlite_baseline(&args).await?
         };
         let (ups, replies) = run_stagecraft(&args).await?;
         let line = serde_json::json!({

@@ -53,6 +53,13 @@ pub(crate) struct SessionState<S> {
     pub(crate) closed: bool,
     /// The record read together with the key's lease, used instead of a load.
     pub(crate) preloaded: Option<Option<crate::store::Loaded>>,
+    /// This update may use the cached session without reading the store (write-through).
+    pub(crate) may_trust: bool,
+    /// The session came from the write-through cache, unread: a conflict on commit means
+    /// the cache was stale, not that the update raced another one.
+    pub(crate) trusted: bool,
+    /// How far the session's cache entry may be trusted once put back unchanged.
+    pub(crate) trust: crate::session::Trust,
 }
 
 impl<S> Default for SessionState<S> {
@@ -69,6 +76,9 @@ impl<S> Default for SessionState<S> {
             transitions: 0,
             closed: false,
             preloaded: None,
+            may_trust: false,
+            trusted: false,
+            trust: crate::session::Trust::Validate,
         }
     }
 }
@@ -142,7 +152,25 @@ impl<S: SessionData, U: Update> Cx<S, U> {
             return Ok(());
         };
         let shared = &self.inner.shared;
-        let preloaded = self.state().preloaded.take();
+        let preloaded = {
+            let mut st = self.state();
+            let preloaded = st.preloaded.take();
+            if preloaded.is_none() && st.may_trust {
+                if let (Some(cache), Some(wt)) = (&shared.cache, &shared.write_through) {
+                    if let Some(c) = cache.take_trusted(&key, || wt.clock.now_ms()) {
+                        st.data = c.data;
+                        st.stack = c.stack;
+                        st.version = Some(c.version);
+                        st.original = Some(c.bytes);
+                        st.trust = c.trust;
+                        st.trusted = true;
+                        st.loaded = true;
+                        return Ok(());
+                    }
+                }
+            }
+            preloaded
+        };
         let loaded = match preloaded {
             Some(record) => record,
             None => shared.store.load(&key).await?,

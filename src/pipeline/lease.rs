@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use dashmap::DashMap;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -146,7 +145,7 @@ impl LeaseConfig {
 pub(crate) struct Leases {
     pub(crate) config: LeaseConfig,
     /// Keys this process has held through consecutive updates, since when.
-    streaks: DashMap<Arc<str>, Instant>,
+    streaks: crate::session::FastMap<Arc<str>, Instant>,
 }
 
 impl Leases {

@@ -5,17 +5,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use dashmap::DashMap;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::error::{Error, Result};
+use crate::session::FastMap;
 
 type Slot = Arc<Mutex<()>>;
 
 /// One FIFO mutex per key, created on demand and removed when nobody holds or waits.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct KeyLocks {
-    map: Arc<DashMap<Arc<str>, Slot>>,
+    map: Arc<FastMap<Arc<str>, Slot>>,
     /// At most this many updates of one key wait behind the running one.
     max_waiting: Option<usize>,
 }
@@ -40,7 +40,7 @@ pub(crate) struct Permit {
 }
 
 struct Cleanup {
-    map: Arc<DashMap<Arc<str>, Slot>>,
+    map: Arc<FastMap<Arc<str>, Slot>>,
     key: Arc<str>,
 }
 
@@ -50,6 +50,15 @@ impl Drop for Cleanup {
         // holds a clone of the slot, nobody holds or waits for the key.
         self.map
             .remove_if(&self.key, |_, slot| Arc::strong_count(slot) == 1);
+    }
+}
+
+impl Default for KeyLocks {
+    fn default() -> Self {
+        Self {
+            map: Arc::new(crate::session::fast_map()),
+            max_waiting: None,
+        }
     }
 }
 

@@ -29,7 +29,7 @@ use crate::context::Cx;
 use crate::error::{Error, Result};
 use crate::handler::{BoxFuture, Handler, HandlerResult, Matcher, Middleware, RouteBuilder};
 use crate::session::{
-    Cached, DecodePolicy, ErrorPolicy, Key, RecordRef, SavePolicy, SessionCache, SessionData,
+    Cached, DecodePolicy, ErrorPolicy, Key, RecordRef, SavePolicy, SessionCache, SessionData, Trust,
 };
 use crate::stage::{Outcome, Stage, run_routes_at};
 use crate::store::{Codec, MemoryStore, SessionStore};
@@ -62,9 +62,48 @@ pub(crate) struct Shared<S, U> {
     pub(crate) max_attempts: usize,
     pub(crate) extensions: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
     pub(crate) cache: Option<SessionCache<S>>,
+    pub(crate) cache_mode: CacheMode,
+    /// Set by [`PipelineBuilder::build`] when updates may skip reading their own last write.
+    pub(crate) write_through: Option<WriteThrough>,
     chain: Vec<Link<S, U>>,
     locks: KeyLocks,
     leases: lease::Leases,
+}
+
+/// Whether an update reads its session from the store when this process wrote it last.
+///
+/// With [`WriteThrough`](Self::WriteThrough), a pipeline keeps each session it committed
+/// (decoded, with the version the store gave it) and the next update of that key uses it
+/// without a read: an update then costs one store round trip (the compare-and-set write)
+/// instead of two. It stays correct when someone else writes the record meanwhile (another
+/// process, another pipeline on the same store, an operator): the write's
+/// compare-and-set fails, and the update runs again on a fresh read, its held-back
+/// replies dropped (this rerun does not count against
+/// [`max_attempts`](PipelineBuilder::max_attempts)). What it gives up: an update that
+/// writes nothing (a read-only command) answers from this process's last write even if
+/// another process changed the record since, and a handler's own side effects (other
+/// than replies) may run twice in that case. Records with a TTL are read again once the
+/// cached copy would have expired.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CacheMode {
+    /// [`WriteThrough`](Self::WriteThrough) where the store says it is normally written
+    /// by one process ([`MemoryStore`], `SqliteStore`) and this pipeline takes no leases;
+    /// [`Validate`](Self::Validate) otherwise (Redis, PostgreSQL, MySQL, custom stores).
+    #[default]
+    Auto,
+    /// Every update reads its record; the cache only saves decoding it again when the
+    /// bytes read are the ones this process wrote.
+    Validate,
+    /// Updates skip reading a record this process wrote last (see the type's docs), also
+    /// with leases and on stores that do not do it by default.
+    WriteThrough,
+}
+
+/// The store's record lifetime, for trusting the write-through cache.
+pub(crate) struct WriteThrough {
+    pub(crate) ttl_ms: Option<i64>,
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 /// What became of an update.
@@ -165,6 +204,8 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
                 max_attempts: 3,
                 extensions: HashMap::new(),
                 cache: Some(SessionCache::new(DEFAULT_CACHE_CAPACITY)),
+                cache_mode: CacheMode::Auto,
+                write_through: None,
                 chain: Vec::new(),
                 locks: KeyLocks::default(),
                 leases: lease::Leases::default(),
@@ -235,10 +276,11 @@ async fn run_update<S: SessionData, U: Update>(
     let result = run_attempts(shared, update, key.as_ref(), &mut lease, preloaded).await;
     if let Some(held) = lease {
         held.release().await;
-    }
-    if let Some(k) = &key {
-        if shared.locks.waiting(k) == 0 {
-            shared.leases.end_streak(k);
+        // A holding streak exists only for keys whose lease this process took.
+        if let Some(k) = &key {
+            if shared.locks.waiting(k) == 0 {
+                shared.leases.end_streak(k);
+            }
         }
     }
     result
@@ -252,13 +294,21 @@ async fn run_attempts<S: SessionData, U: Update>(
     mut preloaded: Option<Option<crate::store::Loaded>>,
 ) -> Result<Dispatch> {
     let mut attempt = 0;
+    let mut trust_cache = true;
     loop {
         attempt += 1;
         let cx = Cx::new(Arc::clone(update), key.cloned(), Arc::clone(shared));
-        // The record read together with the lease stands for this attempt's load; a
-        // rerun after a conflict loads afresh.
-        if let Some(record) = preloaded.take() {
-            cx.state().preloaded = Some(record);
+        {
+            let mut st = cx.state();
+            // The record read together with the lease stands for this attempt's load; a
+            // rerun after a conflict loads afresh.
+            if let Some(record) = preloaded.take() {
+                st.preloaded = Some(record);
+            }
+            // A rerun after a conflict never trusts the cache: it reads.
+            st.may_trust = shared.write_through.is_some()
+                && trust_cache
+                && (lease.is_none() || shared.cache_mode == CacheMode::WriteThrough);
         }
         let outcome = Next {
             shared: Arc::clone(shared),
@@ -274,6 +324,15 @@ async fn run_attempts<S: SessionData, U: Update>(
         let roll_back = failure.is_some() && shared.error_policy == ErrorPolicy::RollBack;
         if !roll_back {
             match commit(shared, &cx).await {
+                Err(e) if e.is_conflict() && cx.state().trusted => {
+                    // The cached session was stale (someone else wrote the record): run
+                    // again on a fresh read. Not a lost race, so not counted as an attempt.
+                    tracing::debug!(target: "stagecraft::session", key = ?key,
+                        "cached session was stale; reading it and running the update again");
+                    attempt -= 1;
+                    trust_cache = false;
+                    continue;
+                }
                 Err(e) if e.is_conflict() && attempt < shared.max_attempts => {
                     tracing::info!(target: "stagecraft::session", key = ?key, attempt,
                         "session changed elsewhere; running the update again");
@@ -356,8 +415,20 @@ async fn commit<S: SessionData, U: Update>(shared: &Shared<S, U>, cx: &Cx<S, U>)
     };
     match (bytes, expected) {
         (Some(bytes), expected) => {
+            // The record's life starts at the save: measured from just before it, the
+            // cached copy never outlives the stored one.
+            let trust = match &shared.write_through {
+                None => Trust::Validate,
+                Some(WriteThrough { ttl_ms: None, .. }) => Trust::Always,
+                Some(WriteThrough {
+                    ttl_ms: Some(ttl),
+                    clock,
+                }) => Trust::Until(clock.now_ms().saturating_add(*ttl)),
+            };
             let version = shared.store.save(&key, &bytes, expected).await?;
-            keep_decoded(shared, &key, &mut cx.state(), Some((version, bytes)));
+            let mut st = cx.state();
+            st.trust = trust;
+            keep_decoded(shared, &key, &mut st, Some((version, bytes)));
         }
         (None, Some(v)) => {
             if let Some(cache) = &shared.cache {
@@ -393,6 +464,7 @@ fn keep_decoded<S: SessionData, U>(
             bytes,
             data: st.data.take(),
             stack: std::mem::take(&mut st.stack),
+            trust: st.trust,
         },
     );
 }
@@ -546,6 +618,16 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
         self
     }
 
+    /// Whether updates read their session when this process wrote it last (default
+    /// [`CacheMode::Auto`]: not on Redis, PostgreSQL, MySQL or with leases; yes on the
+    /// memory and SQLite stores). See [`CacheMode`] for what write-through gives up.
+    /// Needs the session cache ([`session_cache`](Self::session_cache) above 0).
+    #[must_use]
+    pub fn cache_mode(mut self, mode: CacheMode) -> Self {
+        self.shared.cache_mode = mode;
+        self
+    }
+
     /// Makes `value` available to every handler through [`Cx::extension`] (a database
     /// pool, an API client, the teloxide `Bot`...). One value per type; a second call
     /// with the same type replaces the first.
@@ -574,7 +656,34 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
 
     /// Finishes the pipeline.
     #[must_use]
-    pub fn build(self) -> Pipeline<S, U> {
+    pub fn build(mut self) -> Pipeline<S, U> {
+        let shared = &mut self.shared;
+        let leases = match shared.leases.config.mode {
+            LeaseMode::Off => false,
+            LeaseMode::On => true,
+            LeaseMode::Auto => shared.store.supports_leases(),
+        };
+        let hint = shared.store.cache_hint();
+        let wanted = match shared.cache_mode {
+            CacheMode::Validate => false,
+            CacheMode::WriteThrough => true,
+            CacheMode::Auto => !leases && hint.as_ref().is_some_and(|h| h.write_through_by_default),
+        };
+        shared.write_through = match (wanted && shared.cache.is_some(), hint) {
+            (true, Some(h)) => Some(WriteThrough {
+                ttl_ms: h
+                    .ttl
+                    .map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX)),
+                clock: h.clock,
+            }),
+            (true, None) => {
+                tracing::warn!(target: "stagecraft::session", store = shared.store.backend(),
+                    "CacheMode::WriteThrough: this store does not say how long its records \
+                     live, so every update reads its record");
+                None
+            }
+            (false, _) => None,
+        };
         Pipeline {
             shared: Arc::new(self.shared),
         }

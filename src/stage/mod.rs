@@ -42,7 +42,7 @@ pub const MAX_DEPTH: usize = 32;
 /// assert!(stage.scene("a").is_some());
 /// ```
 pub struct Stage<S, U> {
-    scenes: HashMap<String, Arc<Scene<S, U>>>,
+    scenes: HashMap<String, Arc<Scene<S, U>>, foldhash::fast::RandomState>,
     routes: Routes<S, U>,
     default_scene: Option<String>,
     ttl: Option<u32>,
@@ -76,7 +76,7 @@ impl<S, U> Stage<S, U> {
     pub fn builder() -> StageBuilder<S, U> {
         StageBuilder {
             stage: Stage {
-                scenes: HashMap::new(),
+                scenes: HashMap::default(),
                 routes: Routes::default(),
                 default_scene: None,
                 ttl: None,

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::session::{FastMap, fast_map};
 use async_trait::async_trait;
-use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
 
 use super::{ListFilter, Loaded, SessionStore, Version};
@@ -40,7 +40,7 @@ pub struct MemoryStore {
 
 #[derive(Debug)]
 struct Inner {
-    map: DashMap<Box<str>, Entry>,
+    map: FastMap<Box<str>, Entry>,
     ttl_ms: Option<i64>,
     clock: Arc<dyn Clock>,
     writes_since_sweep: AtomicUsize,
@@ -66,7 +66,7 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self {
             inner: Arc::new(Inner {
-                map: DashMap::new(),
+                map: fast_map(),
                 ttl_ms: None,
                 clock: Arc::new(SystemClock),
                 writes_since_sweep: AtomicUsize::new(0),
@@ -146,7 +146,7 @@ trait CloneFromShared {
     fn clone_from_shared(&self) -> Self;
 }
 
-impl CloneFromShared for DashMap<Box<str>, Entry> {
+impl CloneFromShared for FastMap<Box<str>, Entry> {
     fn clone_from_shared(&self) -> Self {
         self.iter()
             .map(|r| {
@@ -166,6 +166,18 @@ impl CloneFromShared for DashMap<Box<str>, Entry> {
 
 #[async_trait]
 impl SessionStore for MemoryStore {
+    fn cache_hint(&self) -> Option<super::CacheHint> {
+        let ttl = self
+            .inner
+            .ttl_ms
+            .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+        Some(super::CacheHint::new(
+            ttl,
+            Arc::clone(&self.inner.clock),
+            true,
+        ))
+    }
+
     fn backend(&self) -> &'static str {
         "memory"
     }

@@ -136,6 +136,38 @@ impl ListFilter {
     }
 }
 
+/// What a pipeline needs to know to skip reading back a record it wrote itself
+/// (write-through caching, see [`CacheMode`](crate::pipeline::CacheMode)): how long a
+/// saved record lives, by which clock, and whether skipping reads is this store's default.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CacheHint {
+    /// Records expire this long after their last save (`None`: they live until deleted).
+    pub ttl: Option<Duration>,
+    /// The clock the store measures `ttl` with.
+    pub clock: std::sync::Arc<dyn crate::clock::Clock>,
+    /// Whether pipelines skip reads of their own last writes by default
+    /// ([`CacheMode::Auto`](crate::pipeline::CacheMode::Auto)): true for stores that are
+    /// normally written by one process (memory, SQLite), false for shared servers.
+    pub write_through_by_default: bool,
+}
+
+impl CacheHint {
+    /// A hint for records that expire `ttl` after their last save by `clock`.
+    #[must_use]
+    pub fn new(
+        ttl: Option<Duration>,
+        clock: std::sync::Arc<dyn crate::clock::Clock>,
+        write_through_by_default: bool,
+    ) -> Self {
+        Self {
+            ttl,
+            clock,
+            write_through_by_default,
+        }
+    }
+}
+
 /// A versioned key-value store for session records.
 ///
 /// Keys are arbitrary UTF-8 strings; values are opaque bytes (see [`Codec`]).
@@ -168,6 +200,16 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
 
     /// Lists the keys of live records matching `filter`, in no particular order.
     async fn list(&self, filter: &ListFilter) -> Result<Vec<String>>;
+
+    /// Whether (and for how long) a pipeline may use its own last write of a record
+    /// instead of reading it back. `None` (the default): every update reads its record.
+    ///
+    /// A store returning `Some` promises only that a record's life is `ttl` after its
+    /// last save by `clock`; the pipeline's compare-and-set on the next write still
+    /// catches any change made by someone else.
+    fn cache_hint(&self) -> Option<CacheHint> {
+        None
+    }
 
     /// Whether this store hands out per-key leases shared by every process using it
     /// (the pipeline takes them by default when it does). Default: `false`.
@@ -232,6 +274,9 @@ impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
     }
     async fn list(&self, filter: &ListFilter) -> Result<Vec<String>> {
         (**self).list(filter).await
+    }
+    fn cache_hint(&self) -> Option<CacheHint> {
+        (**self).cache_hint()
     }
     fn supports_leases(&self) -> bool {
         (**self).supports_leases()

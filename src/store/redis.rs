@@ -225,6 +225,17 @@ impl RedisStore {
 
 #[async_trait]
 impl SessionStore for RedisStore {
+    fn cache_hint(&self) -> Option<super::CacheHint> {
+        // Redis counts the TTL down on the server from the save; the system clock
+        // measures the same span from just before it.
+        let ttl = self.ttl_ms.map(std::time::Duration::from_millis);
+        Some(super::CacheHint::new(
+            ttl,
+            Arc::new(crate::clock::SystemClock),
+            false,
+        ))
+    }
+
     fn backend(&self) -> &'static str {
         BACKEND
     }

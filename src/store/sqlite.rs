@@ -113,6 +113,7 @@ impl SqliteOptions {
 
 #[derive(Debug)]
 struct Queries {
+    table: String,
     create_table: String,
     create_index: String,
     load: String,
@@ -129,6 +130,7 @@ impl Queries {
     fn new(table: &str) -> Self {
         let r = |t: &str| sql::render(t, table);
         Self {
+            table: table.to_owned(),
             create_table: r(include_str!("queries/sqlite/create_table.sql")),
             create_index: r(include_str!("queries/sqlite/create_index.sql")),
             load: r(include_str!("queries/sqlite/load.sql")),
@@ -254,10 +256,38 @@ struct WriteOp {
 const MAX_GROUP: usize = 512;
 
 /// Runs group commits until every handle to the store is gone.
+///
+/// The writer keeps one connection of the pool for itself (taken again after an error),
+/// so a group costs no pool checkout, unless the pool is too small to spare one.
 async fn writer_loop(pool: SqlitePool, queries: Arc<Queries>, mut rx: mpsc::Receiver<WriteOp>) {
     let mut batch = Vec::with_capacity(MAX_GROUP);
+    let keep = pool.options().get_max_connections() > 2;
+    let mut conn: Option<sqlx::pool::PoolConnection<sqlx::Sqlite>> = None;
     while rx.recv_many(&mut batch, MAX_GROUP).await > 0 {
-        let results = commit_group(&pool, &queries, &batch).await;
+        let results = match &mut conn {
+            Some(c) => commit_group(c, &queries, &batch).await,
+            None => match pool.acquire().await {
+                Ok(mut c) => {
+                    let results = commit_group(&mut c, &queries, &batch).await;
+                    conn = Some(c);
+                    results
+                }
+                Err(e) => batch
+                    .iter()
+                    .map(|_| Err(Error::store(BACKEND, Message(e.to_string()))))
+                    .collect(),
+            },
+        };
+        if results
+            .iter()
+            .any(|r| matches!(r, Err(Error::Store { .. })))
+        {
+            // A failed connection is not kept.
+            conn = None;
+        }
+        if !keep {
+            conn = None;
+        }
         for (op, result) in batch.drain(..).zip(results) {
             let _ = op.reply.send(result);
         }
@@ -318,7 +348,7 @@ fn save_result(
 
 /// Writes `batch` in one transaction: one conditional statement per save.
 async fn commit_group(
-    pool: &SqlitePool,
+    conn: &mut sqlx::SqliteConnection,
     queries: &Queries,
     batch: &[WriteOp],
 ) -> Vec<Result<Version>> {
@@ -338,12 +368,28 @@ async fn commit_group(
             op.now,
             op.expires_at,
         );
-        return vec![save_result(&op.key, version, query.execute(pool).await)];
+        return vec![save_result(
+            &op.key,
+            version,
+            query.execute(&mut *conn).await,
+        )];
     }
-    let mut tx = match pool.begin().await {
+    let mut tx = match sqlx::Connection::begin(&mut *conn).await {
         Ok(tx) => tx,
         Err(e) => return fail_all(&e),
     };
+    let mut seen = std::collections::HashSet::with_capacity(batch.len());
+    if batch.iter().all(|op| seen.insert(op.key.as_str())) {
+        // Every key once: a few multi-row statements instead of one per save.
+        let results = match write_many(&mut tx, queries, batch).await {
+            Ok(results) => results,
+            Err(e) => return fail_all(&e),
+        };
+        return match tx.commit().await {
+            Ok(()) => results,
+            Err(e) => fail_all(&e),
+        };
+    }
     let mut results = Vec::with_capacity(batch.len());
     for op in batch {
         let (version, query) = save_query(
@@ -360,6 +406,118 @@ async fn commit_group(
     match tx.commit().await {
         Ok(()) => results,
         Err(e) => fail_all(&e),
+    }
+}
+
+/// Rows per multi-row statement (6 parameters a row, far below SQLite's 32,766).
+const ROWS_PER_STATEMENT: usize = 256;
+
+/// Writes the saves of `batch` (distinct keys) with one multi-row compare-and-set
+/// statement per [`ROWS_PER_STATEMENT`] updates and per as many inserts; the keys each
+/// statement really wrote come back through `RETURNING`, the others are conflicts.
+async fn write_many(
+    tx: &mut sqlx::SqliteConnection,
+    queries: &Queries,
+    batch: &[WriteOp],
+) -> std::result::Result<Vec<Result<Version>>, sqlx::Error> {
+    let versions: Vec<Version> = batch
+        .iter()
+        .map(|op| op.expected.map_or_else(Version::initial, Version::next))
+        .collect();
+    let mut written = std::collections::HashSet::with_capacity(batch.len());
+    let updates: Vec<usize> = (0..batch.len())
+        .filter(|&i| batch[i].expected.is_some())
+        .collect();
+    let inserts: Vec<usize> = (0..batch.len())
+        .filter(|&i| batch[i].expected.is_none())
+        .collect();
+    for chunk in updates.chunks(ROWS_PER_STATEMENT) {
+        // Padded to a power of two with rows that match nothing (a NULL key), so that
+        // a handful of statement texts serve every group size (sqlx caches them).
+        let rows = chunk.len().next_power_of_two();
+        let text = queries.update_many(rows);
+        let mut q = sqlx::query(&text);
+        for &i in chunk {
+            let op = &batch[i];
+            q = q
+                .bind(op.key.as_str())
+                .bind(op.bytes.as_slice())
+                .bind(sql::version_param(versions[i]))
+                .bind(op.expires_at)
+                .bind(op.expected.map(sql::version_param))
+                .bind(op.now);
+        }
+        for _ in chunk.len()..rows {
+            q = q
+                .bind(None::<&str>)
+                .bind(None::<&[u8]>)
+                .bind(None::<i64>)
+                .bind(None::<i64>)
+                .bind(None::<i64>)
+                .bind(None::<i64>);
+        }
+        for row in q.fetch_all(&mut *tx).await? {
+            written.insert(row.try_get::<String, _>(0)?);
+        }
+    }
+    for chunk in inserts.chunks(ROWS_PER_STATEMENT) {
+        let text = queries.insert_many(chunk.len());
+        let mut q = sqlx::query(&text);
+        for &i in chunk {
+            let op = &batch[i];
+            q = q
+                .bind(op.key.as_str())
+                .bind(op.bytes.as_slice())
+                .bind(sql::version_param(versions[i]))
+                .bind(op.expires_at);
+        }
+        // A row in the way counts as absent only if it expired before every save here.
+        let now = chunk.iter().map(|&i| batch[i].now).min().unwrap_or(0);
+        q = q.bind(now);
+        for row in q.fetch_all(&mut *tx).await? {
+            written.insert(row.try_get::<String, _>(0)?);
+        }
+    }
+    Ok(batch
+        .iter()
+        .zip(versions)
+        .map(|(op, version)| {
+            if written.contains(&op.key) {
+                Ok(version)
+            } else {
+                Err(Error::Conflict {
+                    key: op.key.clone(),
+                })
+            }
+        })
+        .collect())
+}
+
+impl Queries {
+    /// An update of `rows` records at once, each only if its version is the expected one.
+    fn update_many(&self, rows: usize) -> String {
+        let values = vec!["(?,?,?,?,?,?)"; rows].join(",");
+        let t = &self.table;
+        format!(
+            "WITH v(k, d, nv, e, ov, now) AS (VALUES {values}) \
+             UPDATE \"{t}\" SET data = v.d, version = v.nv, expires_at = v.e FROM v \
+             WHERE \"{t}\".session_key = v.k AND \"{t}\".version = v.ov \
+             AND (\"{t}\".expires_at IS NULL OR \"{t}\".expires_at > v.now) \
+             RETURNING \"{t}\".session_key"
+        )
+    }
+
+    /// An insert of `rows` new records at once (over expired rows only).
+    fn insert_many(&self, rows: usize) -> String {
+        let values = vec!["(?,?,?,?)"; rows].join(",");
+        let t = &self.table;
+        format!(
+            "INSERT INTO \"{t}\" (session_key, data, version, expires_at) VALUES {values} \
+             ON CONFLICT (session_key) DO UPDATE \
+             SET data = excluded.data, version = excluded.version, expires_at = excluded.expires_at \
+             WHERE \"{t}\".expires_at IS NOT NULL AND \"{t}\".expires_at <= ? \
+             RETURNING session_key"
+        )
     }
 }
 
@@ -425,6 +583,9 @@ impl SqliteStore {
         } else {
             SqlitePoolOptions::new().max_connections(options.max_connections)
         }
+        // A connection to a local file does not go stale: no ping before each checkout
+        // (with sqlx's default, every statement would cost a second worker round trip).
+        .test_before_acquire(false)
         .connect_with(connect)
         .await
         .map_err(db_err)?;
@@ -529,6 +690,17 @@ impl SqliteStore {
 
 #[async_trait]
 impl SessionStore for SqliteStore {
+    fn cache_hint(&self) -> Option<crate::store::CacheHint> {
+        let ttl = self
+            .ttl_ms
+            .map(|ms| std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+        Some(crate::store::CacheHint::new(
+            ttl,
+            Arc::clone(&self.clock),
+            true,
+        ))
+    }
+
     fn backend(&self) -> &'static str {
         BACKEND
     }
@@ -606,5 +778,87 @@ impl SessionStore for SqliteStore {
     #[tracing::instrument(skip_all, fields(prefix = %filter.prefix), err(level = "debug"))]
     async fn list(&self, filter: &ListFilter) -> Result<Vec<String>> {
         self.list_keys(&filter.prefix.clone(), filter.limit).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(key: &str, bytes: &[u8], expected: Option<Version>, now: i64) -> WriteOp {
+        WriteOp {
+            key: key.to_owned(),
+            bytes: bytes.to_vec(),
+            expected,
+            now,
+            expires_at: None,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    /// One group with distinct keys goes through the multi-row statements: each save
+    /// wins or conflicts as it would alone.
+    #[tokio::test]
+    async fn a_group_of_distinct_keys_is_written_by_multi_row_statements() {
+        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        let now = store.clock.now_ms();
+        let v_a = store.save("a", b"a0", None).await.unwrap();
+        let v_b = store.save("b", b"b0", None).await.unwrap();
+        store.save("b", b"b1", Some(v_b)).await.unwrap();
+        store.save("d", b"d0", None).await.unwrap();
+        // 300 more fresh keys: the updates and inserts span more than one statement.
+        let mut batch = vec![
+            op("a", b"a1", Some(v_a), now), // right version: wins
+            op("b", b"b2", Some(v_b), now), // stale version: conflict
+            op("c", b"c0", None, now),      // new key: wins
+            op("d", b"d1", None, now),      // insert over a live record: conflict
+            op("e", b"e1", Some(v_a), now), // update of a missing key: conflict
+        ];
+        for i in 0..300 {
+            batch.push(op(&format!("n{i}"), b"n", None, now));
+        }
+        let mut conn = store.pool.acquire().await.unwrap();
+        let results = commit_group(&mut conn, &store.queries, &batch).await;
+        drop(conn);
+        assert!(results[0].is_ok());
+        assert!(results[1].as_ref().unwrap_err().is_conflict());
+        assert!(results[2].is_ok());
+        assert!(results[3].as_ref().unwrap_err().is_conflict());
+        assert!(results[4].as_ref().unwrap_err().is_conflict());
+        assert!(results[5..].iter().all(Result::is_ok));
+        let loaded = |k: &'static str| {
+            let store = store.clone();
+            async move { store.load(k).await.unwrap().map(|l| (l.bytes, l.version)) }
+        };
+        assert_eq!(
+            loaded("a").await,
+            Some((b"a1".to_vec(), *results[0].as_ref().unwrap()))
+        );
+        assert_eq!(loaded("b").await.unwrap().0, b"b1");
+        assert_eq!(
+            loaded("c").await,
+            Some((b"c0".to_vec(), *results[2].as_ref().unwrap()))
+        );
+        assert_eq!(loaded("d").await.unwrap().0, b"d0");
+        assert_eq!(loaded("e").await, None);
+        assert_eq!(store.load("n299").await.unwrap().unwrap().bytes, b"n");
+    }
+
+    /// A group where one key appears twice is written statement by statement, in order.
+    #[tokio::test]
+    async fn a_group_with_a_repeated_key_is_written_in_order() {
+        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        let now = store.clock.now_ms();
+        let v = store.save("a", b"a0", None).await.unwrap();
+        let batch = vec![
+            op("a", b"a1", Some(v), now),
+            op("a", b"a2", Some(v.next()), now),
+            op("b", b"b0", None, now),
+        ];
+        let mut conn = store.pool.acquire().await.unwrap();
+        let results = commit_group(&mut conn, &store.queries, &batch).await;
+        drop(conn);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(store.load("a").await.unwrap().unwrap().bytes, b"a2");
     }
 }

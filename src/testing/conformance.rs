@@ -106,6 +106,7 @@ pub async fn run_all<S: SessionStore + Clone>(store: S) {
     check_odd_payloads(&store).await;
     check_list(&store).await;
     check_concurrent_cas(&store).await;
+    check_concurrent_many_keys(&store).await;
     check_concurrent_counter(&store).await;
 }
 
@@ -608,6 +609,84 @@ pub async fn check_concurrent_cas<S: SessionStore + Clone>(store: &S) {
             "[{}] the stored record is not the winner's",
             store.backend()
         );
+    }
+}
+
+/// 64 saves of 64 different keys at once (a store that groups writes gets them in one
+/// group): updates with the current version, updates with a stale one, inserts of new
+/// keys and inserts over existing ones. Each one alone wins or conflicts exactly as it
+/// would one at a time, and the stored records say so.
+pub async fn check_concurrent_many_keys<S: SessionStore + Clone>(store: &S) {
+    const KEYS: usize = 64;
+    let ns = ns("many");
+    // Key i: i % 4 == 0 update with the right version, 1 update with a stale one,
+    // 2 insert of a new key, 3 insert over an existing record.
+    let mut setup = Vec::with_capacity(KEYS);
+    for i in 0..KEYS {
+        let key = format!("{ns}{i}");
+        let expected = match i % 4 {
+            0 | 1 => {
+                let v = ok(store, store.save(&key, b"old", None).await, "insert");
+                if i % 4 == 0 {
+                    Some(v)
+                } else {
+                    let v2 = ok(store, store.save(&key, b"newer", Some(v)).await, "save");
+                    assert_ne!(v, v2, "[{}] a save kept the version", store.backend());
+                    Some(v)
+                }
+            }
+            3 => {
+                ok(store, store.save(&key, b"existing", None).await, "insert");
+                None
+            }
+            _ => None,
+        };
+        setup.push((key, expected));
+    }
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(KEYS));
+    let mut handles = Vec::new();
+    for (i, (key, expected)) in setup.iter().cloned().enumerate() {
+        let store = store.clone();
+        let barrier = std::sync::Arc::clone(&barrier);
+        handles.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let bytes = format!("task {i}");
+            store.save(&key, bytes.as_bytes(), expected).await
+        }));
+    }
+    for (i, handle) in handles.into_iter().enumerate() {
+        let result = handle
+            .await
+            .unwrap_or_else(|e| panic!("a task panicked: {e}"));
+        let key = &setup[i].0;
+        let should_win = i % 4 == 0 || i % 4 == 2;
+        let loaded = ok(store, store.load(key).await, "load")
+            .unwrap_or_else(|| panic!("[{}] {key} vanished", store.backend()));
+        match result {
+            Ok(v) if should_win => {
+                assert_eq!(
+                    (loaded.bytes, loaded.version),
+                    (format!("task {i}").into_bytes(), v),
+                    "[{}] {key}: the winning save is not what is stored",
+                    store.backend()
+                );
+            }
+            Err(e) if !should_win && e.is_conflict() => {
+                let before: &[u8] = if i % 4 == 1 { b"newer" } else { b"existing" };
+                assert_eq!(
+                    loaded.bytes,
+                    before,
+                    "[{}] {key}: a conflicting save changed the record",
+                    store.backend()
+                );
+            }
+            other => panic!(
+                "[{}] {key} (case {}): expected {}, got {other:?}",
+                store.backend(),
+                i % 4,
+                if should_win { "success" } else { "a conflict" }
+            ),
+        }
     }
 }
 

@@ -54,6 +54,8 @@ pub(crate) fn example_binary(name: &str) -> PathBuf {
 #[derive(Debug, Default)]
 pub(crate) struct CountingStore {
     inner: MemoryStore,
+    /// Pass the memory store's cache hint on (write-through by default).
+    hinted: bool,
     loads: AtomicUsize,
     saves: AtomicUsize,
     deletes: AtomicUsize,
@@ -62,6 +64,16 @@ pub(crate) struct CountingStore {
 impl CountingStore {
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// Counts the calls to `inner` and, like it, lets pipelines skip reading back their
+    /// own writes (write-through).
+    pub(crate) fn write_through(inner: MemoryStore) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            hinted: true,
+            ..Self::default()
+        })
     }
 
     /// `(loads, saves, deletes)` so far.
@@ -107,5 +119,13 @@ impl SessionStore for CountingStore {
 
     async fn list(&self, filter: &ListFilter) -> stagecraft::Result<Vec<String>> {
         self.inner.list(filter).await
+    }
+
+    fn cache_hint(&self) -> Option<stagecraft::store::CacheHint> {
+        if self.hinted {
+            self.inner.cache_hint()
+        } else {
+            None
+        }
     }
 }
