@@ -1,6 +1,18 @@
-//! Round trips per update on the server stores, counted from the servers' own statistics
-//! (Redis `MONITOR`, MySQL `Questions`). One test per binary run, so no other
-//! test's traffic is counted; the servers must not be serving anything else meanwhile.
+//! Round trips per update on the server stores, counted from the servers' own statistics:
+//! Redis `MONITOR`; MySQL `Questions` (less the one `SET` each new connection sends as it
+//! starts); PostgreSQL's transaction count in `pg_stat_database` for a database created
+//! for the test (each autocommit statement is one transaction), less the connections'
+//! start-up transactions and the migration, with the statements sqlx prepares (once per
+//! statement and connection, read from `pg_prepared_statements`) reported apart. One test
+//! per binary run, so no other test's traffic is counted; the Redis and MySQL servers must
+//! not be serving anything else meanwhile.
+//!
+//! Not counted by any statistic here: the ping sqlx sends on a connection as it goes back
+//! to the pool (one round trip per SQL statement, after it and off the update's path;
+//! sqlx's pool has no option to skip it), nor, on MySQL, statement preparations
+//! (`Questions` leaves them out). The stores' `connect` does not ping before every
+//! statement as sqlx does by default (`test_before_acquire`), only a connection that was
+//! idle for a second or more.
 
 #[path = "../examples/shared/demo_bot.rs"]
 mod demo_bot;
@@ -33,12 +45,8 @@ fn updates() -> Vec<TelegramUpdate> {
         .collect()
 }
 
-/// Runs the reference conversation and returns the commands the server counted per update.
-async fn per_update<F, Fut>(store: Arc<dyn SessionStore>, leases: LeaseConfig, count: F) -> f64
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = u64>,
-{
+/// Runs the reference conversation on `store` and returns the number of updates.
+async fn converse(store: Arc<dyn SessionStore>, leases: LeaseConfig) -> usize {
     let bot = demo_bot::build(
         Pipeline::<demo_bot::Demo>::builder()
             .store_arc(store)
@@ -48,10 +56,21 @@ where
     .unwrap();
     let updates = updates();
     let n = updates.len();
-    let before = count().await;
     for u in updates {
         bot.handle(u).await.unwrap();
     }
+    n
+}
+
+/// Runs the reference conversation and returns the commands the server counted per update.
+#[cfg(feature = "mysql")]
+async fn per_update<F, Fut>(store: Arc<dyn SessionStore>, leases: LeaseConfig, count: F) -> f64
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = i64>,
+{
+    let before = count().await;
+    let n = converse(store, leases).await;
     let after = count().await;
     // The second count's own command is not the updates'.
     (after - before - 1) as f64 / n as f64
@@ -67,18 +86,7 @@ async fn redis_round_trips(url: &str, store: Arc<dyn SessionStore>, leases: Leas
     let monitor = client.get_async_monitor().await.unwrap();
     let mut lines = monitor.into_on_message::<String>();
     let sentinel = common::unique_name("sentinel");
-    let bot = demo_bot::build(
-        Pipeline::<demo_bot::Demo>::builder()
-            .store_arc(store)
-            .leases(leases)
-            .transport(RecordingTransport::new()),
-    )
-    .unwrap();
-    let updates = updates();
-    let n = updates.len();
-    for u in updates {
-        bot.handle(u).await.unwrap();
-    }
+    let n = converse(store, leases).await;
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let _: String = stagecraft::store::redis::cmd("ECHO")
         .arg(&sentinel)
@@ -165,15 +173,30 @@ async fn mysql_two_statements_per_update_without_leases() {
         .connect(&url)
         .await
         .unwrap();
+    // The statements the server ran less the connections it accepted: a connection the
+    // store's pool opens during the run sends one `SET` (SQL mode, time zone, character
+    // set) as it starts, which is no update's statement.
     let count = || {
         let pool = pool.clone();
         async move {
-            let row = sqlx::query("SHOW GLOBAL STATUS LIKE 'Questions'")
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-            let v: String = row.try_get(1).unwrap();
-            v.parse::<u64>().unwrap()
+            let rows = sqlx::query(
+                "SHOW GLOBAL STATUS WHERE Variable_name IN ('Questions', 'Connections')",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            let value = |name: &str| -> i64 {
+                let row = rows
+                    .iter()
+                    .find(|r| {
+                        r.try_get::<String, _>(0)
+                            .unwrap()
+                            .eq_ignore_ascii_case(name)
+                    })
+                    .unwrap();
+                row.try_get::<String, _>(1).unwrap().parse().unwrap()
+            };
+            value("Questions") - value("Connections")
         }
     };
     let without = per_update(
@@ -183,14 +206,227 @@ async fn mysql_two_statements_per_update_without_leases() {
     )
     .await;
     println!("mysql statements per update without leases: {without:.2}");
-    // The first update of a new key costs one statement more (an expired row in the way
-    // is removed before the insert); every other update costs a load and a save.
+    // A load and a save (the first update of a key inserts); an update that changes
+    // nothing saves nothing.
     assert!(
-        without <= 2.1,
+        without <= 2.0,
         "{without} statements per update without leases"
     );
     sqlx::query(&format!("DROP TABLE IF EXISTS `{ns}`, `{ns}_lease`"))
         .execute(&pool)
         .await
         .unwrap();
+}
+
+/// `url` with its database replaced by `db` (query parameters kept).
+#[cfg(feature = "postgres")]
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let host = base.find("://").map_or(0, |i| i + 3);
+    let path = base[host..].find('/').map_or(base.len(), |i| host + i);
+    match query {
+        Some(q) => format!("{}/{db}?{q}", &base[..path]),
+        None => format!("{}/{db}", &base[..path]),
+    }
+}
+
+/// PostgreSQL's own counts for database `db`: transactions (committed or rolled back;
+/// each autocommit statement is one) and sessions opened. Read once no backend is
+/// connected to `db`: a backend reports its counts when it exits at the latest, and it
+/// leaves `pg_stat_activity` only after it did.
+#[cfg(feature = "postgres")]
+async fn postgres_counts(admin: &stagecraft::store::sqlx::PgPool, db: &str) -> (u64, u64) {
+    use stagecraft::store::sqlx::{self, Row};
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let connected: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+                .bind(db)
+                .fetch_one(admin)
+                .await
+                .unwrap();
+        if connected == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{connected} backends still connected to {db}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let row = sqlx::query(
+        "SELECT xact_commit + xact_rollback, sessions FROM pg_stat_database WHERE datname = $1",
+    )
+    .bind(db)
+    .fetch_one(admin)
+    .await
+    .unwrap();
+    let xacts: i64 = row.try_get(0).unwrap();
+    let sessions: i64 = row.try_get(1).unwrap();
+    (xacts.try_into().unwrap(), sessions.try_into().unwrap())
+}
+
+/// What a phase cost on PostgreSQL: statements beyond the sessions' own start-up
+/// transactions, and sessions opened.
+#[cfg(feature = "postgres")]
+fn postgres_phase(before: (u64, u64), after: (u64, u64), per_session: u64) -> (u64, u64) {
+    let sessions = after.1 - before.1;
+    (after.0 - before.0 - sessions * per_session, sessions)
+}
+
+/// The statements the pool's connections prepared (sqlx prepares a statement on a
+/// connection the first time it runs it there, one transaction of its own), and the
+/// number of connections. Runs one statement on each connection.
+#[cfg(feature = "postgres")]
+async fn postgres_prepared(pool: &stagecraft::store::sqlx::PgPool) -> (u64, u64) {
+    use stagecraft::store::sqlx::{self, Row};
+    // Every connection back in the pool, then all of them held at once.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while pool.num_idle() < pool.size() as usize {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "connections not back in the pool"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let mut conns = Vec::new();
+    for _ in 0..pool.size() {
+        conns.push(pool.acquire().await.unwrap());
+    }
+    let mut prepared = 0;
+    for conn in &mut conns {
+        // A simple query: not prepared itself.
+        let row = sqlx::raw_sql("SELECT count(*) FROM pg_prepared_statements")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap();
+        let n: i64 = row.try_get(0).unwrap();
+        prepared += u64::try_from(n).unwrap();
+    }
+    (prepared, conns.len() as u64)
+}
+
+/// Statements per update without and with leases, statements prepared per update without
+/// and with leases, and the connections the store's pool opened in each run.
+#[cfg(feature = "postgres")]
+#[derive(Debug)]
+struct PostgresCounts {
+    statements: [f64; 2],
+    prepared: [f64; 2],
+    connections: [u64; 2],
+}
+
+/// Runs the reference conversation twice (without, then with leases) on a store connected
+/// to the database `db` at `db_url`, which nothing else uses, and counts what each run
+/// cost from that database's statistics.
+#[cfg(feature = "postgres")]
+async fn postgres_per_update(
+    admin: stagecraft::store::sqlx::PgPool,
+    db: String,
+    db_url: String,
+) -> PostgresCounts {
+    use stagecraft::store::PostgresStore;
+    use stagecraft::store::sqlx::{self, Connection};
+    // A connection costs transactions of its own (PostgreSQL reads the catalogs in one as
+    // it starts): measured on a bare connection.
+    let start = postgres_counts(&admin, &db).await;
+    sqlx::PgConnection::connect(&db_url)
+        .await
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
+    let bare = postgres_counts(&admin, &db).await;
+    assert_eq!(bare.1 - start.1, 1, "one session");
+    let per_session = bare.0 - start.0;
+    // Connecting the store runs its migration (simple queries: nothing prepared).
+    let store = PostgresStore::connect(&db_url).await.unwrap();
+    store.pool().close().await;
+    let migrated = postgres_counts(&admin, &db).await;
+    let (migration, _) = postgres_phase(bare, migrated, per_session);
+
+    let mut counts = PostgresCounts {
+        statements: [0.0; 2],
+        prepared: [0.0; 2],
+        connections: [0; 2],
+    };
+    for (i, leases) in [false, true].into_iter().enumerate() {
+        let before = postgres_counts(&admin, &db).await;
+        let store = PostgresStore::connect(&db_url)
+            .await
+            .unwrap()
+            .with_leases(leases);
+        let config = if leases {
+            LeaseConfig::new()
+        } else {
+            LeaseConfig::off()
+        };
+        let n = converse(Arc::new(store.clone()), config).await as f64;
+        let (prepared, connections) = postgres_prepared(store.pool()).await;
+        store.pool().close().await;
+        let after = postgres_counts(&admin, &db).await;
+        let (counted, sessions) = postgres_phase(before, after, per_session);
+        // Every connection of the run was still in the pool, so all its prepares were seen.
+        assert_eq!(connections, sessions, "connections closed during the run");
+        // Less the migration and the count of prepares itself (one query per connection).
+        let statements = counted - migration - prepared - connections;
+        counts.statements[i] = statements as f64 / n;
+        counts.prepared[i] = prepared as f64 / n;
+        counts.connections[i] = connections;
+    }
+    counts
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_two_statements_per_update_without_leases() {
+    let Some(url) = common::server_url("STAGECRAFT_POSTGRES_URL") else {
+        return;
+    };
+
+    use stagecraft::store::sqlx;
+    // A database of its own: nothing else runs statements in it, so its statistics count
+    // this test's statements only (an autovacuum worker visiting it meanwhile would be
+    // counted too: a worker visits each database once per `autovacuum_naptime`, a minute
+    // by default, and this one lives for about a second).
+    let db = common::unique_name("stagecraft_rt");
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap();
+    sqlx::raw_sql(&format!(r#"CREATE DATABASE "{db}""#))
+        .execute(&admin)
+        .await
+        .unwrap();
+    // In a task of its own, so that the database is dropped even when the count panics.
+    let local = tokio::task::LocalSet::new();
+    let task = local.spawn_local(postgres_per_update(
+        admin.clone(),
+        db.clone(),
+        with_database(&url, &db),
+    ));
+    let counted = local.run_until(task).await;
+    sqlx::raw_sql(&format!(r#"DROP DATABASE "{db}" WITH (FORCE)"#))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let counts = counted.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    let [without, with] = counts.statements;
+    println!(
+        "postgres statements per update: {without:.2} without leases, {with:.2} with leases; \
+         plus prepares (once per statement and connection): {:.2} and {:.2} per update, \
+         over {} and {} connections",
+        counts.prepared[0], counts.prepared[1], counts.connections[0], counts.connections[1]
+    );
+    // Load and compare-and-set save (the first update of a key inserts); an update that
+    // changes nothing saves nothing.
+    assert!(
+        without <= 2.0,
+        "{without} statements per update without leases"
+    );
+    // With leases: take the lease and read the record (one statement), save, release.
+    assert!(with <= 3.0, "{with} statements per update with leases");
 }

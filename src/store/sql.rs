@@ -99,6 +99,33 @@ pub(crate) fn ttl_ms(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// How long a pooled connection may have been idle and still be handed out unchecked.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// The pool options of the server stores' `connect`.
+///
+/// sqlx's default (`test_before_acquire`) pings every connection it hands out: one more
+/// round trip before every statement, on the update's path. sqlx also pings each
+/// connection as it goes back to the pool, so a connection taken from the idle queue
+/// answered a moment ago: only one idle for [`PING_AFTER_IDLE`] or longer (time enough for
+/// the server to restart or a firewall to drop it) is pinged before use, and replaced when
+/// the ping fails. One that dies within that second fails its statement, as it would had
+/// it died during the statement.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) fn pool_options<DB: sqlx::Database>() -> sqlx::pool::PoolOptions<DB> {
+    sqlx::pool::PoolOptions::new()
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_AFTER_IDLE {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
+}
+
 /// A `LIMIT` parameter.
 pub(crate) fn limit_param(limit: Option<usize>) -> i64 {
     limit.map_or(i64::MAX, |l| i64::try_from(l).unwrap_or(i64::MAX))
@@ -241,10 +268,13 @@ macro_rules! sql_server_store_methods {
         #[doc = concat!("Connects a pool to `url` (`", $scheme, "://user:password@host/database`) and")]
         /// creates the table `stagecraft_sessions` (and its leases' table) if needed.
         ///
+        /// The pool has sqlx's defaults, except that a connection is checked (pinged)
+        /// before use only after it was idle for a second, not before every statement.
+        ///
         /// # Errors
         /// [`Error::Store`] when the server cannot be reached or the table cannot be created.
         pub async fn connect(url: &str) -> Result<Self> {
-            let pool = sqlx::Pool::connect(url).await.map_err(db_err)?;
+            let pool = sql::pool_options().connect(url).await.map_err(db_err)?;
             let store = Self::new(pool);
             store.migrate().await?;
             Ok(store)
