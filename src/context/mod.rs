@@ -33,7 +33,8 @@ pub(crate) struct Inner<S, U> {
     pub(crate) outbox: Mutex<Vec<Outgoing>>,
     pub(crate) result: Mutex<Option<Box<dyn Any + Send>>>,
     /// The clock, read once when the update started: one instant per update.
-    pub(crate) now_ms: i64,
+    /// The clock, read on first use (many updates never need it).
+    pub(crate) now_ms: std::sync::OnceLock<i64>,
 }
 
 pub(crate) struct SessionState<S> {
@@ -112,7 +113,7 @@ impl<S: SessionData, U: Update> Cx<S, U> {
                 state: Mutex::new(SessionState::default()),
                 outbox: Mutex::new(Vec::new()),
                 result: Mutex::new(None),
-                now_ms: shared.clock.now_ms(),
+                now_ms: std::sync::OnceLock::new(),
                 shared,
             }),
         }
@@ -435,11 +436,14 @@ impl<S: SessionData, U: Update> Cx<S, U> {
             .and_then(|v| v.downcast_ref::<T>())
     }
 
-    /// The time this update started, in Unix seconds (the clock is read once per
-    /// update, so every TTL decision of one update sees the same instant).
+    /// The time of this update, in Unix seconds (the clock is read once per update, at
+    /// the first call, so every TTL decision of one update sees the same instant).
     #[must_use]
     pub fn now_s(&self) -> i64 {
-        self.inner.now_ms.div_euclid(1000)
+        self.inner
+            .now_ms
+            .get_or_init(|| self.inner.shared.clock.now_ms())
+            .div_euclid(1000)
     }
 
     /// Applies a transition now, as if a handler had returned it. The Telegraf-style

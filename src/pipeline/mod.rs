@@ -391,19 +391,15 @@ async fn commit<S: SessionData, U: Update>(shared: &Shared<S, U>, cx: &Cx<S, U>)
             let st = &mut *st;
             let data = st.data.get_or_insert_with(|| (shared.default_session)());
             let size_hint = st.original.as_ref().map_or(128, |o| o.len() + 32);
-            let bytes = shared
-                .codec
-                .encode_sized(
-                    &RecordRef {
-                        data,
-                        scenes: &st.stack,
-                    },
-                    size_hint,
-                )
-                .map_err(|e| Error::Encode {
-                    key: key.to_string(),
-                    source: e,
-                })?;
+            let bytes = RecordRef {
+                data,
+                scenes: &st.stack,
+            }
+            .encode(shared.codec, size_hint)
+            .map_err(|e| Error::Encode {
+                key: key.to_string(),
+                source: e,
+            })?;
             if shared.save_policy == SavePolicy::Changed
                 && st.original.as_deref() == Some(bytes.as_slice())
             {

@@ -1,6 +1,5 @@
 //! How an update maps to a session key.
 
-use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 
@@ -61,23 +60,32 @@ impl<U: Update> Key<U> {
         Some(key)
     }
 
-    /// The key as shared text, built in a reused buffer (the per-update path: one
+    /// The key as shared text, built on the stack (the per-update path: one
     /// allocation, the `Arc` itself).
     pub(crate) fn key_arc(&self, update: &U) -> Option<Arc<str>> {
-        thread_local! {
-            static BUF: RefCell<String> = const { RefCell::new(String::new()) };
-        }
         if let Self::Custom(f) = self {
             return f(update).map(Arc::from);
         }
-        BUF.with(|buf| match buf.try_borrow_mut() {
-            Ok(mut buf) => {
-                buf.clear();
-                self.write_builtin(update, &mut buf)?;
-                Some(Arc::from(buf.as_str()))
+        let mut buf = KeyBuf::default();
+        match self {
+            Self::UserInChat => {
+                let (user, chat) = (update.user_id()?, update.chat_id()?);
+                buf.int(user);
+                buf.byte(b':');
+                buf.int(chat);
             }
-            Err(_) => self.key(update).map(Arc::from),
-        })
+            Self::Chat => buf.int(update.chat_id()?),
+            Self::User => buf.int(update.user_id()?),
+            Self::ChatThread => {
+                buf.int(update.chat_id()?);
+                if let Some(t) = update.thread_id() {
+                    buf.byte(b':');
+                    buf.int(t);
+                }
+            }
+            Self::Custom(_) => return None,
+        }
+        Some(Arc::from(buf.as_str()))
     }
 
     /// Writes a built-in strategy's key; `None` when the update lacks a part it needs.
@@ -101,6 +109,54 @@ impl<U: Update> Key<U> {
             Self::Custom(_) => return None,
         }
         Some(())
+    }
+}
+
+/// Room for two `i64`s in decimal and a separator: every built-in key fits.
+struct KeyBuf {
+    bytes: [u8; 48],
+    len: usize,
+}
+
+impl Default for KeyBuf {
+    fn default() -> Self {
+        Self {
+            bytes: [0; 48],
+            len: 0,
+        }
+    }
+}
+
+impl KeyBuf {
+    fn byte(&mut self, b: u8) {
+        self.bytes[self.len] = b;
+        self.len += 1;
+    }
+
+    /// Appends the decimal form of `n`.
+    fn int(&mut self, n: i64) {
+        if n < 0 {
+            self.byte(b'-');
+        }
+        let mut v = n.unsigned_abs();
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        let d = &digits[i..];
+        self.bytes[self.len..self.len + d.len()].copy_from_slice(d);
+        self.len += d.len();
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII digits, '-' and ':' were written.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
     }
 }
 

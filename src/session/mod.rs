@@ -72,6 +72,54 @@ pub(crate) struct RecordRef<'a, S> {
 }
 
 /// The stored shape of a session, owned for decoding.
+impl<S: Serialize> RecordRef<'_, S> {
+    /// Encodes the record with `codec` into a buffer of `size_hint` bytes to start with.
+    ///
+    /// JSON is written here field by field, byte for byte what the derived
+    /// `Serialize` writes through `serde_json`, without its per-field key escaping: the
+    /// record's own field names are constants. The bot's data and each frame's state
+    /// still go through `serde_json`.
+    pub(crate) fn encode(
+        &self,
+        codec: crate::store::Codec,
+        size_hint: usize,
+    ) -> Result<Vec<u8>, crate::BoxError> {
+        if codec != crate::store::Codec::Json {
+            return codec.encode_sized(self, size_hint);
+        }
+        let mut buf = Vec::with_capacity(size_hint);
+        buf.extend_from_slice(b"{\"data\":");
+        serde_json::to_writer(&mut buf, self.data)?;
+        if !self.scenes.is_empty() {
+            let mut ints = itoa::Buffer::new();
+            buf.extend_from_slice(b",\"scenes\":[");
+            for (i, f) in self.scenes.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                buf.extend_from_slice(b"{\"scene\":");
+                serde_json::to_writer(&mut buf, &f.scene)?;
+                if let Some(c) = f.cursor {
+                    buf.extend_from_slice(b",\"cursor\":");
+                    buf.extend_from_slice(ints.format(c).as_bytes());
+                }
+                buf.extend_from_slice(b",\"entered_at\":");
+                buf.extend_from_slice(ints.format(f.entered_at).as_bytes());
+                if let Some(e) = f.expires {
+                    buf.extend_from_slice(b",\"expires\":");
+                    buf.extend_from_slice(ints.format(e).as_bytes());
+                }
+                buf.extend_from_slice(b",\"state\":");
+                serde_json::to_writer(&mut buf, &f.state)?;
+                buf.push(b'}');
+            }
+            buf.push(b']');
+        }
+        buf.push(b'}');
+        Ok(buf)
+    }
+}
+
 #[derive(Deserialize)]
 pub(crate) struct RecordOwned<S> {
     pub(crate) data: S,
@@ -155,4 +203,52 @@ pub fn inspect(bytes: &[u8]) -> crate::Result<RecordInfo> {
         data: raw.data,
         scenes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scene::{Frame, JsonState};
+
+    fn frame(scene: &str, cursor: Option<i64>, expires: Option<i64>, state: &str) -> Frame {
+        Frame {
+            scene: scene.to_owned(),
+            cursor,
+            entered_at: -17,
+            expires,
+            state: Box::new(JsonState(serde_json::from_str(state).unwrap())),
+        }
+    }
+
+    /// The hand-written JSON is byte for byte what the derived `Serialize` writes.
+    #[test]
+    fn json_records_are_written_as_serde_would() {
+        let data = serde_json::json!({"n": 1, "name": "A \"quoted\" name\n", "list": [1, 2]});
+        let stacks = vec![
+            vec![],
+            vec![frame("menu", None, None, "null")],
+            vec![
+                frame(
+                    "sign\"up\\",
+                    Some(2),
+                    Some(i64::MAX),
+                    r#"{"a":[1,{"b":"\u0001"}]}"#,
+                ),
+                frame("ünïcode ✓", Some(-1), None, "{}"),
+                frame("", None, Some(i64::MIN), "\"s\""),
+            ],
+        ];
+        for scenes in &stacks {
+            let record = RecordRef {
+                data: &data,
+                scenes,
+            };
+            let by_serde = serde_json::to_vec(&record).unwrap();
+            let by_hand = record.encode(crate::store::Codec::Json, 8).unwrap();
+            assert_eq!(
+                String::from_utf8(by_hand).unwrap(),
+                String::from_utf8(by_serde).unwrap()
+            );
+        }
+    }
 }

@@ -194,13 +194,12 @@ impl<S: SessionData, U: Update> Stage<S, U> {
     /// Drops top frames that expired or name an unregistered scene; puts the default
     /// scene on an empty stack.
     fn settle(&self, cx: &Cx<S, U>) {
-        let now = cx.now_s();
         let mut st = cx.state();
         while let Some(top) = st.stack.last() {
             if !self.scenes.contains_key(&top.scene) {
                 tracing::warn!(target: "stagecraft::stage", key = ?cx.key(), scene = %top.scene,
                     "dropping a stored frame of an unregistered scene");
-            } else if top.is_expired(now) {
+            } else if top.expires.is_some() && top.is_expired(cx.now_s()) {
                 tracing::debug!(target: "stagecraft::stage", key = ?cx.key(), scene = %top.scene, "scene expired");
             } else {
                 break;
@@ -210,7 +209,7 @@ impl<S: SessionData, U: Update> Stage<S, U> {
         }
         if st.stack.is_empty() {
             if let Some(scene) = self.default_scene.as_ref().and_then(|d| self.scenes.get(d)) {
-                let frame = self.new_frame(scene, None, now);
+                let frame = self.new_frame(scene, None, cx.now_s());
                 st.stack.push(frame);
                 st.dirty = true;
             }
@@ -243,13 +242,12 @@ impl<S: SessionData, U: Update> Stage<S, U> {
             return Ok(Outcome::Handled);
         }
         let active = {
-            let now = cx.now_s();
             let mut guard = cx.state();
             let st = &mut *guard;
             let found = st.stack.last_mut().and_then(|top| {
                 let scene = self.scenes.get(&top.scene).cloned()?;
                 if let Some(idle) = scene.idle_ttl {
-                    top.expires = Some(now + i64::from(idle));
+                    top.expires = Some(cx.now_s() + i64::from(idle));
                 }
                 Some((scene, top.cursor))
             });

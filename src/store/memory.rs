@@ -121,6 +121,16 @@ impl MemoryStore {
         before.saturating_sub(self.inner.map.len())
     }
 
+    /// The clock's time, read only when records can expire (without a TTL every
+    /// record's expiry is `i64::MAX`, later than any time).
+    fn now(&self) -> i64 {
+        if self.inner.ttl_ms.is_some() {
+            self.inner.clock.now_ms()
+        } else {
+            i64::MIN
+        }
+    }
+
     fn expiry(&self, now: i64) -> i64 {
         self.inner
             .ttl_ms
@@ -183,7 +193,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn load(&self, key: &str) -> Result<Option<Loaded>> {
-        let now = self.inner.clock.now_ms();
+        let now = self.now();
         let expired = match self.inner.map.get(key) {
             None => return Ok(None),
             Some(e) if e.expires_at > now => {
@@ -201,7 +211,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn save(&self, key: &str, bytes: &[u8], expected: Option<Version>) -> Result<Version> {
-        let now = self.inner.clock.now_ms();
+        let now = self.now();
         let expires_at = self.expiry(now);
         // Fast path: the record exists (no key allocation).
         if let Some(mut e) = self.inner.map.get_mut(key) {

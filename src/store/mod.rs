@@ -258,22 +258,53 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     }
 }
 
-#[async_trait]
+/// The future of an `async_trait` method (what the forwarding impl below returns as is).
+type StoreFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send + 'a>>;
+
+/// Forwards to the store inside, handing its future back unwrapped (no second box per
+/// call: a pipeline calls its `Arc<dyn SessionStore>` through this impl).
 impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
     fn backend(&self) -> &'static str {
         (**self).backend()
     }
-    async fn load(&self, key: &str) -> Result<Option<Loaded>> {
-        (**self).load(key).await
+    fn load<'a, 'b, 'f>(&'a self, key: &'b str) -> StoreFuture<'f, Option<Loaded>>
+    where
+        'a: 'f,
+        'b: 'f,
+        Self: 'f,
+    {
+        (**self).load(key)
     }
-    async fn save(&self, key: &str, bytes: &[u8], expected: Option<Version>) -> Result<Version> {
-        (**self).save(key, bytes, expected).await
+    fn save<'a, 'b, 'c, 'f>(
+        &'a self,
+        key: &'b str,
+        bytes: &'c [u8],
+        expected: Option<Version>,
+    ) -> StoreFuture<'f, Version>
+    where
+        'a: 'f,
+        'b: 'f,
+        'c: 'f,
+        Self: 'f,
+    {
+        (**self).save(key, bytes, expected)
     }
-    async fn delete(&self, key: &str, expected: Version) -> Result<()> {
-        (**self).delete(key, expected).await
+    fn delete<'a, 'b, 'f>(&'a self, key: &'b str, expected: Version) -> StoreFuture<'f, ()>
+    where
+        'a: 'f,
+        'b: 'f,
+        Self: 'f,
+    {
+        (**self).delete(key, expected)
     }
-    async fn list(&self, filter: &ListFilter) -> Result<Vec<String>> {
-        (**self).list(filter).await
+    fn list<'a, 'b, 'f>(&'a self, filter: &'b ListFilter) -> StoreFuture<'f, Vec<String>>
+    where
+        'a: 'f,
+        'b: 'f,
+        Self: 'f,
+    {
+        (**self).list(filter)
     }
     fn cache_hint(&self) -> Option<CacheHint> {
         (**self).cache_hint()
@@ -281,21 +312,45 @@ impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
     fn supports_leases(&self) -> bool {
         (**self).supports_leases()
     }
-    async fn acquire_lease(&self, key: &str, ttl: Duration) -> Result<LeaseAttempt> {
-        (**self).acquire_lease(key, ttl).await
-    }
-    async fn acquire_lease_and_load(
-        &self,
-        key: &str,
+    fn acquire_lease<'a, 'b, 'f>(
+        &'a self,
+        key: &'b str,
         ttl: Duration,
-    ) -> Result<(LeaseAttempt, Option<Option<Loaded>>)> {
-        (**self).acquire_lease_and_load(key, ttl).await
+    ) -> StoreFuture<'f, LeaseAttempt>
+    where
+        'a: 'f,
+        'b: 'f,
+        Self: 'f,
+    {
+        (**self).acquire_lease(key, ttl)
     }
-    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
-        (**self).renew_lease(lease, ttl).await
+    fn acquire_lease_and_load<'a, 'b, 'f>(
+        &'a self,
+        key: &'b str,
+        ttl: Duration,
+    ) -> StoreFuture<'f, (LeaseAttempt, Option<Option<Loaded>>)>
+    where
+        'a: 'f,
+        'b: 'f,
+        Self: 'f,
+    {
+        (**self).acquire_lease_and_load(key, ttl)
     }
-    async fn release_lease(&self, lease: &Lease) -> Result<bool> {
-        (**self).release_lease(lease).await
+    fn renew_lease<'a, 'b, 'f>(&'a self, lease: &'b Lease, ttl: Duration) -> StoreFuture<'f, bool>
+    where
+        'a: 'f,
+        'b: 'f,
+        Self: 'f,
+    {
+        (**self).renew_lease(lease, ttl)
+    }
+    fn release_lease<'a, 'b, 'f>(&'a self, lease: &'b Lease) -> StoreFuture<'f, bool>
+    where
+        'a: 'f,
+        'b: 'f,
+        Self: 'f,
+    {
+        (**self).release_lease(lease)
     }
 }
 

@@ -101,10 +101,19 @@ pub trait Transport: fmt::Debug + Send + Sync + 'static {
     async fn send(&self, msg: &Outgoing) -> Result<(), BoxError>;
 }
 
-#[async_trait]
+/// Forwards to the transport inside, handing its future back unwrapped (no second box
+/// per reply).
 impl<T: Transport + ?Sized> Transport for Arc<T> {
-    async fn send(&self, msg: &Outgoing) -> Result<(), BoxError> {
-        (**self).send(msg).await
+    fn send<'a, 'b, 'f>(
+        &'a self,
+        msg: &'b Outgoing,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), BoxError>> + Send + 'f>>
+    where
+        'a: 'f,
+        'b: 'f,
+        Self: 'f,
+    {
+        (**self).send(msg)
     }
 }
 
