@@ -157,8 +157,8 @@ impl<S: SessionData, U: Update> Cx<S, U> {
             let mut st = self.state();
             let preloaded = st.preloaded.take();
             if preloaded.is_none() && st.may_trust {
-                if let (Some(cache), Some(wt)) = (&shared.cache, &shared.write_through) {
-                    if let Some(c) = cache.take_trusted(&key, || wt.clock.now_ms()) {
+                if let Some(wt) = &shared.write_through {
+                    if let Some(c) = shared.keys.take_trusted(&key, || wt.clock.now_ms()) {
                         st.data = c.data;
                         st.stack = c.stack;
                         st.version = Some(c.version);
@@ -181,10 +181,7 @@ impl<S: SessionData, U: Update> Cx<S, U> {
             return Ok(());
         }
         if let Some(rec) = loaded {
-            let cached = shared
-                .cache
-                .as_ref()
-                .and_then(|c| c.take(&key, rec.version, &rec.bytes));
+            let cached = shared.keys.take(&key, rec.version, &rec.bytes);
             let decoded = match cached {
                 Some(c) => Ok((c.data, c.stack)),
                 None => {

@@ -11,8 +11,8 @@
 //! is taken before the session is loaded and given back after the replies were sent, so
 //! updates of one key also take turns across processes (see [`LeaseConfig`]).
 
+mod keys;
 mod lease;
-mod locks;
 
 pub use lease::{LeaseConfig, LeaseMode};
 
@@ -29,14 +29,14 @@ use crate::context::Cx;
 use crate::error::{Error, Result};
 use crate::handler::{BoxFuture, Handler, HandlerResult, Matcher, Middleware, RouteBuilder};
 use crate::session::{
-    Cached, DecodePolicy, ErrorPolicy, Key, RecordRef, SavePolicy, SessionCache, SessionData, Trust,
+    Cached, DecodePolicy, ErrorPolicy, Key, RecordRef, SavePolicy, SessionData, Trust,
 };
 use crate::stage::{Outcome, Stage, run_routes_at};
 use crate::store::{Codec, MemoryStore, SessionStore};
 use crate::transport::{LogTransport, Transport};
 use crate::update::{TelegramUpdate, Update};
 
-use locks::KeyLocks;
+use keys::KeyTable;
 
 /// How many decoded sessions a pipeline keeps by default (see [`PipelineBuilder::session_cache`]).
 pub const DEFAULT_CACHE_CAPACITY: usize = 100_000;
@@ -61,12 +61,12 @@ pub(crate) struct Shared<S, U> {
     pub(crate) save_policy: SavePolicy,
     pub(crate) max_attempts: usize,
     pub(crate) extensions: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
-    pub(crate) cache: Option<SessionCache<S>>,
+    /// Per-key locks and cached sessions.
+    pub(crate) keys: KeyTable<S>,
     pub(crate) cache_mode: CacheMode,
     /// Set by [`PipelineBuilder::build`] when updates may skip reading their own last write.
     pub(crate) write_through: Option<WriteThrough>,
     chain: Vec<Link<S, U>>,
-    locks: KeyLocks,
     leases: lease::Leases,
 }
 
@@ -203,11 +203,10 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
                 save_policy: SavePolicy::Changed,
                 max_attempts: 3,
                 extensions: HashMap::new(),
-                cache: Some(SessionCache::new(DEFAULT_CACHE_CAPACITY)),
+                keys: KeyTable::new(DEFAULT_CACHE_CAPACITY),
                 cache_mode: CacheMode::Auto,
                 write_through: None,
                 chain: Vec::new(),
-                locks: KeyLocks::default(),
                 leases: lease::Leases::default(),
             },
         }
@@ -225,10 +224,15 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
     /// attempt, or a failed reply.
     pub fn handle(&self, update: U) -> impl Future<Output = Result<Dispatch>> + Send + 'static {
         let update = Arc::new(update);
-        let key: Option<Arc<str>> = self.shared.key.key_arc(&update);
-        let ticket = key
-            .as_ref()
-            .map(|k| self.shared.locks.enqueue(Arc::clone(k)));
+        let shared_keys = &self.shared.keys;
+        let (key, ticket) = match self
+            .shared
+            .key
+            .with_key(&update, |k| shared_keys.enqueue(k))
+        {
+            Some((k, t)) => (Some(k), Some(t)),
+            None => (None, None),
+        };
         let shared = Arc::clone(&self.shared);
         let span = tracing::info_span!(
             target: "stagecraft::stage",
@@ -252,7 +256,7 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
     /// lock table; it shrinks back to 0 when the bot is idle).
     #[must_use]
     pub fn keys_in_flight(&self) -> usize {
-        self.shared.locks.len()
+        self.shared.keys.in_flight()
     }
 
     /// The store sessions live in.
@@ -278,7 +282,7 @@ async fn run_update<S: SessionData, U: Update>(
         held.release().await;
         // A holding streak exists only for keys whose lease this process took.
         if let Some(k) = &key {
-            if shared.locks.waiting(k) == 0 {
+            if shared.keys.waiting(k) == 0 {
                 shared.leases.end_streak(k);
             }
         }
@@ -427,9 +431,7 @@ async fn commit<S: SessionData, U: Update>(shared: &Shared<S, U>, cx: &Cx<S, U>)
             keep_decoded(shared, &key, &mut st, Some((version, bytes)));
         }
         (None, Some(v)) => {
-            if let Some(cache) = &shared.cache {
-                cache.forget(&key);
-            }
+            shared.keys.forget(&key);
             shared.store.delete(&key, v).await?;
         }
         (None, None) => {}
@@ -445,7 +447,9 @@ fn keep_decoded<S: SessionData, U>(
     st: &mut crate::context::SessionState<S>,
     written: Option<(crate::store::Version, Vec<u8>)>,
 ) {
-    let Some(cache) = &shared.cache else { return };
+    if !shared.keys.caches() {
+        return;
+    }
     let (version, bytes) = match written {
         Some(w) => w,
         None => match (st.version, st.original.take()) {
@@ -453,8 +457,8 @@ fn keep_decoded<S: SessionData, U>(
             _ => return,
         },
     };
-    cache.put(
-        Arc::clone(key),
+    shared.keys.put(
+        key,
         Cached {
             version,
             bytes,
@@ -610,7 +614,7 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     /// instead of decoding it again; a record another process changed is always decoded.
     #[must_use]
     pub fn session_cache(mut self, capacity: usize) -> Self {
-        self.shared.cache = (capacity > 0).then(|| SessionCache::new(capacity));
+        self.shared.keys.set_capacity(capacity);
         self
     }
 
@@ -665,7 +669,7 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
             CacheMode::WriteThrough => true,
             CacheMode::Auto => !leases && hint.as_ref().is_some_and(|h| h.write_through_by_default),
         };
-        shared.write_through = match (wanted && shared.cache.is_some(), hint) {
+        shared.write_through = match (wanted && shared.keys.caches(), hint) {
             (true, Some(h)) => Some(WriteThrough {
                 ttl_ms: h
                     .ttl
@@ -700,7 +704,7 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     /// affected.
     #[must_use]
     pub fn max_queue_per_key(mut self, n: usize) -> Self {
-        self.shared.locks.set_max_waiting(Some(n));
+        self.shared.keys.set_max_waiting(Some(n));
         self
     }
 }

@@ -60,11 +60,11 @@ impl<U: Update> Key<U> {
         Some(key)
     }
 
-    /// The key as shared text, built on the stack (the per-update path: one
-    /// allocation, the `Arc` itself).
-    pub(crate) fn key_arc(&self, update: &U) -> Option<Arc<str>> {
-        if let Self::Custom(f) = self {
-            return f(update).map(Arc::from);
+    /// Calls `f` with the key of `update` (built-in keys are built on the stack), or
+    /// returns `None` when the update has no session.
+    pub(crate) fn with_key<R>(&self, update: &U, f: impl FnOnce(&str) -> R) -> Option<R> {
+        if let Self::Custom(g) = self {
+            return g(update).map(|k| f(&k));
         }
         let mut buf = KeyBuf::default();
         match self {
@@ -85,7 +85,7 @@ impl<U: Update> Key<U> {
             }
             Self::Custom(_) => return None,
         }
-        Some(Arc::from(buf.as_str()))
+        Some(f(buf.as_str()))
     }
 
     /// Writes a built-in strategy's key; `None` when the update lacks a part it needs.

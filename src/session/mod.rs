@@ -15,7 +15,7 @@ mod key;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-pub(crate) use cache::{Cached, FastMap, SessionCache, Trust, fast_map};
+pub(crate) use cache::{Cached, FastMap, Trust, fast_map};
 pub use key::{Key, KeyFn};
 
 use crate::scene::Frame;

@@ -1,0 +1,351 @@
+//! The per-key table: each key's FIFO lock and, between updates, its decoded session.
+//!
+//! One entry per key that is held, waited for or cached. A key seen again finds its
+//! entry, so an update of a hot key allocates neither its key text nor its lock, and
+//! reaches lock and cached session with one lookup. An entry goes away when nobody holds
+//! or waits for its key and it caches nothing, so the table shrinks back when the bot is
+//! idle (down to the cached sessions, at most the cache capacity).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
+
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use crate::error::{Error, Result};
+use crate::session::{Cached, FastMap, Trust, fast_map};
+use crate::store::Version;
+
+struct Slot<S> {
+    /// The key's FIFO lock. Its clones: the table's, plus one per update holding or
+    /// waiting for the key.
+    lock: Arc<Mutex<()>>,
+    /// The session as this process committed it last (see [`KeyTable::take`]).
+    cached: Option<Cached<S>>,
+}
+
+struct Table<S> {
+    map: FastMap<Arc<str>, Slot<S>>,
+    /// At most this many cached sessions (0: no cache).
+    capacity: usize,
+    /// Cached sessions held (kept here: `DashMap::len` locks every shard).
+    cached: AtomicUsize,
+}
+
+/// Locks and cached sessions by key.
+pub(crate) struct KeyTable<S> {
+    table: Arc<Table<S>>,
+    /// At most this many updates of one key wait behind the running one.
+    max_waiting: Option<usize>,
+}
+
+/// A place in a key's queue, taken synchronously at arrival.
+pub(crate) struct Ticket<S> {
+    state: TicketState,
+    cleanup: Cleanup<S>,
+}
+
+enum TicketState {
+    Ready(OwnedMutexGuard<()>),
+    Waiting(Pin<Box<dyn Future<Output = OwnedMutexGuard<()>> + Send>>),
+    /// The key's queue was full at arrival.
+    Rejected,
+}
+
+/// Holding the key. Dropping it lets the next update of the key in.
+pub(crate) struct Permit<S> {
+    _guard: OwnedMutexGuard<()>,
+    _cleanup: Cleanup<S>,
+}
+
+struct Cleanup<S> {
+    table: Arc<Table<S>>,
+    key: Arc<str>,
+}
+
+impl<S> Drop for Cleanup<S> {
+    fn drop(&mut self) {
+        // Runs after the guard (or the waiting future) was dropped: if nobody else
+        // holds a clone of the lock, nobody holds or waits for the key.
+        self.table.map.remove_if(&self.key, |_, slot| {
+            slot.cached.is_none() && Arc::strong_count(&slot.lock) == 1
+        });
+    }
+}
+
+impl<S> KeyTable<S> {
+    /// A table caching at most `capacity` sessions.
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            table: Arc::new(Table {
+                map: fast_map(),
+                capacity,
+                cached: AtomicUsize::new(0),
+            }),
+            max_waiting: None,
+        }
+    }
+
+    /// Sets the cache capacity (0: no cache). Only while building.
+    pub(crate) fn set_capacity(&mut self, capacity: usize) {
+        if let Some(table) = Arc::get_mut(&mut self.table) {
+            table.capacity = capacity;
+        }
+    }
+
+    /// Whether sessions are cached at all.
+    pub(crate) fn caches(&self) -> bool {
+        self.table.capacity > 0
+    }
+
+    /// Bounds the updates of one key waiting behind the running one (`None`: unbounded).
+    pub(crate) fn set_max_waiting(&mut self, max: Option<usize>) {
+        self.max_waiting = max;
+    }
+
+    /// Joins the queue of `key` now, so that arrival order is kept whatever order the
+    /// returned tickets are awaited in. Returns the key as shared text (the table's own
+    /// when the key has an entry).
+    pub(crate) fn enqueue(&self, key: &str) -> (Arc<str>, Ticket<S>) {
+        let map = &self.table.map;
+        let found = map
+            .get(key)
+            .map(|e| (Arc::clone(e.key()), Arc::clone(&e.lock)));
+        let (key, lock) = match found {
+            Some(found) => found,
+            None => {
+                let entry = map.entry(Arc::from(key)).or_insert_with(|| Slot {
+                    lock: Arc::new(Mutex::new(())),
+                    cached: None,
+                });
+                (Arc::clone(entry.key()), Arc::clone(&entry.lock))
+            }
+        };
+        let cleanup = Cleanup {
+            table: Arc::clone(&self.table),
+            key: Arc::clone(&key),
+        };
+        // Clones of the lock: the table's, ours, plus one per update running or waiting.
+        let in_flight = Arc::strong_count(&lock) - 2;
+        if self.max_waiting.is_some_and(|max| in_flight > max) {
+            drop(lock);
+            let state = TicketState::Rejected;
+            return (key, Ticket { state, cleanup });
+        }
+        // The common case, a free key (nobody holds it, nobody waits): no waiter to
+        // register, no future to box. Tokio's mutex hands a released lock straight to the
+        // first waiter, so a free lock means an empty queue and FIFO order is kept.
+        let state = match Arc::clone(&lock).try_lock_owned() {
+            Ok(guard) => TicketState::Ready(guard),
+            Err(_) => {
+                let mut fut: Pin<Box<dyn Future<Output = OwnedMutexGuard<()>> + Send>> =
+                    Box::pin(Arc::clone(&lock).lock_owned());
+                // Poll once: this registers the waiter in the mutex's FIFO queue now.
+                match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                    Poll::Ready(guard) => TicketState::Ready(guard),
+                    Poll::Pending => TicketState::Waiting(fut),
+                }
+            }
+        };
+        drop(lock);
+        (key, Ticket { state, cleanup })
+    }
+
+    /// Keys currently held or waited for (walks the table).
+    pub(crate) fn in_flight(&self) -> usize {
+        self.table
+            .map
+            .iter()
+            .filter(|e| Arc::strong_count(&e.lock) > 1)
+            .count()
+    }
+
+    /// Updates of `key` waiting behind the running one.
+    pub(crate) fn waiting(&self, key: &str) -> usize {
+        self.table
+            .map
+            .get(key)
+            .map_or(0, |slot| Arc::strong_count(&slot.lock).saturating_sub(2))
+    }
+
+    /// Takes the cached session of `key` if it matches what the store holds now. Only
+    /// while holding the key's permit.
+    pub(crate) fn take(&self, key: &str, version: Version, bytes: &[u8]) -> Option<Cached<S>> {
+        let cached = self.table.map.get_mut(key)?.cached.take()?;
+        self.table.cached.fetch_sub(1, Ordering::Relaxed);
+        (cached.version == version && cached.bytes == bytes).then_some(cached)
+    }
+
+    /// Takes the cached session of `key` if it may stand for the stored record without a
+    /// read: this process wrote it last and, by the store's clock `now_ms`, it is still
+    /// live. One that may not is left for [`take`](Self::take). Only while holding the
+    /// key's permit.
+    pub(crate) fn take_trusted(
+        &self,
+        key: &str,
+        now_ms: impl FnOnce() -> i64,
+    ) -> Option<Cached<S>> {
+        let mut slot = self.table.map.get_mut(key)?;
+        let trusted = match slot.cached.as_ref()?.trust {
+            Trust::Always => true,
+            Trust::Until(deadline) => now_ms() < deadline,
+            Trust::Validate => false,
+        };
+        if !trusted {
+            return None;
+        }
+        let cached = slot.cached.take();
+        drop(slot);
+        self.table.cached.fetch_sub(1, Ordering::Relaxed);
+        cached
+    }
+
+    /// Caches a committed session (unless the cache is full). Only while holding the
+    /// key's permit (the entry exists then).
+    pub(crate) fn put(&self, key: &str, cached: Cached<S>) {
+        let table = &*self.table;
+        if table.cached.load(Ordering::Relaxed) >= table.capacity {
+            return;
+        }
+        if let Some(mut slot) = table.map.get_mut(key) {
+            if slot.cached.replace(cached).is_none() {
+                table.cached.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Forgets the cached session of `key` (its record was deleted).
+    pub(crate) fn forget(&self, key: &str) {
+        if let Some(mut slot) = self.table.map.get_mut(key) {
+            if slot.cached.take().is_some() {
+                self.table.cached.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl<S> Ticket<S> {
+    /// Waits for the key.
+    ///
+    /// # Errors
+    /// [`Error::Overloaded`] when the key's queue was full at arrival.
+    pub(crate) async fn acquire(self) -> Result<Permit<S>> {
+        let Self { state, cleanup } = self;
+        let guard = match state {
+            TicketState::Ready(g) => g,
+            TicketState::Waiting(fut) => fut.await,
+            TicketState::Rejected => {
+                return Err(Error::Overloaded {
+                    key: cleanup.key.to_string(),
+                });
+            }
+        };
+        Ok(Permit {
+            _guard: guard,
+            _cleanup: cleanup,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cached(version: u64) -> Cached<()> {
+        Cached {
+            version: Version(version),
+            bytes: b"x".to_vec(),
+            data: None,
+            stack: Vec::new(),
+            trust: Trust::Always,
+        }
+    }
+
+    #[tokio::test]
+    async fn table_empties_and_order_is_arrival_order() {
+        let keys = KeyTable::<()>::new(0);
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tickets: Vec<_> = (0..50).map(|_| keys.enqueue("k").1).collect();
+        assert_eq!(keys.in_flight(), 1);
+        let mut handles = Vec::new();
+        // Await in reverse order: arrival order must still win.
+        for (i, t) in tickets.into_iter().enumerate().rev() {
+            let order = Arc::clone(&order);
+            handles.push(tokio::spawn(async move {
+                let _p = t.acquire().await.unwrap();
+                tokio::task::yield_now().await;
+                order.lock().unwrap().push(i);
+            }));
+        }
+        for h in handles {
+            h.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), (0..50).collect::<Vec<_>>());
+        assert_eq!(keys.in_flight(), 0);
+        assert_eq!(keys.table.map.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn dropped_ticket_does_not_leak_or_jump_the_queue() {
+        let keys = KeyTable::<()>::new(0);
+        let first = keys.enqueue("k").1.acquire().await.unwrap();
+        let second = keys.enqueue("k").1;
+        drop(second);
+        assert_eq!(keys.in_flight(), 1);
+        drop(first);
+        assert_eq!(keys.in_flight(), 0);
+        assert_eq!(keys.table.map.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_rejects_and_recovers() {
+        let mut keys = KeyTable::<()>::new(0);
+        keys.set_max_waiting(Some(2));
+        let running = keys.enqueue("k").1.acquire().await.unwrap();
+        let waiting: Vec<_> = (0..2).map(|_| keys.enqueue("k").1).collect();
+        assert_eq!(keys.waiting("k"), 2);
+        let rejected = keys.enqueue("k").1.acquire().await;
+        assert!(matches!(rejected, Err(Error::Overloaded { key }) if key == "k"));
+        // Another key is not affected.
+        let other = keys.enqueue("j").1.acquire().await;
+        assert!(other.is_ok());
+        drop(other);
+        drop(running);
+        for t in waiting {
+            drop(t.acquire().await.unwrap());
+        }
+        assert_eq!(keys.in_flight(), 0);
+        assert!(keys.enqueue("k").1.acquire().await.is_ok());
+    }
+
+    /// A cached session keeps its key's entry (and the key text) after the update; the
+    /// next update of the key reuses both. Taking it out lets the entry go.
+    #[tokio::test]
+    async fn a_cached_session_keeps_the_entry_and_its_key_text() {
+        let keys = KeyTable::<()>::new(1);
+        let (k1, t) = keys.enqueue("k");
+        let permit = t.acquire().await.unwrap();
+        keys.put("k", cached(1));
+        drop(permit);
+        assert_eq!((keys.in_flight(), keys.table.map.len()), (0, 1));
+        let (k2, t) = keys.enqueue("k");
+        assert!(Arc::ptr_eq(&k1, &k2), "the key text is the table's");
+        let permit = t.acquire().await.unwrap();
+        // Capacity 1: another key is not cached.
+        let (_, other) = keys.enqueue("j");
+        let other = other.acquire().await.unwrap();
+        keys.put("j", cached(9));
+        drop(other);
+        assert_eq!(
+            keys.table.map.len(),
+            1,
+            "`j` was not cached, its entry is gone"
+        );
+        assert!(keys.take("k", Version(2), b"x").is_none(), "wrong version");
+        assert!(keys.take_trusted("k", || 0).is_none(), "already taken");
+        drop(permit);
+        assert_eq!(keys.table.map.len(), 0);
+    }
+}
