@@ -1,9 +1,13 @@
 //! Per-update costs of the reference bot, with the bare baseline beside them.
 //!
 //! `cargo bench --bench stage`. Groups:
-//! - `update/*`: one whole update through the pipeline (memory store), and the bare
+//! - `update/*`: one whole update through the pipeline on the memory store, and the bare
 //!   baseline (dashmap + per-key async lock + serde_json of a small session);
-//! - `split/*`: the parts of an update: key, lock, load, decode, route, encode, save.
+//! - `sqlite/*` (feature `sqlite`): one whole update on an SQLite file (one chat, each
+//!   update committed before the next), and the bare sqlx loop beside it (one
+//!   compare-and-set `UPDATE` per iteration on one connection);
+//! - `split/*`: the parts of an update: key, key + lock + dispatch of an update nothing
+//!   takes, load, decode, route, encode, save.
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
@@ -92,6 +96,14 @@ fn split(c: &mut Criterion) {
     let u = updates(7).remove(1);
     let key = Key::<TelegramUpdate>::UserInChat;
     c.bench_function("split/key", |b| b.iter(|| key.key(black_box(&u))));
+    // A pipeline with no handler: the key, its lock, the chain and the commit of an
+    // untouched session (no store I/O).
+    let idle = Pipeline::<demo_bot::Demo>::builder()
+        .transport(LogTransport)
+        .build();
+    c.bench_function("split/key_lock_dispatch", |b| {
+        b.iter(|| rt.block_on(idle.handle(black_box(u.clone()))).unwrap())
+    });
 
     let store = MemoryStore::new();
     let record = br#"{"data":{"updates":12,"profile":{"name":"Alice","age":30}},"scenes":[{"scene":"signup","cursor":2,"entered_at":1700000000,"state":{"demo.signup.v1":{"name":"Alice","age":0}}}]}"#;
@@ -118,5 +130,78 @@ fn split(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, whole_update, split);
+#[cfg(feature = "sqlite")]
+fn sqlite(c: &mut Criterion) {
+    use stagecraft::store::{SqliteStore, sqlx};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("stagecraft-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = rt.block_on(SqliteStore::open(dir.join("bot.db"))).unwrap();
+    let bot = demo_bot::build(
+        Pipeline::<demo_bot::Demo>::builder()
+            .store(store)
+            .transport(LogTransport),
+    )
+    .unwrap();
+    let cycle = updates(7);
+    let mut i = 0usize;
+    c.bench_function("sqlite/stagecraft", |b| {
+        b.iter(|| {
+            let u = cycle[i % 10].clone();
+            i += 1;
+            rt.block_on(bot.handle(u)).unwrap()
+        });
+    });
+
+    let mut conn = rt
+        .block_on(async {
+            use sqlx::ConnectOptions;
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(dir.join("bare.db"))
+                .create_if_missing(true)
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+                .connect()
+                .await
+        })
+        .unwrap();
+    rt.block_on(async {
+        sqlx::query(
+            "CREATE TABLE s (k INTEGER PRIMARY KEY, data BLOB NOT NULL, version INTEGER NOT NULL)",
+        )
+        .execute(&mut conn)
+        .await?;
+        sqlx::query("INSERT INTO s VALUES (1, x'7b7d', 0)")
+            .execute(&mut conn)
+            .await
+    })
+    .unwrap();
+    let session = br#"{"data":{"updates":12,"profile":{"name":"Alice","age":30}},"scenes":[]}"#;
+    let mut version = 0_i64;
+    c.bench_function("sqlite/bare_sqlx", |b| {
+        b.iter(|| {
+            rt.block_on(
+                sqlx::query(
+                    "UPDATE s SET data = ?, version = version + 1 WHERE k = 1 AND version = ?",
+                )
+                .bind(&session[..])
+                .bind(version)
+                .execute(&mut conn),
+            )
+            .unwrap();
+            version += 1;
+        });
+    });
+    drop(conn);
+    drop(bot);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(not(feature = "sqlite"))]
+fn sqlite(_: &mut Criterion) {}
+
+criterion_group!(benches, whole_update, sqlite, split);
 criterion_main!(benches);

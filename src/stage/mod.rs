@@ -136,6 +136,24 @@ impl<S, U> RouteBuilder<S, U> for StageBuilder<S, U> {
 }
 
 /// Moves the active wizard's cursor (no step runs).
+/// Counts a transition, refusing it inside a leave hook and past [`MAX_TRANSITIONS`].
+fn begin_transition<S: SessionData, U: Update>(cx: &Cx<S, U>, outcome: &Outcome) -> Result<()> {
+    {
+        let mut st = cx.state();
+        if st.leaving > 0 {
+            return Err(Error::Transition(
+                "scenes cannot change inside a leave hook",
+            ));
+        }
+        st.transitions += 1;
+        if st.transitions > MAX_TRANSITIONS {
+            return Err(Error::TransitionLoop(MAX_TRANSITIONS));
+        }
+    }
+    tracing::debug!(target: "stagecraft::stage", key = ?cx.key(), ?outcome, "transition");
+    Ok(())
+}
+
 pub(crate) fn move_cursor<S>(st: &mut SessionState<S>, f: impl FnOnce(i64) -> i64) -> Result<()> {
     let frame = st.stack.last_mut().ok_or(Error::NoActiveScene)?;
     let cursor = frame
@@ -293,29 +311,35 @@ impl<S: SessionData, U: Update> Stage<S, U> {
     }
 
     /// The one interpreter of transitions.
-    pub(crate) fn apply(
+    ///
+    /// Cursor moves (the common answer of a wizard step) are applied here, without
+    /// boxing; every other transition goes through [`apply_boxed`](Self::apply_boxed),
+    /// whose box breaks the recursion (hooks and steps run by a transition answer with
+    /// transitions of their own).
+    pub(crate) async fn apply(self: Arc<Self>, cx: Cx<S, U>, outcome: Outcome) -> Result<()> {
+        match outcome {
+            Outcome::Handled | Outcome::Pass => Ok(()),
+            Outcome::Next | Outcome::Back | Outcome::Goto(_) => {
+                begin_transition(&cx, &outcome)?;
+                let mut st = cx.state();
+                match outcome {
+                    Outcome::Next => move_cursor(&mut st, |c| c.saturating_add(1)),
+                    Outcome::Back => move_cursor(&mut st, |c| c.saturating_sub(1)),
+                    Outcome::Goto(n) => move_cursor(&mut st, |_| n),
+                    _ => Ok(()),
+                }
+            }
+            _ => self.apply_boxed(cx, outcome).await,
+        }
+    }
+
+    fn apply_boxed(
         self: Arc<Self>,
         cx: Cx<S, U>,
         outcome: Outcome,
     ) -> BoxFuture<'static, Result<()>> {
-        if !outcome.is_transition() {
-            // Nothing to interpret (a zero-sized future: boxing it allocates nothing).
-            return Box::pin(std::future::ready(Ok(())));
-        }
         Box::pin(async move {
-            {
-                let mut st = cx.state();
-                if st.leaving > 0 {
-                    return Err(Error::Transition(
-                        "scenes cannot change inside a leave hook",
-                    ));
-                }
-                st.transitions += 1;
-                if st.transitions > MAX_TRANSITIONS {
-                    return Err(Error::TransitionLoop(MAX_TRANSITIONS));
-                }
-            }
-            tracing::debug!(target: "stagecraft::stage", key = ?cx.key(), ?outcome, "transition");
+            begin_transition(&cx, &outcome)?;
             match outcome {
                 Outcome::Handled | Outcome::Pass => Ok(()),
                 Outcome::Next => move_cursor(&mut cx.state(), |c| c.saturating_add(1)),

@@ -257,11 +257,11 @@ const MAX_GROUP: usize = 512;
 
 /// Runs group commits until every handle to the store is gone.
 ///
-/// The writer keeps one connection of the pool for itself (taken again after an error),
-/// so a group costs no pool checkout, unless the pool is too small to spare one.
+/// The writer keeps its pooled connection from one group to the next while saves keep
+/// coming (no checkout per group), and gives it back as soon as none is queued, so an
+/// idle store holds no connection (and `Pool::close` does not wait for the writer).
 async fn writer_loop(pool: SqlitePool, queries: Arc<Queries>, mut rx: mpsc::Receiver<WriteOp>) {
     let mut batch = Vec::with_capacity(MAX_GROUP);
-    let keep = pool.options().get_max_connections() > 2;
     let mut conn: Option<sqlx::pool::PoolConnection<sqlx::Sqlite>> = None;
     while rx.recv_many(&mut batch, MAX_GROUP).await > 0 {
         let results = match &mut conn {
@@ -285,7 +285,7 @@ async fn writer_loop(pool: SqlitePool, queries: Arc<Queries>, mut rx: mpsc::Rece
             // A failed connection is not kept.
             conn = None;
         }
-        if !keep {
+        if rx.is_empty() {
             conn = None;
         }
         for (op, result) in batch.drain(..).zip(results) {
@@ -842,6 +842,43 @@ mod tests {
         assert_eq!(loaded("d").await.unwrap().0, b"d0");
         assert_eq!(loaded("e").await, None);
         assert_eq!(store.load("n299").await.unwrap().unwrap().bytes, b"n");
+    }
+
+    /// An idle store holds no connection: closing its pool does not wait for the writer.
+    #[tokio::test]
+    async fn an_idle_store_holds_no_connection_and_closes() {
+        let dir = std::env::temp_dir().join(format!("stagecraft-close-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = SqliteStore::open(dir.join("close.db")).await.unwrap();
+        let mut version = None;
+        for i in 0..20 {
+            version = Some(
+                store
+                    .save("k", format!("{i}").as_bytes(), version)
+                    .await
+                    .unwrap(),
+            );
+        }
+        // Give connections back from the writer's last group (returned by a spawned task).
+        let pool = store.pool();
+        for _ in 0..200 {
+            if pool.num_idle() == pool.size() as usize {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            pool.num_idle(),
+            pool.size() as usize,
+            "an idle store keeps a connection checked out"
+        );
+        let closed = tokio::time::timeout(Duration::from_secs(10), store.pool().close()).await;
+        assert!(
+            closed.is_ok(),
+            "close() waited for a connection the writer kept"
+        );
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A group where one key appears twice is written statement by statement, in order.
