@@ -30,7 +30,7 @@ pub(crate) struct Inner<S, U> {
     pub(crate) key: Option<Arc<str>>,
     pub(crate) shared: Arc<Shared<S, U>>,
     pub(crate) state: Mutex<SessionState<S>>,
-    pub(crate) outbox: Mutex<Vec<Outgoing>>,
+    pub(crate) outbox: Mutex<Outbox>,
     pub(crate) result: Mutex<Option<Box<dyn Any + Send>>>,
     /// The clock, read once when the update started: one instant per update.
     /// The clock, read on first use (many updates never need it).
@@ -61,6 +61,23 @@ pub(crate) struct SessionState<S> {
     pub(crate) trusted: bool,
     /// How far the session's cache entry may be trusted once put back unchanged.
     pub(crate) trust: crate::session::Trust,
+}
+
+/// The held-back replies: the first inline (most updates make one), the rest after it.
+#[derive(Default)]
+pub(crate) struct Outbox {
+    first: Option<Outgoing>,
+    rest: Vec<Outgoing>,
+}
+
+impl Outbox {
+    pub(crate) fn push(&mut self, msg: Outgoing) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(msg);
+        } else {
+            self.rest.push(msg);
+        }
+    }
 }
 
 impl<S> Default for SessionState<S> {
@@ -111,7 +128,7 @@ impl<S: SessionData, U: Update> Cx<S, U> {
                 update,
                 key,
                 state: Mutex::new(SessionState::default()),
-                outbox: Mutex::new(Vec::new()),
+                outbox: Mutex::new(Outbox::default()),
                 result: Mutex::new(None),
                 now_ms: std::sync::OnceLock::new(),
                 shared,
@@ -322,11 +339,15 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     /// The replies queued so far.
     #[must_use]
     pub fn pending_replies(&self) -> Vec<Outgoing> {
-        lock(&self.inner.outbox).clone()
+        let outbox = lock(&self.inner.outbox);
+        outbox.first.iter().chain(&outbox.rest).cloned().collect()
     }
 
-    pub(crate) fn take_outbox(&self) -> Vec<Outgoing> {
-        std::mem::take(&mut *lock(&self.inner.outbox))
+    pub(crate) fn take_outbox(&self) -> impl Iterator<Item = Outgoing> + use<S, U> {
+        let mut outbox = lock(&self.inner.outbox);
+        let first = outbox.first.take();
+        let rest = std::mem::take(&mut outbox.rest);
+        first.into_iter().chain(rest)
     }
 
     /// The active scene's id (the top of the stack).

@@ -234,14 +234,20 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
             None => (None, None),
         };
         let shared = Arc::clone(&self.shared);
-        let span = tracing::info_span!(
-            target: "stagecraft::stage",
-            "update",
-            update_id = update.update_id(),
-            key = key.as_deref(),
-            scene = tracing::field::Empty,
-            step = tracing::field::Empty,
-        );
+        // Built only when a subscriber wants it (a disabled span still costs its
+        // `log`-compatibility check on every update).
+        let span = if tracing::enabled!(target: "stagecraft::stage", tracing::Level::INFO) {
+            tracing::info_span!(
+                target: "stagecraft::stage",
+                "update",
+                update_id = update.update_id(),
+                key = key.as_deref(),
+                scene = tracing::field::Empty,
+                step = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         async move {
             let _permit = match ticket {
                 Some(t) => Some(t.acquire().await?),

@@ -252,18 +252,37 @@ struct WriteOp {
     reply: oneshot::Sender<Result<Version>>,
 }
 
+/// How long the group-commit writer keeps its connection without a save to write.
+const WRITER_KEEPS_CONNECTION: Duration = Duration::from_millis(5);
+
 /// The most saves one group commit takes.
 const MAX_GROUP: usize = 512;
 
 /// Runs group commits until every handle to the store is gone.
 ///
 /// The writer keeps its pooled connection from one group to the next while saves keep
-/// coming (no checkout per group), and gives it back as soon as none is queued, so an
-/// idle store holds no connection (and `Pool::close` does not wait for the writer).
+/// coming (no checkout per group, and no ping when sqlx takes a connection back), and
+/// gives it back after [`WRITER_KEEPS_CONNECTION`] without a save, so an idle store holds
+/// no connection (and `Pool::close` does not wait for the writer).
 async fn writer_loop(pool: SqlitePool, queries: Arc<Queries>, mut rx: mpsc::Receiver<WriteOp>) {
     let mut batch = Vec::with_capacity(MAX_GROUP);
     let mut conn: Option<sqlx::pool::PoolConnection<sqlx::Sqlite>> = None;
-    while rx.recv_many(&mut batch, MAX_GROUP).await > 0 {
+    loop {
+        let received = if conn.is_some() {
+            let next = rx.recv_many(&mut batch, MAX_GROUP);
+            match tokio::time::timeout(WRITER_KEEPS_CONNECTION, next).await {
+                Ok(n) => n,
+                Err(_) => {
+                    conn = None;
+                    continue;
+                }
+            }
+        } else {
+            rx.recv_many(&mut batch, MAX_GROUP).await
+        };
+        if received == 0 {
+            break;
+        }
         let results = match &mut conn {
             Some(c) => commit_group(c, &queries, &batch).await,
             None => match pool.acquire().await {
@@ -283,9 +302,6 @@ async fn writer_loop(pool: SqlitePool, queries: Arc<Queries>, mut rx: mpsc::Rece
             .any(|r| matches!(r, Err(Error::Store { .. })))
         {
             // A failed connection is not kept.
-            conn = None;
-        }
-        if rx.is_empty() {
             conn = None;
         }
         for (op, result) in batch.drain(..).zip(results) {
