@@ -488,49 +488,56 @@ impl<S, U> fmt::Debug for Next<S, U> {
 }
 
 impl<S: SessionData, U: Update> Next<S, U> {
+    /// [`run`](Self::run), boxed: for the stage passing an update on, which would
+    /// otherwise make the chain's future contain itself.
+    pub(crate) fn run_boxed(self, cx: Cx<S, U>) -> BoxFuture<'static, HandlerResult> {
+        Box::pin(self.run(cx))
+    }
+
     /// Runs the rest of the chain. Its result is [`Outcome::Pass`] when nothing after
     /// took the update.
-    pub fn run(self, cx: Cx<S, U>) -> BoxFuture<'static, HandlerResult> {
-        Box::pin(async move {
-            let shared = self.shared;
-            let bot = shared.bot_username.as_deref();
-            for (i, link) in shared.chain.iter().enumerate().skip(self.index) {
-                let next = Next {
-                    shared: Arc::clone(&shared),
-                    index: i + 1,
-                };
-                match link {
-                    Link::Middleware(m) => {
-                        cx.ensure_loaded().await?;
-                        let o = m.call(cx.clone(), next).await?;
-                        if o.is_transition() {
-                            // The middleware's own transition (what the chain after it
-                            // answered was already applied there).
-                            cx.apply(o).await?;
-                            return Ok(Outcome::Handled);
-                        }
-                        return Ok(o);
+    ///
+    /// The future is not boxed: awaited inside a middleware (whose own future is boxed),
+    /// it costs no allocation of its own.
+    pub async fn run(self, cx: Cx<S, U>) -> HandlerResult {
+        let shared = self.shared;
+        let bot = shared.bot_username.as_deref();
+        for (i, link) in shared.chain.iter().enumerate().skip(self.index) {
+            let next = Next {
+                shared: Arc::clone(&shared),
+                index: i + 1,
+            };
+            match link {
+                Link::Middleware(m) => {
+                    cx.ensure_loaded().await?;
+                    let o = m.call(cx.clone(), next).await?;
+                    if o.is_transition() {
+                        // The middleware's own transition (what the chain after it
+                        // answered was already applied there).
+                        cx.apply(o).await?;
+                        return Ok(Outcome::Handled);
                     }
-                    Link::Stage => {
-                        if let Some(stage) = shared.stage.clone() {
-                            return stage.run(cx, next).await;
-                        }
+                    return Ok(o);
+                }
+                Link::Stage => {
+                    if let Some(stage) = shared.stage.clone() {
+                        return stage.run(cx, next).await;
                     }
-                    Link::Route(routes) => {
-                        // Match first: an update no route takes costs no store read.
-                        let Some(first) = routes.next_match(cx.update(), bot, 0) else {
-                            continue;
-                        };
-                        cx.ensure_loaded().await?;
-                        if let Some(o) = run_routes_at(routes, &cx, bot, first).await? {
-                            cx.apply(o).await?;
-                            return Ok(Outcome::Handled);
-                        }
+                }
+                Link::Route(routes) => {
+                    // Match first: an update no route takes costs no store read.
+                    let Some(first) = routes.next_match(cx.update(), bot, 0) else {
+                        continue;
+                    };
+                    cx.ensure_loaded().await?;
+                    if let Some(o) = run_routes_at(routes, &cx, bot, first).await? {
+                        cx.apply(o).await?;
+                        return Ok(Outcome::Handled);
                     }
                 }
             }
-            Ok(Outcome::Pass)
-        })
+        }
+        Ok(Outcome::Pass)
     }
 }
 

@@ -278,7 +278,7 @@ impl<S: SessionData, U: Update> Stage<S, U> {
             found
         };
         let Some((scene, cursor)) = active else {
-            return next.run(cx).await;
+            return next.run_boxed(cx).await;
         };
         let span = tracing::Span::current();
         span.record("scene", scene.id.as_str());
@@ -290,7 +290,7 @@ impl<S: SessionData, U: Update> Stage<S, U> {
             return Ok(Outcome::Handled);
         }
         let Some(steps) = &scene.steps else {
-            return next.run(cx).await;
+            return next.run_boxed(cx).await;
         };
         let step = cursor
             .and_then(|c| usize::try_from(c).ok())
@@ -302,7 +302,7 @@ impl<S: SessionData, U: Update> Stage<S, U> {
             return Ok(Outcome::Handled);
         };
         match step.call(cx.clone()).await.map_err(Error::handler)? {
-            Outcome::Pass => next.run(cx).await,
+            Outcome::Pass => next.run_boxed(cx).await,
             o => {
                 self.apply(cx, o).await?;
                 Ok(Outcome::Handled)
