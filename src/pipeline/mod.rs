@@ -333,19 +333,21 @@ async fn run_attempts<S: SessionData, U: Update>(
         };
         let roll_back = failure.is_some() && shared.error_policy == ErrorPolicy::RollBack;
         if !roll_back {
-            match commit(shared, &cx).await {
-                Err(e) if e.is_conflict() && cx.state().trusted => {
-                    // The cached session was stale (someone else wrote the record): run
-                    // again on a fresh read. Not a lost race, so not counted as an attempt.
-                    tracing::debug!(target: "stagecraft::session", key = ?key,
-                        "cached session was stale; reading it and running the update again");
-                    attempt -= 1;
-                    trust_cache = false;
-                    continue;
-                }
-                Err(e) if e.is_conflict() && attempt < shared.max_attempts => {
-                    tracing::info!(target: "stagecraft::session", key = ?key, attempt,
-                        "session changed elsewhere; running the update again");
+            let result = commit(shared, &cx).await;
+            // A stale cached session (someone else wrote the record since this process
+            // did) is not a lost race: the rerun reads, and is not counted as an attempt.
+            let stale_cache = cx.state().trusted;
+            match result {
+                Err(e) if e.is_conflict() && (stale_cache || attempt < shared.max_attempts) => {
+                    if stale_cache {
+                        tracing::debug!(target: "stagecraft::session", key = ?key,
+                            "cached session was stale; reading it and running the update again");
+                        attempt -= 1;
+                        trust_cache = false;
+                    } else {
+                        tracing::info!(target: "stagecraft::session", key = ?key, attempt,
+                            "session changed elsewhere; running the update again");
+                    }
                     // A lost lease (a renewal came too late) is taken again before the
                     // rerun, so that the rerun does not race the new holder.
                     if let (Some(k), Some(held)) = (key, lease.as_ref()) {
