@@ -258,8 +258,9 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
         .instrument(span)
     }
 
-    /// Number of keys whose updates are running or queued in this process (the per-key
-    /// lock table; it shrinks back to 0 when the bot is idle).
+    /// Number of keys whose updates are running or queued in this process: 0 when the
+    /// bot is idle. It walks the per-key table (which also holds the cached sessions), so
+    /// it is meant for tests and diagnostics, not for every update.
     #[must_use]
     pub fn keys_in_flight(&self) -> usize {
         self.shared.keys.in_flight()

@@ -177,15 +177,7 @@ impl CloneFromShared for FastMap<Box<str>, Entry> {
 #[async_trait]
 impl SessionStore for MemoryStore {
     fn cache_hint(&self) -> Option<super::CacheHint> {
-        let ttl = self
-            .inner
-            .ttl_ms
-            .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
-        Some(super::CacheHint::new(
-            ttl,
-            Arc::clone(&self.inner.clock),
-            true,
-        ))
+        super::CacheHint::from_ttl_ms(self.inner.ttl_ms, &self.inner.clock, true)
     }
 
     fn backend(&self) -> &'static str {

@@ -166,6 +166,20 @@ impl CacheHint {
             write_through_by_default,
         }
     }
+
+    /// The hint of a built-in store keeping its TTL in milliseconds.
+    pub(crate) fn from_ttl_ms(
+        ttl_ms: Option<i64>,
+        clock: &std::sync::Arc<dyn crate::clock::Clock>,
+        write_through_by_default: bool,
+    ) -> Option<Self> {
+        let ttl = ttl_ms.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+        Some(Self::new(
+            ttl,
+            std::sync::Arc::clone(clock),
+            write_through_by_default,
+        ))
+    }
 }
 
 /// A versioned key-value store for session records.

@@ -189,14 +189,7 @@ impl MySqlStore {
 #[async_trait]
 impl SessionStore for MySqlStore {
     fn cache_hint(&self) -> Option<crate::store::CacheHint> {
-        let ttl = self
-            .ttl_ms
-            .map(|ms| std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
-        Some(crate::store::CacheHint::new(
-            ttl,
-            Arc::clone(&self.clock),
-            false,
-        ))
+        crate::store::CacheHint::from_ttl_ms(self.ttl_ms, &self.clock, false)
     }
 
     fn backend(&self) -> &'static str {
