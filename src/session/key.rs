@@ -55,9 +55,7 @@ impl<U: Update> Key<U> {
         if let Self::Custom(f) = self {
             return f(update);
         }
-        let mut key = String::with_capacity(24);
-        self.write_builtin(update, &mut key)?;
-        Some(key)
+        self.with_key(update, str::to_owned)
     }
 
     /// Calls `f` with the key of `update` (built-in keys are built on the stack), or
@@ -86,29 +84,6 @@ impl<U: Update> Key<U> {
             Self::Custom(_) => return None,
         }
         Some(f(buf.as_str()))
-    }
-
-    /// Writes a built-in strategy's key; `None` when the update lacks a part it needs.
-    fn write_builtin(&self, update: &U, key: &mut String) -> Option<()> {
-        match self {
-            Self::UserInChat => {
-                let (user, chat) = (update.user_id()?, update.chat_id()?);
-                push_int(key, user);
-                key.push(':');
-                push_int(key, chat);
-            }
-            Self::Chat => push_int(key, update.chat_id()?),
-            Self::User => push_int(key, update.user_id()?),
-            Self::ChatThread => {
-                push_int(key, update.chat_id()?);
-                if let Some(t) = update.thread_id() {
-                    key.push(':');
-                    push_int(key, t);
-                }
-            }
-            Self::Custom(_) => return None,
-        }
-        Some(())
     }
 }
 
@@ -160,27 +135,6 @@ impl KeyBuf {
     }
 }
 
-/// Appends the decimal form of `n` (the hot path of every update: no `fmt` machinery).
-fn push_int(s: &mut String, n: i64) {
-    if n < 0 {
-        s.push('-');
-    }
-    let mut v = n.unsigned_abs();
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    for &b in &buf[i..] {
-        s.push(char::from(b));
-    }
-}
-
 #[allow(clippy::derivable_impls)] // a derive would demand `U: Default`
 impl<U> Default for Key<U> {
     fn default() -> Self {
@@ -217,9 +171,11 @@ mod tests {
     #[test]
     fn integers_format_like_display() {
         for n in [0, 1, -1, 9, 10, -100_500, 1001, i64::MAX, i64::MIN] {
-            let mut s = String::new();
-            super::push_int(&mut s, n);
-            assert_eq!(s, n.to_string());
+            let mut buf = super::KeyBuf::default();
+            buf.int(n);
+            buf.byte(b':');
+            buf.int(n);
+            assert_eq!(buf.as_str(), format!("{n}:{n}"));
         }
     }
 }
