@@ -126,3 +126,122 @@ async fn unreachable_server_is_a_store_error() {
         .expect_err("bad url");
     assert!(err.is_store(), "expected Error::Store, got {err:?}");
 }
+
+/// The holder of key `k`'s lease writes the record with `write` (SQL, `{t}` is the table)
+/// and releases the lease in one transaction, left open while the next acquirer's
+/// statement starts and waits on the lease row; then it commits. Returns what the
+/// acquirer read with its lease, and what a fresh read finds.
+async fn acquire_while_holder_commits(
+    store: &PostgresStore,
+    pool: &PgPool,
+    table: &str,
+    write: &str,
+) -> (
+    Option<stagecraft::store::Loaded>,
+    Option<stagecraft::store::Loaded>,
+) {
+    use stagecraft::store::LeaseAttempt;
+    use stagecraft::store::sqlx;
+    let ttl = Duration::from_secs(30);
+    let (attempt, _) = store.acquire_lease_and_load("k", ttl).await.expect("lease");
+    assert!(matches!(attempt, LeaseAttempt::Acquired(_)));
+
+    let mut holder = pool.begin().await.expect("begin");
+    sqlx::query(&write.replace("{t}", table))
+        .execute(&mut *holder)
+        .await
+        .expect("the holder's write");
+    sqlx::query(&format!(
+        "DELETE FROM \"{table}_lease\" WHERE session_key = 'k'"
+    ))
+    .execute(&mut *holder)
+    .await
+    .expect("the holder's release");
+
+    let next = tokio::spawn({
+        let store = store.clone();
+        async move { store.acquire_lease_and_load("k", ttl).await }
+    });
+    // Wait until the acquirer's statement is blocked on the lease row.
+    let waiting = format!(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE wait_event_type = 'Lock' AND query LIKE '%{table}_lease%'"
+    );
+    let mut blocked = false;
+    for _ in 0..500 {
+        let n: i64 = sqlx::query_scalar(&waiting)
+            .fetch_one(pool)
+            .await
+            .expect("pg_stat_activity");
+        if n > 0 {
+            blocked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(blocked, "the acquirer never waited on the lease row");
+    holder.commit().await.expect("commit");
+
+    let (attempt, loaded) = next.await.expect("join").expect("acquire");
+    let LeaseAttempt::Acquired(lease) = attempt else {
+        panic!("the released lease was not taken: {attempt:?}");
+    };
+    assert!(store.release_lease(&lease).await.expect("release"));
+    let loaded = loaded.expect("the record is read with the lease");
+    (loaded, store.load("k").await.expect("load"))
+}
+
+/// Taking a lease and reading the record in one statement must not read a snapshot older
+/// than the lease: the holder's last save (an update, a first insert, a delete) and its
+/// release commit together while the next acquirer's statement waits on the lease row.
+/// The acquirer must see that save, or its own save would be a compare-and-set conflict
+/// (caught, but a needless rerun).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_and_load_sees_the_save_committed_while_it_waited() {
+    let Some(url) = common::server_url(VAR) else {
+        return;
+    };
+    let pool = connect_pool(&url).await;
+    let table = common::unique_name("stagecraft_snap");
+    let store = PostgresStore::new(pool.clone())
+        .with_table(&table)
+        .expect("table name");
+    store.migrate().await.expect("migrate");
+
+    let body = {
+        let (store, pool, table) = (store.clone(), pool.clone(), table.clone());
+        async move {
+            // The holder created the record: the acquirer's snapshot has no row at all.
+            let create = "INSERT INTO \"{t}\" (session_key, data, version) \
+                          VALUES ('k', 'first'::bytea, 7)";
+            let (read, now) = acquire_while_holder_commits(&store, &pool, &table, create).await;
+            let read = read.expect("the created record");
+            assert_eq!(read.bytes, b"first", "stale read of a created record");
+            assert_eq!(Some(read.version), now.map(|n| n.version));
+
+            // The holder updated it: the snapshot has the old version.
+            let update = "UPDATE \"{t}\" SET data = 'second'::bytea, version = version + 1 \
+                          WHERE session_key = 'k'";
+            let (read, now) = acquire_while_holder_commits(&store, &pool, &table, update).await;
+            let read = read.expect("the updated record");
+            assert_eq!(read.bytes, b"second", "stale read of an updated record");
+            assert_eq!(Some(read.version), now.map(|n| n.version));
+
+            // The holder deleted it.
+            let delete = "DELETE FROM \"{t}\" WHERE session_key = 'k'";
+            let (read, now) = acquire_while_holder_commits(&store, &pool, &table, delete).await;
+            assert!(now.is_none());
+            assert!(read.is_none(), "stale read of a deleted record: {read:?}");
+        }
+    };
+    let result = tokio::spawn(body).await;
+    let _ = stagecraft::store::sqlx::raw_sql(&format!(
+        "DROP TABLE IF EXISTS \"{table}\", \"{table}_lease\""
+    ))
+    .execute(&pool)
+    .await;
+    pool.close().await;
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}

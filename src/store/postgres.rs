@@ -237,6 +237,13 @@ impl SessionStore for PostgresStore {
     }
 
     /// Takes the lease and reads the record in one statement (a data-modifying CTE).
+    ///
+    /// The statement's snapshot is taken before it may wait on the lease row, so it can
+    /// predate the previous holder's last save. The record is therefore read `FOR SHARE`
+    /// after the lease is taken, which follows a row to its newest committed version.
+    /// A row the snapshot cannot see at all (the previous holder created it) cannot be
+    /// followed that way: when no row comes back, a second, fresh read settles it. That
+    /// costs one more round trip for a key without a record, never for an existing one.
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn acquire_lease_and_load(
         &self,
@@ -262,8 +269,19 @@ impl SessionStore for PostgresStore {
         let data: Option<Vec<u8>> = row.try_get(1).map_err(db_err)?;
         let version: Option<i64> = row.try_get(2).map_err(db_err)?;
         let expires_at: Option<i64> = row.try_get(3).map_err(db_err)?;
-        let fetched = data.zip(version).map(|(d, v)| (d, v, expires_at));
-        let record = self.live_record(key, fetched, now).await?;
+        let Some(fetched) = data.zip(version).map(|(d, v)| (d, v, expires_at)) else {
+            // Held now: a plain read sees everything committed before the lease was ours.
+            return match self.load(key).await {
+                Ok(record) => Ok((LeaseAttempt::Acquired(lease), Some(record))),
+                Err(e) => {
+                    // Not handed out, so given back here (else it would block the key
+                    // until it expires).
+                    let _ = self.release_row_lease(&lease).await;
+                    Err(e)
+                }
+            };
+        };
+        let record = self.live_record(key, Some(fetched), now).await?;
         Ok((LeaseAttempt::Acquired(lease), Some(record)))
     }
 

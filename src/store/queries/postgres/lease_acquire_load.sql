@@ -5,7 +5,13 @@ WITH taken AS (
         SET token = EXCLUDED.token, expires_at = EXCLUDED.expires_at
         WHERE l.expires_at <= (extract(epoch FROM clock_timestamp()) * 1000)::bigint
     RETURNING 1
+), got AS (
+    SELECT EXISTS (SELECT 1 FROM taken) AS taken
 )
-SELECT EXISTS (SELECT 1 FROM taken) AS taken, s.data, s.version, s.expires_at
-FROM (SELECT 1) AS one
-LEFT JOIN "{table}" AS s ON s.session_key = $1
+SELECT got.taken, s.data, s.version, s.expires_at
+FROM got
+LEFT JOIN LATERAL (
+    SELECT data, version, expires_at FROM "{table}"
+    WHERE session_key = $1 AND got.taken
+    FOR SHARE
+) AS s ON true
