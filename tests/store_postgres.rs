@@ -232,6 +232,31 @@ async fn lease_and_load_sees_the_save_committed_while_it_waited() {
             let (read, now) = acquire_while_holder_commits(&store, &pool, &table, delete).await;
             assert!(now.is_none());
             assert!(read.is_none(), "stale read of a deleted record: {read:?}");
+
+            // A row locked by someone else (an operator's open transaction) does not hold
+            // up the acquirer while it holds the lease row: it reads the committed record.
+            store.save("k", b"third", None).await.expect("save");
+            let mut operator = pool.begin().await.expect("begin");
+            stagecraft::store::sqlx::query(&format!(
+                "SELECT 1 FROM \"{table}\" WHERE session_key = 'k' FOR UPDATE"
+            ))
+            .execute(&mut *operator)
+            .await
+            .expect("lock the row");
+            let acquired = tokio::time::timeout(
+                Duration::from_secs(20),
+                store.acquire_lease_and_load("k", Duration::from_secs(30)),
+            )
+            .await
+            .expect("the acquirer waited for an unrelated row lock")
+            .expect("acquire");
+            operator.rollback().await.expect("rollback");
+            let stagecraft::store::LeaseAttempt::Acquired(lease) = acquired.0 else {
+                panic!("not taken: {:?}", acquired.0);
+            };
+            assert!(store.release_lease(&lease).await.expect("release"));
+            let read = acquired.1.expect("read with the lease").expect("a record");
+            assert_eq!(read.bytes, b"third");
         }
     };
     let result = tokio::spawn(body).await;

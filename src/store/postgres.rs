@@ -242,8 +242,10 @@ impl SessionStore for PostgresStore {
     /// predate the previous holder's last save. The record is therefore read `FOR SHARE`
     /// after the lease is taken, which follows a row to its newest committed version.
     /// A row the snapshot cannot see at all (the previous holder created it) cannot be
-    /// followed that way: when no row comes back, a second, fresh read settles it. That
-    /// costs one more round trip for a key without a record, never for an existing one.
+    /// followed that way, and a row someone else holds locked is skipped (`SKIP LOCKED`:
+    /// the statement holds the lease row and must not wait on another transaction):
+    /// when no row comes back, a second, fresh read settles it. That costs one more
+    /// round trip for a key without a record, never for an existing one.
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn acquire_lease_and_load(
         &self,

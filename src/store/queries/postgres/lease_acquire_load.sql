@@ -13,5 +13,5 @@ FROM got
 LEFT JOIN LATERAL (
     SELECT data, version, expires_at FROM "{table}"
     WHERE session_key = $1 AND got.taken
-    FOR SHARE
+    FOR SHARE SKIP LOCKED
 ) AS s ON true
