@@ -14,6 +14,7 @@ use std::task::{Context, Poll, Waker};
 
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+use super::lease::HeldLease;
 use crate::error::{Error, Result};
 use crate::session::{Cached, FastMap, Trust, fast_map};
 use crate::store::Version;
@@ -24,6 +25,9 @@ struct Slot<S> {
     lock: Arc<Mutex<()>>,
     /// The session as this process committed it last (see [`KeyTable::take`]).
     cached: Option<Cached<S>>,
+    /// The key's lease across processes, passed on by the update that held it to the
+    /// next update of the key waiting here (see [`KeyTable::pass_lease`]).
+    lease: Option<HeldLease>,
 }
 
 struct Table<S> {
@@ -32,6 +36,8 @@ struct Table<S> {
     capacity: usize,
     /// Cached sessions held (kept here: `DashMap::len` locks every shard).
     cached: AtomicUsize,
+    /// Leases passed on and not yet taken: while 0, no update looks for one.
+    passed: AtomicUsize,
 }
 
 /// Locks and cached sessions by key.
@@ -69,9 +75,21 @@ impl<S> Drop for Cleanup<S> {
     fn drop(&mut self) {
         // Runs after the guard (or the waiting future) was dropped: if nobody else
         // holds a clone of the lock, nobody holds or waits for the key.
-        self.table.map.remove_if(&self.key, |_, slot| {
-            slot.cached.is_none() && Arc::strong_count(&slot.lock) == 1
+        // A lease passed on to an update that is gone (cancelled while it waited) is
+        // given back: dropped here, after the map's shard lock, it is released in the
+        // background.
+        let mut orphan = None;
+        self.table.map.remove_if_mut(&self.key, |_, slot| {
+            let idle = Arc::strong_count(&slot.lock) == 1;
+            if idle {
+                orphan = slot.lease.take();
+            }
+            idle && slot.cached.is_none()
         });
+        if orphan.is_some() {
+            self.table.passed.fetch_sub(1, Ordering::AcqRel);
+        }
+        drop(orphan);
     }
 }
 
@@ -83,6 +101,7 @@ impl<S> KeyTable<S> {
                 map: fast_map(),
                 capacity,
                 cached: AtomicUsize::new(0),
+                passed: AtomicUsize::new(0),
             }),
             max_waiting: None,
         }
@@ -119,6 +138,7 @@ impl<S> KeyTable<S> {
                 let entry = map.entry(Arc::from(key)).or_insert_with(|| Slot {
                     lock: Arc::new(Mutex::new(())),
                     cached: None,
+                    lease: None,
                 });
                 (Arc::clone(entry.key()), Arc::clone(&entry.lock))
             }
@@ -214,6 +234,40 @@ impl<S> KeyTable<S> {
                 table.cached.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Hands the lease of `key` to the next update of the key waiting here, so that it
+    /// need not be released and taken again (two round trips). Returns it, for the
+    /// caller to release, when no update of the key waits. Only while holding the key's
+    /// permit.
+    pub(crate) fn pass_lease(&self, key: &str, lease: HeldLease) -> Option<HeldLease> {
+        let Some(mut slot) = self.table.map.get_mut(key) else {
+            return Some(lease);
+        };
+        // Clones of the lock: the table's, the running update's, one per waiting update.
+        if Arc::strong_count(&slot.lock) <= 2 {
+            return Some(lease);
+        }
+        let previous = slot.lease.replace(lease);
+        drop(slot);
+        if previous.is_none() {
+            self.table.passed.fetch_add(1, Ordering::AcqRel);
+        }
+        // Not expected (the update holding the key took any passed lease), but a lease
+        // is never dropped unreleased: its `Drop` gives it back.
+        drop(previous);
+        None
+    }
+
+    /// Takes the lease of `key` that the previous update of the key passed on. Only
+    /// while holding the key's permit.
+    pub(crate) fn take_lease(&self, key: &str) -> Option<HeldLease> {
+        if self.table.passed.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let lease = self.table.map.get_mut(key)?.lease.take()?;
+        self.table.passed.fetch_sub(1, Ordering::AcqRel);
+        Some(lease)
     }
 
     /// Forgets the cached session of `key` (its record was deleted).

@@ -1,5 +1,6 @@
 //! Per-key leases across processes: taken before an update's session is loaded, renewed
-//! while it runs, released after its save and replies.
+//! while it runs, released after its save and replies (or passed on to the next update of
+//! the key waiting in this process, within the fair share).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,9 +57,10 @@ pub struct LeaseConfig {
     pub poll_min: Duration,
     /// Longest pause between two tries of a busy lease (default 20 ms).
     pub poll_max: Duration,
-    /// After holding a key through consecutive updates for this long, a process steps
-    /// back for `poll_max` before taking it again, so that replicas waiting for the
-    /// key get their turn (default 100 ms).
+    /// After holding a key through consecutive updates for this long, a process
+    /// releases it instead of passing it to its next waiting update, and steps back for
+    /// `poll_max` before taking it again, so that replicas waiting for the key get their
+    /// turn (default 100 ms).
     pub fair_share: Duration,
 }
 
@@ -210,6 +212,14 @@ impl Leases {
             tokio::time::sleep((half + jitter).min(cfg.wait - waited)).await;
             pause = (pause * 2).min(cfg.poll_max);
         }
+    }
+
+    /// Whether this process may keep the lease of `key` for its next update waiting
+    /// here: its holding streak is shorter than [`LeaseConfig::fair_share`].
+    pub(crate) fn may_keep(&self, key: &str) -> bool {
+        self.streaks
+            .get(key)
+            .is_some_and(|since| since.elapsed() < self.config.fair_share)
     }
 
     /// Forgets the holding streak of `key` (no more updates of it wait here).

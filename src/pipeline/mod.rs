@@ -279,16 +279,30 @@ async fn run_update<S: SessionData, U: Update>(
     key: Option<Arc<str>>,
 ) -> Result<Dispatch> {
     // The key's lease across processes (when the store has leases): taken before the
-    // session is loaded, given back after the save and the replies.
+    // session is loaded, given back after the save and the replies, or passed on to the
+    // next update of the key waiting here.
     let (mut lease, preloaded) = match &key {
-        Some(k) => shared.leases.acquire(&shared.store, k).await?,
+        Some(k) => match shared.keys.take_lease(k) {
+            // Passed on by the previous update of the key: held all along, so nobody
+            // else wrote since; the session is read as usual.
+            Some(held) => (Some(held), None),
+            None => shared.leases.acquire(&shared.store, k).await?,
+        },
         None => (None, None),
     };
     let result = run_attempts(shared, update, key.as_ref(), &mut lease, preloaded).await;
-    if let Some(held) = lease {
-        held.release().await;
-        // A holding streak exists only for keys whose lease this process took.
-        if let Some(k) = &key {
+    if let (Some(held), Some(k)) = (lease, &key) {
+        // Kept for the next update of the key waiting here (saving a release and an
+        // acquire), unless it was lost or this process has had the key for its fair
+        // share; then given back.
+        let unpassed = if held.is_lost() || !shared.leases.may_keep(k) {
+            Some(held)
+        } else {
+            shared.keys.pass_lease(k, held)
+        };
+        if let Some(held) = unpassed {
+            held.release().await;
+            // A holding streak exists only for keys whose lease this process took.
             if shared.keys.waiting(k) == 0 {
                 shared.leases.end_streak(k);
             }

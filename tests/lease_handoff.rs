@@ -1,0 +1,338 @@
+//! Passing a key's lease from one update to the next update of the key waiting in the
+//! same process: a burst of updates of one key takes the lease once and gives it back
+//! once, within the fair share; a passed lease whose update was cancelled is given back.
+//! Against the real servers of `STAGECRAFT_REDIS_URL`, `STAGECRAFT_POSTGRES_URL` and
+//! `STAGECRAFT_MYSQL_URL` (each test skips a server whose variable is unset).
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use stagecraft::pipeline::LeaseConfig;
+use stagecraft::prelude::*;
+use stagecraft::session::inspect;
+use stagecraft::store::{
+    CacheHint, Lease, LeaseAttempt, ListFilter, Loaded, SessionStore, Version,
+};
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Count {
+    count: u64,
+}
+
+type C = Cx<Count>;
+
+fn msg(id: i64, chat: i64) -> TelegramUpdate {
+    TelegramUpdate::from_json(&format!(
+        r#"{{"update_id":{id},"message":{{"message_id":{id},"chat":{{"id":{chat}}},"from":{{"id":{chat}}},"text":"x"}}}}"#
+    ))
+    .unwrap()
+}
+
+/// A server store with its calls counted (every call goes to the server).
+#[derive(Debug)]
+struct Counted {
+    inner: Arc<dyn SessionStore>,
+    acquires: AtomicUsize,
+    releases: AtomicUsize,
+    loads: AtomicUsize,
+}
+
+impl Counted {
+    fn new(inner: Arc<dyn SessionStore>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            acquires: AtomicUsize::new(0),
+            releases: AtomicUsize::new(0),
+            loads: AtomicUsize::new(0),
+        })
+    }
+
+    /// `(lease acquisitions, releases, loads)` so far.
+    fn calls(&self) -> (usize, usize, usize) {
+        (
+            self.acquires.load(Ordering::SeqCst),
+            self.releases.load(Ordering::SeqCst),
+            self.loads.load(Ordering::SeqCst),
+        )
+    }
+}
+
+#[async_trait]
+impl SessionStore for Counted {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn load(&self, key: &str) -> stagecraft::Result<Option<Loaded>> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        self.inner.load(key).await
+    }
+    async fn save(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: Option<Version>,
+    ) -> stagecraft::Result<Version> {
+        self.inner.save(key, bytes, expected).await
+    }
+    async fn delete(&self, key: &str, expected: Version) -> stagecraft::Result<()> {
+        self.inner.delete(key, expected).await
+    }
+    async fn list(&self, filter: &ListFilter) -> stagecraft::Result<Vec<String>> {
+        self.inner.list(filter).await
+    }
+    fn cache_hint(&self) -> Option<CacheHint> {
+        self.inner.cache_hint()
+    }
+    fn supports_leases(&self) -> bool {
+        self.inner.supports_leases()
+    }
+    async fn acquire_lease(&self, key: &str, ttl: Duration) -> stagecraft::Result<LeaseAttempt> {
+        self.acquires.fetch_add(1, Ordering::SeqCst);
+        self.inner.acquire_lease(key, ttl).await
+    }
+    async fn acquire_lease_and_load(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> stagecraft::Result<(LeaseAttempt, Option<Option<Loaded>>)> {
+        self.acquires.fetch_add(1, Ordering::SeqCst);
+        self.inner.acquire_lease_and_load(key, ttl).await
+    }
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> stagecraft::Result<bool> {
+        self.inner.renew_lease(lease, ttl).await
+    }
+    async fn release_lease(&self, lease: &Lease) -> stagecraft::Result<bool> {
+        self.releases.fetch_add(1, Ordering::SeqCst);
+        self.inner.release_lease(lease).await
+    }
+}
+
+/// A server store on a table or prefix of its own.
+struct Server {
+    name: &'static str,
+    store: Arc<dyn SessionStore>,
+    /// The statement that drops the SQL store's tables.
+    drop_tables: Option<Box<dyn Fn() -> futures_util::future::BoxFuture<'static, ()>>>,
+}
+
+impl Server {
+    /// Removes what the test stored.
+    async fn remove(self) {
+        match self.drop_tables {
+            Some(drop_tables) => drop_tables().await,
+            None => {
+                for k in self.store.list(&ListFilter::default()).await.unwrap() {
+                    if let Some(rec) = self.store.load(&k).await.unwrap() {
+                        self.store.delete(&k, rec.version).await.unwrap();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The servers whose variables are set.
+async fn servers() -> Vec<Server> {
+    use futures_util::FutureExt;
+    let mut out = Vec::new();
+    if let Some(url) = common::server_url("STAGECRAFT_REDIS_URL") {
+        let ns = common::unique_name("handoff");
+        let store = stagecraft::store::RedisStore::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("STAGECRAFT_REDIS_URL is set but: {e}"))
+            .with_prefix(&format!("{ns}:"))
+            .unwrap();
+        out.push(Server {
+            name: "redis",
+            store: Arc::new(store),
+            drop_tables: None,
+        });
+    }
+    if let Some(url) = common::server_url("STAGECRAFT_POSTGRES_URL") {
+        let table = common::unique_name("handoff");
+        let store = stagecraft::store::PostgresStore::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("STAGECRAFT_POSTGRES_URL is set but: {e}"))
+            .with_table(&table)
+            .unwrap();
+        store.migrate().await.unwrap();
+        let pool = store.pool().clone();
+        out.push(Server {
+            name: "postgres",
+            store: Arc::new(store),
+            drop_tables: Some(Box::new(move || {
+                let (pool, table) = (pool.clone(), table.clone());
+                async move {
+                    stagecraft::store::sqlx::raw_sql(&format!(
+                        r#"DROP TABLE IF EXISTS "{table}", "{table}_lease""#
+                    ))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                }
+                .boxed()
+            })),
+        });
+    }
+    if let Some(url) = common::server_url("STAGECRAFT_MYSQL_URL") {
+        let table = common::unique_name("handoff");
+        let store = stagecraft::store::MySqlStore::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("STAGECRAFT_MYSQL_URL is set but: {e}"))
+            .with_table(&table)
+            .unwrap();
+        store.migrate().await.unwrap();
+        let pool = store.pool().clone();
+        out.push(Server {
+            name: "mysql",
+            store: Arc::new(store),
+            drop_tables: Some(Box::new(move || {
+                let (pool, table) = (pool.clone(), table.clone());
+                async move {
+                    stagecraft::store::sqlx::raw_sql(&format!(
+                        "DROP TABLE IF EXISTS `{table}`, `{table}_lease`"
+                    ))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                }
+                .boxed()
+            })),
+        });
+    }
+    out
+}
+
+fn counter(store: Arc<dyn SessionStore>, leases: LeaseConfig) -> Pipeline<Count> {
+    Pipeline::<Count>::builder()
+        .store_arc(store)
+        .leases(leases)
+        .on_text(|cx: C| async move {
+            cx.session_mut(|s| s.count += 1)?;
+            tokio::task::yield_now().await;
+            cx.reply("ok");
+            Ok(Outcome::Handled)
+        })
+        .build()
+}
+
+async fn stored_count(store: &Arc<dyn SessionStore>, key: &str) -> u64 {
+    let rec = store.load(key).await.unwrap().expect("a stored session");
+    inspect(&rec.bytes).unwrap().data["count"].as_u64().unwrap()
+}
+
+/// Takes the lease of `key` from outside the pipeline (as another replica would), waiting
+/// up to `within` for it to be free; gives it back at once.
+async fn free_within(store: &Arc<dyn SessionStore>, key: &str, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match store
+            .acquire_lease(key, Duration::from_secs(30))
+            .await
+            .unwrap()
+        {
+            LeaseAttempt::Acquired(lease) => {
+                assert!(store.release_lease(&lease).await.unwrap());
+                return true;
+            }
+            _ if tokio::time::Instant::now() >= deadline => return false,
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+const BURST: usize = 20;
+
+/// Handles `BURST` updates of one chat, all queued at once, and returns the store's calls.
+async fn burst(
+    store: &Arc<dyn SessionStore>,
+    chat: i64,
+    leases: LeaseConfig,
+) -> (usize, usize, usize) {
+    let counted = Counted::new(Arc::clone(store));
+    let bot = counter(counted.clone(), leases);
+    let queued: Vec<_> = (0..BURST as i64)
+        .map(|i| bot.handle(msg(i, chat)))
+        .collect();
+    for r in futures_util::future::join_all(queued).await {
+        r.unwrap();
+    }
+    assert_eq!(
+        stored_count(store, &format!("{chat}:{chat}")).await,
+        BURST as u64
+    );
+    counted.calls()
+}
+
+#[tokio::test]
+async fn a_burst_of_one_key_takes_the_lease_once_within_the_fair_share() {
+    for server in servers().await {
+        let (name, store) = (server.name, &server.store);
+        // Within the fair share: one acquisition (with the first read), one release; the
+        // other updates read their session (the previous one's write) and save it.
+        let long = LeaseConfig::new().fair_share(Duration::from_secs(600));
+        let (acquires, releases, loads) = burst(store, 1, long).await;
+        assert_eq!(
+            (acquires, releases),
+            (1, 1),
+            "[{name}] acquisitions, releases"
+        );
+        // MySQL reads apart from taking the lease; the others in the same round trip.
+        let read_with_lease = usize::from(name != "mysql");
+        assert_eq!(loads, BURST - read_with_lease, "[{name}] loads");
+        assert!(
+            free_within(store, "1:1", Duration::ZERO).await,
+            "[{name}] the lease was not given back after the burst"
+        );
+
+        // No fair share: the lease goes back after every update, as without passing.
+        let none = LeaseConfig::new()
+            .fair_share(Duration::ZERO)
+            .poll(Duration::from_millis(1), Duration::from_millis(2));
+        let (acquires, releases, _) = burst(store, 2, none).await;
+        assert_eq!(
+            (acquires, releases),
+            (BURST, BURST),
+            "[{name}] without a fair share"
+        );
+        server.remove().await;
+    }
+}
+
+#[tokio::test]
+async fn a_passed_lease_whose_update_was_cancelled_is_given_back() {
+    for server in servers().await {
+        let (name, store) = (server.name, &server.store);
+        let counted = Counted::new(Arc::clone(store));
+        let leases = LeaseConfig::new()
+            .ttl(Duration::from_secs(60))
+            .fair_share(Duration::from_secs(600));
+        let bot = counter(counted.clone(), leases);
+        let first = bot.handle(msg(1, 3));
+        let second = bot.handle(msg(2, 3));
+        // The first update ends with the second one waiting: it passes its lease on.
+        first.await.unwrap();
+        assert_eq!(
+            counted.calls().1,
+            0,
+            "[{name}] released instead of passed on"
+        );
+        // The second update is cancelled before it ran: the lease must not stay held
+        // (its renewal would keep it so until the next update of the key).
+        drop(second);
+        assert!(
+            free_within(store, "3:3", Duration::from_secs(10)).await,
+            "[{name}] the passed lease was not given back"
+        );
+        assert_eq!(bot.keys_in_flight(), 0, "[{name}]");
+        // The key works as before.
+        bot.handle(msg(3, 3)).await.unwrap();
+        assert_eq!(stored_count(store, "3:3").await, 2, "[{name}]");
+        server.remove().await;
+    }
+}
