@@ -6,12 +6,14 @@
 //!
 //! prints one JSON line: `updates_per_sec`, `baseline_updates_per_sec` and `ratio`
 //! (baseline / stagecraft), `replies`, `peak_rss_bytes`, and the settings (`store`,
-//! `chats`, `updates`, `leases`, `cache`, `prefilled_sessions`).
+//! `chats`, `updates`, `leases`, `cache`, `queued`, `prefilled_sessions`).
 //!
 //! Options: `--store memory|sqlite:PATH|redis://…|postgres://…|mysql://…`,
 //! `--namespace NAME` (table or key prefix), `--chats N`, `--updates N`, `--no-baseline`,
 //! `--no-leases`, `--cache auto|validate|write-through`, `--prefill N` (other sessions
-//! stored first), `--idle N` (resident bytes per idle session instead of throughput).
+//! stored first), `--queued N` (each chat's updates come in bursts of N, queued at once,
+//! instead of one after another), `--idle N` (resident bytes per idle session instead of
+//! throughput).
 //!
 //! Each chat runs the reference conversation
 //! `/start, Alice, abc, 30, yes, /profile, /whoami, hello, /back, outside` (11 replies) over
@@ -54,6 +56,7 @@ struct Args {
     prefill: u64,
     leases: bool,
     cache: CacheMode,
+    queued: u64,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -67,6 +70,7 @@ fn parse_args() -> Result<Args, String> {
         prefill: 0,
         leases: true,
         cache: CacheMode::Auto,
+        queued: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -78,6 +82,7 @@ fn parse_args() -> Result<Args, String> {
             "--namespace" => a.namespace = Some(v()?),
             "--no-baseline" => a.baseline = false,
             "--prefill" => a.prefill = v()?.parse().map_err(|e| format!("--prefill: {e}"))?,
+            "--queued" => a.queued = v()?.parse().map_err(|e| format!("--queued: {e}"))?,
             "--idle" => a.idle = Some(v()?.parse().map_err(|e| format!("--idle: {e}"))?),
             "--no-leases" => a.leases = false,
             "--cache" => {
@@ -98,6 +103,9 @@ fn parse_args() -> Result<Args, String> {
     }
     if a.chats == 0 {
         return Err("--chats must be at least 1".into());
+    }
+    if a.queued == 0 {
+        return Err("--queued must be at least 1".into());
     }
     Ok(a)
 }
@@ -150,10 +158,27 @@ async fn run_stagecraft(args: &Args) -> Result<(f64, u64), BoxError> {
             .enumerate()
             .map(|(i, t)| update(chat, i as u64, t))
             .collect();
+        let queued = args.queued;
         tasks.spawn(async move {
-            for i in 0..per_chat {
-                let u = cycle[(i % 10) as usize].clone();
-                bot.handle(u).await?;
+            if queued == 1 {
+                for i in 0..per_chat {
+                    let u = cycle[(i % 10) as usize].clone();
+                    bot.handle(u).await?;
+                }
+            } else {
+                // Bursts: `queued` updates of the chat handed over at once (each joins the
+                // key's queue when `handle` is called), then awaited together.
+                let mut i = 0;
+                while i < per_chat {
+                    let n = queued.min(per_chat - i);
+                    let burst: Vec<_> = (i..i + n)
+                        .map(|j| bot.handle(cycle[(j % 10) as usize].clone()))
+                        .collect();
+                    for r in futures_util::future::join_all(burst).await {
+                        r?;
+                    }
+                    i += n;
+                }
             }
             Ok::<(), stagecraft::Error>(())
         });
@@ -377,6 +402,7 @@ fn main() -> Result<(), BoxError> {
             "store": args.store,
             "leases": if args.leases { "auto" } else { "off" },
             "cache": format!("{:?}", args.cache),
+            "queued": args.queued,
             "chats": args.chats,
             "updates": args.updates / args.chats * args.chats,
             "prefilled_sessions": args.prefill,

@@ -269,10 +269,26 @@ async fn burst(
     counted.calls()
 }
 
+/// Runs `body` on each server's store in a task of its own, and removes what it stored
+/// even when it panics.
+async fn on_each_server<F, Fut>(body: F)
+where
+    F: Fn(&'static str, Arc<dyn SessionStore>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    for server in servers().await {
+        let result = tokio::spawn(body(server.name, Arc::clone(&server.store))).await;
+        server.remove().await;
+        if let Err(e) = result {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_burst_of_one_key_takes_the_lease_once_within_the_fair_share() {
-    for server in servers().await {
-        let (name, store) = (server.name, &server.store);
+    on_each_server(|name, store| async move {
+        let store = &store;
         // Within the fair share: one acquisition (with the first read), one release; the
         // other updates read their session (the previous one's write) and save it.
         let long = LeaseConfig::new().fair_share(Duration::from_secs(600));
@@ -300,14 +316,14 @@ async fn a_burst_of_one_key_takes_the_lease_once_within_the_fair_share() {
             (BURST, BURST),
             "[{name}] without a fair share"
         );
-        server.remove().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_passed_lease_whose_update_was_cancelled_is_given_back() {
-    for server in servers().await {
-        let (name, store) = (server.name, &server.store);
+    on_each_server(|name, store| async move {
+        let store = &store;
         let counted = Counted::new(Arc::clone(store));
         let leases = LeaseConfig::new()
             .ttl(Duration::from_secs(60))
@@ -333,6 +349,6 @@ async fn a_passed_lease_whose_update_was_cancelled_is_given_back() {
         // The key works as before.
         bot.handle(msg(3, 3)).await.unwrap();
         assert_eq!(stored_count(store, "3:3").await, 2, "[{name}]");
-        server.remove().await;
-    }
+    })
+    .await;
 }
