@@ -352,3 +352,54 @@ async fn a_passed_lease_whose_update_was_cancelled_is_given_back() {
     })
     .await;
 }
+
+/// A passed lease that a renewal found gone while its update waited (here: deleted from
+/// Redis, as if it had expired and been taken over) is not used: the update takes the
+/// lease afresh and runs once.
+#[tokio::test]
+async fn a_passed_lease_lost_while_waiting_is_taken_afresh() {
+    let Some(url) = common::server_url("STAGECRAFT_REDIS_URL") else {
+        return;
+    };
+    let ns = common::unique_name("handoff");
+    let store: Arc<dyn SessionStore> = Arc::new(
+        stagecraft::store::RedisStore::connect(&url)
+            .await
+            .unwrap()
+            .with_prefix(&format!("{ns}:"))
+            .unwrap(),
+    );
+    let counted = Counted::new(Arc::clone(&store));
+    let leases = LeaseConfig::new()
+        .ttl(Duration::from_millis(300))
+        .fair_share(Duration::from_secs(600));
+    let bot = counter(counted.clone(), leases);
+    let first = bot.handle(msg(1, 4));
+    let second = bot.handle(msg(2, 4));
+    first.await.unwrap();
+    assert_eq!(counted.calls().0, 1);
+
+    let client = stagecraft::store::redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let removed: i64 = stagecraft::store::redis::cmd("DEL")
+        .arg(format!("{ns}:\0lease:4:4"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(removed, 1, "the passed lease is held in Redis");
+    // Renewals come every 100 ms: the next one finds the lease gone. Waiting for many
+    // of them leaves room for a slow machine (this runtime has nothing else to run).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    second.await.unwrap();
+    let (acquires, releases, _) = counted.calls();
+    assert_eq!(
+        acquires, 2,
+        "the lost lease was used instead of taken afresh"
+    );
+    assert_eq!(releases, 2, "the lost one (a no-op) and the new one");
+    assert_eq!(stored_count(&store, "4:4").await, 2);
+    assert!(free_within(&store, "4:4", Duration::ZERO).await);
+    let rec = store.load("4:4").await.unwrap().unwrap();
+    store.delete("4:4", rec.version).await.unwrap();
+}

@@ -285,8 +285,14 @@ async fn run_update<S: SessionData, U: Update>(
         Some(k) => match shared.keys.take_lease(k) {
             // Passed on by the previous update of the key: held all along, so nobody
             // else wrote since; the session is read as usual.
-            Some(held) => (Some(held), None),
-            None => shared.leases.acquire(&shared.store, k).await?,
+            Some(held) if !held.is_lost() => (Some(held), None),
+            passed => {
+                // One a renewal found gone while it waited here is taken afresh.
+                if let Some(lost) = passed {
+                    lost.release().await;
+                }
+                shared.leases.acquire(&shared.store, k).await?
+            }
         },
         None => (None, None),
     };
