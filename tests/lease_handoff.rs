@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use stagecraft::pipeline::LeaseConfig;
+use stagecraft::pipeline::{CacheMode, LeaseConfig};
 use stagecraft::prelude::*;
 use stagecraft::session::inspect;
 use stagecraft::store::{
@@ -209,9 +209,18 @@ async fn servers() -> Vec<Server> {
 }
 
 fn counter(store: Arc<dyn SessionStore>, leases: LeaseConfig) -> Pipeline<Count> {
+    counter_caching(store, leases, CacheMode::Auto)
+}
+
+fn counter_caching(
+    store: Arc<dyn SessionStore>,
+    leases: LeaseConfig,
+    cache: CacheMode,
+) -> Pipeline<Count> {
     Pipeline::<Count>::builder()
         .store_arc(store)
         .leases(leases)
+        .cache_mode(cache)
         .on_text(|cx: C| async move {
             cx.session_mut(|s| s.count += 1)?;
             tokio::task::yield_now().await;
@@ -253,9 +262,10 @@ async fn burst(
     store: &Arc<dyn SessionStore>,
     chat: i64,
     leases: LeaseConfig,
+    cache: CacheMode,
 ) -> (usize, usize, usize) {
     let counted = Counted::new(Arc::clone(store));
-    let bot = counter(counted.clone(), leases);
+    let bot = counter_caching(counted.clone(), leases, cache);
     let queued: Vec<_> = (0..BURST as i64)
         .map(|i| bot.handle(msg(i, chat)))
         .collect();
@@ -290,17 +300,18 @@ async fn a_burst_of_one_key_takes_the_lease_once_within_the_fair_share() {
     on_each_server(|name, store| async move {
         let store = &store;
         // Within the fair share: one acquisition (with the first read), one release; the
-        // other updates read their session (the previous one's write) and save it.
+        // other updates take the session the previous one committed under the lease,
+        // without reading it, and save it.
         let long = LeaseConfig::new().fair_share(Duration::from_secs(600));
-        let (acquires, releases, loads) = burst(store, 1, long).await;
+        let (acquires, releases, loads) = burst(store, 1, long.clone(), CacheMode::Auto).await;
         assert_eq!(
             (acquires, releases),
             (1, 1),
             "[{name}] acquisitions, releases"
         );
         // MySQL reads apart from taking the lease; the others in the same round trip.
-        let read_with_lease = usize::from(name != "mysql");
-        assert_eq!(loads, BURST - read_with_lease, "[{name}] loads");
+        let first_read = usize::from(name == "mysql");
+        assert_eq!(loads, first_read, "[{name}] loads");
         assert!(
             free_within(store, "1:1", Duration::ZERO).await,
             "[{name}] the lease was not given back after the burst"
@@ -310,12 +321,17 @@ async fn a_burst_of_one_key_takes_the_lease_once_within_the_fair_share() {
         let none = LeaseConfig::new()
             .fair_share(Duration::ZERO)
             .poll(Duration::from_millis(1), Duration::from_millis(2));
-        let (acquires, releases, _) = burst(store, 2, none).await;
+        let (acquires, releases, _) = burst(store, 2, none, CacheMode::Auto).await;
         assert_eq!(
             (acquires, releases),
             (BURST, BURST),
             "[{name}] without a fair share"
         );
+
+        // `CacheMode::Validate`: the lease is still passed on, but every update reads.
+        let (acquires, releases, loads) = burst(store, 3, long, CacheMode::Validate).await;
+        assert_eq!((acquires, releases), (1, 1), "[{name}] validate");
+        assert_eq!(loads, BURST - 1 + first_read, "[{name}] validate: loads");
     })
     .await;
 }
@@ -402,4 +418,66 @@ async fn a_passed_lease_lost_while_waiting_is_taken_afresh() {
     assert!(free_within(&store, "4:4", Duration::ZERO).await);
     let rec = store.load("4:4").await.unwrap().unwrap();
     store.delete("4:4", rec.version).await.unwrap();
+}
+
+/// An update that got the lease passed on uses the previous update's committed session
+/// unread; a writer that takes no lease (a replica with leases off, an operator's tool)
+/// changed the record meanwhile: the compare-and-set catches it, the update reruns on the
+/// record as it is now, and nothing is lost.
+#[tokio::test]
+async fn a_passed_lease_trusts_the_cache_and_cas_catches_a_writer_without_lease() {
+    on_each_server(|name, store| async move {
+        let store = &store;
+        let counted = Counted::new(Arc::clone(store));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let bot = {
+            let runs = Arc::clone(&runs);
+            Pipeline::<Count>::builder()
+                .store_arc(counted.clone())
+                .leases(LeaseConfig::new().fair_share(Duration::from_secs(600)))
+                .on_text(move |cx: C| {
+                    let runs = Arc::clone(&runs);
+                    async move {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        cx.session_mut(|s| s.count += 1)?;
+                        Ok(Outcome::Handled)
+                    }
+                })
+                .build()
+        };
+        let first = bot.handle(msg(1, 6));
+        let second = bot.handle(msg(2, 6));
+        let third = bot.handle(msg(3, 6));
+        first.await.unwrap();
+        let loads = counted.calls().2;
+        // The second update reads nothing: the lease came with the first one's session.
+        second.await.unwrap();
+        assert_eq!(
+            counted.calls().2,
+            loads,
+            "[{name}] the passed-on update read"
+        );
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "[{name}]");
+        // Someone without the lease sets the count to 100.
+        let rec = store.load("6:6").await.unwrap().unwrap();
+        store
+            .save("6:6", br#"{"data":{"count":100}}"#, Some(rec.version))
+            .await
+            .unwrap();
+        // The third update trusts its cache (count 2), its save conflicts, it reruns on
+        // the fresh record.
+        third.await.unwrap();
+        assert_eq!(
+            stored_count(store, "6:6").await,
+            101,
+            "[{name}] a write was lost"
+        );
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            4,
+            "[{name}] the stale run and its rerun"
+        );
+        assert_eq!(counted.calls().2, loads + 1, "[{name}] the rerun reads");
+    })
+    .await;
 }

@@ -174,7 +174,11 @@ impl<S: SessionData, U: Update> Cx<S, U> {
             let mut st = self.state();
             let preloaded = st.preloaded.take();
             if preloaded.is_none() && st.may_trust {
-                if let Some(wt) = &shared.write_through {
+                if let Some(wt) = shared
+                    .write_through
+                    .as_ref()
+                    .or(shared.lease_trust.as_ref())
+                {
                     if let Some(c) = shared.keys.take_trusted(&key, || wt.clock.now_ms()) {
                         st.data = c.data;
                         st.stack = c.stack;

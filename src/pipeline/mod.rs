@@ -66,6 +66,11 @@ pub(crate) struct Shared<S, U> {
     pub(crate) cache_mode: CacheMode,
     /// Set by [`PipelineBuilder::build`] when updates may skip reading their own last write.
     pub(crate) write_through: Option<WriteThrough>,
+    /// Set by [`PipelineBuilder::build`] when an update that got its key's lease passed on
+    /// from the previous update here may skip reading that update's write: leases are on,
+    /// the cache is, the store says how long its records live and the cache mode is not
+    /// [`CacheMode::Validate`].
+    pub(crate) lease_trust: Option<WriteThrough>,
     chain: Vec<Link<S, U>>,
     leases: lease::Leases,
 }
@@ -89,7 +94,11 @@ pub(crate) struct Shared<S, U> {
 pub enum CacheMode {
     /// [`WriteThrough`](Self::WriteThrough) where the store says it is normally written
     /// by one process ([`MemoryStore`], `SqliteStore`) and this pipeline takes no leases;
-    /// [`Validate`](Self::Validate) otherwise (Redis, PostgreSQL, MySQL, custom stores).
+    /// [`Validate`](Self::Validate) otherwise (Redis, PostgreSQL, MySQL, custom stores),
+    /// except for an update whose key's lease was passed straight on to it by the
+    /// previous update here: the lease was held all along, so that update uses the
+    /// session the previous one committed, unread (a writer that takes no lease is caught
+    /// by compare-and-set as above).
     #[default]
     Auto,
     /// Every update reads its record; the cache only saves decoding it again when the
@@ -206,6 +215,7 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
                 keys: KeyTable::new(DEFAULT_CACHE_CAPACITY),
                 cache_mode: CacheMode::Auto,
                 write_through: None,
+                lease_trust: None,
                 chain: Vec::new(),
                 leases: lease::Leases::default(),
             },
@@ -281,22 +291,25 @@ async fn run_update<S: SessionData, U: Update>(
     // The key's lease across processes (when the store has leases): taken before the
     // session is loaded, given back after the save and the replies, or passed on to the
     // next update of the key waiting here.
-    let (mut lease, preloaded) = match &key {
+    let (mut lease, preloaded, passed) = match &key {
         Some(k) => match shared.keys.take_lease(k) {
             // Passed on by the previous update of the key: held all along, so nobody
-            // else wrote since; the session is read as usual.
-            Some(held) if !held.is_lost() => (Some(held), None),
+            // else took it since; that update's committed session may stand for the
+            // record (see `Shared::lease_trust`), compare-and-set catching any writer
+            // that takes no lease.
+            Some(held) if !held.is_lost() => (Some(held), None, true),
             passed => {
                 // One a renewal found gone while it waited here is taken afresh.
                 if let Some(lost) = passed {
                     lost.release().await;
                 }
-                shared.leases.acquire(&shared.store, k).await?
+                let (lease, preloaded) = shared.leases.acquire(&shared.store, k).await?;
+                (lease, preloaded, false)
             }
         },
-        None => (None, None),
+        None => (None, None, false),
     };
-    let result = run_attempts(shared, update, key.as_ref(), &mut lease, preloaded).await;
+    let result = run_attempts(shared, update, key.as_ref(), &mut lease, preloaded, passed).await;
     if let (Some(held), Some(k)) = (lease, &key) {
         // Kept for the next update of the key waiting here (saving a release and an
         // acquire), unless it was lost or this process has had the key for its fair
@@ -323,6 +336,7 @@ async fn run_attempts<S: SessionData, U: Update>(
     key: Option<&Arc<str>>,
     lease: &mut Option<lease::HeldLease>,
     mut preloaded: Option<Option<crate::store::Loaded>>,
+    mut lease_passed: bool,
 ) -> Result<Dispatch> {
     let mut attempt = 0;
     let mut trust_cache = true;
@@ -336,10 +350,13 @@ async fn run_attempts<S: SessionData, U: Update>(
             if let Some(record) = preloaded.take() {
                 st.preloaded = Some(record);
             }
-            // A rerun after a conflict never trusts the cache: it reads.
-            st.may_trust = shared.write_through.is_some()
-                && trust_cache
-                && (lease.is_none() || shared.cache_mode == CacheMode::WriteThrough);
+            // A rerun after a conflict never trusts the cache: it reads. Nor does an update
+            // holding a lease, unless write-through was asked for, or the lease came
+            // straight from the previous update here, which committed under it.
+            st.may_trust = trust_cache
+                && ((shared.write_through.is_some()
+                    && (lease.is_none() || shared.cache_mode == CacheMode::WriteThrough))
+                    || (lease_passed && shared.lease_trust.is_some()));
         }
         let outcome = Next {
             shared: Arc::clone(shared),
@@ -369,6 +386,7 @@ async fn run_attempts<S: SessionData, U: Update>(
                         tracing::info!(target: "stagecraft::session", key = ?key, attempt,
                             "session changed elsewhere; running the update again");
                     }
+                    lease_passed = false;
                     // A lost lease (a renewal came too late) is taken again before the
                     // rerun, so that the rerun does not race the new holder.
                     if let (Some(k), Some(held)) = (key, lease.as_ref()) {
@@ -446,7 +464,11 @@ async fn commit<S: SessionData, U: Update>(shared: &Shared<S, U>, cx: &Cx<S, U>)
         (Some(bytes), expected) => {
             // The record's life starts at the save: measured from just before it, the
             // cached copy never outlives the stored one.
-            let trust = match &shared.write_through {
+            let trust = match shared
+                .write_through
+                .as_ref()
+                .or(shared.lease_trust.as_ref())
+            {
                 None => Trust::Validate,
                 Some(WriteThrough { ttl_ms: None, .. }) => Trust::Always,
                 Some(WriteThrough {
@@ -705,6 +727,14 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
             CacheMode::WriteThrough => true,
             CacheMode::Auto => !leases && hint.as_ref().is_some_and(|h| h.write_through_by_default),
         };
+        let life = hint.as_ref().map(|h| WriteThrough {
+            ttl_ms: h
+                .ttl
+                .map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX)),
+            clock: Arc::clone(&h.clock),
+        });
+        shared.lease_trust = life
+            .filter(|_| leases && shared.keys.caches() && shared.cache_mode != CacheMode::Validate);
         shared.write_through = match (wanted && shared.keys.caches(), hint) {
             (true, Some(h)) => Some(WriteThrough {
                 ttl_ms: h
