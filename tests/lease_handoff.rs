@@ -6,18 +6,17 @@
 
 mod common;
 
+use common::CountingStore;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use stagecraft::pipeline::{CacheMode, LeaseConfig};
 use stagecraft::prelude::*;
 use stagecraft::session::inspect;
-use stagecraft::store::{
-    CacheHint, Lease, LeaseAttempt, ListFilter, Loaded, SessionStore, Version,
-};
+use stagecraft::store::{LeaseAttempt, ListFilter, SessionStore};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Count {
@@ -31,85 +30,6 @@ fn msg(id: i64, chat: i64) -> TelegramUpdate {
         r#"{{"update_id":{id},"message":{{"message_id":{id},"chat":{{"id":{chat}}},"from":{{"id":{chat}}},"text":"x"}}}}"#
     ))
     .unwrap()
-}
-
-/// A server store with its calls counted (every call goes to the server).
-#[derive(Debug)]
-struct Counted {
-    inner: Arc<dyn SessionStore>,
-    acquires: AtomicUsize,
-    releases: AtomicUsize,
-    loads: AtomicUsize,
-}
-
-impl Counted {
-    fn new(inner: Arc<dyn SessionStore>) -> Arc<Self> {
-        Arc::new(Self {
-            inner,
-            acquires: AtomicUsize::new(0),
-            releases: AtomicUsize::new(0),
-            loads: AtomicUsize::new(0),
-        })
-    }
-
-    /// `(lease acquisitions, releases, loads)` so far.
-    fn calls(&self) -> (usize, usize, usize) {
-        (
-            self.acquires.load(Ordering::SeqCst),
-            self.releases.load(Ordering::SeqCst),
-            self.loads.load(Ordering::SeqCst),
-        )
-    }
-}
-
-#[async_trait]
-impl SessionStore for Counted {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-    async fn load(&self, key: &str) -> stagecraft::Result<Option<Loaded>> {
-        self.loads.fetch_add(1, Ordering::SeqCst);
-        self.inner.load(key).await
-    }
-    async fn save(
-        &self,
-        key: &str,
-        bytes: &[u8],
-        expected: Option<Version>,
-    ) -> stagecraft::Result<Version> {
-        self.inner.save(key, bytes, expected).await
-    }
-    async fn delete(&self, key: &str, expected: Version) -> stagecraft::Result<()> {
-        self.inner.delete(key, expected).await
-    }
-    async fn list(&self, filter: &ListFilter) -> stagecraft::Result<Vec<String>> {
-        self.inner.list(filter).await
-    }
-    fn cache_hint(&self) -> Option<CacheHint> {
-        self.inner.cache_hint()
-    }
-    fn supports_leases(&self) -> bool {
-        self.inner.supports_leases()
-    }
-    async fn acquire_lease(&self, key: &str, ttl: Duration) -> stagecraft::Result<LeaseAttempt> {
-        self.acquires.fetch_add(1, Ordering::SeqCst);
-        self.inner.acquire_lease(key, ttl).await
-    }
-    async fn acquire_lease_and_load(
-        &self,
-        key: &str,
-        ttl: Duration,
-    ) -> stagecraft::Result<(LeaseAttempt, Option<Option<Loaded>>)> {
-        self.acquires.fetch_add(1, Ordering::SeqCst);
-        self.inner.acquire_lease_and_load(key, ttl).await
-    }
-    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> stagecraft::Result<bool> {
-        self.inner.renew_lease(lease, ttl).await
-    }
-    async fn release_lease(&self, lease: &Lease) -> stagecraft::Result<bool> {
-        self.releases.fetch_add(1, Ordering::SeqCst);
-        self.inner.release_lease(lease).await
-    }
 }
 
 /// A server store on a table or prefix of its own.
@@ -264,7 +184,7 @@ async fn burst(
     leases: LeaseConfig,
     cache: CacheMode,
 ) -> (usize, usize, usize) {
-    let counted = Counted::new(Arc::clone(store));
+    let counted = CountingStore::over(Arc::clone(store));
     let bot = counter_caching(counted.clone(), leases, cache);
     let queued: Vec<_> = (0..BURST as i64)
         .map(|i| bot.handle(msg(i, chat)))
@@ -276,7 +196,8 @@ async fn burst(
         stored_count(store, &format!("{chat}:{chat}")).await,
         BURST as u64
     );
-    counted.calls()
+    let (acquires, releases) = counted.lease_calls();
+    (acquires, releases, counted.calls().0)
 }
 
 /// Runs `body` on each server's store in a task of its own, and removes what it stored
@@ -340,7 +261,7 @@ async fn a_burst_of_one_key_takes_the_lease_once_within_the_fair_share() {
 async fn a_passed_lease_whose_update_was_cancelled_is_given_back() {
     on_each_server(|name, store| async move {
         let store = &store;
-        let counted = Counted::new(Arc::clone(store));
+        let counted = CountingStore::over(Arc::clone(store));
         let leases = LeaseConfig::new()
             .ttl(Duration::from_secs(60))
             .fair_share(Duration::from_secs(600));
@@ -350,7 +271,7 @@ async fn a_passed_lease_whose_update_was_cancelled_is_given_back() {
         // The first update ends with the second one waiting: it passes its lease on.
         first.await.unwrap();
         assert_eq!(
-            counted.calls().1,
+            counted.lease_calls().1,
             0,
             "[{name}] released instead of passed on"
         );
@@ -385,7 +306,7 @@ async fn a_passed_lease_lost_while_waiting_is_taken_afresh() {
             .with_prefix(&format!("{ns}:"))
             .unwrap(),
     );
-    let counted = Counted::new(Arc::clone(&store));
+    let counted = CountingStore::over(Arc::clone(&store));
     let leases = LeaseConfig::new()
         .ttl(Duration::from_millis(300))
         .fair_share(Duration::from_secs(600));
@@ -393,7 +314,7 @@ async fn a_passed_lease_lost_while_waiting_is_taken_afresh() {
     let first = bot.handle(msg(1, 4));
     let second = bot.handle(msg(2, 4));
     first.await.unwrap();
-    assert_eq!(counted.calls().0, 1);
+    assert_eq!(counted.lease_calls().0, 1);
 
     let client = stagecraft::store::redis::Client::open(url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -408,7 +329,7 @@ async fn a_passed_lease_lost_while_waiting_is_taken_afresh() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     second.await.unwrap();
-    let (acquires, releases, _) = counted.calls();
+    let (acquires, releases) = counted.lease_calls();
     assert_eq!(
         acquires, 2,
         "the lost lease was used instead of taken afresh"
@@ -428,7 +349,7 @@ async fn a_passed_lease_lost_while_waiting_is_taken_afresh() {
 async fn a_passed_lease_trusts_the_cache_and_cas_catches_a_writer_without_lease() {
     on_each_server(|name, store| async move {
         let store = &store;
-        let counted = Counted::new(Arc::clone(store));
+        let counted = CountingStore::over(Arc::clone(store));
         let runs = Arc::new(AtomicUsize::new(0));
         let bot = {
             let runs = Arc::clone(&runs);
@@ -449,11 +370,11 @@ async fn a_passed_lease_trusts_the_cache_and_cas_catches_a_writer_without_lease(
         let second = bot.handle(msg(2, 6));
         let third = bot.handle(msg(3, 6));
         first.await.unwrap();
-        let loads = counted.calls().2;
+        let loads = counted.calls().0;
         // The second update reads nothing: the lease came with the first one's session.
         second.await.unwrap();
         assert_eq!(
-            counted.calls().2,
+            counted.calls().0,
             loads,
             "[{name}] the passed-on update read"
         );
@@ -477,7 +398,7 @@ async fn a_passed_lease_trusts_the_cache_and_cas_catches_a_writer_without_lease(
             4,
             "[{name}] the stale run and its rerun"
         );
-        assert_eq!(counted.calls().2, loads + 1, "[{name}] the rerun reads");
+        assert_eq!(counted.calls().0, loads + 1, "[{name}] the rerun reads");
     })
     .await;
 }

@@ -66,7 +66,7 @@ fn bot(
     .build()
 }
 
-async fn stored(store: &MemoryStore) -> u64 {
+async fn stored(store: &dyn SessionStore) -> u64 {
     let rec = store.load("7:7").await.unwrap().expect("a stored session");
     inspect(&rec.bytes).unwrap().data["count"].as_u64().unwrap()
 }
@@ -85,7 +85,7 @@ async fn a_key_this_pipeline_wrote_last_is_not_read_again() {
     // One read (the first update, of a key never seen); every change written.
     assert_eq!(store.calls(), (1, 6, 0));
     assert_eq!(replies.texts(), ["1", "2", "3", "4", "5", "peek 5", "6"]);
-    assert_eq!(stored(store.inner()).await, 6);
+    assert_eq!(stored(store.inner().as_ref()).await, 6);
 }
 
 #[tokio::test]
@@ -146,7 +146,7 @@ async fn a_record_changed_elsewhere_is_read_and_the_update_runs_again() {
         .await
         .unwrap();
     b.handle(msg(2, "x")).await.unwrap();
-    assert_eq!(stored(store.inner()).await, 101);
+    assert_eq!(stored(store.inner().as_ref()).await, 101);
     assert_eq!(replies.texts(), ["1", "101"]);
     assert_eq!(
         runs.load(Ordering::SeqCst),
@@ -157,7 +157,7 @@ async fn a_record_changed_elsewhere_is_read_and_the_update_runs_again() {
     let rec = store.inner().load("7:7").await.unwrap().unwrap();
     store.inner().delete("7:7", rec.version).await.unwrap();
     b.handle(msg(3, "x")).await.unwrap();
-    assert_eq!(stored(store.inner()).await, 1);
+    assert_eq!(stored(store.inner().as_ref()).await, 1);
     assert_eq!(replies.texts(), ["1", "101", "1"]);
 }
 

@@ -5,9 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use stagecraft::store::{ListFilter, Loaded, MemoryStore, SessionStore, Version};
+use stagecraft::store::{
+    Lease, LeaseAttempt, ListFilter, Loaded, MemoryStore, SessionStore, Version,
+};
 
 /// The URL in `var`, or `None` after one `skipped:` line when it is unset. The line is
 /// written past the test harness's output capture, so it shows in every run.
@@ -50,30 +53,48 @@ pub(crate) fn example_binary(name: &str) -> PathBuf {
     path
 }
 
-/// A [`MemoryStore`] that counts the calls it gets.
-#[derive(Debug, Default)]
+/// A store that counts the calls it gets and passes them on: by default to a
+/// [`MemoryStore`] whose cache hint it hides, or to any store ([`over`](Self::over)).
+#[derive(Debug)]
 pub(crate) struct CountingStore {
-    inner: MemoryStore,
-    /// Pass the memory store's cache hint on (write-through by default).
+    inner: Arc<dyn SessionStore>,
+    /// Pass the inner store's cache hint on.
     hinted: bool,
     loads: AtomicUsize,
     saves: AtomicUsize,
     deletes: AtomicUsize,
+    acquires: AtomicUsize,
+    releases: AtomicUsize,
 }
 
 impl CountingStore {
+    fn wrap(inner: Arc<dyn SessionStore>, hinted: bool) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            hinted,
+            loads: AtomicUsize::new(0),
+            saves: AtomicUsize::new(0),
+            deletes: AtomicUsize::new(0),
+            acquires: AtomicUsize::new(0),
+            releases: AtomicUsize::new(0),
+        })
+    }
+
+    /// A new memory store, every update reading its record.
     pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+        Self::wrap(Arc::new(MemoryStore::new()), false)
     }
 
     /// Counts the calls to `inner` and, like it, lets pipelines skip reading back their
     /// own writes (write-through).
     pub(crate) fn write_through(inner: MemoryStore) -> Arc<Self> {
-        Arc::new(Self {
-            inner,
-            hinted: true,
-            ..Self::default()
-        })
+        Self::wrap(Arc::new(inner), true)
+    }
+
+    /// Counts the calls to `inner`, which it stands for in every respect (cache hint,
+    /// leases).
+    pub(crate) fn over(inner: Arc<dyn SessionStore>) -> Arc<Self> {
+        Self::wrap(inner, true)
     }
 
     /// `(loads, saves, deletes)` so far.
@@ -85,8 +106,16 @@ impl CountingStore {
         )
     }
 
+    /// `(lease acquisitions, releases)` so far.
+    pub(crate) fn lease_calls(&self) -> (usize, usize) {
+        (
+            self.acquires.load(Ordering::SeqCst),
+            self.releases.load(Ordering::SeqCst),
+        )
+    }
+
     /// The store underneath, for writes that should not be counted (another process's).
-    pub(crate) fn inner(&self) -> &MemoryStore {
+    pub(crate) fn inner(&self) -> &Arc<dyn SessionStore> {
         &self.inner
     }
 }
@@ -94,7 +123,7 @@ impl CountingStore {
 #[async_trait]
 impl SessionStore for CountingStore {
     fn backend(&self) -> &'static str {
-        "counting"
+        self.inner.backend()
     }
 
     async fn load(&self, key: &str) -> stagecraft::Result<Option<Loaded>> {
@@ -127,5 +156,32 @@ impl SessionStore for CountingStore {
         } else {
             None
         }
+    }
+
+    fn supports_leases(&self) -> bool {
+        self.inner.supports_leases()
+    }
+
+    async fn acquire_lease(&self, key: &str, ttl: Duration) -> stagecraft::Result<LeaseAttempt> {
+        self.acquires.fetch_add(1, Ordering::SeqCst);
+        self.inner.acquire_lease(key, ttl).await
+    }
+
+    async fn acquire_lease_and_load(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> stagecraft::Result<(LeaseAttempt, Option<Option<Loaded>>)> {
+        self.acquires.fetch_add(1, Ordering::SeqCst);
+        self.inner.acquire_lease_and_load(key, ttl).await
+    }
+
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> stagecraft::Result<bool> {
+        self.inner.renew_lease(lease, ttl).await
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> stagecraft::Result<bool> {
+        self.releases.fetch_add(1, Ordering::SeqCst);
+        self.inner.release_lease(lease).await
     }
 }
