@@ -64,7 +64,7 @@ async fn converse(store: Arc<dyn SessionStore>, leases: LeaseConfig) -> usize {
 
 /// Runs the reference conversation with all its updates queued at once (a burst of one
 /// key) and returns the number of updates.
-#[cfg(feature = "redis")]
+#[cfg(any(feature = "redis", feature = "postgres"))]
 async fn converse_burst(store: Arc<dyn SessionStore>, leases: LeaseConfig) -> usize {
     let bot = demo_bot::build(
         Pipeline::<demo_bot::Demo>::builder()
@@ -162,7 +162,10 @@ async fn redis_two_round_trips_per_update_without_leases() {
     // The same updates queued at once, within one fair share: the lease is passed from
     // each update to the next one here, taken once and given back once, and the session
     // passed along with it.
-    let long = LeaseConfig::new().fair_share(std::time::Duration::from_secs(600));
+    // No renewal (every ttl / 3) and no fair-share release within the run.
+    let long = LeaseConfig::new()
+        .ttl(std::time::Duration::from_secs(60))
+        .fair_share(std::time::Duration::from_secs(600));
     let burst_store = store.clone().with_prefix(&format!("{ns}b:")).unwrap();
     let burst = redis_round_trips(&url, Arc::new(burst_store.clone()), long, true).await;
     println!(
@@ -358,19 +361,20 @@ async fn postgres_prepared(pool: &stagecraft::store::sqlx::PgPool) -> (u64, u64)
     (prepared, conns.len() as u64)
 }
 
-/// Statements per update without and with leases, statements prepared per update without
-/// and with leases, and the connections the store's pool opened in each run.
+/// Statements per update, statements prepared per update, and the connections the store's
+/// pool opened, in each run: without leases, with leases, with leases in a burst.
 #[cfg(feature = "postgres")]
 #[derive(Debug)]
 struct PostgresCounts {
-    statements: [f64; 2],
-    prepared: [f64; 2],
-    connections: [u64; 2],
+    statements: [f64; 3],
+    prepared: [f64; 3],
+    connections: [u64; 3],
 }
 
-/// Runs the reference conversation twice (without, then with leases) on a store connected
-/// to the database `db` at `db_url`, which nothing else uses, and counts what each run
-/// cost from that database's statistics.
+/// Runs the reference conversation three times (without leases, with leases, with leases
+/// and all its updates queued at once) on a store connected to the database `db` at
+/// `db_url`, which nothing else uses, and counts what each run cost from that database's
+/// statistics.
 #[cfg(feature = "postgres")]
 async fn postgres_per_update(
     admin: stagecraft::store::sqlx::PgPool,
@@ -398,22 +402,30 @@ async fn postgres_per_update(
     let (migration, _) = postgres_phase(bare, migrated, per_session);
 
     let mut counts = PostgresCounts {
-        statements: [0.0; 2],
-        prepared: [0.0; 2],
-        connections: [0; 2],
+        statements: [0.0; 3],
+        prepared: [0.0; 3],
+        connections: [0; 3],
     };
-    for (i, leases) in [false, true].into_iter().enumerate() {
+    let runs = [(false, false), (true, false), (true, true)];
+    for (i, (leases, burst)) in runs.into_iter().enumerate() {
         let before = postgres_counts(&admin, &db).await;
         let store = PostgresStore::connect(&db_url)
             .await
             .unwrap()
             .with_leases(leases);
         let config = if leases {
+            // No renewal (every ttl / 3) and no fair-share release within the run.
             LeaseConfig::new()
+                .ttl(std::time::Duration::from_secs(60))
+                .fair_share(std::time::Duration::from_secs(600))
         } else {
             LeaseConfig::off()
         };
-        let n = converse(Arc::new(store.clone()), config).await as f64;
+        let n = if burst {
+            converse_burst(Arc::new(store.clone()), config).await
+        } else {
+            converse(Arc::new(store.clone()), config).await
+        } as f64;
         let (prepared, connections) = postgres_prepared(store.pool()).await;
         store.pool().close().await;
         let after = postgres_counts(&admin, &db).await;
@@ -464,12 +476,17 @@ async fn postgres_two_statements_per_update_without_leases() {
         .await
         .unwrap();
     let counts = counted.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-    let [without, with] = counts.statements;
+    let [without, with, burst] = counts.statements;
     println!(
-        "postgres statements per update: {without:.2} without leases, {with:.2} with leases; \
-         plus prepares (once per statement and connection): {:.2} and {:.2} per update, \
-         over {} and {} connections",
-        counts.prepared[0], counts.prepared[1], counts.connections[0], counts.connections[1]
+        "postgres statements per update: {without:.2} without leases, {with:.2} with leases, \
+         {burst:.2} with leases in a burst of one key; plus prepares (once per statement and \
+         connection): {:.2}, {:.2} and {:.2} per update, over {}, {} and {} connections",
+        counts.prepared[0],
+        counts.prepared[1],
+        counts.prepared[2],
+        counts.connections[0],
+        counts.connections[1],
+        counts.connections[2]
     );
     // Load and compare-and-set save (the first update of a key inserts); an update that
     // changes nothing saves nothing.
@@ -479,4 +496,10 @@ async fn postgres_two_statements_per_update_without_leases() {
     );
     // With leases: take the lease and read the record (one statement), save, release.
     assert!(with <= 3.0, "{with} statements per update with leases");
+    // In a burst: a save each, plus one take (with the first read) and one release.
+    let n = (ROUNDS * CYCLE.len()) as f64;
+    assert!(
+        burst <= 1.0 + 2.0 / n,
+        "{burst} statements per update with leases in a burst"
+    );
 }
