@@ -36,15 +36,15 @@ fn msg(id: i64, chat: i64) -> TelegramUpdate {
 struct Server {
     name: &'static str,
     store: Arc<dyn SessionStore>,
-    /// The statement that drops the SQL store's tables.
-    drop_tables: Option<Box<dyn Fn() -> futures_util::future::BoxFuture<'static, ()>>>,
+    /// Drops the SQL store's tables when awaited.
+    drop_tables: Option<futures_util::future::BoxFuture<'static, ()>>,
 }
 
 impl Server {
     /// Removes what the test stored.
     async fn remove(self) {
         match self.drop_tables {
-            Some(drop_tables) => drop_tables().await,
+            Some(drop_tables) => drop_tables.await,
             None => {
                 for k in self.store.list(&ListFilter::default()).await.unwrap() {
                     if let Some(rec) = self.store.load(&k).await.unwrap() {
@@ -82,21 +82,17 @@ async fn servers() -> Vec<Server> {
             .unwrap();
         store.migrate().await.unwrap();
         let pool = store.pool().clone();
+        let sql = format!(r#"DROP TABLE IF EXISTS "{table}", "{table}_lease""#);
+        let drop_tables = async move {
+            stagecraft::store::sqlx::raw_sql(&sql)
+                .execute(&pool)
+                .await
+                .unwrap();
+        };
         out.push(Server {
             name: "postgres",
             store: Arc::new(store),
-            drop_tables: Some(Box::new(move || {
-                let (pool, table) = (pool.clone(), table.clone());
-                async move {
-                    stagecraft::store::sqlx::raw_sql(&format!(
-                        r#"DROP TABLE IF EXISTS "{table}", "{table}_lease""#
-                    ))
-                    .execute(&pool)
-                    .await
-                    .unwrap();
-                }
-                .boxed()
-            })),
+            drop_tables: Some(drop_tables.boxed()),
         });
     }
     if let Some(url) = common::server_url("STAGECRAFT_MYSQL_URL") {
@@ -108,21 +104,17 @@ async fn servers() -> Vec<Server> {
             .unwrap();
         store.migrate().await.unwrap();
         let pool = store.pool().clone();
+        let sql = format!("DROP TABLE IF EXISTS `{table}`, `{table}_lease`");
+        let drop_tables = async move {
+            stagecraft::store::sqlx::raw_sql(&sql)
+                .execute(&pool)
+                .await
+                .unwrap();
+        };
         out.push(Server {
             name: "mysql",
             store: Arc::new(store),
-            drop_tables: Some(Box::new(move || {
-                let (pool, table) = (pool.clone(), table.clone());
-                async move {
-                    stagecraft::store::sqlx::raw_sql(&format!(
-                        "DROP TABLE IF EXISTS `{table}`, `{table}_lease`"
-                    ))
-                    .execute(&pool)
-                    .await
-                    .unwrap();
-                }
-                .boxed()
-            })),
+            drop_tables: Some(drop_tables.boxed()),
         });
     }
     out

@@ -45,8 +45,9 @@ fn updates() -> Vec<TelegramUpdate> {
         .collect()
 }
 
-/// Runs the reference conversation on `store` and returns the number of updates.
-async fn converse(store: Arc<dyn SessionStore>, leases: LeaseConfig) -> usize {
+/// Runs the reference conversation on `store`, one update after another or (`burst`) all
+/// queued at once, a burst of one key; returns the number of updates.
+async fn converse(store: Arc<dyn SessionStore>, leases: LeaseConfig, burst: bool) -> usize {
     let bot = demo_bot::build(
         Pipeline::<demo_bot::Demo>::builder()
             .store_arc(store)
@@ -56,27 +57,15 @@ async fn converse(store: Arc<dyn SessionStore>, leases: LeaseConfig) -> usize {
     .unwrap();
     let updates = updates();
     let n = updates.len();
-    for u in updates {
-        bot.handle(u).await.unwrap();
-    }
-    n
-}
-
-/// Runs the reference conversation with all its updates queued at once (a burst of one
-/// key) and returns the number of updates.
-#[cfg(any(feature = "redis", feature = "postgres"))]
-async fn converse_burst(store: Arc<dyn SessionStore>, leases: LeaseConfig) -> usize {
-    let bot = demo_bot::build(
-        Pipeline::<demo_bot::Demo>::builder()
-            .store_arc(store)
-            .leases(leases)
-            .transport(RecordingTransport::new()),
-    )
-    .unwrap();
-    let queued: Vec<_> = updates().into_iter().map(|u| bot.handle(u)).collect();
-    let n = queued.len();
-    for r in futures_util::future::join_all(queued).await {
-        r.unwrap();
+    if burst {
+        let queued: Vec<_> = updates.into_iter().map(|u| bot.handle(u)).collect();
+        for r in futures_util::future::join_all(queued).await {
+            r.unwrap();
+        }
+    } else {
+        for u in updates {
+            bot.handle(u).await.unwrap();
+        }
     }
     n
 }
@@ -89,7 +78,7 @@ where
     Fut: std::future::Future<Output = i64>,
 {
     let before = count().await;
-    let n = converse(store, leases).await;
+    let n = converse(store, leases, false).await;
     let after = count().await;
     // The second count's own command is not the updates'.
     (after - before - 1) as f64 / n as f64
@@ -110,11 +99,7 @@ async fn redis_round_trips(
     let monitor = client.get_async_monitor().await.unwrap();
     let mut lines = monitor.into_on_message::<String>();
     let sentinel = common::unique_name("sentinel");
-    let n = if burst {
-        converse_burst(store, leases).await
-    } else {
-        converse(store, leases).await
-    };
+    let n = converse(store, leases, burst).await;
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let _: String = stagecraft::store::redis::cmd("ECHO")
         .arg(&sentinel)
@@ -421,11 +406,7 @@ async fn postgres_per_update(
         } else {
             LeaseConfig::off()
         };
-        let n = if burst {
-            converse_burst(Arc::new(store.clone()), config).await
-        } else {
-            converse(Arc::new(store.clone()), config).await
-        } as f64;
+        let n = converse(Arc::new(store.clone()), config, burst).await as f64;
         let (prepared, connections) = postgres_prepared(store.pool()).await;
         store.pool().close().await;
         let after = postgres_counts(&admin, &db).await;
