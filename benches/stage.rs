@@ -21,7 +21,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use stagecraft::Pipeline;
-use stagecraft::session::Key;
+use stagecraft::session::KeyStrategy;
 use stagecraft::store::{Codec, MemoryStore, SessionStore};
 use stagecraft::transport::LogTransport;
 use stagecraft::update::TelegramUpdate;
@@ -94,7 +94,7 @@ fn split(c: &mut Criterion) {
         .build()
         .unwrap();
     let u = updates(7).remove(1);
-    let key = Key::<TelegramUpdate>::UserInChat;
+    let key = KeyStrategy::<TelegramUpdate>::UserInChat;
     c.bench_function("split/key", |b| b.iter(|| key.key(black_box(&u))));
     // A pipeline with no handler: the key, its lock, the chain and the commit of an
     // untouched session (no store I/O).

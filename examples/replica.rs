@@ -125,7 +125,7 @@ fn build(
     let steps = Wizard::builder("loop")
         .state::<Steps>()
         .step(|cx: C| async move {
-            let a = cx.with_state(|s: &mut Steps| {
+            let a = cx.scene_state_mut(|s: &mut Steps| {
                 s.a += 1;
                 s.a
             })?;
@@ -133,7 +133,7 @@ fn build(
             Ok(Outcome::Next)
         })
         .step(|cx: C| async move {
-            let b = cx.with_state(|s: &mut Steps| {
+            let b = cx.scene_state_mut(|s: &mut Steps| {
                 s.b += 1;
                 s.b
             })?;

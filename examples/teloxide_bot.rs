@@ -62,7 +62,7 @@ fn pipeline(bot: Bot) -> stagecraft::Result<Pipeline<Profile, teloxide::types::U
         .step(|cx: C| async move {
             let name = cx.update().message_text().unwrap_or_default().to_owned();
             cx.reply(format!("How old are you, {name}?"));
-            cx.with_state(|s: &mut Signup| s.name = name)?;
+            cx.scene_state_mut(|s: &mut Signup| s.name = name)?;
             Ok(Outcome::Next)
         })
         .step(|cx: C| async move {
@@ -70,7 +70,7 @@ fn pipeline(bot: Bot) -> stagecraft::Result<Pipeline<Profile, teloxide::types::U
                 cx.reply("Send your age as a number.");
                 return Ok(Outcome::Handled);
             };
-            let name = cx.scene_state::<Signup>()?.name;
+            let name = cx.scene_state(Signup::clone)?.name;
             cx.reply(format!("Nice to meet you, {name} ({age})."));
             cx.session_mut(|p| {
                 p.name = Some(name);

@@ -154,3 +154,25 @@ impl fmt::Display for Message {
 }
 
 impl std::error::Error for Message {}
+
+/// An error and its sources on one line: `a: b: c`. A source whose text the line
+/// already ends with (an error that prints its cause itself) is not repeated.
+///
+/// ```
+/// let e = stagecraft::Error::Handler("disk full".into());
+/// assert_eq!(stagecraft::error::error_chain(&e), "handler failed: disk full");
+/// ```
+#[must_use]
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !text.is_empty() && !s.ends_with(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = c.source();
+    }
+    s
+}

@@ -85,8 +85,10 @@ pub mod clock;
 pub mod context;
 pub mod error;
 pub mod handler;
+pub mod outcome;
 pub mod pipeline;
 pub mod prelude;
+pub mod record;
 pub mod replay;
 pub mod scene;
 pub mod session;
@@ -95,6 +97,7 @@ pub mod store;
 pub mod testing;
 pub mod transport;
 pub mod update;
+mod util;
 pub mod wizard;
 
 #[doc(inline)]
@@ -102,11 +105,15 @@ pub use context::Cx;
 #[doc(inline)]
 pub use error::{BoxError, Error, Result};
 #[doc(inline)]
+pub use outcome::Outcome;
+#[doc(inline)]
 pub use pipeline::{Dispatch, Pipeline};
 #[doc(inline)]
-pub use scene::{Scene, SceneState};
+pub use record::SceneState;
 #[doc(inline)]
-pub use stage::{Outcome, Stage};
+pub use scene::Scene;
+#[doc(inline)]
+pub use stage::Stage;
 #[doc(inline)]
 pub use wizard::Wizard;
 

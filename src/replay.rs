@@ -128,15 +128,4 @@ fn report<T>(r: Result<T>) {
     }
 }
 
-/// An error and its sources on one line: `a: b: c`.
-#[must_use]
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub use crate::error::error_chain;

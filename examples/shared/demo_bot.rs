@@ -64,7 +64,7 @@ fn signup<U: Update>() -> Scene<Demo, U> {
                 return Ok(Outcome::Handled);
             };
             cx.reply(format!("How old are you, {name}?"));
-            cx.with_state(|s: &mut Signup| s.name = name)?;
+            cx.scene_state_mut(|s: &mut Signup| s.name = name)?;
             Ok(Outcome::Next)
         })
         .step(|cx: C<U>| async move {
@@ -79,7 +79,7 @@ fn signup<U: Update>() -> Scene<Demo, U> {
                 cx.reply("Age must be a whole number between 1 and 150. How old are you?");
                 return Ok(Outcome::Handled);
             };
-            let name = cx.with_state(|s: &mut Signup| {
+            let name = cx.scene_state_mut(|s: &mut Signup| {
                 s.age = age;
                 s.name.clone()
             })?;
@@ -94,7 +94,7 @@ fn signup<U: Update>() -> Scene<Demo, U> {
                 .to_lowercase();
             match answer.as_str() {
                 "yes" => {
-                    let s: Signup = cx.scene_state()?;
+                    let s: Signup = cx.scene_state(Signup::clone)?;
                     cx.reply(format!("Saved {}, {}.", s.name, s.age));
                     cx.session_mut(|d| {
                         d.profile = Some(Profile {

@@ -55,7 +55,7 @@
 //! teloxide's `Dispatcher` gives every **chat** a worker that handles the chat's updates
 //! one after another (its default distribution function is `update.chat()`); different
 //! chats run concurrently. stagecraft's default session key is the **user in the chat**
-//! ([`Key::UserInChat`](crate::session::Key::UserInChat)), which is finer: in a group,
+//! ([`KeyStrategy::UserInChat`](crate::session::KeyStrategy::UserInChat)), which is finer: in a group,
 //! each member has their own session.
 //!
 //! The two fit together. With the default distribution, a group's updates run one at a
@@ -64,7 +64,7 @@
 //! of one group run concurrently, and stagecraft's own per-key queue still keeps each
 //! session's updates in arrival order: [`Pipeline::handle`] joins the key's queue when
 //! it is called. What no distribution can give is more than the session key: with
-//! [`Key::Chat`](crate::session::Key::Chat) (one session per group) and a per-user
+//! [`KeyStrategy::Chat`](crate::session::KeyStrategy::Chat) (one session per group) and a per-user
 //! distribution, members' updates still never interleave inside the session, because
 //! stagecraft orders by its own key, but they are handled in the order they reach the
 //! pipeline, not strictly in `update_id` order across members.
@@ -104,9 +104,9 @@ use async_trait::async_trait;
 
 pub use ::teloxide;
 
+use crate::error::error_chain;
 use crate::error::{BoxError, Error};
 use crate::pipeline::{Dispatch, Pipeline, PipelineBuilder};
-use crate::replay::error_chain;
 use crate::session::SessionData;
 use crate::transport::{Outgoing, Transport};
 use crate::update::{Update, UpdateKind};

@@ -1,15 +1,24 @@
 //! [`Cx`]: what a handler gets for one update.
+//!
+//! The context sits below the handlers, scenes, stage and pipeline: it knows the record
+//! and the outcome types, and reaches the rest through a narrow environment ([`env`]):
+//! the stage as an interpreter of transitions, the session cycle as a source to load
+//! from. It never loads, decodes or commits by itself.
+
+mod env;
+mod session;
 
 use std::any::Any;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+pub use env::BoxFuture;
+pub(crate) use env::{Env, Interpret, Source};
+pub(crate) use session::{Origin, SessionState};
 
 use crate::error::{Error, Result};
-use crate::pipeline::Shared;
-use crate::scene::{Frame, SceneState};
-use crate::session::{DecodePolicy, RecordOwned, SessionData};
-use crate::stage::Outcome;
-use crate::store::{Codec, Version};
+use crate::outcome::{Enter, Outcome};
+use crate::record::{SceneState, SessionData};
 use crate::transport::Outgoing;
 use crate::update::{TelegramUpdate, Update};
 
@@ -21,82 +30,70 @@ use crate::update::{TelegramUpdate, Update};
 /// Replies made with [`reply`](Self::reply) are **held back** and sent only after the
 /// session has been written, in order; [`send_now`](Self::send_now) is the escape
 /// hatch for a handler that needs its message sent at once.
+///
+/// Once the update is committed, the context is finished: a clone kept beyond its
+/// handler (in a spawned task, say) gets [`Error::Finished`] from every method that
+/// returns a `Result`, and its replies are dropped with a warning.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use stagecraft::prelude::*;
+/// use stagecraft::testing::TestBot;
+///
+/// #[derive(Debug, Default, Serialize, Deserialize)]
+/// struct Data { visits: u32 }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let bot = TestBot::<Data>::new(|b| b
+///     .on_text(|cx: Cx<Data>| async move {
+///         let n = cx.session_mut(|d| { d.visits += 1; d.visits })?;
+///         let text = cx.update().message_text().unwrap_or_default().to_owned();
+///         cx.reply(format!("{text} #{n}"));
+///         Ok(Outcome::Handled)
+///     })
+///     .build());
+/// assert_eq!(bot.send("hi").await.unwrap(), ["hi #1"]);
+/// assert_eq!(bot.send("hi").await.unwrap(), ["hi #2"]);
+/// # });
+/// ```
 pub struct Cx<S, U = TelegramUpdate> {
-    pub(crate) inner: Arc<Inner<S, U>>,
+    inner: Arc<Inner<S, U>>,
 }
 
-pub(crate) struct Inner<S, U> {
-    pub(crate) update: Arc<U>,
-    pub(crate) key: Option<Arc<str>>,
-    pub(crate) shared: Arc<Shared<S, U>>,
-    pub(crate) state: Mutex<SessionState<S>>,
-    pub(crate) outbox: Mutex<Outbox>,
-    pub(crate) result: Mutex<Option<Box<dyn Any + Send>>>,
-    /// The clock, read once when the update started: one instant per update.
+struct Inner<S, U> {
+    update: Arc<U>,
+    key: Option<Arc<str>>,
+    env: Arc<Env<S, U>>,
+    state: Mutex<SessionState<S>>,
+    outbox: Mutex<Outbox>,
+    result: Mutex<Option<Box<dyn Any + Send>>>,
+    /// The stage whose handlers run now, when it is not the environment's
+    /// (a pipeline with several stages).
+    stage: Mutex<Option<Arc<dyn Interpret<S, U>>>>,
     /// The clock, read on first use (many updates never need it).
-    pub(crate) now_ms: std::sync::OnceLock<i64>,
-}
-
-pub(crate) struct SessionState<S> {
-    pub(crate) loaded: bool,
-    pub(crate) data: Option<S>,
-    pub(crate) stack: Vec<Frame>,
-    /// Something was borrowed mutably (or the stack changed).
-    pub(crate) dirty: bool,
-    /// Something was read (Telegraf's "touched").
-    pub(crate) touched: bool,
-    pub(crate) version: Option<Version>,
-    pub(crate) original: Option<Vec<u8>>,
-    /// > 0 while leave hooks run: transitions are refused.
-    pub(crate) leaving: usize,
-    pub(crate) transitions: usize,
-    /// The update was committed: the session is gone from this context.
-    pub(crate) closed: bool,
-    /// The record read together with the key's lease, used instead of a load.
-    pub(crate) preloaded: Option<Option<crate::store::Loaded>>,
-    /// This update may use the cached session without reading the store (write-through).
-    pub(crate) may_trust: bool,
-    /// The session came from the write-through cache, unread: a conflict on commit means
-    /// the cache was stale, not that the update raced another one.
-    pub(crate) trusted: bool,
-    /// How far the session's cache entry may be trusted once put back unchanged.
-    pub(crate) trust: crate::session::Trust,
+    now_ms: OnceLock<i64>,
+    /// Run for an event of the key, not for an update that arrived.
+    event: bool,
 }
 
 /// The held-back replies: the first inline (most updates make one), the rest after it.
 #[derive(Default)]
-pub(crate) struct Outbox {
+struct Outbox {
     first: Option<Outgoing>,
     rest: Vec<Outgoing>,
+    /// Taken by the commit: later replies are dropped.
+    closed: bool,
 }
 
 impl Outbox {
-    pub(crate) fn push(&mut self, msg: Outgoing) {
-        if self.first.is_none() && self.rest.is_empty() {
+    fn push(&mut self, msg: Outgoing) {
+        if self.closed {
+            tracing::warn!(target: "stagecraft::reply",
+                "reply dropped: its update was already committed (a context kept beyond its handler)");
+        } else if self.first.is_none() && self.rest.is_empty() {
             self.first = Some(msg);
         } else {
             self.rest.push(msg);
-        }
-    }
-}
-
-impl<S> Default for SessionState<S> {
-    fn default() -> Self {
-        Self {
-            loaded: false,
-            data: None,
-            stack: Vec::new(),
-            dirty: false,
-            touched: false,
-            version: None,
-            original: None,
-            leaving: 0,
-            transitions: 0,
-            closed: false,
-            preloaded: None,
-            may_trust: false,
-            trusted: false,
-            trust: crate::session::Trust::Validate,
         }
     }
 }
@@ -113,6 +110,7 @@ impl<S, U> fmt::Debug for Cx<S, U> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cx")
             .field("key", &self.inner.key)
+            .field("event", &self.inner.event)
             .finish_non_exhaustive()
     }
 }
@@ -122,24 +120,41 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<S: SessionData, U: Update> Cx<S, U> {
-    pub(crate) fn new(update: Arc<U>, key: Option<Arc<str>>, shared: Arc<Shared<S, U>>) -> Self {
+    /// A context for one attempt at `update` (or at an event of `key`, when `event`).
+    pub(crate) fn new(
+        update: Arc<U>,
+        key: Option<Arc<str>>,
+        env: Arc<Env<S, U>>,
+        origin: Origin,
+        event: bool,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 update,
                 key,
-                state: Mutex::new(SessionState::default()),
+                env,
+                state: Mutex::new(SessionState::new(origin)),
                 outbox: Mutex::new(Outbox::default()),
                 result: Mutex::new(None),
-                now_ms: std::sync::OnceLock::new(),
-                shared,
+                stage: Mutex::new(None),
+                now_ms: OnceLock::new(),
+                event,
             }),
         }
     }
 
-    /// The update being handled.
+    /// The update being handled (for an event, the update that stands for it).
     #[must_use]
     pub fn update(&self) -> &U {
         &self.inner.update
+    }
+
+    /// Whether this context runs for an event of its key (a timer, an operator's
+    /// action) rather than for an update that arrived; see
+    /// [`Pipeline::run_event`](crate::Pipeline::run_event).
+    #[must_use]
+    pub fn is_event(&self) -> bool {
+        self.inner.event
     }
 
     /// The session key, or `None` when this update has no session.
@@ -160,77 +175,34 @@ impl<S: SessionData, U: Update> Cx<S, U> {
         lock(&self.inner.state)
     }
 
-    /// Loads the session from the store, once per update.
+    /// The bot's username, if the pipeline knows it.
+    pub(crate) fn bot_username(&self) -> Option<&str> {
+        self.inner.env.bot_username.as_deref()
+    }
+
+    /// Has the session cycle loaded the session? Asks it to, once per attempt.
     pub(crate) async fn ensure_loaded(&self) -> Result<()> {
-        if self.state().loaded {
+        if self.state().is_loaded() {
             return Ok(());
         }
-        let Some(key) = self.inner.key.clone() else {
-            self.state().loaded = true;
+        let Some(key) = self.inner.key.as_deref() else {
+            self.state().set_loaded(None, Vec::new());
             return Ok(());
         };
-        let shared = &self.inner.shared;
-        let preloaded = {
+        let source = &*self.inner.env.source;
+        let read = {
             let mut st = self.state();
-            let preloaded = st.preloaded.take();
-            if preloaded.is_none() && st.may_trust {
-                if let Some(wt) = shared
-                    .write_through
-                    .as_ref()
-                    .or(shared.lease_trust.as_ref())
-                {
-                    if let Some(c) = shared.keys.take_trusted(&key, || wt.clock.now_ms()) {
-                        st.data = c.data;
-                        st.stack = c.stack;
-                        st.version = Some(c.version);
-                        st.original = Some(c.bytes);
-                        st.trust = c.trust;
-                        st.trusted = true;
-                        st.loaded = true;
-                        return Ok(());
-                    }
-                }
+            match source.start_load(key, &mut st)? {
+                None => return Ok(()),
+                Some(read) => read,
             }
-            preloaded
         };
-        let loaded = match preloaded {
-            Some(record) => record,
-            None => shared.store.load(&key).await?,
-        };
+        let record = read.await?;
         let mut st = self.state();
-        if st.loaded {
+        if st.is_loaded() {
             return Ok(());
         }
-        if let Some(rec) = loaded {
-            let cached = shared.keys.take(&key, rec.version, &rec.bytes);
-            let decoded = match cached {
-                Some(c) => Ok((c.data, c.stack)),
-                None => {
-                    Codec::decode::<RecordOwned<S>>(&rec.bytes).map(|r| (Some(r.data), r.scenes))
-                }
-            };
-            match decoded {
-                Ok((data, stack)) => {
-                    st.data = data;
-                    st.stack = stack;
-                }
-                Err(e) if shared.decode_policy == DecodePolicy::Reset => {
-                    tracing::warn!(target: "stagecraft::session", key = %key, error = %e,
-                        "stored session could not be decoded; starting afresh");
-                    st.dirty = true;
-                }
-                Err(e) => {
-                    return Err(Error::Decode {
-                        key: key.to_string(),
-                        source: e,
-                    });
-                }
-            }
-            st.version = Some(rec.version);
-            st.original = Some(rec.bytes);
-        }
-        st.loaded = true;
-        Ok(())
+        source.finish_load(key, &mut st, record)
     }
 
     /// Reads the session data. Creates it from the default factory when new.
@@ -242,12 +214,8 @@ impl<S: SessionData, U: Update> Cx<S, U> {
         if !self.has_session() {
             return Err(Error::NoSession);
         }
-        let mut st = self.state();
-        st.touched = true;
-        let data = st
-            .data
-            .get_or_insert_with(|| (self.inner.shared.default_session)());
-        Ok(f(data))
+        let env = &self.inner.env;
+        Ok(f(self.state().data(|| (env.default_session)())?))
     }
 
     /// Changes the session data. Creates it from the default factory when new.
@@ -258,26 +226,17 @@ impl<S: SessionData, U: Update> Cx<S, U> {
         if !self.has_session() {
             return Err(Error::NoSession);
         }
-        let mut st = self.state();
-        if st.closed {
-            return Err(Error::Finished);
-        }
-        st.touched = true;
-        st.dirty = true;
-        let data = st
-            .data
-            .get_or_insert_with(|| (self.inner.shared.default_session)());
-        Ok(f(data))
+        let env = &self.inner.env;
+        Ok(f(self.state().data_mut(|| (env.default_session)())?))
     }
 
     /// Deletes the session (data and scene stack) when the update is committed
     /// (Telegraf's `ctx.session = null`). Touching it again afterwards starts a new one.
-    pub fn clear_session(&self) {
-        let mut st = self.state();
-        st.data = None;
-        st.stack.clear();
-        st.dirty = true;
-        st.touched = true;
+    ///
+    /// # Errors
+    /// [`Error::Finished`] after the update was committed.
+    pub fn clear_session(&self) -> Result<()> {
+        self.state().clear()
     }
 
     /// Queues a text reply to the update's chat (in its forum topic, if any). Sent
@@ -307,8 +266,7 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     /// this way is not withdrawn if the update is later retried or rolled back.
     ///
     /// # Errors
-    /// [`Error::Transport`] when sending fails; [`Error::NoSession`]-free: an update
-    /// without a chat gives [`Error::Transport`] as well.
+    /// [`Error::Transport`] when sending fails, or when the update has no chat.
     pub async fn send_now(&self, text: impl Into<String>) -> Result<()> {
         let u = self.update();
         let chat_id = u.chat_id().ok_or_else(|| {
@@ -322,7 +280,7 @@ impl<S: SessionData, U: Update> Cx<S, U> {
             text: text.into(),
         };
         self.inner
-            .shared
+            .env
             .transport
             .send(&msg)
             .await
@@ -347,8 +305,10 @@ impl<S: SessionData, U: Update> Cx<S, U> {
         outbox.first.iter().chain(&outbox.rest).cloned().collect()
     }
 
+    /// Takes the held-back replies for delivery; later ones are dropped.
     pub(crate) fn take_outbox(&self) -> impl Iterator<Item = Outgoing> + use<S, U> {
         let mut outbox = lock(&self.inner.outbox);
+        outbox.closed = true;
         let first = outbox.first.take();
         let rest = std::mem::take(&mut outbox.rest);
         first.into_iter().chain(rest)
@@ -357,28 +317,33 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     /// The active scene's id (the top of the stack).
     #[must_use]
     pub fn current_scene(&self) -> Option<String> {
-        self.state().stack.last().map(|f| f.scene.clone())
+        self.state().stack().last().map(|f| f.scene.clone())
     }
 
     /// The active wizard's cursor (`None` outside a wizard).
     #[must_use]
     pub fn cursor(&self) -> Option<i64> {
-        self.state().stack.last().and_then(|f| f.cursor)
+        self.state().stack().last().and_then(|f| f.cursor)
     }
 
     /// The ids of the scene stack, bottom first.
     #[must_use]
     pub fn stack(&self) -> Vec<String> {
-        self.state().stack.iter().map(|f| f.scene.clone()).collect()
+        self.state()
+            .stack()
+            .iter()
+            .map(|f| f.scene.clone())
+            .collect()
     }
 
-    /// Reads the active scene's state as `T`.
+    /// Reads the active scene's state as `T` (mirrors [`session`](Self::session)).
     ///
     /// # Errors
-    /// [`Error::NoActiveScene`], or [`Error::StateType`] when the state is not a `T`.
-    pub fn with_state_ref<T: SceneState, R>(&self, f: impl FnOnce(&T) -> R) -> Result<R> {
+    /// [`Error::NoActiveScene`], [`Error::StateType`] when the state is not a `T`, or
+    /// [`Error::Finished`] after the commit.
+    pub fn scene_state<T: SceneState, R>(&self, f: impl FnOnce(&T) -> R) -> Result<R> {
         let st = self.state();
-        let frame = st.stack.last().ok_or(Error::NoActiveScene)?;
+        let frame = st.top()?;
         let state = frame
             .state
             .as_any()
@@ -390,14 +355,13 @@ impl<S: SessionData, U: Update> Cx<S, U> {
         Ok(f(state))
     }
 
-    /// Changes the active scene's state as `T`.
+    /// Changes the active scene's state as `T` (mirrors [`session_mut`](Self::session_mut)).
     ///
     /// # Errors
-    /// [`Error::NoActiveScene`], or [`Error::StateType`] when the state is not a `T`.
-    pub fn with_state<T: SceneState, R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R> {
+    /// As [`scene_state`](Self::scene_state).
+    pub fn scene_state_mut<T: SceneState, R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R> {
         let mut st = self.state();
-        st.dirty = true;
-        let frame = st.stack.last_mut().ok_or(Error::NoActiveScene)?;
+        let frame = st.top_mut()?;
         let scene = &frame.scene;
         let state = frame
             .state
@@ -410,23 +374,12 @@ impl<S: SessionData, U: Update> Cx<S, U> {
         Ok(f(state))
     }
 
-    /// A copy of the active scene's state.
-    ///
-    /// # Errors
-    /// As [`with_state_ref`](Self::with_state_ref).
-    pub fn scene_state<T: SceneState + Clone>(&self) -> Result<T> {
-        self.with_state_ref(T::clone)
-    }
-
     /// Replaces the active scene's state (Telegraf's `ctx.scene.state = ...`).
     ///
     /// # Errors
-    /// [`Error::NoActiveScene`].
+    /// [`Error::NoActiveScene`], or [`Error::Finished`] after the commit.
     pub fn set_scene_state(&self, state: impl SceneState) -> Result<()> {
-        let mut st = self.state();
-        st.dirty = true;
-        let frame = st.stack.last_mut().ok_or(Error::NoActiveScene)?;
-        frame.state = Box::new(state);
+        self.state().top_mut()?.state = Box::new(state);
         Ok(())
     }
 
@@ -452,7 +405,7 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     #[must_use]
     pub fn extension<T: Send + Sync + 'static>(&self) -> Option<&T> {
         self.inner
-            .shared
+            .env
             .extensions
             .get(&std::any::TypeId::of::<T>())
             .and_then(|v| v.downcast_ref::<T>())
@@ -464,21 +417,50 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     pub fn now_s(&self) -> i64 {
         self.inner
             .now_ms
-            .get_or_init(|| self.inner.shared.clock.now_ms())
+            .get_or_init(|| self.inner.env.clock.now_ms())
             .div_euclid(1000)
+    }
+
+    /// Makes `stage` the interpreter of this context's transitions while its handlers
+    /// run (a pipeline with several stages); a no-op for the environment's own stage.
+    pub(crate) fn enter_stage(&self, id: usize, stage: impl FnOnce() -> Arc<dyn Interpret<S, U>>) {
+        let mut slot = lock(&self.inner.stage);
+        let current = slot.as_ref().or(self.inner.env.interpret.as_ref());
+        if current.is_none_or(|c| c.id() != id) {
+            *slot = Some(stage());
+        }
+    }
+
+    /// Counts a transition (see [`SessionState::begin_transition`]).
+    pub(crate) fn begin_transition(&self, outcome: &Outcome) -> Result<()> {
+        self.state().begin_transition()?;
+        tracing::debug!(target: "stagecraft::stage", key = ?self.key(), ?outcome, "transition");
+        Ok(())
     }
 
     /// Applies a transition now, as if a handler had returned it. The Telegraf-style
     /// calls of [`scene`](Self::scene) and [`wizard`](Self::wizard) are built on it.
     ///
     /// # Errors
-    /// [`Error::UnknownScene`], [`Error::NoActiveScene`], [`Error::Transition`], or the
-    /// error of a hook or step the transition ran.
+    /// [`Error::UnknownScene`], [`Error::NoActiveScene`], [`Error::Transition`], the
+    /// error of a hook or step the transition ran, or [`Error::Finished`] after the
+    /// commit.
     pub async fn apply(&self, outcome: Outcome) -> Result<()> {
-        match self.inner.shared.stage.clone() {
+        if !outcome.is_transition() {
+            return Ok(());
+        }
+        if outcome.is_cursor_move() {
+            // A cursor move runs nothing: applied here, without the stage.
+            self.begin_transition(&outcome)?;
+            let mut st = self.state();
+            return st.move_cursor(|c| outcome.moved_cursor(c).unwrap_or(c));
+        }
+        let stage = lock(&self.inner.stage)
+            .clone()
+            .or_else(|| self.inner.env.interpret.clone());
+        match stage {
             Some(stage) => stage.apply(self.clone(), outcome).await,
-            None if outcome.is_transition() => Err(Error::Transition("no stage is installed")),
-            None => Ok(()),
+            None => Err(Error::Transition("no stage is installed")),
         }
     }
 
@@ -515,7 +497,7 @@ impl<S: SessionData, U: Update> SceneCx<'_, S, U> {
     /// # Errors
     /// As [`Cx::apply`].
     pub async fn enter_with(&self, id: &str, state: impl SceneState, silent: bool) -> Result<()> {
-        let mut e = crate::stage::Enter::new(id).state(state);
+        let mut e = Enter::new(id).state(state);
         e.silent = silent;
         self.cx.apply(Outcome::Enter(e)).await
     }
@@ -568,9 +550,10 @@ impl<S: SessionData, U: Update> WizardCx<'_, S, U> {
     /// Moves to the next step.
     ///
     /// # Errors
-    /// [`Error::NoActiveScene`] or [`Error::Transition`] when the active scene is not a wizard.
+    /// [`Error::NoActiveScene`] or [`Error::Transition`] when the active scene is not a
+    /// wizard; [`Error::Finished`] after the commit.
     pub fn next(&self) -> Result<()> {
-        self.move_by(|c| c.saturating_add(1))
+        self.cx.state().move_cursor(|c| c.saturating_add(1))
     }
 
     /// Moves to the previous step.
@@ -578,7 +561,7 @@ impl<S: SessionData, U: Update> WizardCx<'_, S, U> {
     /// # Errors
     /// As [`next`](Self::next).
     pub fn back(&self) -> Result<()> {
-        self.move_by(|c| c.saturating_sub(1))
+        self.cx.state().move_cursor(|c| c.saturating_sub(1))
     }
 
     /// Moves to step `n`.
@@ -586,10 +569,6 @@ impl<S: SessionData, U: Update> WizardCx<'_, S, U> {
     /// # Errors
     /// As [`next`](Self::next).
     pub fn select_step(&self, n: i64) -> Result<()> {
-        self.move_by(|_| n)
-    }
-
-    fn move_by(&self, f: impl FnOnce(i64) -> i64) -> Result<()> {
-        crate::stage::move_cursor(&mut self.cx.state(), f)
+        self.cx.state().move_cursor(|_| n)
     }
 }

@@ -1,19 +1,22 @@
-//! Handlers, middleware and the matchers that pick them.
+//! Handlers, middleware, the chain they form, and the matchers that pick them.
+
+mod chain;
 
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use regex::Regex;
 
-use crate::context::Cx;
-use crate::error::BoxError;
-use crate::stage::Outcome;
-use crate::update::{Update, UpdateKind};
+pub use crate::context::BoxFuture;
+pub use chain::Next;
+pub(crate) use chain::{Chain, Link};
 
-/// A boxed, sendable future.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+use crate::context::Cx;
+use crate::error::{BoxError, Error, Result};
+use crate::outcome::Outcome;
+use crate::record::SessionData;
+use crate::update::{Update, UpdateKind};
 
 /// What a handler returns: an [`Outcome`] (a transition, as data) or an error.
 ///
@@ -61,26 +64,18 @@ where
 }
 
 /// Middleware: sees the update before the rest of the chain and decides whether
-/// (and when) to run it through [`Next::run`](crate::pipeline::Next::run).
+/// (and when) to run it through [`Next::run`]. The [`Stage`](crate::Stage) is one.
 pub trait Middleware<S, U>: Send + Sync + 'static {
     /// Runs the middleware.
-    fn call(
-        &self,
-        cx: Cx<S, U>,
-        next: crate::pipeline::Next<S, U>,
-    ) -> BoxFuture<'static, HandlerResult>;
+    fn call(&self, cx: Cx<S, U>, next: Next<S, U>) -> BoxFuture<'static, HandlerResult>;
 }
 
 impl<S, U, F, Fut> Middleware<S, U> for F
 where
-    F: Fn(Cx<S, U>, crate::pipeline::Next<S, U>) -> Fut + Send + Sync + 'static,
+    F: Fn(Cx<S, U>, Next<S, U>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = HandlerResult> + Send + 'static,
 {
-    fn call(
-        &self,
-        cx: Cx<S, U>,
-        next: crate::pipeline::Next<S, U>,
-    ) -> BoxFuture<'static, HandlerResult> {
+    fn call(&self, cx: Cx<S, U>, next: Next<S, U>) -> BoxFuture<'static, HandlerResult> {
         Box::pin(self(cx, next))
     }
 }
@@ -180,6 +175,35 @@ impl<S, U: Update> Routes<S, U> {
             .skip(from)
             .position(|(m, _)| m.matches(update, bot))
             .map(|i| i + from)
+    }
+}
+
+impl<S: SessionData, U: Update> Routes<S, U> {
+    /// Runs the first matching route; a route answering `Pass` lets the next matching
+    /// one try. `None`: no route took the update.
+    pub(crate) async fn run(&self, cx: &Cx<S, U>) -> Result<Option<Outcome>> {
+        match self.next_match(cx.update(), cx.bot_username(), 0) {
+            Some(first) => self.run_from(cx, first).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Like [`run`](Self::run), starting at `first`, a route already known to match (so
+    /// its matcher is not evaluated again).
+    pub(crate) async fn run_from(&self, cx: &Cx<S, U>, first: usize) -> Result<Option<Outcome>> {
+        let mut next = Some(first);
+        while let Some(i) = next {
+            match self.list[i]
+                .1
+                .call(cx.clone())
+                .await
+                .map_err(Error::handler)?
+            {
+                Outcome::Pass => next = self.next_match(cx.update(), cx.bot_username(), i + 1),
+                other => return Ok(Some(other)),
+            }
+        }
+        Ok(None)
     }
 }
 

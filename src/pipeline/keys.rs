@@ -16,8 +16,28 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::lease::HeldLease;
 use crate::error::{Error, Result};
-use crate::session::{Cached, FastMap, Trust, fast_map};
+use crate::record::Frame;
 use crate::store::Version;
+use crate::util::{FastMap, fast_map};
+
+/// A decoded session as this process committed it last: its bytes, its version, its
+/// objects, and how long it may stand for the stored record unread.
+///
+/// It is *taken* when an update of its key starts and *put back* only after a
+/// successful commit, so a failed, rolled-back or retried update never leaves objects
+/// behind. It is used only when the loaded bytes equal the cached bytes (whatever
+/// another process wrote in between is decoded afresh), or, when the cache policy lets
+/// an update skip its read, while `trusted_until` has not passed: the next write's
+/// compare-and-set then catches a change made elsewhere.
+pub(crate) struct Cached<S> {
+    pub(crate) version: Version,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) data: Option<S>,
+    pub(crate) stack: Vec<Frame>,
+    /// Until when (store clock, ms) it may stand for the record unread; `None`: only
+    /// after a read shows the same bytes and version.
+    pub(crate) trusted_until: Option<i64>,
+}
 
 struct Slot<S> {
     /// The key's FIFO lock. Its clones: the table's, plus one per update holding or
@@ -199,21 +219,15 @@ impl<S> KeyTable<S> {
     }
 
     /// Takes the cached session of `key` if it may stand for the stored record without a
-    /// read: this process wrote it last and, by the store's clock `now_ms`, it is still
-    /// live. One that may not is left for [`take`](Self::take). Only while holding the
-    /// key's permit.
+    /// read, as `trusted` judges its `trusted_until`. One that may not is left for
+    /// [`take`](Self::take). Only while holding the key's permit.
     pub(crate) fn take_trusted(
         &self,
         key: &str,
-        now_ms: impl FnOnce() -> i64,
+        trusted: impl FnOnce(Option<i64>) -> bool,
     ) -> Option<Cached<S>> {
         let mut slot = self.table.map.get_mut(key)?;
-        let trusted = match slot.cached.as_ref()?.trust {
-            Trust::Always => true,
-            Trust::Until(deadline) => now_ms() < deadline,
-            Trust::Validate => false,
-        };
-        if !trusted {
+        if !trusted(slot.cached.as_ref()?.trusted_until) {
             return None;
         }
         let cached = slot.cached.take();
@@ -313,7 +327,7 @@ mod tests {
             bytes: b"x".to_vec(),
             data: None,
             stack: Vec::new(),
-            trust: Trust::Always,
+            trusted_until: Some(i64::MAX),
         }
     }
 
@@ -398,7 +412,7 @@ mod tests {
             "`j` was not cached, its entry is gone"
         );
         assert!(keys.take("k", Version(2), b"x").is_none(), "wrong version");
-        assert!(keys.take_trusted("k", || 0).is_none(), "already taken");
+        assert!(keys.take_trusted("k", |_| true).is_none(), "already taken");
         drop(permit);
         assert_eq!(keys.table.map.len(), 0);
     }

@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::store::{Lease, LeaseAttempt, Loaded, SessionStore, random_u64};
+use crate::store::{Lease, LeaseAttempt, Preload, SessionStore, random_u64};
 
 /// Whether the pipeline takes per-key leases in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -147,7 +147,7 @@ impl LeaseConfig {
 pub(crate) struct Leases {
     pub(crate) config: LeaseConfig,
     /// Keys this process has held through consecutive updates, since when.
-    streaks: crate::session::FastMap<Arc<str>, Instant>,
+    streaks: crate::util::FastMap<Arc<str>, Instant>,
 }
 
 impl Leases {
@@ -162,11 +162,11 @@ impl Leases {
         &self,
         store: &Arc<dyn SessionStore>,
         key: &Arc<str>,
-    ) -> Result<(Option<HeldLease>, Option<Option<Loaded>>)> {
+    ) -> Result<(Option<HeldLease>, Preload)> {
         let cfg = &self.config;
         match cfg.mode {
-            LeaseMode::Off => return Ok((None, None)),
-            LeaseMode::Auto if !store.supports_leases() => return Ok((None, None)),
+            LeaseMode::Off => return Ok((None, Preload::NotRead)),
+            LeaseMode::Auto if !store.supports_leases() => return Ok((None, Preload::NotRead)),
             _ => {}
         }
         let started = Instant::now();
@@ -188,7 +188,8 @@ impl Leases {
                         .entry(Arc::clone(key))
                         .or_insert_with(Instant::now);
                     let held = HeldLease::start(Arc::clone(store), lease, cfg);
-                    return Ok((Some(held), loaded));
+                    let preload = loaded.map_or(Preload::NotRead, Preload::Read);
+                    return Ok((Some(held), preload));
                 }
                 LeaseAttempt::Busy => {}
                 LeaseAttempt::Unsupported if cfg.mode == LeaseMode::On => {
@@ -197,7 +198,7 @@ impl Leases {
                         store.backend()
                     )));
                 }
-                _ => return Ok((None, None)),
+                _ => return Ok((None, Preload::NotRead)),
             }
             let waited = started.elapsed();
             if waited >= cfg.wait {

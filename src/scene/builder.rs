@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::{Scene, SceneState, StateFactory};
 use crate::handler::{Handler, LeaveHook, Matcher, RouteBuilder, Routes};
-use crate::scene::JsonState;
+use crate::record::JsonState;
 
 /// Builds a [`Scene`]; also the base of [`WizardBuilder`](crate::wizard::WizardBuilder).
 ///

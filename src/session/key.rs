@@ -5,30 +5,30 @@ use std::sync::Arc;
 
 use crate::update::Update;
 
-/// A custom key function, for [`Key::Custom`].
+/// A custom key function, for [`KeyStrategy::Custom`].
 pub type KeyFn<U> = Arc<dyn Fn(&U) -> Option<String> + Send + Sync>;
 
-/// Which session an update belongs to.
+/// Which session an update belongs to: how a key is derived from an update.
 ///
 /// An update that lacks what the strategy needs (a channel post has no user, an inline
 /// query has no chat) gets **no session**: never a shared key such as `"undefined"`.
 /// The rest of the chain still runs; see [`Cx::has_session`](crate::Cx::has_session).
 ///
 /// ```
-/// use stagecraft::session::Key;
+/// use stagecraft::session::KeyStrategy;
 /// use stagecraft::update::TelegramUpdate;
 ///
 /// let u = TelegramUpdate::from_json(r#"{"update_id":1,"message":{"chat":{"id":-100},
 ///     "from":{"id":7},"message_thread_id":3,"text":"hi"}}"#).unwrap();
-/// assert_eq!(Key::<TelegramUpdate>::UserInChat.key(&u).as_deref(), Some("7:-100"));
-/// assert_eq!(Key::<TelegramUpdate>::Chat.key(&u).as_deref(), Some("-100"));
-/// assert_eq!(Key::<TelegramUpdate>::User.key(&u).as_deref(), Some("7"));
-/// assert_eq!(Key::<TelegramUpdate>::ChatThread.key(&u).as_deref(), Some("-100:3"));
-/// let custom = Key::custom(|u: &TelegramUpdate| u.message.as_ref().map(|_| "all".to_owned()));
+/// assert_eq!(KeyStrategy::<TelegramUpdate>::UserInChat.key(&u).as_deref(), Some("7:-100"));
+/// assert_eq!(KeyStrategy::<TelegramUpdate>::Chat.key(&u).as_deref(), Some("-100"));
+/// assert_eq!(KeyStrategy::<TelegramUpdate>::User.key(&u).as_deref(), Some("7"));
+/// assert_eq!(KeyStrategy::<TelegramUpdate>::ChatThread.key(&u).as_deref(), Some("-100:3"));
+/// let custom = KeyStrategy::custom(|u: &TelegramUpdate| u.message.as_ref().map(|_| "all".to_owned()));
 /// assert_eq!(custom.key(&u).as_deref(), Some("all"));
 /// ```
 #[non_exhaustive]
-pub enum Key<U> {
+pub enum KeyStrategy<U> {
     /// `"{user}:{chat}"`: each user has their own session in each chat (Telegraf's default).
     UserInChat,
     /// `"{chat}"`: one session per chat, shared by its members.
@@ -41,14 +41,14 @@ pub enum Key<U> {
     Custom(KeyFn<U>),
 }
 
-impl<U> Key<U> {
+impl<U> KeyStrategy<U> {
     /// A key from your own function.
     pub fn custom(f: impl Fn(&U) -> Option<String> + Send + Sync + 'static) -> Self {
         Self::Custom(Arc::new(f))
     }
 }
 
-impl<U: Update> Key<U> {
+impl<U: Update> KeyStrategy<U> {
     /// The key of `update`, or `None` when it has no session under this strategy.
     #[must_use]
     pub fn key(&self, update: &U) -> Option<String> {
@@ -69,7 +69,7 @@ impl<U: Update> Key<U> {
             Self::UserInChat => {
                 let (user, chat) = (update.user_id()?, update.chat_id()?);
                 buf.int(user);
-                buf.byte(b':');
+                buf.push(b":");
                 buf.int(chat);
             }
             Self::Chat => buf.int(update.chat_id()?),
@@ -77,7 +77,7 @@ impl<U: Update> Key<U> {
             Self::ChatThread => {
                 buf.int(update.chat_id()?);
                 if let Some(t) = update.thread_id() {
-                    buf.byte(b':');
+                    buf.push(b":");
                     buf.int(t);
                 }
             }
@@ -103,30 +103,14 @@ impl Default for KeyBuf {
 }
 
 impl KeyBuf {
-    fn byte(&mut self, b: u8) {
-        self.bytes[self.len] = b;
-        self.len += 1;
+    fn push(&mut self, s: &[u8]) {
+        self.bytes[self.len..self.len + s.len()].copy_from_slice(s);
+        self.len += s.len();
     }
 
     /// Appends the decimal form of `n`.
     fn int(&mut self, n: i64) {
-        if n < 0 {
-            self.byte(b'-');
-        }
-        let mut v = n.unsigned_abs();
-        let mut digits = [0u8; 20];
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        let d = &digits[i..];
-        self.bytes[self.len..self.len + d.len()].copy_from_slice(d);
-        self.len += d.len();
+        self.push(itoa::Buffer::new().format(n).as_bytes());
     }
 
     fn as_str(&self) -> &str {
@@ -136,13 +120,13 @@ impl KeyBuf {
 }
 
 #[allow(clippy::derivable_impls)] // a derive would demand `U: Default`
-impl<U> Default for Key<U> {
+impl<U> Default for KeyStrategy<U> {
     fn default() -> Self {
         Self::UserInChat
     }
 }
 
-impl<U> Clone for Key<U> {
+impl<U> Clone for KeyStrategy<U> {
     fn clone(&self) -> Self {
         match self {
             Self::UserInChat => Self::UserInChat,
@@ -154,7 +138,7 @@ impl<U> Clone for Key<U> {
     }
 }
 
-impl<U> fmt::Debug for Key<U> {
+impl<U> fmt::Debug for KeyStrategy<U> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::UserInChat => "UserInChat",
@@ -173,7 +157,7 @@ mod tests {
         for n in [0, 1, -1, 9, 10, -100_500, 1001, i64::MAX, i64::MIN] {
             let mut buf = super::KeyBuf::default();
             buf.int(n);
-            buf.byte(b':');
+            buf.push(b":");
             buf.int(n);
             assert_eq!(buf.as_str(), format!("{n}:{n}"));
         }

@@ -1,25 +1,19 @@
-//! The stage: routes each update to the active scene and applies transitions.
-
-mod outcome;
+//! The stage: the scene registry and router, a middleware of the chain (Telegraf's
+//! `stage.middleware()`), and the one interpreter of transitions.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-pub use outcome::{Enter, Outcome};
+#[doc(no_inline)]
+pub use crate::outcome::{Enter, MAX_DEPTH, MAX_TRANSITIONS, Outcome};
 
-use crate::context::{Cx, SessionState};
+use crate::context::{BoxFuture, Cx, Interpret};
 use crate::error::{Error, Result};
-use crate::handler::{BoxFuture, Handler, HandlerResult, Matcher, RouteBuilder, Routes};
-use crate::pipeline::Next;
-use crate::scene::{Frame, Scene};
-use crate::session::SessionData;
+use crate::handler::{Handler, HandlerResult, Matcher, Middleware, Next, RouteBuilder, Routes};
+use crate::record::{Frame, SceneState, SessionData};
+use crate::scene::Scene;
 use crate::update::Update;
-
-/// How many transitions one update may make before it is taken for a loop.
-pub const MAX_TRANSITIONS: usize = 64;
-/// How deep the scene stack may grow.
-pub const MAX_DEPTH: usize = 32;
 
 /// The scene registry and router (Telegraf's `Stage`).
 ///
@@ -41,14 +35,36 @@ pub const MAX_DEPTH: usize = 32;
 ///     .unwrap();
 /// assert!(stage.scene("a").is_some());
 /// ```
+///
+/// A `Stage` is a cheap handle (`Clone` shares it) and a [`Middleware`]: add it with
+/// [`PipelineBuilder::stage`](crate::pipeline::PipelineBuilder::stage), which also makes
+/// it the interpreter of transitions returned outside any stage.
 pub struct Stage<S, U> {
+    inner: Arc<StageInner<S, U>>,
+}
+
+struct StageInner<S, U> {
     scenes: HashMap<String, Arc<Scene<S, U>>, foldhash::fast::RandomState>,
     routes: Routes<S, U>,
     default_scene: Option<String>,
     ttl: Option<u32>,
 }
 
+impl<S, U> Clone for Stage<S, U> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
 impl<S, U> fmt::Debug for Stage<S, U> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl<S, U> fmt::Debug for StageInner<S, U> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Stage")
             .field("scenes", &self.scenes.keys().collect::<Vec<_>>())
@@ -61,7 +77,7 @@ impl<S, U> fmt::Debug for Stage<S, U> {
 
 /// Builds a [`Stage`].
 pub struct StageBuilder<S, U> {
-    stage: Stage<S, U>,
+    stage: StageInner<S, U>,
 }
 
 impl<S, U> fmt::Debug for StageBuilder<S, U> {
@@ -75,7 +91,7 @@ impl<S, U> Stage<S, U> {
     #[must_use]
     pub fn builder() -> StageBuilder<S, U> {
         StageBuilder {
-            stage: Stage {
+            stage: StageInner {
                 scenes: HashMap::default(),
                 routes: Routes::default(),
                 default_scene: None,
@@ -87,7 +103,7 @@ impl<S, U> Stage<S, U> {
     /// A registered scene.
     #[must_use]
     pub fn scene(&self, id: &str) -> Option<&Scene<S, U>> {
-        self.scenes.get(id).map(AsRef::as_ref)
+        self.inner.scenes.get(id).map(AsRef::as_ref)
     }
 }
 
@@ -124,7 +140,9 @@ impl<S, U> StageBuilder<S, U> {
                 return Err(Error::UnknownScene(d.clone()));
             }
         }
-        Ok(self.stage)
+        Ok(Stage {
+            inner: Arc::new(self.stage),
+        })
     }
 }
 
@@ -135,145 +153,79 @@ impl<S, U> RouteBuilder<S, U> for StageBuilder<S, U> {
     }
 }
 
-/// Moves the active wizard's cursor (no step runs).
-/// Counts a transition, refusing it inside a leave hook and past [`MAX_TRANSITIONS`].
-fn begin_transition<S: SessionData, U: Update>(cx: &Cx<S, U>, outcome: &Outcome) -> Result<()> {
-    {
-        let mut st = cx.state();
-        if st.leaving > 0 {
-            return Err(Error::Transition(
-                "scenes cannot change inside a leave hook",
-            ));
-        }
-        st.transitions += 1;
-        if st.transitions > MAX_TRANSITIONS {
-            return Err(Error::TransitionLoop(MAX_TRANSITIONS));
-        }
-    }
-    tracing::debug!(target: "stagecraft::stage", key = ?cx.key(), ?outcome, "transition");
-    Ok(())
-}
-
-pub(crate) fn move_cursor<S>(st: &mut SessionState<S>, f: impl FnOnce(i64) -> i64) -> Result<()> {
-    let frame = st.stack.last_mut().ok_or(Error::NoActiveScene)?;
-    let cursor = frame
-        .cursor
-        .as_mut()
-        .ok_or(Error::Transition("the active scene is not a wizard"))?;
-    *cursor = f(*cursor);
-    st.dirty = true;
-    Ok(())
-}
-
-/// Runs the first matching route of `routes`; a route answering `Pass` lets the next
-/// matching one try. `None`: no route took the update.
-pub(crate) async fn run_routes<S: SessionData, U: Update>(
-    routes: &Routes<S, U>,
-    cx: &Cx<S, U>,
-    bot: Option<&str>,
-) -> Result<Option<Outcome>> {
-    match routes.next_match(cx.update(), bot, 0) {
-        Some(first) => run_routes_at(routes, cx, bot, first).await,
-        None => Ok(None),
-    }
-}
-
-/// Like [`run_routes`], starting at `first`, a route already known to match (so its
-/// matcher is not evaluated again).
-pub(crate) async fn run_routes_at<S: SessionData, U: Update>(
-    routes: &Routes<S, U>,
-    cx: &Cx<S, U>,
-    bot: Option<&str>,
-    first: usize,
-) -> Result<Option<Outcome>> {
-    let mut next = Some(first);
-    while let Some(i) = next {
-        match routes.list[i]
-            .1
-            .call(cx.clone())
-            .await
-            .map_err(Error::handler)?
-        {
-            Outcome::Pass => next = routes.next_match(cx.update(), bot, i + 1),
-            other => return Ok(Some(other)),
-        }
-    }
-    Ok(None)
-}
-
 impl<S: SessionData, U: Update> Stage<S, U> {
     fn lookup(&self, id: &str) -> Result<Arc<Scene<S, U>>> {
-        self.scenes
+        self.inner
+            .scenes
             .get(id)
             .cloned()
             .ok_or_else(|| Error::UnknownScene(id.to_owned()))
     }
 
+    fn is_registered(&self, id: &str) -> bool {
+        self.inner.scenes.contains_key(id)
+    }
+
     /// Drops top frames that expired or name an unregistered scene; puts the default
     /// scene on an empty stack.
-    fn settle(&self, cx: &Cx<S, U>) {
+    fn settle(&self, cx: &Cx<S, U>) -> Result<()> {
+        let now = cx.now_s();
         let mut st = cx.state();
-        while let Some(top) = st.stack.last() {
-            if !self.scenes.contains_key(&top.scene) {
+        while let Some(top) = st.stack().last() {
+            if !self.is_registered(&top.scene) {
                 tracing::warn!(target: "stagecraft::stage", key = ?cx.key(), scene = %top.scene,
                     "dropping a stored frame of an unregistered scene");
-            } else if top.expires.is_some() && top.is_expired(cx.now_s()) {
+            } else if top.expires.is_some() && top.is_expired(now) {
                 tracing::debug!(target: "stagecraft::stage", key = ?cx.key(), scene = %top.scene, "scene expired");
             } else {
                 break;
             }
-            st.stack.pop();
-            st.dirty = true;
+            st.stack_mut()?.pop();
         }
-        if st.stack.is_empty() {
-            if let Some(scene) = self.default_scene.as_ref().and_then(|d| self.scenes.get(d)) {
-                let frame = self.new_frame(scene, None, cx.now_s());
-                st.stack.push(frame);
-                st.dirty = true;
+        if st.stack().is_empty() {
+            let default = self.inner.default_scene.as_ref();
+            if let Some(scene) = default.and_then(|d| self.inner.scenes.get(d)) {
+                let frame = self.new_frame(scene, None, now);
+                st.stack_mut()?.push(frame);
             }
         }
+        Ok(())
     }
 
     fn new_frame(
         &self,
         scene: &Scene<S, U>,
-        state: Option<Box<dyn crate::scene::SceneState>>,
+        state: Option<Box<dyn SceneState>>,
         now: i64,
     ) -> Frame {
-        let ttl = scene.ttl.or(scene.idle_ttl).or(self.ttl);
-        Frame {
-            scene: scene.id.clone(),
-            cursor: scene.is_wizard().then_some(0),
-            entered_at: now,
-            expires: ttl.map(|t| now + i64::from(t)),
-            state: state.unwrap_or_else(|| (scene.init_state)()),
-        }
+        let ttl = scene.ttl.or(scene.idle_ttl).or(self.inner.ttl);
+        let mut frame = Frame::new(
+            scene.id.clone(),
+            now,
+            state.unwrap_or_else(|| (scene.init_state)()),
+        );
+        frame.cursor = scene.is_wizard().then_some(0);
+        frame.expires = ttl.map(|t| now.saturating_add(i64::from(t)));
+        frame
     }
 
     /// The stage as a link of the middleware chain.
-    pub(crate) async fn run(self: Arc<Self>, cx: Cx<S, U>, next: Next<S, U>) -> HandlerResult {
+    async fn run(self, cx: Cx<S, U>, next: Next<S, U>) -> HandlerResult {
         cx.ensure_loaded().await?;
-        self.settle(&cx);
-        let bot = cx.inner.shared.bot_username.as_deref();
-        if let Some(o) = run_routes(&self.routes, &cx, bot).await? {
-            self.apply(cx, o).await?;
+        self.settle(&cx)?;
+        if let Some(o) = self.inner.routes.run(&cx).await? {
+            self.apply_outcome(cx, o).await?;
             return Ok(Outcome::Handled);
         }
         let active = {
-            let mut guard = cx.state();
-            let st = &mut *guard;
-            let found = st.stack.last_mut().and_then(|top| {
-                let scene = self.scenes.get(&top.scene).cloned()?;
-                if let Some(idle) = scene.idle_ttl {
-                    top.expires = Some(cx.now_s() + i64::from(idle));
-                }
-                Some((scene, top.cursor))
-            });
-            if found
-                .as_ref()
-                .is_some_and(|(scene, _)| scene.idle_ttl.is_some())
-            {
-                st.dirty = true;
+            let now = cx.now_s();
+            let mut st = cx.state();
+            let top = st.stack().last();
+            let found =
+                top.and_then(|t| Some((self.inner.scenes.get(&t.scene).cloned()?, t.cursor)));
+            if let Some(idle) = found.as_ref().and_then(|(scene, _)| scene.idle_ttl) {
+                // Activity: the idle TTL starts again.
+                st.top_mut()?.expires = Some(now.saturating_add(i64::from(idle)));
             }
             found
         };
@@ -285,8 +237,8 @@ impl<S: SessionData, U: Update> Stage<S, U> {
         if let Some(c) = cursor {
             span.record("step", c);
         }
-        if let Some(o) = run_routes(&scene.routes, &cx, bot).await? {
-            self.apply(cx, o).await?;
+        if let Some(o) = scene.routes.run(&cx).await? {
+            self.apply_outcome(cx, o).await?;
             return Ok(Outcome::Handled);
         }
         let Some(steps) = &scene.steps else {
@@ -297,14 +249,15 @@ impl<S: SessionData, U: Update> Stage<S, U> {
             .and_then(|c| steps.get(c))
             .cloned();
         let Some(step) = step else {
-            // W1: a cursor out of range leaves the wizard; the update is consumed.
-            self.apply(cx, Outcome::leave()).await?;
+            // A cursor out of range leaves the wizard; the update is consumed
+            // (checklist item W1 in tests/checklist).
+            self.apply_outcome(cx, Outcome::leave()).await?;
             return Ok(Outcome::Handled);
         };
         match step.call(cx.clone()).await.map_err(Error::handler)? {
             Outcome::Pass => next.run_boxed(cx).await,
             o => {
-                self.apply(cx, o).await?;
+                self.apply_outcome(cx, o).await?;
                 Ok(Outcome::Handled)
             }
         }
@@ -313,45 +266,27 @@ impl<S: SessionData, U: Update> Stage<S, U> {
     /// The one interpreter of transitions.
     ///
     /// Cursor moves (the common answer of a wizard step) are applied here, without
-    /// boxing; every other transition goes through [`apply_boxed`](Self::apply_boxed),
+    /// boxing (by the context itself); every other transition goes through
+    /// [`apply_boxed`](Self::apply_boxed),
     /// whose box breaks the recursion (hooks and steps run by a transition answer with
     /// transitions of their own).
-    pub(crate) async fn apply(self: Arc<Self>, cx: Cx<S, U>, outcome: Outcome) -> Result<()> {
-        match outcome {
-            Outcome::Handled | Outcome::Pass => Ok(()),
-            Outcome::Next | Outcome::Back | Outcome::Goto(_) => {
-                begin_transition(&cx, &outcome)?;
-                let mut st = cx.state();
-                match outcome {
-                    Outcome::Next => move_cursor(&mut st, |c| c.saturating_add(1)),
-                    Outcome::Back => move_cursor(&mut st, |c| c.saturating_sub(1)),
-                    Outcome::Goto(n) => move_cursor(&mut st, |_| n),
-                    _ => Ok(()),
-                }
-            }
-            _ => self.apply_boxed(cx, outcome).await,
+    async fn apply_outcome(&self, cx: Cx<S, U>, outcome: Outcome) -> Result<()> {
+        if !outcome.is_transition() {
+            return Ok(());
         }
+        if outcome.is_cursor_move() {
+            return cx.apply(outcome).await;
+        }
+        self.clone().apply_boxed(cx, outcome).await
     }
 
-    fn apply_boxed(
-        self: Arc<Self>,
-        cx: Cx<S, U>,
-        outcome: Outcome,
-    ) -> BoxFuture<'static, Result<()>> {
+    fn apply_boxed(self, cx: Cx<S, U>, outcome: Outcome) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
-            begin_transition(&cx, &outcome)?;
+            cx.begin_transition(&outcome)?;
             match outcome {
-                Outcome::Handled | Outcome::Pass => Ok(()),
-                Outcome::Next => move_cursor(&mut cx.state(), |c| c.saturating_add(1)),
-                Outcome::Back => move_cursor(&mut cx.state(), |c| c.saturating_sub(1)),
-                Outcome::Goto(n) => move_cursor(&mut cx.state(), |_| n),
-                Outcome::NextNow => {
-                    move_cursor(&mut cx.state(), |c| c.saturating_add(1))?;
-                    self.run_step(cx).await
-                }
-                Outcome::GotoNow(n) => {
-                    let n = i64::try_from(n).unwrap_or(i64::MAX);
-                    move_cursor(&mut cx.state(), |_| n)?;
+                Outcome::NextNow | Outcome::GotoNow(_) => {
+                    cx.state()
+                        .move_cursor(|c| outcome.moved_cursor(c).unwrap_or(c))?;
                     self.run_step(cx).await
                 }
                 Outcome::Enter(e) => self.enter(cx, e, false).await,
@@ -367,7 +302,7 @@ impl<S: SessionData, U: Update> Stage<S, U> {
                     };
                     let scene = self.lookup(&id)?;
                     self.run_leave_hooks(&scene, &cx).await?;
-                    let old = cx.state().stack.pop();
+                    let old = cx.state().stack_mut()?.pop();
                     let e = Enter {
                         id,
                         state: old.map(|f| f.state),
@@ -377,17 +312,21 @@ impl<S: SessionData, U: Update> Stage<S, U> {
                 }
                 Outcome::Leave(result) => self.leave(cx, result).await,
                 Outcome::Clear => self.clear(&cx).await,
+                // Not transitions, or cursor moves: `apply` took them.
+                Outcome::Handled
+                | Outcome::Pass
+                | Outcome::Next
+                | Outcome::Back
+                | Outcome::Goto(_) => Ok(()),
             }
         })
     }
 
     /// Runs the active wizard's current step with this update (used by `...Now`).
-    async fn run_step(self: Arc<Self>, cx: Cx<S, U>) -> Result<()> {
+    async fn run_step(&self, cx: Cx<S, U>) -> Result<()> {
         let (scene, cursor) = {
             let st = cx.state();
-            let Some(top) = st.stack.last() else {
-                return Err(Error::NoActiveScene);
-            };
+            let top = st.top()?;
             (self.lookup(&top.scene)?, top.cursor)
         };
         let step = scene
@@ -398,33 +337,32 @@ impl<S: SessionData, U: Update> Stage<S, U> {
         match step {
             Some(step) => {
                 let o = step.call(cx.clone()).await.map_err(Error::handler)?;
-                self.apply(cx, o).await
+                self.apply_outcome(cx, o).await
             }
-            None => self.apply(cx, Outcome::leave()).await,
+            None => self.apply_outcome(cx, Outcome::leave()).await,
         }
     }
 
-    async fn enter(self: Arc<Self>, cx: Cx<S, U>, e: Enter, push: bool) -> Result<()> {
+    async fn enter(&self, cx: Cx<S, U>, e: Enter, push: bool) -> Result<()> {
         let scene = self.lookup(&e.id)?;
         if !push {
-            let top = cx.current_scene();
-            if let Some(top) = top {
+            if let Some(top) = cx.current_scene() {
                 if !e.silent {
-                    if let Some(old) = self.scenes.get(&top).cloned() {
+                    if let Some(old) = self.inner.scenes.get(&top).cloned() {
                         self.run_leave_hooks(&old, &cx).await?;
                     }
                 }
-                cx.state().stack.pop();
+                cx.state().stack_mut()?.pop();
             }
         }
         {
             let frame = self.new_frame(&scene, e.state, cx.now_s());
             let mut st = cx.state();
-            if st.stack.len() >= MAX_DEPTH {
+            let stack = st.stack_mut()?;
+            if stack.len() >= MAX_DEPTH {
                 return Err(Error::Transition("the scene stack is too deep"));
             }
-            st.stack.push(frame);
-            st.dirty = true;
+            stack.push(frame);
         }
         tracing::debug!(target: "stagecraft::stage", key = ?cx.key(), scene = %scene.id, silent = e.silent, "entered");
         if e.silent {
@@ -433,7 +371,7 @@ impl<S: SessionData, U: Update> Stage<S, U> {
         for hook in &scene.on_enter {
             let o = hook.call(cx.clone()).await.map_err(Error::handler)?;
             if o.is_transition() {
-                return self.apply(cx, o).await;
+                return self.apply_outcome(cx, o).await;
             }
         }
         if scene.is_wizard() {
@@ -443,7 +381,7 @@ impl<S: SessionData, U: Update> Stage<S, U> {
     }
 
     async fn run_leave_hooks(&self, scene: &Scene<S, U>, cx: &Cx<S, U>) -> Result<()> {
-        cx.state().leaving += 1;
+        cx.state().set_leaving(true);
         let mut result = Ok(());
         for hook in &scene.on_leave {
             if let Err(e) = hook.call(cx.clone()).await {
@@ -451,39 +389,39 @@ impl<S: SessionData, U: Update> Stage<S, U> {
                 break;
             }
         }
-        cx.state().leaving -= 1;
+        cx.state().set_leaving(false);
         result
     }
 
     async fn leave(
-        self: Arc<Self>,
+        &self,
         cx: Cx<S, U>,
         result: Option<Box<dyn std::any::Any + Send>>,
     ) -> Result<()> {
         let Some(top) = cx.current_scene() else {
             return Ok(());
         };
-        if let Some(scene) = self.scenes.get(&top).cloned() {
+        if let Some(scene) = self.inner.scenes.get(&top).cloned() {
             self.run_leave_hooks(&scene, &cx).await?;
         }
         let parent = {
             let now = cx.now_s();
             let mut st = cx.state();
-            st.stack.pop();
-            st.dirty = true;
+            let stack = st.stack_mut()?;
+            stack.pop();
             // A parent that expired (or was unregistered) while its child ran goes silently.
-            while let Some(p) = st.stack.last() {
-                if p.is_expired(now) || !self.scenes.contains_key(&p.scene) {
-                    st.stack.pop();
+            while let Some(p) = stack.last() {
+                if p.is_expired(now) || !self.is_registered(&p.scene) {
+                    stack.pop();
                 } else {
                     break;
                 }
             }
             // The parent is active again: that is activity for its idle TTL.
-            st.stack.last_mut().and_then(|p| {
-                let scene = self.scenes.get(&p.scene).cloned()?;
+            stack.last_mut().and_then(|p| {
+                let scene = self.inner.scenes.get(&p.scene).cloned()?;
                 if let Some(idle) = scene.idle_ttl {
-                    p.expires = Some(now + i64::from(idle));
+                    p.expires = Some(now.saturating_add(i64::from(idle)));
                 }
                 Some(scene)
             })
@@ -496,18 +434,42 @@ impl<S: SessionData, U: Update> Stage<S, U> {
         cx.set_result(result);
         let o = resume.call(cx.clone()).await.map_err(Error::handler)?;
         cx.set_result(None);
-        self.apply(cx, o).await
+        self.apply_outcome(cx, o).await
     }
 
     async fn clear(&self, cx: &Cx<S, U>) -> Result<()> {
         while let Some(top) = cx.current_scene() {
-            if let Some(scene) = self.scenes.get(&top).cloned() {
+            if let Some(scene) = self.inner.scenes.get(&top).cloned() {
                 self.run_leave_hooks(&scene, cx).await?;
             }
-            let mut st = cx.state();
-            st.stack.pop();
-            st.dirty = true;
+            cx.state().stack_mut()?.pop();
         }
         Ok(())
+    }
+
+    /// This stage as the interpreter of a context's transitions.
+    pub(crate) fn interpreter(&self) -> Arc<dyn Interpret<S, U>> {
+        Arc::new(self.clone())
+    }
+}
+
+impl<S: SessionData, U: Update> Middleware<S, U> for Stage<S, U> {
+    fn call(&self, cx: Cx<S, U>, next: Next<S, U>) -> BoxFuture<'static, HandlerResult> {
+        let stage = self.clone();
+        Box::pin(async move {
+            cx.enter_stage(Interpret::id(&stage), || stage.interpreter());
+            stage.run(cx, next).await
+        })
+    }
+}
+
+impl<S: SessionData, U: Update> Interpret<S, U> for Stage<S, U> {
+    fn apply(&self, cx: Cx<S, U>, outcome: Outcome) -> BoxFuture<'static, Result<()>> {
+        let stage = self.clone();
+        Box::pin(async move { stage.apply_outcome(cx, outcome).await })
+    }
+
+    fn id(&self) -> usize {
+        Arc::as_ptr(&self.inner).cast::<()>() as usize
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::session::{FastMap, fast_map};
+use crate::util::{FastMap, fast_map};
 use async_trait::async_trait;
 use dashmap::mapref::entry::Entry as MapEntry;
 

@@ -378,3 +378,16 @@ pub(crate) fn random_u64() -> u64 {
     h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
     h.finish()
 }
+
+/// A record read from a store (the name the layers above use).
+pub type Record = Loaded;
+
+/// What a lease taken with [`SessionStore::acquire_lease_and_load`] brought of the record.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Preload {
+    /// The record was not read: load it separately.
+    #[default]
+    NotRead,
+    /// The record as read together with the lease (`None`: there is none).
+    Read(Option<Record>),
+}

@@ -7,8 +7,8 @@ use std::time::Duration;
 use crate::clock::ManualClock;
 use crate::error::Result;
 use crate::pipeline::{Pipeline, PipelineBuilder};
+use crate::record::{RecordInfo, SessionData, inspect};
 use crate::replay::REPLAY_EPOCH_S;
-use crate::session::{RecordInfo, SessionData, inspect};
 use crate::store::{MemoryStore, SessionStore};
 use crate::transport::{Outgoing, RecordingTransport};
 use crate::update::TelegramUpdate;
@@ -170,10 +170,17 @@ impl<S: SessionData> TestBot<S> {
         &self.replies
     }
 
-    /// The session key of the current user and chat (user-in-chat).
+    /// The session key of a message from the current user in the current chat, as the
+    /// pipeline's [`KeyStrategy`](crate::session::KeyStrategy) derives it (empty when the
+    /// strategy gives such a message no session).
     #[must_use]
     pub fn key(&self) -> String {
-        format!("{}:{}", self.user, self.chat)
+        let probe = self.build(
+            serde_json::json!({"update_id": 0, "message": {"message_id": 0,
+            "date": 0, "chat": {"id": self.chat, "type": "private"},
+            "from": {"id": self.user, "is_bot": false}, "text": ""}}),
+        );
+        self.pipeline.key_of(&probe).unwrap_or_default()
     }
 
     /// The stored record of the current user and chat, read without the bot's types.

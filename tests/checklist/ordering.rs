@@ -92,11 +92,11 @@ async fn diff_s6_two_quick_answers_run_one_wizard_step_each_in_order() {
                             let name = text_of(&cx);
                             tokio::time::sleep(Duration::from_millis(20)).await;
                             cx.reply(format!("How old are you, {name}?"));
-                            cx.with_state(|s: &mut Form| s.name = name)?;
+                            cx.scene_state_mut(|s: &mut Form| s.name = name)?;
                             Ok(Outcome::Next)
                         })
                         .step(|cx: C| async move {
-                            let name = cx.scene_state::<Form>()?.name;
+                            let name = cx.scene_state(Form::clone)?.name;
                             cx.reply(format!("Confirm: {name}, {}.", text_of(&cx)));
                             Ok(Outcome::leave())
                         })

@@ -10,7 +10,7 @@ use stagecraft::prelude::*;
 const T0: i64 = 1_700_000_000;
 
 // Telegraf stores one scene as `session.__scenes = {current, expires, state, cursor}`;
-// stagecraft stores `{"data": S, "scenes": [frame, ...]}` (a stack) beside the bot's data,
+// stagecraft stores `{"v": 1, "data": S, "scenes": [frame, ...]}` (a stack) beside the bot's data,
 // each frame with its typed state under its typetag name, and no `scenes` after leaving.
 #[tokio::test]
 async fn diff_c1_stored_shape_is_data_plus_a_scene_stack() {
@@ -34,11 +34,14 @@ async fn diff_c1_stored_shape_is_data_plus_a_scene_stack() {
     bot.send("/go").await.unwrap();
     assert_eq!(
         raw(&bot).await.unwrap(),
-        json!({"data": {"count": 0}, "scenes": [
+        json!({"v": 1, "data": {"count": 0}, "scenes": [
             {"scene": "w", "cursor": 1, "entered_at": T0, "expires": T0 + 60, "state": {"json": {}}}]})
     );
     bot.send("/done").await.unwrap();
-    assert_eq!(raw(&bot).await.unwrap(), json!({"data": {"count": 0}}));
+    assert_eq!(
+        raw(&bot).await.unwrap(),
+        json!({"v": 1, "data": {"count": 0}})
+    );
 }
 
 fn enter_stage() -> StageBuilder<Data, TelegramUpdate> {
@@ -69,7 +72,7 @@ fn enter_stage() -> StageBuilder<Data, TelegramUpdate> {
                 .ttl(30)
                 .state::<Form>()
                 .on_enter(|cx: C| async move {
-                    let name = cx.scene_state::<Form>()?.name;
+                    let name = cx.scene_state(Form::clone)?.name;
                     cx.reply(format!("enter b via {} name={name}", text_of(&cx)));
                     Ok(Outcome::Handled)
                 })
@@ -263,7 +266,7 @@ async fn c5_reenter_keeps_the_state_and_resets_the_cursor_and_is_a_no_op_without
                     Wizard::builder("w")
                         .state::<Form>()
                         .on_enter(|cx: C| async move {
-                            cx.reply(format!("enter name={}", cx.scene_state::<Form>()?.name));
+                            cx.reply(format!("enter name={}", cx.scene_state(Form::clone)?.name));
                             Ok(Outcome::Handled)
                         })
                         .on_leave(said("leave w"))
@@ -271,7 +274,7 @@ async fn c5_reenter_keeps_the_state_and_resets_the_cursor_and_is_a_no_op_without
                         .step(say_then("w0", || Outcome::Next))
                         .step(|cx: C| async move {
                             let name = text_of(&cx);
-                            cx.with_state(|s: &mut Form| s.name = name)?;
+                            cx.scene_state_mut(|s: &mut Form| s.name = name)?;
                             cx.reply("w1");
                             Ok(Outcome::Next)
                         })
@@ -393,7 +396,7 @@ async fn c7_state_defaults_to_an_empty_object_and_the_setter_replaces_it() {
                             Ok(Outcome::Handled)
                         })
                         .on_text(|cx: C| async move {
-                            cx.reply(cx.scene_state::<JsonState>()?.0.to_string());
+                            cx.reply(cx.scene_state(JsonState::clone)?.0.to_string());
                             Ok(Outcome::Handled)
                         })
                         .build(),
@@ -423,7 +426,7 @@ async fn typed_scene_state_round_trips_with_its_tag_and_a_wrong_type_is_a_state_
                     Scene::builder("f")
                         .state::<Form>()
                         .command("wrong", |cx: C| async move {
-                            match cx.with_state(|p: &mut Picker| p.options.clear()) {
+                            match cx.scene_state_mut(|p: &mut Picker| p.options.clear()) {
                                 Err(Error::StateType { scene, expected }) => {
                                     cx.reply(format!(
                                         "{scene} is not {}",
@@ -436,8 +439,9 @@ async fn typed_scene_state_round_trips_with_its_tag_and_a_wrong_type_is_a_state_
                         })
                         .on_text(|cx: C| async move {
                             let text = text_of(&cx);
-                            let before =
-                                cx.with_state(|f: &mut Form| std::mem::replace(&mut f.name, text))?;
+                            let before = cx.scene_state_mut(|f: &mut Form| {
+                                std::mem::replace(&mut f.name, text)
+                            })?;
                             cx.reply(format!("was {before:?}"));
                             Ok(Outcome::Handled)
                         })

@@ -219,7 +219,7 @@ fn form_bot(store: Arc<dyn SessionStore>, entered: Arc<AtomicUsize>) -> Bot {
                         )
                         .on_resume(|cx: C| async move {
                             let colour = cx.take_result::<String>().unwrap_or_default();
-                            let name = cx.scene_state::<Form>()?.name;
+                            let name = cx.scene_state(Form::clone)?.name;
                             cx.reply(format!("{name} picked {colour}"));
                             Ok(Outcome::leave())
                         })
@@ -233,13 +233,13 @@ fn form_bot(store: Arc<dyn SessionStore>, entered: Arc<AtomicUsize>) -> Bot {
                             async move { Ok(Outcome::Handled) }
                         })
                         .step(|cx: C| async move {
-                            let options = cx.scene_state::<Picker>()?.options.join("/");
+                            let options = cx.scene_state(Picker::clone)?.options.join("/");
                             cx.reply(format!("pick {options}"));
                             Ok(Outcome::Next)
                         })
                         .step(|cx: C| async move {
                             let text = text_of(&cx);
-                            if cx.with_state_ref(|p: &Picker| p.options.contains(&text))? {
+                            if cx.scene_state(|p: &Picker| p.options.contains(&text))? {
                                 return Ok(Outcome::leave_with(text));
                             }
                             cx.reply("not an option");

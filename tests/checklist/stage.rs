@@ -136,7 +136,10 @@ async fn diff_t2_c4_unknown_stored_scene_is_dropped_and_the_user_is_not_stuck() 
         bot.scenes().await.is_empty(),
         "the stale frame is gone from the store"
     );
-    assert_eq!(raw(&bot).await.unwrap(), json!({"data": {"count": 3}}));
+    assert_eq!(
+        raw(&bot).await.unwrap(),
+        json!({"v": 1, "data": {"count": 3}})
+    );
 
     // A stale frame on top of a live one: the live one is active again.
     let bot = Bot::new(build);
@@ -224,7 +227,7 @@ async fn t5_outcomes_serve_as_the_stage_enter_leave_reenter_helpers() {
                 .scene(
                     Scene::builder("s")
                         .on_enter(|cx: C| async move {
-                            let name = cx.scene_state::<Form>()?.name;
+                            let name = cx.scene_state(Form::clone)?.name;
                             cx.reply(format!("enter s ({name})"));
                             Ok(Outcome::Handled)
                         })

@@ -1,9 +1,14 @@
-//! [`Outcome`]: what a handler answers, interpreted by the stage.
+//! [`Outcome`]: what a handler answers: a transition, as data, interpreted by the stage.
 
 use std::any::Any;
 use std::fmt;
 
-use crate::scene::SceneState;
+use crate::record::SceneState;
+
+/// How many transitions one update may make before it is taken for a loop.
+pub const MAX_TRANSITIONS: usize = 64;
+/// How deep the scene stack may grow.
+pub const MAX_DEPTH: usize = 32;
 
 /// What a handler, step or hook answers. The stage applies it (transitions as data).
 ///
@@ -27,8 +32,9 @@ pub enum Outcome {
     Goto(i64),
     /// Wizard: move to the next step and run it now with this update.
     NextNow,
-    /// Wizard: move to step `n` and run it now with this update.
-    GotoNow(usize),
+    /// Wizard: move to step `n` and run it now with this update. Out of range: the
+    /// scene is left at once.
+    GotoNow(i64),
     /// Leave the current scene and enter another in its place (Telegraf's `enter`).
     Enter(Enter),
     /// Enter a scene on top of the current one, which waits beneath it; when the new
@@ -86,6 +92,23 @@ impl Outcome {
     #[must_use]
     pub fn is_transition(&self) -> bool {
         !matches!(self, Self::Handled | Self::Pass)
+    }
+
+    /// Is this a wizard cursor move that runs no step ([`Next`](Self::Next),
+    /// [`Back`](Self::Back), [`Goto`](Self::Goto))?
+    pub(crate) fn is_cursor_move(&self) -> bool {
+        matches!(self, Self::Next | Self::Back | Self::Goto(_))
+    }
+
+    /// Where a cursor move ([`Next`](Self::Next), [`Back`](Self::Back),
+    /// [`Goto`](Self::Goto), and the `...Now` variants) takes cursor `c`.
+    pub(crate) fn moved_cursor(&self, c: i64) -> Option<i64> {
+        match self {
+            Self::Next | Self::NextNow => Some(c.saturating_add(1)),
+            Self::Back => Some(c.saturating_sub(1)),
+            Self::Goto(n) | Self::GotoNow(n) => Some(*n),
+            _ => None,
+        }
     }
 }
 

@@ -1,0 +1,207 @@
+//! [`SessionState`]: the session of one update attempt as its handlers see it.
+//!
+//! The handler-facing half (data, scene stack, the dirty/touched flags, the transition
+//! guards) is private to this module and changed only through its methods. The other
+//! half, where the session came from ([`Origin`]), is the session cycle's bookkeeping:
+//! written and read only by `pipeline/cycle.rs`, which loads and commits.
+
+use crate::error::{Error, Result};
+use crate::outcome::MAX_TRANSITIONS;
+use crate::record::Frame;
+use crate::store::{Preload, Record};
+
+/// Where an attempt's session came from, as the session cycle recorded it.
+#[derive(Debug, Default)]
+pub(crate) enum Origin {
+    /// Not loaded yet. `preload` is the record read together with the key's lease;
+    /// `may_trust`: the cycle's cache policy lets this attempt use its cached copy of
+    /// the session unread.
+    Pending { preload: Preload, may_trust: bool },
+    /// Nothing was loaded: the update has no session, or no record was stored.
+    #[default]
+    Absent,
+    /// Decoded from (or found byte-equal to) this stored record. `unread`: taken from
+    /// the cache without reading the store; `trusted_until`: how long (store clock, ms)
+    /// the cached copy may stand for the record unread (`None`: only after a read).
+    Stored {
+        record: Record,
+        unread: bool,
+        trusted_until: Option<i64>,
+    },
+}
+
+/// What the handlers of one update attempt see of the session, and how they left it.
+pub(crate) struct SessionState<S> {
+    loaded: bool,
+    data: Option<S>,
+    stack: Vec<Frame>,
+    /// Something was borrowed mutably (or the stack changed).
+    dirty: bool,
+    /// Something was read (Telegraf's "touched").
+    touched: bool,
+    /// The update was committed: the session is gone from this context.
+    closed: bool,
+    /// > 0 while leave hooks run: transitions are refused.
+    leaving: usize,
+    transitions: usize,
+    /// The session cycle's bookkeeping (see [`Origin`]).
+    pub(crate) origin: Origin,
+}
+
+/// How a closed session was left, for the commit.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Closed {
+    pub(crate) loaded: bool,
+    pub(crate) dirty: bool,
+    pub(crate) touched: bool,
+}
+
+impl<S> SessionState<S> {
+    /// A session not loaded yet, to be loaded as `origin` says.
+    pub(crate) fn new(origin: Origin) -> Self {
+        Self {
+            loaded: false,
+            data: None,
+            stack: Vec::new(),
+            dirty: false,
+            touched: false,
+            closed: false,
+            leaving: 0,
+            transitions: 0,
+            origin,
+        }
+    }
+
+    pub(crate) fn is_loaded(&self) -> bool {
+        self.loaded
+    }
+
+    /// The session is loaded: `data` (`None`: created on first use) and `stack`.
+    pub(crate) fn set_loaded(&mut self, data: Option<S>, stack: Vec<Frame>) {
+        self.data = data;
+        self.stack = stack;
+        self.loaded = true;
+    }
+
+    /// The stored session was discarded (it could not be decoded): it must be written.
+    pub(crate) fn mark_reset(&mut self) {
+        self.dirty = true;
+    }
+
+    fn open(&self) -> Result<()> {
+        if self.closed {
+            Err(Error::Finished)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The data for reading, created by `default` when new.
+    pub(crate) fn data(&mut self, default: impl FnOnce() -> S) -> Result<&S> {
+        self.open()?;
+        self.touched = true;
+        Ok(self.data.get_or_insert_with(default))
+    }
+
+    /// The data for changing, created by `default` when new.
+    pub(crate) fn data_mut(&mut self, default: impl FnOnce() -> S) -> Result<&mut S> {
+        self.open()?;
+        self.touched = true;
+        self.dirty = true;
+        Ok(self.data.get_or_insert_with(default))
+    }
+
+    /// Deletes data and stack (the record is deleted at the commit).
+    pub(crate) fn clear(&mut self) -> Result<()> {
+        self.open()?;
+        self.data = None;
+        self.stack.clear();
+        self.dirty = true;
+        self.touched = true;
+        Ok(())
+    }
+
+    /// The scene stack, bottom first.
+    pub(crate) fn stack(&self) -> &[Frame] {
+        &self.stack
+    }
+
+    /// The scene stack for changing (marks the session dirty).
+    pub(crate) fn stack_mut(&mut self) -> Result<&mut Vec<Frame>> {
+        self.open()?;
+        self.dirty = true;
+        Ok(&mut self.stack)
+    }
+
+    /// The active frame.
+    pub(crate) fn top(&self) -> Result<&Frame> {
+        self.open()?;
+        self.stack.last().ok_or(Error::NoActiveScene)
+    }
+
+    /// The active frame for changing (marks the session dirty).
+    pub(crate) fn top_mut(&mut self) -> Result<&mut Frame> {
+        self.stack_mut()?.last_mut().ok_or(Error::NoActiveScene)
+    }
+
+    /// Moves the active wizard's cursor (no step runs).
+    pub(crate) fn move_cursor(&mut self, f: impl FnOnce(i64) -> i64) -> Result<()> {
+        let frame = self.top_mut()?;
+        let cursor = frame
+            .cursor
+            .as_mut()
+            .ok_or(Error::Transition("the active scene is not a wizard"))?;
+        *cursor = f(*cursor);
+        Ok(())
+    }
+
+    /// Counts a transition, refusing it inside a leave hook, past [`MAX_TRANSITIONS`]
+    /// and after the commit.
+    pub(crate) fn begin_transition(&mut self) -> Result<()> {
+        self.open()?;
+        if self.leaving > 0 {
+            return Err(Error::Transition(
+                "scenes cannot change inside a leave hook",
+            ));
+        }
+        self.transitions += 1;
+        if self.transitions > MAX_TRANSITIONS {
+            return Err(Error::TransitionLoop(MAX_TRANSITIONS));
+        }
+        Ok(())
+    }
+
+    /// Leave hooks start (`true`) or end (`false`) running: no transitions meanwhile.
+    pub(crate) fn set_leaving(&mut self, leaving: bool) {
+        if leaving {
+            self.leaving += 1;
+        } else {
+            self.leaving = self.leaving.saturating_sub(1);
+        }
+    }
+
+    /// Ends the session's life in this context, saying how it was left.
+    pub(crate) fn close(&mut self) -> Closed {
+        self.closed = true;
+        Closed {
+            loaded: self.loaded,
+            dirty: self.dirty,
+            touched: self.touched,
+        }
+    }
+
+    /// Neither data nor scenes: the record is to be deleted.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.data.is_none() && self.stack.is_empty()
+    }
+
+    /// The data (created by `default` when missing) and the stack, for encoding.
+    pub(crate) fn parts(&mut self, default: impl FnOnce() -> S) -> (&S, &[Frame]) {
+        (self.data.get_or_insert_with(default), &self.stack)
+    }
+
+    /// Moves data and stack out (into the cycle's cache, after the commit).
+    pub(crate) fn take_parts(&mut self) -> (Option<S>, Vec<Frame>) {
+        (self.data.take(), std::mem::take(&mut self.stack))
+    }
+}

@@ -1,0 +1,345 @@
+//! [`PipelineBuilder`]: the bot's configuration, turned into a [`Pipeline`] by
+//! [`build`](PipelineBuilder::build), which also fixes the cache policy.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use super::cycle::{CachePolicy, Cycle, Loader};
+use super::keys::KeyTable;
+use super::lease::{LeaseConfig, LeaseMode, Leases};
+use super::{DEFAULT_CACHE_CAPACITY, Pipeline};
+use crate::clock::{Clock, SystemClock};
+use crate::context::{Env, Interpret};
+use crate::handler::{Chain, Handler, Link, Matcher, Middleware, RouteBuilder, Routes};
+use crate::record::SessionData;
+use crate::session::{DecodePolicy, ErrorPolicy, KeyStrategy, SavePolicy};
+use crate::stage::Stage;
+use crate::store::{Codec, MemoryStore, SessionStore};
+use crate::transport::{LogTransport, Transport};
+use crate::update::Update;
+
+/// Whether an update reads its session from the store when this process wrote it last.
+///
+/// With [`WriteThrough`](Self::WriteThrough), a pipeline keeps each session it committed
+/// (decoded, with the version the store gave it) and the next update of that key uses it
+/// without a read: an update then costs one store round trip (the compare-and-set write)
+/// instead of two. It stays correct when someone else writes the record meanwhile (another
+/// process, another pipeline on the same store, an operator): the write's
+/// compare-and-set fails, and the update runs again on a fresh read, its held-back
+/// replies dropped (this rerun does not count against
+/// [`max_attempts`](PipelineBuilder::max_attempts)). What it gives up: an update that
+/// writes nothing (a read-only command) answers from this process's last write even if
+/// another process changed the record since, and a handler's own side effects (other
+/// than replies) may run twice in that case. Records with a TTL are read again once the
+/// cached copy would have expired.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CacheMode {
+    /// [`WriteThrough`](Self::WriteThrough) where the store says it is normally written
+    /// by one process ([`MemoryStore`], `SqliteStore`) and this pipeline takes no leases;
+    /// [`Validate`](Self::Validate) otherwise (Redis, PostgreSQL, MySQL, custom stores),
+    /// except for an update whose key's lease was passed straight on to it by the
+    /// previous update here: the lease was held all along, so that update uses the
+    /// session the previous one committed, unread (a writer that takes no lease is caught
+    /// by compare-and-set as above).
+    #[default]
+    Auto,
+    /// Every update reads its record; the cache only saves decoding it again when the
+    /// bytes read are the ones this process wrote.
+    Validate,
+    /// Updates skip reading a record this process wrote last (see the type's docs), also
+    /// with leases and on stores that do not do it by default.
+    WriteThrough,
+}
+
+/// Builds a [`Pipeline`]. Links run in the order they are added.
+///
+/// ```
+/// use stagecraft::prelude::*;
+/// use stagecraft::session::{ErrorPolicy, KeyStrategy};
+///
+/// let bot = Pipeline::<()>::builder()
+///     .key(KeyStrategy::Chat)
+///     .error_policy(ErrorPolicy::RollBack)
+///     .command("ping", |cx: Cx<()>| async move { cx.reply("pong"); Ok(Outcome::Handled) })
+///     .build();
+/// # let _ = bot;
+/// ```
+pub struct PipelineBuilder<S, U> {
+    store: Arc<dyn SessionStore>,
+    codec: Codec,
+    clock: Arc<dyn Clock>,
+    transport: Arc<dyn Transport>,
+    key: KeyStrategy<U>,
+    default_session: Box<dyn Fn() -> S + Send + Sync>,
+    bot_username: Option<String>,
+    error_policy: ErrorPolicy,
+    decode_policy: DecodePolicy,
+    save_policy: SavePolicy,
+    max_attempts: usize,
+    extensions: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    keys: KeyTable<S>,
+    cache_mode: CacheMode,
+    chain: Chain<S, U>,
+    interpret: Option<Arc<dyn Interpret<S, U>>>,
+    leases: Leases,
+}
+
+impl<S, U> fmt::Debug for PipelineBuilder<S, U> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PipelineBuilder")
+            .field("store", &self.store)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
+    pub(super) fn new(default: impl Fn() -> S + Send + Sync + 'static) -> Self {
+        Self {
+            store: Arc::new(MemoryStore::new()),
+            codec: Codec::Json,
+            clock: Arc::new(SystemClock),
+            transport: Arc::new(LogTransport),
+            key: KeyStrategy::UserInChat,
+            default_session: Box::new(default),
+            bot_username: None,
+            error_policy: ErrorPolicy::WriteAnyway,
+            decode_policy: DecodePolicy::Fail,
+            save_policy: SavePolicy::Changed,
+            max_attempts: 3,
+            extensions: HashMap::new(),
+            keys: KeyTable::new(DEFAULT_CACHE_CAPACITY),
+            cache_mode: CacheMode::Auto,
+            chain: Chain::default(),
+            interpret: None,
+            leases: Leases::default(),
+        }
+    }
+
+    /// Where sessions are stored (default: a [`MemoryStore`]).
+    #[must_use]
+    pub fn store(mut self, store: impl SessionStore) -> Self {
+        self.store = Arc::new(store);
+        self
+    }
+
+    /// Like [`store`](Self::store), for a store already behind an `Arc`.
+    #[must_use]
+    pub fn store_arc(mut self, store: Arc<dyn SessionStore>) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// How sessions are encoded (default: JSON).
+    #[must_use]
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// How an update's session key is derived (default: [`KeyStrategy::UserInChat`]).
+    #[must_use]
+    pub fn key(mut self, key: KeyStrategy<U>) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// The clock for scene TTLs (default: the system clock).
+    #[must_use]
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Where replies go (default: [`LogTransport`]).
+    #[must_use]
+    pub fn transport(mut self, transport: impl Transport) -> Self {
+        self.transport = Arc::new(transport);
+        self
+    }
+
+    /// The bot's username: commands addressed to another bot (`/start@other`) then
+    /// don't match.
+    #[must_use]
+    pub fn bot_username(mut self, name: impl Into<String>) -> Self {
+        self.bot_username = Some(name.into());
+        self
+    }
+
+    /// What a handler error does to the session (default: [`ErrorPolicy::WriteAnyway`]).
+    #[must_use]
+    pub fn error_policy(mut self, policy: ErrorPolicy) -> Self {
+        self.error_policy = policy;
+        self
+    }
+
+    /// What an undecodable stored session does (default: [`DecodePolicy::Fail`]).
+    #[must_use]
+    pub fn decode_policy(mut self, policy: DecodePolicy) -> Self {
+        self.decode_policy = policy;
+        self
+    }
+
+    /// When sessions are written (default: [`SavePolicy::Changed`]).
+    #[must_use]
+    pub fn save_policy(mut self, policy: SavePolicy) -> Self {
+        self.save_policy = policy;
+        self
+    }
+
+    /// How many times an update runs when its write keeps conflicting with another
+    /// process (default 3; at least 1).
+    #[must_use]
+    pub fn max_attempts(mut self, n: usize) -> Self {
+        self.max_attempts = n.max(1);
+        self
+    }
+
+    /// How many decoded sessions to keep between updates (default
+    /// [`DEFAULT_CACHE_CAPACITY`]; 0 turns the cache off). An update whose stored record
+    /// is byte-for-byte what this process last committed reuses the decoded session
+    /// instead of decoding it again; a record another process changed is always decoded.
+    #[must_use]
+    pub fn session_cache(mut self, capacity: usize) -> Self {
+        self.keys.set_capacity(capacity);
+        self
+    }
+
+    /// Whether updates read their session when this process wrote it last (default
+    /// [`CacheMode::Auto`]: not on Redis, PostgreSQL, MySQL or with leases; yes on the
+    /// memory and SQLite stores). See [`CacheMode`] for what write-through gives up.
+    /// Needs the session cache ([`session_cache`](Self::session_cache) above 0).
+    #[must_use]
+    pub fn cache_mode(mut self, mode: CacheMode) -> Self {
+        self.cache_mode = mode;
+        self
+    }
+
+    /// Makes `value` available to every handler through
+    /// [`Cx::extension`](crate::Cx::extension) (a database pool, an API client, the
+    /// teloxide `Bot`...). One value per type; a second call with the same type
+    /// replaces the first.
+    #[must_use]
+    pub fn extension<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.extensions.insert(TypeId::of::<T>(), Arc::new(value));
+        self
+    }
+
+    /// Adds a middleware: `|cx, next| async move { ...; next.run(cx).await }`.
+    #[must_use]
+    pub fn middleware(mut self, m: impl Middleware<S, U>) -> Self {
+        self.chain.push(Link::Middleware(Arc::new(m)));
+        self
+    }
+
+    /// Adds `stage` as a middleware at this point of the chain (Telegraf's
+    /// `bot.use(stage.middleware())`). The first stage added also applies the
+    /// transitions that handlers outside any stage return (a bot-level `/start`
+    /// answering [`Outcome::enter`](crate::Outcome::enter)). Each stage added runs once
+    /// per update, in chain order.
+    #[must_use]
+    pub fn stage(mut self, stage: Stage<S, U>) -> Self {
+        if self.interpret.is_none() {
+            self.interpret = Some(stage.interpreter());
+        }
+        self.middleware(stage)
+    }
+
+    /// How updates take per-key leases in the store, so that replicas sharing it handle
+    /// the updates of one key one at a time (default: [`LeaseConfig::new`], i.e. leases
+    /// whenever the store supports them). See `docs/concurrency.md`.
+    #[must_use]
+    pub fn leases(mut self, config: LeaseConfig) -> Self {
+        self.leases.set_config(config);
+        self
+    }
+
+    /// Bounds the updates of one key that wait in this process behind the one running:
+    /// an update arriving when `n` already wait fails at once with
+    /// [`Error::Overloaded`](crate::Error::Overloaded) and is not handled (default:
+    /// unbounded). Other keys are not affected.
+    #[must_use]
+    pub fn max_queue_per_key(mut self, n: usize) -> Self {
+        self.keys.set_max_waiting(Some(n));
+        self
+    }
+
+    /// The cache policy of this configuration: whether (and when) an update may use its
+    /// key's cached session without reading the store.
+    fn cache_policy(&self) -> CachePolicy {
+        let leases = match self.leases.config.mode {
+            LeaseMode::Off => false,
+            LeaseMode::On => true,
+            LeaseMode::Auto => self.store.supports_leases(),
+        };
+        let caches = self.keys.caches();
+        let hint = self.store.cache_hint();
+        let own_writes = caches
+            && match self.cache_mode {
+                CacheMode::Validate => false,
+                CacheMode::WriteThrough => true,
+                CacheMode::Auto => {
+                    !leases && hint.as_ref().is_some_and(|h| h.write_through_by_default)
+                }
+            };
+        let passed_lease = caches && leases && self.cache_mode != CacheMode::Validate;
+        if own_writes && hint.is_none() {
+            tracing::warn!(target: "stagecraft::session", store = self.store.backend(),
+                "CacheMode::WriteThrough: this store does not say how long its records \
+                 live, so every update reads its record");
+        }
+        match hint {
+            Some(h) => CachePolicy::new(Some((h.ttl, h.clock)), own_writes, passed_lease),
+            None => CachePolicy::validate(),
+        }
+    }
+
+    /// Finishes the pipeline.
+    #[must_use]
+    pub fn build(self) -> Pipeline<S, U> {
+        let policy = self.cache_policy();
+        let loader = Arc::new(Loader::new(
+            self.store,
+            self.keys,
+            policy,
+            self.decode_policy,
+        ));
+        let env = Env {
+            default_session: self.default_session,
+            transport: self.transport,
+            clock: self.clock,
+            extensions: self.extensions,
+            bot_username: self.bot_username,
+            interpret: self.interpret,
+            source: loader.clone(),
+        };
+        let cycle = Cycle {
+            env: Arc::new(env),
+            loader,
+            chain: Arc::new(self.chain),
+            leases: self.leases,
+            codec: self.codec,
+            error_policy: self.error_policy,
+            save_policy: self.save_policy,
+            max_attempts: self.max_attempts,
+            key: self.key,
+        };
+        Pipeline::from_cycle(Arc::new(cycle))
+    }
+}
+
+impl<S: SessionData, U: Update> RouteBuilder<S, U> for PipelineBuilder<S, U> {
+    fn push_route(mut self, matcher: Matcher<U>, handler: Arc<dyn Handler<S, U>>) -> Self {
+        if let Some(Link::Routes(routes)) = self.chain.last_mut() {
+            routes.list.push((matcher, handler));
+        } else {
+            let mut routes = Routes::default();
+            routes.list.push((matcher, handler));
+            self.chain.push(Link::Routes(routes));
+        }
+        self
+    }
+}

@@ -1,0 +1,377 @@
+//! The stored shape of a session and nothing else: the envelope, the scene stack's
+//! [frames](Frame), scene state ([`SceneState`], tagged by `typetag`), and [`inspect`],
+//! which reads a record without the bot's types.
+//!
+//! A record is stored through the configured [`Codec`] as
+//!
+//! ```json
+//! {"v": 1, "data": S, "scenes": [frame, ...]}
+//! ```
+//!
+//! `v` is the envelope's schema version ([`SCHEMA_VERSION`]); a record without it is a
+//! version-0 record of the same shape, as written before the field existed. `scenes` is
+//! left out when the stack is empty. The envelope is where per-record bookkeeping of the
+//! session cycle goes as it grows (pending replies, recent update ids, deadlines): each
+//! is a field of its own beside `data` and `scenes`, so operator tools keep reading who
+//! is where without the bot's Rust types.
+//!
+//! This module sits low in the crate's layers: it knows the store's [`Codec`] and
+//! nothing above it.
+
+use std::any::Any;
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{BoxError, Error, Result};
+use crate::store::Codec;
+
+/// The envelope's schema version this build writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Bounds on the bot's session data type.
+pub trait SessionData: Serialize + DeserializeOwned + Send + Sync + 'static {}
+
+impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> SessionData for T {}
+
+/// Type-erasure helpers for [`SceneState`]; implemented for every `'static` type.
+/// An implementation detail of `SceneState` (its supertrait), not meant to be called.
+#[doc(hidden)]
+pub trait AsAny: Any {
+    /// `&self` as `&dyn Any`.
+    fn as_any(&self) -> &dyn Any;
+    /// `&mut self` as `&mut dyn Any`.
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+    /// The Rust type name, for error messages.
+    fn type_name(&self) -> &'static str;
+}
+
+impl<T: Any> AsAny for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<T>()
+    }
+}
+
+/// A scene's own typed state, stored in its frame.
+///
+/// Implement it with `typetag` (add `typetag = "0.2"` to your `Cargo.toml`) and an
+/// explicit, stable name, so that renaming the Rust type does not orphan stored
+/// conversations:
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use stagecraft::scene::SceneState;
+///
+/// #[derive(Debug, Default, Clone, Serialize, Deserialize)]
+/// struct Signup { name: String, age: u8 }
+///
+/// #[typetag::serde(name = "signup.v1")]
+/// impl SceneState for Signup {}
+/// ```
+///
+/// Keep implementations non-generic (typetag cannot deserialize generic impls). For
+/// quick scripts, [`JsonState`] holds untyped JSON.
+#[typetag::serde]
+pub trait SceneState: AsAny + fmt::Debug + Send + Sync {}
+
+/// Untyped JSON scene state, for quick scripts (and the default state of scenes that
+/// declare none).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JsonState(pub serde_json::Value);
+
+#[typetag::serde(name = "json")]
+impl SceneState for JsonState {}
+
+impl JsonState {
+    /// An empty JSON object.
+    #[must_use]
+    pub fn object() -> Self {
+        Self(serde_json::Value::Object(serde_json::Map::new()))
+    }
+}
+
+/// One entry of the scene stack, as stored in the session record.
+///
+/// `scene`, `cursor`, `entered_at` and `expires` are plain fields, readable from the
+/// stored JSON without the bot's types; `state` is the scene's typed state, tagged with
+/// its stable `typetag` name.
+#[derive(Debug, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Frame {
+    /// The scene id.
+    pub scene: String,
+    /// The wizard step; `None` for a plain scene. May be out of range (Telegraf lets
+    /// `next()` run past the last step; the next update then leaves the scene).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<i64>,
+    /// When the scene was (re)entered, Unix seconds.
+    pub entered_at: i64,
+    /// When the scene expires, Unix seconds: still active while `now <= expires`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<i64>,
+    /// The scene's state.
+    pub state: Box<dyn SceneState>,
+}
+
+impl Frame {
+    /// A frame of scene `scene` entered at `entered_at` (Unix seconds), with `state`.
+    #[must_use]
+    pub fn new(scene: impl Into<String>, entered_at: i64, state: Box<dyn SceneState>) -> Self {
+        Self {
+            scene: scene.into(),
+            cursor: None,
+            entered_at,
+            expires: None,
+            state,
+        }
+    }
+
+    /// Has this frame expired at `now_s`?
+    #[must_use]
+    pub fn is_expired(&self, now_s: i64) -> bool {
+        self.expires.is_some_and(|e| e < now_s)
+    }
+}
+
+/// The stored shape of a session, borrowed for encoding.
+#[derive(Serialize)]
+pub(crate) struct RecordRef<'a, S> {
+    pub(crate) v: u32,
+    pub(crate) data: &'a S,
+    #[serde(skip_serializing_if = "<[Frame]>::is_empty")]
+    pub(crate) scenes: &'a [Frame],
+}
+
+impl<'a, S: Serialize> RecordRef<'a, S> {
+    /// The record of `data` and `scenes`, at this build's schema version.
+    pub(crate) fn new(data: &'a S, scenes: &'a [Frame]) -> Self {
+        Self {
+            v: SCHEMA_VERSION,
+            data,
+            scenes,
+        }
+    }
+
+    /// Encodes the record with `codec` into a buffer of `size_hint` bytes to start with.
+    ///
+    /// JSON is written here field by field, byte for byte what the derived
+    /// `Serialize` writes through `serde_json`, without its per-field key escaping: the
+    /// record's own field names are constants (measured: about 15% of the memory
+    /// store's instructions per update, see docs/performance.md). The bot's data and
+    /// each frame's state still go through `serde_json`.
+    pub(crate) fn encode(&self, codec: Codec, size_hint: usize) -> Result<Vec<u8>, BoxError> {
+        if codec != Codec::Json {
+            return codec.encode_sized(self, size_hint);
+        }
+        let mut ints = itoa::Buffer::new();
+        let mut buf = Vec::with_capacity(size_hint);
+        buf.extend_from_slice(b"{\"v\":");
+        buf.extend_from_slice(ints.format(self.v).as_bytes());
+        buf.extend_from_slice(b",\"data\":");
+        serde_json::to_writer(&mut buf, self.data)?;
+        if !self.scenes.is_empty() {
+            buf.extend_from_slice(b",\"scenes\":[");
+            for (i, f) in self.scenes.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                buf.extend_from_slice(b"{\"scene\":");
+                serde_json::to_writer(&mut buf, &f.scene)?;
+                if let Some(c) = f.cursor {
+                    buf.extend_from_slice(b",\"cursor\":");
+                    buf.extend_from_slice(ints.format(c).as_bytes());
+                }
+                buf.extend_from_slice(b",\"entered_at\":");
+                buf.extend_from_slice(ints.format(f.entered_at).as_bytes());
+                if let Some(e) = f.expires {
+                    buf.extend_from_slice(b",\"expires\":");
+                    buf.extend_from_slice(ints.format(e).as_bytes());
+                }
+                buf.extend_from_slice(b",\"state\":");
+                serde_json::to_writer(&mut buf, &f.state)?;
+                buf.push(b'}');
+            }
+            buf.push(b']');
+        }
+        buf.push(b'}');
+        Ok(buf)
+    }
+}
+
+/// The stored shape of a session, owned for decoding.
+#[derive(Deserialize)]
+pub(crate) struct RecordOwned<S> {
+    /// The schema version the record was written with (0: before the field existed).
+    #[serde(default)]
+    #[allow(dead_code)] // read by the upgrades that later schema versions bring
+    pub(crate) v: u32,
+    pub(crate) data: S,
+    #[serde(default)]
+    pub(crate) scenes: Vec<Frame>,
+}
+
+impl<S: SessionData> RecordOwned<S> {
+    /// Decodes a stored record (the codec is detected from the bytes).
+    ///
+    /// # Errors
+    /// [`Error::Decode`] naming `key` when the bytes are not a record of `S`.
+    pub(crate) fn decode(key: &str, bytes: &[u8]) -> Result<Self> {
+        Codec::decode::<Self>(bytes).map_err(|e| Error::Decode {
+            key: key.to_owned(),
+            source: e,
+        })
+    }
+}
+
+/// A stored frame read without the bot's types (see [`inspect`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct FrameInfo {
+    /// The scene id.
+    pub scene: String,
+    /// The wizard cursor.
+    #[serde(default)]
+    pub cursor: Option<i64>,
+    /// When it was entered (Unix seconds).
+    #[serde(default)]
+    pub entered_at: i64,
+    /// When it expires (Unix seconds).
+    #[serde(default)]
+    pub expires: Option<i64>,
+    /// The `typetag` name of its state (e.g. `"signup.v1"`).
+    #[serde(skip)]
+    pub state_tag: Option<String>,
+}
+
+/// What [`inspect`] reads from a stored session.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RecordInfo {
+    /// The envelope's schema version (0: written before the field existed).
+    pub schema: u32,
+    /// The bot's data, as untyped JSON.
+    pub data: serde_json::Value,
+    /// The scene stack, bottom first.
+    pub scenes: Vec<FrameInfo>,
+}
+
+/// Reads a stored session record without the bot's Rust types: who is in which scene
+/// and step. This is what operator tools build on.
+///
+/// ```
+/// let bytes = br#"{"v":1,"data":{"n":1},"scenes":[{"scene":"signup","cursor":2,"entered_at":5,
+///     "state":{"signup.v1":{"name":"Ann"}}}]}"#;
+/// let info = stagecraft::record::inspect(bytes).unwrap();
+/// assert_eq!(info.schema, 1);
+/// assert_eq!(info.scenes[0].scene, "signup");
+/// assert_eq!(info.scenes[0].cursor, Some(2));
+/// assert_eq!(info.scenes[0].state_tag.as_deref(), Some("signup.v1"));
+/// assert!(stagecraft::record::inspect(b"\x00garbage").is_err());
+/// ```
+///
+/// # Errors
+/// [`Error::Decode`] (with an empty key) when the bytes are not a session record.
+pub fn inspect(bytes: &[u8]) -> Result<RecordInfo> {
+    #[derive(Deserialize)]
+    struct Raw {
+        #[serde(default)]
+        v: u32,
+        #[serde(default)]
+        data: serde_json::Value,
+        #[serde(default)]
+        scenes: Vec<serde_json::Value>,
+    }
+    let decode_err = |e| Error::Decode {
+        key: String::new(),
+        source: e,
+    };
+    let raw: Raw = Codec::decode(bytes).map_err(decode_err)?;
+    let scenes = raw
+        .scenes
+        .into_iter()
+        .map(|v| {
+            let tag = v
+                .get("state")
+                .and_then(|s| s.as_object())
+                .and_then(|o| o.keys().next().cloned());
+            let mut info: FrameInfo =
+                serde_json::from_value(v).map_err(|e| decode_err(e.into()))?;
+            info.state_tag = tag;
+            Ok(info)
+        })
+        .collect::<Result<_>>()?;
+    Ok(RecordInfo {
+        schema: raw.v,
+        data: raw.data,
+        scenes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(scene: &str, cursor: Option<i64>, expires: Option<i64>, state: &str) -> Frame {
+        Frame {
+            scene: scene.to_owned(),
+            cursor,
+            entered_at: -17,
+            expires,
+            state: Box::new(JsonState(serde_json::from_str(state).unwrap())),
+        }
+    }
+
+    /// The hand-written JSON is byte for byte what the derived `Serialize` writes.
+    #[test]
+    fn json_records_are_written_as_serde_would() {
+        let data = serde_json::json!({"n": 1, "name": "A \"quoted\" name\n", "list": [1, 2]});
+        let stacks = vec![
+            vec![],
+            vec![frame("menu", None, None, "null")],
+            vec![
+                frame(
+                    "sign\"up\\",
+                    Some(2),
+                    Some(i64::MAX),
+                    r#"{"a":[1,{"b":"\u0001"}]}"#,
+                ),
+                frame("ünïcode ✓", Some(-1), None, "{}"),
+                frame("", None, Some(i64::MIN), "\"s\""),
+            ],
+        ];
+        for scenes in &stacks {
+            let record = RecordRef::new(&data, scenes);
+            let by_serde = serde_json::to_vec(&record).unwrap();
+            let by_hand = record.encode(Codec::Json, 8).unwrap();
+            assert_eq!(
+                String::from_utf8(by_hand).unwrap(),
+                String::from_utf8(by_serde).unwrap()
+            );
+        }
+    }
+
+    /// A record written before the schema version existed decodes as version 0.
+    #[test]
+    fn records_without_a_schema_version_decode() {
+        let old =
+            br#"{"data":{"n":3},"scenes":[{"scene":"s","entered_at":1,"state":{"json":{}}}]}"#;
+        let r = RecordOwned::<serde_json::Value>::decode("k", old).unwrap();
+        assert_eq!((r.v, r.data["n"].as_i64(), r.scenes.len()), (0, Some(3), 1));
+        assert_eq!(inspect(old).unwrap().schema, 0);
+        let err = RecordOwned::<u32>::decode("k", b"{\"v\":1,\"data\":\"x\"}")
+            .err()
+            .expect("a string is not a u32");
+        assert!(
+            matches!(err, Error::Decode { ref key, .. } if key == "k"),
+            "{err:?}"
+        );
+    }
+}
