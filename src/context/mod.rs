@@ -61,7 +61,7 @@ pub struct Cx<S, U = TelegramUpdate> {
 }
 
 struct Inner<S, U> {
-    update: Arc<U>,
+    update: U,
     key: Option<Arc<str>>,
     env: Arc<Env<S, U>>,
     state: Mutex<SessionState<S>>,
@@ -122,7 +122,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl<S: SessionData, U: Update> Cx<S, U> {
     /// A context for one attempt at `update` (or at an event of `key`, when `event`).
     pub(crate) fn new(
-        update: Arc<U>,
+        update: U,
         key: Option<Arc<str>>,
         env: Arc<Env<S, U>>,
         origin: Origin,
@@ -140,6 +140,14 @@ impl<S: SessionData, U: Update> Cx<S, U> {
                 now_ms: OnceLock::new(),
                 event,
             }),
+        }
+    }
+
+    /// The update back from a finished attempt (cloned if a handler kept the context).
+    pub(crate) fn into_update(self) -> U {
+        match Arc::try_unwrap(self.inner) {
+            Ok(inner) => inner.update,
+            Err(shared) => shared.update.clone(),
         }
     }
 

@@ -238,7 +238,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
     /// lease, attempts, release.
     pub(crate) async fn run(
         &self,
-        update: &Arc<U>,
+        update: U,
         key: Option<Arc<str>>,
         work: &Work<S, U>,
     ) -> Result<Dispatch> {
@@ -293,7 +293,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
     /// Runs attempts until one commits (or fails for good), then delivers its replies.
     async fn attempts(
         &self,
-        update: &Arc<U>,
+        mut update: U,
         key: Option<&Arc<str>>,
         work: &Work<S, U>,
         lease: &mut Option<HeldLease>,
@@ -312,13 +312,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                 may_trust: policy.may_skip_read(lease_passed, after_stale),
             };
             let event = matches!(work, Work::Event(_));
-            let cx = Cx::new(
-                Arc::clone(update),
-                key.cloned(),
-                Arc::clone(&self.env),
-                origin,
-                event,
-            );
+            let cx = Cx::new(update, key.cloned(), Arc::clone(&self.env), origin, event);
             let outcome = match work {
                 Work::Chain => Next::start(&self.chain).run(cx.clone()).await,
                 Work::Event(handler) => run_event(&cx, handler.as_ref()).await,
@@ -353,6 +347,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                             "session changed elsewhere; running the update again");
                     }
                     drop(cx.take_outbox());
+                    update = cx.into_update();
                     lease_passed = false;
                     // A lost lease (a renewal came too late) is taken again before the
                     // rerun, so that the rerun does not race the new holder.

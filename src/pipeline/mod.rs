@@ -131,7 +131,6 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
     /// [`ErrorPolicy`](crate::session::ErrorPolicy)), a store failure, a conflict that
     /// persisted through every attempt, or a failed reply.
     pub fn handle(&self, update: U) -> impl Future<Output = Result<Dispatch>> + Send + 'static {
-        let update = Arc::new(update);
         let keys = self.cycle.keys();
         let (key, ticket) = match self.cycle.key.with_key(&update, |k| keys.enqueue(k)) {
             Some((k, t)) => (Some(k), Some(t)),
@@ -157,7 +156,7 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
                 Some(t) => Some(t.acquire().await?),
                 None => None,
             };
-            cycle.run(&update, key, &Work::Chain).await
+            cycle.run(update, key, &Work::Chain).await
         }
         .instrument(span)
     }
@@ -197,13 +196,12 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
         update: U,
         handler: impl Handler<S, U>,
     ) -> impl Future<Output = Result<Dispatch>> + Send + 'static {
-        let update = Arc::new(update);
         let (key, ticket) = self.cycle.keys().enqueue(key);
         let cycle = Arc::clone(&self.cycle);
         let work = Work::Event(Arc::new(handler));
         async move {
             let _permit = ticket.acquire().await?;
-            cycle.run(&update, Some(key), &work).await
+            cycle.run(update, Some(key), &work).await
         }
     }
 

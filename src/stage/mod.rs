@@ -465,8 +465,9 @@ impl<S: SessionData, U: Update> Middleware<S, U> for Stage<S, U> {
 
 impl<S: SessionData, U: Update> Interpret<S, U> for Stage<S, U> {
     fn apply(&self, cx: Cx<S, U>, outcome: Outcome) -> BoxFuture<'static, Result<()>> {
-        let stage = self.clone();
-        Box::pin(async move { stage.apply_outcome(cx, outcome).await })
+        // Cursor moves never come here (the context applies them): every outcome that
+        // does goes through the one boxed interpreter, with no second box.
+        self.clone().apply_boxed(cx, outcome)
     }
 
     fn id(&self) -> usize {

@@ -64,12 +64,15 @@ impl<'a> Command<'a> {
 
 /// What the session and the stage read from an update.
 ///
-/// Implement it for your own update type to drive stagecraft from any transport.
+/// Implement it for your own update type to drive stagecraft from any transport. An
+/// update is plain data: `Clone` lets the rare rerun of an update (after a
+/// compare-and-set conflict) have it again without keeping every update behind an
+/// extra allocation.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be routed by stagecraft",
     note = "implement `stagecraft::update::Update` for it, or use `TelegramUpdate`"
 )]
-pub trait Update: Send + Sync + 'static {
+pub trait Update: Clone + Send + Sync + 'static {
     /// The update's id, if the transport has one.
     fn update_id(&self) -> Option<i64>;
     /// What kind of update this is.
@@ -103,7 +106,7 @@ pub trait Update: Send + Sync + 'static {
     }
 }
 
-impl<T: Update + ?Sized> Update for std::sync::Arc<T> {
+impl<T: Update> Update for std::sync::Arc<T> {
     fn update_id(&self) -> Option<i64> {
         (**self).update_id()
     }
