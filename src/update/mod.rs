@@ -6,7 +6,7 @@
 
 mod telegram;
 
-pub use telegram::TelegramUpdate;
+pub use telegram::{CallbackQuery, Chat, ChatEvent, FromOnly, Message, TelegramUpdate, User};
 
 /// The kind of an update, as far as routing cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
