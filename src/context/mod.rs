@@ -10,6 +10,7 @@ mod session;
 
 use std::any::Any;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 pub use env::BoxFuture;
@@ -70,6 +71,8 @@ struct Inner<S, U> {
     /// The stage whose handlers run now, when it is not the environment's
     /// (a pipeline with several stages).
     stage: Mutex<Option<Arc<dyn Interpret<S, U>>>>,
+    /// Whether `stage` was ever set (read without its lock).
+    stage_set: AtomicBool,
     /// The clock, read on first use (many updates never need it).
     now_ms: OnceLock<i64>,
     /// Run for an event of the key, not for an update that arrived.
@@ -137,6 +140,7 @@ impl<S: SessionData, U: Update> Cx<S, U> {
                 outbox: Mutex::new(Outbox::default()),
                 result: Mutex::new(None),
                 stage: Mutex::new(None),
+                stage_set: AtomicBool::new(false),
                 now_ms: OnceLock::new(),
                 event,
             }),
@@ -169,6 +173,10 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     #[must_use]
     pub fn key(&self) -> Option<&str> {
         self.inner.key.as_deref()
+    }
+
+    pub(crate) fn key_arc(&self) -> Option<Arc<str>> {
+        self.inner.key.clone()
     }
 
     /// Does this update have a session? (An update without the chat or user its key
@@ -432,10 +440,17 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     /// Makes `stage` the interpreter of this context's transitions while its handlers
     /// run (a pipeline with several stages); a no-op for the environment's own stage.
     pub(crate) fn enter_stage(&self, id: usize, stage: impl FnOnce() -> Arc<dyn Interpret<S, U>>) {
+        let env_stage = self.inner.env.interpret.as_ref();
+        if !self.inner.stage_set.load(Ordering::Acquire) && env_stage.is_some_and(|e| e.id() == id)
+        {
+            // The common case: one stage, the environment's.
+            return;
+        }
         let mut slot = lock(&self.inner.stage);
         let current = slot.as_ref().or(self.inner.env.interpret.as_ref());
         if current.is_none_or(|c| c.id() != id) {
             *slot = Some(stage());
+            self.inner.stage_set.store(true, Ordering::Release);
         }
     }
 
@@ -459,13 +474,17 @@ impl<S: SessionData, U: Update> Cx<S, U> {
         }
         if outcome.is_cursor_move() {
             // A cursor move runs nothing: applied here, without the stage.
-            self.begin_transition(&outcome)?;
             let mut st = self.state();
+            st.begin_transition()?;
+            tracing::debug!(target: "stagecraft::stage", key = ?self.key(), ?outcome, "transition");
             return st.move_cursor(|c| outcome.moved_cursor(c).unwrap_or(c));
         }
-        let stage = lock(&self.inner.stage)
-            .clone()
-            .or_else(|| self.inner.env.interpret.clone());
+        let own = if self.inner.stage_set.load(Ordering::Acquire) {
+            lock(&self.inner.stage).clone()
+        } else {
+            None
+        };
+        let stage = own.or_else(|| self.inner.env.interpret.clone());
         match stage {
             Some(stage) => stage.apply(self.clone(), outcome).await,
             None => Err(Error::Transition("no stage is installed")),

@@ -16,7 +16,7 @@ use crate::context::Cx;
 use crate::error::{BoxError, Error, Result};
 use crate::outcome::Outcome;
 use crate::record::SessionData;
-use crate::update::{Update, UpdateKind};
+use crate::update::{Command, Update, UpdateKind};
 
 /// What a handler returns: an [`Outcome`] (a transition, as data) or an error.
 ///
@@ -126,19 +126,33 @@ impl<U: Update> Matcher<U> {
     /// Does `update` match? `bot` is the bot's username, if known: a command addressed to
     /// another bot (`/start@other_bot`) does not match.
     pub fn matches(&self, update: &U, bot: Option<&str>) -> bool {
-        let is_message = matches!(update.kind(), UpdateKind::Message | UpdateKind::ChannelPost);
+        self.matches_with(update, bot, &mut None)
+    }
+
+    /// [`matches`](Self::matches), with the update's command parsed at most once
+    /// across the matchers of one scan (`command` holds it once parsed).
+    fn matches_with<'u>(
+        &self,
+        update: &'u U,
+        bot: Option<&str>,
+        command: &mut Option<Option<Command<'u>>>,
+    ) -> bool {
         match self {
-            Self::Command(name) => update.command().is_some_and(|c| {
-                c.name == name
-                    && c.bot
-                        .is_none_or(|b| bot.is_none_or(|me| b.eq_ignore_ascii_case(me)))
-            }),
+            Self::Command(name) => {
+                command
+                    .get_or_insert_with(|| update.command())
+                    .is_some_and(|c| {
+                        c.name == name
+                            && c.bot
+                                .is_none_or(|b| bot.is_none_or(|me| b.eq_ignore_ascii_case(me)))
+                    })
+            }
             Self::Text(t) => update.message_text() == Some(t.as_str()),
             Self::Pattern(r) => update.message_text().is_some_and(|t| r.is_match(t)),
             Self::AnyText => update.message_text().is_some(),
             Self::Callback(d) => update.callback_data() == Some(d.as_str()),
             Self::CallbackPattern(r) => update.callback_data().is_some_and(|d| r.is_match(d)),
-            Self::Message => is_message,
+            Self::Message => matches!(update.kind(), UpdateKind::Message | UpdateKind::ChannelPost),
             Self::Any => true,
             Self::Custom(f) => f(update),
         }
@@ -170,10 +184,11 @@ impl<S, U> fmt::Debug for Routes<S, U> {
 impl<S, U: Update> Routes<S, U> {
     /// Indexes of the routes matching `update`, starting at `from`.
     pub(crate) fn next_match(&self, update: &U, bot: Option<&str>, from: usize) -> Option<usize> {
+        let mut command = None;
         self.list
             .iter()
             .skip(from)
-            .position(|(m, _)| m.matches(update, bot))
+            .position(|(m, _)| m.matches_with(update, bot, &mut command))
             .map(|i| i + from)
     }
 }

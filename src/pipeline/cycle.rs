@@ -236,12 +236,16 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
 
     /// Runs `work` for `update` under its key (the key's queue place already held):
     /// lease, attempts, release.
-    pub(crate) async fn run(
-        &self,
-        update: U,
-        key: Option<Arc<str>>,
-        work: &Work<S, U>,
-    ) -> Result<Dispatch> {
+    /// The context of the first attempt at `update` (made at arrival, so that the
+    /// update is moved once, into it).
+    pub(crate) fn context(&self, update: U, key: Option<Arc<str>>, event: bool) -> Cx<S, U> {
+        Cx::new(update, key, Arc::clone(&self.env), Origin::Absent, event)
+    }
+
+    /// Runs `work` on `cx` (its key's queue place already held): lease, attempts,
+    /// release.
+    pub(crate) async fn run(&self, cx: Cx<S, U>, work: &Work<S, U>) -> Result<Dispatch> {
+        let key = cx.key_arc();
         // The key's lease across processes (when the store has leases): taken before the
         // session is loaded, given back after the save and the replies, or passed on to
         // the next update of the key waiting here.
@@ -264,7 +268,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
             None => (None, Preload::NotRead, false),
         };
         let result = self
-            .attempts(update, key.as_ref(), work, &mut lease, preload, passed)
+            .attempts(cx, key.as_ref(), work, &mut lease, preload, passed)
             .await;
         if let (Some(held), Some(k)) = (lease, &key) {
             self.release(k, held).await;
@@ -293,7 +297,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
     /// Runs attempts until one commits (or fails for good), then delivers its replies.
     async fn attempts(
         &self,
-        mut update: U,
+        mut cx: Cx<S, U>,
         key: Option<&Arc<str>>,
         work: &Work<S, U>,
         lease: &mut Option<HeldLease>,
@@ -307,12 +311,10 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
             attempt += 1;
             // The record read with the lease stands for the first attempt's load; a
             // rerun after a conflict reads afresh.
-            let origin = Origin::Pending {
+            cx.state().origin = Origin::Pending {
                 preload: std::mem::take(&mut preload),
                 may_trust: policy.may_skip_read(lease_passed, after_stale),
             };
-            let event = matches!(work, Work::Event(_));
-            let cx = Cx::new(update, key.cloned(), Arc::clone(&self.env), origin, event);
             let outcome = match work {
                 Work::Chain => Next::start(&self.chain).run(cx.clone()).await,
                 Work::Event(handler) => run_event(&cx, handler.as_ref()).await,
@@ -347,7 +349,8 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                             "session changed elsewhere; running the update again");
                     }
                     drop(cx.take_outbox());
-                    update = cx.into_update();
+                    let event = cx.is_event();
+                    cx = self.context(cx.into_update(), key.cloned(), event);
                     lease_passed = false;
                     // A lost lease (a renewal came too late) is taken again before the
                     // rerun, so that the rerun does not race the new holder.

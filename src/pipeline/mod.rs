@@ -136,7 +136,6 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
             Some((k, t)) => (Some(k), Some(t)),
             None => (None, None),
         };
-        let cycle = Arc::clone(&self.cycle);
         // Built only when a subscriber wants it (a disabled span still costs its
         // `log`-compatibility check on every update).
         let span = if tracing::enabled!(target: "stagecraft::stage", tracing::Level::INFO) {
@@ -151,12 +150,14 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
         } else {
             tracing::Span::none()
         };
+        let cycle = Arc::clone(&self.cycle);
+        let cx = cycle.context(update, key, false);
         async move {
             let _permit = match ticket {
                 Some(t) => Some(t.acquire().await?),
                 None => None,
             };
-            cycle.run(update, key, &Work::Chain).await
+            cycle.run(cx, &Work::Chain).await
         }
         .instrument(span)
     }
@@ -198,10 +199,11 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
     ) -> impl Future<Output = Result<Dispatch>> + Send + 'static {
         let (key, ticket) = self.cycle.keys().enqueue(key);
         let cycle = Arc::clone(&self.cycle);
+        let cx = cycle.context(update, Some(key), true);
         let work = Work::Event(Arc::new(handler));
         async move {
             let _permit = ticket.acquire().await?;
-            cycle.run(update, Some(key), &work).await
+            cycle.run(cx, &work).await
         }
     }
 

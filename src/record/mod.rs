@@ -30,6 +30,9 @@ use crate::store::Codec;
 /// The envelope's schema version this build writes.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// How an envelope of [`SCHEMA_VERSION`] starts (checked against it by a test).
+const ENVELOPE_HEAD: &[u8] = b"{\"v\":1,\"data\":";
+
 /// Bounds on the bot's session data type.
 pub trait SessionData: Serialize + DeserializeOwned + Send + Sync + 'static {}
 
@@ -173,9 +176,13 @@ impl<'a, S: Serialize> RecordRef<'a, S> {
         }
         let mut ints = itoa::Buffer::new();
         let mut buf = Vec::with_capacity(size_hint);
-        buf.extend_from_slice(b"{\"v\":");
-        buf.extend_from_slice(ints.format(self.v).as_bytes());
-        buf.extend_from_slice(b",\"data\":");
+        if self.v == SCHEMA_VERSION {
+            buf.extend_from_slice(ENVELOPE_HEAD);
+        } else {
+            buf.extend_from_slice(b"{\"v\":");
+            buf.extend_from_slice(ints.format(self.v).as_bytes());
+            buf.extend_from_slice(b",\"data\":");
+        }
         serde_json::to_writer(&mut buf, self.data)?;
         if !self.scenes.is_empty() {
             buf.extend_from_slice(b",\"scenes\":[");
@@ -356,6 +363,21 @@ mod tests {
                 String::from_utf8(by_serde).unwrap()
             );
         }
+    }
+
+    #[test]
+    fn the_envelope_head_is_the_schema_version() {
+        let head = format!("{{\"v\":{SCHEMA_VERSION},\"data\":");
+        assert_eq!(ENVELOPE_HEAD, head.as_bytes());
+        let other = RecordRef {
+            v: 7,
+            data: &1,
+            scenes: &[],
+        };
+        assert_eq!(
+            other.encode(Codec::Json, 0).unwrap(),
+            b"{\"v\":7,\"data\":1}"
+        );
     }
 
     /// A record written before the schema version existed decodes as version 0.

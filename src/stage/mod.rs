@@ -209,13 +209,25 @@ impl<S: SessionData, U: Update> Stage<S, U> {
         frame
     }
 
-    /// The stage as a link of the middleware chain.
+    /// The stage as a link of the middleware chain (which loaded the session before
+    /// calling it): route the update, apply what the handler that took it answered, or
+    /// pass it on down the chain.
     async fn run(self, cx: Cx<S, U>, next: Next<S, U>) -> HandlerResult {
-        cx.ensure_loaded().await?;
-        self.settle(&cx)?;
-        if let Some(o) = self.inner.routes.run(&cx).await? {
-            self.apply_outcome(cx, o).await?;
-            return Ok(Outcome::Handled);
+        match self.route(&cx).await? {
+            Some(outcome) => {
+                self.apply_outcome(cx, outcome).await?;
+                Ok(Outcome::Handled)
+            }
+            None => next.run_boxed(cx).await,
+        }
+    }
+
+    /// Runs the handler that takes the update: a stage route, a route of the active
+    /// scene, or the wizard step at the cursor. `None`: nothing here took it.
+    async fn route(&self, cx: &Cx<S, U>) -> Result<Option<Outcome>> {
+        self.settle(cx)?;
+        if let Some(o) = self.inner.routes.run(cx).await? {
+            return Ok(Some(o));
         }
         let active = {
             let now = cx.now_s();
@@ -230,19 +242,18 @@ impl<S: SessionData, U: Update> Stage<S, U> {
             found
         };
         let Some((scene, cursor)) = active else {
-            return next.run_boxed(cx).await;
+            return Ok(None);
         };
         let span = tracing::Span::current();
         span.record("scene", scene.id.as_str());
         if let Some(c) = cursor {
             span.record("step", c);
         }
-        if let Some(o) = scene.routes.run(&cx).await? {
-            self.apply_outcome(cx, o).await?;
-            return Ok(Outcome::Handled);
+        if let Some(o) = scene.routes.run(cx).await? {
+            return Ok(Some(o));
         }
         let Some(steps) = &scene.steps else {
-            return next.run_boxed(cx).await;
+            return Ok(None);
         };
         let step = cursor
             .and_then(|c| usize::try_from(c).ok())
@@ -251,15 +262,11 @@ impl<S: SessionData, U: Update> Stage<S, U> {
         let Some(step) = step else {
             // A cursor out of range leaves the wizard; the update is consumed
             // (checklist item W1 in tests/checklist).
-            self.apply_outcome(cx, Outcome::leave()).await?;
-            return Ok(Outcome::Handled);
+            return Ok(Some(Outcome::leave()));
         };
         match step.call(cx.clone()).await.map_err(Error::handler)? {
-            Outcome::Pass => next.run_boxed(cx).await,
-            o => {
-                self.apply_outcome(cx, o).await?;
-                Ok(Outcome::Handled)
-            }
+            Outcome::Pass => Ok(None),
+            o => Ok(Some(o)),
         }
     }
 

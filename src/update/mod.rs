@@ -43,14 +43,21 @@ impl<'a> Command<'a> {
     #[must_use]
     pub fn parse(text: &'a str) -> Option<Self> {
         let rest = text.strip_prefix('/')?;
-        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        // The token runs over command bytes (ASCII: scanned bytewise); it must end at
+        // whitespace or the end of the text.
+        let end = rest
+            .bytes()
+            .position(|b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'@'))
+            .unwrap_or(rest.len());
         let (token, args) = rest.split_at(end);
+        if !args.chars().next().is_none_or(char::is_whitespace) {
+            return None;
+        }
         let (name, bot) = match token.split_once('@') {
             Some((name, bot)) => (name, Some(bot)),
             None => (token, None),
         };
-        let valid =
-            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let valid = |s: &str| !s.is_empty() && !s.contains('@');
         if !valid(name) || name.len() > 32 || bot.is_some_and(|b| !valid(b)) {
             return None;
         }
@@ -152,5 +159,46 @@ mod tests {
         assert!(Command::parse("/st-art").is_none());
         assert!(Command::parse("/start@").is_none());
         assert!(Command::parse("/привет").is_none());
+        let c = Command::parse("/go\u{a0}on").unwrap();
+        assert_eq!(
+            (c.name, c.args),
+            ("go", "on"),
+            "any Unicode whitespace ends it"
+        );
+    }
+
+    /// The bytewise scan agrees with the plain definition (token up to the first
+    /// whitespace, then checked) on every text built from a small alphabet.
+    #[test]
+    fn the_bytewise_scan_agrees_with_the_definition() {
+        fn reference(text: &str) -> Option<(&str, Option<&str>, &str)> {
+            let rest = text.strip_prefix('/')?;
+            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            let (token, args) = rest.split_at(end);
+            let (name, bot) = match token.split_once('@') {
+                Some((n, b)) => (n, Some(b)),
+                None => (token, None),
+            };
+            let valid = |s: &str| {
+                !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            };
+            if !valid(name) || name.len() > 32 || bot.is_some_and(|b| !valid(b)) {
+                return None;
+            }
+            Some((name, bot, args.trim()))
+        }
+        let alphabet = ["/", "a", "_", "@", " ", "-", "ä", "\u{a0}", "9", "\n"];
+        let mut texts = vec![String::new()];
+        for _ in 0..5 {
+            let longer: Vec<String> = texts
+                .iter()
+                .flat_map(|t| alphabet.iter().map(move |c| format!("{t}{c}")))
+                .collect();
+            texts.extend(longer);
+        }
+        for t in &texts {
+            let got = Command::parse(t).map(|c| (c.name, c.bot, c.args));
+            assert_eq!(got, reference(t), "{t:?}");
+        }
     }
 }
