@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 pub use env::BoxFuture;
 pub(crate) use env::{Env, Interpret, Source};
-pub(crate) use session::{Origin, SessionState};
+pub(crate) use session::{Decoded, Origin, SessionState};
 
 use crate::error::{Error, Result};
 use crate::outcome::{Enter, Outcome};
@@ -128,7 +128,7 @@ impl<S: SessionData, U: Update> Cx<S, U> {
         update: U,
         key: Option<Arc<str>>,
         env: Arc<Env<S, U>>,
-        origin: Origin,
+        origin: Origin<S>,
         event: bool,
     ) -> Self {
         Self {

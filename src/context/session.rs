@@ -10,13 +10,28 @@ use crate::outcome::MAX_TRANSITIONS;
 use crate::record::Frame;
 use crate::store::{Preload, Record};
 
+/// A decoded copy of a stored record, as the session cycle keeps it between updates:
+/// the record, the objects decoded from it, and until when (store clock, ms) it may
+/// stand for the stored record without a read (`None`: only after a read shows the
+/// same bytes and version).
+pub(crate) struct Decoded<S> {
+    pub(crate) record: Record,
+    pub(crate) data: Option<S>,
+    pub(crate) stack: Vec<Frame>,
+    pub(crate) trusted_until: Option<i64>,
+}
+
 /// Where an attempt's session came from, as the session cycle recorded it.
-#[derive(Debug, Default)]
-pub(crate) enum Origin {
+#[derive(Default)]
+pub(crate) enum Origin<S> {
     /// Not loaded yet. `preload` is the record read together with the key's lease;
-    /// `may_trust`: the cycle's cache policy lets this attempt use its cached copy of
-    /// the session unread.
-    Pending { preload: Preload, may_trust: bool },
+    /// `cached` the key's decoded copy, used if the record read is byte-equal to it.
+    Pending {
+        preload: Preload,
+        cached: Option<Decoded<S>>,
+    },
+    /// Being read from the store; `cached` is used if the record read is byte-equal.
+    Loading { cached: Option<Decoded<S>> },
     /// Nothing was loaded: the update has no session, or no record was stored.
     #[default]
     Absent,
@@ -45,7 +60,7 @@ pub(crate) struct SessionState<S> {
     leaving: usize,
     transitions: usize,
     /// The session cycle's bookkeeping (see [`Origin`]).
-    pub(crate) origin: Origin,
+    pub(crate) origin: Origin<S>,
 }
 
 /// How a closed session was left, for the commit.
@@ -58,7 +73,7 @@ pub(crate) struct Closed {
 
 impl<S> SessionState<S> {
     /// A session not loaded yet, to be loaded as `origin` says.
-    pub(crate) fn new(origin: Origin) -> Self {
+    pub(crate) fn new(origin: Origin<S>) -> Self {
         Self {
             loaded: false,
             data: None,

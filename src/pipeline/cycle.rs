@@ -18,10 +18,10 @@
 use std::sync::Arc;
 
 use super::Dispatch;
-use super::keys::{Cached, KeyTable};
+use super::keys::{Cached, KeyTable, Permit};
 use super::lease::{HeldLease, Leases};
 use crate::clock::Clock;
-use crate::context::{BoxFuture, Cx, Env, Origin, SessionState, Source};
+use crate::context::{BoxFuture, Cx, Decoded, Env, Origin, SessionState, Source};
 use crate::error::{Error, Result};
 use crate::handler::{Chain, Handler, Next};
 use crate::outcome::Outcome;
@@ -80,13 +80,21 @@ impl CachePolicy {
         }
     }
 
-    /// Whether an attempt may use its key's cached session unread. Never a rerun
-    /// after a stale cached copy; otherwise for write-through, or when the lease came
-    /// straight from the previous update here.
-    fn may_skip_read(&self, lease_passed: bool, rerun_after_stale: bool) -> bool {
+    /// Whether an attempt may use its key's cached copy `cached` unread: never a rerun
+    /// after a stale cached copy, nor when the record came with the lease; otherwise
+    /// for write-through, or when the lease came straight from the previous update
+    /// here, and only while the copy's trust lasts.
+    fn may_use_unread(
+        &self,
+        cached: &Decoded<impl Sized>,
+        lease_passed: bool,
+        rerun_after_stale: bool,
+        preload: &Preload,
+    ) -> bool {
         !rerun_after_stale
-            && self.life.is_some()
+            && matches!(preload, Preload::NotRead)
             && (self.own_writes || (lease_passed && self.passed_lease))
+            && self.still_trusted(cached.trusted_until)
     }
 
     /// How long a copy saved now may stand for the record unread. Measured from just
@@ -140,31 +148,15 @@ impl<S: SessionData> Source<S> for Loader<S> {
         key: &'a str,
         st: &mut SessionState<S>,
     ) -> Result<Option<BoxFuture<'a, Result<Option<Record>>>>> {
-        let Origin::Pending { preload, may_trust } = std::mem::take(&mut st.origin) else {
+        let Origin::Pending { preload, cached } = std::mem::take(&mut st.origin) else {
             // Loaded already (an attempt loads once).
             return Ok(None);
         };
+        st.origin = Origin::Loading { cached };
         match preload {
             // The record read together with the lease stands for this load.
             Preload::Read(record) => self.finish_load(key, st, record).map(|()| None),
-            Preload::NotRead => {
-                if may_trust {
-                    let policy = &self.policy;
-                    if let Some(c) = self.keys.take_trusted(key, |u| policy.still_trusted(u)) {
-                        st.set_loaded(c.data, c.stack);
-                        st.origin = Origin::Stored {
-                            record: Record {
-                                bytes: c.bytes,
-                                version: c.version,
-                            },
-                            unread: true,
-                            trusted_until: c.trusted_until,
-                        };
-                        return Ok(None);
-                    }
-                }
-                Ok(Some(self.store.load(key)))
-            }
+            Preload::NotRead => Ok(Some(self.store.load(key))),
         }
     }
 
@@ -174,12 +166,19 @@ impl<S: SessionData> Source<S> for Loader<S> {
         st: &mut SessionState<S>,
         record: Option<Record>,
     ) -> Result<()> {
+        let cached = match std::mem::take(&mut st.origin) {
+            Origin::Loading { cached } => cached,
+            _ => None,
+        };
         let Some(rec) = record else {
-            st.origin = Origin::Absent;
             st.set_loaded(None, Vec::new());
             return Ok(());
         };
-        let decoded = match self.keys.take(key, rec.version, &rec.bytes) {
+        // The cached objects stand for the record only if its bytes are the ones this
+        // process committed (whatever another process wrote is decoded afresh).
+        let same =
+            cached.filter(|c| c.record.version == rec.version && c.record.bytes == rec.bytes);
+        let decoded = match same {
             Some(c) => Ok((c.data, c.stack)),
             None => RecordOwned::<S>::decode(key, &rec.bytes).map(|r| (Some(r.data), r.scenes)),
         };
@@ -244,7 +243,12 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
 
     /// Runs `work` on `cx` (its key's queue place already held): lease, attempts,
     /// release.
-    pub(crate) async fn run(&self, cx: Cx<S, U>, work: &Work<S, U>) -> Result<Dispatch> {
+    pub(crate) async fn run(
+        &self,
+        cx: Cx<S, U>,
+        mut permit: Option<Permit<S>>,
+        work: &Work<S, U>,
+    ) -> Result<Dispatch> {
         let key = cx.key_arc();
         // The key's lease across processes (when the store has leases): taken before the
         // session is loaded, given back after the save and the replies, or passed on to
@@ -268,7 +272,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
             None => (None, Preload::NotRead, false),
         };
         let result = self
-            .attempts(cx, key.as_ref(), work, &mut lease, preload, passed)
+            .attempts(cx, &mut permit, work, &mut lease, preload, passed)
             .await;
         if let (Some(held), Some(k)) = (lease, &key) {
             self.release(k, held).await;
@@ -298,23 +302,43 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
     async fn attempts(
         &self,
         mut cx: Cx<S, U>,
-        key: Option<&Arc<str>>,
+        permit: &mut Option<Permit<S>>,
         work: &Work<S, U>,
         lease: &mut Option<HeldLease>,
         mut preload: Preload,
         mut lease_passed: bool,
     ) -> Result<Dispatch> {
         let policy = &self.loader.policy;
+        let key = cx.key_arc();
+        let key = key.as_ref();
         let mut attempt = 0;
         let mut after_stale = false;
         loop {
             attempt += 1;
             // The record read with the lease stands for the first attempt's load; a
             // rerun after a conflict reads afresh.
-            cx.state().origin = Origin::Pending {
-                preload: std::mem::take(&mut preload),
-                may_trust: policy.may_skip_read(lease_passed, after_stale),
-            };
+            {
+                let cached = permit.as_mut().and_then(Permit::take_cached);
+                let mut st = cx.state();
+                match cached {
+                    // The cached copy stands for the record: the session is there
+                    // already, no read to make (so taken now, not lazily).
+                    Some(c) if policy.may_use_unread(&c, lease_passed, after_stale, &preload) => {
+                        st.set_loaded(c.data, c.stack);
+                        st.origin = Origin::Stored {
+                            record: c.record,
+                            unread: true,
+                            trusted_until: c.trusted_until,
+                        };
+                    }
+                    cached => {
+                        st.origin = Origin::Pending {
+                            preload: std::mem::take(&mut preload),
+                            cached,
+                        }
+                    }
+                }
+            }
             let outcome = match work {
                 Work::Chain => Next::start(&self.chain).run(cx.clone()).await,
                 Work::Event(handler) => run_event(&cx, handler.as_ref()).await,
@@ -326,11 +350,18 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
             };
             if failure.is_some() && self.error_policy == ErrorPolicy::RollBack {
                 // Nothing is written and nothing is sent; the context is finished.
-                cx.state().close();
+                let untouched = {
+                    let mut st = cx.state();
+                    st.close();
+                    untouched(&mut st)
+                };
+                if let (Some(p), Some(c)) = (permit.as_mut(), untouched) {
+                    p.put_cached(c);
+                }
                 drop(cx.take_outbox());
                 return Err(failure.unwrap_or(Error::Finished));
             }
-            match self.commit(&cx).await {
+            match self.commit(&cx, permit).await {
                 Err(e) if e.is_conflict() => {
                     // A stale cached session (someone else wrote the record since this
                     // process did) is not a lost race: the rerun reads, and is not
@@ -389,7 +420,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
 
     /// Writes the session back if it needs it (compare-and-set), then hands the
     /// decoded session to the cache. The context is finished afterwards.
-    async fn commit(&self, cx: &Cx<S, U>) -> Result<()> {
+    async fn commit(&self, cx: &Cx<S, U>, permit: &mut Option<Permit<S>>) -> Result<()> {
         let Some(key) = cx.key() else {
             cx.state().close();
             return Ok(());
@@ -398,6 +429,10 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
             let mut st = cx.state();
             let closed = st.close();
             if !closed.loaded {
+                // Never loaded: the key's cached session goes back as it was.
+                if let (Some(p), Some(c)) = (permit.as_mut(), untouched(&mut st)) {
+                    p.put_cached(c);
+                }
                 return Ok(());
             }
             let needed = match self.save_policy {
@@ -405,7 +440,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                 _ => closed.dirty,
             };
             if !needed {
-                self.keep(key, &mut st, None);
+                self.keep(&mut st, permit, None);
                 return Ok(());
             }
             let (expected, original) = match &st.origin {
@@ -426,7 +461,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                 let unchanged = matches!(&st.origin,
                     Origin::Stored { record, .. } if record.bytes == bytes);
                 if self.save_policy == SavePolicy::Changed && unchanged {
-                    self.keep(key, &mut st, None);
+                    self.keep(&mut st, permit, None);
                     return Ok(());
                 }
                 (Some(bytes), expected)
@@ -438,13 +473,13 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                 let version = self.store().save(key, &bytes, expected).await?;
                 let mut st = cx.state();
                 self.keep(
-                    key,
                     &mut st,
+                    permit,
                     Some((Record { bytes, version }, trusted_until)),
                 );
             }
             (None, Some(v)) => {
-                self.keys().forget(key);
+                // The key's cached session was taken at the attempt's start: gone now.
                 self.store().delete(key, v).await?;
             }
             (None, None) => {}
@@ -452,9 +487,17 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
         Ok(())
     }
 
-    /// Moves the committed session into the cache; `written` is the record saved and
-    /// how long it is trusted, `None` when the stored record is unchanged.
-    fn keep(&self, key: &str, st: &mut SessionState<S>, written: Option<(Record, Option<i64>)>) {
+    /// Moves the committed session into the key's cache; `written` is the record saved
+    /// and how long it is trusted, `None` when the stored record is unchanged.
+    fn keep(
+        &self,
+        st: &mut SessionState<S>,
+        permit: &mut Option<Permit<S>>,
+        written: Option<(Record, Option<i64>)>,
+    ) {
+        let Some(permit) = permit.as_mut() else {
+            return;
+        };
         if !self.keys().caches() {
             return;
         }
@@ -470,16 +513,20 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
             },
         };
         let (data, stack) = st.take_parts();
-        self.keys().put(
-            key,
-            Cached {
-                version: record.version,
-                bytes: record.bytes,
-                data,
-                stack,
-                trusted_until,
-            },
-        );
+        permit.put_cached(Cached {
+            record,
+            data,
+            stack,
+            trusted_until,
+        });
+    }
+}
+
+/// The key's cached session of an attempt that never loaded it.
+fn untouched<S>(st: &mut SessionState<S>) -> Option<Decoded<S>> {
+    match std::mem::take(&mut st.origin) {
+        Origin::Pending { cached, .. } | Origin::Loading { cached } => cached,
+        _ => None,
     }
 }
 

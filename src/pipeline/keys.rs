@@ -1,8 +1,9 @@
 //! The per-key table: each key's FIFO lock and, between updates, its decoded session.
 //!
 //! One entry per key that is held, waited for or cached. A key seen again finds its
-//! entry, so an update of a hot key allocates neither its key text nor its lock, and
-//! reaches lock and cached session with one lookup. An entry goes away when nobody holds
+//! entry, so an update of a hot key allocates neither its key text nor its lock. The
+//! cached session is the data of the key's lock: the update holding the key reaches it
+//! through its [`Permit`], with no further lookup. An entry goes away when nobody holds
 //! or waits for its key and it caches nothing, so the table shrinks back when the bot is
 //! idle (down to the cached sessions, at most the cache capacity).
 
@@ -15,36 +16,26 @@ use std::task::{Context, Poll, Waker};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::lease::HeldLease;
+use crate::context::Decoded;
 use crate::error::{Error, Result};
-use crate::record::Frame;
-use crate::store::Version;
 use crate::util::{FastMap, fast_map};
 
-/// A decoded session as this process committed it last: its bytes, its version, its
-/// objects, and how long it may stand for the stored record unread.
+/// A decoded session as this process committed it last, with how long it may stand
+/// for the stored record unread (see [`Decoded`]).
 ///
 /// It is *taken* when an update of its key starts and *put back* only after a
-/// successful commit, so a failed, rolled-back or retried update never leaves objects
-/// behind. It is used only when the loaded bytes equal the cached bytes (whatever
-/// another process wrote in between is decoded afresh), or, when the cache policy lets
-/// an update skip its read, while `trusted_until` has not passed: the next write's
-/// compare-and-set then catches a change made elsewhere.
-pub(crate) struct Cached<S> {
-    pub(crate) version: Version,
-    pub(crate) bytes: Vec<u8>,
-    pub(crate) data: Option<S>,
-    pub(crate) stack: Vec<Frame>,
-    /// Until when (store clock, ms) it may stand for the record unread; `None`: only
-    /// after a read shows the same bytes and version.
-    pub(crate) trusted_until: Option<i64>,
-}
+/// successful commit (or untouched, by an update that never loaded it), so a failed,
+/// rolled-back or retried update never leaves objects behind.
+pub(crate) type Cached<S> = Decoded<S>;
+
+/// The key's FIFO lock, guarding the key's cached session.
+type KeyLock<S> = Mutex<Option<Cached<S>>>;
+type KeyGuard<S> = OwnedMutexGuard<Option<Cached<S>>>;
 
 struct Slot<S> {
-    /// The key's FIFO lock. Its clones: the table's, plus one per update holding or
-    /// waiting for the key.
-    lock: Arc<Mutex<()>>,
-    /// The session as this process committed it last (see [`KeyTable::take`]).
-    cached: Option<Cached<S>>,
+    /// The key's FIFO lock, holding the session as this process committed it last.
+    /// Its clones: the table's, plus one per update holding or waiting for the key.
+    lock: Arc<KeyLock<S>>,
     /// The key's lease across processes, passed on by the update that held it to the
     /// next update of the key waiting here (see [`KeyTable::pass_lease`]).
     lease: Option<HeldLease>,
@@ -69,26 +60,51 @@ pub(crate) struct KeyTable<S> {
 
 /// A place in a key's queue, taken synchronously at arrival.
 pub(crate) struct Ticket<S> {
-    state: TicketState,
+    state: TicketState<S>,
     cleanup: Cleanup<S>,
 }
 
-enum TicketState {
-    Ready(OwnedMutexGuard<()>),
-    Waiting(Pin<Box<dyn Future<Output = OwnedMutexGuard<()>> + Send>>),
+enum TicketState<S> {
+    Ready(KeyGuard<S>),
+    Waiting(Pin<Box<dyn Future<Output = KeyGuard<S>> + Send>>),
     /// The key's queue was full at arrival.
     Rejected,
 }
 
 /// Holding the key. Dropping it lets the next update of the key in.
 pub(crate) struct Permit<S> {
-    _guard: OwnedMutexGuard<()>,
-    _cleanup: Cleanup<S>,
+    guard: KeyGuard<S>,
+    cleanup: Cleanup<S>,
+}
+
+impl<S> Permit<S> {
+    /// Takes the key's cached session.
+    pub(crate) fn take_cached(&mut self) -> Option<Cached<S>> {
+        let cached = self.guard.take()?;
+        self.cleanup.caches = Some(false);
+        self.cleanup.table.cached.fetch_sub(1, Ordering::Relaxed);
+        Some(cached)
+    }
+
+    /// Caches the key's committed session (unless the cache is full).
+    pub(crate) fn put_cached(&mut self, cached: Cached<S>) {
+        let table = &*self.cleanup.table;
+        if self.guard.is_none() && table.cached.load(Ordering::Relaxed) >= table.capacity {
+            return;
+        }
+        if self.guard.replace(cached).is_none() {
+            table.cached.fetch_add(1, Ordering::Relaxed);
+        }
+        self.cleanup.caches = Some(true);
+    }
 }
 
 struct Cleanup<S> {
     table: Arc<Table<S>>,
     key: Arc<str>,
+    /// Whether the key's lock caches a session, when known (a permit knows: it holds
+    /// the lock; a ticket given up while waiting does not).
+    caches: Option<bool>,
 }
 
 impl<S> Drop for Cleanup<S> {
@@ -104,7 +120,12 @@ impl<S> Drop for Cleanup<S> {
             if idle {
                 orphan = slot.lease.take();
             }
-            idle && slot.cached.is_none()
+            // Idle: nobody holds the lock, so it is free to look at what it caches.
+            let empty = match self.caches {
+                Some(caches) => !caches,
+                None => slot.lock.try_lock().is_ok_and(|cached| cached.is_none()),
+            };
+            idle && empty
         });
         if orphan.is_some() {
             self.table.passed.fetch_sub(1, Ordering::AcqRel);
@@ -113,7 +134,7 @@ impl<S> Drop for Cleanup<S> {
     }
 }
 
-impl<S> KeyTable<S> {
+impl<S: Send + 'static> KeyTable<S> {
     /// A table caching at most `capacity` sessions.
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
@@ -156,8 +177,7 @@ impl<S> KeyTable<S> {
             Some(found) => found,
             None => {
                 let entry = map.entry(Arc::from(key)).or_insert_with(|| Slot {
-                    lock: Arc::new(Mutex::new(())),
-                    cached: None,
+                    lock: Arc::new(Mutex::new(None)),
                     lease: None,
                 });
                 (Arc::clone(entry.key()), Arc::clone(&entry.lock))
@@ -166,6 +186,7 @@ impl<S> KeyTable<S> {
         let cleanup = Cleanup {
             table: Arc::clone(&self.table),
             key: Arc::clone(&key),
+            caches: None,
         };
         // Clones of the lock: the table's, ours, plus one per update running or waiting.
         let in_flight = Arc::strong_count(&lock) - 2;
@@ -180,7 +201,7 @@ impl<S> KeyTable<S> {
         let state = match Arc::clone(&lock).try_lock_owned() {
             Ok(guard) => TicketState::Ready(guard),
             Err(_) => {
-                let mut fut: Pin<Box<dyn Future<Output = OwnedMutexGuard<()>> + Send>> =
+                let mut fut: Pin<Box<dyn Future<Output = KeyGuard<S>> + Send>> =
                     Box::pin(Arc::clone(&lock).lock_owned());
                 // Poll once: this registers the waiter in the mutex's FIFO queue now.
                 match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
@@ -208,46 +229,6 @@ impl<S> KeyTable<S> {
             .map
             .get(key)
             .map_or(0, |slot| Arc::strong_count(&slot.lock).saturating_sub(2))
-    }
-
-    /// Takes the cached session of `key` if it matches what the store holds now. Only
-    /// while holding the key's permit.
-    pub(crate) fn take(&self, key: &str, version: Version, bytes: &[u8]) -> Option<Cached<S>> {
-        let cached = self.table.map.get_mut(key)?.cached.take()?;
-        self.table.cached.fetch_sub(1, Ordering::Relaxed);
-        (cached.version == version && cached.bytes == bytes).then_some(cached)
-    }
-
-    /// Takes the cached session of `key` if it may stand for the stored record without a
-    /// read, as `trusted` judges its `trusted_until`. One that may not is left for
-    /// [`take`](Self::take). Only while holding the key's permit.
-    pub(crate) fn take_trusted(
-        &self,
-        key: &str,
-        trusted: impl FnOnce(Option<i64>) -> bool,
-    ) -> Option<Cached<S>> {
-        let mut slot = self.table.map.get_mut(key)?;
-        if !trusted(slot.cached.as_ref()?.trusted_until) {
-            return None;
-        }
-        let cached = slot.cached.take();
-        drop(slot);
-        self.table.cached.fetch_sub(1, Ordering::Relaxed);
-        cached
-    }
-
-    /// Caches a committed session (unless the cache is full). Only while holding the
-    /// key's permit (the entry exists then).
-    pub(crate) fn put(&self, key: &str, cached: Cached<S>) {
-        let table = &*self.table;
-        if table.cached.load(Ordering::Relaxed) >= table.capacity {
-            return;
-        }
-        if let Some(mut slot) = table.map.get_mut(key) {
-            if slot.cached.replace(cached).is_none() {
-                table.cached.fetch_add(1, Ordering::Relaxed);
-            }
-        }
     }
 
     /// Hands the lease of `key` to the next update of the key waiting here, so that it
@@ -283,15 +264,6 @@ impl<S> KeyTable<S> {
         self.table.passed.fetch_sub(1, Ordering::AcqRel);
         Some(lease)
     }
-
-    /// Forgets the cached session of `key` (its record was deleted).
-    pub(crate) fn forget(&self, key: &str) {
-        if let Some(mut slot) = self.table.map.get_mut(key) {
-            if slot.cached.take().is_some() {
-                self.table.cached.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-    }
 }
 
 impl<S> Ticket<S> {
@@ -310,10 +282,9 @@ impl<S> Ticket<S> {
                 });
             }
         };
-        Ok(Permit {
-            _guard: guard,
-            _cleanup: cleanup,
-        })
+        let mut cleanup = cleanup;
+        cleanup.caches = Some(guard.is_some());
+        Ok(Permit { guard, cleanup })
     }
 }
 
@@ -323,8 +294,10 @@ mod tests {
 
     fn cached(version: u64) -> Cached<()> {
         Cached {
-            version: Version(version),
-            bytes: b"x".to_vec(),
+            record: crate::store::Record {
+                bytes: b"x".to_vec(),
+                version: crate::store::Version(version),
+            },
             data: None,
             stack: Vec::new(),
             trusted_until: Some(i64::MAX),
@@ -394,25 +367,30 @@ mod tests {
     async fn a_cached_session_keeps_the_entry_and_its_key_text() {
         let keys = KeyTable::<()>::new(1);
         let (k1, t) = keys.enqueue("k");
-        let permit = t.acquire().await.unwrap();
-        keys.put("k", cached(1));
+        let mut permit = t.acquire().await.unwrap();
+        permit.put_cached(cached(1));
         drop(permit);
         assert_eq!((keys.in_flight(), keys.table.map.len()), (0, 1));
         let (k2, t) = keys.enqueue("k");
         assert!(Arc::ptr_eq(&k1, &k2), "the key text is the table's");
-        let permit = t.acquire().await.unwrap();
+        let mut permit = t.acquire().await.unwrap();
         // Capacity 1: another key is not cached.
         let (_, other) = keys.enqueue("j");
-        let other = other.acquire().await.unwrap();
-        keys.put("j", cached(9));
+        let mut other = other.acquire().await.unwrap();
+        other.put_cached(cached(9));
         drop(other);
         assert_eq!(
             keys.table.map.len(),
             1,
             "`j` was not cached, its entry is gone"
         );
-        assert!(keys.take("k", Version(2), b"x").is_none(), "wrong version");
-        assert!(keys.take_trusted("k", |_| true).is_none(), "already taken");
+        let taken = permit.take_cached().expect("the session of `k` is cached");
+        assert_eq!(taken.record.version.0, 1);
+        assert!(permit.take_cached().is_none(), "already taken");
+        // Put back: the cache holds it again (capacity 1 is free again).
+        permit.put_cached(taken);
+        assert_eq!(keys.table.cached.load(Ordering::Relaxed), 1);
+        assert!(permit.take_cached().is_some());
         drop(permit);
         assert_eq!(keys.table.map.len(), 0);
     }

@@ -1,7 +1,7 @@
 //! [`Pipeline`]: the bot's middleware chain wrapped in the session cycle.
 //!
 //! For each update: derive the session key; join that key's FIFO queue (synchronously,
-//! at arrival); then the [session cycle](cycle): take the key's lease, run the chain
+//! at arrival); then the session cycle (`cycle.rs`): take the key's lease, run the chain
 //! (middleware, the stage, bot-level handlers), loading the session lazily before the
 //! first handler; write the session back with compare-and-set; send the held-back
 //! replies; release the key. A conflicting write (another process moved the record on)
@@ -153,11 +153,11 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
         let cycle = Arc::clone(&self.cycle);
         let cx = cycle.context(update, key, false);
         async move {
-            let _permit = match ticket {
+            let permit = match ticket {
                 Some(t) => Some(t.acquire().await?),
                 None => None,
             };
-            cycle.run(cx, &Work::Chain).await
+            cycle.run(cx, permit, &Work::Chain).await
         }
         .instrument(span)
     }
@@ -202,8 +202,8 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
         let cx = cycle.context(update, Some(key), true);
         let work = Work::Event(Arc::new(handler));
         async move {
-            let _permit = ticket.acquire().await?;
-            cycle.run(cx, &work).await
+            let permit = ticket.acquire().await?;
+            cycle.run(cx, Some(permit), &work).await
         }
     }
 
