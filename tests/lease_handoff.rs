@@ -151,14 +151,15 @@ async fn stored_count(store: &Arc<dyn SessionStore>, key: &str) -> u64 {
 /// up to `within` for it to be free; gives it back at once.
 async fn free_within(store: &Arc<dyn SessionStore>, key: &str, within: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + within;
+    let leases = store.leases().expect("a store with leases");
     loop {
-        match store
+        match leases
             .acquire_lease(key, Duration::from_secs(30))
             .await
             .unwrap()
         {
             LeaseAttempt::Acquired(lease) => {
-                assert!(store.release_lease(&lease).await.unwrap());
+                assert!(leases.release_lease(&lease).await.unwrap());
                 return true;
             }
             _ if tokio::time::Instant::now() >= deadline => return false,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use stagecraft::Error;
 use stagecraft::clock::ManualClock;
 use stagecraft::store::sqlx::postgres::{PgPool, PgPoolOptions};
-use stagecraft::store::{PostgresStore, SessionStore};
+use stagecraft::store::{LeaseStore, PostgresStore, Preload, SessionStore};
 use stagecraft::testing::conformance;
 
 const VAR: &str = "STAGECRAFT_POSTGRES_URL";
@@ -44,14 +44,10 @@ async fn postgres_store() {
         async move {
             conformance::run_all(store.clone()).await;
             conformance::check_leases(&store).await;
-            assert_eq!(
-                store
-                    .clone()
-                    .with_leases(false)
-                    .acquire_lease("k", Duration::from_secs(1))
-                    .await
-                    .expect("acquire with leases off"),
-                stagecraft::store::LeaseAttempt::Unsupported
+            assert!(store.leases().is_some(), "leases are on by default");
+            assert!(
+                store.clone().with_leases(false).leases().is_none(),
+                "leases switched off are still offered"
             );
 
             let clock = ManualClock::at_secs(1_700_000_000);
@@ -137,8 +133,8 @@ async fn acquire_while_holder_commits(
     table: &str,
     write: &str,
 ) -> (
-    Option<stagecraft::store::Loaded>,
-    Option<stagecraft::store::Loaded>,
+    Option<stagecraft::store::Record>,
+    Option<stagecraft::store::Record>,
 ) {
     use stagecraft::store::LeaseAttempt;
     use stagecraft::store::sqlx;
@@ -187,7 +183,9 @@ async fn acquire_while_holder_commits(
         panic!("the released lease was not taken: {attempt:?}");
     };
     assert!(store.release_lease(&lease).await.expect("release"));
-    let loaded = loaded.expect("the record is read with the lease");
+    let Preload::Read(loaded) = loaded else {
+        panic!("the record is not read with the lease");
+    };
     (loaded, store.load("k").await.expect("load"))
 }
 
@@ -255,7 +253,10 @@ async fn lease_and_load_sees_the_save_committed_while_it_waited() {
                 panic!("not taken: {:?}", acquired.0);
             };
             assert!(store.release_lease(&lease).await.expect("release"));
-            let read = acquired.1.expect("read with the lease").expect("a record");
+            let Preload::Read(read) = acquired.1 else {
+                panic!("the record is not read with the lease");
+            };
+            let read = read.expect("a record");
             assert_eq!(read.bytes, b"third");
         }
     };

@@ -9,7 +9,7 @@ use crate::pipeline::Shared;
 use crate::scene::{Frame, SceneState};
 use crate::session::{DecodePolicy, RecordOwned, SessionData};
 use crate::stage::Outcome;
-use crate::store::{Codec, Version};
+use crate::store::{Codec, Preload, Version};
 use crate::transport::Outgoing;
 use crate::update::{TelegramUpdate, Update};
 
@@ -53,7 +53,7 @@ pub(crate) struct SessionState<S> {
     /// The update was committed: the session is gone from this context.
     pub(crate) closed: bool,
     /// The record read together with the key's lease, used instead of a load.
-    pub(crate) preloaded: Option<Option<crate::store::Loaded>>,
+    pub(crate) preloaded: Preload,
     /// This update may use the cached session without reading the store (write-through).
     pub(crate) may_trust: bool,
     /// The session came from the write-through cache, unread: a conflict on commit means
@@ -93,7 +93,7 @@ impl<S> Default for SessionState<S> {
             leaving: 0,
             transitions: 0,
             closed: false,
-            preloaded: None,
+            preloaded: Preload::NotRead,
             may_trust: false,
             trusted: false,
             trust: crate::session::Trust::Validate,
@@ -172,8 +172,8 @@ impl<S: SessionData, U: Update> Cx<S, U> {
         let shared = &self.inner.shared;
         let preloaded = {
             let mut st = self.state();
-            let preloaded = st.preloaded.take();
-            if preloaded.is_none() && st.may_trust {
+            let preloaded = std::mem::take(&mut st.preloaded);
+            if preloaded == Preload::NotRead && st.may_trust {
                 if let Some(wt) = shared
                     .write_through
                     .as_ref()
@@ -194,8 +194,8 @@ impl<S: SessionData, U: Update> Cx<S, U> {
             preloaded
         };
         let loaded = match preloaded {
-            Some(record) => record,
-            None => shared.store.load(&key).await?,
+            Preload::Read(record) => record,
+            Preload::NotRead => shared.store.load(&key).await?,
         };
         let mut st = self.state();
         if st.loaded {

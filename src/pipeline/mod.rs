@@ -32,7 +32,7 @@ use crate::session::{
     Cached, DecodePolicy, ErrorPolicy, Key, RecordRef, SavePolicy, SessionData, Trust,
 };
 use crate::stage::{Outcome, Stage, run_routes_at};
-use crate::store::{Codec, MemoryStore, SessionStore};
+use crate::store::{Codec, MemoryStore, Preload, SessionStore};
 use crate::transport::{LogTransport, Transport};
 use crate::update::{TelegramUpdate, Update};
 
@@ -297,7 +297,7 @@ async fn run_update<S: SessionData, U: Update>(
             // else took it since; that update's committed session may stand for the
             // record (see `Shared::lease_trust`), compare-and-set catching any writer
             // that takes no lease.
-            Some(held) if !held.is_lost() => (Some(held), None, true),
+            Some(held) if !held.is_lost() => (Some(held), Preload::NotRead, true),
             passed => {
                 // One a renewal found gone while it waited here is taken afresh.
                 if let Some(lost) = passed {
@@ -307,7 +307,7 @@ async fn run_update<S: SessionData, U: Update>(
                 (lease, preloaded, false)
             }
         },
-        None => (None, None, false),
+        None => (None, Preload::NotRead, false),
     };
     let result = run_attempts(shared, update, key.as_ref(), &mut lease, preloaded, passed).await;
     if let (Some(held), Some(k)) = (lease, &key) {
@@ -335,7 +335,7 @@ async fn run_attempts<S: SessionData, U: Update>(
     update: &Arc<U>,
     key: Option<&Arc<str>>,
     lease: &mut Option<lease::HeldLease>,
-    mut preloaded: Option<Option<crate::store::Loaded>>,
+    mut preloaded: Preload,
     mut lease_passed: bool,
 ) -> Result<Dispatch> {
     let mut attempt = 0;
@@ -347,9 +347,7 @@ async fn run_attempts<S: SessionData, U: Update>(
             let mut st = cx.state();
             // The record read together with the lease stands for this attempt's load; a
             // rerun after a conflict loads afresh.
-            if let Some(record) = preloaded.take() {
-                st.preloaded = Some(record);
-            }
+            st.preloaded = std::mem::take(&mut preloaded);
             // A rerun after a conflict never trusts the cache: it reads. Nor does an update
             // holding a lease, unless write-through was asked for, or the lease came
             // straight from the previous update here, which committed under it.
@@ -719,7 +717,7 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
         let leases = match shared.leases.config.mode {
             LeaseMode::Off => false,
             LeaseMode::On => true,
-            LeaseMode::Auto => shared.store.supports_leases(),
+            LeaseMode::Auto => shared.store.leases().is_some(),
         };
         let hint = shared.store.cache_hint();
         let wanted = match shared.cache_mode {

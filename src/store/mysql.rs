@@ -8,7 +8,9 @@ use sqlx::Row;
 use sqlx::mysql::MySqlPool;
 
 use super::sql::{self, DEFAULT_TABLE};
-use super::{Lease, LeaseAttempt, ListFilter, Loaded, SessionStore, Version};
+use super::{
+    Lease, LeaseAttempt, LeaseStore, ListFilter, PurgeExpired, Record, SessionStore, Version,
+};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Message, Result};
 
@@ -197,7 +199,7 @@ impl SessionStore for MySqlStore {
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
-    async fn load(&self, key: &str) -> Result<Option<Loaded>> {
+    async fn load(&self, key: &str) -> Result<Option<Record>> {
         self.load_row(key).await
     }
 
@@ -282,15 +284,26 @@ impl SessionStore for MySqlStore {
             .collect()
     }
 
-    fn supports_leases(&self) -> bool {
-        self.leases
+    fn leases(&self) -> Option<&dyn LeaseStore> {
+        self.leases.then_some(self as &dyn LeaseStore)
     }
 
+    fn purge(&self) -> Option<&dyn PurgeExpired> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl PurgeExpired for MySqlStore {
+    async fn purge_expired(&self) -> Result<u64> {
+        MySqlStore::purge_expired(self).await
+    }
+}
+
+#[async_trait]
+impl LeaseStore for MySqlStore {
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn acquire_lease(&self, key: &str, ttl: Duration) -> Result<LeaseAttempt> {
-        if !self.leases {
-            return Ok(LeaseAttempt::Unsupported);
-        }
         if key.len() > MAX_KEY_BYTES {
             return Err(Error::store(
                 BACKEND,

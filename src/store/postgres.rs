@@ -8,7 +8,10 @@ use sqlx::Row;
 use sqlx::postgres::PgPool;
 
 use super::sql::{self, DEFAULT_TABLE};
-use super::{Lease, LeaseAttempt, ListFilter, Loaded, SessionStore, Version};
+use super::{
+    Lease, LeaseAttempt, LeaseStore, ListFilter, Preload, PurgeExpired, Record, SessionStore,
+    Version,
+};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 
@@ -157,7 +160,7 @@ impl SessionStore for PostgresStore {
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
-    async fn load(&self, key: &str) -> Result<Option<Loaded>> {
+    async fn load(&self, key: &str) -> Result<Option<Record>> {
         self.load_row(key).await
     }
 
@@ -212,15 +215,26 @@ impl SessionStore for PostgresStore {
             .await
     }
 
-    fn supports_leases(&self) -> bool {
-        self.leases
+    fn leases(&self) -> Option<&dyn LeaseStore> {
+        self.leases.then_some(self as &dyn LeaseStore)
     }
 
+    fn purge(&self) -> Option<&dyn PurgeExpired> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl PurgeExpired for PostgresStore {
+    async fn purge_expired(&self) -> Result<u64> {
+        PostgresStore::purge_expired(self).await
+    }
+}
+
+#[async_trait]
+impl LeaseStore for PostgresStore {
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn acquire_lease(&self, key: &str, ttl: Duration) -> Result<LeaseAttempt> {
-        if !self.leases {
-            return Ok(LeaseAttempt::Unsupported);
-        }
         let lease = Lease::generate(key);
         let done = sqlx::query(&self.queries.lease_acquire)
             .bind(key)
@@ -229,11 +243,7 @@ impl SessionStore for PostgresStore {
             .execute(&self.pool)
             .await
             .map_err(db_err)?;
-        Ok(if done.rows_affected() == 1 {
-            LeaseAttempt::Acquired(lease)
-        } else {
-            LeaseAttempt::Busy
-        })
+        Ok(LeaseAttempt::taken(done.rows_affected() == 1, lease))
     }
 
     /// Takes the lease and reads the record in one statement (a data-modifying CTE).
@@ -251,10 +261,7 @@ impl SessionStore for PostgresStore {
         &self,
         key: &str,
         ttl: Duration,
-    ) -> Result<(LeaseAttempt, Option<Option<Loaded>>)> {
-        if !self.leases {
-            return Ok((LeaseAttempt::Unsupported, None));
-        }
+    ) -> Result<(LeaseAttempt, Preload)> {
         let now = self.clock.now_ms();
         let lease = Lease::generate(key);
         let row = sqlx::query(&self.queries.lease_acquire_load)
@@ -266,7 +273,7 @@ impl SessionStore for PostgresStore {
             .map_err(db_err)?;
         let taken: bool = row.try_get(0).map_err(db_err)?;
         if !taken {
-            return Ok((LeaseAttempt::Busy, None));
+            return Ok((LeaseAttempt::Busy, Preload::NotRead));
         }
         let data: Option<Vec<u8>> = row.try_get(1).map_err(db_err)?;
         let version: Option<i64> = row.try_get(2).map_err(db_err)?;
@@ -274,7 +281,7 @@ impl SessionStore for PostgresStore {
         let Some(fetched) = data.zip(version).map(|(d, v)| (d, v, expires_at)) else {
             // Held now: a plain read sees everything committed before the lease was ours.
             return match self.load(key).await {
-                Ok(record) => Ok((LeaseAttempt::Acquired(lease), Some(record))),
+                Ok(record) => Ok((LeaseAttempt::Acquired(lease), Preload::Read(record))),
                 Err(e) => {
                     // Not handed out, so given back here (else it would block the key
                     // until it expires).
@@ -284,7 +291,7 @@ impl SessionStore for PostgresStore {
             };
         };
         let record = self.live_record(key, Some(fetched), now).await?;
-        Ok((LeaseAttempt::Acquired(lease), Some(record)))
+        Ok((LeaseAttempt::Acquired(lease), Preload::Read(record)))
     }
 
     #[tracing::instrument(skip_all, fields(key = %lease.key()), err(level = "debug"))]

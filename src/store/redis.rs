@@ -9,7 +9,7 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, Script};
 use async_trait::async_trait;
 
-use super::{Lease, LeaseAttempt, ListFilter, Loaded, SessionStore, Version};
+use super::{Lease, LeaseAttempt, LeaseStore, ListFilter, Preload, Record, SessionStore, Version};
 use crate::error::{Error, Message, Result};
 
 const BACKEND: &str = "redis";
@@ -33,7 +33,7 @@ static LEASE_RELEASE: LazyLock<Script> =
 const LEASE_MARK: &str = "\0lease:";
 
 /// A record from its `d` and `v` fields.
-fn record(key: &str, bytes: Option<Vec<u8>>, version: Option<String>) -> Result<Option<Loaded>> {
+fn record(key: &str, bytes: Option<Vec<u8>>, version: Option<String>) -> Result<Option<Record>> {
     match (bytes, version) {
         (None, None) => Ok(None),
         (Some(bytes), Some(version)) => {
@@ -43,7 +43,7 @@ fn record(key: &str, bytes: Option<Vec<u8>>, version: Option<String>) -> Result<
                     Message(format!("stored version {version:?} is not a number")),
                 )
             })?;
-            Ok(Some(Loaded {
+            Ok(Some(Record {
                 bytes,
                 version: Version(version),
             }))
@@ -168,8 +168,8 @@ impl RedisStore {
     }
 
     /// Whether this store hands out per-key leases (default `true`). With `false`,
-    /// [`supports_leases`](SessionStore::supports_leases) is `false` and the pipeline
-    /// relies on compare-and-set alone.
+    /// [`leases`](SessionStore::leases) is `None`, so a pipeline on it takes no leases
+    /// and relies on compare-and-set alone.
     #[must_use]
     pub fn with_leases(mut self, on: bool) -> Self {
         self.leases = on;
@@ -241,7 +241,7 @@ impl SessionStore for RedisStore {
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
-    async fn load(&self, key: &str) -> Result<Option<Loaded>> {
+    async fn load(&self, key: &str) -> Result<Option<Record>> {
         let mut conn = self.conn.clone();
         let (bytes, version): (Option<Vec<u8>>, Option<String>) = ::redis::cmd("HMGET")
             .arg(self.full_key(key))
@@ -344,15 +344,15 @@ impl SessionStore for RedisStore {
         }
     }
 
-    fn supports_leases(&self) -> bool {
-        self.leases
+    fn leases(&self) -> Option<&dyn LeaseStore> {
+        self.leases.then_some(self as &dyn LeaseStore)
     }
+}
 
+#[async_trait]
+impl LeaseStore for RedisStore {
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn acquire_lease(&self, key: &str, ttl: Duration) -> Result<LeaseAttempt> {
-        if !self.leases {
-            return Ok(LeaseAttempt::Unsupported);
-        }
         let mut conn = self.conn.clone();
         let lease = Lease::generate(key);
         let set: Option<String> = ::redis::cmd("SET")
@@ -364,11 +364,7 @@ impl SessionStore for RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(redis_err)?;
-        Ok(if set.is_some() {
-            LeaseAttempt::Acquired(lease)
-        } else {
-            LeaseAttempt::Busy
-        })
+        Ok(LeaseAttempt::taken(set.is_some(), lease))
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
@@ -376,10 +372,7 @@ impl SessionStore for RedisStore {
         &self,
         key: &str,
         ttl: Duration,
-    ) -> Result<(LeaseAttempt, Option<Option<Loaded>>)> {
-        if !self.leases {
-            return Ok((LeaseAttempt::Unsupported, None));
-        }
+    ) -> Result<(LeaseAttempt, Preload)> {
         let mut conn = self.conn.clone();
         let lease = Lease::generate(key);
         let (taken, bytes, version): (i64, Option<Vec<u8>>, Option<String>) = LEASE_ACQUIRE_LOAD
@@ -393,10 +386,10 @@ impl SessionStore for RedisStore {
         if taken == 1 {
             Ok((
                 LeaseAttempt::Acquired(lease),
-                Some(record(key, bytes, version)?),
+                Preload::Read(record(key, bytes, version)?),
             ))
         } else {
-            Ok((LeaseAttempt::Busy, None))
+            Ok((LeaseAttempt::Busy, Preload::NotRead))
         }
     }
 

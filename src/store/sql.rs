@@ -173,7 +173,7 @@ macro_rules! sql_store_methods {
 
         /// Reads the row of `key`; an expired row is removed and reads as absent.
         #[allow(dead_code)] // SQLite reads through its grouped reader first
-        async fn load_row(&self, key: &str) -> Result<Option<Loaded>> {
+        async fn load_row(&self, key: &str) -> Result<Option<Record>> {
             let now = self.clock.now_ms();
             let row = self.fetch_row(key).await?;
             self.live_record(key, row, now).await
@@ -200,7 +200,7 @@ macro_rules! sql_store_methods {
             key: &str,
             row: Option<(Vec<u8>, i64, Option<i64>)>,
             now: i64,
-        ) -> Result<Option<Loaded>> {
+        ) -> Result<Option<Record>> {
             let Some((bytes, version, expires_at)) = row else { return Ok(None) };
             if !sql::is_live(expires_at, now) {
                 let removed = sqlx::query(&self.queries.delete_expired)
@@ -213,7 +213,7 @@ macro_rules! sql_store_methods {
                 }
                 return Ok(None);
             }
-            Ok(Some(Loaded { bytes, version: sql::version_from_db(BACKEND, version)? }))
+            Ok(Some(Record { bytes, version: sql::version_from_db(BACKEND, version)? }))
         }
 
         /// Deletes the row of `key` if it has version `expected`; an absent or expired
@@ -282,8 +282,8 @@ macro_rules! sql_server_store_methods {
 
         /// Whether this store hands out per-key leases (default `true`; they live in the
         /// table `{table}_lease`, which [`migrate`](Self::migrate) creates). With `false`,
-        /// [`supports_leases`](SessionStore::supports_leases) is `false` and the pipeline
-        /// relies on compare-and-set alone.
+        /// [`leases`](SessionStore::leases) is `None`, so a pipeline on it takes no
+        /// leases and relies on compare-and-set alone.
         #[must_use]
         pub fn with_leases(mut self, on: bool) -> Self {
             self.leases = on;

@@ -12,7 +12,7 @@ use sqlx::sqlite::{
 };
 
 use super::sql::{self, DEFAULT_TABLE};
-use super::{ListFilter, Loaded, SessionStore, Version};
+use super::{ListFilter, PurgeExpired, Record, SessionStore, Version};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Message, Result};
 use tokio::sync::{mpsc, oneshot};
@@ -715,7 +715,7 @@ impl SessionStore for SqliteStore {
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
-    async fn load(&self, key: &str) -> Result<Option<Loaded>> {
+    async fn load(&self, key: &str) -> Result<Option<Record>> {
         let now = self.clock.now_ms();
         let grouped = match &self.reader {
             Some(reader) => {
@@ -787,6 +787,17 @@ impl SessionStore for SqliteStore {
     #[tracing::instrument(skip_all, fields(prefix = %filter.prefix), err(level = "debug"))]
     async fn list(&self, filter: &ListFilter) -> Result<Vec<String>> {
         self.list_keys(&filter.prefix.clone(), filter.limit).await
+    }
+
+    fn purge(&self) -> Option<&dyn PurgeExpired> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl PurgeExpired for SqliteStore {
+    async fn purge_expired(&self) -> Result<u64> {
+        SqliteStore::purge_expired(self).await
     }
 }
 

@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 
 use crate::clock::ManualClock;
 use crate::error::Result;
-use crate::store::{Lease, LeaseAttempt, ListFilter, SessionStore, Version, random_u64};
+use crate::store::{
+    Lease, LeaseAttempt, LeaseStore, ListFilter, SessionStore, Version, random_u64,
+};
 
 /// A fresh namespace for one check's keys.
 fn ns(check: &str) -> String {
@@ -957,13 +959,19 @@ pub async fn check_shared<A: SessionStore + ?Sized, B: SessionStore + ?Sized>(a:
     );
 }
 
-/// Per-key leases, for stores whose [`supports_leases`](SessionStore::supports_leases) is
-/// `true`: a lease is exclusive (also among concurrent clients), invisible to records and
+/// The leases of `store`, which must have some.
+fn lease_store<S: SessionStore + ?Sized>(store: &S) -> &dyn LeaseStore {
+    store
+        .leases()
+        .unwrap_or_else(|| panic!("[{}] leases() is None", store.backend()))
+}
+
+/// Per-key leases, for stores whose [`leases`](SessionStore::leases) is `Some`: a lease is exclusive (also among concurrent clients), invisible to records and
 /// `list`, expires by itself, is extended by a renewal, and can be renewed or released
 /// only with its own token. Real time: takes about 1.5 s (TTLs of a few hundred ms).
 pub async fn check_leases<S: SessionStore + Clone>(store: &S) {
     let b = store.backend();
-    assert!(store.supports_leases(), "[{b}] supports_leases() is false");
+    let leases = lease_store(store);
     let ns = ns("leases");
     let key = format!("{ns}k");
     let ttl = Duration::from_millis(400);
@@ -981,11 +989,17 @@ pub async fn check_leases<S: SessionStore + Clone>(store: &S) {
     };
 
     // Exclusive, for this client and another one.
-    let first = held(store.acquire_lease(&key, ttl).await, "acquire a free lease");
+    let first = held(
+        leases.acquire_lease(&key, ttl).await,
+        "acquire a free lease",
+    );
     assert_eq!(first.key(), key, "[{b}] the lease names another key");
-    busy(store.acquire_lease(&key, ttl).await, "acquire a held lease");
     busy(
-        store.clone().acquire_lease(&key, ttl).await,
+        leases.acquire_lease(&key, ttl).await,
+        "acquire a held lease",
+    );
+    busy(
+        lease_store(&store.clone()).acquire_lease(&key, ttl).await,
         "acquire a held lease on a clone",
     );
 
@@ -1011,7 +1025,7 @@ pub async fn check_leases<S: SessionStore + Clone>(store: &S) {
     assert!(
         !ok(
             store,
-            store.release_lease(&thief).await,
+            leases.release_lease(&thief).await,
             "release with a wrong token"
         ),
         "[{b}] released a lease with the wrong token"
@@ -1019,13 +1033,13 @@ pub async fn check_leases<S: SessionStore + Clone>(store: &S) {
     assert!(
         !ok(
             store,
-            store.renew_lease(&thief, ttl).await,
+            leases.renew_lease(&thief, ttl).await,
             "renew with a wrong token"
         ),
         "[{b}] renewed a lease with the wrong token"
     );
     busy(
-        store.acquire_lease(&key, ttl).await,
+        leases.acquire_lease(&key, ttl).await,
         "acquire after a wrong-token release",
     );
 
@@ -1034,24 +1048,24 @@ pub async fn check_leases<S: SessionStore + Clone>(store: &S) {
     assert!(
         ok(
             store,
-            store.renew_lease(&first, ttl).await,
+            leases.renew_lease(&first, ttl).await,
             "renew a live lease"
         ),
         "[{b}] renewing a live lease failed"
     );
     tokio::time::sleep(Duration::from_millis(250)).await;
     busy(
-        store.acquire_lease(&key, ttl).await,
+        leases.acquire_lease(&key, ttl).await,
         "acquire a renewed lease after its first TTL",
     );
 
     // Released: free again; releasing twice does nothing to the next holder.
     assert!(
-        ok(store, store.release_lease(&first).await, "release"),
+        ok(store, leases.release_lease(&first).await, "release"),
         "[{b}] release of a held lease said it was not held"
     );
     let second = held(
-        store.acquire_lease(&key, ttl).await,
+        leases.acquire_lease(&key, ttl).await,
         "acquire a released lease",
     );
     assert_ne!(
@@ -1060,17 +1074,17 @@ pub async fn check_leases<S: SessionStore + Clone>(store: &S) {
         "[{b}] two holders got the same token"
     );
     assert!(
-        !ok(store, store.release_lease(&first).await, "release again"),
+        !ok(store, leases.release_lease(&first).await, "release again"),
         "[{b}] a stale holder released the next holder's lease"
     );
     busy(
-        store.acquire_lease(&key, ttl).await,
+        leases.acquire_lease(&key, ttl).await,
         "acquire after a stale release",
     );
     assert!(
         ok(
             store,
-            store.release_lease(&second).await,
+            leases.release_lease(&second).await,
             "release the second"
         ),
         "[{b}] release failed"
@@ -1079,18 +1093,18 @@ pub async fn check_leases<S: SessionStore + Clone>(store: &S) {
     // Expires by itself; the expired holder can then neither renew nor release.
     let short = Duration::from_millis(300);
     let gone = held(
-        store.acquire_lease(&key, short).await,
+        leases.acquire_lease(&key, short).await,
         "acquire a short lease",
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let next = held(
-        store.acquire_lease(&key, ttl).await,
+        leases.acquire_lease(&key, ttl).await,
         "acquire an expired lease",
     );
     assert!(
         !ok(
             store,
-            store.renew_lease(&gone, ttl).await,
+            leases.renew_lease(&gone, ttl).await,
             "renew an expired lease"
         ),
         "[{b}] an expired holder renewed the next holder's lease"
@@ -1098,16 +1112,16 @@ pub async fn check_leases<S: SessionStore + Clone>(store: &S) {
     assert!(
         !ok(
             store,
-            store.release_lease(&gone).await,
+            leases.release_lease(&gone).await,
             "release an expired lease"
         ),
         "[{b}] an expired holder released the next holder's lease"
     );
     busy(
-        store.acquire_lease(&key, ttl).await,
+        leases.acquire_lease(&key, ttl).await,
         "acquire after an expired holder's release",
     );
-    ok(store, store.release_lease(&next).await, "release");
+    ok(store, leases.release_lease(&next).await, "release");
 
     // Racing clients: exactly one gets it.
     let race = format!("{ns}race");
@@ -1115,7 +1129,11 @@ pub async fn check_leases<S: SessionStore + Clone>(store: &S) {
         .map(|_| {
             let s = store.clone();
             let race = race.clone();
-            tokio::spawn(async move { s.acquire_lease(&race, Duration::from_secs(5)).await })
+            tokio::spawn(async move {
+                lease_store(&s)
+                    .acquire_lease(&race, Duration::from_secs(5))
+                    .await
+            })
         })
         .collect();
     let mut winners = Vec::new();
@@ -1131,7 +1149,7 @@ pub async fn check_leases<S: SessionStore + Clone>(store: &S) {
         "[{b}] {} of 16 racing clients got the lease",
         winners.len()
     );
-    ok(store, store.release_lease(&winners[0]).await, "release");
+    ok(store, leases.release_lease(&winners[0]).await, "release");
 }
 
 #[cfg(test)]
@@ -1139,7 +1157,7 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
-    use crate::store::{Loaded, MemoryStore};
+    use crate::store::{MemoryStore, Record};
 
     /// A broken store: `save` ignores the expected version (last writer wins) and `list`
     /// ignores `limit`.
@@ -1151,7 +1169,7 @@ mod tests {
         fn backend(&self) -> &'static str {
             "broken"
         }
-        async fn load(&self, key: &str) -> Result<Option<Loaded>> {
+        async fn load(&self, key: &str) -> Result<Option<Record>> {
             self.0.load(key).await
         }
         async fn save(&self, key: &str, bytes: &[u8], _: Option<Version>) -> Result<Version> {
