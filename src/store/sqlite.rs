@@ -11,9 +11,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::sql::{self, DEFAULT_TABLE};
+use super::sql::{self, DEFAULT_TABLE, Row3, Rows, SqlTable};
 use super::{ListFilter, PurgeExpired, Record, SessionStore, Version};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::Clock;
 use crate::error::{Error, Message, Result};
 use tokio::sync::{mpsc, oneshot};
 
@@ -111,39 +111,25 @@ impl SqliteOptions {
     }
 }
 
-#[derive(Debug)]
-struct Queries {
-    table: String,
-    create_table: String,
-    create_index: String,
-    load: String,
-    insert: String,
-    update: String,
-    delete: String,
-    current_version: String,
-    delete_expired: String,
-    list: String,
-    purge: String,
-}
-
-impl Queries {
-    fn new(table: &str) -> Self {
-        let r = |t: &str| sql::render(t, table);
-        Self {
-            table: table.to_owned(),
-            create_table: r(include_str!("queries/sqlite/create_table.sql")),
-            create_index: r(include_str!("queries/sqlite/create_index.sql")),
-            load: r(include_str!("queries/sqlite/load.sql")),
-            insert: r(include_str!("queries/sqlite/insert.sql")),
-            update: r(include_str!("queries/sqlite/update.sql")),
-            delete: r(include_str!("queries/sqlite/delete.sql")),
-            current_version: r(include_str!("queries/sqlite/current_version.sql")),
-            delete_expired: r(include_str!("queries/sqlite/delete_expired.sql")),
-            list: r(include_str!("queries/sqlite/list.sql")),
-            purge: r(include_str!("queries/sqlite/purge.sql")),
-        }
+sql::queries!(
+    /// The SQLite statements, rendered for one table. The `_many` ones are templates
+    /// for [`with_rows`].
+    struct Queries in "sqlite" {
+        create_table,
+        create_index,
+        load,
+        insert,
+        update,
+        delete,
+        current_version,
+        delete_expired,
+        list,
+        purge,
+        load_many,
+        update_many,
+        insert_many,
     }
-}
+);
 
 /// A session store in an SQLite database (feature `sqlite`, on by default).
 ///
@@ -174,16 +160,10 @@ impl Queries {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    table: Arc<str>,
-    queries: Arc<Queries>,
-    ttl_ms: Option<i64>,
-    clock: Arc<dyn Clock>,
+    table: SqlTable<Queries>,
     writer: Option<mpsc::Sender<WriteOp>>,
     reader: Option<mpsc::Sender<ReadOp>>,
 }
-
-/// A stored row: data, version, expiry.
-type Row3 = (Vec<u8>, i64, Option<i64>);
 
 /// A load handed to the grouped reader.
 #[derive(Debug)]
@@ -194,17 +174,13 @@ struct ReadOp {
 
 /// Runs grouped reads until every handle to the store is gone: the loads that queued
 /// while a query ran are answered by one `IN (...)` query.
-async fn reader_loop(pool: SqlitePool, table: Arc<str>, mut rx: mpsc::Receiver<ReadOp>) {
+async fn reader_loop(pool: SqlitePool, queries: Arc<Queries>, mut rx: mpsc::Receiver<ReadOp>) {
     let mut batch = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut batch, MAX_GROUP).await > 0 {
         let mut keys: Vec<&str> = batch.iter().map(|op| op.key.as_str()).collect();
         keys.sort_unstable();
         keys.dedup();
-        let placeholders = vec!["?"; keys.len()].join(",");
-        // Only `?` placeholders and the validated table name go into the text.
-        let text = format!(
-            "SELECT session_key, data, version, expires_at FROM \"{table}\" WHERE session_key IN ({placeholders})"
-        );
+        let text = with_rows(&queries.load_many, "?", keys.len());
         let mut query = sqlx::query(&text);
         for k in &keys {
             query = query.bind(*k);
@@ -451,7 +427,7 @@ async fn write_many(
         // Padded to a power of two with rows that match nothing (a NULL key), so that
         // a handful of statement texts serve every group size (sqlx caches them).
         let rows = chunk.len().next_power_of_two();
-        let text = queries.update_many(rows);
+        let text = with_rows(&queries.update_many, "(?,?,?,?,?,?)", rows);
         let mut q = sqlx::query(&text);
         for &i in chunk {
             let op = &batch[i];
@@ -477,7 +453,7 @@ async fn write_many(
         }
     }
     for chunk in inserts.chunks(ROWS_PER_STATEMENT) {
-        let text = queries.insert_many(chunk.len());
+        let text = with_rows(&queries.insert_many, "(?,?,?,?)", chunk.len());
         let mut q = sqlx::query(&text);
         for &i in chunk {
             let op = &batch[i];
@@ -509,32 +485,20 @@ async fn write_many(
         .collect())
 }
 
-impl Queries {
-    /// An update of `rows` records at once, each only if its version is the expected one.
-    fn update_many(&self, rows: usize) -> String {
-        let values = vec!["(?,?,?,?,?,?)"; rows].join(",");
-        let t = &self.table;
-        format!(
-            "WITH v(k, d, nv, e, ov, now) AS (VALUES {values}) \
-             UPDATE \"{t}\" SET data = v.d, version = v.nv, expires_at = v.e FROM v \
-             WHERE \"{t}\".session_key = v.k AND \"{t}\".version = v.ov \
-             AND (\"{t}\".expires_at IS NULL OR \"{t}\".expires_at > v.now) \
-             RETURNING \"{t}\".session_key"
-        )
+/// `template` with `{rows}` replaced by `n` copies of `row`, comma-separated (the
+/// placeholders of a multi-row statement).
+fn with_rows(template: &str, row: &str, n: usize) -> String {
+    let (head, tail) = template.split_once("{rows}").unwrap_or((template, ""));
+    let mut text = String::with_capacity(template.len() + n * (row.len() + 1));
+    text.push_str(head);
+    for i in 0..n {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(row);
     }
-
-    /// An insert of `rows` new records at once (over expired rows only).
-    fn insert_many(&self, rows: usize) -> String {
-        let values = vec!["(?,?,?,?)"; rows].join(",");
-        let t = &self.table;
-        format!(
-            "INSERT INTO \"{t}\" (session_key, data, version, expires_at) VALUES {values} \
-             ON CONFLICT (session_key) DO UPDATE \
-             SET data = excluded.data, version = excluded.version, expires_at = excluded.expires_at \
-             WHERE \"{t}\".expires_at IS NOT NULL AND \"{t}\".expires_at <= ? \
-             RETURNING session_key"
-        )
-    }
+    text.push_str(tail);
+    text
 }
 
 impl SqliteStore {
@@ -619,10 +583,7 @@ impl SqliteStore {
     pub fn new(pool: SqlitePool) -> Self {
         Self {
             pool,
-            table: Arc::from(DEFAULT_TABLE),
-            queries: Arc::new(Queries::new(DEFAULT_TABLE)),
-            ttl_ms: None,
-            clock: Arc::new(SystemClock),
+            table: SqlTable::new(),
             writer: None,
             reader: None,
         }
@@ -637,14 +598,11 @@ impl SqliteStore {
     #[must_use]
     pub fn with_group_commit(mut self) -> Self {
         let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
-        tokio::spawn(writer_loop(
-            self.pool.clone(),
-            Arc::clone(&self.queries),
-            rx,
-        ));
+        let queries = self.table.queries();
+        tokio::spawn(writer_loop(self.pool.clone(), Arc::clone(queries), rx));
         self.writer = Some(tx);
         let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
-        tokio::spawn(reader_loop(self.pool.clone(), Arc::clone(&self.table), rx));
+        tokio::spawn(reader_loop(self.pool.clone(), Arc::clone(queries), rx));
         self.reader = Some(tx);
         self
     }
@@ -655,9 +613,7 @@ impl SqliteStore {
     /// # Errors
     /// [`Error::Config`] when the name is not valid.
     pub fn with_table(mut self, table: &str) -> Result<Self> {
-        sql::validate_table(table)?;
-        self.table = Arc::from(table);
-        self.queries = Arc::new(Queries::new(table));
+        self.table = self.table.renamed(table)?;
         self.reader = None;
         if self.writer.take().is_some() {
             // The writer was started with the old table's queries.
@@ -666,48 +622,68 @@ impl SqliteStore {
         Ok(self)
     }
 
-    sql::sql_store_methods!(SqlitePool);
+    /// Records expire `ttl` after their last save.
+    #[must_use]
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.table = self.table.with_ttl(ttl);
+        self
+    }
+
+    /// Reads time from `clock` (for TTLs) instead of the system clock.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.table = self.table.with_clock(clock);
+        self
+    }
+
+    /// The connection pool.
+    #[must_use]
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// The table name.
+    #[must_use]
+    pub fn table(&self) -> &str {
+        self.table.name()
+    }
 
     /// Creates the table and its index if they do not exist (idempotent).
     ///
     /// # Errors
     /// [`Error::Store`] when the statements fail.
-    #[tracing::instrument(skip_all, fields(table = %self.table), err)]
+    #[tracing::instrument(skip_all, fields(table = %self.table()), err)]
     pub async fn migrate(&self) -> Result<()> {
-        sqlx::raw_sql(&self.queries.create_table)
-            .execute(&self.pool)
+        let q = self.table.queries();
+        self.rows()
+            .run_all(&[&q.create_table, &q.create_index])
             .await
-            .map_err(db_err)?;
-        sqlx::raw_sql(&self.queries.create_index)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(())
     }
 
     /// Deletes every expired row now and returns how many were deleted.
     ///
     /// Expired rows are already invisible; this reclaims their space. Call it
     /// periodically (e.g. hourly from a `tokio::time::interval` task) when a TTL is set.
+    /// The same as [`PurgeExpired::purge_expired`], without importing the trait.
     ///
     /// # Errors
     /// [`Error::Store`] when the statement fails.
-    #[tracing::instrument(skip_all, fields(table = %self.table), err)]
+    #[tracing::instrument(skip_all, fields(table = %self.table()), err)]
     pub async fn purge_expired(&self) -> Result<u64> {
-        let now = self.clock.now_ms();
-        let done = sqlx::query(&self.queries.purge)
-            .bind(now)
-            .execute(&self.pool)
+        self.rows()
+            .purge(&self.table.queries().purge, self.table.now())
             .await
-            .map_err(db_err)?;
-        Ok(done.rows_affected())
+    }
+
+    fn rows(&self) -> Rows<'_, sqlx::Sqlite> {
+        Rows::new(&self.pool, BACKEND)
     }
 }
 
 #[async_trait]
 impl SessionStore for SqliteStore {
     fn cache_hint(&self) -> Option<crate::store::CacheHint> {
-        crate::store::CacheHint::from_ttl_ms(self.ttl_ms, &self.clock, true)
+        self.table.cache_hint(true)
     }
 
     fn backend(&self) -> &'static str {
@@ -716,7 +692,7 @@ impl SessionStore for SqliteStore {
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn load(&self, key: &str) -> Result<Option<Record>> {
-        let now = self.clock.now_ms();
+        let now = self.table.now();
         let grouped = match &self.reader {
             Some(reader) => {
                 let (reply, rx) = oneshot::channel();
@@ -738,17 +714,20 @@ impl SessionStore for SqliteStore {
             }
             None => None,
         };
+        let q = self.table.queries();
         let row = match grouped {
             Some(row) => row,
-            None => self.fetch_row(key).await?,
+            None => self.rows().fetch_row(&q.load, key).await?,
         };
-        self.live_record(key, row, now).await
+        self.rows()
+            .live_record(&q.delete_expired, key, row, now)
+            .await
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn save(&self, key: &str, bytes: &[u8], expected: Option<Version>) -> Result<Version> {
-        let now = self.clock.now_ms();
-        let expires_at = self.expires_at(now);
+        let now = self.table.now();
+        let expires_at = self.table.expires_at(now);
         let op_reply = if let Some(writer) = &self.writer {
             let (reply, rx) = oneshot::channel();
             let op = WriteOp {
@@ -775,18 +754,31 @@ impl SessionStore for SqliteStore {
                 ))
             });
         }
-        let (version, query) = save_query(&self.queries, key, bytes, expected, now, expires_at);
+        let queries = self.table.queries();
+        let (version, query) = save_query(queries, key, bytes, expected, now, expires_at);
         save_result(key, version, query.execute(&self.pool).await)
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn delete(&self, key: &str, expected: Version) -> Result<()> {
-        self.delete_row(key, expected).await
+        let q = self.table.queries();
+        self.rows()
+            .delete_row(
+                &q.delete,
+                &q.current_version,
+                key,
+                expected,
+                self.table.now(),
+            )
+            .await
     }
 
     #[tracing::instrument(skip_all, fields(prefix = %filter.prefix), err(level = "debug"))]
     async fn list(&self, filter: &ListFilter) -> Result<Vec<String>> {
-        self.list_keys(&filter.prefix.clone(), filter.limit).await
+        let q = self.table.queries();
+        self.rows()
+            .list_keys(&q.list, &filter.prefix, self.table.now(), filter.limit)
+            .await
     }
 
     fn purge(&self) -> Option<&dyn PurgeExpired> {
@@ -821,7 +813,7 @@ mod tests {
     #[tokio::test]
     async fn a_group_of_distinct_keys_is_written_by_multi_row_statements() {
         let store = SqliteStore::open("sqlite::memory:").await.unwrap();
-        let now = store.clock.now_ms();
+        let now = store.table.now();
         let v_a = store.save("a", b"a0", None).await.unwrap();
         let v_b = store.save("b", b"b0", None).await.unwrap();
         store.save("b", b"b1", Some(v_b)).await.unwrap();
@@ -838,7 +830,7 @@ mod tests {
             batch.push(op(&format!("n{i}"), b"n", None, now));
         }
         let mut conn = store.pool.acquire().await.unwrap();
-        let results = commit_group(&mut conn, &store.queries, &batch).await;
+        let results = commit_group(&mut conn, store.table.queries(), &batch).await;
         drop(conn);
         assert!(results[0].is_ok());
         assert!(results[1].as_ref().unwrap_err().is_conflict());
@@ -905,7 +897,7 @@ mod tests {
     #[tokio::test]
     async fn a_group_with_a_repeated_key_is_written_in_order() {
         let store = SqliteStore::open("sqlite::memory:").await.unwrap();
-        let now = store.clock.now_ms();
+        let now = store.table.now();
         let v = store.save("a", b"a0", None).await.unwrap();
         let batch = vec![
             op("a", b"a1", Some(v), now),
@@ -913,7 +905,7 @@ mod tests {
             op("b", b"b0", None, now),
         ];
         let mut conn = store.pool.acquire().await.unwrap();
-        let results = commit_group(&mut conn, &store.queries, &batch).await;
+        let results = commit_group(&mut conn, store.table.queries(), &batch).await;
         drop(conn);
         assert!(results.iter().all(Result::is_ok), "{results:?}");
         assert_eq!(store.load("a").await.unwrap().unwrap().bytes, b"a2");
