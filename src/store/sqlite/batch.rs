@@ -5,6 +5,7 @@
 //! sending ends.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,6 +86,42 @@ impl Grouped {
     }
 }
 
+/// One sqlx error that several waiters get (the failure of the statement, transaction or
+/// connection of their group): each gets an [`Error::Store`] with this as its source, and
+/// the sqlx error as its source in turn.
+#[derive(Debug, Clone)]
+struct SharedError {
+    /// What failed, for all of them.
+    what: &'static str,
+    error: Arc<sqlx::Error>,
+}
+
+impl SharedError {
+    fn new(what: &'static str, error: sqlx::Error) -> Self {
+        Self {
+            what,
+            error: Arc::new(error),
+        }
+    }
+
+    /// The error of one waiter.
+    fn to_store(&self) -> Error {
+        Error::store(BACKEND, self.clone())
+    }
+}
+
+impl fmt::Display for SharedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.what)
+    }
+}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.error)
+    }
+}
+
 /// A load handed to the grouped reader.
 #[derive(Debug)]
 struct ReadOp {
@@ -126,11 +163,9 @@ async fn reader_loop(pool: SqlitePool, queries: Arc<Queries>, mut rx: mpsc::Rece
                 }
             }
             Err(e) => {
-                let msg = e.to_string();
+                let failed = SharedError::new("the grouped read failed", e);
                 for op in batch.drain(..) {
-                    let _ = op
-                        .reply
-                        .send(Err(Error::store(BACKEND, Message(msg.clone()))));
+                    let _ = op.reply.send(Err(failed.to_store()));
                 }
             }
         }
@@ -187,10 +222,10 @@ async fn writer_loop(pool: SqlitePool, queries: Arc<Queries>, mut rx: mpsc::Rece
                     conn = Some(c);
                     results
                 }
-                Err(e) => batch
-                    .iter()
-                    .map(|_| Err(Error::store(BACKEND, Message(e.to_string()))))
-                    .collect(),
+                Err(e) => {
+                    let failed = SharedError::new("no connection for the group commit", e);
+                    batch.iter().map(|_| Err(failed.to_store())).collect()
+                }
             },
         };
         if results
@@ -217,11 +252,9 @@ async fn commit_group(
     queries: &Queries,
     batch: &[WriteOp],
 ) -> Vec<Result<Version>> {
-    let fail_all = |e: &sqlx::Error| {
-        batch
-            .iter()
-            .map(|_| Err(Error::store(BACKEND, Message(e.to_string()))))
-            .collect()
+    let fail_all = |e: sqlx::Error| {
+        let failed = SharedError::new("the group commit failed", e);
+        batch.iter().map(|_| Err(failed.to_store())).collect()
     };
     if let [op] = batch {
         // Alone: an autocommit statement, without BEGIN and COMMIT round trips.
@@ -234,18 +267,18 @@ async fn commit_group(
     }
     let mut tx = match sqlx::Connection::begin(&mut *conn).await {
         Ok(tx) => tx,
-        Err(e) => return fail_all(&e),
+        Err(e) => return fail_all(e),
     };
     let mut seen = HashSet::with_capacity(batch.len());
     if batch.iter().all(|op| seen.insert(op.key.as_str())) {
         // Every key once: a few multi-row statements instead of one per save.
         let results = match write_many(&mut tx, queries, batch).await {
             Ok(results) => results,
-            Err(e) => return fail_all(&e),
+            Err(e) => return fail_all(e),
         };
         return match tx.commit().await {
             Ok(()) => results,
-            Err(e) => fail_all(&e),
+            Err(e) => fail_all(e),
         };
     }
     let mut results = Vec::with_capacity(batch.len());
@@ -256,7 +289,7 @@ async fn commit_group(
     }
     match tx.commit().await {
         Ok(()) => results,
-        Err(e) => fail_all(&e),
+        Err(e) => fail_all(e),
     }
 }
 
@@ -462,5 +495,27 @@ mod tests {
         drop(conn);
         assert!(results.iter().all(Result::is_ok), "{results:?}");
         assert_eq!(store.load("a").await.unwrap().unwrap().bytes, b"a2");
+    }
+
+    /// A failed group gives each of its saves an `Error::Store` whose sources lead to the
+    /// sqlx error, not a copy of its text.
+    #[tokio::test]
+    async fn a_failed_group_keeps_the_sqlx_error_as_the_source() {
+        use crate::store::sql::Statements;
+        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        let missing = Queries::render("no_such_table");
+        let now = store.table.now();
+        let batch = vec![op("a", b"a", None, now), op("b", b"b", None, now)];
+        let mut conn = store.pool.acquire().await.unwrap();
+        let results = commit_group(&mut conn, &missing, &batch).await;
+        assert_eq!(results.len(), 2);
+        for result in results {
+            let e = result.unwrap_err();
+            assert!(e.is_store(), "{e:?}");
+            let shared = std::error::Error::source(&e).expect("a source");
+            assert_eq!(shared.to_string(), "the group commit failed");
+            let cause = shared.source().expect("the sqlx error");
+            assert!(cause.downcast_ref::<sqlx::Error>().is_some(), "{cause:?}");
+        }
     }
 }
