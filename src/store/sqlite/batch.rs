@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 use tokio::sync::{mpsc, oneshot};
 
 use super::queries::{Queries, SaveQuery};
@@ -87,7 +87,7 @@ impl Grouped {
 }
 
 /// One sqlx error that several waiters get (the failure of the statement, transaction or
-/// connection of their group): each gets an [`Error::Store`] with this as its source, and
+/// connection of their group, or of decoding a row they all asked for): each gets an [`Error::Store`] with this as its source, and
 /// the sqlx error as its source in turn.
 #[derive(Debug, Clone)]
 struct SharedError {
@@ -145,21 +145,30 @@ async fn reader_loop(pool: SqlitePool, queries: Arc<Queries>, mut rx: mpsc::Rece
         let rows = query.fetch_all(&pool).await;
         match rows {
             Ok(rows) => {
+                // Each key's row, or why it did not decode (for the waiters of that key).
                 let mut found = HashMap::with_capacity(rows.len());
-                for row in rows {
-                    let parsed = (|| -> std::result::Result<(String, Row3), sqlx::Error> {
-                        Ok((
-                            row.try_get(0)?,
-                            (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?),
-                        ))
-                    })();
-                    if let Ok((k, r)) = parsed {
-                        found.insert(k, r);
+                // A row whose key does not decode cannot be matched to its waiters: every
+                // waiter whose key was not found gets its error.
+                let mut unmatched = None;
+                for row in &rows {
+                    match row.try_get::<String, _>(0) {
+                        Ok(key) => {
+                            let decoded = decode_row(row)
+                                .map_err(|e| SharedError::new("a stored row did not decode", e));
+                            found.insert(key, decoded);
+                        }
+                        Err(e) => {
+                            unmatched = Some(SharedError::new("a stored key did not decode", e))
+                        }
                     }
                 }
                 for op in batch.drain(..) {
-                    let r = found.get(&op.key).cloned();
-                    let _ = op.reply.send(Ok(r));
+                    let r = match (found.get(&op.key), &unmatched) {
+                        (Some(Ok(row)), _) => Ok(Some(row.clone())),
+                        (Some(Err(e)), _) | (None, Some(e)) => Err(e.to_store()),
+                        (None, None) => Ok(None),
+                    };
+                    let _ = op.reply.send(r);
                 }
             }
             Err(e) => {
@@ -170,6 +179,11 @@ async fn reader_loop(pool: SqlitePool, queries: Arc<Queries>, mut rx: mpsc::Rece
             }
         }
     }
+}
+
+/// The data, version and expiry of a row of the grouped read (after its key).
+fn decode_row(row: &SqliteRow) -> std::result::Result<Row3, sqlx::Error> {
+    Ok((row.try_get(1)?, row.try_get(2)?, row.try_get(3)?))
 }
 
 /// A save handed to the group-commit writer.
