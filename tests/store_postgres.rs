@@ -271,3 +271,51 @@ async fn lease_and_load_sees_the_save_committed_while_it_waited() {
         std::panic::resume_unwind(e.into_panic());
     }
 }
+
+/// When the record read with a lease cannot be used (here a negative version, written by
+/// something else), `acquire_lease_and_load` fails with a store error and gives the lease
+/// back instead of leaving the key blocked until the lease expires.
+#[tokio::test]
+async fn a_failed_read_with_the_lease_gives_the_lease_back() {
+    let Some(url) = common::server_url(VAR) else {
+        return;
+    };
+    let pool = connect_pool(&url).await;
+    let table = common::unique_name("stagecraft_badrow");
+    let store = PostgresStore::new(pool.clone())
+        .with_table(&table)
+        .expect("table name");
+    store.migrate().await.expect("migrate");
+    let body = {
+        let (store, pool, table) = (store.clone(), pool.clone(), table.clone());
+        async move {
+            stagecraft::store::sqlx::query(&format!(
+                "INSERT INTO \"{table}\" (session_key, data, version) VALUES ('k', 'x'::bytea, -5)"
+            ))
+            .execute(&pool)
+            .await
+            .expect("write a foreign row");
+            let ttl = Duration::from_secs(30);
+            let err = store
+                .acquire_lease_and_load("k", ttl)
+                .await
+                .expect_err("a negative version");
+            assert!(err.is_store(), "expected Error::Store, got {err:?}");
+            let attempt = store.acquire_lease("k", ttl).await.expect("acquire");
+            let stagecraft::store::LeaseAttempt::Acquired(lease) = attempt else {
+                panic!("the lease was kept after a failed read: {attempt:?}");
+            };
+            assert!(store.release_lease(&lease).await.expect("release"));
+        }
+    };
+    let result = tokio::spawn(body).await;
+    let _ = stagecraft::store::sqlx::raw_sql(&format!(
+        "DROP TABLE IF EXISTS \"{table}\", \"{table}_lease\""
+    ))
+    .execute(&pool)
+    .await;
+    pool.close().await;
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::Row;
-use sqlx::postgres::PgPool;
+use sqlx::postgres::{PgPool, PgRow};
 
 use super::sql::{self, Rows, SqlTable};
 use super::{
@@ -185,6 +185,22 @@ impl PostgresStore {
         Ok(purged)
     }
 
+    /// The record of `key` from the row of the lease-and-load statement that took its
+    /// lease: the record it read, or (no row came back) a fresh read.
+    async fn read_leased(&self, key: &str, row: &PgRow, now: i64) -> Result<Option<Record>> {
+        let data: Option<Vec<u8>> = row.try_get(1).map_err(db_err)?;
+        let version: Option<i64> = row.try_get(2).map_err(db_err)?;
+        let expires_at: Option<i64> = row.try_get(3).map_err(db_err)?;
+        let Some(fetched) = data.zip(version).map(|(d, v)| (d, v, expires_at)) else {
+            // Held now: a plain read sees everything committed before the lease was ours.
+            return self.load(key).await;
+        };
+        let q = self.table.queries();
+        self.rows()
+            .live_record(&q.delete_expired, key, Some(fetched), now)
+            .await
+    }
+
     fn rows(&self) -> Rows<'_, sqlx::Postgres> {
         Rows::new(&self.pool, BACKEND)
     }
@@ -339,26 +355,15 @@ impl LeaseStore for PostgresStore {
         if !taken {
             return Ok((LeaseAttempt::Busy, Preload::NotRead));
         }
-        let data: Option<Vec<u8>> = row.try_get(1).map_err(db_err)?;
-        let version: Option<i64> = row.try_get(2).map_err(db_err)?;
-        let expires_at: Option<i64> = row.try_get(3).map_err(db_err)?;
-        let Some(fetched) = data.zip(version).map(|(d, v)| (d, v, expires_at)) else {
-            // Held now: a plain read sees everything committed before the lease was ours.
-            return match self.load(key).await {
-                Ok(record) => Ok((LeaseAttempt::Acquired(lease), Preload::Read(record))),
-                Err(e) => {
-                    // Not handed out, so given back here (else it would block the key
-                    // until it expires).
-                    let _ = self.release_lease(&lease).await;
-                    Err(e)
-                }
-            };
-        };
-        let record = self
-            .rows()
-            .live_record(&q.delete_expired, key, Some(fetched), now)
-            .await?;
-        Ok((LeaseAttempt::Acquired(lease), Preload::Read(record)))
+        // Taken: a failure from here on gives the lease back (it is not handed out, and
+        // would block the key until it expires).
+        match self.read_leased(key, &row, now).await {
+            Ok(record) => Ok((LeaseAttempt::Acquired(lease), Preload::Read(record))),
+            Err(e) => {
+                let _ = self.release_lease(&lease).await;
+                Err(e)
+            }
+        }
     }
 
     #[tracing::instrument(skip_all, fields(key = %lease.key()), err(level = "debug"))]
