@@ -33,16 +33,22 @@ static LEASE_RELEASE: LazyLock<Script> =
 const LEASE_MARK: &str = "\0lease:";
 
 /// A record from its `d` and `v` fields.
-fn record(key: &str, bytes: Option<Vec<u8>>, version: Option<String>) -> Result<Option<Record>> {
+fn record(key: &str, bytes: Option<Vec<u8>>, version: Option<Vec<u8>>) -> Result<Option<Record>> {
     match (bytes, version) {
         (None, None) => Ok(None),
         (Some(bytes), Some(version)) => {
-            let version = version.parse::<u64>().map_err(|_| {
-                Error::store(
-                    BACKEND,
-                    Message(format!("stored version {version:?} is not a number")),
-                )
-            })?;
+            let version = std::str::from_utf8(&version)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    Error::store(
+                        BACKEND,
+                        Message(format!(
+                            "stored version {:?} is not a number",
+                            String::from_utf8_lossy(&version)
+                        )),
+                    )
+                })?;
             Ok(Some(Record {
                 bytes,
                 version: Version(version),
@@ -243,7 +249,7 @@ impl SessionStore for RedisStore {
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn load(&self, key: &str) -> Result<Option<Record>> {
         let mut conn = self.conn.clone();
-        let (bytes, version): (Option<Vec<u8>>, Option<String>) = ::redis::cmd("HMGET")
+        let (bytes, version): (Option<Vec<u8>>, Option<Vec<u8>>) = ::redis::cmd("HMGET")
             .arg(self.full_key(key))
             .arg("d")
             .arg("v")
@@ -375,7 +381,7 @@ impl LeaseStore for RedisStore {
     ) -> Result<(LeaseAttempt, Preload)> {
         let mut conn = self.conn.clone();
         let lease = Lease::generate(key);
-        let (taken, bytes, version): (i64, Option<Vec<u8>>, Option<String>) = LEASE_ACQUIRE_LOAD
+        let (taken, bytes, version): (i64, Option<Vec<u8>>, Option<Vec<u8>>) = LEASE_ACQUIRE_LOAD
             .key(self.lease_key(key))
             .key(self.full_key(key))
             .arg(lease.token())
@@ -383,13 +389,17 @@ impl LeaseStore for RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(redis_err)?;
-        if taken == 1 {
-            Ok((
-                LeaseAttempt::Acquired(lease),
-                Preload::Read(record(key, bytes, version)?),
-            ))
-        } else {
-            Ok((LeaseAttempt::Busy, Preload::NotRead))
+        if taken != 1 {
+            return Ok((LeaseAttempt::Busy, Preload::NotRead));
+        }
+        match record(key, bytes, version) {
+            Ok(record) => Ok((LeaseAttempt::Acquired(lease), Preload::Read(record))),
+            Err(e) => {
+                // Not handed out, so given back here (else it would block the key until
+                // it expires).
+                let _ = self.release_lease(&lease).await;
+                Err(e)
+            }
         }
     }
 
