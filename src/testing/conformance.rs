@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use crate::clock::ManualClock;
 use crate::error::Result;
 use crate::store::{
-    Lease, LeaseAttempt, LeaseStore, ListFilter, SessionStore, Version, random_u64,
+    Lease, LeaseAttempt, LeaseStore, ListFilter, Record, SessionStore, Version, random_u64,
 };
 
 /// A fresh namespace for one check's keys.
@@ -92,6 +92,55 @@ fn set<I: IntoIterator<Item = String>>(keys: I) -> BTreeSet<String> {
     keys.into_iter().collect()
 }
 
+/// A record as the checks expect it: its bytes and version (`None`: no record).
+type Expected<'a> = Option<(&'a [u8], Version)>;
+
+/// A record for a failure message: its version, its length and its first bytes.
+fn describe(record: Expected<'_>) -> String {
+    match record {
+        None => "no record".to_owned(),
+        Some((bytes, version)) => {
+            let shown = &bytes[..bytes.len().min(48)];
+            let more = if bytes.len() > shown.len() { "…" } else { "" };
+            format!(
+                "{version}, {} bytes b\"{}{more}\"",
+                bytes.len(),
+                shown.escape_ascii()
+            )
+        }
+    }
+}
+
+/// Panics with `[backend] what: …` unless `loaded` is `expected`.
+#[track_caller]
+fn assert_record<S: SessionStore + ?Sized>(
+    store: &S,
+    loaded: Option<&Record>,
+    expected: Expected<'_>,
+    what: &str,
+) {
+    let got = loaded.map(|r| (r.bytes.as_slice(), r.version));
+    if got != expected {
+        panic!(
+            "[{}] {what}: expected {}, loaded {}",
+            store.backend(),
+            describe(expected),
+            describe(got)
+        );
+    }
+}
+
+/// Loads `key` and panics with `[backend] what: …` unless it holds `expected`.
+async fn expect_record<S: SessionStore + ?Sized>(
+    store: &S,
+    key: &str,
+    expected: Expected<'_>,
+    what: &str,
+) {
+    let loaded = ok(store, store.load(key).await, &format!("load ({what})"));
+    assert_record(store, loaded.as_ref(), expected, what);
+}
+
 /// Runs every check that needs no TTL and no second instance, on one store.
 ///
 /// `store` must not have a TTL shorter than a minute. Clones must share the backend
@@ -116,13 +165,7 @@ pub async fn run_all<S: SessionStore + Clone>(store: S) {
 pub async fn check_absent_key<S: SessionStore + ?Sized>(store: &S) {
     let ns = ns("absent");
     let key = format!("{ns}nobody");
-    let loaded = ok(store, store.load(&key).await, "load of an absent key");
-    assert_eq!(
-        loaded,
-        None,
-        "[{}] an absent key loaded as a record",
-        store.backend()
-    );
+    expect_record(store, &key, None, "an absent key").await;
     let keys = listed(store, ListFilter::prefix(&ns)).await;
     assert!(
         keys.is_empty(),
@@ -136,29 +179,9 @@ pub async fn check_round_trip<S: SessionStore + ?Sized>(store: &S) {
     let key = format!("{}chat:1", ns("round_trip"));
     let bytes = br#"{"scene":"greet","n":1}"#;
     let v1 = ok(store, store.save(&key, bytes, None).await, "insert");
-    let loaded = ok(store, store.load(&key).await, "load").unwrap_or_else(|| {
-        panic!("[{}] a saved record loaded as None", store.backend());
-    });
-    assert_eq!(
-        loaded.bytes,
-        bytes,
-        "[{}] the loaded bytes differ",
-        store.backend()
-    );
-    assert_eq!(
-        loaded.version,
-        v1,
-        "[{}] the loaded version is not the saved one",
-        store.backend()
-    );
+    expect_record(store, &key, Some((bytes, v1)), "a saved record").await;
     let v2 = ok(store, store.save(&key, b"second", Some(v1)).await, "update");
-    let loaded = ok(store, store.load(&key).await, "load after update");
-    assert_eq!(
-        loaded.map(|l| (l.bytes, l.version)),
-        Some((b"second".to_vec(), v2)),
-        "[{}] an update did not load back",
-        store.backend()
-    );
+    expect_record(store, &key, Some((b"second", v2)), "an update").await;
 }
 
 /// Every save returns a version different from all before it for that key.
@@ -211,25 +234,26 @@ pub async fn check_stale_save_conflicts<S: SessionStore + ?Sized>(store: &S) {
         store.save(&key, b"huge", Some(Version(u64::MAX))).await,
         "save with version u64::MAX",
     );
-    let loaded = ok(store, store.load(&key).await, "load");
-    assert_eq!(
-        loaded.map(|l| (l.bytes, l.version)),
-        Some((b"two".to_vec(), v2)),
-        "[{}] a conflicting save changed the record",
-        store.backend()
-    );
+    expect_record(
+        store,
+        &key,
+        Some((b"two", v2)),
+        "a conflicting save changed the record",
+    )
+    .await;
     let absent = format!("{}absent", ns("stale"));
     conflict(
         store,
         store.save(&absent, b"x", Some(v1)).await,
         "save with a version over no record",
     );
-    assert_eq!(
-        ok(store, store.load(&absent).await, "load"),
+    expect_record(
+        store,
+        &absent,
         None,
-        "[{}] an update of an absent key created it",
-        store.backend()
-    );
+        "an update of an absent key created it",
+    )
+    .await;
 }
 
 /// `save(key, _, None)` over an existing record fails with a conflict and changes nothing.
@@ -241,13 +265,13 @@ pub async fn check_insert_if_absent_conflicts<S: SessionStore + ?Sized>(store: &
         store.save(&key, b"second", None).await,
         "insert over an existing record",
     );
-    let loaded = ok(store, store.load(&key).await, "load");
-    assert_eq!(
-        loaded.map(|l| (l.bytes, l.version)),
-        Some((b"first".to_vec(), v1)),
-        "[{}] a conflicting insert changed the record",
-        store.backend()
-    );
+    expect_record(
+        store,
+        &key,
+        Some((b"first", v1)),
+        "a conflicting insert changed the record",
+    )
+    .await;
 }
 
 /// `delete` with the right version removes; with a wrong one conflicts; of an absent key succeeds.
@@ -261,22 +285,19 @@ pub async fn check_delete<S: SessionStore + ?Sized>(store: &S) {
         store.delete(&key, v1).await,
         "delete with a stale version",
     );
-    assert!(
-        ok(store, store.load(&key).await, "load").is_some(),
-        "[{}] a conflicting delete removed the record",
-        store.backend()
-    );
+    expect_record(
+        store,
+        &key,
+        Some((b"two", v2)),
+        "a conflicting delete changed the record",
+    )
+    .await;
     ok(
         store,
         store.delete(&key, v2).await,
         "delete with the current version",
     );
-    assert_eq!(
-        ok(store, store.load(&key).await, "load after delete"),
-        None,
-        "[{}] a deleted record still loads",
-        store.backend()
-    );
+    expect_record(store, &key, None, "a deleted record").await;
     ok(
         store,
         store.delete(&key, v2).await,
@@ -303,13 +324,7 @@ pub async fn check_delete<S: SessionStore + ?Sized>(store: &S) {
         store.save(&key, b"x", Some(v2)).await,
         "save with the version of the deleted record",
     );
-    let loaded = ok(store, store.load(&key).await, "load");
-    assert_eq!(
-        loaded.map(|l| l.version),
-        Some(v3),
-        "[{}] re-created record",
-        store.backend()
-    );
+    expect_record(store, &key, Some((b"again", v3)), "a re-created record").await;
 }
 
 /// Keys with SQL, `LIKE` and glob metacharacters, quotes, unicode and 200 bytes round-trip
@@ -364,13 +379,9 @@ pub async fn check_odd_keys<S: SessionStore + ?Sized>(store: &S) {
         ));
     }
     for (i, key) in keys.iter().enumerate() {
-        let loaded = ok(store, store.load(key).await, &format!("load {key:?}"));
-        assert_eq!(
-            loaded.map(|l| (l.bytes, l.version)),
-            Some((format!("value of key {i}").into_bytes(), versions[i])),
-            "[{}] key {key:?} did not round-trip (or collided with another key)",
-            store.backend()
-        );
+        let bytes = format!("value of key {i}");
+        let what = format!("key {key:?} round-trips (without colliding with another key)");
+        expect_record(store, key, Some((bytes.as_bytes(), versions[i])), &what).await;
     }
     let all = listed(store, ListFilter::prefix(&ns)).await;
     assert_eq!(
@@ -400,12 +411,7 @@ pub async fn check_odd_keys<S: SessionStore + ?Sized>(store: &S) {
         "update an odd key",
     );
     ok(store, store.delete(key, v).await, "delete an odd key");
-    assert_eq!(
-        ok(store, store.load(key).await, "load"),
-        None,
-        "[{}] odd key delete",
-        store.backend()
-    );
+    expect_record(store, key, None, "a deleted odd key").await;
 }
 
 /// Binary payloads (all 256 byte values), the empty payload and 64 KiB round-trip.
@@ -431,32 +437,26 @@ pub async fn check_odd_payloads<S: SessionStore + ?Sized>(store: &S) {
             store.save(&key, bytes, None).await,
             &format!("insert the {name} payload"),
         );
-        let loaded = ok(store, store.load(&key).await, "load");
-        let loaded = loaded
-            .unwrap_or_else(|| panic!("[{}] the {name} payload loaded as None", store.backend()));
-        assert!(
-            loaded.bytes == *bytes,
-            "[{}] the {name} payload did not round-trip",
-            store.backend()
-        );
-        assert_eq!(loaded.version, v, "[{}] {name}", store.backend());
+        let what = format!("the {name} payload round-trips");
+        expect_record(store, &key, Some((bytes, v)), &what).await;
     }
     // Shrinking a big record to nothing and growing it back.
     let key = format!("{ns}64KiB");
     let v = ok(store, store.load(&key).await, "load").map(|l| l.version);
     let v = ok(store, store.save(&key, b"", v).await, "shrink to empty");
-    let loaded = ok(store, store.load(&key).await, "load");
-    assert_eq!(
-        loaded.map(|l| l.bytes),
-        Some(Vec::new()),
-        "[{}] shrink to empty",
-        store.backend()
-    );
-    ok(
+    expect_record(store, &key, Some((b"", v)), "a record shrunk to empty").await;
+    let v = ok(
         store,
         store.save(&key, &payloads[2].1, Some(v)).await,
         "grow back",
     );
+    expect_record(
+        store,
+        &key,
+        Some((&payloads[2].1, v)),
+        "a record grown back",
+    )
+    .await;
 }
 
 /// `list` returns exactly the live keys with a prefix (`%`, `_`, `*`, `?`, `[` literal,
@@ -604,13 +604,9 @@ pub async fn check_concurrent_cas<S: SessionStore + Clone>(store: &S) {
             winners.len()
         );
         let (i, v) = winners[0];
-        let loaded = ok(store, store.load(&key).await, "load");
-        assert_eq!(
-            loaded.map(|l| (l.bytes, l.version)),
-            Some((format!("task {i}").into_bytes(), v)),
-            "[{}] the stored record is not the winner's",
-            store.backend()
-        );
+        let bytes = format!("task {i}");
+        let what = "the stored record is the winner's";
+        expect_record(store, &key, Some((bytes.as_bytes(), v)), what).await;
     }
 }
 
@@ -622,32 +618,33 @@ pub async fn check_concurrent_many_keys<S: SessionStore + Clone>(store: &S) {
     const KEYS: usize = 64;
     let ns = ns("many");
     // Key i: i % 4 == 0 update with the right version, 1 update with a stale one,
-    // 2 insert of a new key, 3 insert over an existing record.
+    // 2 insert of a new key, 3 insert over an existing record. With each key: the
+    // version its save expects, and the record stored before.
     let mut setup = Vec::with_capacity(KEYS);
     for i in 0..KEYS {
         let key = format!("{ns}{i}");
-        let expected = match i % 4 {
-            0 | 1 => {
+        let (expected, before): (_, Expected<'static>) = match i % 4 {
+            0 => {
                 let v = ok(store, store.save(&key, b"old", None).await, "insert");
-                if i % 4 == 0 {
-                    Some(v)
-                } else {
-                    let v2 = ok(store, store.save(&key, b"newer", Some(v)).await, "save");
-                    assert_ne!(v, v2, "[{}] a save kept the version", store.backend());
-                    Some(v)
-                }
+                (Some(v), Some((b"old", v)))
+            }
+            1 => {
+                let v = ok(store, store.save(&key, b"old", None).await, "insert");
+                let v2 = ok(store, store.save(&key, b"newer", Some(v)).await, "save");
+                assert_ne!(v, v2, "[{}] a save kept the version", store.backend());
+                (Some(v), Some((b"newer", v2)))
             }
             3 => {
-                ok(store, store.save(&key, b"existing", None).await, "insert");
-                None
+                let v = ok(store, store.save(&key, b"existing", None).await, "insert");
+                (None, Some((b"existing", v)))
             }
-            _ => None,
+            _ => (None, None),
         };
-        setup.push((key, expected));
+        setup.push((key, expected, before));
     }
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(KEYS));
     let mut handles = Vec::new();
-    for (i, (key, expected)) in setup.iter().cloned().enumerate() {
+    for (i, (key, expected, _)) in setup.iter().cloned().enumerate() {
         let store = store.clone();
         let barrier = std::sync::Arc::clone(&barrier);
         handles.push(tokio::spawn(async move {
@@ -660,27 +657,17 @@ pub async fn check_concurrent_many_keys<S: SessionStore + Clone>(store: &S) {
         let result = handle
             .await
             .unwrap_or_else(|e| panic!("a task panicked: {e}"));
-        let key = &setup[i].0;
+        let (key, _, before) = &setup[i];
         let should_win = i % 4 == 0 || i % 4 == 2;
-        let loaded = ok(store, store.load(key).await, "load")
-            .unwrap_or_else(|| panic!("[{}] {key} vanished", store.backend()));
         match result {
             Ok(v) if should_win => {
-                assert_eq!(
-                    (loaded.bytes, loaded.version),
-                    (format!("task {i}").into_bytes(), v),
-                    "[{}] {key}: the winning save is not what is stored",
-                    store.backend()
-                );
+                let bytes = format!("task {i}");
+                let what = format!("{key}: the winning save is what is stored");
+                expect_record(store, key, Some((bytes.as_bytes(), v)), &what).await;
             }
             Err(e) if !should_win && e.is_conflict() => {
-                let before: &[u8] = if i % 4 == 1 { b"newer" } else { b"existing" };
-                assert_eq!(
-                    loaded.bytes,
-                    before,
-                    "[{}] {key}: a conflicting save changed the record",
-                    store.backend()
-                );
+                let what = format!("{key}: a conflicting save left the record as it was");
+                expect_record(store, key, *before, &what).await;
             }
             other => panic!(
                 "[{}] {key} (case {}): expected {}, got {other:?}",
@@ -770,11 +757,13 @@ pub async fn check_ttl<S: SessionStore + ?Sized>(store: &S, clock: &ManualClock,
     let v1 = ok(store, store.save(&key, b"one", None).await, "insert");
     let o1 = ok(store, store.save(&other, b"other", None).await, "insert");
     clock.advance(almost);
-    assert!(
-        ok(store, store.load(&key).await, "load").is_some(),
-        "[{}] expired before its ttl",
-        store.backend()
-    );
+    expect_record(
+        store,
+        &key,
+        Some((b"one", v1)),
+        "a record just before its ttl",
+    )
+    .await;
     let v2 = ok(
         store,
         store.save(&key, b"two", Some(v1)).await,
@@ -782,19 +771,8 @@ pub async fn check_ttl<S: SessionStore + ?Sized>(store: &S, clock: &ManualClock,
     );
     clock.advance(almost);
     // `key` was saved `almost` ago, `other` 2 × `almost` ago.
-    let loaded = ok(store, store.load(&key).await, "load");
-    assert_eq!(
-        loaded.map(|l| l.version),
-        Some(v2),
-        "[{}] a save did not restart the ttl",
-        store.backend()
-    );
-    assert_eq!(
-        ok(store, store.load(&other).await, "load"),
-        None,
-        "[{}] a record outlived its ttl",
-        store.backend()
-    );
+    expect_record(store, &key, Some((b"two", v2)), "a save restarts the ttl").await;
+    expect_record(store, &other, None, "a record past its ttl").await;
     assert_eq!(
         listed(store, ListFilter::prefix(&ns)).await,
         set([key.clone()]),
@@ -807,12 +785,7 @@ pub async fn check_ttl<S: SessionStore + ?Sized>(store: &S, clock: &ManualClock,
         "delete of an expired record with its version",
     );
     clock.advance(Duration::from_millis(2));
-    assert_eq!(
-        ok(store, store.load(&key).await, "load"),
-        None,
-        "[{}] ttl after update",
-        store.backend()
-    );
+    expect_record(store, &key, None, "a record past the ttl of its update").await;
     assert!(
         listed(store, ListFilter::prefix(&ns)).await.is_empty(),
         "[{}] list after expiry",
@@ -833,29 +806,19 @@ pub async fn check_ttl<S: SessionStore + ?Sized>(store: &S, clock: &ManualClock,
         store.save(&key, b"three", None).await,
         "insert over an expired record",
     );
-    let loaded = ok(store, store.load(&key).await, "load");
-    assert_eq!(
-        loaded.map(|l| (l.bytes, l.version)),
-        Some((b"three".to_vec(), v3)),
-        "[{}] a record re-created after expiry",
-        store.backend()
-    );
+    let what = "a record re-created after expiry";
+    expect_record(store, &key, Some((b"three", v3)), what).await;
     // An expired record that was never loaded is overwritten by an insert too.
     let lazy = format!("{ns}lazy");
     ok(store, store.save(&lazy, b"old", None).await, "insert");
     clock.advance(ttl + Duration::from_millis(1));
-    ok(
+    let v = ok(
         store,
         store.save(&lazy, b"new", None).await,
         "insert over an expired record never loaded",
     );
-    let loaded = ok(store, store.load(&lazy).await, "load").map(|l| l.bytes);
-    assert_eq!(
-        loaded,
-        Some(b"new".to_vec()),
-        "[{}] insert over expired",
-        store.backend()
-    );
+    let what = "an insert over an expired record never loaded";
+    expect_record(store, &lazy, Some((b"new", v)), what).await;
 }
 
 /// TTL on the server's own clock (e.g. Redis `PEXPIRE`). `store` must have been built
@@ -920,13 +883,8 @@ pub async fn check_ttl_real_time<S: SessionStore + ?Sized>(store: &S, ttl: Durat
 pub async fn check_shared<A: SessionStore + ?Sized, B: SessionStore + ?Sized>(a: &A, b: &B) {
     let key = format!("{}k", ns("shared"));
     let v1 = ok(a, a.save(&key, b"from a", None).await, "insert on a");
-    let loaded = ok(b, b.load(&key).await, "load on b");
-    assert_eq!(
-        loaded.map(|l| (l.bytes, l.version)),
-        Some((b"from a".to_vec(), v1)),
-        "[{}] the second instance does not see the first one's record",
-        b.backend()
-    );
+    let what = "the second instance sees the first one's record";
+    expect_record(b, &key, Some((b"from a", v1)), what).await;
     conflict(
         b,
         b.save(&key, b"insert on b", None).await,
@@ -943,20 +901,9 @@ pub async fn check_shared<A: SessionStore + ?Sized, B: SessionStore + ?Sized>(a:
         a.delete(&key, v1).await,
         "stale delete on a after b saved",
     );
-    let loaded = ok(a, a.load(&key).await, "load on a");
-    assert_eq!(
-        loaded.map(|l| l.version),
-        Some(v2),
-        "[{}] a does not see b's version",
-        a.backend()
-    );
+    expect_record(a, &key, Some((b"from b", v2)), "a sees b's save").await;
     ok(a, a.delete(&key, v2).await, "delete on a");
-    assert_eq!(
-        ok(b, b.load(&key).await, "load on b"),
-        None,
-        "[{}] b still sees a deleted record",
-        b.backend()
-    );
+    expect_record(b, &key, None, "b sees a's delete").await;
 }
 
 /// The leases of `store`, which must have some.
@@ -1004,11 +951,7 @@ pub async fn check_leases<S: SessionStore + Clone>(store: &S) {
     );
 
     // Leases are not records.
-    assert_eq!(
-        ok(store, store.load(&key).await, "load a leased key"),
-        None,
-        "[{b}] a lease is visible as a record"
-    );
+    expect_record(store, &key, None, "a leased key without a record").await;
     assert!(
         listed(store, ListFilter::prefix(&ns)).await.is_empty(),
         "[{b}] a lease is listed"
