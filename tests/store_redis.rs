@@ -64,9 +64,9 @@ async fn redis_store() {
         let store = store.clone();
         let prefix = prefix.clone();
         async move {
-            conformance::run_all(store.clone()).await;
-            conformance::check_leases(&store).await;
+            // Leases are on by default, so run_all checks them too.
             assert!(store.leases().is_some(), "leases are on by default");
+            conformance::run_all(store.clone()).await;
             assert!(
                 store.clone().with_leases(false).leases().is_none(),
                 "leases switched off are still offered"
@@ -107,6 +107,7 @@ async fn redis_store() {
             }
 
             let ttl_store = store.clone().with_ttl(Duration::from_millis(1200));
+            conformance::check_cache_hint(&ttl_store, None).await;
             conformance::check_ttl_real_time(&ttl_store, Duration::from_millis(1200)).await;
 
             let other = connect(&url, &prefix).await;

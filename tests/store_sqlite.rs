@@ -58,6 +58,7 @@ async fn ttl_on_a_virtual_clock_and_purge() {
         .with_ttl(ttl)
         .with_clock(Arc::new(clock.clone()));
     conformance::check_ttl(&store, &clock, ttl).await;
+    conformance::check_cache_hint(&store, Some(&clock)).await;
 
     // Let everything check_ttl left expire, and purge it.
     clock.advance(ttl + Duration::from_millis(1));

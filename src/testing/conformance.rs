@@ -22,17 +22,19 @@
 //! TTLs need a store configured for them, so they are separate checks: [`check_ttl`] for
 //! stores that read a [`ManualClock`], [`check_ttl_real_time`] for stores that expire on
 //! the server's clock (Redis). [`check_shared`] checks that two instances on one backend
-//! see each other's versions. [`check_leases`] checks per-key leases, for stores that
-//! have them.
+//! see each other's versions. [`check_cache_hint`] checks that a store's
+//! [`CacheHint`](crate::store::CacheHint) tells the truth (with a [`ManualClock`] for a
+//! hint with a TTL). [`check_leases`] and [`check_lease_and_load`] check per-key leases,
+//! for stores that have them; [`run_all`] runs them then.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
-use crate::clock::ManualClock;
+use crate::clock::{Clock, ManualClock};
 use crate::error::Result;
 use crate::store::{
-    Lease, LeaseAttempt, LeaseStore, ListFilter, Record, SessionStore, Version, random_u64,
+    Lease, LeaseAttempt, LeaseStore, ListFilter, Preload, Record, SessionStore, Version, random_u64,
 };
 
 /// A fresh namespace for one check's keys.
@@ -141,7 +143,10 @@ async fn expect_record<S: SessionStore + ?Sized>(
     assert_record(store, loaded.as_ref(), expected, what);
 }
 
-/// Runs every check that needs no TTL and no second instance, on one store.
+/// Runs every check that needs no TTL and no second instance, on one store: the record
+/// checks, [`check_cache_hint`] (without a clock) and, when the store has leases
+/// ([`SessionStore::leases`] is `Some`), [`check_leases`] and [`check_lease_and_load`]
+/// (about 1.5 s of real time).
 ///
 /// `store` must not have a TTL shorter than a minute. Clones must share the backend
 /// (the concurrency checks use clones as concurrent clients); wrap a store that is not
@@ -159,6 +164,11 @@ pub async fn run_all<S: SessionStore + Clone>(store: S) {
     check_concurrent_cas(&store).await;
     check_concurrent_many_keys(&store).await;
     check_concurrent_counter(&store).await;
+    check_cache_hint(&store, None).await;
+    if store.leases().is_some() {
+        check_leases(&store).await;
+        check_lease_and_load(&store).await;
+    }
 }
 
 /// A key never written loads as `None` and lists nothing.
@@ -1095,6 +1105,180 @@ pub async fn check_leases<S: SessionStore + Clone>(store: &S) {
     ok(store, leases.release_lease(&winners[0]).await, "release");
 }
 
+/// Takes the lease of `key` with [`LeaseStore::acquire_lease_and_load`]: it must be free,
+/// a record read with it must be `expected`, and so must a [`load`](SessionStore::load)
+/// with the lease held.
+async fn take_with_record<S: SessionStore + ?Sized>(
+    store: &S,
+    key: &str,
+    ttl: Duration,
+    expected: Expected<'_>,
+    what: &str,
+) -> Lease {
+    let b = store.backend();
+    let (attempt, preload) = ok(
+        store,
+        lease_store(store).acquire_lease_and_load(key, ttl).await,
+        what,
+    );
+    let LeaseAttempt::Acquired(lease) = attempt else {
+        panic!("[{b}] {what}: expected the lease, got {attempt:?}");
+    };
+    assert_eq!(
+        lease.key(),
+        key,
+        "[{b}] {what}: the lease names another key"
+    );
+    if let Preload::Read(record) = preload {
+        let read = format!("{what}: the record read with the lease");
+        assert_record(store, record.as_ref(), expected, &read);
+    }
+    expect_record(
+        store,
+        key,
+        expected,
+        &format!("{what}: a load with the lease"),
+    )
+    .await;
+    lease
+}
+
+/// [`LeaseStore::acquire_lease_and_load`], the lease entry point a pipeline uses, for
+/// stores whose [`leases`](SessionStore::leases) is `Some`. It takes the lease as
+/// [`acquire_lease`](LeaseStore::acquire_lease) does (busy while anyone holds it, on
+/// this client or another), and a [`Preload::Read`] it returns stands for the
+/// [`load`](SessionStore::load) that follows: it is exactly what `load` returns with the
+/// lease held, for a key without a record, with a saved record, after several saves made
+/// under the previous lease, and after a delete.
+pub async fn check_lease_and_load<S: SessionStore + Clone>(store: &S) {
+    let b = store.backend();
+    let leases = lease_store(store);
+    let key = format!("{}k", ns("lease_and_load"));
+    let ttl = Duration::from_secs(10);
+    let busy = |attempt: (LeaseAttempt, Preload), loaded: Option<Record>, what: &str| {
+        assert_eq!(
+            attempt.0,
+            LeaseAttempt::Busy,
+            "[{b}] {what}: the lease is not exclusive"
+        );
+        if let Preload::Read(record) = attempt.1 {
+            let expected = loaded.as_ref().map(|r| (r.bytes.as_slice(), r.version));
+            assert_record(store, record.as_ref(), expected, what);
+        }
+    };
+
+    let first = take_with_record(store, &key, ttl, None, "a key without a record").await;
+    let other = store.clone();
+    for (client, what) in [(store, "this client"), (&other, "another client")] {
+        let what = format!("take a held lease with its record on {what}");
+        let attempt = ok(
+            store,
+            lease_store(client).acquire_lease_and_load(&key, ttl).await,
+            &what,
+        );
+        busy(attempt, None, &what);
+    }
+    let plain = ok(store, leases.acquire_lease(&key, ttl).await, "acquire");
+    assert_eq!(
+        plain,
+        LeaseAttempt::Busy,
+        "[{b}] acquire_lease took a lease acquire_lease_and_load holds"
+    );
+
+    // A record saved under the lease is read with the next one.
+    let v1 = ok(store, store.save(&key, b"one", None).await, "insert");
+    assert!(
+        ok(store, leases.release_lease(&first).await, "release"),
+        "[{b}] release of a lease taken with its record said it was not held"
+    );
+    let second = take_with_record(store, &key, ttl, Some((b"one", v1)), "a saved record").await;
+    let attempt = ok(
+        store,
+        leases.acquire_lease_and_load(&key, ttl).await,
+        "take a held lease of a saved record",
+    );
+    let loaded = ok(store, store.load(&key).await, "load");
+    busy(attempt, loaded, "take a held lease of a saved record");
+
+    // Several saves under one lease: the next one reads the newest.
+    let v2 = ok(store, store.save(&key, b"two", Some(v1)).await, "update");
+    let v3 = ok(store, store.save(&key, b"three", Some(v2)).await, "update");
+    ok(store, leases.release_lease(&second).await, "release");
+    let what = "the newest of several saves";
+    let third = take_with_record(store, &key, ttl, Some((b"three", v3)), what).await;
+
+    // Deleted under the lease: the next one reads no record.
+    ok(store, store.delete(&key, v3).await, "delete");
+    ok(store, leases.release_lease(&third).await, "release");
+    let fourth = take_with_record(store, &key, ttl, None, "a deleted record").await;
+    assert!(
+        ok(store, leases.release_lease(&fourth).await, "release"),
+        "[{b}] release failed"
+    );
+}
+
+/// [`SessionStore::cache_hint`] tells the truth, so that a pipeline may use its own last
+/// write of a record instead of reading it back.
+///
+/// Without a hint there is nothing to check. A hint without a TTL promises that records
+/// live until deleted: a saved record loads back unchanged (also a day later by `clock`,
+/// when given). A hint with a TTL promises that a record lives that long after its last
+/// save by the hint's clock. With `clock` (the [`ManualClock`] the store reads, which the
+/// hint must name), the record still loads just before the TTL and is gone just after.
+/// Without `clock` (a store on a server's clock), only a load right after the save is
+/// checked; [`check_ttl_real_time`] checks the expiry.
+pub async fn check_cache_hint<S: SessionStore + ?Sized>(store: &S, clock: Option<&ManualClock>) {
+    let b = store.backend();
+    let Some(hint) = store.cache_hint() else {
+        return;
+    };
+    let same_clock = |when: &str| {
+        if let Some(clock) = clock {
+            assert_eq!(
+                hint.clock.now_ms(),
+                clock.now_ms(),
+                "[{b}] {when}: the cache hint's clock is not the store's clock"
+            );
+        }
+    };
+    same_clock("before the save");
+    let key = format!("{}k", ns("cache_hint"));
+    let v1 = ok(store, store.save(&key, b"one", None).await, "insert");
+    let saved_at = hint.clock.now_ms();
+    let v2 = ok(store, store.save(&key, b"two", Some(v1)).await, "update");
+    let record = Some((&b"two"[..], v2));
+    match (hint.ttl, clock) {
+        (None, None) => expect_record(store, &key, record, "a record without a ttl").await,
+        (None, Some(clock)) => {
+            clock.advance(Duration::from_secs(24 * 3600));
+            same_clock("a day later");
+            let what = "a record without a ttl, a day after its save";
+            expect_record(store, &key, record, what).await;
+        }
+        (Some(ttl), Some(clock)) => {
+            assert!(
+                ttl >= Duration::from_millis(2),
+                "check_cache_hint needs a ttl of at least 2 ms"
+            );
+            clock.advance(ttl - Duration::from_millis(1));
+            same_clock("just before the ttl");
+            let what = "a record just before the ttl of the cache hint";
+            expect_record(store, &key, record, what).await;
+            clock.advance(Duration::from_millis(2));
+            let what = "a record just after the ttl of the cache hint";
+            expect_record(store, &key, None, what).await;
+        }
+        (Some(ttl), None) => {
+            let loaded = ok(store, store.load(&key).await, "load");
+            let elapsed = hint.clock.now_ms().saturating_sub(saved_at);
+            if u128::try_from(elapsed).unwrap_or(0) < ttl.as_millis() / 2 {
+                let what = "a record right after its save, well within the ttl of the cache hint";
+                assert_record(store, loaded.as_ref(), record, what);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use async_trait::async_trait;
@@ -1138,6 +1322,139 @@ mod tests {
         tokio::spawn(check).await.is_err_and(|e| e.is_panic())
     }
 
+    /// A store with in-process leases over a [`MemoryStore`]; with `stale`, its
+    /// `acquire_lease_and_load` hands out the record as it was when the store was made
+    /// (none), whatever was saved since.
+    #[derive(Debug, Clone, Default)]
+    struct Leased {
+        records: MemoryStore,
+        held:
+            std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (String, Instant)>>>,
+        stale: bool,
+    }
+
+    #[async_trait]
+    impl SessionStore for Leased {
+        fn backend(&self) -> &'static str {
+            if self.stale { "stale-lease" } else { "leased" }
+        }
+        async fn load(&self, key: &str) -> Result<Option<Record>> {
+            self.records.load(key).await
+        }
+        async fn save(&self, key: &str, bytes: &[u8], v: Option<Version>) -> Result<Version> {
+            self.records.save(key, bytes, v).await
+        }
+        async fn delete(&self, key: &str, expected: Version) -> Result<()> {
+            self.records.delete(key, expected).await
+        }
+        async fn list(&self, filter: &ListFilter) -> Result<Vec<String>> {
+            self.records.list(filter).await
+        }
+        fn leases(&self) -> Option<&dyn LeaseStore> {
+            Some(self)
+        }
+    }
+
+    #[async_trait]
+    impl LeaseStore for Leased {
+        async fn acquire_lease(&self, key: &str, ttl: Duration) -> Result<LeaseAttempt> {
+            let mut held = self.held.lock().unwrap();
+            let now = Instant::now();
+            if held.get(key).is_some_and(|(_, until)| *until > now) {
+                return Ok(LeaseAttempt::Busy);
+            }
+            let lease = Lease::generate(key);
+            held.insert(key.to_owned(), (lease.token().to_owned(), now + ttl));
+            Ok(LeaseAttempt::Acquired(lease))
+        }
+        async fn acquire_lease_and_load(
+            &self,
+            key: &str,
+            ttl: Duration,
+        ) -> Result<(LeaseAttempt, Preload)> {
+            let attempt = self.acquire_lease(key, ttl).await?;
+            if !matches!(attempt, LeaseAttempt::Acquired(_)) {
+                return Ok((attempt, Preload::NotRead));
+            }
+            let record = if self.stale {
+                None
+            } else {
+                self.records.load(key).await?
+            };
+            Ok((attempt, Preload::Read(record)))
+        }
+        async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
+            let mut held = self.held.lock().unwrap();
+            let now = Instant::now();
+            match held.get_mut(lease.key()) {
+                Some((token, until)) if token == lease.token() && *until > now => {
+                    *until = now + ttl;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        }
+        async fn release_lease(&self, lease: &Lease) -> Result<bool> {
+            let mut held = self.held.lock().unwrap();
+            let now = Instant::now();
+            match held.get(lease.key()) {
+                Some((token, until)) if token == lease.token() && *until > now => {
+                    held.remove(lease.key());
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        }
+    }
+
+    /// A store whose cache hint claims `claimed` as the records' TTL (on the store's
+    /// clock) while they really live for the TTL of the memory store inside.
+    #[derive(Debug, Clone)]
+    struct Hinted {
+        records: MemoryStore,
+        claimed: Option<Duration>,
+        clock: std::sync::Arc<dyn crate::clock::Clock>,
+    }
+
+    #[async_trait]
+    impl SessionStore for Hinted {
+        fn backend(&self) -> &'static str {
+            "hinted"
+        }
+        async fn load(&self, key: &str) -> Result<Option<Record>> {
+            self.records.load(key).await
+        }
+        async fn save(&self, key: &str, bytes: &[u8], v: Option<Version>) -> Result<Version> {
+            self.records.save(key, bytes, v).await
+        }
+        async fn delete(&self, key: &str, expected: Version) -> Result<()> {
+            self.records.delete(key, expected).await
+        }
+        async fn list(&self, filter: &ListFilter) -> Result<Vec<String>> {
+            self.records.list(filter).await
+        }
+        fn cache_hint(&self) -> Option<crate::store::CacheHint> {
+            let clock = std::sync::Arc::clone(&self.clock);
+            Some(crate::store::CacheHint::new(self.claimed, clock, true))
+        }
+    }
+
+    fn hinted(ttl: Option<Duration>, claimed: Option<Duration>) -> (Hinted, ManualClock) {
+        let clock = ManualClock::at_secs(1_700_000_000);
+        let shared: std::sync::Arc<dyn crate::clock::Clock> = std::sync::Arc::new(clock.clone());
+        let records = MemoryStore::new().with_clock(std::sync::Arc::clone(&shared));
+        let records = match ttl {
+            Some(ttl) => records.with_ttl(ttl),
+            None => records,
+        };
+        let store = Hinted {
+            records,
+            claimed,
+            clock: shared,
+        };
+        (store, clock)
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_suite_catches_a_broken_store() {
         assert!(fails(async { check_stale_save_conflicts(&Broken::default()).await }).await);
@@ -1147,5 +1464,36 @@ mod tests {
         // What it does right still passes.
         check_round_trip(&Broken::default()).await;
         check_odd_payloads(&Broken::default()).await;
+    }
+
+    /// A store with leases passes `run_all`, lease checks included; one whose lease comes
+    /// with a stale record does not.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_suite_checks_leases_and_the_record_read_with_them() {
+        run_all(Leased::default()).await;
+        let stale = Leased {
+            stale: true,
+            ..Leased::default()
+        };
+        check_leases(&stale).await;
+        assert!(fails(async move { check_lease_and_load(&stale).await }).await);
+    }
+
+    /// A cache hint must not promise records a longer or shorter life than they have.
+    #[tokio::test]
+    async fn the_suite_catches_a_cache_hint_that_lies() {
+        let minute = Duration::from_secs(60);
+        let (honest, clock) = hinted(Some(minute), Some(minute));
+        check_cache_hint(&honest, Some(&clock)).await;
+        let (honest, clock) = hinted(None, None);
+        check_cache_hint(&honest, Some(&clock)).await;
+        check_cache_hint(&honest, None).await;
+
+        let (longer, clock) = hinted(Some(minute), Some(2 * minute));
+        assert!(fails(async move { check_cache_hint(&longer, Some(&clock)).await }).await);
+        let (forever, clock) = hinted(Some(minute), None);
+        assert!(fails(async move { check_cache_hint(&forever, Some(&clock)).await }).await);
+        let (shorter, clock) = hinted(None, Some(minute));
+        assert!(fails(async move { check_cache_hint(&shorter, Some(&clock)).await }).await);
     }
 }
