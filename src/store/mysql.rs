@@ -138,7 +138,8 @@ impl MySqlStore {
     /// Whether this store hands out per-key leases (default `true`; they live in the
     /// table `{table}_lease`, which [`migrate`](Self::migrate) creates). With `false`,
     /// [`leases`](SessionStore::leases) is `None`, so a pipeline on it takes no leases
-    /// and relies on compare-and-set alone.
+    /// and relies on compare-and-set alone. (The store's [`LeaseStore`] methods, called
+    /// on it directly, still take leases.)
     #[must_use]
     pub fn with_leases(mut self, on: bool) -> Self {
         self.leases = on;

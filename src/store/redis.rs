@@ -175,7 +175,8 @@ impl RedisStore {
 
     /// Whether this store hands out per-key leases (default `true`). With `false`,
     /// [`leases`](SessionStore::leases) is `None`, so a pipeline on it takes no leases
-    /// and relies on compare-and-set alone.
+    /// and relies on compare-and-set alone. (The store's [`LeaseStore`] methods, called
+    /// on it directly, still take leases.)
     #[must_use]
     pub fn with_leases(mut self, on: bool) -> Self {
         self.leases = on;
