@@ -232,40 +232,9 @@ impl SessionStore for PostgresStore {
         let now = self.table.now();
         let expires_at = self.table.expires_at(now);
         let q = self.table.queries();
-        let (version, done) = match expected {
-            None => {
-                let version = Version::initial();
-                let done = sqlx::query(&q.insert)
-                    .bind(key)
-                    .bind(bytes)
-                    .bind(sql::version_param(version))
-                    .bind(expires_at)
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await;
-                (version, done)
-            }
-            Some(expected) => {
-                let version = expected.next();
-                let done = sqlx::query(&q.update)
-                    .bind(bytes)
-                    .bind(sql::version_param(version))
-                    .bind(expires_at)
-                    .bind(key)
-                    .bind(sql::version_param(expected))
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await;
-                (version, done)
-            }
-        };
-        if done.map_err(db_err)?.rows_affected() == 1 {
-            Ok(version)
-        } else {
-            Err(Error::Conflict {
-                key: key.to_owned(),
-            })
-        }
+        let (version, query) =
+            sql::save_query(&q.insert, &q.update, key, bytes, expected, now, expires_at);
+        sql::save_result(BACKEND, key, version, query.execute(&self.pool).await)
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]

@@ -6,6 +6,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+use sqlx::query::Query;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 
 use super::{CacheHint, Record, Version};
@@ -488,6 +490,70 @@ where
             .await
             .map_err(|e| self.err(e))?;
         Ok(RowsAffected::rows_affected(&done) == 1)
+    }
+}
+
+/// The compare-and-set statement of one save, and the version it writes: `insert`
+/// (binds key, data, version, expiry and `now`) for a new record (`expected` is `None`),
+/// else `update` (binds data, new version, expiry, key, `expected` and `now`).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn save_query<'q, DB>(
+    insert: &'q str,
+    update: &'q str,
+    key: &'q str,
+    bytes: &'q [u8],
+    expected: Option<Version>,
+    now: i64,
+    expires_at: Option<i64>,
+) -> (Version, Query<'q, DB, DB::Arguments<'q>>)
+where
+    DB: Database,
+    &'q str: Encode<'q, DB> + Type<DB>,
+    &'q [u8]: Encode<'q, DB> + Type<DB>,
+    i64: Encode<'q, DB> + Type<DB>,
+    Option<i64>: Encode<'q, DB> + Type<DB>,
+{
+    match expected {
+        None => {
+            let version = Version::initial();
+            let q = sqlx::query(insert)
+                .bind(key)
+                .bind(bytes)
+                .bind(version_param(version))
+                .bind(expires_at)
+                .bind(now);
+            (version, q)
+        }
+        Some(expected) => {
+            let version = expected.next();
+            let q = sqlx::query(update)
+                .bind(bytes)
+                .bind(version_param(version))
+                .bind(expires_at)
+                .bind(key)
+                .bind(version_param(expected))
+                .bind(now);
+            (version, q)
+        }
+    }
+}
+
+/// A save's result from the rows its statement changed: `version` when it wrote one,
+/// else a conflict.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn save_result<R: RowsAffected>(
+    backend: &'static str,
+    key: &str,
+    version: Version,
+    done: std::result::Result<R, sqlx::Error>,
+) -> Result<Version> {
+    let done = done.map_err(|e| Error::store(backend, e))?;
+    if done.rows_affected() == 1 {
+        Ok(version)
+    } else {
+        Err(Error::Conflict {
+            key: key.to_owned(),
+        })
     }
 }
 

@@ -36,13 +36,7 @@ fn save_result(
     version: Version,
     done: std::result::Result<sqlx::sqlite::SqliteQueryResult, sqlx::Error>,
 ) -> Result<Version> {
-    if done.map_err(db_err)?.rows_affected() == 1 {
-        Ok(version)
-    } else {
-        Err(Error::Conflict {
-            key: key.to_owned(),
-        })
-    }
+    sql::save_result(BACKEND, key, version, done)
 }
 
 /// How hard SQLite works to keep a commit through a power loss (`PRAGMA synchronous`).

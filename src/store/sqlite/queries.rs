@@ -63,29 +63,8 @@ impl Queries {
         now: i64,
         expires_at: Option<i64>,
     ) -> (Version, SaveQuery<'q>) {
-        match expected {
-            None => {
-                let version = Version::initial();
-                let q = sqlx::query(&self.insert)
-                    .bind(key)
-                    .bind(bytes)
-                    .bind(sql::version_param(version))
-                    .bind(expires_at)
-                    .bind(now);
-                (version, q)
-            }
-            Some(expected) => {
-                let version = expected.next();
-                let q = sqlx::query(&self.update)
-                    .bind(bytes)
-                    .bind(sql::version_param(version))
-                    .bind(expires_at)
-                    .bind(key)
-                    .bind(sql::version_param(expected))
-                    .bind(now);
-                (version, q)
-            }
-        }
+        let (insert, update) = (&self.insert, &self.update);
+        sql::save_query(insert, update, key, bytes, expected, now, expires_at)
     }
 }
 
