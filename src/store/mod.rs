@@ -5,6 +5,11 @@
 //! [`Error::Conflict`](crate::Error::Conflict) instead of silently overwriting the newer record.
 //! That is what makes two bot replicas on one database safe.
 //!
+//! What only some stores can do is a trait of its own, handed out by the store:
+//! per-key leases ([`LeaseStore`], from [`SessionStore::leases`]: Redis, PostgreSQL,
+//! MySQL) and purging expired records ([`PurgeExpired`], from [`SessionStore::purge`]:
+//! memory and the SQL stores).
+//!
 //! | store | feature | persistence |
 //! |---|---|---|
 //! | [`MemoryStore`] | always | process memory, optional TTL |
