@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use stagecraft::prelude::*;
-use stagecraft::store::{ListFilter, Loaded, Version};
+use stagecraft::store::{ListFilter, Record, Version};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct D {
@@ -21,7 +21,7 @@ impl SessionStore for DownStore {
     fn backend(&self) -> &'static str {
         "down"
     }
-    async fn load(&self, _key: &str) -> stagecraft::Result<Option<Loaded>> {
+    async fn load(&self, _key: &str) -> stagecraft::Result<Option<Record>> {
         Err(Error::store(
             "down",
             std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"),

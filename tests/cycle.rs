@@ -259,7 +259,8 @@ async fn an_event_takes_the_key_lease() {
         .store_arc(Arc::clone(&store))
         .leases(LeaseConfig::new().wait(Duration::from_millis(200)))
         .build();
-    let LeaseAttempt::Acquired(outside) = store
+    let leases = store.leases().expect("the Redis store has leases");
+    let LeaseAttempt::Acquired(outside) = leases
         .acquire_lease("6:6", Duration::from_secs(30))
         .await
         .unwrap()
@@ -272,7 +273,7 @@ async fn an_event_takes_the_key_lease() {
     };
     let err = bot.run_event("6:6", msg(0, 6, ""), bump).await.unwrap_err();
     assert!(matches!(err, Error::LeaseTimeout { .. }), "{err:?}");
-    assert!(store.release_lease(&outside).await.unwrap());
+    assert!(leases.release_lease(&outside).await.unwrap());
     bot.run_event("6:6", msg(0, 6, ""), bump).await.unwrap();
     let stored = store.load("6:6").await.unwrap().unwrap();
     assert_eq!(

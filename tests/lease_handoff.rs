@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use stagecraft::pipeline::{CacheMode, LeaseConfig};
+use stagecraft::pipeline::{CacheMode, LeaseConfig, LeaseMode};
 use stagecraft::prelude::*;
 use stagecraft::session::inspect;
 use stagecraft::store::{LeaseAttempt, ListFilter, SessionStore};
@@ -151,14 +151,15 @@ async fn stored_count(store: &Arc<dyn SessionStore>, key: &str) -> u64 {
 /// up to `within` for it to be free; gives it back at once.
 async fn free_within(store: &Arc<dyn SessionStore>, key: &str, within: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + within;
+    let leases = store.leases().expect("a store with leases");
     loop {
-        match store
+        match leases
             .acquire_lease(key, Duration::from_secs(30))
             .await
             .unwrap()
         {
             LeaseAttempt::Acquired(lease) => {
-                assert!(store.release_lease(&lease).await.unwrap());
+                assert!(leases.release_lease(&lease).await.unwrap());
                 return true;
             }
             _ if tokio::time::Instant::now() >= deadline => return false,
@@ -393,4 +394,20 @@ async fn a_passed_lease_trusts_the_cache_and_cas_catches_a_writer_without_lease(
         assert_eq!(counted.calls().0, loads + 1, "[{name}] the rerun reads");
     })
     .await;
+}
+
+/// `LeaseMode::On` on a store without leases fails the update with `Error::Config` naming
+/// the backend; `LeaseMode::Auto` there takes no lease and runs it.
+#[tokio::test]
+async fn lease_mode_on_needs_a_store_with_leases() {
+    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+    assert!(store.leases().is_none());
+    let bot = counter(Arc::clone(&store), LeaseConfig::new().mode(LeaseMode::On));
+    match bot.handle(msg(1, 8)).await {
+        Err(Error::Config(text)) => assert!(text.contains("`memory`"), "{text}"),
+        other => panic!("expected Error::Config, got {other:?}"),
+    }
+    let bot = counter(Arc::clone(&store), LeaseConfig::new());
+    bot.handle(msg(2, 8)).await.unwrap();
+    assert_eq!(stored_count(&store, "8:8").await, 1);
 }

@@ -20,6 +20,14 @@ async fn ttl_on_a_virtual_clock() {
         .with_ttl(ttl)
         .with_clock(Arc::new(clock.clone()));
     conformance::check_ttl(&store, &clock, ttl).await;
+    conformance::check_cache_hint(&store, Some(&clock)).await;
+}
+
+#[tokio::test]
+async fn a_cache_hint_without_ttl_on_a_virtual_clock() {
+    let clock = ManualClock::at_secs(1_700_000_000);
+    let store = MemoryStore::new().with_clock(Arc::new(clock.clone()));
+    conformance::check_cache_hint(&store, Some(&clock)).await;
 }
 
 #[tokio::test]

@@ -42,16 +42,12 @@ async fn mysql_store() {
         let store = store.clone();
         let table = table.clone();
         async move {
+            // Leases are on by default, so run_all checks them too.
+            assert!(store.leases().is_some(), "leases are on by default");
             conformance::run_all(store.clone()).await;
-            conformance::check_leases(&store).await;
-            assert_eq!(
-                store
-                    .clone()
-                    .with_leases(false)
-                    .acquire_lease("k", Duration::from_secs(1))
-                    .await
-                    .expect("acquire with leases off"),
-                stagecraft::store::LeaseAttempt::Unsupported
+            assert!(
+                store.clone().with_leases(false).leases().is_none(),
+                "leases switched off are still offered"
             );
 
             // The key column holds 1024 bytes; longer keys are refused, never truncated.
@@ -75,6 +71,7 @@ async fn mysql_store() {
                 .with_ttl(ttl)
                 .with_clock(Arc::new(clock.clone()));
             conformance::check_ttl(&ttl_store, &clock, ttl).await;
+            conformance::check_cache_hint(&ttl_store, Some(&clock)).await;
             clock.advance(ttl + Duration::from_millis(1));
             assert!(ttl_store.purge_expired().await.expect("purge") >= 1);
             assert_eq!(ttl_store.purge_expired().await.expect("purge"), 0);

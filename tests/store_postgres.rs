@@ -11,7 +11,7 @@ use std::time::Duration;
 use stagecraft::Error;
 use stagecraft::clock::ManualClock;
 use stagecraft::store::sqlx::postgres::{PgPool, PgPoolOptions};
-use stagecraft::store::{PostgresStore, SessionStore};
+use stagecraft::store::{LeaseStore, PostgresStore, Preload, SessionStore};
 use stagecraft::testing::conformance;
 
 const VAR: &str = "STAGECRAFT_POSTGRES_URL";
@@ -42,16 +42,12 @@ async fn postgres_store() {
         let store = store.clone();
         let table = table.clone();
         async move {
+            // Leases are on by default, so run_all checks them too.
+            assert!(store.leases().is_some(), "leases are on by default");
             conformance::run_all(store.clone()).await;
-            conformance::check_leases(&store).await;
-            assert_eq!(
-                store
-                    .clone()
-                    .with_leases(false)
-                    .acquire_lease("k", Duration::from_secs(1))
-                    .await
-                    .expect("acquire with leases off"),
-                stagecraft::store::LeaseAttempt::Unsupported
+            assert!(
+                store.clone().with_leases(false).leases().is_none(),
+                "leases switched off are still offered"
             );
 
             let clock = ManualClock::at_secs(1_700_000_000);
@@ -61,6 +57,7 @@ async fn postgres_store() {
                 .with_ttl(ttl)
                 .with_clock(Arc::new(clock.clone()));
             conformance::check_ttl(&ttl_store, &clock, ttl).await;
+            conformance::check_cache_hint(&ttl_store, Some(&clock)).await;
             clock.advance(ttl + Duration::from_millis(1));
             assert!(ttl_store.purge_expired().await.expect("purge") >= 1);
             assert_eq!(ttl_store.purge_expired().await.expect("purge"), 0);
@@ -137,8 +134,8 @@ async fn acquire_while_holder_commits(
     table: &str,
     write: &str,
 ) -> (
-    Option<stagecraft::store::Loaded>,
-    Option<stagecraft::store::Loaded>,
+    Option<stagecraft::store::Record>,
+    Option<stagecraft::store::Record>,
 ) {
     use stagecraft::store::LeaseAttempt;
     use stagecraft::store::sqlx;
@@ -187,7 +184,9 @@ async fn acquire_while_holder_commits(
         panic!("the released lease was not taken: {attempt:?}");
     };
     assert!(store.release_lease(&lease).await.expect("release"));
-    let loaded = loaded.expect("the record is read with the lease");
+    let Preload::Read(loaded) = loaded else {
+        panic!("the record is not read with the lease");
+    };
     (loaded, store.load("k").await.expect("load"))
 }
 
@@ -255,8 +254,59 @@ async fn lease_and_load_sees_the_save_committed_while_it_waited() {
                 panic!("not taken: {:?}", acquired.0);
             };
             assert!(store.release_lease(&lease).await.expect("release"));
-            let read = acquired.1.expect("read with the lease").expect("a record");
+            let Preload::Read(read) = acquired.1 else {
+                panic!("the record is not read with the lease");
+            };
+            let read = read.expect("a record");
             assert_eq!(read.bytes, b"third");
+        }
+    };
+    let result = tokio::spawn(body).await;
+    let _ = stagecraft::store::sqlx::raw_sql(&format!(
+        "DROP TABLE IF EXISTS \"{table}\", \"{table}_lease\""
+    ))
+    .execute(&pool)
+    .await;
+    pool.close().await;
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// When the record read with a lease cannot be used (here a negative version, written by
+/// something else), `acquire_lease_and_load` fails with a store error and gives the lease
+/// back instead of leaving the key blocked until the lease expires.
+#[tokio::test]
+async fn a_failed_read_with_the_lease_gives_the_lease_back() {
+    let Some(url) = common::server_url(VAR) else {
+        return;
+    };
+    let pool = connect_pool(&url).await;
+    let table = common::unique_name("stagecraft_badrow");
+    let store = PostgresStore::new(pool.clone())
+        .with_table(&table)
+        .expect("table name");
+    store.migrate().await.expect("migrate");
+    let body = {
+        let (store, pool, table) = (store.clone(), pool.clone(), table.clone());
+        async move {
+            stagecraft::store::sqlx::query(&format!(
+                "INSERT INTO \"{table}\" (session_key, data, version) VALUES ('k', 'x'::bytea, -5)"
+            ))
+            .execute(&pool)
+            .await
+            .expect("write a foreign row");
+            let ttl = Duration::from_secs(30);
+            let err = store
+                .acquire_lease_and_load("k", ttl)
+                .await
+                .expect_err("a negative version");
+            assert!(err.is_store(), "expected Error::Store, got {err:?}");
+            let attempt = store.acquire_lease("k", ttl).await.expect("acquire");
+            let stagecraft::store::LeaseAttempt::Acquired(lease) = attempt else {
+                panic!("the lease was kept after a failed read: {attempt:?}");
+            };
+            assert!(store.release_lease(&lease).await.expect("release"));
         }
     };
     let result = tokio::spawn(body).await;

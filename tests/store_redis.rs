@@ -64,19 +64,50 @@ async fn redis_store() {
         let store = store.clone();
         let prefix = prefix.clone();
         async move {
+            // Leases are on by default, so run_all checks them too.
+            assert!(store.leases().is_some(), "leases are on by default");
             conformance::run_all(store.clone()).await;
-            conformance::check_leases(&store).await;
-            assert_eq!(
-                store
-                    .clone()
-                    .with_leases(false)
-                    .acquire_lease("k", Duration::from_secs(1))
-                    .await
-                    .expect("acquire with leases off"),
-                stagecraft::store::LeaseAttempt::Unsupported
+            assert!(
+                store.clone().with_leases(false).leases().is_none(),
+                "leases switched off are still offered"
             );
 
+            // A record written by something else with a version that is not a number:
+            // loading it is a store error, and taking its lease with it gives the lease
+            // back instead of leaving the key blocked until the lease expires.
+            let mut conn = store.connection().clone();
+            let () = stagecraft::store::redis::cmd("HSET")
+                .arg(format!("{prefix}foreign"))
+                .arg("d")
+                .arg("x")
+                .arg("v")
+                .arg("abc")
+                .query_async(&mut conn)
+                .await
+                .map(|_: i64| ())
+                .expect("write a foreign record");
+            let err = store.load("foreign").await.expect_err("a bad version");
+            assert!(err.is_store(), "expected Error::Store, got {err:?}");
+            let leases = store.leases().expect("leases");
+            let lease_ttl = Duration::from_secs(30);
+            let err = leases
+                .acquire_lease_and_load("foreign", lease_ttl)
+                .await
+                .expect_err("a bad version with the lease");
+            assert!(err.is_store(), "expected Error::Store, got {err:?}");
+            match leases
+                .acquire_lease("foreign", lease_ttl)
+                .await
+                .expect("acquire")
+            {
+                stagecraft::store::LeaseAttempt::Acquired(lease) => {
+                    assert!(leases.release_lease(&lease).await.expect("release"));
+                }
+                other => panic!("the lease was kept after a failed read: {other:?}"),
+            }
+
             let ttl_store = store.clone().with_ttl(Duration::from_millis(1200));
+            conformance::check_cache_hint(&ttl_store, None).await;
             conformance::check_ttl_real_time(&ttl_store, Duration::from_millis(1200)).await;
 
             let other = connect(&url, &prefix).await;

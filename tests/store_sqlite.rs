@@ -58,6 +58,7 @@ async fn ttl_on_a_virtual_clock_and_purge() {
         .with_ttl(ttl)
         .with_clock(Arc::new(clock.clone()));
     conformance::check_ttl(&store, &clock, ttl).await;
+    conformance::check_cache_hint(&store, Some(&clock)).await;
 
     // Let everything check_ttl left expire, and purge it.
     clock.advance(ttl + Duration::from_millis(1));
@@ -166,5 +167,61 @@ async fn unopenable_file_is_a_store_error() {
     match SqliteStore::open(&path).await {
         Err(e) => assert!(e.is_store(), "expected Error::Store, got {e:?}"),
         Ok(_) => panic!("opened a database in a directory that does not exist"),
+    }
+}
+
+/// Rows written by something else whose columns do not decode (a version that is not an
+/// integer, data that is not bytes, an expiry that is not an integer) are a store error
+/// for the loads of their keys, whether the grouped reader answers them together or the
+/// store reads them one by one; never an absent record. Loads of other keys answered in
+/// the same group are unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_row_is_a_store_error_grouped_or_not() {
+    let keys = ["good", "bad_version", "bad_data", "bad_expiry"];
+    for group_commit in [true, false] {
+        let store = SqliteStore::open_with(
+            "sqlite::memory:",
+            SqliteOptions::new().group_commit(group_commit),
+        )
+        .await
+        .expect("open");
+        let v = store.save("good", b"fine", None).await.expect("save");
+        for (key, values) in [
+            ("bad_version", "x'00', 'not a number', NULL"),
+            ("bad_data", "42, 1, NULL"),
+            ("bad_expiry", "x'00', 1, 'later'"),
+        ] {
+            stagecraft::store::sqlx::query(&format!(
+                "INSERT INTO stagecraft_sessions (session_key, data, version, expires_at) \
+                 VALUES ('{key}', {values})"
+            ))
+            .execute(store.pool())
+            .await
+            .expect("write a foreign row");
+        }
+        let check = |key: &str, loaded: stagecraft::Result<Option<stagecraft::store::Record>>| {
+            if key == "good" {
+                let record = loaded.expect("load of a good row").expect("a record");
+                assert_eq!((record.bytes, record.version), (b"fine".to_vec(), v));
+            } else {
+                match loaded {
+                    Err(e) => assert!(e.is_store(), "{key}: expected Error::Store, got {e:?}"),
+                    Ok(r) => panic!("{key} (group commit {group_commit}): loaded as {r:?}"),
+                }
+            }
+        };
+        // At once (one group for the grouped reader), several times over.
+        for _ in 0..3 {
+            let loads = keys.iter().map(|k| store.load(k));
+            let results = futures_util::future::join_all(loads).await;
+            for (key, loaded) in keys.iter().zip(results) {
+                check(key, loaded);
+            }
+        }
+        // One by one.
+        for key in keys {
+            check(key, store.load(key).await);
+        }
+        store.pool().close().await;
     }
 }

@@ -273,7 +273,7 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
         let leases = match self.leases.config.mode {
             LeaseMode::Off => false,
             LeaseMode::On => true,
-            LeaseMode::Auto => self.store.supports_leases(),
+            LeaseMode::Auto => self.store.leases().is_some(),
         };
         let caches = self.keys.caches();
         let hint = self.store.cache_hint();

@@ -16,7 +16,7 @@ use crate::store::{Lease, LeaseAttempt, Preload, SessionStore, random_u64};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum LeaseMode {
-    /// When the store supports them ([`SessionStore::supports_leases`]): Redis,
+    /// When the store has them ([`SessionStore::leases`] is `Some`): Redis,
     /// PostgreSQL and MySQL do, memory and SQLite don't. The default.
     #[default]
     Auto,
@@ -157,18 +157,25 @@ impl Leases {
 
     /// Takes the lease of `key` (waiting while it is busy), or `None` when leases are
     /// off for this store. With the lease comes the key's record when the store read it
-    /// in the same round trip (see [`SessionStore::acquire_lease_and_load`]).
+    /// in the same round trip (see [`LeaseStore::acquire_lease_and_load`]).
+    ///
+    /// [`LeaseStore::acquire_lease_and_load`]: crate::store::LeaseStore::acquire_lease_and_load
     pub(crate) async fn acquire(
         &self,
         store: &Arc<dyn SessionStore>,
         key: &Arc<str>,
     ) -> Result<(Option<HeldLease>, Preload)> {
         let cfg = &self.config;
-        match cfg.mode {
-            LeaseMode::Off => return Ok((None, Preload::NotRead)),
-            LeaseMode::Auto if !store.supports_leases() => return Ok((None, Preload::NotRead)),
-            _ => {}
-        }
+        let leases = match (cfg.mode, store.leases()) {
+            (LeaseMode::Off, _) | (LeaseMode::Auto, None) => return Ok((None, Preload::NotRead)),
+            (LeaseMode::On, None) => {
+                return Err(Error::Config(format!(
+                    "leases are required (LeaseMode::On) but the `{}` store has none",
+                    store.backend()
+                )));
+            }
+            (_, Some(leases)) => leases,
+        };
         let started = Instant::now();
         // Fairness: after a long streak of consecutive updates of this key here, leave a
         // gap at least as long as a waiting replica's longest pause between tries.
@@ -181,24 +188,16 @@ impl Leases {
         }
         let mut pause = cfg.poll_min;
         loop {
-            let (attempt, loaded) = store.acquire_lease_and_load(key, cfg.ttl).await?;
+            let (attempt, loaded) = leases.acquire_lease_and_load(key, cfg.ttl).await?;
             match attempt {
                 LeaseAttempt::Acquired(lease) => {
                     self.streaks
                         .entry(Arc::clone(key))
                         .or_insert_with(Instant::now);
                     let held = HeldLease::start(Arc::clone(store), lease, cfg);
-                    let preload = loaded.map_or(Preload::NotRead, Preload::Read);
-                    return Ok((Some(held), preload));
+                    return Ok((Some(held), loaded));
                 }
                 LeaseAttempt::Busy => {}
-                LeaseAttempt::Unsupported if cfg.mode == LeaseMode::On => {
-                    return Err(Error::Config(format!(
-                        "leases are required (LeaseMode::On) but the `{}` store has none",
-                        store.backend()
-                    )));
-                }
-                _ => return Ok((None, Preload::NotRead)),
             }
             let waited = started.elapsed();
             if waited >= cfg.wait {
@@ -267,7 +266,11 @@ impl HeldLease {
     pub(crate) async fn release(mut self) {
         self.renewer.abort();
         self.released = true;
-        match self.store.release_lease(&self.lease).await {
+        // Held only on a store with leases.
+        let Some(leases) = self.store.leases() else {
+            return;
+        };
+        match leases.release_lease(&self.lease).await {
             Ok(true) => {}
             Ok(false) => tracing::info!(target: "stagecraft::session", key = self.lease.key(),
                 "the lease had expired before it was released"),
@@ -289,7 +292,9 @@ impl Drop for HeldLease {
             let store = Arc::clone(&self.store);
             let lease = self.lease.clone();
             rt.spawn(async move {
-                let _ = store.release_lease(&lease).await;
+                if let Some(leases) = store.leases() {
+                    let _ = leases.release_lease(&lease).await;
+                }
             });
         }
     }
@@ -302,9 +307,12 @@ async fn renew(
     every: Duration,
     lost: Arc<AtomicBool>,
 ) {
+    let Some(leases) = store.leases() else {
+        return;
+    };
     loop {
         tokio::time::sleep(every).await;
-        match store.renew_lease(&lease, ttl).await {
+        match leases.renew_lease(&lease, ttl).await {
             Ok(true) => {}
             Ok(false) => {
                 tracing::warn!(target: "stagecraft::session", key = lease.key(),

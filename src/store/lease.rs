@@ -1,20 +1,76 @@
 //! Per-key leases: a short, renewable, token-checked claim on a session key, shared by
-//! every process that uses the store.
+//! every process that uses the store. A store that has them implements [`LeaseStore`]
+//! and hands it out from [`SessionStore::leases`](super::SessionStore::leases).
 
 use std::fmt;
+use std::time::Duration;
 
-use super::random_u64;
+use async_trait::async_trait;
 
-/// A lease on one session key, as handed out by [`SessionStore::acquire_lease`].
+use super::{Record, random_u64};
+use crate::error::Result;
+
+/// Per-key leases, the optional capability of a [`SessionStore`](super::SessionStore)
+/// shared by several processes (Redis, PostgreSQL and MySQL have it).
+///
+/// A store offers it by implementing this trait and returning itself from
+/// [`SessionStore::leases`](super::SessionStore::leases); a pipeline on such a store
+/// takes the lease of a key before it loads the key's session (see
+/// [`LeaseMode`](crate::pipeline::LeaseMode)). Leases are independent of the records:
+/// they never appear in [`list`](super::SessionStore::list) and never change a version.
+/// `stagecraft::testing::conformance::check_leases` (feature `testing`) checks an
+/// implementation.
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
+    /// Tries once to take the lease of `key` for `ttl`: [`LeaseAttempt::Acquired`] when
+    /// nobody holds a live lease on it, [`LeaseAttempt::Busy`] when someone does.
+    ///
+    /// A lease expires by itself `ttl` after it was taken or last renewed, so a crashed
+    /// holder blocks the key for at most `ttl`.
+    async fn acquire_lease(&self, key: &str, ttl: Duration) -> Result<LeaseAttempt>;
+
+    /// Takes the lease of `key` like [`acquire_lease`](Self::acquire_lease) and, where
+    /// the backend can do both in one round trip, reads the record too:
+    /// [`Preload::Read`] then stands for the [`load`](super::SessionStore::load) the
+    /// update would make next. The default takes the lease only ([`Preload::NotRead`]).
+    async fn acquire_lease_and_load(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<(LeaseAttempt, Preload)> {
+        Ok((self.acquire_lease(key, ttl).await?, Preload::NotRead))
+    }
+
+    /// Extends `lease` to `ttl` from now if it is still live and still `lease`'s (same
+    /// token). Returns `false` when it was lost (expired, or taken by someone else).
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool>;
+
+    /// Gives `lease` back if it is still `lease`'s (same token); returns whether it was.
+    /// Releasing a lease that expired and was taken by someone else does nothing.
+    async fn release_lease(&self, lease: &Lease) -> Result<bool>;
+}
+
+/// What [`LeaseStore::acquire_lease_and_load`] read along with the lease.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Preload {
+    /// The record was not read (the lease was busy, or the store takes leases without
+    /// reading): load it separately.
+    #[default]
+    NotRead,
+    /// The record as [`load`](super::SessionStore::load) would have returned it once the
+    /// lease was taken: `None` when the key has no live record.
+    Read(Option<Record>),
+}
+
+/// A lease on one session key, as handed out by [`LeaseStore::acquire_lease`].
 ///
 /// The token is random and identifies the holder: [`renew_lease`] and
 /// [`release_lease`] act only when the stored token is still this one, so a holder
 /// whose lease expired and was taken by someone else cannot renew or release the new
 /// holder's lease.
 ///
-/// [`SessionStore::acquire_lease`]: super::SessionStore::acquire_lease
-/// [`renew_lease`]: super::SessionStore::renew_lease
-/// [`release_lease`]: super::SessionStore::release_lease
+/// [`renew_lease`]: LeaseStore::renew_lease
+/// [`release_lease`]: LeaseStore::release_lease
 #[derive(Clone, PartialEq, Eq)]
 pub struct Lease {
     key: String,
@@ -63,14 +119,23 @@ impl fmt::Debug for Lease {
     }
 }
 
-/// The answer of [`SessionStore::acquire_lease`](super::SessionStore::acquire_lease).
+/// The answer of [`LeaseStore::acquire_lease`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum LeaseAttempt {
     /// The lease is ours until its TTL runs out (unless renewed).
     Acquired(Lease),
     /// Someone else holds a live lease on the key; try again later.
     Busy,
-    /// This store has no leases (the default for stores that don't implement them).
-    Unsupported,
+}
+
+impl LeaseAttempt {
+    /// `Acquired(lease)` when the store wrote `lease` (`taken`), else `Busy`.
+    #[cfg(any(feature = "redis", feature = "postgres", feature = "mysql"))]
+    pub(crate) fn taken(taken: bool, lease: Lease) -> Self {
+        if taken {
+            Self::Acquired(lease)
+        } else {
+            Self::Busy
+        }
+    }
 }

@@ -8,7 +8,7 @@ use crate::util::{FastMap, fast_map};
 use async_trait::async_trait;
 use dashmap::mapref::entry::Entry as MapEntry;
 
-use super::{ListFilter, Loaded, SessionStore, Version};
+use super::{ListFilter, PurgeExpired, Record, SessionStore, Version};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 
@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 /// Expired records are removed lazily on access and by a sweep that runs once the
 /// number of writes since the last sweep exceeds half the table, so the memory held
 /// by expired records stays proportional to the live ones. [`MemoryStore::purge_expired`]
-/// sweeps on demand.
+/// (also reached as the [`PurgeExpired`] capability) sweeps on demand.
 ///
 /// ```
 /// use stagecraft::store::{MemoryStore, SessionStore};
@@ -114,6 +114,10 @@ impl MemoryStore {
 
     /// Removes every expired record now; returns how many were removed.
     pub fn purge_expired(&self) -> usize {
+        self.sweep()
+    }
+
+    fn sweep(&self) -> usize {
         let now = self.inner.clock.now_ms();
         let before = self.inner.map.len();
         self.inner.map.retain(|_, e| e.expires_at > now);
@@ -147,7 +151,7 @@ impl MemoryStore {
             .fetch_add(1, Ordering::Relaxed)
             + 1;
         if n > 1024 && n > self.inner.map.len() / 2 {
-            self.purge_expired();
+            self.sweep();
         }
     }
 }
@@ -184,12 +188,12 @@ impl SessionStore for MemoryStore {
         "memory"
     }
 
-    async fn load(&self, key: &str) -> Result<Option<Loaded>> {
+    async fn load(&self, key: &str) -> Result<Option<Record>> {
         let now = self.now();
         let expired = match self.inner.map.get(key) {
             None => return Ok(None),
             Some(e) if e.expires_at > now => {
-                return Ok(Some(Loaded {
+                return Ok(Some(Record {
                     bytes: e.bytes.to_vec(),
                     version: e.version,
                 }));
@@ -291,5 +295,16 @@ impl SessionStore for MemoryStore {
             .take(limit)
             .map(|r| r.key().to_string())
             .collect())
+    }
+
+    fn purge(&self) -> Option<&dyn PurgeExpired> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl PurgeExpired for MemoryStore {
+    async fn purge_expired(&self) -> Result<u64> {
+        Ok(u64::try_from(self.sweep()).unwrap_or(u64::MAX))
     }
 }

@@ -5,6 +5,11 @@
 //! [`Error::Conflict`](crate::Error::Conflict) instead of silently overwriting the newer record.
 //! That is what makes two bot replicas on one database safe.
 //!
+//! What only some stores can do is a trait of its own, handed out by the store:
+//! per-key leases ([`LeaseStore`], from [`SessionStore::leases`]: Redis, PostgreSQL,
+//! MySQL) and purging expired records ([`PurgeExpired`], from [`SessionStore::purge`]:
+//! memory and the SQL stores).
+//!
 //! | store | feature | persistence |
 //! |---|---|---|
 //! | [`MemoryStore`] | always | process memory, optional TTL |
@@ -22,6 +27,9 @@
 use std::fmt;
 use std::time::Duration;
 
+// `async_trait` boxes each method's future. The `impl SessionStore for Arc<T>` below
+// writes that expansion out by hand (to hand the inner future back without a second
+// box), so it depends on how `async_trait` expands: check it when upgrading the crate.
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -43,7 +51,7 @@ mod sql;
 mod sqlite;
 
 pub use codec::Codec;
-pub use lease::{Lease, LeaseAttempt};
+pub use lease::{Lease, LeaseAttempt, LeaseStore, Preload};
 pub use memory::MemoryStore;
 #[cfg(feature = "mysql")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
@@ -101,7 +109,7 @@ impl fmt::Display for Version {
 
 /// A record read from a store: its bytes and the version to hand back on save.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Loaded {
+pub struct Record {
     /// The encoded session record.
     pub bytes: Vec<u8>,
     /// Its version.
@@ -188,6 +196,11 @@ impl CacheHint {
 /// Implementations must make `save` and `delete` atomic compare-and-set operations: of
 /// any number of concurrent `save`s with the same expected version, at most one wins.
 ///
+/// Optional capabilities are separate traits, which a store hands out from a discovery
+/// method when it has them: per-key leases ([`LeaseStore`], from
+/// [`leases`](Self::leases)) and purging of expired records ([`PurgeExpired`], from
+/// [`purge`](Self::purge)).
+///
 /// `stagecraft::testing::conformance` (feature `testing`) checks an implementation
 /// against the same suite the built-in stores pass.
 #[async_trait]
@@ -196,7 +209,7 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     fn backend(&self) -> &'static str;
 
     /// Reads the record of `key`, or `None` when there is none (or it expired).
-    async fn load(&self, key: &str) -> Result<Option<Loaded>>;
+    async fn load(&self, key: &str) -> Result<Option<Record>>;
 
     /// Writes `bytes` as the record of `key` if its current version is `expected`
     /// (`None`: only if there is no record), and returns the new version.
@@ -225,51 +238,33 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
         None
     }
 
-    /// Whether this store hands out per-key leases shared by every process using it
-    /// (the pipeline takes them by default when it does). Default: `false`.
-    fn supports_leases(&self) -> bool {
-        false
+    /// This store's per-key leases, shared by every process using it, or `None` (the
+    /// default) when it has none. The pipeline takes them by default when there are
+    /// some, and otherwise relies on compare-and-set alone.
+    fn leases(&self) -> Option<&dyn LeaseStore> {
+        None
     }
 
-    /// Tries once to take the lease of `key` for `ttl`: [`LeaseAttempt::Acquired`] when
-    /// nobody holds a live lease on it, [`LeaseAttempt::Busy`] when someone does.
+    /// This store's bulk removal of expired records, or `None` (the default) when it
+    /// has none (no TTL, or the backend expires records by itself).
+    fn purge(&self) -> Option<&dyn PurgeExpired> {
+        None
+    }
+}
+
+/// Removing expired records in bulk: the optional capability of a store whose expired
+/// records stay behind, invisible, until something deletes them (the SQL stores, and
+/// the memory store between its sweeps). Reached through [`SessionStore::purge`].
+#[async_trait]
+pub trait PurgeExpired: Send + Sync {
+    /// Deletes every expired record now and returns how many were deleted.
     ///
-    /// A lease expires by itself `ttl` after it was taken or last renewed, so a crashed
-    /// holder blocks the key for at most `ttl`. Leases are independent of the records:
-    /// they never appear in [`list`](Self::list) and never change a version.
+    /// Expired records are already invisible; this reclaims their space. Call it
+    /// periodically (e.g. hourly) when a TTL is set.
     ///
-    /// The default implementation answers [`LeaseAttempt::Unsupported`] (this store has
-    /// no leases; the pipeline then relies on compare-and-set alone).
-    async fn acquire_lease(&self, key: &str, ttl: Duration) -> Result<LeaseAttempt> {
-        let _ = (key, ttl);
-        Ok(LeaseAttempt::Unsupported)
-    }
-
-    /// Takes the lease of `key` like [`acquire_lease`](Self::acquire_lease) and, where
-    /// the backend can do both in one round trip, reads the record too: `Some(record)`
-    /// then stands for the [`load`](Self::load) the update would make next. The default
-    /// takes the lease only (`None`: load separately).
-    async fn acquire_lease_and_load(
-        &self,
-        key: &str,
-        ttl: Duration,
-    ) -> Result<(LeaseAttempt, Option<Option<Loaded>>)> {
-        Ok((self.acquire_lease(key, ttl).await?, None))
-    }
-
-    /// Extends `lease` to `ttl` from now if it is still live and still `lease`'s (same
-    /// token). Returns `false` when it was lost (expired, or taken by someone else).
-    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
-        let _ = (lease, ttl);
-        Ok(false)
-    }
-
-    /// Gives `lease` back if it is still `lease`'s (same token); returns whether it was.
-    /// Releasing a lease that expired and was taken by someone else does nothing.
-    async fn release_lease(&self, lease: &Lease) -> Result<bool> {
-        let _ = lease;
-        Ok(false)
-    }
+    /// # Errors
+    /// [`Error::Store`](crate::Error::Store) when the backend fails.
+    async fn purge_expired(&self) -> Result<u64>;
 }
 
 /// The future of an `async_trait` method (what the forwarding impl below returns as is).
@@ -277,12 +272,13 @@ type StoreFuture<'a, T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send + 'a>>;
 
 /// Forwards to the store inside, handing its future back unwrapped (no second box per
-/// call: a pipeline calls its `Arc<dyn SessionStore>` through this impl).
+/// call: a pipeline calls its `Arc<dyn SessionStore>` through this impl). The method
+/// signatures are `async_trait`'s expansion, written out.
 impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
     fn backend(&self) -> &'static str {
         (**self).backend()
     }
-    fn load<'a, 'b, 'f>(&'a self, key: &'b str) -> StoreFuture<'f, Option<Loaded>>
+    fn load<'a, 'b, 'f>(&'a self, key: &'b str) -> StoreFuture<'f, Option<Record>>
     where
         'a: 'f,
         'b: 'f,
@@ -323,48 +319,11 @@ impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
     fn cache_hint(&self) -> Option<CacheHint> {
         (**self).cache_hint()
     }
-    fn supports_leases(&self) -> bool {
-        (**self).supports_leases()
+    fn leases(&self) -> Option<&dyn LeaseStore> {
+        (**self).leases()
     }
-    fn acquire_lease<'a, 'b, 'f>(
-        &'a self,
-        key: &'b str,
-        ttl: Duration,
-    ) -> StoreFuture<'f, LeaseAttempt>
-    where
-        'a: 'f,
-        'b: 'f,
-        Self: 'f,
-    {
-        (**self).acquire_lease(key, ttl)
-    }
-    fn acquire_lease_and_load<'a, 'b, 'f>(
-        &'a self,
-        key: &'b str,
-        ttl: Duration,
-    ) -> StoreFuture<'f, (LeaseAttempt, Option<Option<Loaded>>)>
-    where
-        'a: 'f,
-        'b: 'f,
-        Self: 'f,
-    {
-        (**self).acquire_lease_and_load(key, ttl)
-    }
-    fn renew_lease<'a, 'b, 'f>(&'a self, lease: &'b Lease, ttl: Duration) -> StoreFuture<'f, bool>
-    where
-        'a: 'f,
-        'b: 'f,
-        Self: 'f,
-    {
-        (**self).renew_lease(lease, ttl)
-    }
-    fn release_lease<'a, 'b, 'f>(&'a self, lease: &'b Lease) -> StoreFuture<'f, bool>
-    where
-        'a: 'f,
-        'b: 'f,
-        Self: 'f,
-    {
-        (**self).release_lease(lease)
+    fn purge(&self) -> Option<&dyn PurgeExpired> {
+        (**self).purge()
     }
 }
 
@@ -377,17 +336,4 @@ pub(crate) fn random_u64() -> u64 {
     let mut h = RandomState::new().build_hasher();
     h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
     h.finish()
-}
-
-/// A record read from a store (the name the layers above use).
-pub type Record = Loaded;
-
-/// What a lease taken with [`SessionStore::acquire_lease_and_load`] brought of the record.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Preload {
-    /// The record was not read: load it separately.
-    #[default]
-    NotRead,
-    /// The record as read together with the lease (`None`: there is none).
-    Read(Option<Record>),
 }

@@ -7,9 +7,11 @@ use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::mysql::MySqlPool;
 
-use super::sql::{self, DEFAULT_TABLE};
-use super::{Lease, LeaseAttempt, ListFilter, Loaded, SessionStore, Version};
-use crate::clock::{Clock, SystemClock};
+use super::sql::{self, Rows, SqlTable};
+use super::{
+    Lease, LeaseAttempt, LeaseStore, ListFilter, PurgeExpired, Record, SessionStore, Version,
+};
+use crate::clock::Clock;
 use crate::error::{Error, Message, Result};
 
 const BACKEND: &str = "mysql";
@@ -19,6 +21,21 @@ const MAX_KEY_BYTES: usize = 1024;
 
 fn db_err(e: sqlx::Error) -> Error {
     Error::store(BACKEND, e)
+}
+
+/// Refuses a key longer than the key column: outside strict SQL mode the server would
+/// truncate it silently.
+fn check_key_len(key: &str) -> Result<()> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(Error::store(
+            BACKEND,
+            Message(format!(
+                "a key is {} bytes long, the limit is {MAX_KEY_BYTES}",
+                key.len()
+            )),
+        ));
+    }
+    Ok(())
 }
 
 fn is_duplicate_key(e: &sqlx::Error) -> bool {
@@ -31,47 +48,26 @@ fn is_lock_contention(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| c == "40001" || c == "HY000" && db.message().contains("Lock wait timeout")))
 }
 
-#[derive(Debug)]
-struct Queries {
-    create_table: String,
-    load: String,
-    insert: String,
-    update: String,
-    delete: String,
-    current_version: String,
-    delete_expired: String,
-    list: String,
-    purge: String,
-    create_lease_table: String,
-    lease_renew: String,
-    lease_release: String,
-    lease_purge: String,
-    lease_insert: String,
-    lease_take_expired: String,
-}
-
-impl Queries {
-    fn new(table: &str) -> Self {
-        let r = |t: &str| sql::render(t, table);
-        Self {
-            create_table: r(include_str!("queries/mysql/create_table.sql")),
-            load: r(include_str!("queries/mysql/load.sql")),
-            insert: r(include_str!("queries/mysql/insert.sql")),
-            update: r(include_str!("queries/mysql/update.sql")),
-            delete: r(include_str!("queries/mysql/delete.sql")),
-            current_version: r(include_str!("queries/mysql/current_version.sql")),
-            delete_expired: r(include_str!("queries/mysql/delete_expired.sql")),
-            list: r(include_str!("queries/mysql/list.sql")),
-            purge: r(include_str!("queries/mysql/purge.sql")),
-            create_lease_table: r(include_str!("queries/mysql/create_lease_table.sql")),
-            lease_renew: r(include_str!("queries/mysql/lease_renew.sql")),
-            lease_release: r(include_str!("queries/mysql/lease_release.sql")),
-            lease_purge: r(include_str!("queries/mysql/lease_purge.sql")),
-            lease_insert: r(include_str!("queries/mysql/lease_insert.sql")),
-            lease_take_expired: r(include_str!("queries/mysql/lease_take_expired.sql")),
-        }
+sql::queries!(
+    /// The MySQL statements, rendered for one table.
+    struct Queries in "mysql" {
+        create_table,
+        load,
+        insert,
+        update,
+        delete,
+        current_version,
+        delete_expired,
+        list,
+        purge,
+        create_lease_table,
+        lease_renew,
+        lease_release,
+        lease_purge,
+        lease_insert,
+        lease_take_expired,
     }
-}
+);
 
 /// A session store in a MySQL or MariaDB table (feature `mysql`).
 ///
@@ -97,10 +93,7 @@ impl Queries {
 #[derive(Debug, Clone)]
 pub struct MySqlStore {
     pool: MySqlPool,
-    table: Arc<str>,
-    queries: Arc<Queries>,
-    ttl_ms: Option<i64>,
-    clock: Arc<dyn Clock>,
+    table: SqlTable<Queries>,
     leases: bool,
 }
 
@@ -123,34 +116,105 @@ impl MySqlStore {
     pub fn new(pool: MySqlPool) -> Self {
         Self {
             pool,
-            table: Arc::from(DEFAULT_TABLE),
-            queries: Arc::new(Queries::new(DEFAULT_TABLE)),
-            ttl_ms: None,
-            clock: Arc::new(SystemClock),
+            table: SqlTable::new(),
             leases: true,
         }
     }
 
-    sql::sql_server_store_methods!("mysql");
+    /// Connects a pool to `url` (`mysql://user:password@host/database`) and creates the
+    /// table `stagecraft_sessions` (and its leases' table) if needed.
+    ///
+    /// The pool has sqlx's defaults, except that a connection is checked (pinged)
+    /// before use only after it was idle for a second, not before every statement.
+    ///
+    /// # Errors
+    /// [`Error::Store`] when the server cannot be reached or the table cannot be created.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let store = Self::new(sql::connect(url, BACKEND).await?);
+        store.migrate().await?;
+        Ok(store)
+    }
 
-    sql::sql_store_methods!(MySqlPool);
+    /// Whether this store hands out per-key leases (default `true`; they live in the
+    /// table `{table}_lease`, which [`migrate`](Self::migrate) creates). With `false`,
+    /// [`leases`](SessionStore::leases) is `None`, so a pipeline on it takes no leases
+    /// and relies on compare-and-set alone. (The store's [`LeaseStore`] methods, called
+    /// on it directly, still take leases.)
+    #[must_use]
+    pub fn with_leases(mut self, on: bool) -> Self {
+        self.leases = on;
+        self
+    }
+
+    /// Uses the table `table` (`[A-Za-z_][A-Za-z0-9_]{0,62}`; always quoted, so
+    /// case-sensitive where the server is). Call [`migrate`](Self::migrate)
+    /// afterwards if the table may not exist yet.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the name is not valid.
+    pub fn with_table(mut self, table: &str) -> Result<Self> {
+        self.table = self.table.renamed(table)?;
+        Ok(self)
+    }
+
+    /// Records expire `ttl` after their last save.
+    #[must_use]
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.table = self.table.with_ttl(ttl);
+        self
+    }
+
+    /// Reads time from `clock` (for TTLs) instead of the system clock.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.table = self.table.with_clock(clock);
+        self
+    }
+
+    /// The connection pool.
+    #[must_use]
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+
+    /// The table name.
+    #[must_use]
+    pub fn table(&self) -> &str {
+        self.table.name()
+    }
 
     /// Creates the table (with its `expires_at` index) and the leases' table
     /// (`{table}_lease`) if they do not exist (idempotent).
     ///
     /// # Errors
     /// [`Error::Store`] when the statement fails.
-    #[tracing::instrument(skip_all, fields(table = %self.table), err)]
+    #[tracing::instrument(skip_all, fields(table = %self.table()), err)]
     pub async fn migrate(&self) -> Result<()> {
-        sqlx::raw_sql(&self.queries.create_table)
-            .execute(&self.pool)
+        let q = self.table.queries();
+        self.rows()
+            .run_all(&[&q.create_table, &q.create_lease_table])
             .await
-            .map_err(db_err)?;
-        sqlx::raw_sql(&self.queries.create_lease_table)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(())
+    }
+
+    /// Deletes every expired row now and returns how many were deleted (expired
+    /// leases, of holders that died, are deleted too, uncounted).
+    ///
+    /// Expired rows are already invisible; this reclaims their space. Call it
+    /// periodically (e.g. hourly) when a TTL is set. The same as
+    /// [`PurgeExpired::purge_expired`], without importing the trait.
+    ///
+    /// # Errors
+    /// [`Error::Store`] when a statement fails.
+    #[tracing::instrument(skip_all, fields(table = %self.table()), err)]
+    pub async fn purge_expired(&self) -> Result<u64> {
+        let q = self.table.queries();
+        let purged = self.rows().purge(&q.purge, self.table.now()).await?;
+        self.rows().execute(&q.lease_purge).await?;
+        Ok(purged)
+    }
+
+    fn rows(&self) -> Rows<'_, sqlx::MySql> {
+        Rows::new(&self.pool, BACKEND)
     }
 
     /// `INSERT`s a new record; `Ok(false)` when a row with this key exists.
@@ -161,7 +225,7 @@ impl MySqlStore {
         version: Version,
         expires_at: Option<i64>,
     ) -> Result<bool> {
-        let done = sqlx::query(&self.queries.insert)
+        let done = sqlx::query(&self.table.queries().insert)
             .bind(key)
             .bind(bytes)
             .bind(sql::version_param(version))
@@ -176,7 +240,7 @@ impl MySqlStore {
     }
 
     async fn delete_expired(&self, key: &str, now: i64) -> Result<u64> {
-        let done = sqlx::query(&self.queries.delete_expired)
+        let done = sqlx::query(&self.table.queries().delete_expired)
             .bind(key)
             .bind(now)
             .execute(&self.pool)
@@ -189,7 +253,7 @@ impl MySqlStore {
 #[async_trait]
 impl SessionStore for MySqlStore {
     fn cache_hint(&self) -> Option<crate::store::CacheHint> {
-        crate::store::CacheHint::from_ttl_ms(self.ttl_ms, &self.clock, false)
+        self.table.cache_hint(false)
     }
 
     fn backend(&self) -> &'static str {
@@ -197,24 +261,20 @@ impl SessionStore for MySqlStore {
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
-    async fn load(&self, key: &str) -> Result<Option<Loaded>> {
-        self.load_row(key).await
+    async fn load(&self, key: &str) -> Result<Option<Record>> {
+        let now = self.table.now();
+        let q = self.table.queries();
+        let row = self.rows().fetch_row(&q.load, key).await?;
+        self.rows()
+            .live_record(&q.delete_expired, key, row, now)
+            .await
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn save(&self, key: &str, bytes: &[u8], expected: Option<Version>) -> Result<Version> {
-        if key.len() > MAX_KEY_BYTES {
-            // Refused here: outside strict SQL mode the server would truncate it silently.
-            return Err(Error::store(
-                BACKEND,
-                Message(format!(
-                    "a key is {} bytes long, the limit is {MAX_KEY_BYTES}",
-                    key.len()
-                )),
-            ));
-        }
-        let now = self.clock.now_ms();
-        let expires_at = self.expires_at(now);
+        check_key_len(key)?;
+        let now = self.table.now();
+        let expires_at = self.table.expires_at(now);
         let conflict = || Error::Conflict {
             key: key.to_owned(),
         };
@@ -238,7 +298,7 @@ impl SessionStore for MySqlStore {
             Some(expected) => {
                 let version = expected.next();
                 // sqlx asks for CLIENT_FOUND_ROWS: rows affected counts matched rows.
-                let done = sqlx::query(&self.queries.update)
+                let done = sqlx::query(&self.table.queries().update)
                     .bind(bytes)
                     .bind(sql::version_param(version))
                     .bind(expires_at)
@@ -259,13 +319,22 @@ impl SessionStore for MySqlStore {
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn delete(&self, key: &str, expected: Version) -> Result<()> {
-        self.delete_row(key, expected).await
+        let q = self.table.queries();
+        self.rows()
+            .delete_row(
+                &q.delete,
+                &q.current_version,
+                key,
+                expected,
+                self.table.now(),
+            )
+            .await
     }
 
     #[tracing::instrument(skip_all, fields(prefix = %filter.prefix), err(level = "debug"))]
     async fn list(&self, filter: &ListFilter) -> Result<Vec<String>> {
-        let now = self.clock.now_ms();
-        let rows = sqlx::query(&self.queries.list)
+        let now = self.table.now();
+        let rows = sqlx::query(&self.table.queries().list)
             .bind(sql::like_prefix(&filter.prefix))
             .bind(now)
             .bind(sql::limit_param(filter.limit))
@@ -282,27 +351,30 @@ impl SessionStore for MySqlStore {
             .collect()
     }
 
-    fn supports_leases(&self) -> bool {
-        self.leases
+    fn leases(&self) -> Option<&dyn LeaseStore> {
+        self.leases.then_some(self as &dyn LeaseStore)
     }
 
+    fn purge(&self) -> Option<&dyn PurgeExpired> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl PurgeExpired for MySqlStore {
+    async fn purge_expired(&self) -> Result<u64> {
+        MySqlStore::purge_expired(self).await
+    }
+}
+
+#[async_trait]
+impl LeaseStore for MySqlStore {
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn acquire_lease(&self, key: &str, ttl: Duration) -> Result<LeaseAttempt> {
-        if !self.leases {
-            return Ok(LeaseAttempt::Unsupported);
-        }
-        if key.len() > MAX_KEY_BYTES {
-            return Err(Error::store(
-                BACKEND,
-                Message(format!(
-                    "a key is {} bytes long, the limit is {MAX_KEY_BYTES}",
-                    key.len()
-                )),
-            ));
-        }
+        check_key_len(key)?;
         let lease = Lease::generate(key);
         let ttl = sql::lease_ttl_ms(ttl);
-        let inserted = sqlx::query(&self.queries.lease_insert)
+        let inserted = sqlx::query(&self.table.queries().lease_insert)
             .bind(key)
             .bind(lease.token())
             .bind(ttl)
@@ -314,15 +386,14 @@ impl SessionStore for MySqlStore {
             Err(e) => return Err(db_err(e)),
         }
         // A lease row exists: take it over if it expired (its holder died or is late).
-        let taken = sqlx::query(&self.queries.lease_take_expired)
+        let taken = sqlx::query(&self.table.queries().lease_take_expired)
             .bind(lease.token())
             .bind(ttl)
             .bind(key)
             .execute(&self.pool)
             .await;
         match taken {
-            Ok(done) if done.rows_affected() == 1 => Ok(LeaseAttempt::Acquired(lease)),
-            Ok(_) => Ok(LeaseAttempt::Busy),
+            Ok(done) => Ok(LeaseAttempt::taken(done.rows_affected() == 1, lease)),
             Err(e) if is_lock_contention(&e) => Ok(LeaseAttempt::Busy),
             Err(e) => Err(db_err(e)),
         }
@@ -330,7 +401,7 @@ impl SessionStore for MySqlStore {
 
     #[tracing::instrument(skip_all, fields(key = %lease.key()), err(level = "debug"))]
     async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
-        let done = sqlx::query(&self.queries.lease_renew)
+        let done = sqlx::query(&self.table.queries().lease_renew)
             .bind(sql::lease_ttl_ms(ttl))
             .bind(lease.key())
             .bind(lease.token())
@@ -342,6 +413,8 @@ impl SessionStore for MySqlStore {
 
     #[tracing::instrument(skip_all, fields(key = %lease.key()), err(level = "debug"))]
     async fn release_lease(&self, lease: &Lease) -> Result<bool> {
-        self.release_row_lease(lease).await
+        self.rows()
+            .release_lease(&self.table.queries().lease_release, lease)
+            .await
     }
 }

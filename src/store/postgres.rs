@@ -5,11 +5,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::Row;
-use sqlx::postgres::PgPool;
+use sqlx::postgres::{PgPool, PgRow};
 
-use super::sql::{self, DEFAULT_TABLE};
-use super::{Lease, LeaseAttempt, ListFilter, Loaded, SessionStore, Version};
-use crate::clock::{Clock, SystemClock};
+use super::sql::{self, Rows, SqlTable};
+use super::{
+    Lease, LeaseAttempt, LeaseStore, ListFilter, Preload, PurgeExpired, Record, SessionStore,
+    Version,
+};
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 
 const BACKEND: &str = "postgres";
@@ -18,49 +21,27 @@ fn db_err(e: sqlx::Error) -> Error {
     Error::store(BACKEND, e)
 }
 
-#[derive(Debug)]
-struct Queries {
-    create_table: String,
-    create_index: String,
-    load: String,
-    insert: String,
-    update: String,
-    delete: String,
-    current_version: String,
-    delete_expired: String,
-    list: String,
-    purge: String,
-    create_lease_table: String,
-    lease_renew: String,
-    lease_release: String,
-    lease_purge: String,
-    lease_acquire: String,
-    lease_acquire_load: String,
-}
-
-impl Queries {
-    fn new(table: &str) -> Self {
-        let r = |t: &str| sql::render(t, table);
-        Self {
-            create_table: r(include_str!("queries/postgres/create_table.sql")),
-            create_index: r(include_str!("queries/postgres/create_index.sql")),
-            load: r(include_str!("queries/postgres/load.sql")),
-            insert: r(include_str!("queries/postgres/insert.sql")),
-            update: r(include_str!("queries/postgres/update.sql")),
-            delete: r(include_str!("queries/postgres/delete.sql")),
-            current_version: r(include_str!("queries/postgres/current_version.sql")),
-            delete_expired: r(include_str!("queries/postgres/delete_expired.sql")),
-            list: r(include_str!("queries/postgres/list.sql")),
-            purge: r(include_str!("queries/postgres/purge.sql")),
-            create_lease_table: r(include_str!("queries/postgres/create_lease_table.sql")),
-            lease_renew: r(include_str!("queries/postgres/lease_renew.sql")),
-            lease_release: r(include_str!("queries/postgres/lease_release.sql")),
-            lease_purge: r(include_str!("queries/postgres/lease_purge.sql")),
-            lease_acquire: r(include_str!("queries/postgres/lease_acquire.sql")),
-            lease_acquire_load: r(include_str!("queries/postgres/lease_acquire_load.sql")),
-        }
+sql::queries!(
+    /// The PostgreSQL statements, rendered for one table.
+    struct Queries in "postgres" {
+        create_table,
+        create_index,
+        load,
+        insert,
+        update,
+        delete,
+        current_version,
+        delete_expired,
+        list,
+        purge,
+        create_lease_table,
+        lease_renew,
+        lease_release,
+        lease_purge,
+        lease_acquire,
+        lease_acquire_load,
     }
-}
+);
 
 /// A session store in a PostgreSQL table (feature `postgres`).
 ///
@@ -85,10 +66,7 @@ impl Queries {
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
-    table: Arc<str>,
-    queries: Arc<Queries>,
-    ttl_ms: Option<i64>,
-    clock: Arc<dyn Clock>,
+    table: SqlTable<Queries>,
     leases: bool,
 }
 
@@ -111,45 +89,128 @@ impl PostgresStore {
     pub fn new(pool: PgPool) -> Self {
         Self {
             pool,
-            table: Arc::from(DEFAULT_TABLE),
-            queries: Arc::new(Queries::new(DEFAULT_TABLE)),
-            ttl_ms: None,
-            clock: Arc::new(SystemClock),
+            table: SqlTable::new(),
             leases: true,
         }
     }
 
-    sql::sql_server_store_methods!("postgres");
+    /// Connects a pool to `url` (`postgres://user:password@host/database`) and creates
+    /// the table `stagecraft_sessions` (and its leases' table) if needed.
+    ///
+    /// The pool has sqlx's defaults, except that a connection is checked (pinged)
+    /// before use only after it was idle for a second, not before every statement.
+    ///
+    /// # Errors
+    /// [`Error::Store`] when the server cannot be reached or the table cannot be created.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let store = Self::new(sql::connect(url, BACKEND).await?);
+        store.migrate().await?;
+        Ok(store)
+    }
 
-    sql::sql_store_methods!(PgPool);
+    /// Whether this store hands out per-key leases (default `true`; they live in the
+    /// table `{table}_lease`, which [`migrate`](Self::migrate) creates). With `false`,
+    /// [`leases`](SessionStore::leases) is `None`, so a pipeline on it takes no leases
+    /// and relies on compare-and-set alone. (The store's [`LeaseStore`] methods, called
+    /// on it directly, still take leases.)
+    #[must_use]
+    pub fn with_leases(mut self, on: bool) -> Self {
+        self.leases = on;
+        self
+    }
+
+    /// Uses the table `table` (`[A-Za-z_][A-Za-z0-9_]{0,62}`; always quoted, so
+    /// case-sensitive). Call [`migrate`](Self::migrate) afterwards if the table may not
+    /// exist yet.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the name is not valid.
+    pub fn with_table(mut self, table: &str) -> Result<Self> {
+        self.table = self.table.renamed(table)?;
+        Ok(self)
+    }
+
+    /// Records expire `ttl` after their last save.
+    #[must_use]
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.table = self.table.with_ttl(ttl);
+        self
+    }
+
+    /// Reads time from `clock` (for TTLs) instead of the system clock.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.table = self.table.with_clock(clock);
+        self
+    }
+
+    /// The connection pool.
+    #[must_use]
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The table name.
+    #[must_use]
+    pub fn table(&self) -> &str {
+        self.table.name()
+    }
 
     /// Creates the table, its `expires_at` index and the leases' table
     /// (`{table}_lease`) if they do not exist (idempotent).
     ///
     /// # Errors
     /// [`Error::Store`] when the statements fail.
-    #[tracing::instrument(skip_all, fields(table = %self.table), err)]
+    #[tracing::instrument(skip_all, fields(table = %self.table()), err)]
     pub async fn migrate(&self) -> Result<()> {
-        sqlx::raw_sql(&self.queries.create_table)
-            .execute(&self.pool)
+        let q = self.table.queries();
+        self.rows()
+            .run_all(&[&q.create_table, &q.create_index, &q.create_lease_table])
             .await
-            .map_err(db_err)?;
-        sqlx::raw_sql(&self.queries.create_index)
-            .execute(&self.pool)
+    }
+
+    /// Deletes every expired row now and returns how many were deleted (expired
+    /// leases, of holders that died, are deleted too, uncounted).
+    ///
+    /// Expired rows are already invisible; this reclaims their space. Call it
+    /// periodically (e.g. hourly) when a TTL is set. The same as
+    /// [`PurgeExpired::purge_expired`], without importing the trait.
+    ///
+    /// # Errors
+    /// [`Error::Store`] when a statement fails.
+    #[tracing::instrument(skip_all, fields(table = %self.table()), err)]
+    pub async fn purge_expired(&self) -> Result<u64> {
+        let q = self.table.queries();
+        let purged = self.rows().purge(&q.purge, self.table.now()).await?;
+        self.rows().execute(&q.lease_purge).await?;
+        Ok(purged)
+    }
+
+    /// The record of `key` from the row of the lease-and-load statement that took its
+    /// lease: the record it read, or (no row came back) a fresh read.
+    async fn read_leased(&self, key: &str, row: &PgRow, now: i64) -> Result<Option<Record>> {
+        let data: Option<Vec<u8>> = row.try_get(1).map_err(db_err)?;
+        let version: Option<i64> = row.try_get(2).map_err(db_err)?;
+        let expires_at: Option<i64> = row.try_get(3).map_err(db_err)?;
+        let Some(fetched) = data.zip(version).map(|(d, v)| (d, v, expires_at)) else {
+            // Held now: a plain read sees everything committed before the lease was ours.
+            return self.load(key).await;
+        };
+        let q = self.table.queries();
+        self.rows()
+            .live_record(&q.delete_expired, key, Some(fetched), now)
             .await
-            .map_err(db_err)?;
-        sqlx::raw_sql(&self.queries.create_lease_table)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(())
+    }
+
+    fn rows(&self) -> Rows<'_, sqlx::Postgres> {
+        Rows::new(&self.pool, BACKEND)
     }
 }
 
 #[async_trait]
 impl SessionStore for PostgresStore {
     fn cache_hint(&self) -> Option<crate::store::CacheHint> {
-        crate::store::CacheHint::from_ttl_ms(self.ttl_ms, &self.clock, false)
+        self.table.cache_hint(false)
     }
 
     fn backend(&self) -> &'static str {
@@ -157,83 +218,81 @@ impl SessionStore for PostgresStore {
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
-    async fn load(&self, key: &str) -> Result<Option<Loaded>> {
-        self.load_row(key).await
+    async fn load(&self, key: &str) -> Result<Option<Record>> {
+        let now = self.table.now();
+        let q = self.table.queries();
+        let row = self.rows().fetch_row(&q.load, key).await?;
+        self.rows()
+            .live_record(&q.delete_expired, key, row, now)
+            .await
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn save(&self, key: &str, bytes: &[u8], expected: Option<Version>) -> Result<Version> {
-        let now = self.clock.now_ms();
-        let expires_at = self.expires_at(now);
-        let (version, done) = match expected {
-            None => {
-                let version = Version::initial();
-                let done = sqlx::query(&self.queries.insert)
-                    .bind(key)
-                    .bind(bytes)
-                    .bind(sql::version_param(version))
-                    .bind(expires_at)
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await;
-                (version, done)
-            }
-            Some(expected) => {
-                let version = expected.next();
-                let done = sqlx::query(&self.queries.update)
-                    .bind(bytes)
-                    .bind(sql::version_param(version))
-                    .bind(expires_at)
-                    .bind(key)
-                    .bind(sql::version_param(expected))
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await;
-                (version, done)
-            }
-        };
-        if done.map_err(db_err)?.rows_affected() == 1 {
-            Ok(version)
-        } else {
-            Err(Error::Conflict {
-                key: key.to_owned(),
-            })
-        }
+        let now = self.table.now();
+        let expires_at = self.table.expires_at(now);
+        let q = self.table.queries();
+        let (version, query) =
+            sql::save_query(&q.insert, &q.update, key, bytes, expected, now, expires_at);
+        sql::save_result(BACKEND, key, version, query.execute(&self.pool).await)
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn delete(&self, key: &str, expected: Version) -> Result<()> {
-        self.delete_row(key, expected).await
+        let q = self.table.queries();
+        self.rows()
+            .delete_row(
+                &q.delete,
+                &q.current_version,
+                key,
+                expected,
+                self.table.now(),
+            )
+            .await
     }
 
     #[tracing::instrument(skip_all, fields(prefix = %filter.prefix), err(level = "debug"))]
     async fn list(&self, filter: &ListFilter) -> Result<Vec<String>> {
-        self.list_keys(&sql::like_prefix(&filter.prefix), filter.limit)
+        let pattern = sql::like_prefix(&filter.prefix);
+        self.rows()
+            .list_keys(
+                &self.table.queries().list,
+                &pattern,
+                self.table.now(),
+                filter.limit,
+            )
             .await
     }
 
-    fn supports_leases(&self) -> bool {
-        self.leases
+    fn leases(&self) -> Option<&dyn LeaseStore> {
+        self.leases.then_some(self as &dyn LeaseStore)
     }
 
+    fn purge(&self) -> Option<&dyn PurgeExpired> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl PurgeExpired for PostgresStore {
+    async fn purge_expired(&self) -> Result<u64> {
+        PostgresStore::purge_expired(self).await
+    }
+}
+
+#[async_trait]
+impl LeaseStore for PostgresStore {
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn acquire_lease(&self, key: &str, ttl: Duration) -> Result<LeaseAttempt> {
-        if !self.leases {
-            return Ok(LeaseAttempt::Unsupported);
-        }
         let lease = Lease::generate(key);
-        let done = sqlx::query(&self.queries.lease_acquire)
+        let done = sqlx::query(&self.table.queries().lease_acquire)
             .bind(key)
             .bind(lease.token())
             .bind(sql::lease_ttl_ms(ttl))
             .execute(&self.pool)
             .await
             .map_err(db_err)?;
-        Ok(if done.rows_affected() == 1 {
-            LeaseAttempt::Acquired(lease)
-        } else {
-            LeaseAttempt::Busy
-        })
+        Ok(LeaseAttempt::taken(done.rows_affected() == 1, lease))
     }
 
     /// Takes the lease and reads the record in one statement (a data-modifying CTE).
@@ -251,13 +310,11 @@ impl SessionStore for PostgresStore {
         &self,
         key: &str,
         ttl: Duration,
-    ) -> Result<(LeaseAttempt, Option<Option<Loaded>>)> {
-        if !self.leases {
-            return Ok((LeaseAttempt::Unsupported, None));
-        }
-        let now = self.clock.now_ms();
+    ) -> Result<(LeaseAttempt, Preload)> {
+        let now = self.table.now();
+        let q = self.table.queries();
         let lease = Lease::generate(key);
-        let row = sqlx::query(&self.queries.lease_acquire_load)
+        let row = sqlx::query(&q.lease_acquire_load)
             .bind(key)
             .bind(lease.token())
             .bind(sql::lease_ttl_ms(ttl))
@@ -266,30 +323,22 @@ impl SessionStore for PostgresStore {
             .map_err(db_err)?;
         let taken: bool = row.try_get(0).map_err(db_err)?;
         if !taken {
-            return Ok((LeaseAttempt::Busy, None));
+            return Ok((LeaseAttempt::Busy, Preload::NotRead));
         }
-        let data: Option<Vec<u8>> = row.try_get(1).map_err(db_err)?;
-        let version: Option<i64> = row.try_get(2).map_err(db_err)?;
-        let expires_at: Option<i64> = row.try_get(3).map_err(db_err)?;
-        let Some(fetched) = data.zip(version).map(|(d, v)| (d, v, expires_at)) else {
-            // Held now: a plain read sees everything committed before the lease was ours.
-            return match self.load(key).await {
-                Ok(record) => Ok((LeaseAttempt::Acquired(lease), Some(record))),
-                Err(e) => {
-                    // Not handed out, so given back here (else it would block the key
-                    // until it expires).
-                    let _ = self.release_row_lease(&lease).await;
-                    Err(e)
-                }
-            };
-        };
-        let record = self.live_record(key, Some(fetched), now).await?;
-        Ok((LeaseAttempt::Acquired(lease), Some(record)))
+        // Taken: a failure from here on gives the lease back (it is not handed out, and
+        // would block the key until it expires).
+        match self.read_leased(key, &row, now).await {
+            Ok(record) => Ok((LeaseAttempt::Acquired(lease), Preload::Read(record))),
+            Err(e) => {
+                let _ = self.release_lease(&lease).await;
+                Err(e)
+            }
+        }
     }
 
     #[tracing::instrument(skip_all, fields(key = %lease.key()), err(level = "debug"))]
     async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
-        let done = sqlx::query(&self.queries.lease_renew)
+        let done = sqlx::query(&self.table.queries().lease_renew)
             .bind(lease.key())
             .bind(lease.token())
             .bind(sql::lease_ttl_ms(ttl))
@@ -301,6 +350,8 @@ impl SessionStore for PostgresStore {
 
     #[tracing::instrument(skip_all, fields(key = %lease.key()), err(level = "debug"))]
     async fn release_lease(&self, lease: &Lease) -> Result<bool> {
-        self.release_row_lease(lease).await
+        self.rows()
+            .release_lease(&self.table.queries().lease_release, lease)
+            .await
     }
 }

@@ -9,7 +9,7 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, Script};
 use async_trait::async_trait;
 
-use super::{Lease, LeaseAttempt, ListFilter, Loaded, SessionStore, Version};
+use super::{Lease, LeaseAttempt, LeaseStore, ListFilter, Preload, Record, SessionStore, Version};
 use crate::error::{Error, Message, Result};
 
 const BACKEND: &str = "redis";
@@ -33,17 +33,23 @@ static LEASE_RELEASE: LazyLock<Script> =
 const LEASE_MARK: &str = "\0lease:";
 
 /// A record from its `d` and `v` fields.
-fn record(key: &str, bytes: Option<Vec<u8>>, version: Option<String>) -> Result<Option<Loaded>> {
+fn record(key: &str, bytes: Option<Vec<u8>>, version: Option<Vec<u8>>) -> Result<Option<Record>> {
     match (bytes, version) {
         (None, None) => Ok(None),
         (Some(bytes), Some(version)) => {
-            let version = version.parse::<u64>().map_err(|_| {
-                Error::store(
-                    BACKEND,
-                    Message(format!("stored version {version:?} is not a number")),
-                )
-            })?;
-            Ok(Some(Loaded {
+            let version = std::str::from_utf8(&version)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    Error::store(
+                        BACKEND,
+                        Message(format!(
+                            "stored version {:?} is not a number",
+                            String::from_utf8_lossy(&version)
+                        )),
+                    )
+                })?;
+            Ok(Some(Record {
                 bytes,
                 version: Version(version),
             }))
@@ -168,8 +174,9 @@ impl RedisStore {
     }
 
     /// Whether this store hands out per-key leases (default `true`). With `false`,
-    /// [`supports_leases`](SessionStore::supports_leases) is `false` and the pipeline
-    /// relies on compare-and-set alone.
+    /// [`leases`](SessionStore::leases) is `None`, so a pipeline on it takes no leases
+    /// and relies on compare-and-set alone. (The store's [`LeaseStore`] methods, called
+    /// on it directly, still take leases.)
     #[must_use]
     pub fn with_leases(mut self, on: bool) -> Self {
         self.leases = on;
@@ -241,9 +248,9 @@ impl SessionStore for RedisStore {
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
-    async fn load(&self, key: &str) -> Result<Option<Loaded>> {
+    async fn load(&self, key: &str) -> Result<Option<Record>> {
         let mut conn = self.conn.clone();
-        let (bytes, version): (Option<Vec<u8>>, Option<String>) = ::redis::cmd("HMGET")
+        let (bytes, version): (Option<Vec<u8>>, Option<Vec<u8>>) = ::redis::cmd("HMGET")
             .arg(self.full_key(key))
             .arg("d")
             .arg("v")
@@ -344,15 +351,15 @@ impl SessionStore for RedisStore {
         }
     }
 
-    fn supports_leases(&self) -> bool {
-        self.leases
+    fn leases(&self) -> Option<&dyn LeaseStore> {
+        self.leases.then_some(self as &dyn LeaseStore)
     }
+}
 
+#[async_trait]
+impl LeaseStore for RedisStore {
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn acquire_lease(&self, key: &str, ttl: Duration) -> Result<LeaseAttempt> {
-        if !self.leases {
-            return Ok(LeaseAttempt::Unsupported);
-        }
         let mut conn = self.conn.clone();
         let lease = Lease::generate(key);
         let set: Option<String> = ::redis::cmd("SET")
@@ -364,11 +371,7 @@ impl SessionStore for RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(redis_err)?;
-        Ok(if set.is_some() {
-            LeaseAttempt::Acquired(lease)
-        } else {
-            LeaseAttempt::Busy
-        })
+        Ok(LeaseAttempt::taken(set.is_some(), lease))
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
@@ -376,13 +379,10 @@ impl SessionStore for RedisStore {
         &self,
         key: &str,
         ttl: Duration,
-    ) -> Result<(LeaseAttempt, Option<Option<Loaded>>)> {
-        if !self.leases {
-            return Ok((LeaseAttempt::Unsupported, None));
-        }
+    ) -> Result<(LeaseAttempt, Preload)> {
         let mut conn = self.conn.clone();
         let lease = Lease::generate(key);
-        let (taken, bytes, version): (i64, Option<Vec<u8>>, Option<String>) = LEASE_ACQUIRE_LOAD
+        let (taken, bytes, version): (i64, Option<Vec<u8>>, Option<Vec<u8>>) = LEASE_ACQUIRE_LOAD
             .key(self.lease_key(key))
             .key(self.full_key(key))
             .arg(lease.token())
@@ -390,13 +390,17 @@ impl SessionStore for RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(redis_err)?;
-        if taken == 1 {
-            Ok((
-                LeaseAttempt::Acquired(lease),
-                Some(record(key, bytes, version)?),
-            ))
-        } else {
-            Ok((LeaseAttempt::Busy, None))
+        if taken != 1 {
+            return Ok((LeaseAttempt::Busy, Preload::NotRead));
+        }
+        match record(key, bytes, version) {
+            Ok(record) => Ok((LeaseAttempt::Acquired(lease), Preload::Read(record))),
+            Err(e) => {
+                // Not handed out, so given back here (else it would block the key until
+                // it expires).
+                let _ = self.release_lease(&lease).await;
+                Err(e)
+            }
         }
     }
 

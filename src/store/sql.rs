@@ -1,9 +1,21 @@
-//! Helpers shared by the SQL stores: table-name validation, query templating, parameters.
+//! What the SQL stores share: their table ([`SqlTable`]: name, statements, TTL, clock),
+//! the row calls ([`Rows`]), the statement tables ([`queries!`]), table-name validation,
+//! query templating and parameters.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::Version;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+use sqlx::query::Query;
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
+
+use super::{CacheHint, Record, Version};
+use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Message, Result};
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+use super::Lease;
 
 /// The table used when none is configured.
 pub(crate) const DEFAULT_TABLE: &str = "stagecraft_sessions";
@@ -136,211 +148,426 @@ pub(crate) fn is_live(expires_at: Option<i64>, now: i64) -> bool {
     expires_at.is_none_or(|e| e > now)
 }
 
-/// The methods the SQL stores share word for word, generated inside each store's
-/// `impl` (the pool type is the store's). Names such as `db_err`, `BACKEND`, `Row` and
-/// `sqlx` resolve in the calling module.
-macro_rules! sql_store_methods {
-    ($pool:ty) => {
-        /// Records expire `ttl` after their last save.
-        #[must_use]
-        pub fn with_ttl(mut self, ttl: std::time::Duration) -> Self {
-            self.ttl_ms = Some(sql::ttl_ms(ttl));
-            self
+/// Declares the statements of one SQL backend: a struct with one `String` per statement,
+/// each read at compile time from `src/store/queries/{backend}/{name}.sql` and rendered
+/// for a table by `render(table)`.
+///
+/// ```text
+/// sql::queries!(
+///     /// The SQLite statements, rendered for one table.
+///     struct Queries in "sqlite" { create_table, load, insert }
+/// );
+/// let q = Queries::render("stagecraft_sessions");
+/// ```
+macro_rules! queries {
+    ($(#[$doc:meta])* struct $name:ident in $backend:literal { $($query:ident),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub(crate) struct $name {
+            $(
+                #[doc = concat!("`queries/", $backend, "/", stringify!($query), ".sql`")]
+                pub(crate) $query: String,
+            )+
         }
 
-        /// Reads time from `clock` (for TTLs) instead of the system clock.
-        #[must_use]
-        pub fn with_clock(mut self, clock: std::sync::Arc<dyn crate::clock::Clock>) -> Self {
-            self.clock = clock;
-            self
-        }
-
-        /// The connection pool.
-        #[must_use]
-        pub fn pool(&self) -> &$pool {
-            &self.pool
-        }
-
-        /// The table name.
-        #[must_use]
-        pub fn table(&self) -> &str {
-            &self.table
-        }
-
-        fn expires_at(&self, now: i64) -> Option<i64> {
-            self.ttl_ms.map(|ttl| now.saturating_add(ttl))
-        }
-
-        /// Reads the row of `key`; an expired row is removed and reads as absent.
-        #[allow(dead_code)] // SQLite reads through its grouped reader first
-        async fn load_row(&self, key: &str) -> Result<Option<Loaded>> {
-            let now = self.clock.now_ms();
-            let row = self.fetch_row(key).await?;
-            self.live_record(key, row, now).await
-        }
-
-        /// The data, version and expiry of the row of `key`, as stored.
-        async fn fetch_row(&self, key: &str) -> Result<Option<(Vec<u8>, i64, Option<i64>)>> {
-            let row = sqlx::query(&self.queries.load)
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db_err)?;
-            let Some(row) = row else { return Ok(None) };
-            Ok(Some((
-                row.try_get(0).map_err(db_err)?,
-                row.try_get(1).map_err(db_err)?,
-                row.try_get(2).map_err(db_err)?,
-            )))
-        }
-
-        /// The record of a fetched row, unless it expired at `now` (then it is removed).
-        async fn live_record(
-            &self,
-            key: &str,
-            row: Option<(Vec<u8>, i64, Option<i64>)>,
-            now: i64,
-        ) -> Result<Option<Loaded>> {
-            let Some((bytes, version, expires_at)) = row else { return Ok(None) };
-            if !sql::is_live(expires_at, now) {
-                let removed = sqlx::query(&self.queries.delete_expired)
-                    .bind(key)
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await;
-                if let Err(e) = removed {
-                    tracing::debug!(error = %e, "could not remove an expired session");
+        impl $crate::store::sql::Statements for $name {
+            fn render(table: &str) -> Self {
+                Self {
+                    $(
+                        $query: $crate::store::sql::render(
+                            include_str!(concat!(
+                                env!("CARGO_MANIFEST_DIR"),
+                                "/src/store/queries/",
+                                $backend,
+                                "/",
+                                stringify!($query),
+                                ".sql"
+                            )),
+                            table,
+                        ),
+                    )+
                 }
-                return Ok(None);
             }
-            Ok(Some(Loaded { bytes, version: sql::version_from_db(BACKEND, version)? }))
-        }
-
-        /// Deletes the row of `key` if it has version `expected`; an absent or expired
-        /// row is success, a live row with another version a conflict.
-        async fn delete_row(&self, key: &str, expected: Version) -> Result<()> {
-            let now = self.clock.now_ms();
-            let done = sqlx::query(&self.queries.delete)
-                .bind(key)
-                .bind(sql::version_param(expected))
-                .bind(now)
-                .execute(&self.pool)
-                .await
-                .map_err(db_err)?;
-            if done.rows_affected() > 0 {
-                return Ok(());
-            }
-            let current = sqlx::query(&self.queries.current_version)
-                .bind(key)
-                .bind(now)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db_err)?;
-            match current {
-                Some(_) => Err(Error::Conflict { key: key.to_owned() }),
-                None => Ok(()),
-            }
-        }
-
-        /// The live keys matching `pattern` (the prefix as the list query binds it).
-        #[allow(dead_code)] // MySQL keys are VARBINARY: it decodes them itself
-        async fn list_keys(&self, pattern: &str, limit: Option<usize>) -> Result<Vec<String>> {
-            let now = self.clock.now_ms();
-            let rows = sqlx::query(&self.queries.list)
-                .bind(pattern)
-                .bind(now)
-                .bind(sql::limit_param(limit))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db_err)?;
-            rows.iter().map(|row| row.try_get::<String, _>(0).map_err(db_err)).collect()
         }
     };
 }
 
-pub(crate) use sql_store_methods;
+pub(crate) use queries;
 
-/// The methods the server SQL stores (PostgreSQL, MySQL) share: connecting, leases,
-/// choosing the table, purging. `$scheme` is the URL scheme shown in the docs.
-#[cfg(any(feature = "postgres", feature = "mysql"))]
-macro_rules! sql_server_store_methods {
-    ($scheme:literal) => {
-        #[doc = concat!("Connects a pool to `url` (`", $scheme, "://user:password@host/database`) and")]
-        /// creates the table `stagecraft_sessions` (and its leases' table) if needed.
-        ///
-        /// The pool has sqlx's defaults, except that a connection is checked (pinged)
-        /// before use only after it was idle for a second, not before every statement.
-        ///
-        /// # Errors
-        /// [`Error::Store`] when the server cannot be reached or the table cannot be created.
-        pub async fn connect(url: &str) -> Result<Self> {
-            let pool = sql::pool_options().connect(url).await.map_err(db_err)?;
-            let store = Self::new(pool);
-            store.migrate().await?;
-            Ok(store)
-        }
-
-        /// Whether this store hands out per-key leases (default `true`; they live in the
-        /// table `{table}_lease`, which [`migrate`](Self::migrate) creates). With `false`,
-        /// [`supports_leases`](SessionStore::supports_leases) is `false` and the pipeline
-        /// relies on compare-and-set alone.
-        #[must_use]
-        pub fn with_leases(mut self, on: bool) -> Self {
-            self.leases = on;
-            self
-        }
-
-        /// Uses the table `table` (`[A-Za-z_][A-Za-z0-9_]{0,62}`; always quoted, so
-        /// case-sensitive where the server is). Call [`migrate`](Self::migrate)
-        /// afterwards if the table may not exist yet.
-        ///
-        /// # Errors
-        /// [`Error::Config`] when the name is not valid.
-        pub fn with_table(mut self, table: &str) -> Result<Self> {
-            sql::validate_table(table)?;
-            self.table = std::sync::Arc::from(table);
-            self.queries = std::sync::Arc::new(Queries::new(table));
-            Ok(self)
-        }
-
-        /// Deletes every expired row now and returns how many were deleted (expired
-        /// leases, of holders that died, are deleted too, uncounted).
-        ///
-        /// Expired rows are already invisible; this reclaims their space. Call it
-        /// periodically (e.g. hourly) when a TTL is set.
-        ///
-        /// # Errors
-        /// [`Error::Store`] when a statement fails.
-        #[tracing::instrument(skip_all, fields(table = %self.table), err)]
-        pub async fn purge_expired(&self) -> Result<u64> {
-            let now = self.clock.now_ms();
-            let done = sqlx::query(&self.queries.purge)
-                .bind(now)
-                .execute(&self.pool)
-                .await
-                .map_err(db_err)?;
-            sqlx::query(&self.queries.lease_purge)
-                .execute(&self.pool)
-                .await
-                .map_err(db_err)?;
-            Ok(done.rows_affected())
-        }
-
-        /// Gives the lease back if `lease`'s token still holds it.
-        async fn release_row_lease(&self, lease: &Lease) -> Result<bool> {
-            let done = sqlx::query(&self.queries.lease_release)
-                .bind(lease.key())
-                .bind(lease.token())
-                .execute(&self.pool)
-                .await
-                .map_err(db_err)?;
-            Ok(done.rows_affected() == 1)
-        }
-    };
+/// The statements of a SQL backend, rendered for one table (declared with [`queries!`]).
+pub(crate) trait Statements: fmt::Debug + Send + Sync + Sized + 'static {
+    /// Every statement with `{table}` (and the names derived from it) filled in. `table`
+    /// must have passed [`validate_table`].
+    fn render(table: &str) -> Self;
 }
 
+/// The table of a SQL store: its name, its statements rendered for it, the TTL of its
+/// records and the clock that measures it. Clones share the statements.
+#[derive(Debug)]
+pub(crate) struct SqlTable<Q> {
+    name: Arc<str>,
+    queries: Arc<Q>,
+    ttl_ms: Option<i64>,
+    clock: Arc<dyn Clock>,
+}
+
+impl<Q> Clone for SqlTable<Q> {
+    fn clone(&self) -> Self {
+        Self {
+            name: Arc::clone(&self.name),
+            queries: Arc::clone(&self.queries),
+            ttl_ms: self.ttl_ms,
+            clock: Arc::clone(&self.clock),
+        }
+    }
+}
+
+impl<Q: Statements> SqlTable<Q> {
+    /// The table [`DEFAULT_TABLE`], records without a TTL, the system clock.
+    pub(crate) fn new() -> Self {
+        Self {
+            name: Arc::from(DEFAULT_TABLE),
+            queries: Arc::new(Q::render(DEFAULT_TABLE)),
+            ttl_ms: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The table `name`, with the statements rendered for it.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the name is not valid (see [`validate_table`]).
+    pub(crate) fn renamed(self, name: &str) -> Result<Self> {
+        validate_table(name)?;
+        Ok(Self {
+            name: Arc::from(name),
+            queries: Arc::new(Q::render(name)),
+            ..self
+        })
+    }
+
+    /// Records expire `ttl` after their last save.
+    pub(crate) fn with_ttl(self, ttl: Duration) -> Self {
+        Self {
+            ttl_ms: Some(ttl_ms(ttl)),
+            ..self
+        }
+    }
+
+    /// Time (for TTLs) comes from `clock`.
+    pub(crate) fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
+        Self { clock, ..self }
+    }
+
+    /// The table name.
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The statements.
+    pub(crate) fn queries(&self) -> &Arc<Q> {
+        &self.queries
+    }
+
+    /// The clock's time, in milliseconds since the epoch.
+    pub(crate) fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// The `expires_at` of a record saved at `now` (`None`: it never expires).
+    pub(crate) fn expires_at(&self, now: i64) -> Option<i64> {
+        self.ttl_ms.map(|ttl| now.saturating_add(ttl))
+    }
+
+    /// The store's [`CacheHint`]: records live the TTL after their last save, by the clock.
+    pub(crate) fn cache_hint(&self, write_through_by_default: bool) -> Option<CacheHint> {
+        CacheHint::from_ttl_ms(self.ttl_ms, &self.clock, write_through_by_default)
+    }
+}
+
+/// The number of rows a statement changed (each sqlx driver's query result has its own
+/// `rows_affected`).
+pub(crate) trait RowsAffected {
+    /// Rows inserted, updated or deleted (MySQL: matched, as sqlx asks for
+    /// `CLIENT_FOUND_ROWS`).
+    fn rows_affected(&self) -> u64;
+}
+
+#[cfg(feature = "sqlite")]
+impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
+    fn rows_affected(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl RowsAffected for sqlx::postgres::PgQueryResult {
+    fn rows_affected(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl RowsAffected for sqlx::mysql::MySqlQueryResult {
+    fn rows_affected(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+/// A stored row: data, version, expiry.
+pub(crate) type Row3 = (Vec<u8>, i64, Option<i64>);
+
+/// The row calls the SQL stores share, on the pool of one of them. The statements are
+/// the store's own; the bounds say that the database has the column types they use
+/// (text keys, binary data, 64-bit integer versions and expiries).
+#[derive(Debug)]
+pub(crate) struct Rows<'p, DB: Database> {
+    pool: &'p Pool<DB>,
+    backend: &'static str,
+}
+
+impl<'p, DB> Rows<'p, DB>
+where
+    DB: Database,
+    DB::QueryResult: RowsAffected,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'r> Vec<u8>: Decode<'r, DB> + Type<DB>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    /// The row calls of the store `backend` on `pool`.
+    pub(crate) fn new(pool: &'p Pool<DB>, backend: &'static str) -> Self {
+        Self { pool, backend }
+    }
+
+    fn err(&self, e: sqlx::Error) -> Error {
+        Error::store(self.backend, e)
+    }
+
+    /// Runs `statements` (DDL, no parameters) one after the other.
+    pub(crate) async fn run_all(&self, statements: &[&str]) -> Result<()> {
+        for statement in statements {
+            sqlx::raw_sql(statement)
+                .execute(self.pool)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// Runs the statement `sql` without parameters; returns the rows it affected.
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    pub(crate) async fn execute(&self, sql: &str) -> Result<u64> {
+        let done = sqlx::query(sql)
+            .execute(self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(RowsAffected::rows_affected(&done))
+    }
+
+    /// The data, version and expiry of the row of `key`, as stored (`load` binds the key).
+    pub(crate) async fn fetch_row(&self, load: &str, key: &str) -> Result<Option<Row3>> {
+        let row = sqlx::query(load)
+            .bind(key)
+            .fetch_optional(self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some((
+            row.try_get(0).map_err(|e| self.err(e))?,
+            row.try_get(1).map_err(|e| self.err(e))?,
+            row.try_get(2).map_err(|e| self.err(e))?,
+        )))
+    }
+
+    /// The record of a fetched row, unless it expired at `now`; then it is removed with
+    /// `delete_expired` (binds the key and `now`) and reads as absent.
+    pub(crate) async fn live_record(
+        &self,
+        delete_expired: &str,
+        key: &str,
+        row: Option<Row3>,
+        now: i64,
+    ) -> Result<Option<Record>> {
+        let Some((bytes, version, expires_at)) = row else {
+            return Ok(None);
+        };
+        if !is_live(expires_at, now) {
+            let removed = sqlx::query(delete_expired)
+                .bind(key)
+                .bind(now)
+                .execute(self.pool)
+                .await;
+            if let Err(e) = removed {
+                tracing::debug!(error = %e, "could not remove an expired session");
+            }
+            return Ok(None);
+        }
+        Ok(Some(Record {
+            bytes,
+            version: version_from_db(self.backend, version)?,
+        }))
+    }
+
+    /// Deletes the row of `key` if it has version `expected`, with `delete` (binds the
+    /// key, the version and `now`); an absent or expired row is success, a live row with
+    /// another version (`current_version` binds the key and `now`) a conflict.
+    pub(crate) async fn delete_row(
+        &self,
+        delete: &str,
+        current_version: &str,
+        key: &str,
+        expected: Version,
+        now: i64,
+    ) -> Result<()> {
+        let done = sqlx::query(delete)
+            .bind(key)
+            .bind(version_param(expected))
+            .bind(now)
+            .execute(self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        if RowsAffected::rows_affected(&done) > 0 {
+            return Ok(());
+        }
+        let current = sqlx::query(current_version)
+            .bind(key)
+            .bind(now)
+            .fetch_optional(self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        match current {
+            Some(_) => Err(Error::Conflict {
+                key: key.to_owned(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The keys `list` returns for `pattern` (the prefix as it binds it), live at `now`.
+    /// (MySQL keys are `VARBINARY`: that store decodes them itself.)
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    pub(crate) async fn list_keys(
+        &self,
+        list: &str,
+        pattern: &str,
+        now: i64,
+        limit: Option<usize>,
+    ) -> Result<Vec<String>> {
+        let rows = sqlx::query(list)
+            .bind(pattern)
+            .bind(now)
+            .bind(limit_param(limit))
+            .fetch_all(self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|row| row.try_get::<String, _>(0).map_err(|e| self.err(e)))
+            .collect()
+    }
+
+    /// Deletes the rows expired at `now` with `purge` (binds `now`); returns how many.
+    pub(crate) async fn purge(&self, purge: &str, now: i64) -> Result<u64> {
+        let done = sqlx::query(purge)
+            .bind(now)
+            .execute(self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(RowsAffected::rows_affected(&done))
+    }
+
+    /// Gives `lease` back with `lease_release` (binds the key and the token) if its token
+    /// still holds it.
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    pub(crate) async fn release_lease(&self, lease_release: &str, lease: &Lease) -> Result<bool> {
+        let done = sqlx::query(lease_release)
+            .bind(lease.key())
+            .bind(lease.token())
+            .execute(self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(RowsAffected::rows_affected(&done) == 1)
+    }
+}
+
+/// The compare-and-set statement of one save, and the version it writes: `insert`
+/// (binds key, data, version, expiry and `now`) for a new record (`expected` is `None`),
+/// else `update` (binds data, new version, expiry, key, `expected` and `now`).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn save_query<'q, DB>(
+    insert: &'q str,
+    update: &'q str,
+    key: &'q str,
+    bytes: &'q [u8],
+    expected: Option<Version>,
+    now: i64,
+    expires_at: Option<i64>,
+) -> (Version, Query<'q, DB, DB::Arguments<'q>>)
+where
+    DB: Database,
+    &'q str: Encode<'q, DB> + Type<DB>,
+    &'q [u8]: Encode<'q, DB> + Type<DB>,
+    i64: Encode<'q, DB> + Type<DB>,
+    Option<i64>: Encode<'q, DB> + Type<DB>,
+{
+    match expected {
+        None => {
+            let version = Version::initial();
+            let q = sqlx::query(insert)
+                .bind(key)
+                .bind(bytes)
+                .bind(version_param(version))
+                .bind(expires_at)
+                .bind(now);
+            (version, q)
+        }
+        Some(expected) => {
+            let version = expected.next();
+            let q = sqlx::query(update)
+                .bind(bytes)
+                .bind(version_param(version))
+                .bind(expires_at)
+                .bind(key)
+                .bind(version_param(expected))
+                .bind(now);
+            (version, q)
+        }
+    }
+}
+
+/// A save's result from the rows its statement changed: `version` when it wrote one,
+/// else a conflict.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn save_result<R: RowsAffected>(
+    backend: &'static str,
+    key: &str,
+    version: Version,
+    done: std::result::Result<R, sqlx::Error>,
+) -> Result<Version> {
+    let done = done.map_err(|e| Error::store(backend, e))?;
+    if done.rows_affected() == 1 {
+        Ok(version)
+    } else {
+        Err(Error::Conflict {
+            key: key.to_owned(),
+        })
+    }
+}
+
+/// A pool connected to `url` with [`pool_options`] (the server stores' `connect`).
+///
+/// # Errors
+/// [`Error::Store`] when the URL is invalid or the server does not answer.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-pub(crate) use sql_server_store_methods;
+pub(crate) async fn connect<DB: Database>(url: &str, backend: &'static str) -> Result<Pool<DB>> {
+    pool_options()
+        .connect(url)
+        .await
+        .map_err(|e| Error::store(backend, e))
+}
 
 #[cfg(test)]
 mod tests {

@@ -22,16 +22,20 @@
 //! TTLs need a store configured for them, so they are separate checks: [`check_ttl`] for
 //! stores that read a [`ManualClock`], [`check_ttl_real_time`] for stores that expire on
 //! the server's clock (Redis). [`check_shared`] checks that two instances on one backend
-//! see each other's versions. [`check_leases`] checks per-key leases, for stores that
-//! have them.
+//! see each other's versions. [`check_cache_hint`] checks that a store's
+//! [`CacheHint`](crate::store::CacheHint) tells the truth (with a [`ManualClock`] for a
+//! hint with a TTL). [`check_leases`] and [`check_lease_and_load`] check per-key leases,
+//! for stores that have them; [`run_all`] runs them then.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
-use crate::clock::ManualClock;
+use crate::clock::{Clock, ManualClock};
 use crate::error::Result;
-use crate::store::{Lease, LeaseAttempt, ListFilter, SessionStore, Version, random_u64};
+use crate::store::{
+    Lease, LeaseAttempt, LeaseStore, ListFilter, Preload, Record, SessionStore, Version, random_u64,
+};
 
 /// A fresh namespace for one check's keys.
 fn ns(check: &str) -> String {
@@ -90,7 +94,59 @@ fn set<I: IntoIterator<Item = String>>(keys: I) -> BTreeSet<String> {
     keys.into_iter().collect()
 }
 
-/// Runs every check that needs no TTL and no second instance, on one store.
+/// A record as the checks expect it: its bytes and version (`None`: no record).
+type Expected<'a> = Option<(&'a [u8], Version)>;
+
+/// A record for a failure message: its version, its length and its first bytes.
+fn describe(record: Expected<'_>) -> String {
+    match record {
+        None => "no record".to_owned(),
+        Some((bytes, version)) => {
+            let shown = &bytes[..bytes.len().min(48)];
+            let more = if bytes.len() > shown.len() { "…" } else { "" };
+            format!(
+                "{version}, {} bytes b\"{}{more}\"",
+                bytes.len(),
+                shown.escape_ascii()
+            )
+        }
+    }
+}
+
+/// Panics with `[backend] what: …` unless `loaded` is `expected`.
+#[track_caller]
+fn assert_record<S: SessionStore + ?Sized>(
+    store: &S,
+    loaded: Option<&Record>,
+    expected: Expected<'_>,
+    what: &str,
+) {
+    let got = loaded.map(|r| (r.bytes.as_slice(), r.version));
+    if got != expected {
+        panic!(
+            "[{}] {what}: expected {}, loaded {}",
+            store.backend(),
+            describe(expected),
+            describe(got)
+        );
+    }
+}
+
+/// Loads `key` and panics with `[backend] what: …` unless it holds `expected`.
+async fn expect_record<S: SessionStore + ?Sized>(
+    store: &S,
+    key: &str,
+    expected: Expected<'_>,
+    what: &str,
+) {
+    let loaded = ok(store, store.load(key).await, &format!("load ({what})"));
+    assert_record(store, loaded.as_ref(), expected, what);
+}
+
+/// Runs every check that needs no TTL and no second instance, on one store: the record
+/// checks, [`check_cache_hint`] (without a clock) and, when the store has leases
+/// ([`SessionStore::leases`] is `Some`), [`check_leases`] and [`check_lease_and_load`]
+/// (about 1.5 s of real time).
 ///
 /// `store` must not have a TTL shorter than a minute. Clones must share the backend
 /// (the concurrency checks use clones as concurrent clients); wrap a store that is not
@@ -108,19 +164,18 @@ pub async fn run_all<S: SessionStore + Clone>(store: S) {
     check_concurrent_cas(&store).await;
     check_concurrent_many_keys(&store).await;
     check_concurrent_counter(&store).await;
+    check_cache_hint(&store, None).await;
+    if store.leases().is_some() {
+        check_leases(&store).await;
+        check_lease_and_load(&store).await;
+    }
 }
 
 /// A key never written loads as `None` and lists nothing.
 pub async fn check_absent_key<S: SessionStore + ?Sized>(store: &S) {
     let ns = ns("absent");
     let key = format!("{ns}nobody");
-    let loaded = ok(store, store.load(&key).await, "load of an absent key");
-    assert_eq!(
-        loaded,
-        None,
-        "[{}] an absent key loaded as a record",
-        store.backend()
-    );
+    expect_record(store, &key, None, "an absent key").await;
     let keys = listed(store, ListFilter::prefix(&ns)).await;
     assert!(
         keys.is_empty(),
@@ -134,29 +189,9 @@ pub async fn check_round_trip<S: SessionStore + ?Sized>(store: &S) {
     let key = format!("{}chat:1", ns("round_trip"));
     let bytes = br#"{"scene":"greet","n":1}"#;
     let v1 = ok(store, store.save(&key, bytes, None).await, "insert");
-    let loaded = ok(store, store.load(&key).await, "load").unwrap_or_else(|| {
-        panic!("[{}] a saved record loaded as None", store.backend());
-    });
-    assert_eq!(
-        loaded.bytes,
-        bytes,
-        "[{}] the loaded bytes differ",
-        store.backend()
-    );
-    assert_eq!(
-        loaded.version,
-        v1,
-        "[{}] the loaded version is not the saved one",
-        store.backend()
-    );
+    expect_record(store, &key, Some((bytes, v1)), "a saved record").await;
     let v2 = ok(store, store.save(&key, b"second", Some(v1)).await, "update");
-    let loaded = ok(store, store.load(&key).await, "load after update");
-    assert_eq!(
-        loaded.map(|l| (l.bytes, l.version)),
-        Some((b"second".to_vec(), v2)),
-        "[{}] an update did not load back",
-        store.backend()
-    );
+    expect_record(store, &key, Some((b"second", v2)), "an update").await;
 }
 
 /// Every save returns a version different from all before it for that key.
@@ -209,25 +244,26 @@ pub async fn check_stale_save_conflicts<S: SessionStore + ?Sized>(store: &S) {
         store.save(&key, b"huge", Some(Version(u64::MAX))).await,
         "save with version u64::MAX",
     );
-    let loaded = ok(store, store.load(&key).await, "load");
-    assert_eq!(
-        loaded.map(|l| (l.bytes, l.version)),
-        Some((b"two".to_vec(), v2)),
-        "[{}] a conflicting save changed the record",
-        store.backend()
-    );
+    expect_record(
+        store,
+        &key,
+        Some((b"two", v2)),
+        "a conflicting save changed the record",
+    )
+    .await;
     let absent = format!("{}absent", ns("stale"));
     conflict(
         store,
         store.save(&absent, b"x", Some(v1)).await,
         "save with a version over no record",
     );
-    assert_eq!(
-        ok(store, store.load(&absent).await, "load"),
+    expect_record(
+        store,
+        &absent,
         None,
-        "[{}] an update of an absent key created it",
-        store.backend()
-    );
+        "an update of an absent key created it",
+    )
+    .await;
 }
 
 /// `save(key, _, None)` over an existing record fails with a conflict and changes nothing.
@@ -239,13 +275,13 @@ pub async fn check_insert_if_absent_conflicts<S: SessionStore + ?Sized>(store: &
         store.save(&key, b"second", None).await,
         "insert over an existing record",
     );
-    let loaded = ok(store, store.load(&key).await, "load");
-    assert_eq!(
-        loaded.map(|l| (l.bytes, l.version)),
-        Some((b"first".to_vec(), v1)),
-        "[{}] a conflicting insert changed the record",
-        store.backend()
-    );
+    expect_record(
+        store,
+        &key,
+        Some((b"first", v1)),
+        "a conflicting insert changed the record",
+    )
+    .await;
 }
 
 /// `delete` with the right version removes; with a wrong one conflicts; of an absent key succeeds.
@@ -259,22 +295,19 @@ pub async fn check_delete<S: SessionStore + ?Sized>(store: &S) {
         store.delete(&key, v1).await,
         "delete with a stale version",
     );
-    assert!(
-        ok(store, store.load(&key).await, "load").is_some(),
-        "[{}] a conflicting delete removed the record",
-        store.backend()
-    );
+    expect_record(
+        store,
+        &key,
+        Some((b"two", v2)),
+        "a conflicting delete changed the record",
+    )
+    .await;
     ok(
         store,
         store.delete(&key, v2).await,
         "delete with the current version",
     );
-    assert_eq!(
-        ok(store, store.load(&key).await, "load after delete"),
-        None,
-        "[{}] a deleted record still loads",
-        store.backend()
-    );
+    expect_record(store, &key, None, "a deleted record").await;
     ok(
         store,
         store.delete(&key, v2).await,
@@ -301,13 +334,7 @@ pub async fn check_delete<S: SessionStore + ?Sized>(store: &S) {
         store.save(&key, b"x", Some(v2)).await,
         "save with the version of the deleted record",
     );
-    let loaded = ok(store, store.load(&key).await, "load");
-    assert_eq!(
-        loaded.map(|l| l.version),
-        Some(v3),
-        "[{}] re-created record",
-        store.backend()
-    );
+    expect_record(store, &key, Some((b"again", v3)), "a re-created record").await;
 }
 
 /// Keys with SQL, `LIKE` and glob metacharacters, quotes, unicode and 200 bytes round-trip
@@ -362,13 +389,9 @@ pub async fn check_odd_keys<S: SessionStore + ?Sized>(store: &S) {
         ));
     }
     for (i, key) in keys.iter().enumerate() {
-        let loaded = ok(store, store.load(key).await, &format!("load {key:?}"));
-        assert_eq!(
-            loaded.map(|l| (l.bytes, l.version)),
-            Some((format!("value of key {i}").into_bytes(), versions[i])),
-            "[{}] key {key:?} did not round-trip (or collided with another key)",
-            store.backend()
-        );
+        let bytes = format!("value of key {i}");
+        let what = format!("key {key:?} round-trips (without colliding with another key)");
+        expect_record(store, key, Some((bytes.as_bytes(), versions[i])), &what).await;
     }
     let all = listed(store, ListFilter::prefix(&ns)).await;
     assert_eq!(
@@ -398,12 +421,7 @@ pub async fn check_odd_keys<S: SessionStore + ?Sized>(store: &S) {
         "update an odd key",
     );
     ok(store, store.delete(key, v).await, "delete an odd key");
-    assert_eq!(
-        ok(store, store.load(key).await, "load"),
-        None,
-        "[{}] odd key delete",
-        store.backend()
-    );
+    expect_record(store, key, None, "a deleted odd key").await;
 }
 
 /// Binary payloads (all 256 byte values), the empty payload and 64 KiB round-trip.
@@ -429,32 +447,26 @@ pub async fn check_odd_payloads<S: SessionStore + ?Sized>(store: &S) {
             store.save(&key, bytes, None).await,
             &format!("insert the {name} payload"),
         );
-        let loaded = ok(store, store.load(&key).await, "load");
-        let loaded = loaded
-            .unwrap_or_else(|| panic!("[{}] the {name} payload loaded as None", store.backend()));
-        assert!(
-            loaded.bytes == *bytes,
-            "[{}] the {name} payload did not round-trip",
-            store.backend()
-        );
-        assert_eq!(loaded.version, v, "[{}] {name}", store.backend());
+        let what = format!("the {name} payload round-trips");
+        expect_record(store, &key, Some((bytes, v)), &what).await;
     }
     // Shrinking a big record to nothing and growing it back.
     let key = format!("{ns}64KiB");
     let v = ok(store, store.load(&key).await, "load").map(|l| l.version);
     let v = ok(store, store.save(&key, b"", v).await, "shrink to empty");
-    let loaded = ok(store, store.load(&key).await, "load");
-    assert_eq!(
-        loaded.map(|l| l.bytes),
-        Some(Vec::new()),
-        "[{}] shrink to empty",
-        store.backend()
-    );
-    ok(
+    expect_record(store, &key, Some((b"", v)), "a record shrunk to empty").await;
+    let v = ok(
         store,
         store.save(&key, &payloads[2].1, Some(v)).await,
         "grow back",
     );
+    expect_record(
+        store,
+        &key,
+        Some((&payloads[2].1, v)),
+        "a record grown back",
+    )
+    .await;
 }
 
 /// `list` returns exactly the live keys with a prefix (`%`, `_`, `*`, `?`, `[` literal,
@@ -602,13 +614,9 @@ pub async fn check_concurrent_cas<S: SessionStore + Clone>(store: &S) {
             winners.len()
         );
         let (i, v) = winners[0];
-        let loaded = ok(store, store.load(&key).await, "load");
-        assert_eq!(
-            loaded.map(|l| (l.bytes, l.version)),
-            Some((format!("task {i}").into_bytes(), v)),
-            "[{}] the stored record is not the winner's",
-            store.backend()
-        );
+        let bytes = format!("task {i}");
+        let what = "the stored record is the winner's";
+        expect_record(store, &key, Some((bytes.as_bytes(), v)), what).await;
     }
 }
 
@@ -620,32 +628,33 @@ pub async fn check_concurrent_many_keys<S: SessionStore + Clone>(store: &S) {
     const KEYS: usize = 64;
     let ns = ns("many");
     // Key i: i % 4 == 0 update with the right version, 1 update with a stale one,
-    // 2 insert of a new key, 3 insert over an existing record.
+    // 2 insert of a new key, 3 insert over an existing record. With each key: the
+    // version its save expects, and the record stored before.
     let mut setup = Vec::with_capacity(KEYS);
     for i in 0..KEYS {
         let key = format!("{ns}{i}");
-        let expected = match i % 4 {
-            0 | 1 => {
+        let (expected, before): (_, Expected<'static>) = match i % 4 {
+            0 => {
                 let v = ok(store, store.save(&key, b"old", None).await, "insert");
-                if i % 4 == 0 {
-                    Some(v)
-                } else {
-                    let v2 = ok(store, store.save(&key, b"newer", Some(v)).await, "save");
-                    assert_ne!(v, v2, "[{}] a save kept the version", store.backend());
-                    Some(v)
-                }
+                (Some(v), Some((b"old", v)))
+            }
+            1 => {
+                let v = ok(store, store.save(&key, b"old", None).await, "insert");
+                let v2 = ok(store, store.save(&key, b"newer", Some(v)).await, "save");
+                assert_ne!(v, v2, "[{}] a save kept the version", store.backend());
+                (Some(v), Some((b"newer", v2)))
             }
             3 => {
-                ok(store, store.save(&key, b"existing", None).await, "insert");
-                None
+                let v = ok(store, store.save(&key, b"existing", None).await, "insert");
+                (None, Some((b"existing", v)))
             }
-            _ => None,
+            _ => (None, None),
         };
-        setup.push((key, expected));
+        setup.push((key, expected, before));
     }
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(KEYS));
     let mut handles = Vec::new();
-    for (i, (key, expected)) in setup.iter().cloned().enumerate() {
+    for (i, (key, expected, _)) in setup.iter().cloned().enumerate() {
         let store = store.clone();
         let barrier = std::sync::Arc::clone(&barrier);
         handles.push(tokio::spawn(async move {
@@ -658,27 +667,17 @@ pub async fn check_concurrent_many_keys<S: SessionStore + Clone>(store: &S) {
         let result = handle
             .await
             .unwrap_or_else(|e| panic!("a task panicked: {e}"));
-        let key = &setup[i].0;
+        let (key, _, before) = &setup[i];
         let should_win = i % 4 == 0 || i % 4 == 2;
-        let loaded = ok(store, store.load(key).await, "load")
-            .unwrap_or_else(|| panic!("[{}] {key} vanished", store.backend()));
         match result {
             Ok(v) if should_win => {
-                assert_eq!(
-                    (loaded.bytes, loaded.version),
-                    (format!("task {i}").into_bytes(), v),
-                    "[{}] {key}: the winning save is not what is stored",
-                    store.backend()
-                );
+                let bytes = format!("task {i}");
+                let what = format!("{key}: the winning save is what is stored");
+                expect_record(store, key, Some((bytes.as_bytes(), v)), &what).await;
             }
             Err(e) if !should_win && e.is_conflict() => {
-                let before: &[u8] = if i % 4 == 1 { b"newer" } else { b"existing" };
-                assert_eq!(
-                    loaded.bytes,
-                    before,
-                    "[{}] {key}: a conflicting save changed the record",
-                    store.backend()
-                );
+                let what = format!("{key}: a conflicting save left the record as it was");
+                expect_record(store, key, *before, &what).await;
             }
             other => panic!(
                 "[{}] {key} (case {}): expected {}, got {other:?}",
@@ -768,11 +767,13 @@ pub async fn check_ttl<S: SessionStore + ?Sized>(store: &S, clock: &ManualClock,
     let v1 = ok(store, store.save(&key, b"one", None).await, "insert");
     let o1 = ok(store, store.save(&other, b"other", None).await, "insert");
     clock.advance(almost);
-    assert!(
-        ok(store, store.load(&key).await, "load").is_some(),
-        "[{}] expired before its ttl",
-        store.backend()
-    );
+    expect_record(
+        store,
+        &key,
+        Some((b"one", v1)),
+        "a record just before its ttl",
+    )
+    .await;
     let v2 = ok(
         store,
         store.save(&key, b"two", Some(v1)).await,
@@ -780,19 +781,8 @@ pub async fn check_ttl<S: SessionStore + ?Sized>(store: &S, clock: &ManualClock,
     );
     clock.advance(almost);
     // `key` was saved `almost` ago, `other` 2 × `almost` ago.
-    let loaded = ok(store, store.load(&key).await, "load");
-    assert_eq!(
-        loaded.map(|l| l.version),
-        Some(v2),
-        "[{}] a save did not restart the ttl",
-        store.backend()
-    );
-    assert_eq!(
-        ok(store, store.load(&other).await, "load"),
-        None,
-        "[{}] a record outlived its ttl",
-        store.backend()
-    );
+    expect_record(store, &key, Some((b"two", v2)), "a save restarts the ttl").await;
+    expect_record(store, &other, None, "a record past its ttl").await;
     assert_eq!(
         listed(store, ListFilter::prefix(&ns)).await,
         set([key.clone()]),
@@ -805,12 +795,7 @@ pub async fn check_ttl<S: SessionStore + ?Sized>(store: &S, clock: &ManualClock,
         "delete of an expired record with its version",
     );
     clock.advance(Duration::from_millis(2));
-    assert_eq!(
-        ok(store, store.load(&key).await, "load"),
-        None,
-        "[{}] ttl after update",
-        store.backend()
-    );
+    expect_record(store, &key, None, "a record past the ttl of its update").await;
     assert!(
         listed(store, ListFilter::prefix(&ns)).await.is_empty(),
         "[{}] list after expiry",
@@ -831,29 +816,19 @@ pub async fn check_ttl<S: SessionStore + ?Sized>(store: &S, clock: &ManualClock,
         store.save(&key, b"three", None).await,
         "insert over an expired record",
     );
-    let loaded = ok(store, store.load(&key).await, "load");
-    assert_eq!(
-        loaded.map(|l| (l.bytes, l.version)),
-        Some((b"three".to_vec(), v3)),
-        "[{}] a record re-created after expiry",
-        store.backend()
-    );
+    let what = "a record re-created after expiry";
+    expect_record(store, &key, Some((b"three", v3)), what).await;
     // An expired record that was never loaded is overwritten by an insert too.
     let lazy = format!("{ns}lazy");
     ok(store, store.save(&lazy, b"old", None).await, "insert");
     clock.advance(ttl + Duration::from_millis(1));
-    ok(
+    let v = ok(
         store,
         store.save(&lazy, b"new", None).await,
         "insert over an expired record never loaded",
     );
-    let loaded = ok(store, store.load(&lazy).await, "load").map(|l| l.bytes);
-    assert_eq!(
-        loaded,
-        Some(b"new".to_vec()),
-        "[{}] insert over expired",
-        store.backend()
-    );
+    let what = "an insert over an expired record never loaded";
+    expect_record(store, &lazy, Some((b"new", v)), what).await;
 }
 
 /// TTL on the server's own clock (e.g. Redis `PEXPIRE`). `store` must have been built
@@ -918,13 +893,8 @@ pub async fn check_ttl_real_time<S: SessionStore + ?Sized>(store: &S, ttl: Durat
 pub async fn check_shared<A: SessionStore + ?Sized, B: SessionStore + ?Sized>(a: &A, b: &B) {
     let key = format!("{}k", ns("shared"));
     let v1 = ok(a, a.save(&key, b"from a", None).await, "insert on a");
-    let loaded = ok(b, b.load(&key).await, "load on b");
-    assert_eq!(
-        loaded.map(|l| (l.bytes, l.version)),
-        Some((b"from a".to_vec(), v1)),
-        "[{}] the second instance does not see the first one's record",
-        b.backend()
-    );
+    let what = "the second instance sees the first one's record";
+    expect_record(b, &key, Some((b"from a", v1)), what).await;
     conflict(
         b,
         b.save(&key, b"insert on b", None).await,
@@ -941,29 +911,24 @@ pub async fn check_shared<A: SessionStore + ?Sized, B: SessionStore + ?Sized>(a:
         a.delete(&key, v1).await,
         "stale delete on a after b saved",
     );
-    let loaded = ok(a, a.load(&key).await, "load on a");
-    assert_eq!(
-        loaded.map(|l| l.version),
-        Some(v2),
-        "[{}] a does not see b's version",
-        a.backend()
-    );
+    expect_record(a, &key, Some((b"from b", v2)), "a sees b's save").await;
     ok(a, a.delete(&key, v2).await, "delete on a");
-    assert_eq!(
-        ok(b, b.load(&key).await, "load on b"),
-        None,
-        "[{}] b still sees a deleted record",
-        b.backend()
-    );
+    expect_record(b, &key, None, "b sees a's delete").await;
 }
 
-/// Per-key leases, for stores whose [`supports_leases`](SessionStore::supports_leases) is
-/// `true`: a lease is exclusive (also among concurrent clients), invisible to records and
+/// The leases of `store`, which must have some.
+fn lease_store<S: SessionStore + ?Sized>(store: &S) -> &dyn LeaseStore {
+    store
+        .leases()
+        .unwrap_or_else(|| panic!("[{}] leases() is None", store.backend()))
+}
+
+/// Per-key leases, for stores whose [`leases`](SessionStore::leases) is `Some`: a lease is exclusive (also among concurrent clients), invisible to records and
 /// `list`, expires by itself, is extended by a renewal, and can be renewed or released
 /// only with its own token. Real time: takes about 1.5 s (TTLs of a few hundred ms).
 pub async fn check_leases<S: SessionStore + Clone>(store: &S) {
     let b = store.backend();
-    assert!(store.supports_leases(), "[{b}] supports_leases() is false");
+    let leases = lease_store(store);
     let ns = ns("leases");
     let key = format!("{ns}k");
     let ttl = Duration::from_millis(400);
@@ -981,20 +946,22 @@ pub async fn check_leases<S: SessionStore + Clone>(store: &S) {
     };
 
     // Exclusive, for this client and another one.
-    let first = held(store.acquire_lease(&key, ttl).await, "acquire a free lease");
+    let first = held(
+        leases.acquire_lease(&key, ttl).await,
+        "acquire a free lease",
+    );
     assert_eq!(first.key(), key, "[{b}] the lease names another key");
-    busy(store.acquire_lease(&key, ttl).await, "acquire a held lease");
     busy(
-        store.clone().acquire_lease(&key, ttl).await,
+        leases.acquire_lease(&key, ttl).await,
+        "acquire a held lease",
+    );
+    busy(
+        lease_store(&store.clone()).acquire_lease(&key, ttl).await,
         "acquire a held lease on a clone",
     );
 
     // Leases are not records.
-    assert_eq!(
-        ok(store, store.load(&key).await, "load a leased key"),
-        None,
-        "[{b}] a lease is visible as a record"
-    );
+    expect_record(store, &key, None, "a leased key without a record").await;
     assert!(
         listed(store, ListFilter::prefix(&ns)).await.is_empty(),
         "[{b}] a lease is listed"
@@ -1011,7 +978,7 @@ pub async fn check_leases<S: SessionStore + Clone>(store: &S) {
     assert!(
         !ok(
             store,
-            store.release_lease(&thief).await,
+            leases.release_lease(&thief).await,
             "release with a wrong token"
         ),
         "[{b}] released a lease with the wrong token"
@@ -1019,13 +986,13 @@ pub async fn check_leases<S: SessionStore + Clone>(store: &S) {
     assert!(
         !ok(
             store,
-            store.renew_lease(&thief, ttl).await,
+            leases.renew_lease(&thief, ttl).await,
             "renew with a wrong token"
         ),
         "[{b}] renewed a lease with the wrong token"
     );
     busy(
-        store.acquire_lease(&key, ttl).await,
+        leases.acquire_lease(&key, ttl).await,
         "acquire after a wrong-token release",
     );
 
@@ -1034,24 +1001,24 @@ pub async fn check_leases<S: SessionStore + Clone>(store: &S) {
     assert!(
         ok(
             store,
-            store.renew_lease(&first, ttl).await,
+            leases.renew_lease(&first, ttl).await,
             "renew a live lease"
         ),
         "[{b}] renewing a live lease failed"
     );
     tokio::time::sleep(Duration::from_millis(250)).await;
     busy(
-        store.acquire_lease(&key, ttl).await,
+        leases.acquire_lease(&key, ttl).await,
         "acquire a renewed lease after its first TTL",
     );
 
     // Released: free again; releasing twice does nothing to the next holder.
     assert!(
-        ok(store, store.release_lease(&first).await, "release"),
+        ok(store, leases.release_lease(&first).await, "release"),
         "[{b}] release of a held lease said it was not held"
     );
     let second = held(
-        store.acquire_lease(&key, ttl).await,
+        leases.acquire_lease(&key, ttl).await,
         "acquire a released lease",
     );
     assert_ne!(
@@ -1060,17 +1027,17 @@ pub async fn check_leases<S: SessionStore + Clone>(store: &S) {
         "[{b}] two holders got the same token"
     );
     assert!(
-        !ok(store, store.release_lease(&first).await, "release again"),
+        !ok(store, leases.release_lease(&first).await, "release again"),
         "[{b}] a stale holder released the next holder's lease"
     );
     busy(
-        store.acquire_lease(&key, ttl).await,
+        leases.acquire_lease(&key, ttl).await,
         "acquire after a stale release",
     );
     assert!(
         ok(
             store,
-            store.release_lease(&second).await,
+            leases.release_lease(&second).await,
             "release the second"
         ),
         "[{b}] release failed"
@@ -1079,18 +1046,18 @@ pub async fn check_leases<S: SessionStore + Clone>(store: &S) {
     // Expires by itself; the expired holder can then neither renew nor release.
     let short = Duration::from_millis(300);
     let gone = held(
-        store.acquire_lease(&key, short).await,
+        leases.acquire_lease(&key, short).await,
         "acquire a short lease",
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let next = held(
-        store.acquire_lease(&key, ttl).await,
+        leases.acquire_lease(&key, ttl).await,
         "acquire an expired lease",
     );
     assert!(
         !ok(
             store,
-            store.renew_lease(&gone, ttl).await,
+            leases.renew_lease(&gone, ttl).await,
             "renew an expired lease"
         ),
         "[{b}] an expired holder renewed the next holder's lease"
@@ -1098,16 +1065,16 @@ pub async fn check_leases<S: SessionStore + Clone>(store: &S) {
     assert!(
         !ok(
             store,
-            store.release_lease(&gone).await,
+            leases.release_lease(&gone).await,
             "release an expired lease"
         ),
         "[{b}] an expired holder released the next holder's lease"
     );
     busy(
-        store.acquire_lease(&key, ttl).await,
+        leases.acquire_lease(&key, ttl).await,
         "acquire after an expired holder's release",
     );
-    ok(store, store.release_lease(&next).await, "release");
+    ok(store, leases.release_lease(&next).await, "release");
 
     // Racing clients: exactly one gets it.
     let race = format!("{ns}race");
@@ -1115,7 +1082,11 @@ pub async fn check_leases<S: SessionStore + Clone>(store: &S) {
         .map(|_| {
             let s = store.clone();
             let race = race.clone();
-            tokio::spawn(async move { s.acquire_lease(&race, Duration::from_secs(5)).await })
+            tokio::spawn(async move {
+                lease_store(&s)
+                    .acquire_lease(&race, Duration::from_secs(5))
+                    .await
+            })
         })
         .collect();
     let mut winners = Vec::new();
@@ -1131,7 +1102,181 @@ pub async fn check_leases<S: SessionStore + Clone>(store: &S) {
         "[{b}] {} of 16 racing clients got the lease",
         winners.len()
     );
-    ok(store, store.release_lease(&winners[0]).await, "release");
+    ok(store, leases.release_lease(&winners[0]).await, "release");
+}
+
+/// Takes the lease of `key` with [`LeaseStore::acquire_lease_and_load`]: it must be free,
+/// a record read with it must be `expected`, and so must a [`load`](SessionStore::load)
+/// with the lease held.
+async fn take_with_record<S: SessionStore + ?Sized>(
+    store: &S,
+    key: &str,
+    ttl: Duration,
+    expected: Expected<'_>,
+    what: &str,
+) -> Lease {
+    let b = store.backend();
+    let (attempt, preload) = ok(
+        store,
+        lease_store(store).acquire_lease_and_load(key, ttl).await,
+        what,
+    );
+    let LeaseAttempt::Acquired(lease) = attempt else {
+        panic!("[{b}] {what}: expected the lease, got {attempt:?}");
+    };
+    assert_eq!(
+        lease.key(),
+        key,
+        "[{b}] {what}: the lease names another key"
+    );
+    if let Preload::Read(record) = preload {
+        let read = format!("{what}: the record read with the lease");
+        assert_record(store, record.as_ref(), expected, &read);
+    }
+    expect_record(
+        store,
+        key,
+        expected,
+        &format!("{what}: a load with the lease"),
+    )
+    .await;
+    lease
+}
+
+/// [`LeaseStore::acquire_lease_and_load`], the lease entry point a pipeline uses, for
+/// stores whose [`leases`](SessionStore::leases) is `Some`. It takes the lease as
+/// [`acquire_lease`](LeaseStore::acquire_lease) does (busy while anyone holds it, on
+/// this client or another), and a [`Preload::Read`] it returns stands for the
+/// [`load`](SessionStore::load) that follows: it is exactly what `load` returns with the
+/// lease held, for a key without a record, with a saved record, after several saves made
+/// under the previous lease, and after a delete.
+pub async fn check_lease_and_load<S: SessionStore + Clone>(store: &S) {
+    let b = store.backend();
+    let leases = lease_store(store);
+    let key = format!("{}k", ns("lease_and_load"));
+    let ttl = Duration::from_secs(10);
+    let busy = |attempt: (LeaseAttempt, Preload), loaded: Option<Record>, what: &str| {
+        assert_eq!(
+            attempt.0,
+            LeaseAttempt::Busy,
+            "[{b}] {what}: the lease is not exclusive"
+        );
+        if let Preload::Read(record) = attempt.1 {
+            let expected = loaded.as_ref().map(|r| (r.bytes.as_slice(), r.version));
+            assert_record(store, record.as_ref(), expected, what);
+        }
+    };
+
+    let first = take_with_record(store, &key, ttl, None, "a key without a record").await;
+    let other = store.clone();
+    for (client, what) in [(store, "this client"), (&other, "another client")] {
+        let what = format!("take a held lease with its record on {what}");
+        let attempt = ok(
+            store,
+            lease_store(client).acquire_lease_and_load(&key, ttl).await,
+            &what,
+        );
+        busy(attempt, None, &what);
+    }
+    let plain = ok(store, leases.acquire_lease(&key, ttl).await, "acquire");
+    assert_eq!(
+        plain,
+        LeaseAttempt::Busy,
+        "[{b}] acquire_lease took a lease acquire_lease_and_load holds"
+    );
+
+    // A record saved under the lease is read with the next one.
+    let v1 = ok(store, store.save(&key, b"one", None).await, "insert");
+    assert!(
+        ok(store, leases.release_lease(&first).await, "release"),
+        "[{b}] release of a lease taken with its record said it was not held"
+    );
+    let second = take_with_record(store, &key, ttl, Some((b"one", v1)), "a saved record").await;
+    let attempt = ok(
+        store,
+        leases.acquire_lease_and_load(&key, ttl).await,
+        "take a held lease of a saved record",
+    );
+    let loaded = ok(store, store.load(&key).await, "load");
+    busy(attempt, loaded, "take a held lease of a saved record");
+
+    // Several saves under one lease: the next one reads the newest.
+    let v2 = ok(store, store.save(&key, b"two", Some(v1)).await, "update");
+    let v3 = ok(store, store.save(&key, b"three", Some(v2)).await, "update");
+    ok(store, leases.release_lease(&second).await, "release");
+    let what = "the newest of several saves";
+    let third = take_with_record(store, &key, ttl, Some((b"three", v3)), what).await;
+
+    // Deleted under the lease: the next one reads no record.
+    ok(store, store.delete(&key, v3).await, "delete");
+    ok(store, leases.release_lease(&third).await, "release");
+    let fourth = take_with_record(store, &key, ttl, None, "a deleted record").await;
+    assert!(
+        ok(store, leases.release_lease(&fourth).await, "release"),
+        "[{b}] release failed"
+    );
+}
+
+/// [`SessionStore::cache_hint`] tells the truth, so that a pipeline may use its own last
+/// write of a record instead of reading it back.
+///
+/// Without a hint there is nothing to check. A hint without a TTL promises that records
+/// live until deleted: a saved record loads back unchanged (also a day later by `clock`,
+/// when given). A hint with a TTL promises that a record lives that long after its last
+/// save by the hint's clock. With `clock` (the [`ManualClock`] the store reads, which the
+/// hint must name), the record still loads just before the TTL and is gone just after.
+/// Without `clock` (a store on a server's clock), only a load right after the save is
+/// checked; [`check_ttl_real_time`] checks the expiry.
+pub async fn check_cache_hint<S: SessionStore + ?Sized>(store: &S, clock: Option<&ManualClock>) {
+    let b = store.backend();
+    let Some(hint) = store.cache_hint() else {
+        return;
+    };
+    let same_clock = |when: &str| {
+        if let Some(clock) = clock {
+            assert_eq!(
+                hint.clock.now_ms(),
+                clock.now_ms(),
+                "[{b}] {when}: the cache hint's clock is not the store's clock"
+            );
+        }
+    };
+    same_clock("before the save");
+    let key = format!("{}k", ns("cache_hint"));
+    let v1 = ok(store, store.save(&key, b"one", None).await, "insert");
+    let saved_at = hint.clock.now_ms();
+    let v2 = ok(store, store.save(&key, b"two", Some(v1)).await, "update");
+    let record = Some((&b"two"[..], v2));
+    match (hint.ttl, clock) {
+        (None, None) => expect_record(store, &key, record, "a record without a ttl").await,
+        (None, Some(clock)) => {
+            clock.advance(Duration::from_secs(24 * 3600));
+            same_clock("a day later");
+            let what = "a record without a ttl, a day after its save";
+            expect_record(store, &key, record, what).await;
+        }
+        (Some(ttl), Some(clock)) => {
+            assert!(
+                ttl >= Duration::from_millis(2),
+                "check_cache_hint needs a ttl of at least 2 ms"
+            );
+            clock.advance(ttl - Duration::from_millis(1));
+            same_clock("just before the ttl");
+            let what = "a record just before the ttl of the cache hint";
+            expect_record(store, &key, record, what).await;
+            clock.advance(Duration::from_millis(2));
+            let what = "a record just after the ttl of the cache hint";
+            expect_record(store, &key, None, what).await;
+        }
+        (Some(ttl), None) => {
+            let loaded = ok(store, store.load(&key).await, "load");
+            let elapsed = hint.clock.now_ms().saturating_sub(saved_at);
+            if u128::try_from(elapsed).unwrap_or(0) < ttl.as_millis() / 2 {
+                let what = "a record right after its save, well within the ttl of the cache hint";
+                assert_record(store, loaded.as_ref(), record, what);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1139,7 +1284,7 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
-    use crate::store::{Loaded, MemoryStore};
+    use crate::store::{MemoryStore, Record};
 
     /// A broken store: `save` ignores the expected version (last writer wins) and `list`
     /// ignores `limit`.
@@ -1151,7 +1296,7 @@ mod tests {
         fn backend(&self) -> &'static str {
             "broken"
         }
-        async fn load(&self, key: &str) -> Result<Option<Loaded>> {
+        async fn load(&self, key: &str) -> Result<Option<Record>> {
             self.0.load(key).await
         }
         async fn save(&self, key: &str, bytes: &[u8], _: Option<Version>) -> Result<Version> {
@@ -1177,6 +1322,139 @@ mod tests {
         tokio::spawn(check).await.is_err_and(|e| e.is_panic())
     }
 
+    /// A store with in-process leases over a [`MemoryStore`]; with `stale`, its
+    /// `acquire_lease_and_load` hands out the record as it was when the store was made
+    /// (none), whatever was saved since.
+    #[derive(Debug, Clone, Default)]
+    struct Leased {
+        records: MemoryStore,
+        held:
+            std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (String, Instant)>>>,
+        stale: bool,
+    }
+
+    #[async_trait]
+    impl SessionStore for Leased {
+        fn backend(&self) -> &'static str {
+            if self.stale { "stale-lease" } else { "leased" }
+        }
+        async fn load(&self, key: &str) -> Result<Option<Record>> {
+            self.records.load(key).await
+        }
+        async fn save(&self, key: &str, bytes: &[u8], v: Option<Version>) -> Result<Version> {
+            self.records.save(key, bytes, v).await
+        }
+        async fn delete(&self, key: &str, expected: Version) -> Result<()> {
+            self.records.delete(key, expected).await
+        }
+        async fn list(&self, filter: &ListFilter) -> Result<Vec<String>> {
+            self.records.list(filter).await
+        }
+        fn leases(&self) -> Option<&dyn LeaseStore> {
+            Some(self)
+        }
+    }
+
+    #[async_trait]
+    impl LeaseStore for Leased {
+        async fn acquire_lease(&self, key: &str, ttl: Duration) -> Result<LeaseAttempt> {
+            let mut held = self.held.lock().unwrap();
+            let now = Instant::now();
+            if held.get(key).is_some_and(|(_, until)| *until > now) {
+                return Ok(LeaseAttempt::Busy);
+            }
+            let lease = Lease::generate(key);
+            held.insert(key.to_owned(), (lease.token().to_owned(), now + ttl));
+            Ok(LeaseAttempt::Acquired(lease))
+        }
+        async fn acquire_lease_and_load(
+            &self,
+            key: &str,
+            ttl: Duration,
+        ) -> Result<(LeaseAttempt, Preload)> {
+            let attempt = self.acquire_lease(key, ttl).await?;
+            if !matches!(attempt, LeaseAttempt::Acquired(_)) {
+                return Ok((attempt, Preload::NotRead));
+            }
+            let record = if self.stale {
+                None
+            } else {
+                self.records.load(key).await?
+            };
+            Ok((attempt, Preload::Read(record)))
+        }
+        async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
+            let mut held = self.held.lock().unwrap();
+            let now = Instant::now();
+            match held.get_mut(lease.key()) {
+                Some((token, until)) if token == lease.token() && *until > now => {
+                    *until = now + ttl;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        }
+        async fn release_lease(&self, lease: &Lease) -> Result<bool> {
+            let mut held = self.held.lock().unwrap();
+            let now = Instant::now();
+            match held.get(lease.key()) {
+                Some((token, until)) if token == lease.token() && *until > now => {
+                    held.remove(lease.key());
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        }
+    }
+
+    /// A store whose cache hint claims `claimed` as the records' TTL (on the store's
+    /// clock) while they really live for the TTL of the memory store inside.
+    #[derive(Debug, Clone)]
+    struct Hinted {
+        records: MemoryStore,
+        claimed: Option<Duration>,
+        clock: std::sync::Arc<dyn crate::clock::Clock>,
+    }
+
+    #[async_trait]
+    impl SessionStore for Hinted {
+        fn backend(&self) -> &'static str {
+            "hinted"
+        }
+        async fn load(&self, key: &str) -> Result<Option<Record>> {
+            self.records.load(key).await
+        }
+        async fn save(&self, key: &str, bytes: &[u8], v: Option<Version>) -> Result<Version> {
+            self.records.save(key, bytes, v).await
+        }
+        async fn delete(&self, key: &str, expected: Version) -> Result<()> {
+            self.records.delete(key, expected).await
+        }
+        async fn list(&self, filter: &ListFilter) -> Result<Vec<String>> {
+            self.records.list(filter).await
+        }
+        fn cache_hint(&self) -> Option<crate::store::CacheHint> {
+            let clock = std::sync::Arc::clone(&self.clock);
+            Some(crate::store::CacheHint::new(self.claimed, clock, true))
+        }
+    }
+
+    fn hinted(ttl: Option<Duration>, claimed: Option<Duration>) -> (Hinted, ManualClock) {
+        let clock = ManualClock::at_secs(1_700_000_000);
+        let shared: std::sync::Arc<dyn crate::clock::Clock> = std::sync::Arc::new(clock.clone());
+        let records = MemoryStore::new().with_clock(std::sync::Arc::clone(&shared));
+        let records = match ttl {
+            Some(ttl) => records.with_ttl(ttl),
+            None => records,
+        };
+        let store = Hinted {
+            records,
+            claimed,
+            clock: shared,
+        };
+        (store, clock)
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_suite_catches_a_broken_store() {
         assert!(fails(async { check_stale_save_conflicts(&Broken::default()).await }).await);
@@ -1186,5 +1464,36 @@ mod tests {
         // What it does right still passes.
         check_round_trip(&Broken::default()).await;
         check_odd_payloads(&Broken::default()).await;
+    }
+
+    /// A store with leases passes `run_all`, lease checks included; one whose lease comes
+    /// with a stale record does not.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_suite_checks_leases_and_the_record_read_with_them() {
+        run_all(Leased::default()).await;
+        let stale = Leased {
+            stale: true,
+            ..Leased::default()
+        };
+        check_leases(&stale).await;
+        assert!(fails(async move { check_lease_and_load(&stale).await }).await);
+    }
+
+    /// A cache hint must not promise records a longer or shorter life than they have.
+    #[tokio::test]
+    async fn the_suite_catches_a_cache_hint_that_lies() {
+        let minute = Duration::from_secs(60);
+        let (honest, clock) = hinted(Some(minute), Some(minute));
+        check_cache_hint(&honest, Some(&clock)).await;
+        let (honest, clock) = hinted(None, None);
+        check_cache_hint(&honest, Some(&clock)).await;
+        check_cache_hint(&honest, None).await;
+
+        let (longer, clock) = hinted(Some(minute), Some(2 * minute));
+        assert!(fails(async move { check_cache_hint(&longer, Some(&clock)).await }).await);
+        let (forever, clock) = hinted(Some(minute), None);
+        assert!(fails(async move { check_cache_hint(&forever, Some(&clock)).await }).await);
+        let (shorter, clock) = hinted(None, Some(minute));
+        assert!(fails(async move { check_cache_hint(&shorter, Some(&clock)).await }).await);
     }
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use stagecraft::store::{
-    Lease, LeaseAttempt, ListFilter, Loaded, MemoryStore, SessionStore, Version,
+    Lease, LeaseAttempt, LeaseStore, ListFilter, MemoryStore, Preload, Record, SessionStore,
+    Version,
 };
 
 /// The URL in `var`, or `None` after one `skipped:` line when it is unset. The line is
@@ -126,7 +127,7 @@ impl SessionStore for CountingStore {
         self.inner.backend()
     }
 
-    async fn load(&self, key: &str) -> stagecraft::Result<Option<Loaded>> {
+    async fn load(&self, key: &str) -> stagecraft::Result<Option<Record>> {
         self.loads.fetch_add(1, Ordering::SeqCst);
         self.inner.load(key).await
     }
@@ -158,30 +159,40 @@ impl SessionStore for CountingStore {
         }
     }
 
-    fn supports_leases(&self) -> bool {
-        self.inner.supports_leases()
+    fn leases(&self) -> Option<&dyn LeaseStore> {
+        self.inner.leases().map(|_| self as &dyn LeaseStore)
     }
+}
 
+impl CountingStore {
+    /// The inner store's leases (only called when it has some: see `leases`).
+    fn inner_leases(&self) -> &dyn LeaseStore {
+        self.inner.leases().expect("the inner store has leases")
+    }
+}
+
+#[async_trait]
+impl LeaseStore for CountingStore {
     async fn acquire_lease(&self, key: &str, ttl: Duration) -> stagecraft::Result<LeaseAttempt> {
         self.acquires.fetch_add(1, Ordering::SeqCst);
-        self.inner.acquire_lease(key, ttl).await
+        self.inner_leases().acquire_lease(key, ttl).await
     }
 
     async fn acquire_lease_and_load(
         &self,
         key: &str,
         ttl: Duration,
-    ) -> stagecraft::Result<(LeaseAttempt, Option<Option<Loaded>>)> {
+    ) -> stagecraft::Result<(LeaseAttempt, Preload)> {
         self.acquires.fetch_add(1, Ordering::SeqCst);
-        self.inner.acquire_lease_and_load(key, ttl).await
+        self.inner_leases().acquire_lease_and_load(key, ttl).await
     }
 
     async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> stagecraft::Result<bool> {
-        self.inner.renew_lease(lease, ttl).await
+        self.inner_leases().renew_lease(lease, ttl).await
     }
 
     async fn release_lease(&self, lease: &Lease) -> stagecraft::Result<bool> {
         self.releases.fetch_add(1, Ordering::SeqCst);
-        self.inner.release_lease(lease).await
+        self.inner_leases().release_lease(lease).await
     }
 }

@@ -1,0 +1,1 @@
+SELECT session_key, data, version, expires_at FROM "{table}" WHERE session_key IN ({rows})

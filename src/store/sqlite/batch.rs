@@ -1,0 +1,535 @@
+//! The SQLite store's batching: a grouped reader that answers the loads queued during a
+//! query with one `IN (...)` query, and a group-commit writer that writes the saves
+//! queued during a commit in the next transaction (with multi-row statements when their
+//! keys are distinct). Both are tasks fed through channels; [`Grouped`] holds the
+//! sending ends.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
+use tokio::sync::{mpsc, oneshot};
+
+use super::queries::{Queries, SaveQuery};
+use super::{BACKEND, save_result};
+use crate::error::{Error, Message, Result};
+use crate::store::Version;
+use crate::store::sql::{self, Row3};
+
+/// The grouped reader and the group-commit writer of one store. Their tasks run until
+/// every handle to them is gone.
+#[derive(Debug, Clone)]
+pub(super) struct Grouped {
+    reader: mpsc::Sender<ReadOp>,
+    writer: mpsc::Sender<WriteOp>,
+}
+
+impl Grouped {
+    /// Starts the reader and the writer on the current Tokio runtime.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime.
+    pub(super) fn start(pool: &SqlitePool, queries: &Arc<Queries>) -> Self {
+        let (writer, rx) = mpsc::channel(4 * MAX_GROUP);
+        tokio::spawn(writer_loop(pool.clone(), Arc::clone(queries), rx));
+        let (reader, rx) = mpsc::channel(4 * MAX_GROUP);
+        tokio::spawn(reader_loop(pool.clone(), Arc::clone(queries), rx));
+        Self { reader, writer }
+    }
+
+    /// The row of `key`, read by the grouped reader; `None` when the reader's runtime is
+    /// gone (read directly then).
+    pub(super) async fn read(&self, key: &str) -> Option<Result<Option<Row3>>> {
+        let (reply, rx) = oneshot::channel();
+        let op = ReadOp {
+            key: key.to_owned(),
+            reply,
+        };
+        self.reader.send(op).await.ok()?;
+        Some(rx.await.unwrap_or_else(|_| {
+            Err(Error::store(
+                BACKEND,
+                Message("the grouped reader stopped".into()),
+            ))
+        }))
+    }
+
+    /// A save written by the group-commit writer (see [`Queries::save`] for the
+    /// arguments); `None` when the writer's runtime is gone (write directly then).
+    pub(super) async fn write(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: Option<Version>,
+        now: i64,
+        expires_at: Option<i64>,
+    ) -> Option<Result<Version>> {
+        let (reply, rx) = oneshot::channel();
+        let op = WriteOp {
+            key: key.to_owned(),
+            bytes: bytes.to_vec(),
+            expected,
+            now,
+            expires_at,
+            reply,
+        };
+        self.writer.send(op).await.ok()?;
+        Some(rx.await.unwrap_or_else(|_| {
+            Err(Error::store(
+                BACKEND,
+                Message("the group-commit writer stopped".into()),
+            ))
+        }))
+    }
+}
+
+/// One sqlx error that several waiters get (the failure of the statement, transaction or
+/// connection of their group, or of decoding a row they all asked for): each gets an [`Error::Store`] with this as its source, and
+/// the sqlx error as its source in turn.
+#[derive(Debug, Clone)]
+struct SharedError {
+    /// What failed, for all of them.
+    what: &'static str,
+    error: Arc<sqlx::Error>,
+}
+
+impl SharedError {
+    fn new(what: &'static str, error: sqlx::Error) -> Self {
+        Self {
+            what,
+            error: Arc::new(error),
+        }
+    }
+
+    /// The error of one waiter.
+    fn to_store(&self) -> Error {
+        Error::store(BACKEND, self.clone())
+    }
+}
+
+impl fmt::Display for SharedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.what)
+    }
+}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.error)
+    }
+}
+
+/// A load handed to the grouped reader.
+#[derive(Debug)]
+struct ReadOp {
+    key: String,
+    reply: oneshot::Sender<Result<Option<Row3>>>,
+}
+
+/// Runs grouped reads until every handle to the store is gone: the loads that queued
+/// while a query ran are answered by one `IN (...)` query.
+async fn reader_loop(pool: SqlitePool, queries: Arc<Queries>, mut rx: mpsc::Receiver<ReadOp>) {
+    let mut batch = Vec::with_capacity(MAX_GROUP);
+    while rx.recv_many(&mut batch, MAX_GROUP).await > 0 {
+        let mut keys: Vec<&str> = batch.iter().map(|op| op.key.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let text = queries.select_keys(keys.len());
+        let mut query = sqlx::query(&text);
+        for k in &keys {
+            query = query.bind(*k);
+        }
+        let rows = query.fetch_all(&pool).await;
+        match rows {
+            Ok(rows) => {
+                // Each key's row, or why it did not decode (for the waiters of that key).
+                let mut found = HashMap::with_capacity(rows.len());
+                // A row whose key does not decode cannot be matched to its waiters: every
+                // waiter whose key was not found gets its error.
+                let mut unmatched = None;
+                for row in &rows {
+                    match row.try_get::<String, _>(0) {
+                        Ok(key) => {
+                            let decoded = decode_row(row)
+                                .map_err(|e| SharedError::new("a stored row did not decode", e));
+                            found.insert(key, decoded);
+                        }
+                        Err(e) => {
+                            unmatched = Some(SharedError::new("a stored key did not decode", e))
+                        }
+                    }
+                }
+                for op in batch.drain(..) {
+                    let r = match (found.get(&op.key), &unmatched) {
+                        (Some(Ok(row)), _) => Ok(Some(row.clone())),
+                        (Some(Err(e)), _) | (None, Some(e)) => Err(e.to_store()),
+                        (None, None) => Ok(None),
+                    };
+                    let _ = op.reply.send(r);
+                }
+            }
+            Err(e) => {
+                let failed = SharedError::new("the grouped read failed", e);
+                for op in batch.drain(..) {
+                    let _ = op.reply.send(Err(failed.to_store()));
+                }
+            }
+        }
+    }
+}
+
+/// The data, version and expiry of a row of the grouped read (after its key).
+fn decode_row(row: &SqliteRow) -> std::result::Result<Row3, sqlx::Error> {
+    Ok((row.try_get(1)?, row.try_get(2)?, row.try_get(3)?))
+}
+
+/// A save handed to the group-commit writer.
+#[derive(Debug)]
+struct WriteOp {
+    key: String,
+    bytes: Vec<u8>,
+    expected: Option<Version>,
+    now: i64,
+    expires_at: Option<i64>,
+    reply: oneshot::Sender<Result<Version>>,
+}
+
+/// How long the group-commit writer keeps its connection without a save to write.
+const WRITER_KEEPS_CONNECTION: Duration = Duration::from_millis(5);
+
+/// The most saves one group commit takes.
+const MAX_GROUP: usize = 512;
+
+/// Runs group commits until every handle to the store is gone.
+///
+/// The writer keeps its pooled connection from one group to the next while saves keep
+/// coming (no checkout per group, and no ping when sqlx takes a connection back), and
+/// gives it back after [`WRITER_KEEPS_CONNECTION`] without a save, so an idle store holds
+/// no connection (and `Pool::close` does not wait for the writer).
+async fn writer_loop(pool: SqlitePool, queries: Arc<Queries>, mut rx: mpsc::Receiver<WriteOp>) {
+    let mut batch = Vec::with_capacity(MAX_GROUP);
+    let mut conn: Option<sqlx::pool::PoolConnection<sqlx::Sqlite>> = None;
+    loop {
+        let received = if conn.is_some() {
+            let next = rx.recv_many(&mut batch, MAX_GROUP);
+            match tokio::time::timeout(WRITER_KEEPS_CONNECTION, next).await {
+                Ok(n) => n,
+                Err(_) => {
+                    conn = None;
+                    continue;
+                }
+            }
+        } else {
+            rx.recv_many(&mut batch, MAX_GROUP).await
+        };
+        if received == 0 {
+            break;
+        }
+        let results = match &mut conn {
+            Some(c) => commit_group(c, &queries, &batch).await,
+            None => match pool.acquire().await {
+                Ok(mut c) => {
+                    let results = commit_group(&mut c, &queries, &batch).await;
+                    conn = Some(c);
+                    results
+                }
+                Err(e) => {
+                    let failed = SharedError::new("no connection for the group commit", e);
+                    batch.iter().map(|_| Err(failed.to_store())).collect()
+                }
+            },
+        };
+        if results
+            .iter()
+            .any(|r| matches!(r, Err(Error::Store { .. })))
+        {
+            // A failed connection is not kept.
+            conn = None;
+        }
+        for (op, result) in batch.drain(..).zip(results) {
+            let _ = op.reply.send(result);
+        }
+    }
+}
+
+/// The compare-and-set statement of the save `op`, and the version it writes.
+fn save_query<'q>(queries: &'q Queries, op: &'q WriteOp) -> (Version, SaveQuery<'q>) {
+    queries.save(&op.key, &op.bytes, op.expected, op.now, op.expires_at)
+}
+
+/// Writes `batch` in one transaction: one conditional statement per save.
+async fn commit_group(
+    conn: &mut SqliteConnection,
+    queries: &Queries,
+    batch: &[WriteOp],
+) -> Vec<Result<Version>> {
+    let fail_all = |e: sqlx::Error| {
+        let failed = SharedError::new("the group commit failed", e);
+        batch.iter().map(|_| Err(failed.to_store())).collect()
+    };
+    if let [op] = batch {
+        // Alone: an autocommit statement, without BEGIN and COMMIT round trips.
+        let (version, query) = save_query(queries, op);
+        return vec![save_result(
+            &op.key,
+            version,
+            query.execute(&mut *conn).await,
+        )];
+    }
+    let mut tx = match sqlx::Connection::begin(&mut *conn).await {
+        Ok(tx) => tx,
+        Err(e) => return fail_all(e),
+    };
+    let mut seen = HashSet::with_capacity(batch.len());
+    if batch.iter().all(|op| seen.insert(op.key.as_str())) {
+        // Every key once: a few multi-row statements instead of one per save.
+        let results = match write_many(&mut tx, queries, batch).await {
+            Ok(results) => results,
+            Err(e) => return fail_all(e),
+        };
+        return match tx.commit().await {
+            Ok(()) => results,
+            Err(e) => fail_all(e),
+        };
+    }
+    let mut results = Vec::with_capacity(batch.len());
+    for op in batch {
+        let (version, query) = save_query(queries, op);
+        let done = query.execute(&mut *tx).await;
+        results.push(save_result(&op.key, version, done));
+    }
+    match tx.commit().await {
+        Ok(()) => results,
+        Err(e) => fail_all(e),
+    }
+}
+
+/// Rows per multi-row statement (6 parameters a row, far below SQLite's 32,766).
+const ROWS_PER_STATEMENT: usize = 256;
+
+/// Writes the saves of `batch` (distinct keys) with one multi-row compare-and-set
+/// statement per [`ROWS_PER_STATEMENT`] updates and per as many inserts; the keys each
+/// statement really wrote come back through `RETURNING`, the others are conflicts.
+async fn write_many(
+    tx: &mut SqliteConnection,
+    queries: &Queries,
+    batch: &[WriteOp],
+) -> std::result::Result<Vec<Result<Version>>, sqlx::Error> {
+    let versions: Vec<Version> = batch
+        .iter()
+        .map(|op| op.expected.map_or_else(Version::initial, Version::next))
+        .collect();
+    let mut written = HashSet::with_capacity(batch.len());
+    let updates: Vec<usize> = (0..batch.len())
+        .filter(|&i| batch[i].expected.is_some())
+        .collect();
+    let inserts: Vec<usize> = (0..batch.len())
+        .filter(|&i| batch[i].expected.is_none())
+        .collect();
+    for chunk in updates.chunks(ROWS_PER_STATEMENT) {
+        // Padded to a power of two with rows that match nothing (a NULL key), so that
+        // a handful of statement texts serve every group size (sqlx caches them).
+        let rows = chunk.len().next_power_of_two();
+        let text = queries.update_rows(rows);
+        let mut q = sqlx::query(&text);
+        for &i in chunk {
+            let op = &batch[i];
+            q = q
+                .bind(op.key.as_str())
+                .bind(op.bytes.as_slice())
+                .bind(sql::version_param(versions[i]))
+                .bind(op.expires_at)
+                .bind(op.expected.map(sql::version_param))
+                .bind(op.now);
+        }
+        for _ in chunk.len()..rows {
+            q = q
+                .bind(None::<&str>)
+                .bind(None::<&[u8]>)
+                .bind(None::<i64>)
+                .bind(None::<i64>)
+                .bind(None::<i64>)
+                .bind(None::<i64>);
+        }
+        for row in q.fetch_all(&mut *tx).await? {
+            written.insert(row.try_get::<String, _>(0)?);
+        }
+    }
+    for chunk in inserts.chunks(ROWS_PER_STATEMENT) {
+        let text = queries.insert_rows(chunk.len());
+        let mut q = sqlx::query(&text);
+        for &i in chunk {
+            let op = &batch[i];
+            q = q
+                .bind(op.key.as_str())
+                .bind(op.bytes.as_slice())
+                .bind(sql::version_param(versions[i]))
+                .bind(op.expires_at);
+        }
+        // A row in the way counts as absent only if it expired before every save here.
+        let now = chunk.iter().map(|&i| batch[i].now).min().unwrap_or(0);
+        q = q.bind(now);
+        for row in q.fetch_all(&mut *tx).await? {
+            written.insert(row.try_get::<String, _>(0)?);
+        }
+    }
+    Ok(batch
+        .iter()
+        .zip(versions)
+        .map(|(op, version)| {
+            if written.contains(&op.key) {
+                Ok(version)
+            } else {
+                Err(Error::Conflict {
+                    key: op.key.clone(),
+                })
+            }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::SqliteStore;
+    use super::*;
+    use crate::store::SessionStore;
+
+    fn op(key: &str, bytes: &[u8], expected: Option<Version>, now: i64) -> WriteOp {
+        WriteOp {
+            key: key.to_owned(),
+            bytes: bytes.to_vec(),
+            expected,
+            now,
+            expires_at: None,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    /// One group with distinct keys goes through the multi-row statements: each save
+    /// wins or conflicts as it would alone.
+    #[tokio::test]
+    async fn a_group_of_distinct_keys_is_written_by_multi_row_statements() {
+        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        let now = store.table.now();
+        let v_a = store.save("a", b"a0", None).await.unwrap();
+        let v_b = store.save("b", b"b0", None).await.unwrap();
+        store.save("b", b"b1", Some(v_b)).await.unwrap();
+        store.save("d", b"d0", None).await.unwrap();
+        // 300 more fresh keys: the updates and inserts span more than one statement.
+        let mut batch = vec![
+            op("a", b"a1", Some(v_a), now), // right version: wins
+            op("b", b"b2", Some(v_b), now), // stale version: conflict
+            op("c", b"c0", None, now),      // new key: wins
+            op("d", b"d1", None, now),      // insert over a live record: conflict
+            op("e", b"e1", Some(v_a), now), // update of a missing key: conflict
+        ];
+        for i in 0..300 {
+            batch.push(op(&format!("n{i}"), b"n", None, now));
+        }
+        let mut conn = store.pool.acquire().await.unwrap();
+        let results = commit_group(&mut conn, store.table.queries(), &batch).await;
+        drop(conn);
+        assert!(results[0].is_ok());
+        assert!(results[1].as_ref().unwrap_err().is_conflict());
+        assert!(results[2].is_ok());
+        assert!(results[3].as_ref().unwrap_err().is_conflict());
+        assert!(results[4].as_ref().unwrap_err().is_conflict());
+        assert!(results[5..].iter().all(Result::is_ok));
+        let loaded = |k: &'static str| {
+            let store = store.clone();
+            async move { store.load(k).await.unwrap().map(|l| (l.bytes, l.version)) }
+        };
+        assert_eq!(
+            loaded("a").await,
+            Some((b"a1".to_vec(), *results[0].as_ref().unwrap()))
+        );
+        assert_eq!(loaded("b").await.unwrap().0, b"b1");
+        assert_eq!(
+            loaded("c").await,
+            Some((b"c0".to_vec(), *results[2].as_ref().unwrap()))
+        );
+        assert_eq!(loaded("d").await.unwrap().0, b"d0");
+        assert_eq!(loaded("e").await, None);
+        assert_eq!(store.load("n299").await.unwrap().unwrap().bytes, b"n");
+    }
+
+    /// An idle store holds no connection: closing its pool does not wait for the writer.
+    #[tokio::test]
+    async fn an_idle_store_holds_no_connection_and_closes() {
+        let dir = std::env::temp_dir().join(format!("stagecraft-close-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = SqliteStore::open(dir.join("close.db")).await.unwrap();
+        let mut version = None;
+        for i in 0..20 {
+            version = Some(
+                store
+                    .save("k", format!("{i}").as_bytes(), version)
+                    .await
+                    .unwrap(),
+            );
+        }
+        // Give connections back from the writer's last group (returned by a spawned task).
+        let pool = store.pool();
+        for _ in 0..200 {
+            if pool.num_idle() == pool.size() as usize {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            pool.num_idle(),
+            pool.size() as usize,
+            "an idle store keeps a connection checked out"
+        );
+        let closed = tokio::time::timeout(Duration::from_secs(10), store.pool().close()).await;
+        assert!(
+            closed.is_ok(),
+            "close() waited for a connection the writer kept"
+        );
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A group where one key appears twice is written statement by statement, in order.
+    #[tokio::test]
+    async fn a_group_with_a_repeated_key_is_written_in_order() {
+        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        let now = store.table.now();
+        let v = store.save("a", b"a0", None).await.unwrap();
+        let batch = vec![
+            op("a", b"a1", Some(v), now),
+            op("a", b"a2", Some(v.next()), now),
+            op("b", b"b0", None, now),
+        ];
+        let mut conn = store.pool.acquire().await.unwrap();
+        let results = commit_group(&mut conn, store.table.queries(), &batch).await;
+        drop(conn);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(store.load("a").await.unwrap().unwrap().bytes, b"a2");
+    }
+
+    /// A failed group gives each of its saves an `Error::Store` whose sources lead to the
+    /// sqlx error, not a copy of its text.
+    #[tokio::test]
+    async fn a_failed_group_keeps_the_sqlx_error_as_the_source() {
+        use crate::store::sql::Statements;
+        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        let missing = Queries::render("no_such_table");
+        let now = store.table.now();
+        let batch = vec![op("a", b"a", None, now), op("b", b"b", None, now)];
+        let mut conn = store.pool.acquire().await.unwrap();
+        let results = commit_group(&mut conn, &missing, &batch).await;
+        assert_eq!(results.len(), 2);
+        for result in results {
+            let e = result.unwrap_err();
+            assert!(e.is_store(), "{e:?}");
+            let shared = std::error::Error::source(&e).expect("a source");
+            assert_eq!(shared.to_string(), "the group commit failed");
+            let cause = shared.source().expect("the sqlx error");
+            assert!(cause.downcast_ref::<sqlx::Error>().is_some(), "{cause:?}");
+        }
+    }
+}
