@@ -56,8 +56,23 @@
 //!
 //! # Guides
 //!
-//! The `docs/` folder of the repository: concepts, coming from Telegraf, concurrency,
-//! stores, testing, teloxide.
+//! The `docs/` folder of the repository, rendered in the [`guide`] module (every example
+//! in them is a doctest):
+//!
+//! - [concepts](guide::concepts): sessions, the scene stack, the stage, scenes and
+//!   wizards, transitions.
+//! - [coming from Telegraf](guide::coming_from_telegraf): every Telegraf call and its
+//!   stagecraft counterpart, and where stagecraft deliberately differs.
+//! - [concurrency](guide::concurrency): what is guaranteed, in one process and across
+//!   replicas.
+//! - [testing](guide::testing): unit-testing a conversation, replaying recorded updates.
+//! - [teloxide](guide::teloxide): running stagecraft in a teloxide bot, moving from
+//!   teloxide dialogues.
+//! - [stores](guide::stores): memory, SQLite, Redis, PostgreSQL and MySQL, their
+//!   capabilities, and writing your own.
+//! - [performance](guide::performance): measured throughput and costs per update, and how
+//!   to reproduce them.
+//! - [architecture](guide::architecture): the layers, who owns what, one update end to end.
 //!
 //! # Feature flags
 //!
@@ -84,6 +99,7 @@ pub mod adapters;
 pub mod clock;
 pub mod context;
 pub mod error;
+pub mod guide;
 pub mod handler;
 pub mod outcome;
 pub mod pipeline;

@@ -1,0 +1,87 @@
+//! The guides of the repository's `docs/` folder, in rustdoc.
+//!
+//! Each submodule is one guide, its Markdown included as it is on GitHub. Every Rust
+//! block in a guide is a doctest, so the guides compile and run against the API they
+//! describe (`cargo test --all-features --doc`).
+//!
+//! - [`concepts`]: sessions, the scene stack, the stage, scenes and wizards, transitions.
+//! - [`coming_from_telegraf`]: every Telegraf call and its stagecraft counterpart.
+//! - [`concurrency`]: what is guaranteed, in one process and across replicas.
+//! - [`testing`]: unit-testing a conversation with `TestBot`, replays.
+//! - [`teloxide`]: running stagecraft in a teloxide bot (feature `teloxide`).
+//! - [`stores`]: the stores, their options, and writing your own (built with every store
+//!   feature).
+//! - [`performance`]: measured throughput and costs per update, and how to reproduce them.
+//! - [`architecture`]: the layers, who owns what, and one update end to end.
+
+// The guides link to each other by file name (`[stores.md]`, defined at the end of each
+// guide as a link to the file), so that they read on GitHub. Here the same names are
+// defined first, pointing to the guide modules: CommonMark takes a label's first
+// definition. (So a doctest's line, as rustdoc reports it, is 8 past its line in the
+// Markdown file.)
+macro_rules! guide_links {
+    () => {
+        "[concepts.md]: crate::guide::concepts\n\
+         [coming-from-telegraf.md]: crate::guide::coming_from_telegraf\n\
+         [concurrency.md]: crate::guide::concurrency\n\
+         [testing.md]: crate::guide::testing\n\
+         [teloxide.md]: crate::guide::teloxide\n\
+         [stores.md]: crate::guide::stores\n\
+         [performance.md]: crate::guide::performance\n\
+         [architecture.md]: crate::guide::architecture"
+    };
+}
+
+#[doc = guide_links!()]
+#[doc = include_str!("../../docs/concepts.md")]
+pub mod concepts {}
+
+#[doc = guide_links!()]
+#[doc = include_str!("../../docs/coming-from-telegraf.md")]
+pub mod coming_from_telegraf {}
+
+#[doc = guide_links!()]
+#[doc = include_str!("../../docs/concurrency.md")]
+pub mod concurrency {}
+
+#[doc = guide_links!()]
+#[doc = include_str!("../../docs/testing.md")]
+pub mod testing {}
+
+// Its examples need the `teloxide` feature: without it, the guide is a pointer only.
+#[cfg_attr(feature = "teloxide", doc = guide_links!())]
+#[cfg_attr(feature = "teloxide", doc = include_str!("../../docs/teloxide.md"))]
+#[cfg_attr(
+    not(feature = "teloxide"),
+    doc = "stagecraft in a teloxide bot: this guide is built with the `teloxide` feature."
+)]
+pub mod teloxide {}
+
+// Its examples open every kind of store: without the store features, a pointer only.
+#[cfg_attr(
+    all(feature = "sqlite", feature = "postgres", feature = "mysql", feature = "redis", feature = "testing"),
+    doc = guide_links!()
+)]
+#[cfg_attr(
+    all(feature = "sqlite", feature = "postgres", feature = "mysql", feature = "redis", feature = "testing"),
+    doc = include_str!("../../docs/stores.md")
+)]
+#[cfg_attr(
+    not(all(
+        feature = "sqlite",
+        feature = "postgres",
+        feature = "mysql",
+        feature = "redis",
+        feature = "testing"
+    )),
+    doc = "The stores: this guide is built with the `sqlite`, `postgres`, `mysql`, `redis` and `testing` features."
+)]
+pub mod stores {}
+
+#[doc = guide_links!()]
+#[doc = include_str!("../../docs/performance.md")]
+pub mod performance {}
+
+#[doc = guide_links!()]
+#[doc = include_str!("../../docs/architecture.md")]
+pub mod architecture {}
