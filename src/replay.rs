@@ -41,7 +41,7 @@
 //! assert_eq!(summary.bad_lines[0].line, 2);
 //! assert_eq!(
 //!     stagecraft::error::error_chain(&summary.bad_lines[0]),
-//!     "line 2: not JSON: expected ident at line 1 column 2"
+//!     "line 2: not JSON: expected ident at column 2"
 //! );
 //! # });
 //! ```
@@ -50,7 +50,9 @@ use std::fmt;
 use std::io::{self, BufRead};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
 
 use crate::clock::ManualClock;
 use crate::error::Result;
@@ -98,10 +100,16 @@ pub enum LineError {
     },
     /// The line is not JSON.
     #[error("not JSON")]
-    Json(#[source] serde_json::Error),
-    /// The line nests arrays or objects deeper than the JSON parser's limit (128).
+    Json(#[source] JsonError),
+    /// The line nests arrays or objects deeper than the JSON parser's limit (128) where
+    /// it reads them. (Nesting in the parts it skips, such as the fields of an update
+    /// that stagecraft does not read, is skipped at any depth in bounded memory.)
     #[error("nested too deeply")]
-    TooDeep(#[source] serde_json::Error),
+    TooDeep(#[source] JsonError),
+    /// The line is a JSON object that cannot be a line of the replay format (a key given
+    /// twice).
+    #[error("not a replay line")]
+    Form(#[source] JsonError),
     /// The line is JSON, but not an object.
     #[error("a JSON {found}, not an object")]
     NotAnObject {
@@ -119,7 +127,7 @@ pub enum LineError {
     NotAList,
     /// The line (or the item of a `parallel` batch) is not a Telegram `Update`.
     #[error("not a Telegram update")]
-    Update(#[source] serde_json::Error),
+    Update(#[source] JsonError),
     /// An item of a `parallel` batch is bad (from [`Line::parse`], which takes a batch
     /// whole or not at all; the replay skips only the bad items).
     #[error("parallel item {item}")]
@@ -134,21 +142,78 @@ pub enum LineError {
 }
 
 impl LineError {
-    fn json(e: serde_json::Error) -> Self {
+    /// The parser's error about the JSON that starts at byte `offset` of the line.
+    fn json(e: serde_json::Error, offset: usize) -> Self {
         // serde_json has no public code for it: its message is the stable way to tell.
-        if e.to_string().starts_with("recursion limit exceeded") {
+        let deep = e.to_string().starts_with("recursion limit exceeded");
+        let data = e.is_data();
+        let e = JsonError::new(e, offset);
+        if deep {
             Self::TooDeep(e)
+        } else if data {
+            Self::Form(e)
         } else {
             Self::Json(e)
         }
     }
 }
 
+/// The JSON parser's message about a replay line, placed by its byte column in that
+/// line (`expected value at column 7`: the parser's own "line 1" would read as the
+/// replay's first line).
+#[derive(Debug)]
+pub struct JsonError {
+    error: serde_json::Error,
+    column: Option<usize>,
+}
+
+impl JsonError {
+    fn new(error: serde_json::Error, offset: usize) -> Self {
+        let column = (error.line() > 0).then(|| offset.saturating_add(error.column()));
+        Self { error, column }
+    }
+
+    /// The byte column (1-based) in the line where the parser stopped, when it says.
+    #[must_use]
+    pub fn column(&self) -> Option<usize> {
+        self.column
+    }
+
+    /// The parser's own error (its position is within the JSON value it read).
+    #[must_use]
+    pub fn inner(&self) -> &serde_json::Error {
+        &self.error
+    }
+}
+
+impl fmt::Display for JsonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = self.error.to_string();
+        let at = format!(
+            " at line {} column {}",
+            self.error.line(),
+            self.error.column()
+        );
+        f.write_str(text.strip_suffix(&at).unwrap_or(&text))?;
+        if let Some(column) = self.column {
+            write!(f, " at column {column}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for JsonError {}
+
+/// Where `inner`, a slice of `outer`, starts in it.
+fn offset_in(outer: &str, inner: &str) -> usize {
+    (inner.as_ptr() as usize).saturating_sub(outer.as_ptr() as usize)
+}
+
 /// A line (or an item of a `parallel` batch) the replay skipped, and why.
 ///
 /// Its `Display` is where it is (`line 4`, `line 7, parallel item 2`); the reason is its
 /// [`source`](std::error::Error::source), so
-/// [`error_chain`] gives `line 4: not JSON: expected value at line 1 column 1`.
+/// [`error_chain`] gives `line 4: not JSON: expected value at column 1`.
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct BadLine {
@@ -267,31 +332,35 @@ impl Line {
 
     /// Parses one line, keeping the good items of a `parallel` batch and returning the
     /// bad ones with their positions (1-based).
-    fn parse_lenient(line: &str) -> Result<(Self, Vec<(usize, LineError)>), LineError> {
-        let line = line.trim();
+    ///
+    /// Updates are read from the line's text as [`TelegramUpdate::from_json`] reads
+    /// them (not through a `serde_json::Value`, which is stricter about the parts an
+    /// update ignores, and allocates a tree first).
+    fn parse_lenient(text: &str) -> Result<(Self, Vec<(usize, LineError)>), LineError> {
+        let line = text.trim();
         if line.is_empty() {
             return Ok((Self::Comment, Vec::new()));
         }
-        let value: Value = serde_json::from_str(line).map_err(LineError::json)?;
-        let mut map = object(value)?;
-        if map.contains_key("comment") {
+        let at = offset_in(text, line);
+        check_object(line, at)?;
+        let probe: Probe<'_> = serde_json::from_str(line).map_err(|e| LineError::json(e, at))?;
+        if probe.comment {
             return Ok((Self::Comment, Vec::new()));
         }
-        if let Some(n) = map.get("advance_clock_s") {
-            let s = n.as_u64().ok_or(LineError::BadClock)?;
+        if let Some(n) = probe.advance_clock_s {
+            let s = serde_json::from_str(n.get()).map_err(|_| LineError::BadClock)?;
             return Ok((Self::AdvanceClock(s), Vec::new()));
         }
-        if let Some(list) = map.remove("parallel") {
-            let Value::Array(items) = list else {
-                return Err(LineError::NotAList);
-            };
+        if let Some(list) = probe.parallel {
+            let items: Vec<&RawValue> =
+                serde_json::from_str(list.get()).map_err(|_| LineError::NotAList)?;
             let mut updates = Vec::with_capacity(items.len());
             let mut bad = Vec::new();
             for (i, item) in items.into_iter().enumerate() {
-                // An object, as on a line of its own (serde would take an array of the
-                // fields' values, in order, for a struct).
-                let update = object(item).and_then(|map| {
-                    serde_json::from_value(Value::Object(map)).map_err(LineError::Update)
+                let at = offset_in(text, item.get());
+                let update = check_object(item.get(), at).and_then(|()| {
+                    serde_json::from_str(item.get())
+                        .map_err(|e| LineError::Update(JsonError::new(e, at)))
                 });
                 match update {
                     Ok(u) => updates.push(u),
@@ -300,24 +369,52 @@ impl Line {
             }
             return Ok((Self::Parallel(updates), bad));
         }
-        if map.contains_key("update_id") {
-            let u = serde_json::from_value(Value::Object(map)).map_err(LineError::Update)?;
+        if probe.update_id {
+            let u =
+                serde_json::from_str(line).map_err(|e| LineError::Update(JsonError::new(e, at)))?;
             return Ok((Self::Update(Box::new(u)), Vec::new()));
         }
         Err(LineError::UnknownKind)
     }
 }
 
-/// The object `value` is, or what it is instead.
-fn object(value: Value) -> Result<serde_json::Map<String, Value>, LineError> {
-    let found = match value {
-        Value::Object(map) => return Ok(map),
-        Value::Array(_) => "array",
-        Value::String(_) => "string",
-        Value::Number(_) => "number",
-        Value::Bool(_) => "boolean",
-        Value::Null => "null",
+/// Which of the replay format's keys a line has. The values of the others are skipped
+/// unread (at any depth, in bounded memory).
+#[derive(Deserialize)]
+struct Probe<'a> {
+    #[serde(default, deserialize_with = "present")]
+    comment: bool,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    advance_clock_s: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    parallel: Option<&'a RawValue>,
+    #[serde(default, deserialize_with = "present")]
+    update_id: bool,
+}
+
+/// The key is there, whatever its value (`null` included).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    IgnoredAny::deserialize(d).map(|_| true)
+}
+
+/// The key's value, unparsed (`null` included).
+fn raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// `Ok` for a JSON object; for other JSON, what it is instead; for other text, why it
+/// is not JSON. (serde would read an array of a struct's field values, in order, as the
+/// struct.)
+fn check_object(json: &str, at: usize) -> Result<(), LineError> {
+    let found = match json.trim_start().as_bytes().first() {
+        Some(b'{') => return Ok(()),
+        Some(b'[') => "array",
+        Some(b'"') => "string",
+        Some(b'-' | b'0'..=b'9') => "number",
+        Some(b't' | b'f') => "boolean",
+        _ => "null",
     };
+    serde_json::from_str::<IgnoredAny>(json).map_err(|e| LineError::json(e, at))?;
     Err(LineError::NotAnObject { found })
 }
 
@@ -517,7 +614,8 @@ mod tests {
     #[test]
     fn each_kind_of_bad_line_has_its_error() {
         let cases: &[(&str, &str)] = &[
-            ("nope", "not JSON: expected ident at line 1 column 2"),
+            ("nope", "not JSON: expected ident at column 2"),
+            ("  nope", "not JSON: expected ident at column 4"),
             ("[1]", "a JSON array, not an object"),
             ("\"s\"", "a JSON string, not an object"),
             ("7", "a JSON number, not an object"),
@@ -538,11 +636,11 @@ mod tests {
             ("{\"parallel\":{}}", "parallel must be an array of updates"),
             (
                 "{\"update_id\":\"x\"}",
-                "not a Telegram update: invalid type: string \"x\", expected i64",
+                "not a Telegram update: invalid type: string \"x\", expected i64 at column 16",
             ),
             (
                 "{\"parallel\":[{\"update_id\":1},{\"update_id\":[]}]}",
-                "parallel item 2: not a Telegram update: invalid type: sequence, expected i64",
+                "parallel item 2: not a Telegram update: invalid type: sequence, expected i64 at column 42",
             ),
             (
                 "{\"parallel\":[{\"update_id\":1},[1,null,null,null,null,null,null,null,null,null,null]]}",
@@ -553,8 +651,27 @@ mod tests {
             let err = Line::parse(line).unwrap_err();
             assert_eq!(error_chain(&err), *want, "{line}");
         }
+        // Nesting is skipped at any depth where nothing is read, and reported where it is.
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-        assert!(matches!(Line::parse(&deep), Err(LineError::TooDeep(_))));
+        assert!(matches!(
+            Line::parse(&deep),
+            Err(LineError::NotAnObject { found: "array" })
+        ));
+        let deep_comment = format!("{{\"comment\":{deep}}}");
+        assert_eq!(Line::parse(&deep_comment).unwrap(), Line::Comment);
+        let unclosed = "[".repeat(10_000);
+        assert!(matches!(Line::parse(&unclosed), Err(LineError::Json(_))));
+        assert!(matches!(
+            Line::parse("{\"comment\":1,\"comment\":2}"),
+            Err(LineError::Form(_))
+        ));
+        // The same update as `TelegramUpdate::from_json` reads, where a `Value` would
+        // refuse the lone surrogate in a field stagecraft does not read.
+        let odd = r#"{"update_id":3,"message":{"chat":{"id":1,"type":"p\ud800"},"text":"x"}}"#;
+        assert_eq!(
+            Line::parse(odd).unwrap(),
+            Line::Update(Box::new(TelegramUpdate::from_json(odd).unwrap()))
+        );
         assert_eq!(Line::parse(" \t ").unwrap(), Line::Comment);
         assert_eq!(
             Line::parse("{\"advance_clock_s\":18446744073709551615}").unwrap(),
