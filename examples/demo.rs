@@ -9,9 +9,12 @@
 //! ```
 //!
 //! `--replay FILE` (or `-` for stdin) reads the replay format and prints the transcript
-//! (one `{"method":"sendMessage",...}` line per reply) and nothing else on stdout.
+//! (one `{"method":"sendMessage",...}` line per reply) and nothing else on stdout. A
+//! malformed line is reported on stderr with its number (`line 4: not JSON: ...`) and
+//! skipped; the replay goes on, and the demo exits with status 1 when any line was bad.
 //! `--store memory|sqlite:PATH|redis://...|postgres://...|mysql://...` picks the store
-//! (default: `sqlite:demo.db` when built with the `sqlite` feature, else memory).
+//! (default: `sqlite:demo.db` when built with the `sqlite` feature, else memory). A
+//! password in the URL is never shown: messages print the URL with it masked.
 //! `--user N` / `--chat N` set who is typing in the console (default 1001).
 //! `--namespace NAME` picks the table (SQL stores) or key prefix (Redis) to use.
 //! `--attempts N` sets how often an update whose write conflicted with another process runs (default 3).
@@ -36,7 +39,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use stagecraft::clock::{ManualClock, SystemClock};
-use stagecraft::replay::{REPLAY_EPOCH_S, error_chain, replay};
+use stagecraft::replay::{REPLAY_EPOCH_S, ReplaySummary, error_chain, replay};
+use stagecraft::store::redact_url;
 use stagecraft::transport::{JsonLinesTransport, Outgoing, Transport};
 use stagecraft::update::TelegramUpdate;
 use stagecraft::{BoxError, Pipeline};
@@ -156,28 +160,33 @@ async fn run(args: Args) -> Result<(), BoxError> {
                 .clock(clock.clone())
                 .transport(JsonLinesTransport::stdout()),
         )?;
-        if path == "-" {
-            replay(&bot, &clock, std::io::stdin().lock()).await?;
+        let summary = if path == "-" {
+            replay(&bot, &clock, std::io::stdin().lock()).await
         } else {
             let file =
                 std::fs::File::open(&path).map_err(|e| format!("cannot open {path}: {e}"))?;
-            replay(&bot, &clock, std::io::BufReader::new(file)).await?;
+            replay(&bot, &clock, std::io::BufReader::new(file)).await
         }
-        return Ok(());
+        .map_err(|e| format!("cannot read {path}: {e}"))?;
+        return report_bad_lines(&summary);
     }
     let bot = demo_bot::build(builder.clock(SystemClock).transport(Console))?;
     eprintln!(
         "stagecraft demo: you are user {} in chat {} (store: {}). Try /start, /profile, /poll.",
-        args.user, args.chat, args.store
+        args.user,
+        args.chat,
+        redact_url(&args.store)
     );
     let stdin = std::io::stdin();
     let bot = Arc::new(bot);
-    for (i, line) in stdin.lock().lines().enumerate() {
+    let mut id: i64 = 0;
+    for line in stdin.lock().lines() {
         let text = line?;
+        id = id.saturating_add(1);
         let update = TelegramUpdate::from_value(serde_json::json!({
-            "update_id": i + 1,
+            "update_id": id,
             "message": {
-                "message_id": i + 1,
+                "message_id": id,
                 "date": 0,
                 "chat": {"id": args.chat, "type": "private"},
                 "from": {"id": args.user, "is_bot": false, "first_name": "You"},
@@ -189,6 +198,29 @@ async fn run(args: Args) -> Result<(), BoxError> {
         }
     }
     Ok(())
+}
+
+/// Prints the replay's bad lines on stderr (stdout is the transcript's); an error when
+/// there was any.
+fn report_bad_lines(summary: &ReplaySummary) -> Result<(), BoxError> {
+    if summary.is_clean() {
+        return Ok(());
+    }
+    let mut err = std::io::stderr().lock();
+    for bad in &summary.bad_lines {
+        let _ = writeln!(err, "{}", error_chain(bad));
+    }
+    let unlisted = summary
+        .bad_lines_total
+        .saturating_sub(summary.bad_lines.len());
+    if unlisted > 0 {
+        let _ = writeln!(err, "... and {unlisted} more bad lines");
+    }
+    Err(format!(
+        "{} of {} lines were bad and skipped ({} updates handled)",
+        summary.bad_lines_total, summary.lines, summary.updates
+    )
+    .into())
 }
 
 /// `--telegram`: the bot on teloxide's `Dispatcher` with long polling.
@@ -217,10 +249,28 @@ mod telegram {
             // `Bot::from_env` panics on a bad URL: check it first, with the URL type
             // teloxide itself uses.
             if !parses_as(&Bot::new("-").api_url(), url.trim_end_matches('/')) {
-                return Err(format!("TELOXIDE_API_URL is not a URL: {url}"));
+                return Err(format!(
+                    "TELOXIDE_API_URL is not a URL: {}",
+                    stagecraft::store::redact_url(&url)
+                ));
             }
         }
         Ok(())
+    }
+
+    /// `text` without the bot token or a password of the Bot API server's URL.
+    /// teloxide already hides the token in its errors, but they show the URL a request
+    /// went to, with its user information.
+    fn scrub(bot: &Bot, text: &str) -> String {
+        let mut text = text.to_owned();
+        let token = bot.token();
+        if !token.is_empty() {
+            text = text.replace(token, "***");
+        }
+        if let Some(password) = bot.api_url().password().filter(|p| !p.is_empty()) {
+            text = text.replace(password, "***");
+        }
+        text
     }
 
     fn parses_as<T: std::str::FromStr>(_like: &T, s: &str) -> bool {
@@ -229,10 +279,15 @@ mod telegram {
 
     pub(crate) async fn run(store: Arc<dyn SessionStore>, attempts: usize) -> Result<(), BoxError> {
         let bot = Bot::from_env();
-        let me = bot
-            .get_me()
-            .await
-            .map_err(|e| format!("getMe failed (is TELOXIDE_TOKEN right?): {e}"))?;
+        let me = bot.get_me().await.map_err(|e| {
+            scrub(
+                &bot,
+                &format!(
+                    "getMe failed (is TELOXIDE_TOKEN right?): {}",
+                    error_chain(&e)
+                ),
+            )
+        })?;
         let pipeline = demo_bot::build(
             Pipeline::<demo_bot::Demo, Update>::builder()
                 .store_arc(store)
@@ -241,10 +296,12 @@ mod telegram {
                 .teloxide_bot(bot.clone()),
         )?;
         let handler: UpdateHandler<BoxError> = dptree::entry().branch(enter_stage(pipeline));
+        let shown = bot.clone();
         let mut dispatcher = Dispatcher::builder(bot, handler)
             .default_handler(|_| async {})
-            .error_handler(Arc::new(|e: BoxError| async move {
-                eprintln!("error: {}", error_chain(e.as_ref()));
+            .error_handler(Arc::new(move |e: BoxError| {
+                let text = scrub(&shown, &error_chain(e.as_ref()));
+                async move { eprintln!("error: {text}") }
             }))
             .build();
         let token = dispatcher.shutdown_token();

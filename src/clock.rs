@@ -54,10 +54,16 @@ impl ManualClock {
         }
     }
 
-    /// Moves the clock forward.
+    /// Moves the clock forward. The clock stops at `i64::MAX` milliseconds instead of
+    /// wrapping to a time before the epoch (after which no TTL would ever expire).
     pub fn advance(&self, by: Duration) {
-        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
-        self.ms.fetch_add(ms, Ordering::SeqCst);
+        let by = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        // `fetch_update` with a closure that always answers `Some` cannot fail.
+        let _ = self
+            .ms
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |ms| {
+                Some(ms.saturating_add(by))
+            });
     }
 
     /// Sets the clock to `ms` milliseconds after the epoch.
@@ -69,5 +75,45 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now_ms(&self) -> i64 {
         self.ms.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advancing_saturates_instead_of_wrapping() {
+        let clock = ManualClock::at_secs(1_700_000_000);
+        clock.advance(Duration::from_secs(u64::MAX));
+        assert_eq!(clock.now_ms(), i64::MAX);
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(clock.now_ms(), i64::MAX, "stays at the end of time");
+        assert_eq!(clock.now_s(), i64::MAX / 1000);
+
+        let clock = ManualClock::at_secs(0);
+        clock.advance(Duration::from_millis(u64::MAX));
+        assert_eq!(clock.now_ms(), i64::MAX);
+
+        let clock = ManualClock::default();
+        clock.set_ms(i64::MAX - 5);
+        clock.advance(Duration::from_millis(10));
+        assert_eq!(clock.now_ms(), i64::MAX);
+
+        let clock = ManualClock::at_secs(i64::MIN);
+        clock.advance(Duration::MAX);
+        assert_eq!(
+            clock.now_ms(),
+            -1,
+            "from the start of time, i64::MAX ms later"
+        );
+    }
+
+    #[test]
+    fn clones_share_the_time() {
+        let a = ManualClock::at_secs(10);
+        let b = a.clone();
+        b.advance(Duration::from_secs(5));
+        assert_eq!(a.now_s(), 15);
     }
 }

@@ -216,7 +216,8 @@ pub fn build<U: Update>(
     Ok(builder
         .middleware(|cx: C<U>, next: Next<Demo, U>| async move {
             if cx.has_session() {
-                cx.session_mut(|d| d.updates += 1)?;
+                // Saturates: a session that has seen u64::MAX updates stays there.
+                cx.session_mut(|d| d.updates = d.updates.saturating_add(1))?;
             }
             next.run(cx).await
         })

@@ -70,7 +70,8 @@ pub async fn open(spec: &str, namespace: Option<&str>) -> Result<Arc<dyn Session
         known.push("mysql://...");
     }
     Err(format!(
-        "unsupported store `{spec}`: this build knows {} (enable more with --features)",
+        "unsupported store `{}`: this build knows {} (enable more with --features)",
+        stagecraft::store::redact_url(spec),
         known.join(", ")
     )
     .into())

@@ -213,9 +213,22 @@ impl Update for TgUpdate {
 ///     .build();
 /// # drop(pipeline);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TeloxideTransport {
     bot: Bot,
+}
+
+/// Shows the Bot API server (its URL without a password), never the bot token (`Bot`'s
+/// own `Debug` prints it).
+impl std::fmt::Debug for TeloxideTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TeloxideTransport")
+            .field(
+                "api_url",
+                &crate::store::redact_url(self.bot.api_url().as_str()),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl TeloxideTransport {
@@ -409,6 +422,23 @@ mod tests {
 
     fn parse(json: &str) -> TgUpdate {
         serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn the_transport_does_not_show_the_bot_token() {
+        let token = "123456:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
+        let bot = Bot::new(token).set_api_url(
+            "http://proxy:hunter2@127.0.0.1:8081/"
+                .parse()
+                .expect("a URL"),
+        );
+        let shown = format!("{:?}", TeloxideTransport::new(bot));
+        assert!(
+            !shown.contains("AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("127.0.0.1:8081"), "{shown}");
     }
 
     #[test]

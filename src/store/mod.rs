@@ -49,6 +49,7 @@ mod redis_store;
 mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+mod url;
 
 pub use codec::Codec;
 pub use lease::{Lease, LeaseAttempt, LeaseStore, Preload};
@@ -65,6 +66,7 @@ pub use redis_store::RedisStore;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::{Durability, SqliteOptions, SqliteStore};
+pub use url::redact_url;
 
 /// The `redis` crate, as the [`RedisStore`] uses it (for building a `ConnectionManager`).
 #[cfg(feature = "redis")]

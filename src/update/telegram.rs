@@ -118,16 +118,23 @@ impl TelegramUpdate {
     /// Parses Bot API JSON.
     ///
     /// # Errors
-    /// [`Error::Update`] when the JSON is not an `Update`.
+    /// [`Error::Update`] when the JSON is not an `Update` (an object: serde alone would
+    /// also read an array of the fields' values, in order).
     pub fn from_json(json: &str) -> Result<Self> {
+        if !json.trim_start().starts_with('{') {
+            return Err(not_an_object());
+        }
         serde_json::from_str(json).map_err(|e| Error::Update(e.into()))
     }
 
     /// Parses a Bot API `Update` already held as a JSON value.
     ///
     /// # Errors
-    /// [`Error::Update`] when the value is not an `Update`.
+    /// [`Error::Update`] when the value is not an `Update` (an object).
     pub fn from_value(value: serde_json::Value) -> Result<Self> {
+        if !value.is_object() {
+            return Err(not_an_object());
+        }
         serde_json::from_value(value).map_err(|e| Error::Update(e.into()))
     }
 
@@ -145,6 +152,12 @@ impl TelegramUpdate {
             .or(self.my_chat_member.as_ref())
             .or(self.chat_join_request.as_ref())
     }
+}
+
+fn not_an_object() -> Error {
+    Error::Update(Box::new(crate::error::Message(
+        "an update is a JSON object".to_owned(),
+    )))
 }
 
 impl Update for TelegramUpdate {
@@ -254,11 +267,19 @@ mod tests {
             "[]",
             "{\"update_id\":\"x\"}",
             "{\"update_id\":1,\"message\":{\"chat\":5}}",
+            "[1,null,null,null,null,null,null,null,null,null,null]",
+            " [1]",
+            "\"{}\"",
         ] {
             assert!(
                 matches!(TelegramUpdate::from_json(bad), Err(Error::Update(_))),
                 "{bad}"
             );
         }
+        let array = serde_json::json!([
+            1, null, null, null, null, null, null, null, null, null, null
+        ]);
+        assert!(TelegramUpdate::from_value(array).is_err());
+        assert!(TelegramUpdate::from_json(" \n{\"update_id\":1}").is_ok());
     }
 }
