@@ -4,14 +4,15 @@
 //! - a Telegram Bot API `Update` object: handled, and finished before the next line;
 //! - `{"parallel": [Update, ...]}`: handed to the pipeline together, each in its own
 //!   task (as one `getUpdates` batch or concurrent webhook requests would be);
-//! - `{"advance_clock_s": N}`: moves the replay clock forward N seconds;
+//! - `{"advance_clock_s": N}`: moves the replay clock forward N seconds (it stops at the
+//!   end of time rather than wrap, see [`ManualClock::advance`]);
 //! - `{"comment": "..."}`: ignored.
 //!
-//! A malformed line (not UTF-8, longer than [`Limits::max_line_bytes`], not JSON, nested
-//! deeper than `serde_json`'s limit of 128, not one of the forms above, an update that
-//! cannot be read) is reported in the [`ReplaySummary`] with its line number, and the
-//! replay goes on with the next line. A bad item of a `parallel` batch costs only that
-//! item: the others are handled.
+//! A malformed line (not UTF-8, longer than [`Limits::max_line_bytes`], not JSON, not
+//! one of the forms above, an update that cannot be read) is reported in the
+//! [`ReplaySummary`] with its line number, and the replay goes on with the next line. A
+//! bad item of a `parallel` batch costs only that item: the others are handled. Updates
+//! are read from the line's text as [`TelegramUpdate::from_json`] reads them.
 //!
 //! ```
 //! use stagecraft::clock::ManualClock;
