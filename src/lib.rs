@@ -73,6 +73,7 @@
 //! - [performance](guide::performance): measured throughput and costs per update, and how
 //!   to reproduce them.
 //! - [architecture](guide::architecture): the layers, who owns what, one update end to end.
+//! - [reliability](guide::reliability): hostile input, how it is tested, the fuzzers.
 //!
 //! # Feature flags
 //!

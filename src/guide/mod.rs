@@ -13,6 +13,7 @@
 //!   feature).
 //! - [`performance`]: measured throughput and costs per update, and how to reproduce them.
 //! - [`architecture`]: the layers, who owns what, and one update end to end.
+//! - [`reliability`]: hostile input, how it is tested, the fuzzers.
 
 // The guides link to each other by file name (`[stores.md]`, defined at the end of each
 // guide as a link to the file), so that they read on GitHub. Here the same names are
@@ -28,7 +29,8 @@ macro_rules! guide_links {
          [teloxide.md]: crate::guide::teloxide\n\
          [stores.md]: crate::guide::stores\n\
          [performance.md]: crate::guide::performance\n\
-         [architecture.md]: crate::guide::architecture"
+         [architecture.md]: crate::guide::architecture\n\
+         [reliability.md]: crate::guide::reliability"
     };
 }
 
@@ -85,3 +87,7 @@ pub mod performance {}
 #[doc = guide_links!()]
 #[doc = include_str!("../../docs/architecture.md")]
 pub mod architecture {}
+
+#[doc = guide_links!()]
+#[doc = include_str!("../../docs/reliability.md")]
+pub mod reliability {}
