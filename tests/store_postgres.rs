@@ -320,3 +320,48 @@ async fn a_failed_read_with_the_lease_gives_the_lease_back() {
         std::panic::resume_unwind(e.into_panic());
     }
 }
+
+/// Stores starting at once on a fresh table all start: `CREATE TABLE/INDEX IF NOT
+/// EXISTS` racing in PostgreSQL's catalog (`duplicate key value violates unique
+/// constraint "pg_type_typname_nsp_index"`) would fail some of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stores_starting_together_on_a_fresh_table_all_start() {
+    let Some(url) = common::server_url(VAR) else {
+        return;
+    };
+    for round in 0..5 {
+        let table = common::unique_name(&format!("race{round}"));
+        let mut starts = Vec::new();
+        for _ in 0..8 {
+            let pool = connect_pool(&url).await;
+            let table = table.clone();
+            starts.push(tokio::spawn(async move {
+                let store = PostgresStore::new(pool).with_table(&table)?;
+                store.migrate().await?;
+                store.save("k", b"{}", None).await.map(|_| ())
+            }));
+        }
+        let mut saved = 0;
+        for s in starts {
+            match s.await.expect("the start task") {
+                Ok(()) => saved += 1,
+                Err(e) if e.is_conflict() => {}
+                Err(e) => panic!(
+                    "round {round}: a store failed to start: {}",
+                    stagecraft::error::error_chain(&e)
+                ),
+            }
+        }
+        assert_eq!(
+            saved, 1,
+            "one insert of the fresh key wins, the others conflict"
+        );
+        let pool = connect_pool(&url).await;
+        stagecraft::store::sqlx::raw_sql(&format!(
+            "DROP TABLE IF EXISTS \"{table}\", \"{table}_lease\""
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+}

@@ -17,6 +17,9 @@ use crate::error::{Error, Result};
 
 const BACKEND: &str = "postgres";
 
+/// The advisory lock key under which stores create their tables ("stagecraft" in ASCII).
+const MIGRATE_LOCK: i64 = 0x0073_7461_6763_7261;
+
 fn db_err(e: sqlx::Error) -> Error {
     Error::store(BACKEND, e)
 }
@@ -164,9 +167,18 @@ impl PostgresStore {
     #[tracing::instrument(skip_all, fields(table = %self.table()), err)]
     pub async fn migrate(&self) -> Result<()> {
         let q = self.table.queries();
-        self.rows()
-            .run_all(&[&q.create_table, &q.create_index, &q.create_lease_table])
-            .await
+        // `CREATE … IF NOT EXISTS` is not safe against itself in PostgreSQL's catalog:
+        // processes starting together on a fresh table fail with a duplicate key in
+        // `pg_type`. A transaction-scoped advisory lock serialises the migrations of
+        // every store on the database (they are short and run at start-up only). The
+        // statements go as one simple query, which PostgreSQL runs as one transaction.
+        let script = format!(
+            "SELECT pg_advisory_xact_lock({MIGRATE_LOCK});\n{};\n{};\n{};",
+            q.create_table.trim().trim_end_matches(';'),
+            q.create_index.trim().trim_end_matches(';'),
+            q.create_lease_table.trim().trim_end_matches(';'),
+        );
+        self.rows().run_all(&[&script]).await
     }
 
     /// Deletes every expired row now and returns how many were deleted (expired
