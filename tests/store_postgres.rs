@@ -365,3 +365,25 @@ async fn stores_starting_together_on_a_fresh_table_all_start() {
         .unwrap();
     }
 }
+
+/// Connecting to a server that refuses the connection fails within seconds (not after the
+/// pool's 30 s acquire timeout), and the error names the cause once.
+#[tokio::test]
+async fn connect_to_a_refusing_server_fails_fast_with_the_cause() {
+    let started = std::time::Instant::now();
+    let err = PostgresStore::connect("postgres://postgres@127.0.0.1:1/test")
+        .await
+        .expect_err("nothing listens on port 1");
+    let chain = stagecraft::error::error_chain(&err);
+    assert!(err.is_store(), "{chain}");
+    assert!(
+        chain.to_lowercase().contains("refused"),
+        "the cause is named: {chain}"
+    );
+    assert_eq!(chain.matches("refused").count(), 1, "said once: {chain}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "failed after {:?}",
+        started.elapsed()
+    );
+}

@@ -563,11 +563,35 @@ pub(crate) fn save_result<R: RowsAffected>(
 /// [`Error::Store`] when the URL is invalid or the server does not answer.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) async fn connect<DB: Database>(url: &str, backend: &'static str) -> Result<Pool<DB>> {
+    // One connection first, on its own: a pool that cannot connect waits out its
+    // acquire timeout (30 s) and then reports only that it timed out, where this says
+    // why (refused, unknown host, authentication) within seconds.
+    let connecting = <DB::Connection as sqlx::Connection>::connect(url);
+    let first = tokio::time::timeout(CONNECT_TIMEOUT, connecting).await;
+    match first {
+        Ok(Ok(conn)) => {
+            let _ = sqlx::Connection::close(conn).await;
+        }
+        Ok(Err(e)) => return Err(Error::store(backend, e)),
+        Err(_) => {
+            return Err(Error::store(
+                backend,
+                Message(format!(
+                    "the server did not answer within {} s",
+                    CONNECT_TIMEOUT.as_secs()
+                )),
+            ));
+        }
+    }
     pool_options()
         .connect(url)
         .await
         .map_err(|e| Error::store(backend, e))
 }
+
+/// How long `connect` waits for the server's first answer.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {
