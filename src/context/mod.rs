@@ -456,7 +456,11 @@ impl<S: SessionData, U: Update> Cx<S, U> {
 
     /// Counts a transition (see [`SessionState::begin_transition`]).
     pub(crate) fn begin_transition(&self, outcome: &Outcome) -> Result<()> {
-        self.state().begin_transition()?;
+        self.begin_transition_in(&mut self.state(), outcome)
+    }
+
+    fn begin_transition_in(&self, st: &mut SessionState<S>, outcome: &Outcome) -> Result<()> {
+        st.begin_transition()?;
         tracing::debug!(target: "stagecraft::stage", key = ?self.key(), ?outcome, "transition");
         Ok(())
     }
@@ -475,8 +479,7 @@ impl<S: SessionData, U: Update> Cx<S, U> {
         if outcome.is_cursor_move() {
             // A cursor move runs nothing: applied here, without the stage.
             let mut st = self.state();
-            st.begin_transition()?;
-            tracing::debug!(target: "stagecraft::stage", key = ?self.key(), ?outcome, "transition");
+            self.begin_transition_in(&mut st, &outcome)?;
             return st.move_cursor(|c| outcome.moved_cursor(c).unwrap_or(c));
         }
         let own = if self.inner.stage_set.load(Ordering::Acquire) {

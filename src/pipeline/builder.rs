@@ -291,22 +291,14 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
                 "CacheMode::WriteThrough: this store does not say how long its records \
                  live, so every update reads its record");
         }
-        match hint {
-            Some(h) => CachePolicy::new(Some((h.ttl, h.clock)), own_writes, passed_lease),
-            None => CachePolicy::validate(),
-        }
+        CachePolicy::new(hint.map(|h| (h.ttl, h.clock)), own_writes, passed_lease)
     }
 
     /// Finishes the pipeline.
     #[must_use]
     pub fn build(self) -> Pipeline<S, U> {
         let policy = self.cache_policy();
-        let loader = Arc::new(Loader::new(
-            self.store,
-            self.keys,
-            policy,
-            self.decode_policy,
-        ));
+        let loader = Arc::new(Loader::new(self.store, policy, self.decode_policy));
         let env = Env {
             default_session: self.default_session,
             transport: self.transport,
@@ -319,6 +311,7 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
         let cycle = Cycle {
             env: Arc::new(env),
             loader,
+            keys: self.keys,
             chain: Arc::new(self.chain),
             leases: self.leases,
             codec: self.codec,

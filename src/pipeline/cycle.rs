@@ -52,15 +52,6 @@ struct Life {
 }
 
 impl CachePolicy {
-    /// Every update reads its record.
-    pub(crate) fn validate() -> Self {
-        Self {
-            life: None,
-            own_writes: false,
-            passed_lease: false,
-        }
-    }
-
     /// A policy over the store's record lifetime (`None`: unknown, so none skips).
     pub(crate) fn new(
         life: Option<(Option<std::time::Duration>, Arc<dyn Clock>)>,
@@ -118,31 +109,29 @@ impl CachePolicy {
 }
 
 /// The load half of the cycle, reached by contexts through [`Source`]: the store, the
-/// per-key table (locks, cached sessions, passed leases) and the cache policy.
-pub(crate) struct Loader<S> {
+/// cache policy and the decode policy. (The key's cached session comes with the
+/// attempt's [`Origin`]; the cycle takes it from the key's permit.)
+pub(crate) struct Loader {
     pub(crate) store: Arc<dyn SessionStore>,
-    pub(crate) keys: KeyTable<S>,
     policy: CachePolicy,
     decode_policy: DecodePolicy,
 }
 
-impl<S> Loader<S> {
+impl Loader {
     pub(crate) fn new(
         store: Arc<dyn SessionStore>,
-        keys: KeyTable<S>,
         policy: CachePolicy,
         decode_policy: DecodePolicy,
     ) -> Self {
         Self {
             store,
-            keys,
             policy,
             decode_policy,
         }
     }
 }
 
-impl<S: SessionData> Source<S> for Loader<S> {
+impl<S: SessionData> Source<S> for Loader {
     fn start_load<'a>(
         &'a self,
         key: &'a str,
@@ -213,7 +202,9 @@ pub(crate) enum Work<S, U> {
 /// key's queue place and giving it back.
 pub(crate) struct Cycle<S, U> {
     pub(crate) env: Arc<Env<S, U>>,
-    pub(crate) loader: Arc<Loader<S>>,
+    pub(crate) loader: Arc<Loader>,
+    /// Per-key locks, cached sessions and passed leases.
+    pub(crate) keys: KeyTable<S>,
     pub(crate) chain: Arc<Chain<S, U>>,
     pub(crate) leases: Leases,
     pub(crate) codec: Codec,
@@ -230,7 +221,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
     }
 
     pub(crate) fn keys(&self) -> &KeyTable<S> {
-        &self.loader.keys
+        &self.keys
     }
 
     /// Runs `work` for `update` under its key (the key's queue place already held):
@@ -272,7 +263,15 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
             None => (None, Preload::NotRead, false),
         };
         let result = self
-            .attempts(cx, &mut permit, work, &mut lease, preload, passed)
+            .attempts(
+                cx,
+                key.as_ref(),
+                &mut permit,
+                work,
+                &mut lease,
+                preload,
+                passed,
+            )
             .await;
         if let (Some(held), Some(k)) = (lease, &key) {
             self.release(k, held).await;
@@ -299,9 +298,11 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
     }
 
     /// Runs attempts until one commits (or fails for good), then delivers its replies.
+    #[allow(clippy::too_many_arguments)]
     async fn attempts(
         &self,
         mut cx: Cx<S, U>,
+        key: Option<&Arc<str>>,
         permit: &mut Option<Permit<S>>,
         work: &Work<S, U>,
         lease: &mut Option<HeldLease>,
@@ -309,8 +310,6 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
         mut lease_passed: bool,
     ) -> Result<Dispatch> {
         let policy = &self.loader.policy;
-        let key = cx.key_arc();
-        let key = key.as_ref();
         let mut attempt = 0;
         let mut after_stale = false;
         loop {
@@ -346,21 +345,21 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
             let (dispatch, failure) = match outcome {
                 Ok(Outcome::Pass) => (Dispatch::Unhandled, None),
                 Ok(_) => (Dispatch::Handled, None),
+                Err(e) if self.error_policy == ErrorPolicy::RollBack => {
+                    // Nothing is written and nothing is sent; the context is finished.
+                    let untouched = {
+                        let mut st = cx.state();
+                        st.close();
+                        untouched(&mut st)
+                    };
+                    if let (Some(p), Some(c)) = (permit.as_mut(), untouched) {
+                        p.put_cached(c);
+                    }
+                    drop(cx.take_outbox());
+                    return Err(Error::handler(e));
+                }
                 Err(e) => (Dispatch::Handled, Some(Error::handler(e))),
             };
-            if failure.is_some() && self.error_policy == ErrorPolicy::RollBack {
-                // Nothing is written and nothing is sent; the context is finished.
-                let untouched = {
-                    let mut st = cx.state();
-                    st.close();
-                    untouched(&mut st)
-                };
-                if let (Some(p), Some(c)) = (permit.as_mut(), untouched) {
-                    p.put_cached(c);
-                }
-                drop(cx.take_outbox());
-                return Err(failure.unwrap_or(Error::Finished));
-            }
             match self.commit(&cx, permit).await {
                 Err(e) if e.is_conflict() => {
                     // A stale cached session (someone else wrote the record since this

@@ -178,7 +178,21 @@ impl PostgresStore {
             q.create_index.trim().trim_end_matches(';'),
             q.create_lease_table.trim().trim_end_matches(';'),
         );
-        self.rows().run_all(&[&script]).await
+        // A migration by a client that takes no such lock (an older build, an operator)
+        // can still win the race: the catalog's unique violation then means the table
+        // exists now, and running the statements again finds it.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match sqlx::raw_sql(&script).execute(&self.pool).await {
+                Ok(_) => return Ok(()),
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() && tries < 3 => {
+                    tracing::debug!(target: "stagecraft::store", table = %self.table(),
+                        "the table was created meanwhile; migrating again");
+                }
+                Err(e) => return Err(db_err(e)),
+            }
+        }
     }
 
     /// Deletes every expired row now and returns how many were deleted (expired

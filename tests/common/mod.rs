@@ -196,3 +196,26 @@ impl LeaseStore for CountingStore {
         self.inner_leases().release_lease(lease).await
     }
 }
+
+/// `connect` to a server that refuses the connection fails within seconds (not after a
+/// pool's 30 s acquire timeout), with a store error naming the cause once.
+pub(crate) async fn assert_refused_fast<T>(
+    connect: impl std::future::Future<Output = stagecraft::Result<T>>,
+) {
+    let started = std::time::Instant::now();
+    let Err(err) = connect.await else {
+        panic!("nothing listens on port 1, yet it connected");
+    };
+    let chain = stagecraft::error::error_chain(&err);
+    assert!(err.is_store(), "{chain}");
+    assert!(
+        chain.to_lowercase().contains("refused"),
+        "the cause is named: {chain}"
+    );
+    assert_eq!(chain.matches("refused").count(), 1, "said once: {chain}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "failed after {:?}",
+        started.elapsed()
+    );
+}
