@@ -12,7 +12,9 @@
 //! `--namespace NAME` (table or key prefix), `--chats N`, `--updates N`, `--no-baseline`,
 //! `--no-leases`, `--cache auto|validate|write-through`, `--prefill N` (other sessions
 //! stored first), `--queued N` (each chat's updates come in bursts of N, queued at once,
-//! instead of one after another), `--idle N` (resident bytes per idle session instead of
+//! instead of one after another), `--no-outbox` (replies sent after the commit, not
+//! through the session's outbox), `--dedup N` (update ids remembered per session; 0
+//! turns de-duplication off), `--idle N` (resident bytes per idle session instead of
 //! throughput).
 //!
 //! Each chat runs the reference conversation
@@ -57,6 +59,8 @@ struct Args {
     leases: bool,
     cache: CacheMode,
     queued: u64,
+    outbox: bool,
+    dedup: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -71,6 +75,8 @@ fn parse_args() -> Result<Args, String> {
         leases: true,
         cache: CacheMode::Auto,
         queued: 1,
+        outbox: true,
+        dedup: stagecraft::pipeline::DEFAULT_DEDUP_WINDOW,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -85,6 +91,8 @@ fn parse_args() -> Result<Args, String> {
             "--queued" => a.queued = v()?.parse().map_err(|e| format!("--queued: {e}"))?,
             "--idle" => a.idle = Some(v()?.parse().map_err(|e| format!("--idle: {e}"))?),
             "--no-leases" => a.leases = false,
+            "--no-outbox" => a.outbox = false,
+            "--dedup" => a.dedup = v()?.parse().map_err(|e| format!("--dedup: {e}"))?,
             "--cache" => {
                 a.cache = match v()?.as_str() {
                     "auto" => CacheMode::Auto,
@@ -145,6 +153,8 @@ async fn run_stagecraft(args: &Args) -> Result<(f64, u64), BoxError> {
                 LeaseConfig::off()
             })
             .cache_mode(args.cache)
+            .outbox(args.outbox)
+            .dedup_window(args.dedup)
             .transport(Arc::clone(&transport)),
     )?;
     let per_chat = args.updates / args.chats;
@@ -162,7 +172,8 @@ async fn run_stagecraft(args: &Args) -> Result<(f64, u64), BoxError> {
         tasks.spawn(async move {
             if queued == 1 {
                 for i in 0..per_chat {
-                    let u = cycle[(i % 10) as usize].clone();
+                    let mut u = cycle[(i % 10) as usize].clone();
+                    u.update_id = i as i64;
                     bot.handle(u).await?;
                 }
             } else {
@@ -172,7 +183,11 @@ async fn run_stagecraft(args: &Args) -> Result<(f64, u64), BoxError> {
                 while i < per_chat {
                     let n = queued.min(per_chat - i);
                     let burst: Vec<_> = (i..i + n)
-                        .map(|j| bot.handle(cycle[(j % 10) as usize].clone()))
+                        .map(|j| {
+                            let mut u = cycle[(j % 10) as usize].clone();
+                            u.update_id = j as i64;
+                            bot.handle(u)
+                        })
                         .collect();
                     for r in futures_util::future::join_all(burst).await {
                         r?;
@@ -401,6 +416,8 @@ fn main() -> Result<(), BoxError> {
         let line = serde_json::json!({
             "store": args.store,
             "leases": if args.leases { "auto" } else { "off" },
+            "outbox": args.outbox,
+            "dedup": args.dedup,
             "cache": format!("{:?}", args.cache),
             "queued": args.queued,
             "chats": args.chats,

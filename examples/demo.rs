@@ -17,7 +17,8 @@
 //! password in the URL is never shown: messages print the URL with it masked.
 //! `--user N` / `--chat N` set who is typing in the console (default 1001).
 //! `--namespace NAME` picks the table (SQL stores) or key prefix (Redis) to use.
-//! `--attempts N` sets how often an update whose write conflicted with another process runs (default 3).
+//! `--attempts N` caps how often an update whose write conflicted with another process runs
+//! (default: no cap; reruns back off until the update's 60 s deadline).
 //!
 //! `--telegram` runs the same bot as a real Telegram bot: teloxide's `Dispatcher` with
 //! long polling (build with `--features teloxide`). It reads the token from
@@ -62,7 +63,7 @@ fn parse_args() -> Result<Args, String> {
         store: stores::DEFAULT_STORE.to_owned(),
         user: 1001,
         chat: 1001,
-        attempts: 3,
+        attempts: usize::MAX,
         namespace: None,
     };
     let mut it = std::env::args().skip(1);
@@ -179,7 +180,12 @@ async fn run(args: Args) -> Result<(), BoxError> {
     );
     let stdin = std::io::stdin();
     let bot = Arc::new(bot);
-    let mut id: i64 = 0;
+    // Each console line is a new update: its id is unique across runs too (the session
+    // remembers recent update ids, to skip an update delivered twice).
+    let mut id: i64 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0))
+        .saturating_mul(1000);
     for line in stdin.lock().lines() {
         let text = line?;
         id = id.saturating_add(1);
@@ -197,6 +203,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
             eprintln!("error: {}", error_chain(&e));
         }
     }
+    bot.flush().await;
     Ok(())
 }
 

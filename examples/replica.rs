@@ -209,7 +209,9 @@ async fn run(args: Args) -> Result<u64, BoxError> {
         }
     });
     let mut tasks = Vec::new();
-    let mut id: i64 = 0;
+    // Update ids unique across replicas (each line is a new update; the sessions
+    // remember recent ids to skip an update delivered twice).
+    let mut id: i64 = i64::from(std::process::id()) << 32;
     while let Some(line) = rx.recv().await {
         let Some((chat, text)) = line.split_once(' ') else {
             continue;
@@ -239,6 +241,7 @@ async fn run(args: Args) -> Result<u64, BoxError> {
             }
         }
     }
+    bot.flush().await;
     eprintln!(
         "stats handled={handled} errors={errors} runs={}",
         RUNS.load(Ordering::Relaxed)

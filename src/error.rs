@@ -101,12 +101,82 @@ pub enum Error {
         /// How long the update waited.
         waited: std::time::Duration,
     },
+    /// The update ran past the pipeline's per-update deadline
+    /// ([`PipelineBuilder::deadline`](crate::pipeline::PipelineBuilder::deadline)): its
+    /// handler was stopped, the session followed the
+    /// [`ErrorPolicy`](crate::session::ErrorPolicy), and its key was released so the next
+    /// update of the key runs.
+    #[error("the update of session `{}` ran past its deadline of {after:?}", key.as_deref().unwrap_or("-"))]
+    Deadline {
+        /// The session key, if the update has one.
+        key: Option<String>,
+        /// The deadline.
+        after: std::time::Duration,
+    },
+    /// The update was not handled: its attempts ran out (every one lost its
+    /// compare-and-set to another writer, up to the attempt limit or the deadline).
+    /// Nothing of it was written or sent. The update is kept here
+    /// ([`take_update`](Self::take_update)), so the caller can retry it or set it aside.
+    #[error("update of session `{key}` not handled after {attempts} attempts")]
+    NotHandled {
+        /// The session key.
+        key: String,
+        /// How many attempts ran.
+        attempts: usize,
+        /// The update, for the caller to retry or set aside.
+        update: ReturnedUpdate,
+        /// Why the last attempt failed.
+        #[source]
+        source: Box<Error>,
+    },
     /// A configuration value was rejected.
     #[error("invalid configuration: {0}")]
     Config(String),
 }
 
+/// An update handed back inside [`Error::NotHandled`]; [`Error::take_update`] takes it
+/// out with its type.
+pub struct ReturnedUpdate(std::sync::Mutex<Option<Box<dyn std::any::Any + Send>>>);
+
+impl ReturnedUpdate {
+    pub(crate) fn new<U: Send + 'static>(update: U) -> Self {
+        Self(std::sync::Mutex::new(Some(Box::new(update))))
+    }
+}
+
+impl fmt::Debug for ReturnedUpdate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ReturnedUpdate")
+    }
+}
+
 impl Error {
+    /// The update of an [`Error::NotHandled`], taken out (once) as the pipeline's update
+    /// type `U`: `None` for other errors, a second call, or another type.
+    ///
+    /// ```
+    /// # use stagecraft::Error;
+    /// fn set_aside(mut e: Error) {
+    ///     if let Some(update) = e.take_update::<stagecraft::TelegramUpdate>() {
+    ///         // queue it again, or write it to a dead-letter file
+    ///         # let _ = update;
+    ///     }
+    /// }
+    /// ```
+    pub fn take_update<U: 'static>(&mut self) -> Option<U> {
+        let Self::NotHandled { update, .. } = self else {
+            return None;
+        };
+        let mut slot = update.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match slot.take()?.downcast::<U>() {
+            Ok(u) => Some(*u),
+            Err(other) => {
+                *slot = Some(other);
+                None
+            }
+        }
+    }
+
     /// Wraps any error as a handler error: `.map_err(Error::handler)?`.
     pub fn handler(e: impl Into<BoxError>) -> Self {
         let e = e.into();
@@ -127,7 +197,11 @@ impl Error {
     /// Is this a compare-and-set conflict (another writer moved the record on)?
     #[must_use]
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Self::Conflict { .. })
+        match self {
+            Self::Conflict { .. } => true,
+            Self::NotHandled { source, .. } => source.is_conflict(),
+            _ => false,
+        }
     }
 
     /// Is this a store failure (the backend is down or failed a query)?

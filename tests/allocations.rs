@@ -44,6 +44,7 @@ const CYCLE: [&str; 10] = [
 #[test]
 fn allocations_per_update_of_the_reference_conversation() {
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .unwrap();
     let replies = RecordingTransport::new();

@@ -349,6 +349,7 @@ fn the_harness_notices_caught_panics_and_big_allocations() {
     watch_panics();
     fn panics_in_a_task(_: &[u8]) {
         let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .unwrap();
         let joined = rt.block_on(async { tokio::spawn(async { panic!("in a task") }).await });

@@ -363,6 +363,11 @@ where
                 let update_id = update.id.0;
                 match pipeline.handle(TgUpdate::clone(&update)).await {
                     Ok(Dispatch::Handled) => ControlFlow::Break(Ok(())),
+                    Ok(Dispatch::Duplicate) => {
+                        tracing::info!(target: "stagecraft::teloxide", update_id,
+                            "update delivered again; handled before, skipped");
+                        ControlFlow::Break(Ok(()))
+                    }
                     Ok(Dispatch::Unhandled) => cont(deps).await,
                     Err(e) => {
                         tracing::warn!(target: "stagecraft::teloxide", update_id,

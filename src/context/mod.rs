@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 pub use env::BoxFuture;
 pub(crate) use env::{Env, Interpret, Source};
-pub(crate) use session::{Decoded, Origin, SessionState};
+pub(crate) use session::{Decoded, Ledger, Origin, SessionState};
 
 use crate::error::{Error, Result};
 use crate::outcome::{Enter, Outcome};
@@ -202,7 +202,7 @@ impl<S: SessionData, U: Update> Cx<S, U> {
             return Ok(());
         }
         let Some(key) = self.inner.key.as_deref() else {
-            self.state().set_loaded(None, Vec::new());
+            self.state().set_loaded(None, Vec::new(), Default::default());
             return Ok(());
         };
         let source = &*self.inner.env.source;

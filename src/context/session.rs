@@ -9,6 +9,36 @@ use crate::error::{Error, Result};
 use crate::outcome::MAX_TRANSITIONS;
 use crate::record::Frame;
 use crate::store::{Preload, Record};
+use crate::transport::Outgoing;
+
+/// The session cycle's bookkeeping stored with a session (the record's `seen` and
+/// `outbox`), as loaded and as the commit writes it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Ledger {
+    /// The ids of the key's recent updates, oldest first.
+    pub(crate) seen: Vec<i64>,
+    /// Stored replies of a committed step not delivered yet.
+    pub(crate) outbox: Vec<Outgoing>,
+    /// The stored record has an outbox (delivered since or not): the next write of the
+    /// record leaves it out.
+    pub(crate) stored_outbox: bool,
+    /// The stored outbox was delivered by this process and is not marked so yet: the
+    /// write that marks it (the record without it; `None`: delete the record), made
+    /// later unless the key's next write comes first.
+    pub(crate) unconfirmed: Option<Option<Vec<u8>>>,
+}
+
+impl Ledger {
+    /// The bookkeeping read from a record.
+    pub(crate) fn stored(seen: Vec<i64>, outbox: Vec<Outgoing>) -> Self {
+        Self {
+            seen,
+            stored_outbox: !outbox.is_empty(),
+            outbox,
+            unconfirmed: None,
+        }
+    }
+}
 
 /// A decoded copy of a stored record, as the session cycle keeps it between updates:
 /// the record, the objects decoded from it, and until when (store clock, ms) it may
@@ -18,6 +48,7 @@ pub(crate) struct Decoded<S> {
     pub(crate) record: Record,
     pub(crate) data: Option<S>,
     pub(crate) stack: Vec<Frame>,
+    pub(crate) ledger: Ledger,
     pub(crate) trusted_until: Option<i64>,
 }
 
@@ -59,6 +90,8 @@ pub(crate) struct SessionState<S> {
     /// > 0 while leave hooks run: transitions are refused.
     leaving: usize,
     transitions: usize,
+    /// The stored bookkeeping (recent update ids, undelivered replies).
+    pub(crate) ledger: Ledger,
     /// The session cycle's bookkeeping (see [`Origin`]).
     pub(crate) origin: Origin<S>,
 }
@@ -83,6 +116,7 @@ impl<S> SessionState<S> {
             closed: false,
             leaving: 0,
             transitions: 0,
+            ledger: Ledger::default(),
             origin,
         }
     }
@@ -92,9 +126,10 @@ impl<S> SessionState<S> {
     }
 
     /// The session is loaded: `data` (`None`: created on first use) and `stack`.
-    pub(crate) fn set_loaded(&mut self, data: Option<S>, stack: Vec<Frame>) {
+    pub(crate) fn set_loaded(&mut self, data: Option<S>, stack: Vec<Frame>, ledger: Ledger) {
         self.data = data;
         self.stack = stack;
+        self.ledger = ledger;
         self.loaded = true;
     }
 
@@ -215,8 +250,13 @@ impl<S> SessionState<S> {
         (self.data.get_or_insert_with(default), &self.stack)
     }
 
-    /// Moves data and stack out (into the cycle's cache, after the commit).
-    pub(crate) fn take_parts(&mut self) -> (Option<S>, Vec<Frame>) {
-        (self.data.take(), std::mem::take(&mut self.stack))
+    /// Moves data, stack and bookkeeping out (into the cycle's cache, after the
+    /// commit).
+    pub(crate) fn take_parts(&mut self) -> (Option<S>, Vec<Frame>, Ledger) {
+        (
+            self.data.take(),
+            std::mem::take(&mut self.stack),
+            std::mem::take(&mut self.ledger),
+        )
     }
 }

@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use super::cycle::{CachePolicy, Cycle, Loader};
+use super::cycle::{CachePolicy, Confirms, Cycle, Guarantees, Loader};
 use super::keys::KeyTable;
 use super::lease::{LeaseConfig, LeaseMode, Leases};
-use super::{DEFAULT_CACHE_CAPACITY, Pipeline};
+use super::{DEFAULT_CACHE_CAPACITY, DEFAULT_DEADLINE, DEFAULT_DEDUP_WINDOW, Pipeline};
 use crate::clock::{Clock, SystemClock};
 use crate::context::{Env, Interpret};
 use crate::handler::{Chain, Handler, Link, Matcher, Middleware, RouteBuilder, Routes};
@@ -79,6 +79,7 @@ pub struct PipelineBuilder<S, U> {
     decode_policy: DecodePolicy,
     save_policy: SavePolicy,
     max_attempts: usize,
+    guarantees: Guarantees,
     extensions: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
     keys: KeyTable<S>,
     cache_mode: CacheMode,
@@ -109,7 +110,12 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
             error_policy: ErrorPolicy::WriteAnyway,
             decode_policy: DecodePolicy::Fail,
             save_policy: SavePolicy::Changed,
-            max_attempts: 3,
+            max_attempts: usize::MAX,
+            guarantees: Guarantees {
+                outbox: true,
+                dedup_window: DEFAULT_DEDUP_WINDOW,
+                deadline: Some(DEFAULT_DEADLINE),
+            },
             extensions: HashMap::new(),
             keys: KeyTable::new(DEFAULT_CACHE_CAPACITY),
             cache_mode: CacheMode::Auto,
@@ -190,11 +196,60 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
         self
     }
 
-    /// How many times an update runs when its write keeps conflicting with another
-    /// process (default 3; at least 1).
+    /// At most how many times an update runs when its write keeps conflicting with
+    /// another writer (at least 1). By default there is no count: reruns back off
+    /// (1 ms doubling to 200 ms, with jitter) until the update's
+    /// [`deadline`](Self::deadline). An update whose attempts run out is not dropped
+    /// silently: `handle` fails with [`Error::NotHandled`](crate::Error::NotHandled),
+    /// which hands the update back.
     #[must_use]
     pub fn max_attempts(mut self, n: usize) -> Self {
         self.max_attempts = n.max(1);
+        self
+    }
+
+    /// How long one update may take, from when it takes its key's lease to its commit,
+    /// handlers and conflict reruns included (default [`DEFAULT_DEADLINE`], 60 s). Past
+    /// it the handler is stopped and the update fails with
+    /// [`Error::Deadline`](crate::Error::Deadline): the session follows the
+    /// [`ErrorPolicy`], and the key and its lease are released, so the next update of
+    /// that user runs. `None`: no deadline (a handler that never returns then holds its
+    /// key for good).
+    #[must_use]
+    pub fn deadline(mut self, deadline: Option<std::time::Duration>) -> Self {
+        self.guarantees.deadline = deadline;
+        self
+    }
+
+    /// Whether replies go through the session's outbox (default: on).
+    ///
+    /// On, an update's held-back replies are written with its session, in the same
+    /// compare-and-set write, delivered after it, and then marked delivered; after a
+    /// crash between the commit and their delivery, they are sent before the key's next
+    /// update runs (and at start-up by [`Pipeline::deliver_pending`]). Delivery is
+    /// at least once: only a reply in flight at a crash may arrive twice. The session is
+    /// then loaded before the first handler of every update, so a handler that never
+    /// touches the session no longer saves the read. Off, replies are sent after the
+    /// commit and a crash in between loses them. See `docs/delivery.md` for the cost.
+    #[must_use]
+    pub fn outbox(mut self, on: bool) -> Self {
+        self.guarantees.outbox = on;
+        self
+    }
+
+    /// How many recent update ids each session remembers to recognise an update
+    /// delivered twice (default [`DEFAULT_DEDUP_WINDOW`]; 0 turns de-duplication off).
+    ///
+    /// The ids are stored in the session record and checked under the key's lease, so
+    /// a redelivered update (a webhook retry, a `getUpdates` offset not confirmed before
+    /// a crash) is skipped on every replica: `handle` returns
+    /// [`Dispatch::Duplicate`](crate::pipeline::Dispatch::Duplicate) and no handler runs.
+    /// Updates without an id (and events) are never skipped. Every update with an id
+    /// then writes its session (to remember the id), and loads it before its first
+    /// handler.
+    #[must_use]
+    pub fn dedup_window(mut self, window: usize) -> Self {
+        self.guarantees.dedup_window = window;
         self
     }
 
@@ -308,7 +363,9 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
             interpret: self.interpret,
             source: loader.clone(),
         };
-        let cycle = Cycle {
+        let cycle = Arc::new_cyclic(|me| Cycle {
+            me: me.clone(),
+            confirms: Confirms::default(),
             env: Arc::new(env),
             loader,
             keys: self.keys,
@@ -318,9 +375,10 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
             error_policy: self.error_policy,
             save_policy: self.save_policy,
             max_attempts: self.max_attempts,
+            guarantees: self.guarantees,
             key: self.key,
-        };
-        Pipeline::from_cycle(Arc::new(cycle))
+        });
+        Pipeline::from_cycle(cycle)
     }
 }
 

@@ -21,14 +21,60 @@ use super::Dispatch;
 use super::keys::{Cached, KeyTable, Permit};
 use super::lease::{HeldLease, Leases};
 use crate::clock::Clock;
-use crate::context::{BoxFuture, Cx, Decoded, Env, Origin, SessionState, Source};
-use crate::error::{Error, Result};
+use crate::context::{BoxFuture, Cx, Decoded, Env, Ledger, Origin, SessionState, Source};
+use crate::error::{BoxError, Error, Result, ReturnedUpdate};
 use crate::handler::{Chain, Handler, Next};
 use crate::outcome::Outcome;
 use crate::record::{RecordOwned, RecordRef, SessionData};
 use crate::session::{DecodePolicy, ErrorPolicy, KeyStrategy, SavePolicy};
-use crate::store::{Codec, Preload, Record, SessionStore};
+use crate::store::{Codec, Preload, Record, SessionStore, Version};
+use crate::transport::Outgoing;
 use crate::update::Update;
+
+/// What the cycle guarantees beyond the session itself (set by the builder).
+#[derive(Debug, Clone)]
+pub(crate) struct Guarantees {
+    /// Replies are committed with the session and delivered after (the outbox).
+    pub(crate) outbox: bool,
+    /// How many recent update ids each record remembers (0: no de-duplication).
+    pub(crate) dedup_window: usize,
+    /// How long one update may take, handlers and conflict reruns included.
+    pub(crate) deadline: Option<std::time::Duration>,
+}
+
+/// How long delivered replies wait to be marked delivered: the key's next update
+/// within this time does it with its own write, at no extra cost.
+const CONFIRM_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Keys whose cached session holds an unconfirmed outbox, and whether the task that
+/// confirms them runs.
+#[derive(Default)]
+pub(crate) struct Confirms {
+    keys: std::sync::Mutex<Vec<Arc<str>>>,
+    running: std::sync::atomic::AtomicBool,
+}
+
+impl Confirms {
+    fn take(&self) -> Vec<Arc<str>> {
+        std::mem::take(&mut *self.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Adds `key`; true when the confirming task must be started.
+    fn push(&self, key: Arc<str>) -> bool {
+        self.keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(key);
+        !self.running.swap(true, std::sync::atomic::Ordering::AcqRel)
+    }
+}
+
+/// The write that marks a committed step's replies delivered: the record without its
+/// outbox (`None`: the session was empty, so the record goes), over `expected`.
+struct Confirm {
+    cleared: Option<Vec<u8>>,
+    expected: Version,
+}
 
 /// When a cached session may stand for the stored record without reading it: the one
 /// place that decides, computed by the builder from the cache mode, the leases and the
@@ -160,7 +206,7 @@ impl<S: SessionData> Source<S> for Loader {
             _ => None,
         };
         let Some(rec) = record else {
-            st.set_loaded(None, Vec::new());
+            st.set_loaded(None, Vec::new(), Ledger::default());
             return Ok(());
         };
         // The cached objects stand for the record only if its bytes are the ones this
@@ -168,15 +214,16 @@ impl<S: SessionData> Source<S> for Loader {
         let same =
             cached.filter(|c| c.record.version == rec.version && c.record.bytes == rec.bytes);
         let decoded = match same {
-            Some(c) => Ok((c.data, c.stack)),
-            None => RecordOwned::<S>::decode(key, &rec.bytes).map(|r| (Some(r.data), r.scenes)),
+            Some(c) => Ok((c.data, c.stack, c.ledger)),
+            None => RecordOwned::<S>::decode(key, &rec.bytes)
+                .map(|r| (Some(r.data), r.scenes, Ledger::stored(r.seen, r.outbox))),
         };
         match decoded {
-            Ok((data, stack)) => st.set_loaded(data, stack),
+            Ok((data, stack, ledger)) => st.set_loaded(data, stack, ledger),
             Err(e) if self.decode_policy == DecodePolicy::Reset => {
                 tracing::warn!(target: "stagecraft::session", key = %key, error = %crate::error::error_chain(&e),
                     "stored session could not be decoded; starting afresh");
-                st.set_loaded(None, Vec::new());
+                st.set_loaded(None, Vec::new(), Ledger::default());
                 st.mark_reset();
             }
             Err(e) => return Err(e),
@@ -201,6 +248,10 @@ pub(crate) enum Work<S, U> {
 /// The session cycle's owner: everything an update goes through between taking its
 /// key's queue place and giving it back.
 pub(crate) struct Cycle<S, U> {
+    /// Itself, for the task that marks delivered replies.
+    pub(crate) me: std::sync::Weak<Cycle<S, U>>,
+    /// Keys whose delivered replies are still to be marked delivered.
+    pub(crate) confirms: Confirms,
     pub(crate) env: Arc<Env<S, U>>,
     pub(crate) loader: Arc<Loader>,
     /// Per-key locks, cached sessions and passed leases.
@@ -211,6 +262,7 @@ pub(crate) struct Cycle<S, U> {
     pub(crate) error_policy: ErrorPolicy,
     pub(crate) save_policy: SavePolicy,
     pub(crate) max_attempts: usize,
+    pub(crate) guarantees: Guarantees,
     /// How an update maps to its key.
     pub(crate) key: KeyStrategy<U>,
 }
@@ -310,8 +362,19 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
         mut lease_passed: bool,
     ) -> Result<Dispatch> {
         let policy = &self.loader.policy;
+        let g = &self.guarantees;
+        let deadline = g.deadline.map(|d| tokio::time::Instant::now() + d);
+        // The id this update is remembered by (de-duplication), and whether the session
+        // must be there before the first handler: to deliver a committed step's
+        // replies still pending, and to recognise a redelivered update.
+        let update_id = match (key, cx.is_event(), g.dedup_window) {
+            (Some(_), false, 1..) => cx.update().update_id(),
+            _ => None,
+        };
+        let eager = key.is_some() && (g.outbox || update_id.is_some());
         let mut attempt = 0;
         let mut after_stale = false;
+        let mut backoff = Backoff::default();
         loop {
             attempt += 1;
             // The record read with the lease stands for the first attempt's load; a
@@ -323,7 +386,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                     // The cached copy stands for the record: the session is there
                     // already, no read to make (so taken now, not lazily).
                     Some(c) if policy.may_use_unread(&c, lease_passed, after_stale, &preload) => {
-                        st.set_loaded(c.data, c.stack);
+                        st.set_loaded(c.data, c.stack, c.ledger);
                         st.origin = Origin::Stored {
                             record: c.record,
                             unread: true,
@@ -338,36 +401,65 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                     }
                 }
             }
-            let outcome = match work {
-                Work::Chain => Next::start(&self.chain).run(cx.clone()).await,
-                Work::Event(handler) => run_event(&cx, handler.as_ref()).await,
+            let duplicate = if eager {
+                match self.prepare(&cx, update_id).await {
+                    Ok(duplicate) => duplicate,
+                    Err(e) => {
+                        cx.state().close();
+                        drop(cx.take_outbox());
+                        return Err(e);
+                    }
+                }
+            } else {
+                false
+            };
+            let run = async {
+                if duplicate {
+                    return Ok(Outcome::Handled);
+                }
+                match work {
+                    Work::Chain => Next::start(&self.chain).run(cx.clone()).await,
+                    Work::Event(handler) => run_event(&cx, handler.as_ref()).await,
+                }
+            };
+            let outcome = match deadline {
+                None => run.await,
+                Some(at) => match tokio::time::timeout_at(at, run).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(BoxError::from(self.deadline_error(key))),
+                },
             };
             let (dispatch, failure) = match outcome {
+                Ok(_) if duplicate => (Dispatch::Duplicate, None),
                 Ok(Outcome::Pass) => (Dispatch::Unhandled, None),
                 Ok(_) => (Dispatch::Handled, None),
                 Err(e) if self.error_policy == ErrorPolicy::RollBack => {
                     // Nothing is written and nothing is sent; the context is finished.
-                    let untouched = {
-                        let mut st = cx.state();
-                        st.close();
-                        untouched(&mut st)
-                    };
-                    if let (Some(p), Some(c)) = (permit.as_mut(), untouched) {
-                        p.put_cached(c);
-                    }
                     drop(cx.take_outbox());
+                    self.roll_back(&cx, permit).await;
                     return Err(Error::handler(e));
                 }
                 Err(e) => (Dispatch::Handled, Some(Error::handler(e))),
             };
-            match self.commit(&cx, permit).await {
+            let replies: Vec<Outgoing> = cx.take_outbox().collect();
+            let remember = update_id.filter(|_| !duplicate);
+            let confirm = match self.commit(&cx, permit, &replies, remember).await {
                 Err(e) if e.is_conflict() => {
                     // A stale cached session (someone else wrote the record since this
                     // process did) is not a lost race: the rerun reads, and is not
                     // counted as an attempt.
                     let stale = matches!(cx.state().origin, Origin::Stored { unread: true, .. });
-                    if !stale && attempt >= self.max_attempts {
-                        return Err(e);
+                    let late = deadline.is_some_and(|at| tokio::time::Instant::now() >= at);
+                    if !stale && (attempt >= self.max_attempts || late) {
+                        let key = key.map_or_else(String::new, |k| k.to_string());
+                        tracing::warn!(target: "stagecraft::session", key = %key, attempt,
+                            "session kept changing elsewhere; update not handled");
+                        return Err(Error::NotHandled {
+                            key,
+                            attempts: attempt,
+                            update: ReturnedUpdate::new(cx.into_update()),
+                            source: Box::new(e),
+                        });
                     }
                     if stale {
                         tracing::debug!(target: "stagecraft::session", key = ?key,
@@ -377,8 +469,9 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                     } else {
                         tracing::info!(target: "stagecraft::session", key = ?key, attempt,
                             "session changed elsewhere; running the update again");
+                        backoff.wait(deadline).await;
                     }
-                    drop(cx.take_outbox());
+                    drop(replies);
                     let event = cx.is_event();
                     cx = self.context(cx.into_update(), key.cloned(), event);
                     lease_passed = false;
@@ -395,9 +488,12 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                     continue;
                 }
                 Err(e) => return Err(e),
-                Ok(()) => {}
+                Ok(confirm) => confirm,
+            };
+            self.deliver(&replies).await?;
+            if let (Some(k), Some(c)) = (key, confirm) {
+                self.defer_confirm(k, c, permit).await;
             }
-            self.deliver(&cx).await?;
             return match failure {
                 Some(e) => Err(e),
                 None => Ok(dispatch),
@@ -405,26 +501,199 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
         }
     }
 
-    /// Sends the held-back replies of a committed attempt, in order.
-    async fn deliver(&self, cx: &Cx<S, U>) -> Result<()> {
-        for msg in cx.take_outbox() {
+    fn deadline_error(&self, key: Option<&Arc<str>>) -> Error {
+        let after = self.guarantees.deadline.unwrap_or_default();
+        tracing::warn!(target: "stagecraft::session", key = ?key, ?after,
+            "update ran past its deadline; stopped");
+        Error::Deadline {
+            key: key.map(|k| k.to_string()),
+            after,
+        }
+    }
+
+    /// Before the first handler: loads the session, delivers the replies of a
+    /// committed step whose delivery was never confirmed (a crash between commit and
+    /// delivery), and says whether this update was handled already (its id is among
+    /// the key's recent ones).
+    async fn prepare(&self, cx: &Cx<S, U>, update_id: Option<i64>) -> Result<bool> {
+        cx.ensure_loaded().await?;
+        let pending = std::mem::take(&mut cx.state().ledger.outbox);
+        if !pending.is_empty() {
+            tracing::info!(target: "stagecraft::reply", key = ?cx.key(), replies = pending.len(),
+                "delivering the replies of a committed step first");
+            self.deliver(&pending).await?;
+        }
+        Ok(update_id.is_some_and(|id| cx.state().ledger.seen.contains(&id)))
+    }
+
+    /// Sends replies, in order.
+    async fn deliver(&self, replies: &[Outgoing]) -> Result<()> {
+        for msg in replies {
             self.env
                 .transport
-                .send(&msg)
+                .send(msg)
                 .await
                 .map_err(Error::Transport)?;
         }
         Ok(())
     }
 
-    /// Writes the session back if it needs it (compare-and-set), then hands the
-    /// decoded session to the cache. The context is finished afterwards.
-    async fn commit(&self, cx: &Cx<S, U>, permit: &mut Option<Permit<S>>) -> Result<()> {
+    /// Marks the delivered replies as such later, unless the key's next update writes
+    /// first (its write leaves them out): the cached session keeps the write to make,
+    /// and a task makes it after [`CONFIRM_DELAY`]. Without a cached session to keep it
+    /// in, it is made now.
+    async fn defer_confirm(&self, key: &Arc<str>, c: Confirm, permit: &mut Option<Permit<S>>) {
+        let cached = permit.as_mut().and_then(Permit::take_cached);
+        match (permit.as_mut(), cached) {
+            (Some(p), Some(mut cached)) if cached.record.version == c.expected => {
+                cached.ledger.unconfirmed = Some(c.cleared);
+                p.put_cached(cached);
+                if self.confirms.push(Arc::clone(key)) {
+                    if let Some(me) = self.me.upgrade() {
+                        tokio::spawn(confirm_later(Arc::downgrade(&me)));
+                    }
+                }
+            }
+            (p, cached) => {
+                if let (Some(p), Some(cached)) = (p, cached) {
+                    p.put_cached(cached);
+                }
+                self.confirm(key, c, permit).await;
+            }
+        }
+    }
+
+    /// Marks delivered now the replies of every key still waiting for it (at
+    /// shutdown, or from the confirming task). Returns how many were written.
+    pub(crate) async fn flush_confirms(&self) -> usize {
+        let mut written = 0;
+        for key in self.confirms.take() {
+            let (key, ticket) = self.keys().enqueue(&key);
+            let Ok(permit) = ticket.acquire().await else {
+                continue;
+            };
+            let mut permit = Some(permit);
+            let Some(mut cached) = permit.as_mut().and_then(Permit::take_cached) else {
+                continue;
+            };
+            let unconfirmed = cached.ledger.unconfirmed.take();
+            let expected = cached.record.version;
+            if let Some(p) = permit.as_mut() {
+                p.put_cached(cached);
+            }
+            if let Some(cleared) = unconfirmed {
+                self.confirm(&key, Confirm { cleared, expected }, &mut permit)
+                    .await;
+                written += 1;
+            }
+        }
+        written
+    }
+
+    /// Marks a committed step's replies delivered: writes the record without them.
+    /// Off the update's answer (the replies are out already); a failure only means they
+    /// may be sent again after a crash.
+    async fn confirm(&self, key: &str, c: Confirm, permit: &mut Option<Permit<S>>) {
+        let written = match c.cleared {
+            Some(bytes) => self
+                .store()
+                .save(key, &bytes, Some(c.expected))
+                .await
+                .map(|v| Some(Record { bytes, version: v })),
+            None => self.store().delete(key, c.expected).await.map(|()| None),
+        };
+        let cached = permit.as_mut().and_then(Permit::take_cached);
+        match written {
+            Ok(record) => {
+                if let (Some(p), Some(mut cached), Some(record)) = (permit.as_mut(), cached, record)
+                {
+                    if cached.record.version == c.expected {
+                        cached.record = record;
+                        cached.ledger.stored_outbox = false;
+                        p.put_cached(cached);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(target: "stagecraft::reply", key = %key, error = %crate::error::error_chain(&e),
+                    "replies sent, but not marked delivered; the next write of the session does it");
+                if let (Some(p), Some(cached)) = (permit.as_mut(), cached) {
+                    p.put_cached(cached);
+                }
+            }
+        }
+    }
+
+    /// A rolled-back attempt writes nothing. The replies of an earlier step it found
+    /// delivered are still to be marked so: when this process delivered them before
+    /// (their mark is due later), the stored session goes back to the cache with that
+    /// mark still due; when this attempt delivered them (after a crash), the record
+    /// without them is written now.
+    async fn roll_back(&self, cx: &Cx<S, U>, permit: &mut Option<Permit<S>>) {
+        let (untouched, stored, unconfirmed) = {
+            let mut st = cx.state();
+            st.close();
+            let stored = match (&st.origin, st.ledger.stored_outbox) {
+                (Origin::Stored { record, trusted_until, .. }, true) => {
+                    Some((record.clone(), *trusted_until))
+                }
+                _ => None,
+            };
+            let unconfirmed = st.ledger.unconfirmed.take();
+            (untouched(&mut st), stored, unconfirmed)
+        };
+        if let (Some(p), Some(c)) = (permit.as_mut(), untouched) {
+            p.put_cached(c);
+        }
+        let (Some(key), Some((record, trusted_until))) = (cx.key(), stored) else {
+            return;
+        };
+        if let (Some(p), Some(unconfirmed)) = (permit.as_mut(), unconfirmed) {
+            if let Ok(r) = RecordOwned::<S>::decode(key, &record.bytes) {
+                let mut ledger = Ledger::stored(r.seen, Vec::new());
+                ledger.stored_outbox = true;
+                ledger.unconfirmed = Some(unconfirmed);
+                p.put_cached(Cached {
+                    record,
+                    data: Some(r.data),
+                    stack: r.scenes,
+                    ledger,
+                    trusted_until,
+                });
+                return;
+            }
+        }
+        let done = match crate::record::without_outbox(&record.bytes, self.codec) {
+            Ok(bytes) => self
+                .store()
+                .save(key, &bytes, Some(record.version))
+                .await
+                .map(drop),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = done {
+            tracing::warn!(target: "stagecraft::reply", key = %key, error = %crate::error::error_chain(&e),
+                "replies sent, but not marked delivered");
+        }
+    }
+
+    /// Writes the session back if it needs it (compare-and-set), with the cycle's
+    /// bookkeeping (`remember`: this update's id; `replies`: its replies, when they go
+    /// through the outbox), then hands the decoded session to the cache. The context is
+    /// finished afterwards. Returns the write that will mark the replies delivered.
+    async fn commit(
+        &self,
+        cx: &Cx<S, U>,
+        permit: &mut Option<Permit<S>>,
+        replies: &[Outgoing],
+        remember: Option<i64>,
+    ) -> Result<Option<Confirm>> {
         let Some(key) = cx.key() else {
             cx.state().close();
-            return Ok(());
+            return Ok(None);
         };
-        let (bytes, expected) = {
+        let outbox = if self.guarantees.outbox { replies } else { &[] };
+        let (bytes, cleared, expected) = {
             let mut st = cx.state();
             let closed = st.close();
             if !closed.loaded {
@@ -432,38 +701,77 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                 if let (Some(p), Some(c)) = (permit.as_mut(), untouched(&mut st)) {
                     p.put_cached(c);
                 }
-                return Ok(());
+                return Ok(None);
             }
-            let needed = match self.save_policy {
-                SavePolicy::Touched => closed.dirty || closed.touched,
-                _ => closed.dirty,
-            };
+            // A stored outbox is always cleared by the next write; otherwise the
+            // bookkeeping rides on the writes the session needs anyway (an update that
+            // writes nothing has nothing to lose: its replies go out directly, and
+            // handling it again would change nothing).
+            // (One this process delivered and marks later is left to that.)
+            let must_clear = st.ledger.stored_outbox && st.ledger.unconfirmed.is_none();
+            let needed = must_clear
+                || match self.save_policy {
+                    SavePolicy::Touched => closed.dirty || closed.touched,
+                    _ => closed.dirty,
+                };
             if !needed {
                 self.keep(&mut st, permit, None);
-                return Ok(());
+                return Ok(None);
             }
             let (expected, original) = match &st.origin {
                 Origin::Stored { record, .. } => (Some(record.version), Some(record.bytes.len())),
                 _ => (None, None),
             };
-            if st.is_empty() {
-                (None, expected)
+            let mut seen = std::mem::take(&mut st.ledger.seen);
+            if let Some(id) = remember {
+                seen.push(id);
+                if seen.len() > self.guarantees.dedup_window {
+                    let extra = seen.len() - self.guarantees.dedup_window;
+                    seen.drain(..extra);
+                }
+            }
+            let size_hint = original.map_or(128, |n| n + 32);
+            // A session that ended is deleted; its last replies go out after the
+            // delete, outside the outbox.
+            let outbox = if st.is_empty() { &[] } else { outbox };
+            let encoded = if st.is_empty() {
+                Ok(None)
             } else {
-                let size_hint = original.map_or(128, |n| n + 32);
                 let (data, scenes) = st.parts(|| (self.env.default_session)());
-                let bytes = RecordRef::new(data, scenes)
-                    .encode(self.codec, size_hint)
-                    .map_err(|e| Error::Encode {
+                let encoded = RecordRef::new(data, scenes)
+                    .with_ledger(&seen, outbox)
+                    .encode_with_cleared(self.codec, size_hint);
+                encoded.map(|e| {
+                    let unchanged = matches!(&st.origin,
+                        Origin::Stored { record, .. } if e.same_session_as(&record.bytes));
+                    let skip = unchanged
+                        && self.save_policy == SavePolicy::Changed
+                        && !must_clear;
+                    (!skip).then_some((e.bytes, e.cleared))
+                })
+            };
+            let encoded = match encoded {
+                Ok(e) => e,
+                Err(e) => {
+                    st.ledger.seen = seen;
+                    return Err(Error::Encode {
                         key: key.to_owned(),
                         source: e,
-                    })?;
-                let unchanged = matches!(&st.origin,
-                    Origin::Stored { record, .. } if record.bytes == bytes);
-                if self.save_policy == SavePolicy::Changed && unchanged {
-                    self.keep(&mut st, permit, None);
-                    return Ok(());
+                    });
                 }
-                (Some(bytes), expected)
+            };
+            match encoded {
+                Some((bytes, cleared)) => {
+                    st.ledger.seen = seen;
+                    (Some(bytes), cleared, expected)
+                }
+                None if !st.is_empty() => {
+                    // The same session: nothing to write.
+                    st.ledger.seen = seen;
+                    self.keep(&mut st, permit, None);
+                    return Ok(None);
+                }
+                None => (None, None, expected),
             }
         };
         match (bytes, expected) {
@@ -471,19 +779,29 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                 let trusted_until = self.loader.policy.trusted_until();
                 let version = self.store().save(key, &bytes, expected).await?;
                 let mut st = cx.state();
+                // The stored record now has this step's replies, about to be sent.
+                st.ledger.stored_outbox = !outbox.is_empty();
+                st.ledger.unconfirmed = None;
                 self.keep(
                     &mut st,
                     permit,
                     Some((Record { bytes, version }, trusted_until)),
                 );
+                if outbox.is_empty() {
+                    return Ok(None);
+                }
+                Ok(Some(Confirm {
+                    cleared,
+                    expected: version,
+                }))
             }
             (None, Some(v)) => {
                 // The key's cached session was taken at the attempt's start: gone now.
                 self.store().delete(key, v).await?;
+                Ok(None)
             }
-            (None, None) => {}
+            (None, None) => Ok(None),
         }
-        Ok(())
     }
 
     /// Moves the committed session into the key's cache; `written` is the record saved
@@ -511,13 +829,37 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                 _ => return,
             },
         };
-        let (data, stack) = st.take_parts();
+        let (data, stack, ledger) = st.take_parts();
         permit.put_cached(Cached {
             record,
             data,
             stack,
+            ledger,
             trusted_until,
         });
+    }
+}
+
+/// The confirming task: every [`CONFIRM_DELAY`], marks delivered the replies of the
+/// keys waiting for it; ends when there are none (or the pipeline is gone).
+async fn confirm_later<S: SessionData, U: Update>(me: std::sync::Weak<Cycle<S, U>>) {
+    use std::sync::atomic::Ordering;
+    loop {
+        tokio::time::sleep(CONFIRM_DELAY).await;
+        let Some(cycle) = me.upgrade() else {
+            return;
+        };
+        cycle.flush_confirms().await;
+        cycle.confirms.running.store(false, Ordering::Release);
+        let more = !cycle
+            .confirms
+            .keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_empty();
+        if !more || cycle.confirms.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
     }
 }
 
@@ -541,4 +883,25 @@ async fn run_event<S: SessionData, U: Update>(
         return Ok(Outcome::Handled);
     }
     Ok(o)
+}
+
+/// Pauses between attempts that lost their compare-and-set: doubling from 1 ms to
+/// 200 ms, with jitter, never past the deadline.
+#[derive(Default)]
+struct Backoff {
+    next_ms: u64,
+}
+
+impl Backoff {
+    async fn wait(&mut self, deadline: Option<tokio::time::Instant>) {
+        self.next_ms = (self.next_ms * 2).clamp(1, 200);
+        let half = self.next_ms / 2;
+        let jitter = crate::store::random_u64() % (half + 1);
+        let mut at = tokio::time::Instant::now()
+            + std::time::Duration::from_millis(self.next_ms - half + jitter);
+        if let Some(d) = deadline {
+            at = at.min(d);
+        }
+        tokio::time::sleep_until(at).await;
+    }
 }

@@ -300,6 +300,7 @@ mod tests {
             },
             data: None,
             stack: Vec::new(),
+            ledger: Default::default(),
             trusted_until: Some(i64::MAX),
         }
     }

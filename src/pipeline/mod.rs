@@ -38,6 +38,13 @@ use crate::update::{TelegramUpdate, Update};
 
 use cycle::{Cycle, Work};
 
+/// How long one update may take by default (see [`PipelineBuilder::deadline`]).
+pub const DEFAULT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How many recent update ids a session remembers by default (see
+/// [`PipelineBuilder::dedup_window`]).
+pub const DEFAULT_DEDUP_WINDOW: usize = 16;
+
 /// How many decoded sessions a pipeline keeps by default (see [`PipelineBuilder::session_cache`]).
 pub const DEFAULT_CACHE_CAPACITY: usize = 100_000;
 
@@ -49,6 +56,10 @@ pub enum Dispatch {
     Handled,
     /// It went through the whole chain untaken (a dptree adapter passes it on).
     Unhandled,
+    /// It was handled before (its id is among its session's recent update ids: a
+    /// webhook retry, a redelivery after a crash): no handler ran, nothing changed.
+    /// Replies its first delivery left pending were sent.
+    Duplicate,
 }
 
 /// The bot: session cycle, middleware chain, stage and handlers.
@@ -205,6 +216,14 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
             let permit = ticket.acquire().await?;
             cycle.run(cx, Some(permit), &work).await
         }
+    }
+
+    /// Marks delivered, now, the replies this pipeline delivered and has not yet marked
+    /// so in their sessions' records (it does so by itself shortly after each delivery,
+    /// or with the key's next write). Call it before the process exits, so that a
+    /// restart does not send them again. Returns how many records were written.
+    pub async fn flush(&self) -> usize {
+        self.cycle.flush_confirms().await
     }
 
     /// Number of keys whose updates are running or queued in this process: 0 when the

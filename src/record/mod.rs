@@ -10,10 +10,19 @@
 //!
 //! `v` is the envelope's schema version ([`SCHEMA_VERSION`]); a record without it is a
 //! version-0 record of the same shape, as written before the field existed. `scenes` is
-//! left out when the stack is empty. The envelope is where per-record bookkeeping of the
-//! session cycle goes as it grows (pending replies, recent update ids, deadlines): each
-//! is a field of its own beside `data` and `scenes`, so operator tools keep reading who
-//! is where without the bot's Rust types.
+//! left out when the stack is empty. The envelope also holds the session cycle's
+//! bookkeeping, each a field of its own beside `data` and `scenes` and left out when
+//! empty, so operator tools keep reading it without the bot's Rust types:
+//!
+//! - `seen`: the ids of the key's most recent updates, oldest first, so that an update
+//!   delivered twice is recognised (de-duplication);
+//! - `outbox`: the replies of the last committed step not yet confirmed delivered, as
+//!   transcript lines (`{"method":"sendMessage",...}`); always the last field, so the
+//!   record without it is the bytes before it.
+//!
+//! ```json
+//! {"v": 1, "data": S, "scenes": [frame, ...], "seen": [41, 42], "outbox": [call, ...]}
+//! ```
 //!
 //! This module sits low in the crate's layers: it knows the store's [`Codec`] and
 //! nothing above it.
@@ -26,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{BoxError, Error, Result};
 use crate::store::Codec;
+use crate::transport::Outgoing;
 
 /// The envelope's schema version this build writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -151,6 +161,10 @@ pub(crate) struct RecordRef<'a, S> {
     pub(crate) data: &'a S,
     #[serde(skip_serializing_if = "<[Frame]>::is_empty")]
     pub(crate) scenes: &'a [Frame],
+    #[serde(skip_serializing_if = "<[i64]>::is_empty")]
+    pub(crate) seen: &'a [i64],
+    #[serde(skip_serializing_if = "<[Outgoing]>::is_empty")]
+    pub(crate) outbox: &'a [Outgoing],
 }
 
 impl<'a, S: Serialize> RecordRef<'a, S> {
@@ -160,7 +174,52 @@ impl<'a, S: Serialize> RecordRef<'a, S> {
             v: SCHEMA_VERSION,
             data,
             scenes,
+            seen: &[],
+            outbox: &[],
         }
+    }
+
+    /// The record with the cycle's bookkeeping: the recent update ids `seen` and the
+    /// replies not yet confirmed delivered, `outbox`.
+    pub(crate) fn with_ledger(mut self, seen: &'a [i64], outbox: &'a [Outgoing]) -> Self {
+        self.seen = seen;
+        self.outbox = outbox;
+        self
+    }
+
+    /// Encodes the record, and (when it has an outbox) the same record without it: what
+    /// is written once the transport confirmed the replies.
+    pub(crate) fn encode_with_cleared(
+        &self,
+        codec: Codec,
+        size_hint: usize,
+    ) -> Result<Encoded, BoxError> {
+        if codec != Codec::Json {
+            let cleared = if self.outbox.is_empty() {
+                None
+            } else {
+                Some(Self { outbox: &[], ..*self }.encode(codec, size_hint)?)
+            };
+            return Ok(Encoded {
+                bytes: self.encode(codec, size_hint)?,
+                cleared,
+                core: None,
+            });
+        }
+        let (bytes, core, at) = self.write_json(size_hint)?;
+        // The outbox is the envelope's last field: the record without it is the bytes
+        // before it, closed.
+        let cleared = (!self.outbox.is_empty()).then(|| {
+            let mut cleared = Vec::with_capacity(at + 1);
+            cleared.extend_from_slice(&bytes[..at]);
+            cleared.push(b'}');
+            cleared
+        });
+        Ok(Encoded {
+            bytes,
+            cleared,
+            core: Some(core),
+        })
     }
 
     /// Encodes the record with `codec` into a buffer of `size_hint` bytes to start with.
@@ -174,6 +233,13 @@ impl<'a, S: Serialize> RecordRef<'a, S> {
         if codec != Codec::Json {
             return codec.encode_sized(self, size_hint);
         }
+        Ok(self.write_json(size_hint)?.0)
+    }
+
+    /// The JSON encoding, where its bookkeeping starts (after `data` and `scenes`) and
+    /// where its outbox field starts (its length before the closing brace when it has
+    /// none).
+    fn write_json(&self, size_hint: usize) -> Result<(Vec<u8>, usize, usize), BoxError> {
         let mut ints = itoa::Buffer::new();
         let mut buf = Vec::with_capacity(size_hint);
         if self.v == SCHEMA_VERSION {
@@ -208,8 +274,48 @@ impl<'a, S: Serialize> RecordRef<'a, S> {
             }
             buf.push(b']');
         }
+        let core = buf.len();
+        if !self.seen.is_empty() {
+            buf.extend_from_slice(b",\"seen\":[");
+            for (i, id) in self.seen.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                buf.extend_from_slice(ints.format(*id).as_bytes());
+            }
+            buf.push(b']');
+        }
+        let outbox_at = buf.len();
+        if !self.outbox.is_empty() {
+            buf.extend_from_slice(b",\"outbox\":");
+            serde_json::to_writer(&mut buf, self.outbox)?;
+        }
         buf.push(b'}');
-        Ok(buf)
+        Ok((buf, core, outbox_at))
+    }
+}
+
+/// An encoded record (see [`RecordRef::encode_with_cleared`]).
+pub(crate) struct Encoded {
+    pub(crate) bytes: Vec<u8>,
+    /// The record without its outbox, when it has one.
+    pub(crate) cleared: Option<Vec<u8>>,
+    /// JSON: how many leading bytes hold the session itself (`data` and `scenes`).
+    core: Option<usize>,
+}
+
+impl Encoded {
+    /// Whether `stored` holds the same session (data and scenes) as this encoding,
+    /// whatever bookkeeping either carries.
+    pub(crate) fn same_session_as(&self, stored: &[u8]) -> bool {
+        let Some(core) = self.core else {
+            return stored == self.bytes;
+        };
+        let head = &self.bytes[..core];
+        stored.starts_with(head) && {
+            let rest = &stored[core..];
+            rest == b"}" || rest.starts_with(b",\"seen\":") || rest.starts_with(b",\"outbox\":")
+        }
     }
 }
 
@@ -223,6 +329,12 @@ pub(crate) struct RecordOwned<S> {
     pub(crate) data: S,
     #[serde(default)]
     pub(crate) scenes: Vec<Frame>,
+    /// The ids of the key's recent updates, oldest first (de-duplication).
+    #[serde(default)]
+    pub(crate) seen: Vec<i64>,
+    /// Replies committed with the session and not yet confirmed delivered.
+    #[serde(default)]
+    pub(crate) outbox: Vec<Outgoing>,
 }
 
 impl<S: SessionData> RecordOwned<S> {
@@ -236,6 +348,23 @@ impl<S: SessionData> RecordOwned<S> {
             source: e,
         })
     }
+}
+
+/// A stored record without its outbox, written with `codec`: what marks its replies
+/// delivered when the bot's types are not at hand.
+pub(crate) fn without_outbox(bytes: &[u8], codec: Codec) -> Result<Vec<u8>> {
+    let err = |e| Error::Decode {
+        key: String::new(),
+        source: e,
+    };
+    let mut value: serde_json::Value = Codec::decode(bytes).map_err(err)?;
+    if let Some(map) = value.as_object_mut() {
+        map.remove("outbox");
+    }
+    codec.encode(&value).map_err(|e| Error::Encode {
+        key: String::new(),
+        source: e,
+    })
 }
 
 /// A stored frame read without the bot's types (see [`inspect`]).
@@ -268,6 +397,11 @@ pub struct RecordInfo {
     pub data: serde_json::Value,
     /// The scene stack, bottom first.
     pub scenes: Vec<FrameInfo>,
+    /// The ids of the session's recent updates, oldest first (what de-duplication
+    /// checks).
+    pub seen: Vec<i64>,
+    /// Replies committed with the session's last step and not yet confirmed delivered.
+    pub outbox: Vec<Outgoing>,
 }
 
 /// Reads a stored session record without the bot's Rust types: who is in which scene
@@ -295,6 +429,10 @@ pub fn inspect(bytes: &[u8]) -> Result<RecordInfo> {
         data: serde_json::Value,
         #[serde(default)]
         scenes: Vec<serde_json::Value>,
+        #[serde(default)]
+        seen: Vec<i64>,
+        #[serde(default)]
+        outbox: Vec<Outgoing>,
     }
     let decode_err = |e| Error::Decode {
         key: String::new(),
@@ -319,6 +457,8 @@ pub fn inspect(bytes: &[u8]) -> Result<RecordInfo> {
         schema: raw.v,
         data: raw.data,
         scenes,
+        seen: raw.seen,
+        outbox: raw.outbox,
     })
 }
 
@@ -354,14 +494,37 @@ mod tests {
                 frame("", None, Some(i64::MIN), "\"s\""),
             ],
         ];
+        let outbox = [
+            Outgoing::text(5, "a \"reply\""),
+            Outgoing::AnswerCallback {
+                id: "q".into(),
+                text: None,
+            },
+        ];
+        let ledgers: [(&[i64], &[Outgoing]); 4] =
+            [(&[], &[]), (&[1, -2, i64::MAX], &[]), (&[], &outbox), (&[7], &outbox)];
         for scenes in &stacks {
-            let record = RecordRef::new(&data, scenes);
-            let by_serde = serde_json::to_vec(&record).unwrap();
-            let by_hand = record.encode(Codec::Json, 8).unwrap();
-            assert_eq!(
-                String::from_utf8(by_hand).unwrap(),
-                String::from_utf8(by_serde).unwrap()
-            );
+            for (seen, out) in ledgers {
+                let record = RecordRef::new(&data, scenes).with_ledger(seen, out);
+                let by_serde = serde_json::to_vec(&record).unwrap();
+                let enc = record.encode_with_cleared(Codec::Json, 8).unwrap();
+                let (by_hand, cleared) = (enc.bytes.clone(), enc.cleared.clone());
+                let plain = serde_json::to_vec(&RecordRef::new(&data, scenes)).unwrap();
+                assert!(enc.same_session_as(&plain));
+                assert!(!enc.same_session_as(&serde_json::to_vec(&RecordRef::new(&1, scenes)).unwrap()));
+                assert_eq!(
+                    String::from_utf8(by_hand).unwrap(),
+                    String::from_utf8(by_serde).unwrap()
+                );
+                // The cleared record is the same record with an empty outbox.
+                let without = serde_json::to_vec(&RecordRef::new(&data, scenes).with_ledger(seen, &[])).unwrap();
+                assert_eq!(cleared.is_some(), !out.is_empty());
+                if let Some(c) = cleared {
+                    assert_eq!(String::from_utf8(c).unwrap(), String::from_utf8(without).unwrap());
+                }
+                let back = RecordOwned::<serde_json::Value>::decode("k", &serde_json::to_vec(&record).unwrap()).unwrap();
+                assert_eq!((back.seen.as_slice(), back.outbox.as_slice()), (seen, out));
+            }
         }
     }
 
@@ -371,8 +534,7 @@ mod tests {
         assert_eq!(ENVELOPE_HEAD, head.as_bytes());
         let other = RecordRef {
             v: 7,
-            data: &1,
-            scenes: &[],
+            ..RecordRef::new(&1, &[])
         };
         assert_eq!(
             other.encode(Codec::Json, 0).unwrap(),

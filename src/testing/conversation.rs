@@ -22,7 +22,6 @@ pub struct TestBot<S> {
     store: Arc<dyn SessionStore>,
     user: i64,
     chat: i64,
-    next_id: AtomicI64,
 }
 
 impl<S: SessionData + Default> TestBot<S> {
@@ -50,7 +49,6 @@ impl<S: SessionData + Default> TestBot<S> {
             store,
             user: 1,
             chat: 1,
-            next_id: AtomicI64::new(1),
         }
     }
 }
@@ -88,7 +86,17 @@ impl<S: SessionData> TestBot<S> {
     }
 
     fn id(&self) -> i64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+        // One counter for every bot of the process: each update a test makes is a new
+        // one (sessions remember recent update ids to skip one delivered twice, also
+        // when a test builds a second bot on the same store).
+        static NEXT_ID: AtomicI64 = AtomicI64::new(1);
+        NEXT_ID.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Marks delivered the replies the bot sent and has not marked so yet (what a clean
+    /// shutdown does: see [`Pipeline::flush`]).
+    pub async fn flush(&self) {
+        self.pipeline().flush().await;
     }
 
     /// A text message from the current user in the current chat.

@@ -5,47 +5,44 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::BoxError;
 
 /// An outgoing Bot API call made through the context.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its serde form is the transcript line (`{"method":"sendMessage","chat_id":1,
+/// "text":"hi"}`): how it is written in transcripts and in a session record's outbox
+/// (replies committed with their step and not yet delivered).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "method")]
 #[non_exhaustive]
 pub enum Outgoing {
     /// `sendMessage`.
+    #[serde(rename = "sendMessage")]
     Text {
         /// Target chat.
         chat_id: i64,
         /// Forum topic, if the update came from one.
+        #[serde(
+            rename = "message_thread_id",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
         thread_id: Option<i64>,
         /// The text.
         text: String,
     },
     /// `answerCallbackQuery`.
+    #[serde(rename = "answerCallbackQuery")]
     AnswerCallback {
         /// The callback query id.
+        #[serde(rename = "callback_query_id")]
         id: String,
         /// An optional notification text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         text: Option<String>,
     },
-}
-
-#[derive(Serialize)]
-struct SendMessage<'a> {
-    method: &'static str,
-    chat_id: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message_thread_id: Option<i64>,
-    text: &'a str,
-}
-
-#[derive(Serialize)]
-struct AnswerCallbackQuery<'a> {
-    method: &'static str,
-    callback_query_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    text: Option<&'a str>,
 }
 
 impl Outgoing {
@@ -63,24 +60,7 @@ impl Outgoing {
     /// `{"method":"sendMessage","chat_id":1,"text":"hi"}`.
     #[must_use]
     pub fn to_json_line(&self) -> String {
-        let r = match self {
-            Self::Text {
-                chat_id,
-                thread_id,
-                text,
-            } => serde_json::to_string(&SendMessage {
-                method: "sendMessage",
-                chat_id: *chat_id,
-                message_thread_id: *thread_id,
-                text,
-            }),
-            Self::AnswerCallback { id, text } => serde_json::to_string(&AnswerCallbackQuery {
-                method: "answerCallbackQuery",
-                callback_query_id: id,
-                text: text.as_deref(),
-            }),
-        };
-        r.unwrap_or_default()
+        serde_json::to_string(self).unwrap_or_default()
     }
 
     /// The chat this call goes to, if any.

@@ -123,10 +123,17 @@ pub(crate) async fn raw(bot: &Bot) -> Option<Value> {
     raw_at(bot.store().as_ref(), &bot.key()).await
 }
 
-/// The stored record of `key` as raw JSON.
+/// The stored record of `key` as raw JSON: the session Telegraf would store, without
+/// the delivery bookkeeping stagecraft adds beside it (`seen`: recent update ids;
+/// `outbox`: replies not yet marked delivered; see docs/delivery.md).
 pub(crate) async fn raw_at(store: &dyn SessionStore, key: &str) -> Option<Value> {
     let loaded = store.load(key).await.expect("store load")?;
-    Some(serde_json::from_slice(&loaded.bytes).expect("stored record is JSON"))
+    let mut value: Value = serde_json::from_slice(&loaded.bytes).expect("stored record is JSON");
+    if let Some(map) = value.as_object_mut() {
+        map.remove("seen");
+        map.remove("outbox");
+    }
+    Some(value)
 }
 
 /// Every key in a store, sorted.
