@@ -203,7 +203,6 @@ async fn run(args: Args) -> Result<(), BoxError> {
             eprintln!("error: {}", error_chain(&e));
         }
     }
-    bot.flush().await;
     Ok(())
 }
 

@@ -241,7 +241,6 @@ async fn run(args: Args) -> Result<u64, BoxError> {
             }
         }
     }
-    bot.flush().await;
     eprintln!(
         "stats handled={handled} errors={errors} runs={}",
         RUNS.load(Ordering::Relaxed)

@@ -157,7 +157,7 @@ impl Error {
     /// ```
     /// # use stagecraft::Error;
     /// fn set_aside(mut e: Error) {
-    ///     if let Some(update) = e.take_update::<stagecraft::TelegramUpdate>() {
+    ///     if let Some(update) = e.take_update::<stagecraft::prelude::TelegramUpdate>() {
     ///         // queue it again, or write it to a dead-letter file
     ///         # let _ = update;
     ///     }

@@ -518,8 +518,6 @@ pub async fn replay_with<S: SessionData>(
             }
         }
     }
-    // The last replies are marked delivered before the replay ends.
-    pipeline.flush().await;
     Ok(summary)
 }
 

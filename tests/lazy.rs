@@ -27,15 +27,17 @@ fn bot(store: Arc<CountingStore>, policy: SavePolicy) -> Pipeline<D> {
     bot_with(store, policy, true)
 }
 
-/// `guarantees`: the outbox and de-duplication on (the defaults). Both need the session
-/// before the first handler (pending replies to send, recent update ids to check), so
-/// only without them is an update no handler takes free of store I/O.
+/// `guarantees`: de-duplication on (the default). It needs the session before the first
+/// handler (to check the recent update ids), as the outbox does (to find pending
+/// replies), so only without both is an update no handler takes free of store I/O.
 fn bot_with(store: Arc<CountingStore>, policy: SavePolicy, guarantees: bool) -> Pipeline<D> {
-    Pipeline::<D>::builder()
-        .store_arc(store)
-        .save_policy(policy)
-        .outbox(guarantees)
-        .dedup_window(if guarantees { 16 } else { 0 })
+    let b = Pipeline::<D>::builder().store_arc(store).save_policy(policy);
+    let b = if guarantees {
+        b
+    } else {
+        b.outbox(false).dedup_window(0)
+    };
+    b
         .command("inc", |cx: C| async move {
             cx.session_mut(|d| d.n += 1)?;
             Ok(Outcome::Handled)
@@ -55,20 +57,20 @@ fn bot_with(store: Arc<CountingStore>, policy: SavePolicy, guarantees: bool) -> 
 #[tokio::test]
 async fn an_update_no_handler_takes_reads_nothing() {
     let store = CountingStore::new();
-    let bot = bot_with(Arc::clone(&store), SavePolicy::Changed, false);
+    let lazy = bot_with(Arc::clone(&store), SavePolicy::Changed, false);
     assert_eq!(
-        bot.handle(msg(1, "just chatting")).await.unwrap(),
+        lazy.handle(msg(1, "just chatting")).await.unwrap(),
         Dispatch::Unhandled
     );
     assert_eq!(store.calls().0, 0);
     assert_eq!(store.calls().1, 0);
 
-    // With the outbox and de-duplication, the session is read first (one load), and
+    // With de-duplication, the session is read first (one load), and
     // still nothing is written.
     let store = CountingStore::new();
-    let bot = bot(Arc::clone(&store), SavePolicy::Changed);
+    let guarded = bot(Arc::clone(&store), SavePolicy::Changed);
     assert_eq!(
-        bot.handle(msg(1, "just chatting")).await.unwrap(),
+        guarded.handle(msg(1, "just chatting")).await.unwrap(),
         Dispatch::Unhandled
     );
     assert_eq!(store.calls().0, 1);

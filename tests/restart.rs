@@ -195,20 +195,28 @@ fn four_replicas_incrementing_one_session_lose_nothing() {
     for store in stores("replicas") {
         // Create the store's schema once, then start four processes at once.
         let _ = replay(&store, &[], "");
-        let input: Vec<String> = (0..PER_PROCESS)
-            .map(|i| {
-                format!(
-                    r#"{{"update_id":{i},"message":{{"message_id":{i},"date":0,"chat":{{"id":77}},"from":{{"id":77}},"text":"hello"}}}}"#
-                )
+        // Each process gets updates of its own (distinct ids: the same update delivered
+        // to several processes would be handled once).
+        let inputs: Vec<String> = (0..4)
+            .map(|p| {
+                (0..PER_PROCESS)
+                    .map(|i| {
+                        let id = p * 1000 + i;
+                        format!(
+                            r#"{{"update_id":{id},"message":{{"message_id":{id},"date":0,"chat":{{"id":77}},"from":{{"id":77}},"text":"hello"}}}}"#
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
             })
             .collect();
-        let input = input.join("\n");
-        let children: Vec<_> = (0..4)
-            .map(|_| {
+        let children: Vec<_> = inputs
+            .iter()
+            .map(|input| {
                 let mut c = Command::new(common::example_binary("demo"))
                     .args(["--store", &store.0])
                     .args(&store.1)
-                    .args(["--attempts", "1000", "--replay", "-"])
+                    .args(["--replay", "-"])
                     .stdin(Stdio::piped())
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())

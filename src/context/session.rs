@@ -22,10 +22,6 @@ pub(crate) struct Ledger {
     /// The stored record has an outbox (delivered since or not): the next write of the
     /// record leaves it out.
     pub(crate) stored_outbox: bool,
-    /// The stored outbox was delivered by this process and is not marked so yet: the
-    /// write that marks it (the record without it; `None`: delete the record), made
-    /// later unless the key's next write comes first.
-    pub(crate) unconfirmed: Option<Option<Vec<u8>>>,
 }
 
 impl Ledger {
@@ -35,7 +31,6 @@ impl Ledger {
             seen,
             stored_outbox: !outbox.is_empty(),
             outbox,
-            unconfirmed: None,
         }
     }
 }

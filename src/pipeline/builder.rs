@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use super::cycle::{CachePolicy, Confirms, Cycle, Guarantees, Loader};
+use super::cycle::{CachePolicy, Cycle, Guarantees, Loader};
 use super::keys::KeyTable;
 use super::lease::{LeaseConfig, LeaseMode, Leases};
 use super::{DEFAULT_CACHE_CAPACITY, DEFAULT_DEADLINE, DEFAULT_DEDUP_WINDOW, Pipeline};
@@ -112,7 +112,7 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
             save_policy: SavePolicy::Changed,
             max_attempts: usize::MAX,
             guarantees: Guarantees {
-                outbox: true,
+                outbox: false,
                 dedup_window: DEFAULT_DEDUP_WINDOW,
                 deadline: Some(DEFAULT_DEADLINE),
             },
@@ -221,16 +221,19 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
         self
     }
 
-    /// Whether replies go through the session's outbox (default: on).
+    /// Whether replies go through the session's outbox (default: off).
     ///
-    /// On, an update's held-back replies are written with its session, in the same
-    /// compare-and-set write, delivered after it, and then marked delivered; after a
-    /// crash between the commit and their delivery, they are sent before the key's next
-    /// update runs (and at start-up by [`Pipeline::deliver_pending`]). Delivery is
-    /// at least once: only a reply in flight at a crash may arrive twice. The session is
-    /// then loaded before the first handler of every update, so a handler that never
-    /// touches the session no longer saves the read. Off, replies are sent after the
-    /// commit and a crash in between loses them. See `docs/delivery.md` for the cost.
+    /// On, the held-back replies of an update that writes its session are written with
+    /// it, in the same compare-and-set write, delivered after it, and then marked
+    /// delivered with one more write; after a crash between the commit and that mark,
+    /// they are sent before the key's next update runs. Delivery is then at least once:
+    /// only a reply in flight at a crash may arrive twice. The session is loaded before
+    /// the first handler of every update (to find such replies). Off, replies are sent
+    /// after the commit, and a crash in between loses them.
+    ///
+    /// The mark costs a second write per replying step: about half the throughput on
+    /// SQLite in the bench example (`docs/delivery.md` has the figures), hence off by
+    /// default.
     #[must_use]
     pub fn outbox(mut self, on: bool) -> Self {
         self.guarantees.outbox = on;
@@ -363,9 +366,7 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
             interpret: self.interpret,
             source: loader.clone(),
         };
-        let cycle = Arc::new_cyclic(|me| Cycle {
-            me: me.clone(),
-            confirms: Confirms::default(),
+        let cycle = Arc::new(Cycle {
             env: Arc::new(env),
             loader,
             keys: self.keys,

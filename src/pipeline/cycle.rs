@@ -42,33 +42,6 @@ pub(crate) struct Guarantees {
     pub(crate) deadline: Option<std::time::Duration>,
 }
 
-/// How long delivered replies wait to be marked delivered: the key's next update
-/// within this time does it with its own write, at no extra cost.
-const CONFIRM_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
-
-/// Keys whose cached session holds an unconfirmed outbox, and whether the task that
-/// confirms them runs.
-#[derive(Default)]
-pub(crate) struct Confirms {
-    keys: std::sync::Mutex<Vec<Arc<str>>>,
-    running: std::sync::atomic::AtomicBool,
-}
-
-impl Confirms {
-    fn take(&self) -> Vec<Arc<str>> {
-        std::mem::take(&mut *self.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
-    }
-
-    /// Adds `key`; true when the confirming task must be started.
-    fn push(&self, key: Arc<str>) -> bool {
-        self.keys
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(key);
-        !self.running.swap(true, std::sync::atomic::Ordering::AcqRel)
-    }
-}
-
 /// The write that marks a committed step's replies delivered: the record without its
 /// outbox (`None`: the session was empty, so the record goes), over `expected`.
 struct Confirm {
@@ -248,10 +221,6 @@ pub(crate) enum Work<S, U> {
 /// The session cycle's owner: everything an update goes through between taking its
 /// key's queue place and giving it back.
 pub(crate) struct Cycle<S, U> {
-    /// Itself, for the task that marks delivered replies.
-    pub(crate) me: std::sync::Weak<Cycle<S, U>>,
-    /// Keys whose delivered replies are still to be marked delivered.
-    pub(crate) confirms: Confirms,
     pub(crate) env: Arc<Env<S, U>>,
     pub(crate) loader: Arc<Loader>,
     /// Per-key locks, cached sessions and passed leases.
@@ -492,7 +461,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
             };
             self.deliver(&replies).await?;
             if let (Some(k), Some(c)) = (key, confirm) {
-                self.defer_confirm(k, c, permit).await;
+                self.confirm(k, c, permit).await;
             }
             return match failure {
                 Some(e) => Err(e),
@@ -538,58 +507,6 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
         Ok(())
     }
 
-    /// Marks the delivered replies as such later, unless the key's next update writes
-    /// first (its write leaves them out): the cached session keeps the write to make,
-    /// and a task makes it after [`CONFIRM_DELAY`]. Without a cached session to keep it
-    /// in, it is made now.
-    async fn defer_confirm(&self, key: &Arc<str>, c: Confirm, permit: &mut Option<Permit<S>>) {
-        let cached = permit.as_mut().and_then(Permit::take_cached);
-        match (permit.as_mut(), cached) {
-            (Some(p), Some(mut cached)) if cached.record.version == c.expected => {
-                cached.ledger.unconfirmed = Some(c.cleared);
-                p.put_cached(cached);
-                if self.confirms.push(Arc::clone(key)) {
-                    if let Some(me) = self.me.upgrade() {
-                        tokio::spawn(confirm_later(Arc::downgrade(&me)));
-                    }
-                }
-            }
-            (p, cached) => {
-                if let (Some(p), Some(cached)) = (p, cached) {
-                    p.put_cached(cached);
-                }
-                self.confirm(key, c, permit).await;
-            }
-        }
-    }
-
-    /// Marks delivered now the replies of every key still waiting for it (at
-    /// shutdown, or from the confirming task). Returns how many were written.
-    pub(crate) async fn flush_confirms(&self) -> usize {
-        let mut written = 0;
-        for key in self.confirms.take() {
-            let (key, ticket) = self.keys().enqueue(&key);
-            let Ok(permit) = ticket.acquire().await else {
-                continue;
-            };
-            let mut permit = Some(permit);
-            let Some(mut cached) = permit.as_mut().and_then(Permit::take_cached) else {
-                continue;
-            };
-            let unconfirmed = cached.ledger.unconfirmed.take();
-            let expected = cached.record.version;
-            if let Some(p) = permit.as_mut() {
-                p.put_cached(cached);
-            }
-            if let Some(cleared) = unconfirmed {
-                self.confirm(&key, Confirm { cleared, expected }, &mut permit)
-                    .await;
-                written += 1;
-            }
-        }
-        written
-    }
-
     /// Marks a committed step's replies delivered: writes the record without them.
     /// Off the update's answer (the replies are out already); a failure only means they
     /// may be sent again after a crash.
@@ -624,45 +541,25 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
         }
     }
 
-    /// A rolled-back attempt writes nothing. The replies of an earlier step it found
-    /// delivered are still to be marked so: when this process delivered them before
-    /// (their mark is due later), the stored session goes back to the cache with that
-    /// mark still due; when this attempt delivered them (after a crash), the record
-    /// without them is written now.
+    /// A rolled-back attempt writes nothing, except that the replies of an earlier
+    /// step it delivered before its handlers ran (left pending by a crash) are marked
+    /// delivered.
     async fn roll_back(&self, cx: &Cx<S, U>, permit: &mut Option<Permit<S>>) {
-        let (untouched, stored, unconfirmed) = {
+        let (untouched, clear) = {
             let mut st = cx.state();
             st.close();
-            let stored = match (&st.origin, st.ledger.stored_outbox) {
-                (Origin::Stored { record, trusted_until, .. }, true) => {
-                    Some((record.clone(), *trusted_until))
-                }
+            let clear = match (&st.origin, st.ledger.stored_outbox) {
+                (Origin::Stored { record, .. }, true) => Some(record.clone()),
                 _ => None,
             };
-            let unconfirmed = st.ledger.unconfirmed.take();
-            (untouched(&mut st), stored, unconfirmed)
+            (untouched(&mut st), clear)
         };
         if let (Some(p), Some(c)) = (permit.as_mut(), untouched) {
             p.put_cached(c);
         }
-        let (Some(key), Some((record, trusted_until))) = (cx.key(), stored) else {
+        let (Some(key), Some(record)) = (cx.key(), clear) else {
             return;
         };
-        if let (Some(p), Some(unconfirmed)) = (permit.as_mut(), unconfirmed) {
-            if let Ok(r) = RecordOwned::<S>::decode(key, &record.bytes) {
-                let mut ledger = Ledger::stored(r.seen, Vec::new());
-                ledger.stored_outbox = true;
-                ledger.unconfirmed = Some(unconfirmed);
-                p.put_cached(Cached {
-                    record,
-                    data: Some(r.data),
-                    stack: r.scenes,
-                    ledger,
-                    trusted_until,
-                });
-                return;
-            }
-        }
         let done = match crate::record::without_outbox(&record.bytes, self.codec) {
             Ok(bytes) => self
                 .store()
@@ -707,8 +604,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
             // bookkeeping rides on the writes the session needs anyway (an update that
             // writes nothing has nothing to lose: its replies go out directly, and
             // handling it again would change nothing).
-            // (One this process delivered and marks later is left to that.)
-            let must_clear = st.ledger.stored_outbox && st.ledger.unconfirmed.is_none();
+            let must_clear = st.ledger.stored_outbox;
             let needed = must_clear
                 || match self.save_policy {
                     SavePolicy::Touched => closed.dirty || closed.touched,
@@ -781,7 +677,6 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                 let mut st = cx.state();
                 // The stored record now has this step's replies, about to be sent.
                 st.ledger.stored_outbox = !outbox.is_empty();
-                st.ledger.unconfirmed = None;
                 self.keep(
                     &mut st,
                     permit,
@@ -837,29 +732,6 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
             ledger,
             trusted_until,
         });
-    }
-}
-
-/// The confirming task: every [`CONFIRM_DELAY`], marks delivered the replies of the
-/// keys waiting for it; ends when there are none (or the pipeline is gone).
-async fn confirm_later<S: SessionData, U: Update>(me: std::sync::Weak<Cycle<S, U>>) {
-    use std::sync::atomic::Ordering;
-    loop {
-        tokio::time::sleep(CONFIRM_DELAY).await;
-        let Some(cycle) = me.upgrade() else {
-            return;
-        };
-        cycle.flush_confirms().await;
-        cycle.confirms.running.store(false, Ordering::Release);
-        let more = !cycle
-            .confirms
-            .keys
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_empty();
-        if !more || cycle.confirms.running.swap(true, Ordering::AcqRel) {
-            return;
-        }
     }
 }
 

@@ -218,14 +218,6 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
         }
     }
 
-    /// Marks delivered, now, the replies this pipeline delivered and has not yet marked
-    /// so in their sessions' records (it does so by itself shortly after each delivery,
-    /// or with the key's next write). Call it before the process exits, so that a
-    /// restart does not send them again. Returns how many records were written.
-    pub async fn flush(&self) -> usize {
-        self.cycle.flush_confirms().await
-    }
-
     /// Number of keys whose updates are running or queued in this process: 0 when the
     /// bot is idle. It walks the per-key table (which also holds the cached sessions), so
     /// it is meant for tests and diagnostics, not for every update.

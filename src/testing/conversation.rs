@@ -93,12 +93,6 @@ impl<S: SessionData> TestBot<S> {
         NEXT_ID.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Marks delivered the replies the bot sent and has not marked so yet (what a clean
-    /// shutdown does: see [`Pipeline::flush`]).
-    pub async fn flush(&self) {
-        self.pipeline().flush().await;
-    }
-
     /// A text message from the current user in the current chat.
     #[must_use]
     pub fn message(&self, text: &str) -> TelegramUpdate {
