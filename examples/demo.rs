@@ -14,7 +14,10 @@
 //! skipped; the replay goes on, and the demo exits with status 1 when any line was bad.
 //! `--store memory|sqlite:PATH|redis://...|postgres://...|mysql://...` picks the store
 //! (default: `sqlite:demo.db` when built with the `sqlite` feature, else memory). A
-//! password in the URL is never shown: messages print the URL with it masked.
+//! password in the URL is never shown: messages print the URL with it masked. The store
+//! is checked at start (`stagecraft::store::check`: it answers, accepts the credentials,
+//! can write and delete a record); when it cannot, the demo prints why and exits with
+//! status 1 before reading any input.
 //! `--user N` / `--chat N` set who is typing in the console (default 1001).
 //! `--namespace NAME` picks the table (SQL stores) or key prefix (Redis) to use.
 //! `--attempts N` caps how often an update whose write conflicted with another process runs
@@ -148,6 +151,9 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), BoxError> {
     let store = stores::open(&args.store, args.namespace.as_deref()).await?;
+    // A store that cannot work (unreachable, refused credentials, read-only, corrupt)
+    // stops the bot here, with the reason, instead of failing every update.
+    stagecraft::store::check(store.as_ref()).await?;
     if args.telegram {
         return telegram::run(store, args.attempts).await;
     }

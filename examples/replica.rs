@@ -198,6 +198,9 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<u64, BoxError> {
     let store = stores::open(&args.store, args.namespace.as_deref()).await?;
+    // A store that cannot work (unreachable, refused credentials, read-only, corrupt)
+    // stops the bot here, with the reason, instead of failing every update.
+    stagecraft::store::check(store.as_ref()).await?;
     let bot = build(&args, store)?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     std::thread::spawn(move || {

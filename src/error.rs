@@ -24,6 +24,20 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    /// A store failed its start-up check ([`store::check`](crate::store::check)): it
+    /// cannot be used as configured (unreachable, wrong credentials, read-only, corrupt).
+    #[error("session store `{backend}` is not usable: {step} failed")]
+    Unusable {
+        /// Which backend.
+        backend: &'static str,
+        /// The step that failed: `"reading a probe record"`, `"writing a probe record"`,
+        /// `"reading the probe record back"`, `"deleting the probe record"`, `"taking a
+        /// probe lease"` or `"giving back the probe lease"`.
+        step: &'static str,
+        /// The store's own error (or that it did not answer in time).
+        #[source]
+        source: BoxError,
+    },
     /// A compare-and-set write found that the stored record moved on since it was read.
     #[error("session `{key}` was changed by someone else (compare-and-set conflict)")]
     Conflict {

@@ -13,7 +13,8 @@
 //!   feature).
 //! - [`performance`]: measured throughput and costs per update, and how to reproduce them.
 //! - [`architecture`]: the layers, who owns what, and one update end to end.
-//! - [`reliability`]: hostile input, how it is tested, the fuzzers.
+//! - [`reliability`]: hostile input, the start-up check of a store, store faults and
+//!   server outages, how they are tested, the fuzzers.
 
 // The guides link to each other by file name (`[stores.md]`, defined at the end of each
 // guide as a link to the file), so that they read on GitHub. Here the same names are

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
+mod check;
 mod codec;
 mod lease;
 mod memory;
@@ -51,6 +52,7 @@ mod sql;
 mod sqlite;
 mod url;
 
+pub use check::{CHECK_TIMEOUT, PROBE_PREFIX, check, check_within};
 pub use codec::Codec;
 pub use lease::{Lease, LeaseAttempt, LeaseStore, Preload};
 pub use memory::MemoryStore;

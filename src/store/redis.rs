@@ -142,8 +142,11 @@ impl fmt::Debug for RedisStore {
 impl RedisStore {
     /// Connects to `url` (`redis://[:password@]host[:port][/db]`, `rediss://` with TLS
     /// features of `redis` enabled) through a [`ConnectionManager`] that reconnects on its
-    /// own. A connection attempt times out after 5 s; a failed one is retried twice,
-    /// after 1 s and 2 s (the same policy applies when the manager reconnects later).
+    /// own. A connection attempt times out after 5 s and is not retried by the manager:
+    /// while the server is down each call fails with the connection's error (refused,
+    /// timed out), and the first call after the server answers again reconnects. (With
+    /// the manager's own retries, every call waited for the retry schedule, 1 s then
+    /// 2 s, and service came back only when the schedule did, seconds after the server.)
     /// Build the [`ConnectionManager`] yourself and use [`new`](Self::new) for another
     /// policy.
     ///
@@ -153,9 +156,7 @@ impl RedisStore {
         let client = Client::open(url).map_err(redis_err)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Duration::from_secs(5))
-            .set_factor(2)
-            .set_max_delay(2000)
-            .set_number_of_retries(2);
+            .set_number_of_retries(0);
         let conn = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(redis_err)?;

@@ -1,4 +1,5 @@
-//! Testing conversations (and, with feature `testing`, stores).
+//! Testing conversations (and, with feature `testing`, stores: the conformance suite
+//! and `FaultStore`, a store decorator that injects faults).
 //!
 //! [`TestBot`] drives a pipeline with scripted updates from a fake user, a
 //! [`ManualClock`](crate::clock::ManualClock), and records the replies of each update, so a conversation is
@@ -37,3 +38,9 @@ pub use conversation::TestBot;
 #[cfg(any(test, feature = "testing"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod conformance;
+#[cfg(any(test, feature = "testing"))]
+mod faults;
+
+#[cfg(any(test, feature = "testing"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub use faults::{Call, Fault, FaultStore, InjectedFault};
