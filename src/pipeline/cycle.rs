@@ -459,7 +459,14 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                 Err(e) => return Err(e),
                 Ok(confirm) => confirm,
             };
-            self.deliver(&replies).await?;
+            if let Err(e) = self.deliver(&replies).await {
+                if confirm.is_some() {
+                    // The replies stay in the record: the next update reads it (not
+                    // the cached copy, which counts them sent) and sends them first.
+                    drop(permit.as_mut().and_then(Permit::take_cached));
+                }
+                return Err(e);
+            }
             if let (Some(k), Some(c)) = (key, confirm) {
                 self.confirm(k, c, permit).await;
             }

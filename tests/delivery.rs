@@ -1,0 +1,382 @@
+//! Delivery guarantees of the session cycle: updates delivered twice are handled once
+//! (de-duplication), committed replies survive a failed delivery (the outbox), a
+//! handler that never returns is stopped at the update's deadline, and an update whose
+//! writes keep conflicting is handed back, not dropped.
+
+#[path = "../examples/shared/demo_bot.rs"]
+mod demo_bot;
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use stagecraft::clock::ManualClock;
+use stagecraft::error::BoxError;
+use stagecraft::pipeline::Dispatch;
+use stagecraft::prelude::*;
+use stagecraft::replay::{REPLAY_EPOCH_S, replay};
+use stagecraft::session::ErrorPolicy;
+use stagecraft::store::{MemoryStore, RedisStore, SessionStore, SqliteStore};
+use stagecraft::transport::{Outgoing, Transport};
+
+fn scenarios() -> Vec<(String, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.to_string_lossy();
+            n.ends_with(".jsonl") && !n.ends_with(".transcript.jsonl")
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "scenarios missing in {}", dir.display());
+    files
+        .into_iter()
+        .map(|f| {
+            let input = std::fs::read_to_string(&f).unwrap();
+            let transcript = std::fs::read_to_string(f.with_extension("transcript.jsonl")).unwrap();
+            (input, transcript)
+        })
+        .collect()
+}
+
+fn by_chat(lines: impl IntoIterator<Item = String>) -> BTreeMap<i64, Vec<serde_json::Value>> {
+    let mut map: BTreeMap<i64, Vec<serde_json::Value>> = BTreeMap::new();
+    for line in lines.into_iter().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        map.entry(v["chat_id"].as_i64().unwrap()).or_default().push(v);
+    }
+    map
+}
+
+/// Every update line twice: at once, and again after the next update (a webhook retry,
+/// and a redelivery after a crash before the offset was confirmed).
+fn delivered_twice(input: &str) -> String {
+    let lines: Vec<&str> = input.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        out.push(*line);
+        if line.contains("update_id") {
+            out.push(*line);
+        }
+        if i > 0 && lines[i - 1].contains("update_id") {
+            out.push(lines[i - 1]);
+        }
+    }
+    out.join("\n")
+}
+
+async fn transcript_on(
+    store: Arc<dyn SessionStore>,
+    input: &str,
+) -> BTreeMap<i64, Vec<serde_json::Value>> {
+    let clock = ManualClock::at_secs(REPLAY_EPOCH_S);
+    let replies = RecordingTransport::new();
+    let bot = demo_bot::build(
+        Pipeline::<demo_bot::Demo>::builder()
+            .store_arc(store)
+            .clock(clock.clone())
+            .transport(replies.clone()),
+    )
+    .unwrap();
+    let summary = replay(&bot, &clock, input.as_bytes()).await.unwrap();
+    assert!(summary.is_clean(), "{summary:?}");
+    by_chat(replies.sent().iter().map(Outgoing::to_json_line))
+}
+
+async fn stores(test: &str) -> Vec<(String, Arc<dyn SessionStore>)> {
+    let mut out: Vec<(String, Arc<dyn SessionStore>)> =
+        vec![("memory".into(), Arc::new(MemoryStore::new()))];
+    let path = std::env::temp_dir().join(format!("{}.db", common::unique_name(test)));
+    out.push((
+        format!("sqlite {}", path.display()),
+        Arc::new(SqliteStore::open(&path).await.unwrap()),
+    ));
+    if let Some(url) = common::server_url("STAGECRAFT_REDIS_URL") {
+        let prefix = format!("{}:", common::unique_name(test));
+        out.push((
+            "redis".into(),
+            Arc::new(
+                RedisStore::connect(&url)
+                    .await
+                    .unwrap()
+                    .with_prefix(&prefix)
+                    .unwrap(),
+            ),
+        ));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_delivered_twice_gives_the_transcript_of_once() {
+    for (i, (input, transcript)) in scenarios().into_iter().enumerate() {
+        let expected = by_chat(transcript.lines().map(str::to_owned));
+        for (name, store) in stores(&format!("twice{i}")).await {
+            let got = transcript_on(store, &delivered_twice(&input)).await;
+            assert_eq!(got, expected, "scenario {i} on {name}");
+        }
+    }
+}
+
+fn text(id: i64, text: &str) -> TelegramUpdate {
+    TelegramUpdate::from_value(serde_json::json!({"update_id": id, "message": {
+        "message_id": id, "date": 0, "chat": {"id": 5, "type": "private"},
+        "from": {"id": 5, "is_bot": false}, "text": text}}))
+    .unwrap()
+}
+
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Answers {
+    list: Vec<String>,
+}
+
+fn answering_bot(store: Arc<dyn SessionStore>, replies: RecordingTransport) -> Pipeline<Answers> {
+    Pipeline::<Answers>::builder()
+        .store_arc(store)
+        .transport(replies)
+        .on_text(|cx: Cx<Answers>| async move {
+            let text = cx.update().text().unwrap_or_default().to_owned();
+            let n = cx.session_mut(|a| {
+                a.list.push(text);
+                a.list.len()
+            })?;
+            cx.reply(format!("answer #{n}"));
+            Ok(Outcome::Handled)
+        })
+        .build()
+}
+
+/// A second update with the id of one handled before, even with other content, is
+/// skipped: the answer stays, nothing is sent, the caller hears `Duplicate`.
+#[tokio::test]
+async fn an_update_id_seen_before_is_skipped_and_said_so() {
+    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+    let replies = RecordingTransport::new();
+    let bot = answering_bot(Arc::clone(&store), replies.clone());
+    assert_eq!(bot.handle(text(10, "Ann")).await.unwrap(), Dispatch::Handled);
+    assert_eq!(
+        bot.handle(text(10, "Bob")).await.unwrap(),
+        Dispatch::Duplicate
+    );
+    // Another replica (a second pipeline on the store) skips it too.
+    let other = answering_bot(Arc::clone(&store), replies.clone());
+    assert_eq!(
+        other.handle(text(10, "Eve")).await.unwrap(),
+        Dispatch::Duplicate
+    );
+    assert_eq!(other.handle(text(11, "Cy")).await.unwrap(), Dispatch::Handled);
+    assert_eq!(replies.texts(), ["answer #1", "answer #2"]);
+    let info = stagecraft::record::inspect(&store.load("5:5").await.unwrap().unwrap().bytes)
+        .unwrap();
+    assert_eq!(info.data["list"], serde_json::json!(["Ann", "Cy"]));
+    assert_eq!(info.seen, [10, 11]);
+    // The window is bounded.
+    for id in 12..60 {
+        bot.handle(text(id, "x")).await.unwrap();
+    }
+    let info = stagecraft::record::inspect(&store.load("5:5").await.unwrap().unwrap().bytes)
+        .unwrap();
+    assert_eq!(info.seen, (44..60).collect::<Vec<_>>());
+}
+
+/// A transport that is down until switched on.
+#[derive(Debug, Clone, Default)]
+struct Flaky {
+    up: Arc<AtomicBool>,
+    sent: RecordingTransport,
+}
+
+#[async_trait]
+impl Transport for Flaky {
+    async fn send(&self, msg: &Outgoing) -> Result<(), BoxError> {
+        if !self.up.load(Ordering::SeqCst) {
+            return Err("transport down".into());
+        }
+        self.sent.send(msg).await
+    }
+}
+
+/// With the outbox, the replies of a committed step whose delivery failed (the
+/// transport down, or a crash between commit and delivery) stay in the record and go
+/// out before the key's next update runs, in order, once.
+#[tokio::test]
+async fn committed_replies_not_delivered_go_out_before_the_next_update() {
+    for (name, store) in stores("outbox").await {
+        let transport = Flaky::default();
+        let bot = Pipeline::<Answers>::builder()
+            .store_arc(Arc::clone(&store))
+            .outbox(true)
+            .transport(transport.clone())
+            .on_text(|cx: Cx<Answers>| async move {
+                let t = cx.update().text().unwrap_or_default().to_owned();
+                let n = cx.session_mut(|a| {
+                    a.list.push(t.clone());
+                    a.list.len()
+                })?;
+                cx.reply(format!("got {t}"));
+                cx.reply(format!("that makes {n}"));
+                Ok(Outcome::Handled)
+            })
+            .build();
+        let err = bot.handle(text(1, "a")).await.unwrap_err();
+        assert!(matches!(err, stagecraft::Error::Transport(_)), "{name}: {err:?}");
+        let stored = store.load("5:5").await.unwrap().unwrap();
+        let info = stagecraft::record::inspect(&stored.bytes).unwrap();
+        assert_eq!(info.data["list"], serde_json::json!(["a"]), "{name}: committed");
+        assert_eq!(info.outbox.len(), 2, "{name}: the replies wait in the record");
+
+        transport.up.store(true, Ordering::SeqCst);
+        bot.handle(text(2, "b")).await.unwrap();
+        assert_eq!(
+            transport.sent.texts(),
+            ["got a", "that makes 1", "got b", "that makes 2"],
+            "{name}"
+        );
+        let info = stagecraft::record::inspect(&store.load("5:5").await.unwrap().unwrap().bytes)
+            .unwrap();
+        assert!(info.outbox.is_empty(), "{name}: marked delivered");
+        // A fresh process (pipeline) finds nothing left to send.
+        let again = answering_bot(Arc::clone(&store), transport.sent.clone());
+        again.handle(text(3, "c")).await.unwrap();
+        assert_eq!(transport.sent.texts().len(), 5, "{name}");
+    }
+}
+
+fn sleeper(
+    store: Arc<dyn SessionStore>,
+    policy: ErrorPolicy,
+    deadline: Duration,
+) -> Pipeline<Answers> {
+    Pipeline::<Answers>::builder()
+        .store_arc(store)
+        .error_policy(policy)
+        .deadline(Some(deadline))
+        .command("sleep", |cx: Cx<Answers>| async move {
+            cx.session_mut(|a| a.list.push("slept".into()))?;
+            std::future::pending::<()>().await;
+            Ok(Outcome::Handled)
+        })
+        .on_text(|cx: Cx<Answers>| async move {
+            let n = cx.session_mut(|a| {
+                a.list.push("text".into());
+                a.list.len()
+            })?;
+            cx.reply(format!("{n}"));
+            Ok(Outcome::Handled)
+        })
+        .build()
+}
+
+/// A handler that never returns: the update fails at its deadline, the session follows
+/// the error policy, and the next update of the same user runs.
+#[tokio::test]
+async fn a_handler_that_never_returns_is_stopped_at_the_deadline() {
+    for (policy, kept) in [
+        (ErrorPolicy::RollBack, vec!["text"]),
+        (ErrorPolicy::WriteAnyway, vec!["slept", "text"]),
+    ] {
+        let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+        let bot = sleeper(Arc::clone(&store), policy, Duration::from_millis(200));
+        let started = Instant::now();
+        let err = bot.handle(text(1, "/sleep")).await.unwrap_err();
+        assert!(
+            matches!(err, stagecraft::Error::Deadline { ref key, .. } if key.as_deref() == Some("5:5")),
+            "{err:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(bot.keys_in_flight(), 0);
+        assert_eq!(bot.handle(text(2, "hi")).await.unwrap(), Dispatch::Handled);
+        let info = stagecraft::record::inspect(&store.load("5:5").await.unwrap().unwrap().bytes)
+            .unwrap();
+        assert_eq!(info.data["list"], serde_json::json!(kept), "{policy:?}");
+    }
+}
+
+/// Across two replicas on Redis: the one whose handler hangs holds the key's lease
+/// until its deadline, then releases it, and the other replica's update of that user
+/// runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_handler_on_one_replica_frees_the_user_for_the_other() {
+    let Some(url) = common::server_url("STAGECRAFT_REDIS_URL") else {
+        return;
+    };
+    let prefix = format!("{}:", common::unique_name("deadline"));
+    let open = || async {
+        let s: Arc<dyn SessionStore> = Arc::new(
+            RedisStore::connect(&url)
+                .await
+                .unwrap()
+                .with_prefix(&prefix)
+                .unwrap(),
+        );
+        s
+    };
+    let a = sleeper(open().await, ErrorPolicy::RollBack, Duration::from_millis(500));
+    let b = sleeper(open().await, ErrorPolicy::RollBack, Duration::from_secs(20));
+    let hung = tokio::spawn(a.handle(text(1, "/sleep")));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    assert_eq!(b.handle(text(2, "hi")).await.unwrap(), Dispatch::Handled);
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "waited for the lease"
+    );
+    let err = hung.await.unwrap().unwrap_err();
+    assert!(matches!(err, stagecraft::Error::Deadline { .. }), "{err:?}");
+    let store = open().await;
+    let info = stagecraft::record::inspect(&store.load("5:5").await.unwrap().unwrap().bytes)
+        .unwrap();
+    assert_eq!(info.data["list"], serde_json::json!(["text"]));
+    store
+        .delete("5:5", store.load("5:5").await.unwrap().unwrap().version)
+        .await
+        .unwrap();
+}
+
+/// An update whose every write loses to another writer is not dropped: the caller gets
+/// `NotHandled` with the update inside, and nothing of it was written or sent.
+#[tokio::test]
+async fn an_update_whose_writes_keep_conflicting_is_handed_back() {
+    let store = MemoryStore::new();
+    let rival = store.clone();
+    let replies = RecordingTransport::new();
+    let bot = Pipeline::<Answers>::builder()
+        .store(store.clone())
+        .max_attempts(3)
+        .transport(replies.clone())
+        .on_text(move |cx: Cx<Answers>| {
+            let rival = rival.clone();
+            async move {
+                cx.session_mut(|a| a.list.push("mine".into()))?;
+                // Someone else writes the record while this handler runs.
+                let current = rival.load("5:5").await?.map(|r| r.version);
+                rival
+                    .save("5:5", br#"{"v":1,"data":{"list":["theirs"]}}"#, current)
+                    .await?;
+                cx.reply("never sent");
+                Ok(Outcome::Handled)
+            }
+        })
+        .build();
+    let mut err = bot.handle(text(7, "hello")).await.unwrap_err();
+    assert!(err.is_conflict(), "{err:?}");
+    assert!(
+        matches!(err, stagecraft::Error::NotHandled { attempts: 3, .. }),
+        "{err:?}"
+    );
+    let update = err.take_update::<TelegramUpdate>().expect("the update comes back");
+    assert_eq!(update.update_id, 7);
+    assert!(err.take_update::<TelegramUpdate>().is_none(), "taken once");
+    assert!(replies.sent().is_empty());
+    assert_eq!(bot.keys_in_flight(), 0);
+    let info = stagecraft::record::inspect(&store.load("5:5").await.unwrap().unwrap().bytes)
+        .unwrap();
+    assert_eq!(info.data["list"], serde_json::json!(["theirs"]));
+}
