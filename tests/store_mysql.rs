@@ -233,7 +233,10 @@ async fn a_user_granted_only_its_tables_starts() {
             )
         });
     let v = store.save("k", b"mine", None).await.expect("save");
-    assert_eq!(store.load("k").await.expect("load").map(|r| r.version), Some(v));
+    assert_eq!(
+        store.load("k").await.expect("load").map(|r| r.version),
+        Some(v)
+    );
     let taken = store
         .acquire_lease("k", Duration::from_secs(10))
         .await

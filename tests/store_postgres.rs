@@ -482,7 +482,9 @@ async fn a_role_owning_only_its_tables_starts() {
         .connect_with(in_schema)
         .await
         .expect("connect in the schema");
-    let created = PostgresStore::new(creator.clone()).with_table(&table).unwrap();
+    let created = PostgresStore::new(creator.clone())
+        .with_table(&table)
+        .unwrap();
     created.migrate().await.expect("create the tables");
     creator.close().await;
     run(format!(
@@ -506,7 +508,10 @@ async fn a_role_owning_only_its_tables_starts() {
             )
         });
     let v = store.save("k", b"mine", None).await.expect("save");
-    assert_eq!(store.load("k").await.expect("load").map(|r| r.version), Some(v));
+    assert_eq!(
+        store.load("k").await.expect("load").map(|r| r.version),
+        Some(v)
+    );
     let ttl = Duration::from_secs(10);
     let (taken, _) = store
         .acquire_lease_and_load("k", ttl)

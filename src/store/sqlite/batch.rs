@@ -514,13 +514,19 @@ async fn acquire_many(
     let now = wall_ms();
     let mut taken = HashMap::with_capacity(ops.len());
     for chunk in ops.chunks(ROWS_PER_STATEMENT) {
-        let text = queries.acquire_leases(chunk.len());
+        // Padded to a power of two by repeating the last row, so that a handful of
+        // statement texts serve every group size (sqlx caches them). A repeated row
+        // changes nothing: it meets the lease its first copy just took (or found), which
+        // is live (the TTL is at least 1 ms), so it is neither written nor returned.
+        let rows = chunk.len().next_power_of_two();
+        let text = queries.acquire_leases(rows);
         let mut q = sqlx::query(&text);
-        for &(key, op) in chunk {
+        let padding = std::iter::repeat_n(chunk[chunk.len() - 1], rows - chunk.len());
+        for (key, op) in chunk.iter().copied().chain(padding) {
             let (token, ttl_ms) = match op {
-                LeaseOp::Acquire { token, ttl_ms, .. } => (token.as_str(), *ttl_ms),
+                LeaseOp::Acquire { token, ttl_ms, .. } => (token.as_str(), (*ttl_ms).max(1)),
                 // Not a take: a row no answer is looked up for.
-                _ => ("", 0),
+                _ => ("", 1),
             };
             q = q.bind(key).bind(token).bind(now.saturating_add(ttl_ms));
         }
