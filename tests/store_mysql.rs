@@ -11,7 +11,7 @@ use std::time::Duration;
 use stagecraft::Error;
 use stagecraft::clock::ManualClock;
 use stagecraft::store::sqlx::mysql::{MySqlPool, MySqlPoolOptions};
-use stagecraft::store::{MySqlStore, SessionStore};
+use stagecraft::store::{LeaseAttempt, LeaseStore, MySqlOptions, MySqlStore, SessionStore};
 use stagecraft::testing::conformance;
 
 const VAR: &str = "STAGECRAFT_MYSQL_URL";
@@ -187,4 +187,68 @@ async fn stores_starting_together_on_a_fresh_table_all_start() {
 #[tokio::test]
 async fn connect_to_a_refusing_server_fails_fast_with_the_cause() {
     common::assert_refused_fast(MySqlStore::connect("mysql://root@127.0.0.1:1/test")).await;
+}
+
+/// A user granted privileges on its session and lease tables only starts a store on them
+/// with `connect_with`, and uses it; `connect`, which opens the default table, is
+/// refused to it.
+#[tokio::test]
+async fn a_user_granted_only_its_tables_starts() {
+    let Some(url) = common::server_url(VAR) else {
+        return;
+    };
+    let name = common::unique_name("own");
+    let (user, table) = (format!("{name}_u"), format!("{name}_t"));
+    let admin = MySqlStore::connect_with(&url, MySqlOptions::new().table(&table))
+        .await
+        .expect("create the tables");
+    let run = |sql: String| {
+        let pool = admin.pool().clone();
+        async move {
+            stagecraft::store::sqlx::raw_sql(&sql)
+                .execute(&pool)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    };
+    run(format!(
+        "CREATE USER '{user}'@'%' IDENTIFIED BY 'own-secret'; \
+         GRANT ALL ON `{table}` TO '{user}'@'%'; \
+         GRANT ALL ON `{table}_lease` TO '{user}'@'%'"
+    ))
+    .await;
+
+    let user_url = common::with_user(&url, &user, "own-secret");
+    let refused = MySqlStore::connect(&user_url).await;
+    assert!(
+        matches!(&refused, Err(e) if e.is_store()),
+        "the user may not create the default table, yet connect() succeeded: {refused:?}"
+    );
+    let store = MySqlStore::connect_with(&user_url, MySqlOptions::new().table(&table))
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "a user granted its tables could not start: {}",
+                stagecraft::error::error_chain(&e)
+            )
+        });
+    let v = store.save("k", b"mine", None).await.expect("save");
+    assert_eq!(
+        store.load("k").await.expect("load").map(|r| r.version),
+        Some(v)
+    );
+    let taken = store
+        .acquire_lease("k", Duration::from_secs(10))
+        .await
+        .expect("take a lease");
+    let LeaseAttempt::Acquired(lease) = taken else {
+        panic!("a free lease was busy");
+    };
+    assert!(store.release_lease(&lease).await.expect("release"));
+    store.pool().close().await;
+
+    run(format!(
+        "DROP USER '{user}'@'%'; DROP TABLE IF EXISTS `{table}`, `{table}_lease`"
+    ))
+    .await;
 }

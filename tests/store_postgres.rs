@@ -11,7 +11,9 @@ use std::time::Duration;
 use stagecraft::Error;
 use stagecraft::clock::ManualClock;
 use stagecraft::store::sqlx::postgres::{PgPool, PgPoolOptions};
-use stagecraft::store::{LeaseStore, PostgresStore, Preload, SessionStore};
+use stagecraft::store::{
+    LeaseAttempt, LeaseStore, PostgresOptions, PostgresStore, Preload, SessionStore,
+};
 use stagecraft::testing::conformance;
 
 const VAR: &str = "STAGECRAFT_POSTGRES_URL";
@@ -437,4 +439,92 @@ async fn stores_start_while_another_client_creates_their_table() {
     .execute(&admin)
     .await
     .unwrap();
+}
+
+/// A role that owns only its session and lease tables, in a schema where it may not
+/// create anything, starts a store on them with `connect_with`, and uses it. Touching
+/// any other table (creating it, or even `CREATE TABLE IF NOT EXISTS` on one that
+/// exists) is refused to it: `connect`, which opens the default table, fails.
+#[tokio::test]
+async fn a_role_owning_only_its_tables_starts() {
+    use stagecraft::store::sqlx::postgres::PgConnectOptions;
+    let Some(url) = common::server_url(VAR) else {
+        return;
+    };
+    let name = common::unique_name("own");
+    let (role, schema, table) = (
+        format!("{name}_role"),
+        format!("{name}_schema"),
+        format!("{name}_t"),
+    );
+    let admin = connect_pool(&url).await;
+    let run = |sql: String| {
+        let admin = admin.clone();
+        async move {
+            stagecraft::store::sqlx::raw_sql(&sql)
+                .execute(&admin)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    };
+    run(format!(
+        "CREATE ROLE \"{role}\" LOGIN PASSWORD 'own-secret'; \
+         CREATE SCHEMA \"{schema}\"; \
+         GRANT USAGE ON SCHEMA \"{schema}\" TO \"{role}\"; \
+         ALTER ROLE \"{role}\" SET search_path = \"{schema}\""
+    ))
+    .await;
+    // The administrator creates the tables in that schema and gives them to the role.
+    let in_schema: PgConnectOptions = url.parse().expect("the URL");
+    let in_schema = in_schema.options([("search_path", schema.as_str())]);
+    let creator = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(in_schema)
+        .await
+        .expect("connect in the schema");
+    let created = PostgresStore::new(creator.clone())
+        .with_table(&table)
+        .unwrap();
+    created.migrate().await.expect("create the tables");
+    creator.close().await;
+    run(format!(
+        "ALTER TABLE \"{schema}\".\"{table}\" OWNER TO \"{role}\"; \
+         ALTER TABLE \"{schema}\".\"{table}_lease\" OWNER TO \"{role}\""
+    ))
+    .await;
+
+    let role_url = common::with_user(&url, &role, "own-secret");
+    let refused = PostgresStore::connect(&role_url).await;
+    assert!(
+        matches!(&refused, Err(e) if e.is_store()),
+        "the role may not create the default table, yet connect() succeeded: {refused:?}"
+    );
+    let store = PostgresStore::connect_with(&role_url, PostgresOptions::new().table(&table))
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "a role owning its tables could not start: {}",
+                stagecraft::error::error_chain(&e)
+            )
+        });
+    let v = store.save("k", b"mine", None).await.expect("save");
+    assert_eq!(
+        store.load("k").await.expect("load").map(|r| r.version),
+        Some(v)
+    );
+    let ttl = Duration::from_secs(10);
+    let (taken, _) = store
+        .acquire_lease_and_load("k", ttl)
+        .await
+        .expect("take a lease");
+    let LeaseAttempt::Acquired(lease) = taken else {
+        panic!("a free lease was busy");
+    };
+    assert!(store.release_lease(&lease).await.expect("release"));
+    store.pool().close().await;
+
+    run(format!(
+        "DROP SCHEMA \"{schema}\" CASCADE; DROP ROLE \"{role}\""
+    ))
+    .await;
 }

@@ -164,3 +164,41 @@ async fn rejects_bad_prefixes() {
         );
     }
 }
+
+/// A store with its own prefix writes its records and leases under that prefix only
+/// (connecting writes nothing): none under the default prefix, none without a prefix.
+#[tokio::test]
+async fn a_prefixed_store_touches_only_its_prefix() {
+    use stagecraft::store::{LeaseAttempt, LeaseStore, SessionStore};
+    let Some(url) = common::server_url(VAR) else {
+        return;
+    };
+    let name = common::unique_name("own");
+    let prefix = format!("{name}:");
+    let store = connect(&url, &prefix).await;
+    let key = format!("k_{name}");
+    store.save(&key, b"mine", None).await.expect("save");
+    let taken = store
+        .acquire_lease(&key, Duration::from_secs(10))
+        .await
+        .expect("take a lease");
+    assert!(matches!(taken, LeaseAttempt::Acquired(_)), "{taken:?}");
+    let mut conn = store.connection().clone();
+    for outside in [
+        key.clone(),
+        format!("stagecraft:{key}"),
+        format!("stagecraft:\0lease:{key}"),
+    ] {
+        let n: usize = stagecraft::store::redis::cmd("EXISTS")
+            .arg(&outside)
+            .query_async(&mut conn)
+            .await
+            .expect("exists");
+        assert_eq!(n, 0, "{outside:?} was written outside the prefix");
+    }
+    assert_eq!(
+        clean(&store, &prefix).await,
+        2,
+        "the record and its lease, under the prefix"
+    );
+}

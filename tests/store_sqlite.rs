@@ -7,7 +7,9 @@ use std::time::Duration;
 use stagecraft::Error;
 use stagecraft::clock::ManualClock;
 use stagecraft::store::sqlx::sqlite::SqlitePoolOptions;
-use stagecraft::store::{Durability, SessionStore, SqliteOptions, SqliteStore};
+use stagecraft::store::{
+    Durability, LeaseAttempt, Preload, SessionStore, SqliteOptions, SqliteStore,
+};
 use stagecraft::testing::conformance;
 
 /// A unique database path in the temp dir, removed (with its WAL files) on drop.
@@ -45,6 +47,84 @@ async fn conformance_on_a_file() {
 async fn conformance_in_memory() {
     let store = SqliteStore::open("sqlite::memory:").await.expect("open");
     conformance::run_all(store).await;
+}
+
+/// Without group commit, leases (like saves) are single autocommit statements.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_without_group_commit() {
+    let db = TempDb::new("ungrouped");
+    let options = SqliteOptions::new().group_commit(false);
+    let store = SqliteStore::open_with(&db.0, options).await.expect("open");
+    conformance::run_all(store.clone()).await;
+    store.pool().close().await;
+}
+
+/// Leases are on by default (so `run_all` checks them), off on request; they are
+/// shared by every pool on the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_are_on_by_default_and_shared_by_the_file() {
+    let db = TempDb::new("leases");
+    let a = SqliteStore::open(&db.0).await.expect("open a");
+    assert!(a.leases().is_some(), "leases are on by default");
+    assert!(a.clone().with_leases(false).leases().is_none());
+    let off = SqliteStore::open_with(&db.0, SqliteOptions::new().leases(false))
+        .await
+        .expect("open without leases");
+    assert!(off.leases().is_none(), "SqliteOptions::leases(false)");
+    let b = SqliteStore::open(&db.0).await.expect("open b");
+    let ttl = Duration::from_secs(10);
+    let va = a.save("k", b"one", None).await.expect("save");
+    let (taken, preload) = a
+        .leases()
+        .unwrap()
+        .acquire_lease_and_load("k", ttl)
+        .await
+        .expect("acquire on a");
+    let LeaseAttempt::Acquired(lease) = taken else {
+        panic!("a free lease was busy");
+    };
+    assert_eq!(
+        preload,
+        Preload::Read(Some(stagecraft::store::Record {
+            bytes: b"one".to_vec(),
+            version: va
+        }))
+    );
+    let on_b = b.leases().unwrap().acquire_lease("k", ttl).await;
+    assert_eq!(
+        on_b.expect("acquire on b"),
+        LeaseAttempt::Busy,
+        "b took a's lease"
+    );
+    assert!(
+        a.leases()
+            .unwrap()
+            .release_lease(&lease)
+            .await
+            .expect("release")
+    );
+    let on_b = b.leases().unwrap().acquire_lease("k", ttl).await;
+    assert!(matches!(on_b, Ok(LeaseAttempt::Acquired(_))), "{on_b:?}");
+    for store in [a, b, off] {
+        store.pool().close().await;
+    }
+}
+
+/// A store on its own table creates and touches that table and its leases' table only.
+#[tokio::test]
+async fn a_named_table_is_the_only_one_created() {
+    let db = TempDb::new("named");
+    let store = SqliteStore::open_with(&db.0, SqliteOptions::new().table("bot_sessions"))
+        .await
+        .expect("open");
+    let tables: Vec<String> = stagecraft::store::sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name",
+    )
+    .fetch_all(store.pool())
+    .await
+    .expect("tables");
+    assert_eq!(tables, ["bot_sessions", "bot_sessions_lease"]);
+    store.pool().close().await;
 }
 
 #[tokio::test]
@@ -221,6 +301,30 @@ async fn an_undecodable_row_is_a_store_error_grouped_or_not() {
         // One by one.
         for key in keys {
             check(key, store.load(key).await);
+        }
+        // Read with the lease: the same error, and the lease is given back.
+        let leases = store.leases().expect("leases");
+        let ttl = Duration::from_secs(10);
+        for key in keys {
+            let taken = leases.acquire_lease_and_load(key, ttl).await;
+            if key == "good" {
+                let (LeaseAttempt::Acquired(lease), Preload::Read(record)) = taken.expect("take")
+                else {
+                    panic!("the lease of a good row was not taken with its record");
+                };
+                assert_eq!(record.map(|r| r.version), Some(v));
+                assert!(leases.release_lease(&lease).await.expect("release"));
+                continue;
+            }
+            match taken {
+                Err(e) => assert!(e.is_store(), "{key}: expected Error::Store, got {e:?}"),
+                Ok(r) => panic!("{key} (group commit {group_commit}): taken as {r:?}"),
+            }
+            let again = leases.acquire_lease(key, ttl).await.expect("acquire");
+            assert!(
+                matches!(again, LeaseAttempt::Acquired(_)),
+                "{key}: the lease taken with an undecodable row was kept"
+            );
         }
         store.pool().close().await;
     }

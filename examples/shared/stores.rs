@@ -39,20 +39,20 @@ pub async fn open(spec: &str, namespace: Option<&str>) -> Result<Arc<dyn Session
     }
     #[cfg(feature = "postgres")]
     if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
-        let mut store = stagecraft::store::PostgresStore::connect(spec).await?;
+        let mut options = stagecraft::store::PostgresOptions::new();
         if let Some(ns) = namespace {
-            store = store.with_table(ns)?;
-            store.migrate().await?;
+            options = options.table(ns);
         }
+        let store = stagecraft::store::PostgresStore::connect_with(spec, options).await?;
         return Ok(Arc::new(store));
     }
     #[cfg(feature = "mysql")]
     if spec.starts_with("mysql://") || spec.starts_with("mariadb://") {
-        let mut store = stagecraft::store::MySqlStore::connect(spec).await?;
+        let mut options = stagecraft::store::MySqlOptions::new();
         if let Some(ns) = namespace {
-            store = store.with_table(ns)?;
-            store.migrate().await?;
+            options = options.table(ns);
         }
+        let store = stagecraft::store::MySqlStore::connect_with(spec, options).await?;
         return Ok(Arc::new(store));
     }
     let _ = namespace;

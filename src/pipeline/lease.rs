@@ -16,8 +16,8 @@ use crate::store::{Lease, LeaseAttempt, Preload, SessionStore, random_u64};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum LeaseMode {
-    /// When the store has them ([`SessionStore::leases`] is `Some`): Redis,
-    /// PostgreSQL and MySQL do, memory and SQLite don't. The default.
+    /// When the store has them ([`SessionStore::leases`] is `Some`): SQLite, Redis,
+    /// PostgreSQL and MySQL do, memory doesn't. The default.
     #[default]
     Auto,
     /// Always; an update fails with [`Error::Config`] if the store has no leases.

@@ -11,7 +11,7 @@ use super::{Record, random_u64};
 use crate::error::Result;
 
 /// Per-key leases, the optional capability of a [`SessionStore`](super::SessionStore)
-/// shared by several processes (Redis, PostgreSQL and MySQL have it).
+/// shared by several processes (SQLite, Redis, PostgreSQL and MySQL have it).
 ///
 /// A store offers it by implementing this trait and returning itself from
 /// [`SessionStore::leases`](super::SessionStore::leases); a pipeline on such a store

@@ -6,8 +6,8 @@
 //! That is what makes two bot replicas on one database safe.
 //!
 //! What only some stores can do is a trait of its own, handed out by the store:
-//! per-key leases ([`LeaseStore`], from [`SessionStore::leases`]: Redis, PostgreSQL,
-//! MySQL) and purging expired records ([`PurgeExpired`], from [`SessionStore::purge`]:
+//! per-key leases ([`LeaseStore`], from [`SessionStore::leases`]: SQLite, Redis,
+//! PostgreSQL, MySQL) and purging expired records ([`PurgeExpired`], from [`SessionStore::purge`]:
 //! memory and the SQL stores).
 //!
 //! | store | feature | persistence |
@@ -58,10 +58,10 @@ pub use lease::{Lease, LeaseAttempt, LeaseStore, Preload};
 pub use memory::MemoryStore;
 #[cfg(feature = "mysql")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
-pub use mysql::MySqlStore;
+pub use mysql::{MySqlOptions, MySqlStore};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use postgres::PostgresStore;
+pub use postgres::{PostgresOptions, PostgresStore};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis_store::RedisStore;

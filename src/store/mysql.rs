@@ -69,6 +69,56 @@ sql::queries!(
     }
 );
 
+/// Options for [`MySqlStore::connect_with`]: the table and whether the store hands out
+/// leases.
+///
+/// ```no_run
+/// use stagecraft::store::{MySqlOptions, MySqlStore};
+/// # async fn f() -> stagecraft::Result<()> {
+/// let options = MySqlOptions::new().table("bot_sessions");
+/// // Creates (or finds) `bot_sessions` and `bot_sessions_lease`, and touches no other table.
+/// let store = MySqlStore::connect_with("mysql://bot:secret@localhost/bot", options).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MySqlOptions {
+    table: String,
+    leases: bool,
+}
+
+impl Default for MySqlOptions {
+    fn default() -> Self {
+        Self {
+            table: sql::DEFAULT_TABLE.to_owned(),
+            leases: true,
+        }
+    }
+}
+
+impl MySqlOptions {
+    /// The default options: table `stagecraft_sessions`, leases on.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The table to keep sessions in (validated before connecting); its leases live in
+    /// `{table}_lease`.
+    #[must_use]
+    pub fn table(mut self, table: impl Into<String>) -> Self {
+        self.table = table.into();
+        self
+    }
+
+    /// Whether the store hands out per-key leases (see [`MySqlStore::with_leases`]).
+    #[must_use]
+    pub fn leases(mut self, on: bool) -> Self {
+        self.leases = on;
+        self
+    }
+}
+
 /// A session store in a MySQL or MariaDB table (feature `mysql`).
 ///
 /// One InnoDB row per session (default table `stagecraft_sessions`): `session_key
@@ -121,8 +171,9 @@ impl MySqlStore {
         }
     }
 
-    /// Connects a pool to `url` (`mysql://user:password@host/database`) and creates the
-    /// table `stagecraft_sessions` (and its leases' table) if needed.
+    /// Connects a pool to `url` (`mysql://user:password@host/database`) and creates
+    /// the table `stagecraft_sessions` (and its leases' table) if needed: the same as
+    /// [`connect_with`](Self::connect_with) with the default [`MySqlOptions`].
     ///
     /// The pool has sqlx's defaults, except that a connection is checked (pinged)
     /// before use only after it was idle for a second, not before every statement.
@@ -130,7 +181,22 @@ impl MySqlStore {
     /// # Errors
     /// [`Error::Store`] when the server cannot be reached or the table cannot be created.
     pub async fn connect(url: &str) -> Result<Self> {
-        let store = Self::new(sql::connect(url, BACKEND).await?);
+        Self::connect_with(url, MySqlOptions::default()).await
+    }
+
+    /// Connects like [`connect`](Self::connect) and creates the table of `options`
+    /// (and its leases' table) if needed, touching no other table: a database user
+    /// that owns (or was granted) only these two tables can start a store this way.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid table name (before connecting);
+    /// [`Error::Store`] when the server cannot be reached or the tables cannot be
+    /// created.
+    pub async fn connect_with(url: &str, options: MySqlOptions) -> Result<Self> {
+        sql::validate_table(&options.table)?;
+        let store = Self::new(sql::connect(url, BACKEND).await?)
+            .with_table(&options.table)?
+            .with_leases(options.leases);
         store.migrate().await?;
         Ok(store)
     }

@@ -43,8 +43,59 @@ sql::queries!(
         lease_purge,
         lease_acquire,
         lease_acquire_load,
+        tables_exist,
     }
 );
+
+/// Options for [`PostgresStore::connect_with`]: the table and whether the store hands out
+/// leases.
+///
+/// ```no_run
+/// use stagecraft::store::{PostgresOptions, PostgresStore};
+/// # async fn f() -> stagecraft::Result<()> {
+/// let options = PostgresOptions::new().table("bot_sessions");
+/// // Creates (or finds) `bot_sessions` and `bot_sessions_lease`, and touches no other table.
+/// let store = PostgresStore::connect_with("postgres://bot@localhost/bot", options).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PostgresOptions {
+    table: String,
+    leases: bool,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            table: sql::DEFAULT_TABLE.to_owned(),
+            leases: true,
+        }
+    }
+}
+
+impl PostgresOptions {
+    /// The default options: table `stagecraft_sessions`, leases on.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The table to keep sessions in (validated before connecting); its leases live in
+    /// `{table}_lease`.
+    #[must_use]
+    pub fn table(mut self, table: impl Into<String>) -> Self {
+        self.table = table.into();
+        self
+    }
+
+    /// Whether the store hands out per-key leases (see [`PostgresStore::with_leases`]).
+    #[must_use]
+    pub fn leases(mut self, on: bool) -> Self {
+        self.leases = on;
+        self
+    }
+}
 
 /// A session store in a PostgreSQL table (feature `postgres`).
 ///
@@ -98,7 +149,8 @@ impl PostgresStore {
     }
 
     /// Connects a pool to `url` (`postgres://user:password@host/database`) and creates
-    /// the table `stagecraft_sessions` (and its leases' table) if needed.
+    /// the table `stagecraft_sessions` (and its leases' table) if needed: the same as
+    /// [`connect_with`](Self::connect_with) with the default [`PostgresOptions`].
     ///
     /// The pool has sqlx's defaults, except that a connection is checked (pinged)
     /// before use only after it was idle for a second, not before every statement.
@@ -106,7 +158,22 @@ impl PostgresStore {
     /// # Errors
     /// [`Error::Store`] when the server cannot be reached or the table cannot be created.
     pub async fn connect(url: &str) -> Result<Self> {
-        let store = Self::new(sql::connect(url, BACKEND).await?);
+        Self::connect_with(url, PostgresOptions::default()).await
+    }
+
+    /// Connects like [`connect`](Self::connect) and creates the table of `options`
+    /// (and its leases' table) if needed, touching no other table: a database user
+    /// that owns (or was granted) only these two tables can start a store this way.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid table name (before connecting);
+    /// [`Error::Store`] when the server cannot be reached or the tables cannot be
+    /// created.
+    pub async fn connect_with(url: &str, options: PostgresOptions) -> Result<Self> {
+        sql::validate_table(&options.table)?;
+        let store = Self::new(sql::connect(url, BACKEND).await?)
+            .with_table(&options.table)?
+            .with_leases(options.leases);
         store.migrate().await?;
         Ok(store)
     }
@@ -160,13 +227,25 @@ impl PostgresStore {
     }
 
     /// Creates the table, its `expires_at` index and the leases' table
-    /// (`{table}_lease`) if they do not exist (idempotent).
+    /// (`{table}_lease`) if they do not exist (idempotent). When all three exist, it
+    /// only looks them up, so a user without the `CREATE` privilege on the schema (one
+    /// that owns only its tables) can run it.
     ///
     /// # Errors
     /// [`Error::Store`] when the statements fail.
     #[tracing::instrument(skip_all, fields(table = %self.table()), err)]
     pub async fn migrate(&self) -> Result<()> {
         let q = self.table.queries();
+        // `CREATE … IF NOT EXISTS` needs the `CREATE` privilege on the schema even when
+        // the table exists: a user that owns only its tables could not start. When they
+        // are all there already, there is nothing to create.
+        let exists = sqlx::query_scalar::<_, bool>(&q.tables_exist)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
+        if exists {
+            return Ok(());
+        }
         // `CREATE … IF NOT EXISTS` is not safe against itself in PostgreSQL's catalog:
         // processes starting together on a fresh table fail with a duplicate key in
         // `pg_type`. A transaction-scoped advisory lock serialises the migrations of

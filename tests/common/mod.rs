@@ -219,3 +219,11 @@ pub(crate) async fn assert_refused_fast<T>(
         started.elapsed()
     );
 }
+
+/// `url` with its user information replaced by `user:password` (for connecting as a
+/// user a test created).
+pub(crate) fn with_user(url: &str, user: &str, password: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{user}:{password}@{host}")
+}

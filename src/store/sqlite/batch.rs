@@ -67,13 +67,26 @@ impl Grouped {
         now: i64,
         expires_at: Option<i64>,
     ) -> Option<Result<Version>> {
-        let (reply, rx) = oneshot::channel();
-        let op = WriteOp {
-            key: key.to_owned(),
+        let save = Write::Save(SaveArgs {
             bytes: bytes.to_vec(),
             expected,
             now,
             expires_at,
+        });
+        Some(self.send(key, save).await?.and_then(Done::into_version))
+    }
+
+    /// A lease operation done by the group-commit writer, in the transaction of the
+    /// writes queued with it; `None` when the writer's runtime is gone.
+    pub(super) async fn lease(&self, key: &str, op: LeaseOp) -> Option<Result<Done>> {
+        self.send(key, Write::Lease(op)).await
+    }
+
+    async fn send(&self, key: &str, what: Write) -> Option<Result<Done>> {
+        let (reply, rx) = oneshot::channel();
+        let op = WriteOp {
+            key: key.to_owned(),
+            what,
             reply,
         };
         self.writer.send(op).await.ok()?;
@@ -186,15 +199,120 @@ fn decode_row(row: &SqliteRow) -> std::result::Result<Row3, sqlx::Error> {
     Ok((row.try_get(1)?, row.try_get(2)?, row.try_get(3)?))
 }
 
-/// A save handed to the group-commit writer.
+/// A write handed to the group-commit writer: a save or a lease operation, on `key`.
 #[derive(Debug)]
 struct WriteOp {
     key: String,
+    what: Write,
+    reply: oneshot::Sender<Result<Done>>,
+}
+
+/// What a [`WriteOp`] does.
+#[derive(Debug)]
+enum Write {
+    Save(SaveArgs),
+    Lease(LeaseOp),
+}
+
+/// The arguments of a save (see [`Queries::save`]).
+#[derive(Debug)]
+struct SaveArgs {
     bytes: Vec<u8>,
     expected: Option<Version>,
     now: i64,
     expires_at: Option<i64>,
-    reply: oneshot::Sender<Result<Version>>,
+}
+
+/// A lease operation on a key, timed by the wall clock when it runs (leases are shared
+/// by every process on the file).
+#[derive(Debug, Clone)]
+pub(super) enum LeaseOp {
+    /// Take the lease with this token for `ttl_ms` if no live lease is in the way, and
+    /// read the key's row in the same statement (`load`: answer it; else it is ignored,
+    /// even when it does not decode).
+    Acquire {
+        token: String,
+        ttl_ms: i64,
+        load: bool,
+    },
+    /// Extend the lease held with this token to `ttl_ms` from now, if it is still live.
+    Renew { token: String, ttl_ms: i64 },
+    /// Give back the lease held with this token.
+    Release { token: String },
+}
+
+/// What a [`WriteOp`] did.
+#[derive(Debug)]
+pub(super) enum Done {
+    /// The save wrote this version.
+    Saved(Version),
+    /// The lease was taken; the key's row as stored (`None`: no row).
+    Taken(Option<Row3>),
+    /// A live lease is in the way.
+    Busy,
+    /// Whether the renewal or release found the lease still held with its token.
+    Held(bool),
+}
+
+impl Done {
+    /// The version of a save.
+    fn into_version(self) -> Result<Version> {
+        match self {
+            Self::Saved(v) => Ok(v),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The answer of a renewal or release.
+    pub(super) fn into_held(self) -> Result<bool> {
+        match self {
+            Self::Held(held) => Ok(held),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+/// A [`Done`] that does not answer the operation asked for (a bug, reported rather than
+/// panicking).
+pub(super) fn unexpected(done: &Done) -> Error {
+    Error::store(
+        BACKEND,
+        Message(format!("the group-commit writer answered {done:?}")),
+    )
+}
+
+/// The wall clock in milliseconds since the epoch: the time of leases, which several
+/// processes compare (a store's own [`Clock`](crate::clock::Clock) may be virtual).
+pub(super) fn wall_ms() -> i64 {
+    use crate::clock::{Clock, SystemClock};
+    SystemClock.now_ms()
+}
+
+/// Runs the lease operation `op` on `key` alone, in one autocommit statement (when the
+/// store has no group-commit writer, or the operation came alone).
+pub(super) async fn lease_alone(
+    conn: &mut SqliteConnection,
+    queries: &Queries,
+    key: &str,
+    op: &LeaseOp,
+) -> Result<Done> {
+    let ops = [(key, op)];
+    let done = match op {
+        LeaseOp::Acquire { .. } => acquire_many(conn, queries, &ops).await,
+        LeaseOp::Release { .. } => release_many(conn, queries, &ops)
+            .await
+            .map(|done| done.into_iter().map(Ok).collect()),
+        LeaseOp::Renew { token, ttl_ms } => renew(conn, queries, key, token, *ttl_ms)
+            .await
+            .map(|held| vec![Ok(Done::Held(held))]),
+    };
+    let mut done = done.map_err(|e| Error::store(BACKEND, e))?;
+    done.pop().unwrap_or_else(|| {
+        Err(Error::store(
+            BACKEND,
+            Message("a lease statement gave no answer".into()),
+        ))
+    })
 }
 
 /// How long the group-commit writer keeps its connection without a save to write.
@@ -255,56 +373,258 @@ async fn writer_loop(pool: SqlitePool, queries: Arc<Queries>, mut rx: mpsc::Rece
     }
 }
 
-/// The compare-and-set statement of the save `op`, and the version it writes.
-fn save_query<'q>(queries: &'q Queries, op: &'q WriteOp) -> (Version, SaveQuery<'q>) {
-    queries.save(&op.key, &op.bytes, op.expected, op.now, op.expires_at)
+/// The compare-and-set statement of a save of `key`, and the version it writes.
+fn save_query<'q>(
+    queries: &'q Queries,
+    key: &'q str,
+    save: &'q SaveArgs,
+) -> (Version, SaveQuery<'q>) {
+    queries.save(key, &save.bytes, save.expected, save.now, save.expires_at)
 }
 
-/// Writes `batch` in one transaction: one conditional statement per save.
+/// Writes `batch` in one transaction: its lease releases, renewals and takes (a few
+/// multi-row statements), then its saves (multi-row statements when their keys are
+/// distinct, else one conditional statement each, in order).
+///
+/// The operations of one group were all pending at once, so any order among them is one
+/// they could have happened in; releases go first so that takes queued with them find
+/// the keys free. Nobody learns an outcome before the transaction committed.
 async fn commit_group(
     conn: &mut SqliteConnection,
     queries: &Queries,
     batch: &[WriteOp],
-) -> Vec<Result<Version>> {
+) -> Vec<Result<Done>> {
     let fail_all = |e: sqlx::Error| {
         let failed = SharedError::new("the group commit failed", e);
         batch.iter().map(|_| Err(failed.to_store())).collect()
     };
     if let [op] = batch {
         // Alone: an autocommit statement, without BEGIN and COMMIT round trips.
-        let (version, query) = save_query(queries, op);
-        return vec![save_result(
-            &op.key,
-            version,
-            query.execute(&mut *conn).await,
-        )];
+        return vec![run_alone(conn, queries, op).await];
     }
     let mut tx = match sqlx::Connection::begin(&mut *conn).await {
         Ok(tx) => tx,
         Err(e) => return fail_all(e),
     };
-    let mut seen = HashSet::with_capacity(batch.len());
-    if batch.iter().all(|op| seen.insert(op.key.as_str())) {
-        // Every key once: a few multi-row statements instead of one per save.
-        let results = match write_many(&mut tx, queries, batch).await {
-            Ok(results) => results,
-            Err(e) => return fail_all(e),
-        };
-        return match tx.commit().await {
-            Ok(()) => results,
-            Err(e) => fail_all(e),
-        };
-    }
-    let mut results = Vec::with_capacity(batch.len());
-    for op in batch {
-        let (version, query) = save_query(queries, op);
-        let done = query.execute(&mut *tx).await;
-        results.push(save_result(&op.key, version, done));
-    }
+    let results = match write_group(&mut tx, queries, batch).await {
+        Ok(results) => results,
+        Err(e) => return fail_all(e),
+    };
     match tx.commit().await {
         Ok(()) => results,
         Err(e) => fail_all(e),
     }
+}
+
+/// One write on its own, in autocommit.
+async fn run_alone(conn: &mut SqliteConnection, queries: &Queries, op: &WriteOp) -> Result<Done> {
+    match &op.what {
+        Write::Save(save) => {
+            let (version, query) = save_query(queries, &op.key, save);
+            save_result(&op.key, version, query.execute(&mut *conn).await).map(Done::Saved)
+        }
+        Write::Lease(lease) => lease_alone(conn, queries, &op.key, lease).await,
+    }
+}
+
+/// The statements of a group inside its transaction (see [`commit_group`]); an error
+/// fails the whole group.
+async fn write_group(
+    tx: &mut SqliteConnection,
+    queries: &Queries,
+    batch: &[WriteOp],
+) -> std::result::Result<Vec<Result<Done>>, sqlx::Error> {
+    let mut results: Vec<Option<Result<Done>>> = batch.iter().map(|_| None).collect();
+    let (mut releases, mut renewals, mut takes, mut saves) = (vec![], vec![], vec![], vec![]);
+    for (i, op) in batch.iter().enumerate() {
+        match &op.what {
+            Write::Save(save) => saves.push((i, (op.key.as_str(), save))),
+            Write::Lease(lease @ LeaseOp::Release { .. }) => {
+                releases.push((i, (op.key.as_str(), lease)));
+            }
+            Write::Lease(lease @ LeaseOp::Renew { .. }) => {
+                renewals.push((i, (op.key.as_str(), lease)));
+            }
+            Write::Lease(lease @ LeaseOp::Acquire { .. }) => {
+                takes.push((i, (op.key.as_str(), lease)));
+            }
+        }
+    }
+    if !releases.is_empty() {
+        let (at, ops) = split(&releases);
+        for (i, done) in at.into_iter().zip(release_many(tx, queries, &ops).await?) {
+            results[i] = Some(Ok(done));
+        }
+    }
+    for &(i, (key, op)) in &renewals {
+        if let LeaseOp::Renew { token, ttl_ms } = op {
+            results[i] = Some(Ok(Done::Held(
+                renew(tx, queries, key, token, *ttl_ms).await?,
+            )));
+        }
+    }
+    if !takes.is_empty() {
+        let (at, ops) = split(&takes);
+        for (i, done) in at.into_iter().zip(acquire_many(tx, queries, &ops).await?) {
+            results[i] = Some(done);
+        }
+    }
+    let mut seen = HashSet::with_capacity(saves.len());
+    if saves.iter().all(|(_, (key, _))| seen.insert(*key)) {
+        // Every key once: a few multi-row statements instead of one per save.
+        let (at, ops): (Vec<usize>, Vec<(&str, &SaveArgs)>) = saves.into_iter().unzip();
+        for (i, r) in at.into_iter().zip(write_many(tx, queries, &ops).await?) {
+            results[i] = Some(r.map(Done::Saved));
+        }
+    } else {
+        for (i, (key, save)) in saves {
+            let (version, query) = save_query(queries, key, save);
+            let done = query.execute(&mut *tx).await;
+            results[i] = Some(save_result(key, version, done).map(Done::Saved));
+        }
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(Error::store(
+                    BACKEND,
+                    Message("a write of the group got no answer".into()),
+                ))
+            })
+        })
+        .collect())
+}
+
+/// The places in the group and the operations of `ops`, apart.
+#[allow(clippy::type_complexity)]
+fn split<'a>(ops: &[(usize, (&'a str, &'a LeaseOp))]) -> (Vec<usize>, Vec<(&'a str, &'a LeaseOp)>) {
+    ops.iter().copied().unzip()
+}
+
+/// Takes the leases of `ops` (all [`LeaseOp::Acquire`]) with one multi-row statement per
+/// [`ROWS_PER_STATEMENT`], each reading its key's row in the same statement: the answer
+/// of each, in order. A key whose row does not decode gets a store error, and the lease
+/// taken for it is given back in the same transaction (the other keys are unaffected).
+async fn acquire_many(
+    conn: &mut SqliteConnection,
+    queries: &Queries,
+    ops: &[(&str, &LeaseOp)],
+) -> std::result::Result<Vec<Result<Done>>, sqlx::Error> {
+    let now = wall_ms();
+    let mut taken = HashMap::with_capacity(ops.len());
+    for chunk in ops.chunks(ROWS_PER_STATEMENT) {
+        // Padded to a power of two by repeating the last row, so that a handful of
+        // statement texts serve every group size (sqlx caches them). A repeated row
+        // changes nothing: it meets the lease its first copy just took (or found), which
+        // is live (the TTL is at least 1 ms), so it is neither written nor returned.
+        let rows = chunk.len().next_power_of_two();
+        let text = queries.acquire_leases(rows);
+        let mut q = sqlx::query(&text);
+        let padding = std::iter::repeat_n(chunk[chunk.len() - 1], rows - chunk.len());
+        for (key, op) in chunk.iter().copied().chain(padding) {
+            let (token, ttl_ms) = match op {
+                LeaseOp::Acquire { token, ttl_ms, .. } => (token.as_str(), (*ttl_ms).max(1)),
+                // Not a take: a row no answer is looked up for.
+                _ => ("", 1),
+            };
+            q = q.bind(key).bind(token).bind(now.saturating_add(ttl_ms));
+        }
+        q = q.bind(now);
+        for row in q.fetch_all(&mut *conn).await? {
+            let token: String = row.try_get(0)?;
+            taken.insert(token, decode_leased(&row));
+        }
+    }
+    let mut answers = Vec::with_capacity(ops.len());
+    let mut undo = Vec::new();
+    for &(key, op) in ops {
+        let LeaseOp::Acquire { token, load, .. } = op else {
+            answers.push(Ok(Done::Busy));
+            continue;
+        };
+        answers.push(match taken.remove(token) {
+            None => Ok(Done::Busy),
+            Some(Ok(row)) => Ok(Done::Taken(row.filter(|_| *load))),
+            Some(Err(_)) if !load => Ok(Done::Taken(None)),
+            Some(Err(e)) => {
+                undo.push((
+                    key,
+                    LeaseOp::Release {
+                        token: token.clone(),
+                    },
+                ));
+                Err(Error::store(BACKEND, e))
+            }
+        });
+    }
+    if !undo.is_empty() {
+        let undo: Vec<(&str, &LeaseOp)> = undo.iter().map(|(k, op)| (*k, op)).collect();
+        release_many(conn, queries, &undo).await?;
+    }
+    Ok(answers)
+}
+
+/// The key's row read with a lease (its data, version and expiry after the token;
+/// `NULL`s when the key has no record).
+fn decode_leased(row: &SqliteRow) -> std::result::Result<Option<Row3>, sqlx::Error> {
+    let data: Option<Vec<u8>> = row.try_get(1)?;
+    let version: Option<i64> = row.try_get(2)?;
+    let expires_at: Option<i64> = row.try_get(3)?;
+    Ok(data.zip(version).map(|(d, v)| (d, v, expires_at)))
+}
+
+/// Releases the leases of `ops` (all [`LeaseOp::Release`]) with one multi-row statement
+/// per [`ROWS_PER_STATEMENT`]: whether each was still held with its token, in order.
+async fn release_many(
+    conn: &mut SqliteConnection,
+    queries: &Queries,
+    ops: &[(&str, &LeaseOp)],
+) -> std::result::Result<Vec<Done>, sqlx::Error> {
+    let token_of = |op: &LeaseOp| match op {
+        LeaseOp::Release { token } => Some(token.clone()),
+        _ => None,
+    };
+    let mut released = HashSet::with_capacity(ops.len());
+    for chunk in ops.chunks(ROWS_PER_STATEMENT) {
+        // Padded to a power of two with rows that match nothing (NULLs), so that a
+        // handful of statement texts serve every group size.
+        let rows = chunk.len().next_power_of_two();
+        let text = queries.release_leases(rows);
+        let mut q = sqlx::query(&text);
+        for &(key, op) in chunk {
+            q = q.bind(key).bind(token_of(op));
+        }
+        for _ in chunk.len()..rows {
+            q = q.bind(None::<&str>).bind(None::<String>);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            released.insert(row.try_get::<String, _>(0)?);
+        }
+    }
+    Ok(ops
+        .iter()
+        .map(|(_, op)| Done::Held(token_of(op).is_some_and(|t| released.contains(&t))))
+        .collect())
+}
+
+/// Extends the lease of `key` held with `token` to `ttl_ms` from now, if it is live.
+async fn renew(
+    conn: &mut SqliteConnection,
+    queries: &Queries,
+    key: &str,
+    token: &str,
+    ttl_ms: i64,
+) -> std::result::Result<bool, sqlx::Error> {
+    let now = wall_ms();
+    let done = sqlx::query(&queries.lease_renew)
+        .bind(key)
+        .bind(token)
+        .bind(now.saturating_add(ttl_ms))
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Rows per multi-row statement (6 parameters a row, far below SQLite's 32,766).
@@ -316,18 +636,18 @@ const ROWS_PER_STATEMENT: usize = 256;
 async fn write_many(
     tx: &mut SqliteConnection,
     queries: &Queries,
-    batch: &[WriteOp],
+    batch: &[(&str, &SaveArgs)],
 ) -> std::result::Result<Vec<Result<Version>>, sqlx::Error> {
     let versions: Vec<Version> = batch
         .iter()
-        .map(|op| op.expected.map_or_else(Version::initial, Version::next))
+        .map(|(_, op)| op.expected.map_or_else(Version::initial, Version::next))
         .collect();
     let mut written = HashSet::with_capacity(batch.len());
     let updates: Vec<usize> = (0..batch.len())
-        .filter(|&i| batch[i].expected.is_some())
+        .filter(|&i| batch[i].1.expected.is_some())
         .collect();
     let inserts: Vec<usize> = (0..batch.len())
-        .filter(|&i| batch[i].expected.is_none())
+        .filter(|&i| batch[i].1.expected.is_none())
         .collect();
     for chunk in updates.chunks(ROWS_PER_STATEMENT) {
         // Padded to a power of two with rows that match nothing (a NULL key), so that
@@ -336,9 +656,9 @@ async fn write_many(
         let text = queries.update_rows(rows);
         let mut q = sqlx::query(&text);
         for &i in chunk {
-            let op = &batch[i];
+            let (key, op) = batch[i];
             q = q
-                .bind(op.key.as_str())
+                .bind(key)
                 .bind(op.bytes.as_slice())
                 .bind(sql::version_param(versions[i]))
                 .bind(op.expires_at)
@@ -362,15 +682,15 @@ async fn write_many(
         let text = queries.insert_rows(chunk.len());
         let mut q = sqlx::query(&text);
         for &i in chunk {
-            let op = &batch[i];
+            let (key, op) = batch[i];
             q = q
-                .bind(op.key.as_str())
+                .bind(key)
                 .bind(op.bytes.as_slice())
                 .bind(sql::version_param(versions[i]))
                 .bind(op.expires_at);
         }
         // A row in the way counts as absent only if it expired before every save here.
-        let now = chunk.iter().map(|&i| batch[i].now).min().unwrap_or(0);
+        let now = chunk.iter().map(|&i| batch[i].1.now).min().unwrap_or(0);
         q = q.bind(now);
         for row in q.fetch_all(&mut *tx).await? {
             written.insert(row.try_get::<String, _>(0)?);
@@ -379,12 +699,12 @@ async fn write_many(
     Ok(batch
         .iter()
         .zip(versions)
-        .map(|(op, version)| {
-            if written.contains(&op.key) {
+        .map(|(&(key, _), version)| {
+            if written.contains(key) {
                 Ok(version)
             } else {
                 Err(Error::Conflict {
-                    key: op.key.clone(),
+                    key: key.to_owned(),
                 })
             }
         })
@@ -398,13 +718,32 @@ mod tests {
     use crate::store::SessionStore;
 
     fn op(key: &str, bytes: &[u8], expected: Option<Version>, now: i64) -> WriteOp {
-        WriteOp {
-            key: key.to_owned(),
+        let save = SaveArgs {
             bytes: bytes.to_vec(),
             expected,
             now,
             expires_at: None,
+        };
+        WriteOp {
+            key: key.to_owned(),
+            what: Write::Save(save),
             reply: oneshot::channel().0,
+        }
+    }
+
+    fn lease_op(key: &str, op: LeaseOp) -> WriteOp {
+        WriteOp {
+            key: key.to_owned(),
+            what: Write::Lease(op),
+            reply: oneshot::channel().0,
+        }
+    }
+
+    /// The version a save of a group wrote.
+    fn saved(result: &Result<Done>) -> Version {
+        match result {
+            Ok(Done::Saved(v)) => *v,
+            other => panic!("not a save: {other:?}"),
         }
     }
 
@@ -444,12 +783,12 @@ mod tests {
         };
         assert_eq!(
             loaded("a").await,
-            Some((b"a1".to_vec(), *results[0].as_ref().unwrap()))
+            Some((b"a1".to_vec(), saved(&results[0])))
         );
         assert_eq!(loaded("b").await.unwrap().0, b"b1");
         assert_eq!(
             loaded("c").await,
-            Some((b"c0".to_vec(), *results[2].as_ref().unwrap()))
+            Some((b"c0".to_vec(), saved(&results[2])))
         );
         assert_eq!(loaded("d").await.unwrap().0, b"d0");
         assert_eq!(loaded("e").await, None);
@@ -491,6 +830,59 @@ mod tests {
         );
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Lease takes, releases and renewals join the saves of a group: of two takes of one
+    /// key one wins, a take reads the record as the transaction sees it, a release with
+    /// another token does nothing, and the one with the right token frees the key for a
+    /// take in the same group.
+    #[tokio::test]
+    async fn lease_operations_join_a_group() {
+        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        let now = store.table.now();
+        let v = store.save("a", b"a0", None).await.unwrap();
+        let take = |token: &str| LeaseOp::Acquire {
+            token: token.to_owned(),
+            ttl_ms: 60_000,
+            load: true,
+        };
+        let release = |token: &str| LeaseOp::Release {
+            token: token.to_owned(),
+        };
+        let mut conn = store.pool.acquire().await.unwrap();
+        let held = lease_alone(&mut conn, store.table.queries(), "h", &take("h1")).await;
+        assert!(matches!(held, Ok(Done::Taken(None))), "{held:?}");
+        let batch = vec![
+            lease_op("a", take("t1")),
+            lease_op("a", take("t2")),
+            op("b", b"b0", None, now),
+            lease_op("h", take("h2")),
+            lease_op("h", release("not-h1")),
+            lease_op("h", release("h1")),
+            lease_op(
+                "a",
+                LeaseOp::Renew {
+                    token: "t9".into(),
+                    ttl_ms: 1,
+                },
+            ),
+        ];
+        let results = commit_group(&mut conn, store.table.queries(), &batch).await;
+        let results: Vec<Done> = results.into_iter().map(Result::unwrap).collect();
+        match (&results[0], &results[1]) {
+            (Done::Taken(Some((bytes, version, None))), Done::Busy)
+            | (Done::Busy, Done::Taken(Some((bytes, version, None)))) => {
+                assert_eq!(bytes, b"a0");
+                assert_eq!(*version, sql::version_param(v));
+            }
+            other => panic!("two takes of one key: {other:?}"),
+        }
+        assert!(matches!(results[2], Done::Saved(_)), "{:?}", results[2]);
+        // Released first in the group, so the take of `h` finds it free.
+        assert!(matches!(results[3], Done::Taken(None)), "{:?}", results[3]);
+        assert!(matches!(results[4], Done::Held(false)), "{:?}", results[4]);
+        assert!(matches!(results[5], Done::Held(true)), "{:?}", results[5]);
+        assert!(matches!(results[6], Done::Held(false)), "{:?}", results[6]);
     }
 
     /// A group where one key appears twice is written statement by statement, in order.

@@ -14,14 +14,17 @@ use sqlx::sqlite::{
 };
 
 use super::sql::{self, DEFAULT_TABLE, Rows, SqlTable};
-use super::{ListFilter, PurgeExpired, Record, SessionStore, Version};
+use super::{
+    Lease, LeaseAttempt, LeaseStore, ListFilter, Preload, PurgeExpired, Record, SessionStore,
+    Version,
+};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 
 mod batch;
 mod queries;
 
-use batch::Grouped;
+use batch::{Done, Grouped, LeaseOp};
 use queries::Queries;
 
 const BACKEND: &str = "sqlite";
@@ -65,6 +68,7 @@ pub struct SqliteOptions {
     max_connections: u32,
     table: String,
     group_commit: bool,
+    leases: bool,
 }
 
 impl Default for SqliteOptions {
@@ -75,13 +79,14 @@ impl Default for SqliteOptions {
             max_connections: 8,
             table: DEFAULT_TABLE.to_owned(),
             group_commit: true,
+            leases: true,
         }
     }
 }
 
 impl SqliteOptions {
     /// The default options: [`Durability::Normal`], a 5 s busy timeout, 8 connections,
-    /// table `stagecraft_sessions`.
+    /// table `stagecraft_sessions`, group commit and per-key leases on.
     #[must_use]
     pub fn new() -> Self {
         Self::default()
@@ -125,6 +130,17 @@ impl SqliteOptions {
         self.group_commit = on;
         self
     }
+
+    /// Per-key leases (on by default, see [`SqliteStore::with_leases`]): pipelines on the
+    /// store take a key's lease before loading its session, so every process using the
+    /// file handles the updates of one key one at a time. Turn them off only when a
+    /// single process ever opens the file: then compare-and-set alone is enough, and
+    /// updates cost fewer writes.
+    #[must_use]
+    pub fn leases(mut self, on: bool) -> Self {
+        self.leases = on;
+        self
+    }
 }
 
 /// A session store in an SQLite database (feature `sqlite`, on by default).
@@ -132,7 +148,15 @@ impl SqliteOptions {
 /// One row per session in a table (default `stagecraft_sessions`) with a `version`
 /// column; [`save`](SessionStore::save) and [`delete`](SessionStore::delete) are single
 /// conditional statements, so several pools, or several processes, on one database file
-/// are safe. [`list`](SessionStore::list) compares key prefixes with `substr`, so `%`
+/// are safe.
+///
+/// Per-key leases (on by default, see [`with_leases`](Self::with_leases)) live in the
+/// table `{table}_lease` of the same file, one row per leased key with its holder's
+/// token and its expiry by the wall clock; every process on the file sees them, so a
+/// pipeline on each handles the updates of one key one at a time. A lease is taken
+/// with one `INSERT … ON CONFLICT DO UPDATE … RETURNING` statement that reads the key's
+/// record too; with group commit, takes, renewals and releases join the saves in the
+/// writer's transactions. [`list`](SessionStore::list) compares key prefixes with `substr`, so `%`
 /// and `_` in a prefix are literal.
 ///
 /// With a TTL ([`with_ttl`](Self::with_ttl)), a record expires `ttl` after its last save:
@@ -159,6 +183,8 @@ pub struct SqliteStore {
     table: SqlTable<Queries>,
     /// The grouped reader and the group-commit writer, when group commit is on.
     grouped: Option<Grouped>,
+    /// Whether [`SessionStore::leases`] hands the leases out.
+    leases: bool,
 }
 
 impl SqliteStore {
@@ -229,7 +255,9 @@ impl SqliteStore {
         .connect_with(connect)
         .await
         .map_err(db_err)?;
-        let mut store = Self::new(pool).with_table(&options.table)?;
+        let mut store = Self::new(pool)
+            .with_table(&options.table)?
+            .with_leases(options.leases);
         store.migrate().await?;
         if options.group_commit {
             store = store.with_group_commit();
@@ -245,7 +273,20 @@ impl SqliteStore {
             pool,
             table: SqlTable::new(),
             grouped: None,
+            leases: true,
         }
+    }
+
+    /// Whether this store hands out per-key leases (default `true`; they live in the
+    /// table `{table}_lease`, which [`migrate`](Self::migrate) creates). With `false`,
+    /// [`leases`](SessionStore::leases) is `None`, so a pipeline on it takes no leases
+    /// and relies on compare-and-set alone: safe only while one process uses the file
+    /// (several lose updates to conflicts a few reruns do not resolve). (The store's
+    /// [`LeaseStore`] methods, called on it directly, still take leases.)
+    #[must_use]
+    pub fn with_leases(mut self, on: bool) -> Self {
+        self.leases = on;
+        self
     }
 
     /// Turns on group commit (see [`SqliteOptions::group_commit`]): a writer task on the
@@ -300,7 +341,8 @@ impl SqliteStore {
         self.table.name()
     }
 
-    /// Creates the table and its index if they do not exist (idempotent).
+    /// Creates the table, its index and the leases' table (`{table}_lease`) if they do
+    /// not exist (idempotent).
     ///
     /// # Errors
     /// [`Error::Store`] when the statements fail.
@@ -308,23 +350,49 @@ impl SqliteStore {
     pub async fn migrate(&self) -> Result<()> {
         let q = self.table.queries();
         self.rows()
-            .run_all(&[&q.create_table, &q.create_index])
+            .run_all(&[&q.create_table, &q.create_index, &q.create_lease_table])
             .await
     }
 
-    /// Deletes every expired row now and returns how many were deleted.
+    /// Deletes every expired row now and returns how many were deleted (expired
+    /// leases, of holders that died, are deleted too, uncounted).
     ///
     /// Expired rows are already invisible; this reclaims their space. Call it
     /// periodically (e.g. hourly from a `tokio::time::interval` task) when a TTL is set.
     /// The same as [`PurgeExpired::purge_expired`], without importing the trait.
     ///
     /// # Errors
-    /// [`Error::Store`] when the statement fails.
+    /// [`Error::Store`] when a statement fails.
     #[tracing::instrument(skip_all, fields(table = %self.table()), err)]
     pub async fn purge_expired(&self) -> Result<u64> {
-        self.rows()
-            .purge(&self.table.queries().purge, self.table.now())
-            .await
+        let q = self.table.queries();
+        let purged = self.rows().purge(&q.purge, self.table.now()).await?;
+        // Leases expire by the wall clock, whatever clock the records use.
+        self.rows().purge(&q.lease_purge, batch::wall_ms()).await?;
+        Ok(purged)
+    }
+
+    /// Tries once to take `lease` for `ttl`, reading the key's row with it when `load`.
+    async fn take_lease(&self, lease: &Lease, ttl: Duration, load: bool) -> Result<Done> {
+        let op = LeaseOp::Acquire {
+            token: lease.token().to_owned(),
+            ttl_ms: sql::ttl_ms(ttl).max(1),
+            load,
+        };
+        self.lease_op(lease.key(), op).await
+    }
+
+    /// Runs a lease operation: in the group-commit writer's next transaction, or alone
+    /// on a pooled connection.
+    async fn lease_op(&self, key: &str, op: LeaseOp) -> Result<Done> {
+        if let Some(grouped) = &self.grouped {
+            if let Some(done) = grouped.lease(key, op.clone()).await {
+                return done;
+            }
+            // The writer's runtime is gone: run it directly below.
+        }
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        batch::lease_alone(&mut conn, self.table.queries(), key, &op).await
     }
 
     fn rows(&self) -> Rows<'_, sqlx::Sqlite> {
@@ -398,6 +466,10 @@ impl SessionStore for SqliteStore {
             .await
     }
 
+    fn leases(&self) -> Option<&dyn LeaseStore> {
+        self.leases.then_some(self as &dyn LeaseStore)
+    }
+
     fn purge(&self) -> Option<&dyn PurgeExpired> {
         Some(self)
     }
@@ -407,5 +479,67 @@ impl SessionStore for SqliteStore {
 impl PurgeExpired for SqliteStore {
     async fn purge_expired(&self) -> Result<u64> {
         SqliteStore::purge_expired(self).await
+    }
+}
+
+#[async_trait]
+impl LeaseStore for SqliteStore {
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
+    async fn acquire_lease(&self, key: &str, ttl: Duration) -> Result<LeaseAttempt> {
+        let lease = Lease::generate(key);
+        match self.take_lease(&lease, ttl, false).await? {
+            Done::Taken(_) => Ok(LeaseAttempt::Acquired(lease)),
+            Done::Busy => Ok(LeaseAttempt::Busy),
+            other => Err(batch::unexpected(&other)),
+        }
+    }
+
+    /// Takes the lease and reads the record in one statement (`RETURNING` reads the
+    /// key's row), inside the write transaction that takes the lease: it sees every
+    /// commit made before, by any process on the file.
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
+    async fn acquire_lease_and_load(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<(LeaseAttempt, Preload)> {
+        let now = self.table.now();
+        let lease = Lease::generate(key);
+        let row = match self.take_lease(&lease, ttl, true).await? {
+            Done::Taken(row) => row,
+            Done::Busy => return Ok((LeaseAttempt::Busy, Preload::NotRead)),
+            other => return Err(batch::unexpected(&other)),
+        };
+        // Taken: a failure from here on gives the lease back (it is not handed out, and
+        // would block the key until it expires).
+        let q = self.table.queries();
+        match self
+            .rows()
+            .live_record(&q.delete_expired, key, row, now)
+            .await
+        {
+            Ok(record) => Ok((LeaseAttempt::Acquired(lease), Preload::Read(record))),
+            Err(e) => {
+                let _ = self.release_lease(&lease).await;
+                Err(e)
+            }
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %lease.key()), err(level = "debug"))]
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
+        let op = LeaseOp::Renew {
+            token: lease.token().to_owned(),
+            ttl_ms: sql::ttl_ms(ttl).max(1),
+        };
+        self.lease_op(lease.key(), op).await?.into_held()
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %lease.key()), err(level = "debug"))]
+    async fn release_lease(&self, lease: &Lease) -> Result<bool> {
+        let op = LeaseOp::Release {
+            token: lease.token().to_owned(),
+        };
+        self.lease_op(lease.key(), op).await?.into_held()
     }
 }

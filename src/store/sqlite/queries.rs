@@ -27,6 +27,11 @@ sql::queries!(
         load_many,
         update_many,
         insert_many,
+        create_lease_table,
+        lease_acquire_many,
+        lease_release_many,
+        lease_renew,
+        lease_purge,
     }
 );
 
@@ -51,6 +56,20 @@ impl Queries {
     /// expired); returns the keys it wrote.
     pub(super) fn insert_rows(&self, rows: usize) -> String {
         with_rows(&self.insert_many, "(?,?,?,?)", rows)
+    }
+
+    /// A take of `rows` leases at once, each only where the key has no live lease
+    /// (binds key, token and expiry for each row, then the time before which a lease in
+    /// the way has expired); returns, for each lease it took, its token and the key's
+    /// stored data, version and expiry (`NULL`s when the key has no record).
+    pub(super) fn acquire_leases(&self, rows: usize) -> String {
+        with_rows(&self.lease_acquire_many, "(?,?,?)", rows)
+    }
+
+    /// A release of `rows` leases at once, each only if its token still holds it (binds
+    /// key and token for each row); returns the tokens of the leases it released.
+    pub(super) fn release_leases(&self, rows: usize) -> String {
+        with_rows(&self.lease_release_many, "(?,?)", rows)
     }
 
     /// The compare-and-set statement of one save (an insert when `expected` is `None`),
@@ -101,5 +120,8 @@ mod tests {
         assert_eq!(q.insert_rows(2).matches('?').count(), 2 * 4 + 1);
         assert!(!q.update_rows(1).contains('{'), "{}", q.update_rows(1));
         assert!(q.update_rows(1).contains("UPDATE \"t\""));
+        assert_eq!(q.acquire_leases(3).matches('?').count(), 3 * 3 + 1);
+        assert!(q.acquire_leases(1).contains("INTO \"t_lease\""));
+        assert_eq!(q.release_leases(2).matches('?').count(), 2 * 2);
     }
 }

@@ -1,0 +1,3 @@
+SELECT to_regclass('"{table}"') IS NOT NULL
+    AND to_regclass('"{index}"') IS NOT NULL
+    AND to_regclass('"{lease_table}"') IS NOT NULL

@@ -1,0 +1,1 @@
+DELETE FROM "{lease_table}" WHERE expires_at <= ?1

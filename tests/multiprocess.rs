@@ -1,0 +1,277 @@
+//! Several processes of the demo binary on one store, with its default settings: the
+//! updates of one key, sent to all of them at once, are each counted exactly once, on
+//! SQLite (one file) as on Redis, PostgreSQL and MySQL.
+//!
+//! Each test uses its own SQLite file (in a temporary folder), table or key prefix, and
+//! removes it at the end. A server whose URL is unset is skipped with one `skipped:` line.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use stagecraft::session::inspect;
+use stagecraft::store::{
+    ListFilter, MySqlOptions, MySqlStore, PostgresOptions, PostgresStore, RedisStore, SessionStore,
+    SqliteStore,
+};
+
+/// A store the processes share: the demo's `--store` and `--namespace` arguments.
+struct Target {
+    spec: String,
+    args: Vec<String>,
+    /// The SQLite file's folder, removed at the end.
+    dir: Option<PathBuf>,
+    ns: String,
+}
+
+/// SQLite in a fresh folder, then each server whose URL is set.
+fn targets(test: &str) -> Vec<Target> {
+    let ns = common::unique_name(test);
+    let dir = std::env::temp_dir().join(&ns);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut v = vec![Target {
+        spec: format!("sqlite:{}", dir.join("bot.db").display()),
+        args: Vec::new(),
+        dir: Some(dir),
+        ns: ns.clone(),
+    }];
+    for var in [
+        "STAGECRAFT_REDIS_URL",
+        "STAGECRAFT_POSTGRES_URL",
+        "STAGECRAFT_MYSQL_URL",
+    ] {
+        if let Some(url) = common::server_url(var) {
+            v.push(Target {
+                spec: url,
+                args: vec!["--namespace".to_owned(), ns.clone()],
+                dir: None,
+                ns: ns.clone(),
+            });
+        }
+    }
+    v
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The store of `t`, opened the way the demo opens it.
+async fn open(t: &Target) -> Box<dyn SessionStore> {
+    if let Some(path) = t.spec.strip_prefix("sqlite:") {
+        Box::new(SqliteStore::open(path).await.unwrap())
+    } else if t.spec.starts_with("redis") {
+        let store = RedisStore::connect(&t.spec).await.unwrap();
+        Box::new(store.with_prefix(&format!("{}:", t.ns)).unwrap())
+    } else if t.spec.starts_with("postgres") {
+        let options = PostgresOptions::new().table(&t.ns);
+        Box::new(PostgresStore::connect_with(&t.spec, options).await.unwrap())
+    } else {
+        let options = MySqlOptions::new().table(&t.ns);
+        Box::new(MySqlStore::connect_with(&t.spec, options).await.unwrap())
+    }
+}
+
+/// The `updates` counter of the one session in the store.
+fn stored_updates(t: &Target) -> u64 {
+    rt().block_on(async {
+        let store = open(t).await;
+        let keys = store.list(&ListFilter::default()).await.unwrap();
+        assert_eq!(keys.len(), 1, "{}: one session, found {keys:?}", t.spec);
+        let rec = store.load(&keys[0]).await.unwrap().expect("a session");
+        inspect(&rec.bytes).unwrap().data["updates"]
+            .as_u64()
+            .expect("an update count")
+    })
+}
+
+/// Removes the SQLite folder, the table and its leases' table, or the Redis keys.
+fn cleanup(t: &Target) {
+    if let Some(dir) = &t.dir {
+        let _ = std::fs::remove_dir_all(dir);
+        return;
+    }
+    rt().block_on(async {
+        if t.spec.starts_with("redis") {
+            let store = RedisStore::connect(&t.spec).await.unwrap();
+            let mut conn = store.connection().clone();
+            let keys: Vec<Vec<u8>> = stagecraft::store::redis::cmd("KEYS")
+                .arg(format!("{}:*", t.ns))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if !keys.is_empty() {
+                let _: () = stagecraft::store::redis::cmd("DEL")
+                    .arg(keys)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+            }
+        } else if t.spec.starts_with("postgres") {
+            let store = PostgresStore::connect_with(&t.spec, PostgresOptions::new().table(&t.ns))
+                .await
+                .unwrap();
+            let sql = format!("DROP TABLE IF EXISTS \"{0}\", \"{0}_lease\"", t.ns);
+            stagecraft::store::sqlx::query(&sql)
+                .execute(store.pool())
+                .await
+                .unwrap();
+        } else {
+            let store = MySqlStore::connect_with(&t.spec, MySqlOptions::new().table(&t.ns))
+                .await
+                .unwrap();
+            let sql = format!("DROP TABLE IF EXISTS `{0}`, `{0}_lease`", t.ns);
+            stagecraft::store::sqlx::query(&sql)
+                .execute(store.pool())
+                .await
+                .unwrap();
+        }
+    });
+}
+
+/// `n` updates of user 77 in chat 77, in the replay format.
+fn one_key_updates(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"update_id":{i},"message":{{"message_id":{i},"date":0,"chat":{{"id":77}},"from":{{"id":77}},"text":"hello"}}}}"#
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A demo process replaying `input` on `t`, with the default settings.
+fn spawn(t: &Target, input: &str) -> Child {
+    let mut child = Command::new(common::example_binary("demo"))
+        .args(["--store", &t.spec])
+        .args(&t.args)
+        .args(["--replay", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    child
+}
+
+/// Runs `processes` demo processes at once on `t`, each replaying `per_process` updates
+/// of one key, and checks that every one exited 0, that the replies announce each count
+/// from 1 to the total exactly once, and that the stored session holds the total.
+fn run_one_key(t: &Target, processes: usize, per_process: usize) {
+    let input = one_key_updates(per_process);
+    let started = Instant::now();
+    let children: Vec<Child> = (0..processes).map(|_| spawn(t, &input)).collect();
+    let mut counts = Vec::new();
+    for (i, c) in children.into_iter().enumerate() {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}: process {i} failed ({}): {}",
+            t.spec,
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let text = v["text"].as_str().unwrap();
+            let n: usize = text
+                .strip_prefix("Outside scenes (")
+                .and_then(|t| t.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("unexpected reply {text}"));
+            counts.push(n);
+        }
+    }
+    let total = processes * per_process;
+    assert_eq!(counts.len(), total, "{}: one reply per update", t.spec);
+    let distinct: BTreeSet<usize> = counts.iter().copied().collect();
+    assert_eq!(
+        distinct,
+        (1..=total).collect(),
+        "{}: each count announced once",
+        t.spec
+    );
+    assert_eq!(stored_updates(t), total as u64, "{}: updates lost", t.spec);
+    eprintln!(
+        "{}: {processes} processes x {per_process} updates of one key in {:?}",
+        stagecraft::store::redact_url(&t.spec),
+        started.elapsed()
+    );
+}
+
+/// Creates the store's schema (one process, no update) before several start together.
+fn prepare(t: &Target) {
+    let out = spawn(t, "").wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An upper bound for a whole run, so that a stuck hand-off fails instead of hanging.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+fn within_deadline(what: &str, f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(DEADLINE) {
+        Ok(()) => handle.join().unwrap(),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            // The run panicked: show its message.
+            if let Err(panic) = handle.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what} took longer than {DEADLINE:?}")
+        }
+    }
+}
+
+#[test]
+fn four_processes_one_key() {
+    within_deadline("4 x 250", || {
+        for t in targets("mp4") {
+            prepare(&t);
+            run_one_key(&t, 4, 250);
+            cleanup(&t);
+        }
+    });
+}
+
+#[test]
+fn eight_processes_one_key() {
+    within_deadline("8 x 250", || {
+        for t in targets("mp8") {
+            prepare(&t);
+            run_one_key(&t, 8, 250);
+            cleanup(&t);
+        }
+    });
+}
+
+/// Eight processes starting together on a fresh file or table: each creates the schema
+/// as it starts (racing the others), and none loses an update.
+#[test]
+fn eight_processes_start_at_once_on_a_fresh_store() {
+    within_deadline("8 at once on a fresh store", || {
+        for t in targets("mpfresh") {
+            run_one_key(&t, 8, 25);
+            cleanup(&t);
+        }
+    });
+}
