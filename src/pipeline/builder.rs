@@ -267,8 +267,8 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     }
 
     /// Whether updates read their session when this process wrote it last (default
-    /// [`CacheMode::Auto`]: not on Redis, PostgreSQL, MySQL or with leases; yes on the
-    /// memory and SQLite stores). See [`CacheMode`] for what write-through gives up.
+    /// [`CacheMode::Auto`]: not on Redis, PostgreSQL, MySQL or with leases (SQLite's
+    /// default); yes on the memory store and on SQLite with leases off). See [`CacheMode`] for what write-through gives up.
     /// Needs the session cache ([`session_cache`](Self::session_cache) above 0).
     #[must_use]
     pub fn cache_mode(mut self, mode: CacheMode) -> Self {

@@ -7,7 +7,7 @@
 //! replies; release the key. A conflicting write (another process moved the record on)
 //! reruns the update on the fresh session and drops the replies of the lost attempt.
 //!
-//! With a store that has leases (Redis, PostgreSQL, MySQL), the key's lease in the store
+//! With a store that has leases (SQLite, Redis, PostgreSQL, MySQL), the key's lease in the store
 //! is taken before the session is loaded and given back after the replies were sent, so
 //! updates of one key also take turns across processes (see [`LeaseConfig`]).
 //!
