@@ -12,8 +12,8 @@
 //! `--namespace NAME` (table or key prefix), `--chats N`, `--updates N`, `--no-baseline`,
 //! `--no-leases`, `--cache auto|validate|write-through`, `--prefill N` (other sessions
 //! stored first), `--queued N` (each chat's updates come in bursts of N, queued at once,
-//! instead of one after another), `--no-outbox` (replies sent after the commit, not
-//! through the session's outbox), `--dedup N` (update ids remembered per session; 0
+//! instead of one after another), `--outbox` (replies committed with their step through
+//! the session's outbox), `--dedup N` (update ids remembered per session; 0
 //! turns de-duplication off), `--idle N` (resident bytes per idle session instead of
 //! throughput).
 //!
@@ -75,7 +75,7 @@ fn parse_args() -> Result<Args, String> {
         leases: true,
         cache: CacheMode::Auto,
         queued: 1,
-        outbox: true,
+        outbox: false,
         dedup: stagecraft::pipeline::DEFAULT_DEDUP_WINDOW,
     };
     let mut it = std::env::args().skip(1);
@@ -91,7 +91,7 @@ fn parse_args() -> Result<Args, String> {
             "--queued" => a.queued = v()?.parse().map_err(|e| format!("--queued: {e}"))?,
             "--idle" => a.idle = Some(v()?.parse().map_err(|e| format!("--idle: {e}"))?),
             "--no-leases" => a.leases = false,
-            "--no-outbox" => a.outbox = false,
+            "--outbox" => a.outbox = true,
             "--dedup" => a.dedup = v()?.parse().map_err(|e| format!("--dedup: {e}"))?,
             "--cache" => {
                 a.cache = match v()?.as_str() {

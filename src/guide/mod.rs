@@ -31,7 +31,8 @@ macro_rules! guide_links {
          [stores.md]: crate::guide::stores\n\
          [performance.md]: crate::guide::performance\n\
          [architecture.md]: crate::guide::architecture\n\
-         [reliability.md]: crate::guide::reliability"
+         [reliability.md]: crate::guide::reliability\n\
+         [delivery.md]: crate::guide::delivery"
     };
 }
 
@@ -88,6 +89,10 @@ pub mod performance {}
 #[doc = guide_links!()]
 #[doc = include_str!("../../docs/architecture.md")]
 pub mod architecture {}
+
+#[doc = guide_links!()]
+#[doc = include_str!("../../docs/delivery.md")]
+pub mod delivery {}
 
 #[doc = guide_links!()]
 #[doc = include_str!("../../docs/reliability.md")]
