@@ -181,7 +181,10 @@ impl Error {
         let Self::NotHandled { update, .. } = self else {
             return None;
         };
-        let mut slot = update.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slot = update
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match slot.take()?.downcast::<U>() {
             Ok(u) => Some(*u),
             Err(other) => {

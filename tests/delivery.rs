@@ -50,7 +50,9 @@ fn by_chat(lines: impl IntoIterator<Item = String>) -> BTreeMap<i64, Vec<serde_j
     let mut map: BTreeMap<i64, Vec<serde_json::Value>> = BTreeMap::new();
     for line in lines.into_iter().filter(|l| !l.trim().is_empty()) {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        map.entry(v["chat_id"].as_i64().unwrap()).or_default().push(v);
+        map.entry(v["chat_id"].as_i64().unwrap())
+            .or_default()
+            .push(v);
     }
     map
 }
@@ -160,7 +162,10 @@ async fn an_update_id_seen_before_is_skipped_and_said_so() {
     let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
     let replies = RecordingTransport::new();
     let bot = answering_bot(Arc::clone(&store), replies.clone());
-    assert_eq!(bot.handle(text(10, "Ann")).await.unwrap(), Dispatch::Handled);
+    assert_eq!(
+        bot.handle(text(10, "Ann")).await.unwrap(),
+        Dispatch::Handled
+    );
     assert_eq!(
         bot.handle(text(10, "Bob")).await.unwrap(),
         Dispatch::Duplicate
@@ -171,18 +176,21 @@ async fn an_update_id_seen_before_is_skipped_and_said_so() {
         other.handle(text(10, "Eve")).await.unwrap(),
         Dispatch::Duplicate
     );
-    assert_eq!(other.handle(text(11, "Cy")).await.unwrap(), Dispatch::Handled);
+    assert_eq!(
+        other.handle(text(11, "Cy")).await.unwrap(),
+        Dispatch::Handled
+    );
     assert_eq!(replies.texts(), ["answer #1", "answer #2"]);
-    let info = stagecraft::record::inspect(&store.load("5:5").await.unwrap().unwrap().bytes)
-        .unwrap();
+    let info =
+        stagecraft::record::inspect(&store.load("5:5").await.unwrap().unwrap().bytes).unwrap();
     assert_eq!(info.data["list"], serde_json::json!(["Ann", "Cy"]));
     assert_eq!(info.seen, [10, 11]);
     // The window is bounded.
     for id in 12..60 {
         bot.handle(text(id, "x")).await.unwrap();
     }
-    let info = stagecraft::record::inspect(&store.load("5:5").await.unwrap().unwrap().bytes)
-        .unwrap();
+    let info =
+        stagecraft::record::inspect(&store.load("5:5").await.unwrap().unwrap().bytes).unwrap();
     assert_eq!(info.seen, (44..60).collect::<Vec<_>>());
 }
 
@@ -226,11 +234,22 @@ async fn committed_replies_not_delivered_go_out_before_the_next_update() {
             })
             .build();
         let err = bot.handle(text(1, "a")).await.unwrap_err();
-        assert!(matches!(err, stagecraft::Error::Transport(_)), "{name}: {err:?}");
+        assert!(
+            matches!(err, stagecraft::Error::Transport(_)),
+            "{name}: {err:?}"
+        );
         let stored = store.load("5:5").await.unwrap().unwrap();
         let info = stagecraft::record::inspect(&stored.bytes).unwrap();
-        assert_eq!(info.data["list"], serde_json::json!(["a"]), "{name}: committed");
-        assert_eq!(info.outbox.len(), 2, "{name}: the replies wait in the record");
+        assert_eq!(
+            info.data["list"],
+            serde_json::json!(["a"]),
+            "{name}: committed"
+        );
+        assert_eq!(
+            info.outbox.len(),
+            2,
+            "{name}: the replies wait in the record"
+        );
 
         transport.up.store(true, Ordering::SeqCst);
         bot.handle(text(2, "b")).await.unwrap();
@@ -239,8 +258,8 @@ async fn committed_replies_not_delivered_go_out_before_the_next_update() {
             ["got a", "that makes 1", "got b", "that makes 2"],
             "{name}"
         );
-        let info = stagecraft::record::inspect(&store.load("5:5").await.unwrap().unwrap().bytes)
-            .unwrap();
+        let info =
+            stagecraft::record::inspect(&store.load("5:5").await.unwrap().unwrap().bytes).unwrap();
         assert!(info.outbox.is_empty(), "{name}: marked delivered");
         // A fresh process (pipeline) finds nothing left to send.
         let again = answering_bot(Arc::clone(&store), transport.sent.clone());
@@ -293,8 +312,8 @@ async fn a_handler_that_never_returns_is_stopped_at_the_deadline() {
         assert!(started.elapsed() < Duration::from_secs(10));
         assert_eq!(bot.keys_in_flight(), 0);
         assert_eq!(bot.handle(text(2, "hi")).await.unwrap(), Dispatch::Handled);
-        let info = stagecraft::record::inspect(&store.load("5:5").await.unwrap().unwrap().bytes)
-            .unwrap();
+        let info =
+            stagecraft::record::inspect(&store.load("5:5").await.unwrap().unwrap().bytes).unwrap();
         assert_eq!(info.data["list"], serde_json::json!(kept), "{policy:?}");
     }
 }
@@ -318,7 +337,11 @@ async fn a_hung_handler_on_one_replica_frees_the_user_for_the_other() {
         );
         s
     };
-    let a = sleeper(open().await, ErrorPolicy::RollBack, Duration::from_millis(500));
+    let a = sleeper(
+        open().await,
+        ErrorPolicy::RollBack,
+        Duration::from_millis(500),
+    );
     let b = sleeper(open().await, ErrorPolicy::RollBack, Duration::from_secs(20));
     let hung = tokio::spawn(a.handle(text(1, "/sleep")));
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -331,8 +354,8 @@ async fn a_hung_handler_on_one_replica_frees_the_user_for_the_other() {
     let err = hung.await.unwrap().unwrap_err();
     assert!(matches!(err, stagecraft::Error::Deadline { .. }), "{err:?}");
     let store = open().await;
-    let info = stagecraft::record::inspect(&store.load("5:5").await.unwrap().unwrap().bytes)
-        .unwrap();
+    let info =
+        stagecraft::record::inspect(&store.load("5:5").await.unwrap().unwrap().bytes).unwrap();
     assert_eq!(info.data["list"], serde_json::json!(["text"]));
     store
         .delete("5:5", store.load("5:5").await.unwrap().unwrap().version)
@@ -371,12 +394,14 @@ async fn an_update_whose_writes_keep_conflicting_is_handed_back() {
         matches!(err, stagecraft::Error::NotHandled { attempts: 3, .. }),
         "{err:?}"
     );
-    let update = err.take_update::<TelegramUpdate>().expect("the update comes back");
+    let update = err
+        .take_update::<TelegramUpdate>()
+        .expect("the update comes back");
     assert_eq!(update.update_id, 7);
     assert!(err.take_update::<TelegramUpdate>().is_none(), "taken once");
     assert!(replies.sent().is_empty());
     assert_eq!(bot.keys_in_flight(), 0);
-    let info = stagecraft::record::inspect(&store.load("5:5").await.unwrap().unwrap().bytes)
-        .unwrap();
+    let info =
+        stagecraft::record::inspect(&store.load("5:5").await.unwrap().unwrap().bytes).unwrap();
     assert_eq!(info.data["list"], serde_json::json!(["theirs"]));
 }

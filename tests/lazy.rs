@@ -31,27 +31,28 @@ fn bot(store: Arc<CountingStore>, policy: SavePolicy) -> Pipeline<D> {
 /// handler (to check the recent update ids), as the outbox does (to find pending
 /// replies), so only without both is an update no handler takes free of store I/O.
 fn bot_with(store: Arc<CountingStore>, policy: SavePolicy, guarantees: bool) -> Pipeline<D> {
-    let b = Pipeline::<D>::builder().store_arc(store).save_policy(policy);
+    let b = Pipeline::<D>::builder()
+        .store_arc(store)
+        .save_policy(policy);
     let b = if guarantees {
         b
     } else {
         b.outbox(false).dedup_window(0)
     };
-    b
-        .command("inc", |cx: C| async move {
-            cx.session_mut(|d| d.n += 1)?;
-            Ok(Outcome::Handled)
-        })
-        .command("read", |cx: C| async move {
-            let n = cx.session(|d| d.n)?;
-            cx.reply(n.to_string());
-            Ok(Outcome::Handled)
-        })
-        .command("same", |cx: C| async move {
-            cx.session_mut(|d| d.n += 0)?;
-            Ok(Outcome::Handled)
-        })
-        .build()
+    b.command("inc", |cx: C| async move {
+        cx.session_mut(|d| d.n += 1)?;
+        Ok(Outcome::Handled)
+    })
+    .command("read", |cx: C| async move {
+        let n = cx.session(|d| d.n)?;
+        cx.reply(n.to_string());
+        Ok(Outcome::Handled)
+    })
+    .command("same", |cx: C| async move {
+        cx.session_mut(|d| d.n += 0)?;
+        Ok(Outcome::Handled)
+    })
+    .build()
 }
 
 #[tokio::test]

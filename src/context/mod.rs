@@ -202,7 +202,8 @@ impl<S: SessionData, U: Update> Cx<S, U> {
             return Ok(());
         }
         let Some(key) = self.inner.key.as_deref() else {
-            self.state().set_loaded(None, Vec::new(), Default::default());
+            self.state()
+                .set_loaded(None, Vec::new(), Default::default());
             return Ok(());
         };
         let source = &*self.inner.env.source;

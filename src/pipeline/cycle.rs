@@ -647,9 +647,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                 encoded.map(|e| {
                     let unchanged = matches!(&st.origin,
                         Origin::Stored { record, .. } if e.same_session_as(&record.bytes));
-                    let skip = unchanged
-                        && self.save_policy == SavePolicy::Changed
-                        && !must_clear;
+                    let skip = unchanged && self.save_policy == SavePolicy::Changed && !must_clear;
                     (!skip).then_some((e.bytes, e.cleared))
                 })
             };

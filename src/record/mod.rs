@@ -198,7 +198,13 @@ impl<'a, S: Serialize> RecordRef<'a, S> {
             let cleared = if self.outbox.is_empty() {
                 None
             } else {
-                Some(Self { outbox: &[], ..*self }.encode(codec, size_hint)?)
+                Some(
+                    Self {
+                        outbox: &[],
+                        ..*self
+                    }
+                    .encode(codec, size_hint)?,
+                )
             };
             return Ok(Encoded {
                 bytes: self.encode(codec, size_hint)?,
@@ -501,8 +507,12 @@ mod tests {
                 text: None,
             },
         ];
-        let ledgers: [(&[i64], &[Outgoing]); 4] =
-            [(&[], &[]), (&[1, -2, i64::MAX], &[]), (&[], &outbox), (&[7], &outbox)];
+        let ledgers: [(&[i64], &[Outgoing]); 4] = [
+            (&[], &[]),
+            (&[1, -2, i64::MAX], &[]),
+            (&[], &outbox),
+            (&[7], &outbox),
+        ];
         for scenes in &stacks {
             for (seen, out) in ledgers {
                 let record = RecordRef::new(&data, scenes).with_ledger(seen, out);
@@ -511,18 +521,29 @@ mod tests {
                 let (by_hand, cleared) = (enc.bytes.clone(), enc.cleared.clone());
                 let plain = serde_json::to_vec(&RecordRef::new(&data, scenes)).unwrap();
                 assert!(enc.same_session_as(&plain));
-                assert!(!enc.same_session_as(&serde_json::to_vec(&RecordRef::new(&1, scenes)).unwrap()));
+                assert!(
+                    !enc.same_session_as(&serde_json::to_vec(&RecordRef::new(&1, scenes)).unwrap())
+                );
                 assert_eq!(
                     String::from_utf8(by_hand).unwrap(),
                     String::from_utf8(by_serde).unwrap()
                 );
                 // The cleared record is the same record with an empty outbox.
-                let without = serde_json::to_vec(&RecordRef::new(&data, scenes).with_ledger(seen, &[])).unwrap();
+                let without =
+                    serde_json::to_vec(&RecordRef::new(&data, scenes).with_ledger(seen, &[]))
+                        .unwrap();
                 assert_eq!(cleared.is_some(), !out.is_empty());
                 if let Some(c) = cleared {
-                    assert_eq!(String::from_utf8(c).unwrap(), String::from_utf8(without).unwrap());
+                    assert_eq!(
+                        String::from_utf8(c).unwrap(),
+                        String::from_utf8(without).unwrap()
+                    );
                 }
-                let back = RecordOwned::<serde_json::Value>::decode("k", &serde_json::to_vec(&record).unwrap()).unwrap();
+                let back = RecordOwned::<serde_json::Value>::decode(
+                    "k",
+                    &serde_json::to_vec(&record).unwrap(),
+                )
+                .unwrap();
                 assert_eq!((back.seen.as_slice(), back.outbox.as_slice()), (seen, out));
             }
         }

@@ -526,5 +526,8 @@ async fn diff_decode_policy_reset_starts_afresh_and_overwrites() {
     assert_eq!(bot.send("a").await.unwrap(), ["count=1"]);
     let stored = bot.store().load(&bot.key()).await.unwrap().unwrap();
     assert_ne!(stored.version, v);
-    assert_eq!(raw(&bot).await.unwrap(), json!({"v": 1, "data": {"count": 1}}));
+    assert_eq!(
+        raw(&bot).await.unwrap(),
+        json!({"v": 1, "data": {"count": 1}})
+    );
 }
