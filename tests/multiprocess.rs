@@ -136,9 +136,11 @@ fn cleanup(t: &Target) {
     });
 }
 
-/// `n` updates of user 77 in chat 77, in the replay format.
-fn one_key_updates(n: usize) -> String {
-    (0..n)
+/// `n` updates of user 77 in chat 77, in the replay format, with ids from `first` (each
+/// process gets updates of its own: the same update sent to several processes would be
+/// handled once).
+fn one_key_updates(first: usize, n: usize) -> String {
+    (first..first + n)
         .map(|i| {
             format!(
                 r#"{{"update_id":{i},"message":{{"message_id":{i},"date":0,"chat":{{"id":77}},"from":{{"id":77}},"text":"hello"}}}}"#
@@ -168,9 +170,10 @@ fn spawn(t: &Target, input: &str) -> Child {
 /// of one key, and checks that every one exited 0, that the replies announce each count
 /// from 1 to the total exactly once, and that the stored session holds the total.
 fn run_one_key(t: &Target, processes: usize, per_process: usize) {
-    let input = one_key_updates(per_process);
     let started = Instant::now();
-    let children: Vec<Child> = (0..processes).map(|_| spawn(t, &input)).collect();
+    let children: Vec<Child> = (0..processes)
+        .map(|p| spawn(t, &one_key_updates(p * 100_000, per_process)))
+        .collect();
     let mut counts = Vec::new();
     for (i, c) in children.into_iter().enumerate() {
         let out = c.wait_with_output().unwrap();
