@@ -9,6 +9,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use stagecraft::Pipeline;
+use stagecraft::pipeline::Dispatch;
 use stagecraft::transport::RecordingTransport;
 use stagecraft::update::TelegramUpdate;
 
@@ -61,18 +62,27 @@ fn allocations_per_update_of_the_reference_conversation() {
         })
         .collect();
     rt.block_on(async {
+        // Each handled update is a new one (its own id): a repeated id would be skipped
+        // as a duplicate, and measure nothing.
+        let mut next_id = 100;
+        let mut fresh = |u: &TelegramUpdate| {
+            let mut u = u.clone();
+            next_id += 1;
+            u.update_id = next_id;
+            u
+        };
         // Warm up: the first cycle creates the session and the caches.
         for u in &updates {
-            bot.handle(u.clone()).await.unwrap();
+            assert_eq!(bot.handle(fresh(u)).await.unwrap(), Dispatch::Handled);
         }
         let _ = replies.take();
         const ROUNDS: u64 = 20;
         let before = ALLOCATIONS.load(Ordering::Relaxed);
         for _ in 0..ROUNDS {
             for u in &updates {
-                bot.handle(u.clone()).await.unwrap();
+                bot.handle(fresh(u)).await.unwrap();
             }
-            let _ = replies.take();
+            assert_eq!(replies.take().len(), 11, "every update handled");
         }
         let per_update = (ALLOCATIONS.load(Ordering::Relaxed) - before) / (ROUNDS * 10);
         println!("allocations per update: {per_update}");

@@ -14,10 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use stagecraft::session::inspect;
-use stagecraft::store::{
-    ListFilter, MySqlOptions, MySqlStore, PostgresOptions, PostgresStore, RedisStore, SessionStore,
-    SqliteStore,
-};
+use stagecraft::store::{ListFilter, SessionStore, SqliteStore};
 
 /// A store the processes share: the demo's `--store` and `--namespace` arguments.
 struct Target {
@@ -65,17 +62,9 @@ fn rt() -> tokio::runtime::Runtime {
 
 /// The store of `t`, opened the way the demo opens it.
 async fn open(t: &Target) -> Box<dyn SessionStore> {
-    if let Some(path) = t.spec.strip_prefix("sqlite:") {
-        Box::new(SqliteStore::open(path).await.unwrap())
-    } else if t.spec.starts_with("redis") {
-        let store = RedisStore::connect(&t.spec).await.unwrap();
-        Box::new(store.with_prefix(&format!("{}:", t.ns)).unwrap())
-    } else if t.spec.starts_with("postgres") {
-        let options = PostgresOptions::new().table(&t.ns);
-        Box::new(PostgresStore::connect_with(&t.spec, options).await.unwrap())
-    } else {
-        let options = MySqlOptions::new().table(&t.ns);
-        Box::new(MySqlStore::connect_with(&t.spec, options).await.unwrap())
+    match t.spec.strip_prefix("sqlite:") {
+        Some(path) => Box::new(SqliteStore::open(path).await.unwrap()),
+        None => common::open_namespaced(&t.spec, &t.ns).await,
     }
 }
 
@@ -98,42 +87,7 @@ fn cleanup(t: &Target) {
         let _ = std::fs::remove_dir_all(dir);
         return;
     }
-    rt().block_on(async {
-        if t.spec.starts_with("redis") {
-            let store = RedisStore::connect(&t.spec).await.unwrap();
-            let mut conn = store.connection().clone();
-            let keys: Vec<Vec<u8>> = stagecraft::store::redis::cmd("KEYS")
-                .arg(format!("{}:*", t.ns))
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            if !keys.is_empty() {
-                let _: () = stagecraft::store::redis::cmd("DEL")
-                    .arg(keys)
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-            }
-        } else if t.spec.starts_with("postgres") {
-            let store = PostgresStore::connect_with(&t.spec, PostgresOptions::new().table(&t.ns))
-                .await
-                .unwrap();
-            let sql = format!("DROP TABLE IF EXISTS \"{0}\", \"{0}_lease\"", t.ns);
-            stagecraft::store::sqlx::query(&sql)
-                .execute(store.pool())
-                .await
-                .unwrap();
-        } else {
-            let store = MySqlStore::connect_with(&t.spec, MySqlOptions::new().table(&t.ns))
-                .await
-                .unwrap();
-            let sql = format!("DROP TABLE IF EXISTS `{0}`, `{0}_lease`", t.ns);
-            stagecraft::store::sqlx::query(&sql)
-                .execute(store.pool())
-                .await
-                .unwrap();
-        }
-    });
+    rt().block_on(common::drop_namespace(&t.spec, &t.ns));
 }
 
 /// `n` updates of user 77 in chat 77, in the replay format, with ids from `first` (each

@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use stagecraft::session::inspect;
-use stagecraft::store::{MySqlStore, PostgresStore, RedisStore, SessionStore};
+use stagecraft::store::SessionStore;
 
 /// A store a test runs against: its URL and its own namespace (table or key prefix).
 struct Target {
@@ -41,31 +41,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 async fn open(t: &Target) -> Box<dyn SessionStore> {
-    if t.url.starts_with("redis") {
-        Box::new(
-            RedisStore::connect(&t.url)
-                .await
-                .unwrap()
-                .with_prefix(&format!("{}:", t.ns))
-                .unwrap(),
-        )
-    } else if t.url.starts_with("postgres") {
-        Box::new(
-            PostgresStore::connect(&t.url)
-                .await
-                .unwrap()
-                .with_table(&t.ns)
-                .unwrap(),
-        )
-    } else {
-        Box::new(
-            MySqlStore::connect(&t.url)
-                .await
-                .unwrap()
-                .with_table(&t.ns)
-                .unwrap(),
-        )
-    }
+    common::open_namespaced(&t.url, &t.ns).await
 }
 
 /// The counter stored for `chat`.
@@ -83,38 +59,7 @@ fn stored_count(t: &Target, chat: i64) -> u64 {
 
 /// Drops the test's table (and leases' table) or deletes its Redis keys.
 fn cleanup(t: &Target) {
-    rt().block_on(async {
-        if t.url.starts_with("redis") {
-            let store = RedisStore::connect(&t.url).await.unwrap();
-            let mut conn = store.connection().clone();
-            let keys: Vec<Vec<u8>> = stagecraft::store::redis::cmd("KEYS")
-                .arg(format!("{}:*", t.ns))
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            if !keys.is_empty() {
-                let _: () = stagecraft::store::redis::cmd("DEL")
-                    .arg(keys)
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-            }
-        } else if t.url.starts_with("postgres") {
-            let store = PostgresStore::connect(&t.url).await.unwrap();
-            let sql = format!("DROP TABLE IF EXISTS \"{0}\", \"{0}_lease\"", t.ns);
-            stagecraft::store::sqlx::query(&sql)
-                .execute(store.pool())
-                .await
-                .unwrap();
-        } else {
-            let store = MySqlStore::connect(&t.url).await.unwrap();
-            let sql = format!("DROP TABLE IF EXISTS `{0}`, `{0}_lease`", t.ns);
-            stagecraft::store::sqlx::query(&sql)
-                .execute(store.pool())
-                .await
-                .unwrap();
-        }
-    });
+    rt().block_on(common::drop_namespace(&t.url, &t.ns));
 }
 
 fn spawn(t: &Target, extra: &[&str]) -> Child {

@@ -41,55 +41,11 @@ fn cleanup(store: &(String, Vec<String>)) {
     let Some(ns) = extra.get(1).cloned() else {
         return;
     };
-    let spec = spec.clone();
-    let rt = tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
-    rt.block_on(async move {
-        #[cfg(feature = "postgres")]
-        if spec.starts_with("postgres") {
-            let store = stagecraft::store::PostgresStore::connect(&spec)
-                .await
-                .unwrap();
-            let sql = format!("DROP TABLE IF EXISTS \"{ns}\", \"{ns}_lease\"");
-            stagecraft::store::sqlx::query(&sql)
-                .execute(store.pool())
-                .await
-                .unwrap();
-        }
-        #[cfg(feature = "mysql")]
-        if spec.starts_with("mysql") {
-            let store = stagecraft::store::MySqlStore::connect(&spec).await.unwrap();
-            let sql = format!("DROP TABLE IF EXISTS `{ns}`, `{ns}_lease`");
-            stagecraft::store::sqlx::query(&sql)
-                .execute(store.pool())
-                .await
-                .unwrap();
-        }
-        #[cfg(feature = "redis")]
-        if spec.starts_with("redis") {
-            use stagecraft::store::SessionStore;
-            let store = stagecraft::store::RedisStore::connect(&spec)
-                .await
-                .unwrap()
-                .with_prefix(&format!("{ns}:"))
-                .unwrap();
-            let keys = store
-                .list(&stagecraft::store::ListFilter::default())
-                .await
-                .unwrap();
-            let mut conn = store.connection().clone();
-            for k in keys {
-                let _: () = stagecraft::store::redis::cmd("DEL")
-                    .arg(format!("{ns}:{k}"))
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-            }
-        }
-        let _ = (spec, ns);
-    });
+        .unwrap()
+        .block_on(common::drop_namespace(spec, &ns));
 }
 
 fn replay(store: &(String, Vec<String>), extra: &[&str], input: &str) -> String {

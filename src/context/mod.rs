@@ -79,11 +79,42 @@ struct Inner<S, U> {
     event: bool,
 }
 
-/// The held-back replies: the first inline (most updates make one), the rest after it.
+/// An update's held-back replies, in order: one inline (most updates make one, so it
+/// costs no allocation), more in a vector.
+#[derive(Debug, Default)]
+pub(crate) enum Replies {
+    #[default]
+    None,
+    One(Outgoing),
+    Many(Vec<Outgoing>),
+}
+
+impl Replies {
+    fn push(&mut self, msg: Outgoing) {
+        *self = match std::mem::take(self) {
+            Self::None => Self::One(msg),
+            Self::One(first) => Self::Many(vec![first, msg]),
+            Self::Many(mut all) => {
+                all.push(msg);
+                Self::Many(all)
+            }
+        };
+    }
+
+    /// The replies, in order.
+    pub(crate) fn as_slice(&self) -> &[Outgoing] {
+        match self {
+            Self::None => &[],
+            Self::One(m) => std::slice::from_ref(m),
+            Self::Many(all) => all,
+        }
+    }
+}
+
+/// The held-back replies, until the commit takes them.
 #[derive(Default)]
 struct Outbox {
-    first: Option<Outgoing>,
-    rest: Vec<Outgoing>,
+    replies: Replies,
     /// Taken by the commit: later replies are dropped.
     closed: bool,
 }
@@ -93,10 +124,8 @@ impl Outbox {
         if self.closed {
             tracing::warn!(target: "stagecraft::reply",
                 "reply dropped: its update was already committed (a context kept beyond its handler)");
-        } else if self.first.is_none() && self.rest.is_empty() {
-            self.first = Some(msg);
         } else {
-            self.rest.push(msg);
+            self.replies.push(msg);
         }
     }
 }
@@ -318,17 +347,14 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     /// The replies queued so far.
     #[must_use]
     pub fn pending_replies(&self) -> Vec<Outgoing> {
-        let outbox = lock(&self.inner.outbox);
-        outbox.first.iter().chain(&outbox.rest).cloned().collect()
+        lock(&self.inner.outbox).replies.as_slice().to_vec()
     }
 
     /// Takes the held-back replies for delivery; later ones are dropped.
-    pub(crate) fn take_outbox(&self) -> impl Iterator<Item = Outgoing> + use<S, U> {
+    pub(crate) fn take_outbox(&self) -> Replies {
         let mut outbox = lock(&self.inner.outbox);
         outbox.closed = true;
-        let first = outbox.first.take();
-        let rest = std::mem::take(&mut outbox.rest);
-        first.into_iter().chain(rest)
+        std::mem::take(&mut outbox.replies)
     }
 
     /// The active scene's id (the top of the stack).

@@ -240,9 +240,14 @@ impl<S> SessionState<S> {
         self.data.is_none() && self.stack.is_empty()
     }
 
-    /// The data (created by `default` when missing) and the stack, for encoding.
-    pub(crate) fn parts(&mut self, default: impl FnOnce() -> S) -> (&S, &[Frame]) {
-        (self.data.get_or_insert_with(default), &self.stack)
+    /// The data (created by `default` when missing), the stack and the bookkeeping,
+    /// for encoding.
+    pub(crate) fn parts(&mut self, default: impl FnOnce() -> S) -> (&S, &[Frame], &Ledger) {
+        (
+            self.data.get_or_insert_with(default),
+            &self.stack,
+            &self.ledger,
+        )
     }
 
     /// Moves data, stack and bookkeeping out (into the cycle's cache, after the

@@ -43,9 +43,9 @@ pub(crate) struct Guarantees {
 }
 
 /// The write that marks a committed step's replies delivered: the record without its
-/// outbox (`None`: the session was empty, so the record goes), over `expected`.
+/// outbox, over `expected`.
 struct Confirm {
-    cleared: Option<Vec<u8>>,
+    cleared: Vec<u8>,
     expected: Version,
 }
 
@@ -410,9 +410,9 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                 }
                 Err(e) => (Dispatch::Handled, Some(Error::handler(e))),
             };
-            let replies: Vec<Outgoing> = cx.take_outbox().collect();
+            let replies = cx.take_outbox();
             let remember = update_id.filter(|_| !duplicate);
-            let confirm = match self.commit(&cx, permit, &replies, remember).await {
+            let confirm = match self.commit(&cx, permit, replies.as_slice(), remember).await {
                 Err(e) if e.is_conflict() => {
                     // A stale cached session (someone else wrote the record since this
                     // process did) is not a lost race: the rerun reads, and is not
@@ -459,7 +459,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                 Err(e) => return Err(e),
                 Ok(confirm) => confirm,
             };
-            if let Err(e) = self.deliver(&replies).await {
+            if let Err(e) = self.deliver(replies.as_slice()).await {
                 if confirm.is_some() {
                     // The replies stay in the record: the next update reads it (not
                     // the cached copy, which counts them sent) and sends them first.
@@ -518,34 +518,26 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
     /// Off the update's answer (the replies are out already); a failure only means they
     /// may be sent again after a crash.
     async fn confirm(&self, key: &str, c: Confirm, permit: &mut Option<Permit<S>>) {
-        let written = match c.cleared {
-            Some(bytes) => self
-                .store()
-                .save(key, &bytes, Some(c.expected))
-                .await
-                .map(|v| Some(Record { bytes, version: v })),
-            None => self.store().delete(key, c.expected).await.map(|()| None),
-        };
+        let written = self.store().save(key, &c.cleared, Some(c.expected)).await;
+        // The cached copy (kept by the commit) now stands for the record without them.
         let cached = permit.as_mut().and_then(Permit::take_cached);
+        let (Some(p), Some(mut cached)) = (permit.as_mut(), cached) else {
+            return;
+        };
         match written {
-            Ok(record) => {
-                if let (Some(p), Some(mut cached), Some(record)) = (permit.as_mut(), cached, record)
-                {
-                    if cached.record.version == c.expected {
-                        cached.record = record;
-                        cached.ledger.stored_outbox = false;
-                        p.put_cached(cached);
-                    }
-                }
+            Ok(version) => {
+                cached.record = Record {
+                    bytes: c.cleared,
+                    version,
+                };
+                cached.ledger.stored_outbox = false;
             }
             Err(e) => {
                 tracing::warn!(target: "stagecraft::reply", key = %key, error = %crate::error::error_chain(&e),
                     "replies sent, but not marked delivered; the next write of the session does it");
-                if let (Some(p), Some(cached)) = (permit.as_mut(), cached) {
-                    p.put_cached(cached);
-                }
             }
         }
+        p.put_cached(cached);
     }
 
     /// A rolled-back attempt writes nothing, except that the replies of an earlier
@@ -625,54 +617,35 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                 Origin::Stored { record, .. } => (Some(record.version), Some(record.bytes.len())),
                 _ => (None, None),
             };
-            let mut seen = std::mem::take(&mut st.ledger.seen);
             if let Some(id) = remember {
+                let seen = &mut st.ledger.seen;
                 seen.push(id);
-                if seen.len() > self.guarantees.dedup_window {
-                    let extra = seen.len() - self.guarantees.dedup_window;
-                    seen.drain(..extra);
+                let window = self.guarantees.dedup_window;
+                if seen.len() > window {
+                    seen.drain(..seen.len() - window);
                 }
             }
-            let size_hint = original.map_or(128, |n| n + 32);
-            // A session that ended is deleted; its last replies go out after the
-            // delete, outside the outbox.
-            let outbox = if st.is_empty() { &[] } else { outbox };
-            let encoded = if st.is_empty() {
-                Ok(None)
+            if st.is_empty() {
+                // A session that ended is deleted; its last replies go out after the
+                // delete, outside the outbox.
+                (None, None, expected)
             } else {
-                let (data, scenes) = st.parts(|| (self.env.default_session)());
+                let size_hint = original.map_or(128, |n| n + 32);
+                let (data, scenes, ledger) = st.parts(|| (self.env.default_session)());
                 let encoded = RecordRef::new(data, scenes)
-                    .with_ledger(&seen, outbox)
-                    .encode_with_cleared(self.codec, size_hint);
-                encoded.map(|e| {
-                    let unchanged = matches!(&st.origin,
-                        Origin::Stored { record, .. } if e.same_session_as(&record.bytes));
-                    let skip = unchanged && self.save_policy == SavePolicy::Changed && !must_clear;
-                    (!skip).then_some((e.bytes, e.cleared))
-                })
-            };
-            let encoded = match encoded {
-                Ok(e) => e,
-                Err(e) => {
-                    st.ledger.seen = seen;
-                    return Err(Error::Encode {
+                    .with_ledger(&ledger.seen, outbox)
+                    .encode_with_cleared(self.codec, size_hint)
+                    .map_err(|e| Error::Encode {
                         key: key.to_owned(),
                         source: e,
-                    });
-                }
-            };
-            match encoded {
-                Some((bytes, cleared)) => {
-                    st.ledger.seen = seen;
-                    (Some(bytes), cleared, expected)
-                }
-                None if !st.is_empty() => {
-                    // The same session: nothing to write.
-                    st.ledger.seen = seen;
+                    })?;
+                let unchanged = matches!(&st.origin,
+                    Origin::Stored { record, .. } if encoded.same_session_as(&record.bytes));
+                if unchanged && self.save_policy == SavePolicy::Changed && !must_clear {
                     self.keep(&mut st, permit, None);
                     return Ok(None);
                 }
-                None => (None, None, expected),
+                (Some(encoded.bytes), encoded.cleared, expected)
             }
         };
         match (bytes, expected) {
@@ -681,16 +654,13 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                 let version = self.store().save(key, &bytes, expected).await?;
                 let mut st = cx.state();
                 // The stored record now has this step's replies, about to be sent.
-                st.ledger.stored_outbox = !outbox.is_empty();
+                st.ledger.stored_outbox = cleared.is_some();
                 self.keep(
                     &mut st,
                     permit,
                     Some((Record { bytes, version }, trusted_until)),
                 );
-                if outbox.is_empty() {
-                    return Ok(None);
-                }
-                Ok(Some(Confirm {
+                Ok(cleared.map(|cleared| Confirm {
                     cleared,
                     expected: version,
                 }))

@@ -70,7 +70,7 @@ sql::queries!(
 );
 
 /// Options for [`MySqlStore::connect_with`]: the table and whether the store hands out
-/// leases.
+/// leases (the options every server store takes, [`ServerOptions`](super::ServerOptions)).
 ///
 /// ```no_run
 /// use stagecraft::store::{MySqlOptions, MySqlStore};
@@ -80,44 +80,7 @@ sql::queries!(
 /// let store = MySqlStore::connect_with("mysql://bot:secret@localhost/bot", options).await?;
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct MySqlOptions {
-    table: String,
-    leases: bool,
-}
-
-impl Default for MySqlOptions {
-    fn default() -> Self {
-        Self {
-            table: sql::DEFAULT_TABLE.to_owned(),
-            leases: true,
-        }
-    }
-}
-
-impl MySqlOptions {
-    /// The default options: table `stagecraft_sessions`, leases on.
-    #[must_use]
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The table to keep sessions in (validated before connecting); its leases live in
-    /// `{table}_lease`.
-    #[must_use]
-    pub fn table(mut self, table: impl Into<String>) -> Self {
-        self.table = table.into();
-        self
-    }
-
-    /// Whether the store hands out per-key leases (see [`MySqlStore::with_leases`]).
-    #[must_use]
-    pub fn leases(mut self, on: bool) -> Self {
-        self.leases = on;
-        self
-    }
-}
+pub type MySqlOptions = super::sql::ServerOptions;
 
 /// A session store in a MySQL or MariaDB table (feature `mysql`).
 ///

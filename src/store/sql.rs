@@ -20,6 +20,50 @@ use super::Lease;
 /// The table used when none is configured.
 pub(crate) const DEFAULT_TABLE: &str = "stagecraft_sessions";
 
+/// Options of a server store's `connect_with` (`PostgresStore`, `MySqlStore`): the
+/// table and whether the store hands out leases.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerOptions {
+    pub(crate) table: String,
+    pub(crate) leases: bool,
+}
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            table: DEFAULT_TABLE.to_owned(),
+            leases: true,
+        }
+    }
+}
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+impl ServerOptions {
+    /// The default options: table `stagecraft_sessions`, leases on.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The table to keep sessions in (validated before connecting); its leases live in
+    /// `{table}_lease`.
+    #[must_use]
+    pub fn table(mut self, table: impl Into<String>) -> Self {
+        self.table = table.into();
+        self
+    }
+
+    /// Whether the store hands out per-key leases (see the store's `with_leases`).
+    #[must_use]
+    pub fn leases(mut self, on: bool) -> Self {
+        self.leases = on;
+        self
+    }
+}
+
 /// Accepts `[A-Za-z_][A-Za-z0-9_]{0,62}`: the only string ever spliced into SQL.
 pub(crate) fn validate_table(name: &str) -> Result<()> {
     let mut chars = name.chars();

@@ -227,3 +227,90 @@ pub(crate) fn with_user(url: &str, user: &str, password: &str) -> String {
     let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
     format!("{scheme}://{user}:{password}@{host}")
 }
+
+/// The server store at `url` (Redis, PostgreSQL or MySQL) under a test's own
+/// namespace `ns` (its key prefix, or its table), touching nothing outside it.
+pub(crate) async fn open_namespaced(url: &str, ns: &str) -> Box<dyn SessionStore> {
+    #[cfg(feature = "redis")]
+    if url.starts_with("redis") {
+        let store = stagecraft::store::RedisStore::connect(url).await.unwrap();
+        return Box::new(store.with_prefix(&format!("{ns}:")).unwrap());
+    }
+    #[cfg(feature = "postgres")]
+    if url.starts_with("postgres") {
+        let options = stagecraft::store::ServerOptions::new().table(ns);
+        return Box::new(
+            stagecraft::store::PostgresStore::connect_with(url, options)
+                .await
+                .unwrap(),
+        );
+    }
+    #[cfg(feature = "mysql")]
+    if url.starts_with("mysql") {
+        let options = stagecraft::store::ServerOptions::new().table(ns);
+        return Box::new(
+            stagecraft::store::MySqlStore::connect_with(url, options)
+                .await
+                .unwrap(),
+        );
+    }
+    let _ = ns;
+    panic!(
+        "no store of this build serves {}",
+        stagecraft::store::redact_url(url)
+    );
+}
+
+/// Removes what a test left under `ns` on the server at `url`: its Redis keys (leases
+/// included), or its table and its leases' table.
+pub(crate) async fn drop_namespace(url: &str, ns: &str) {
+    #[cfg(feature = "redis")]
+    if url.starts_with("redis") {
+        let store = stagecraft::store::RedisStore::connect(url).await.unwrap();
+        let mut conn = store.connection().clone();
+        let keys: Vec<Vec<u8>> = stagecraft::store::redis::cmd("KEYS")
+            .arg(format!("{ns}:*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            let _: () = stagecraft::store::redis::cmd("DEL")
+                .arg(keys)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+        return;
+    }
+    #[cfg(feature = "postgres")]
+    if url.starts_with("postgres") {
+        let options = stagecraft::store::ServerOptions::new().table(ns);
+        let store = stagecraft::store::PostgresStore::connect_with(url, options)
+            .await
+            .unwrap();
+        let sql = format!("DROP TABLE IF EXISTS \"{ns}\", \"{ns}_lease\"");
+        stagecraft::store::sqlx::query(&sql)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        return;
+    }
+    #[cfg(feature = "mysql")]
+    if url.starts_with("mysql") {
+        let options = stagecraft::store::ServerOptions::new().table(ns);
+        let store = stagecraft::store::MySqlStore::connect_with(url, options)
+            .await
+            .unwrap();
+        let sql = format!("DROP TABLE IF EXISTS `{ns}`, `{ns}_lease`");
+        stagecraft::store::sqlx::query(&sql)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        return;
+    }
+    let _ = ns;
+    panic!(
+        "no store of this build serves {}",
+        stagecraft::store::redact_url(url)
+    );
+}
