@@ -49,106 +49,92 @@ pub async fn check(store: &dyn SessionStore) -> Result<()> {
 /// # Errors
 /// As [`check`].
 pub async fn check_within(store: &dyn SessionStore, timeout: Duration) -> Result<()> {
-    let backend = store.backend();
-    let key = format!("{PROBE_PREFIX}{:016x}", random_u64());
-    let bytes = format!("{{\"probe\":\"{key}\"}}").into_bytes();
-    let step = |step: &'static str, e: Error| unusable(backend, step, e);
-    let late = |step: &'static str| {
-        unusable(
-            backend,
-            step,
-            Error::store(backend, Message(format!("no answer within {timeout:?}"))),
-        )
+    let probe = Probe {
+        store,
+        timeout,
+        key: format!("{PROBE_PREFIX}{:016x}", random_u64()),
     };
-
+    let bytes = format!("{{\"probe\":\"{}\"}}", probe.key).into_bytes();
     // A read first: the connection and the credentials, without writing anything.
-    let found = tokio::time::timeout(timeout, store.load(&key))
-        .await
-        .map_err(|_| late("reading a probe record"))?
-        .map_err(|e| step("reading a probe record", e))?;
-    if found.is_some() {
-        return Err(step(
-            "reading a probe record",
-            Error::store(backend, Message(format!("a record `{key}` already exists"))),
-        ));
+    const READ: &str = "reading a probe record";
+    if probe.step(READ, store.load(&probe.key)).await?.is_some() {
+        let found = format!("a record `{}` already exists", probe.key);
+        return Err(probe.refused(READ, found));
     }
-    let version = tokio::time::timeout(timeout, store.save(&key, &bytes, None))
-        .await
-        .map_err(|_| late("writing a probe record"))?
-        .map_err(|e| step("writing a probe record", e))?;
-    let outcome = probe_rest(store, &key, &bytes, version, timeout).await;
+    let version = probe
+        .step(
+            "writing a probe record",
+            store.save(&probe.key, &bytes, None),
+        )
+        .await?;
+    let outcome = probe.rest(&bytes, version).await;
     if outcome.is_err() {
         // Best effort: do not leave the probe record behind after a later step failed.
-        let _ = tokio::time::timeout(timeout, store.delete(&key, version)).await;
+        let _ = tokio::time::timeout(timeout, store.delete(&probe.key, version)).await;
     }
     outcome?;
-    tracing::debug!(target: "stagecraft::store", backend, "start-up check passed");
+    tracing::debug!(target: "stagecraft::store", backend = store.backend(), "start-up check passed");
     Ok(())
 }
 
-/// The steps after the probe record was written: read it back, delete it, take and give
-/// back a lease.
-async fn probe_rest(
-    store: &dyn SessionStore,
-    key: &str,
-    bytes: &[u8],
-    version: super::Version,
+/// One run of the check: the store, how long each answer may take, the probe key.
+struct Probe<'a> {
+    store: &'a dyn SessionStore,
     timeout: Duration,
-) -> Result<()> {
-    let backend = store.backend();
-    let step = |step: &'static str, e: Error| unusable(backend, step, e);
-    let late = |step: &'static str| {
-        unusable(
-            backend,
-            step,
-            Error::store(backend, Message(format!("no answer within {timeout:?}"))),
-        )
-    };
-    let read = tokio::time::timeout(timeout, store.load(key))
-        .await
-        .map_err(|_| late("reading the probe record back"))?
-        .map_err(|e| step("reading the probe record back", e))?;
-    match read {
-        Some(r) if r.bytes == bytes && r.version == version => {}
-        _ => {
-            return Err(step(
-                "reading the probe record back",
-                Error::store(
-                    backend,
-                    Message("the record read back is not the one written".to_owned()),
-                ),
-            ));
+    key: String,
+}
+
+impl Probe<'_> {
+    /// Awaits one step's answer, within the timeout, failing as [`Error::Unusable`].
+    async fn step<T>(
+        &self,
+        step: &'static str,
+        answer: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.timeout, answer).await {
+            Ok(answer) => answer.map_err(|e| unusable(self.store.backend(), step, e)),
+            Err(_) => Err(self.refused(step, format!("no answer within {:?}", self.timeout))),
         }
     }
-    tokio::time::timeout(timeout, store.delete(key, version))
-        .await
-        .map_err(|_| late("deleting the probe record"))?
-        .map_err(|e| step("deleting the probe record", e))?;
-    let Some(leases) = store.leases() else {
-        return Ok(());
-    };
-    let attempt = tokio::time::timeout(timeout, leases.acquire_lease(key, timeout))
-        .await
-        .map_err(|_| late("taking a probe lease"))?
-        .map_err(|e| step("taking a probe lease", e))?;
-    let LeaseAttempt::Acquired(lease) = attempt else {
-        return Err(step(
-            "taking a probe lease",
-            Error::store(
-                backend,
-                Message("the probe key's lease is held by someone else".to_owned()),
-            ),
-        ));
-    };
-    tokio::time::timeout(timeout, leases.release_lease(&lease))
-        .await
-        .map_err(|_| late("giving back the probe lease"))?
-        .map_err(|e| step("giving back the probe lease", e))?;
-    Ok(())
+
+    /// A step that got an answer it cannot accept.
+    fn refused(&self, step: &'static str, why: String) -> Error {
+        let backend = self.store.backend();
+        unusable(backend, step, Error::store(backend, Message(why)))
+    }
+
+    /// The steps after the write: read back, delete, and a lease where there are some.
+    async fn rest(&self, bytes: &[u8], version: super::Version) -> Result<()> {
+        const READ_BACK: &str = "reading the probe record back";
+        match self.step(READ_BACK, self.store.load(&self.key)).await? {
+            Some(r) if r.bytes == bytes && r.version == version => {}
+            _ => {
+                let why = "the record read back is not the one written".to_owned();
+                return Err(self.refused(READ_BACK, why));
+            }
+        }
+        self.step(
+            "deleting the probe record",
+            self.store.delete(&self.key, version),
+        )
+        .await?;
+        let Some(leases) = self.store.leases() else {
+            return Ok(());
+        };
+        const LEASE: &str = "taking a probe lease";
+        let attempt = self
+            .step(LEASE, leases.acquire_lease(&self.key, self.timeout))
+            .await?;
+        let LeaseAttempt::Acquired(lease) = attempt else {
+            let why = "the probe key's lease is held by someone else".to_owned();
+            return Err(self.refused(LEASE, why));
+        };
+        self.step("giving back the probe lease", leases.release_lease(&lease))
+            .await
+            .map(drop)
+    }
 }
 
-/// [`Error::Unusable`] for `step`: the store's own error as the source (a store error
-/// without its "store failed" layer, which the outer error already says).
 fn unusable(backend: &'static str, step: &'static str, e: Error) -> Error {
     let source = match e {
         Error::Store { source, .. } => source,
