@@ -165,6 +165,17 @@ impl fmt::Debug for ReturnedUpdate {
 }
 
 impl Error {
+    /// The error with its session key filled in, where it has an empty one (errors of
+    /// record helpers that do not know the key).
+    pub(crate) fn with_key(mut self, at: &str) -> Self {
+        if let Self::Decode { key, .. } | Self::Encode { key, .. } = &mut self {
+            if key.is_empty() {
+                at.clone_into(key);
+            }
+        }
+        self
+    }
+
     /// The update of an [`Error::NotHandled`], taken out (once) as the pipeline's update
     /// type `U`: `None` for other errors, a second call, or another type.
     ///

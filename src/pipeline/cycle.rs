@@ -262,25 +262,8 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
         work: &Work<S, U>,
     ) -> Result<Dispatch> {
         let key = cx.key_arc();
-        // The key's lease across processes (when the store has leases): taken before the
-        // session is loaded, given back after the save and the replies, or passed on to
-        // the next update of the key waiting here.
         let (mut lease, preload, passed) = match &key {
-            Some(k) => match self.keys().take_lease(k) {
-                // Passed on by the previous update of the key: held all along, so nobody
-                // else took it since; that update's committed session may stand for the
-                // record (see `CachePolicy`), compare-and-set catching any writer that
-                // takes no lease.
-                Some(held) if !held.is_lost() => (Some(held), Preload::NotRead, true),
-                passed => {
-                    // One a renewal found gone while it waited here is taken afresh.
-                    if let Some(lost) = passed {
-                        lost.release().await;
-                    }
-                    let (lease, preload) = self.leases.acquire(self.store(), k).await?;
-                    (lease, preload, false)
-                }
-            },
+            Some(k) => self.lease_of(k).await?,
             None => (None, Preload::NotRead, false),
         };
         let result = self
@@ -296,6 +279,69 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
             .await;
         if let (Some(held), Some(k)) = (lease, &key) {
             self.release(k, held).await;
+        }
+        result
+    }
+
+    /// The key's lease across processes (when the store has leases): taken before the
+    /// session is loaded, given back after the save and the replies, or passed on to
+    /// the next update of the key waiting here. Also says whether it was passed on by
+    /// the previous update of the key: held all along, so nobody else took it since;
+    /// that update's committed session may stand for the record (see `CachePolicy`),
+    /// compare-and-set catching any writer that takes no lease.
+    async fn lease_of(&self, key: &Arc<str>) -> Result<(Option<HeldLease>, Preload, bool)> {
+        match self.keys().take_lease(key) {
+            Some(held) if !held.is_lost() => Ok((Some(held), Preload::NotRead, true)),
+            passed => {
+                // One a renewal found gone while it waited here is taken afresh.
+                if let Some(lost) = passed {
+                    lost.release().await;
+                }
+                let (lease, preload) = self.leases.acquire(self.store(), key).await?;
+                Ok((lease, preload, false))
+            }
+        }
+    }
+
+    /// Delivers the replies a committed step left in the record of `key` (a process
+    /// that crashed between its commit and its delivery), the key's queue place
+    /// already held: lease, a fresh read, delivery, the write that marks them
+    /// delivered (and unmarks the key in the pending index), release. Returns how many
+    /// replies it sent.
+    pub(crate) async fn flush(&self, key: &Arc<str>, mut permit: Permit<S>) -> Result<usize> {
+        let (lease, preload, _) = self.lease_of(key).await?;
+        let flushed = async {
+            // The record may be another process's: read it, never the cached copy.
+            drop(permit.take_cached());
+            let record = match preload {
+                Preload::Read(record) => record,
+                Preload::NotRead => self.store().load(key).await?,
+            };
+            let Some(record) = record else {
+                return Ok(0);
+            };
+            let (replies, cleared) = crate::record::split_outbox(&record.bytes, self.codec)
+                .map_err(|e| e.with_key(key))?;
+            if !replies.is_empty() {
+                tracing::info!(target: "stagecraft::reply", key = %key, replies = replies.len(),
+                    "delivering the replies of a committed step left pending");
+                self.deliver(&replies).await?;
+            }
+            match self.store().save(key, &cleared, Some(record.version)).await {
+                // Written since: by an update that delivered them first.
+                Err(e) if e.is_conflict() => {}
+                done => drop(done?),
+            }
+            Ok(replies.len())
+        };
+        let result = match self.guarantees.deadline {
+            None => flushed.await,
+            Some(after) => tokio::time::timeout(after, flushed)
+                .await
+                .unwrap_or_else(|_| Err(self.deadline_error(Some(key)))),
+        };
+        if let Some(held) = lease {
+            self.release(key, held).await;
         }
         result
     }
@@ -651,7 +697,12 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
         match (bytes, expected) {
             (Some(bytes), expected) => {
                 let trusted_until = self.loader.policy.trusted_until();
-                let version = self.store().save(key, &bytes, expected).await?;
+                // A record with replies to deliver is marked in the store's pending
+                // index (in the same write), for the next process to find after a crash.
+                let version = match (&cleared, self.store().pending()) {
+                    (Some(_), Some(index)) => index.save_pending(key, &bytes, expected).await?,
+                    _ => self.store().save(key, &bytes, expected).await?,
+                };
                 let mut st = cx.state();
                 // The stored record now has this step's replies, about to be sent.
                 st.ledger.stored_outbox = cleared.is_some();

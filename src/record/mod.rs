@@ -359,18 +359,30 @@ impl<S: SessionData> RecordOwned<S> {
 /// A stored record without its outbox, written with `codec`: what marks its replies
 /// delivered when the bot's types are not at hand.
 pub(crate) fn without_outbox(bytes: &[u8], codec: Codec) -> Result<Vec<u8>> {
+    split_outbox(bytes, codec).map(|(_, cleared)| cleared)
+}
+
+/// A stored record's outbox (the replies of its last step not yet confirmed delivered)
+/// and the record without it, written with `codec`: read without the bot's types.
+///
+/// # Errors
+/// [`Error::Decode`] (with an empty key) when the bytes are not a record, or a reply in
+/// the outbox is not one this version knows.
+pub(crate) fn split_outbox(bytes: &[u8], codec: Codec) -> Result<(Vec<Outgoing>, Vec<u8>)> {
     let err = |e| Error::Decode {
         key: String::new(),
         source: e,
     };
     let mut value: serde_json::Value = Codec::decode(bytes).map_err(err)?;
-    if let Some(map) = value.as_object_mut() {
-        map.remove("outbox");
-    }
-    codec.encode(&value).map_err(|e| Error::Encode {
+    let outbox = match value.as_object_mut().and_then(|map| map.remove("outbox")) {
+        Some(list) => serde_json::from_value(list).map_err(|e| err(e.into()))?,
+        None => Vec::new(),
+    };
+    let cleared = codec.encode(&value).map_err(|e| Error::Encode {
         key: String::new(),
         source: e,
-    })
+    })?;
+    Ok((outbox, cleared))
 }
 
 /// A stored frame read without the bot's types (see [`inspect`]).

@@ -7,8 +7,9 @@
 //!
 //! What only some stores can do is a trait of its own, handed out by the store:
 //! per-key leases ([`LeaseStore`], from [`SessionStore::leases`]: SQLite, Redis,
-//! PostgreSQL, MySQL) and purging expired records ([`PurgeExpired`], from [`SessionStore::purge`]:
-//! memory and the SQL stores).
+//! PostgreSQL, MySQL), purging expired records ([`PurgeExpired`], from [`SessionStore::purge`]:
+//! memory and the SQL stores) and the index of records holding undelivered replies
+//! ([`PendingIndex`], from [`SessionStore::pending`]: every built-in store).
 //!
 //! | store | feature | persistence |
 //! |---|---|---|
@@ -41,6 +42,7 @@ mod lease;
 mod memory;
 #[cfg(feature = "mysql")]
 mod mysql;
+mod pending;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "redis")]
@@ -59,6 +61,7 @@ pub use memory::MemoryStore;
 #[cfg(feature = "mysql")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
 pub use mysql::{MySqlOptions, MySqlStore};
+pub use pending::PendingIndex;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PostgresOptions, PostgresStore};
@@ -257,6 +260,14 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     fn purge(&self) -> Option<&dyn PurgeExpired> {
         None
     }
+
+    /// This store's pending-replies index ([`PendingIndex`]), or `None` (the default)
+    /// when it has none. A pipeline with the outbox on uses it to mark records that hold
+    /// replies not yet delivered, and [`Pipeline::deliver_pending`](crate::Pipeline::deliver_pending)
+    /// to find them after a crash.
+    fn pending(&self) -> Option<&dyn PendingIndex> {
+        None
+    }
 }
 
 /// Removing expired records in bulk: the optional capability of a store whose expired
@@ -331,6 +342,9 @@ impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
     }
     fn purge(&self) -> Option<&dyn PurgeExpired> {
         (**self).purge()
+    }
+    fn pending(&self) -> Option<&dyn PendingIndex> {
+        (**self).pending()
     }
 }
 
