@@ -560,3 +560,109 @@ async fn pending_replies_that_cannot_be_delivered_stay_pending() {
     }
     drop_namespaces(&stores).await;
 }
+
+/// A table made before the pending index existed (no `pending` column) is upgraded by
+/// `migrate`: its records load as before, and marking works on them.
+#[tokio::test]
+async fn a_table_from_before_the_pending_index_is_upgraded() {
+    use stagecraft::store::sqlx;
+    let old_sqlite = r#"CREATE TABLE "old_sessions" (session_key TEXT NOT NULL PRIMARY KEY,
+        data BLOB NOT NULL, version INTEGER NOT NULL, expires_at INTEGER)"#;
+    let insert = "INSERT INTO old_sessions (session_key, data, version, expires_at) VALUES ('1:1', x'7b7d', 7, NULL)";
+    let path = std::env::temp_dir().join(format!("{}.db", common::unique_name("upgrade")));
+    {
+        let url = format!("sqlite:{}?mode=rwc", path.display());
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::query(old_sqlite).execute(&pool).await.unwrap();
+        sqlx::query(insert).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+    let options = stagecraft::store::SqliteOptions::new().table("old_sessions");
+    let store = SqliteStore::open_with(&path, options).await.unwrap();
+    check_upgraded("sqlite", &store).await;
+    // Two processes' migrations at once, on a second old table, both succeed.
+    let url = format!("sqlite:{}", path.display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query(&old_sqlite.replace("old_sessions", "old_two"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (a, b) = tokio::join!(
+        SqliteStore::open_with(
+            &path,
+            stagecraft::store::SqliteOptions::new().table("old_two")
+        ),
+        SqliteStore::open_with(
+            &path,
+            stagecraft::store::SqliteOptions::new().table("old_two")
+        ),
+    );
+    a.unwrap();
+    b.unwrap();
+
+    if let Some(url) = common::server_url("STAGECRAFT_POSTGRES_URL") {
+        let table = common::unique_name("upgrade").replace(['-', '.'], "_");
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        sqlx::query(&format!(
+            r#"CREATE TABLE "{table}" (session_key TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+            data BYTEA NOT NULL, version BIGINT NOT NULL, expires_at BIGINT)"#
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(&format!(
+            r#"INSERT INTO "{table}" VALUES ('1:1', '\x7b7d', 7, NULL)"#
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+        let options = stagecraft::store::ServerOptions::new().table(&table);
+        let store = stagecraft::store::PostgresStore::connect_with(&url, options)
+            .await
+            .unwrap();
+        check_upgraded("postgres", &store).await;
+        common::drop_namespace(&url, &table).await;
+    }
+    if let Some(url) = common::server_url("STAGECRAFT_MYSQL_URL") {
+        let table = common::unique_name("upgrade").replace(['-', '.'], "_");
+        let pool = sqlx::MySqlPool::connect(&url).await.unwrap();
+        sqlx::query(&format!(
+            "CREATE TABLE `{table}` (session_key VARBINARY(1024) NOT NULL PRIMARY KEY,
+            data LONGBLOB NOT NULL, version BIGINT NOT NULL, expires_at BIGINT NULL,
+            INDEX expires_at_idx (expires_at)) ENGINE = InnoDB"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(&format!(
+            "INSERT INTO `{table}` VALUES ('1:1', x'7b7d', 7, NULL)"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+        let options = stagecraft::store::ServerOptions::new().table(&table);
+        let store = stagecraft::store::MySqlStore::connect_with(&url, options)
+            .await
+            .unwrap();
+        check_upgraded("mysql", &store).await;
+        common::drop_namespace(&url, &table).await;
+    }
+}
+
+async fn check_upgraded(name: &str, store: &dyn SessionStore) {
+    let rec = store.load("1:1").await.unwrap().expect(name);
+    assert_eq!(
+        (rec.bytes.as_slice(), rec.version.0),
+        (&b"{}"[..], 7),
+        "{name}"
+    );
+    let index = store.pending().unwrap();
+    assert!(index.pending_keys(10).await.unwrap().is_empty(), "{name}");
+    let v = index
+        .save_pending("1:1", b"{\"a\":1}", Some(rec.version))
+        .await
+        .unwrap();
+    assert_eq!(index.pending_keys(10).await.unwrap(), ["1:1"], "{name}");
+    store.save("1:1", b"{}", Some(v)).await.unwrap();
+    assert!(index.pending_keys(10).await.unwrap().is_empty(), "{name}");
+}
