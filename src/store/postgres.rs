@@ -288,9 +288,15 @@ impl PostgresStore {
         let now = self.table.now();
         let expires_at = self.table.expires_at(now);
         let q = self.table.queries();
-        let (version, query) = sql::save_query(
-            &q.insert, &q.update, key, bytes, expected, now, expires_at, pending,
-        );
+        let args = sql::SaveArgs {
+            key,
+            bytes,
+            expected,
+            now,
+            expires_at,
+            pending,
+        };
+        let (version, query) = sql::save_query(&q.insert, &q.update, args);
         sql::save_result(BACKEND, key, version, query.execute(&self.pool).await)
     }
 }

@@ -547,6 +547,20 @@ where
     }
 }
 
+/// One compare-and-set save: the key, the record, the version it expects (`None`: a new
+/// record), the time it is written at, when it expires and whether it is marked in the
+/// pending-replies index.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SaveArgs<'q> {
+    pub(crate) key: &'q str,
+    pub(crate) bytes: &'q [u8],
+    pub(crate) expected: Option<Version>,
+    pub(crate) now: i64,
+    pub(crate) expires_at: Option<i64>,
+    pub(crate) pending: bool,
+}
+
 /// The compare-and-set statement of one save, and the version it writes: `insert`
 /// (binds key, data, version, expiry, `now` and `pending`) for a new record (`expected`
 /// is `None`), else `update` (binds data, new version, expiry, key, `expected`, `now` and
@@ -555,12 +569,7 @@ where
 pub(crate) fn save_query<'q, DB>(
     insert: &'q str,
     update: &'q str,
-    key: &'q str,
-    bytes: &'q [u8],
-    expected: Option<Version>,
-    now: i64,
-    expires_at: Option<i64>,
-    pending: bool,
+    save: SaveArgs<'q>,
 ) -> (Version, Query<'q, DB, DB::Arguments<'q>>)
 where
     DB: Database,
@@ -570,6 +579,14 @@ where
     Option<i64>: Encode<'q, DB> + Type<DB>,
     bool: Encode<'q, DB> + Type<DB>,
 {
+    let SaveArgs {
+        key,
+        bytes,
+        expected,
+        now,
+        expires_at,
+        pending,
+    } = save;
     match expected {
         None => {
             let version = Version::initial();

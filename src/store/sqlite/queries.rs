@@ -87,16 +87,15 @@ impl Queries {
             expires_at,
             pending,
         } = save;
-        sql::save_query(
-            insert,
-            update,
+        let args = sql::SaveArgs {
             key,
             bytes,
-            *expected,
-            *now,
-            *expires_at,
-            *pending,
-        )
+            expected: *expected,
+            now: *now,
+            expires_at: *expires_at,
+            pending: *pending,
+        };
+        sql::save_query(insert, update, args)
     }
 }
 
