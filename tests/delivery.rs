@@ -666,3 +666,47 @@ async fn check_upgraded(name: &str, store: &dyn SessionStore) {
     store.save("1:1", b"{}", Some(v)).await.unwrap();
     assert!(index.pending_keys(10).await.unwrap().is_empty(), "{name}");
 }
+
+/// In a burst of one user's updates, the write that marks a step's replies delivered
+/// rides on the next update's write (the lease goes straight to it): about one write per
+/// update instead of two; every reply is sent once, in order, and the last step's mark is
+/// written before the lease is given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_burst_the_delivered_mark_rides_on_the_next_write() {
+    let path = std::env::temp_dir().join(format!("{}.db", common::unique_name("fold")));
+    let sqlite: Arc<dyn SessionStore> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let counting = common::CountingStore::over(Arc::clone(&sqlite));
+    let up = Flaky::default();
+    up.up.store(true, Ordering::SeqCst);
+    let bot = outbox_bot(counting.clone(), up.clone());
+    const N: i64 = 60;
+    let burst: Vec<_> = (1..=N)
+        .map(|i| tokio::spawn(bot.handle(text_in(9, i, &i.to_string()))))
+        .collect();
+    for t in burst {
+        t.await.unwrap().unwrap();
+    }
+    let texts = up.sent.texts();
+    let expected: Vec<String> = (1..=N)
+        .flat_map(|i| [format!("got {i}"), format!("that makes {i}")])
+        .collect();
+    assert_eq!(texts, expected, "every reply once, in order");
+    let (_, saves, _) = counting.calls();
+    assert!(
+        saves < (N as usize) * 3 / 2,
+        "{saves} writes for {N} updates (two each without folding)"
+    );
+    let rec = sqlite.load("9:9").await.unwrap().unwrap();
+    let info = stagecraft::record::inspect(&rec.bytes).unwrap();
+    assert!(info.outbox.is_empty(), "the last step is marked delivered");
+    assert!(
+        sqlite
+            .pending()
+            .unwrap()
+            .pending_keys(10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    eprintln!("{saves} writes for {N} updates");
+}

@@ -266,6 +266,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
             Some(k) => self.lease_of(k).await?,
             None => (None, Preload::NotRead, false),
         };
+        let mut unconfirmed = None;
         let result = self
             .attempts(
                 cx,
@@ -275,10 +276,39 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                 &mut lease,
                 preload,
                 passed,
+                &mut unconfirmed,
             )
             .await;
-        if let (Some(held), Some(k)) = (lease, &key) {
-            self.release(k, held).await;
+        let Some(k) = &key else {
+            return result;
+        };
+        // The write that marks the replies delivered is folded into the key's next
+        // write when the lease goes straight to the key's next update here: nobody else
+        // can read the record in between, and that update, starting from this one's
+        // committed copy, knows them delivered and writes the record without them.
+        // Otherwise it is written before the lease is given back, so that no other
+        // process finds delivered replies still pending.
+        let (passed, unpassed) = match lease {
+            Some(held) => {
+                let unpassed = self.pass_on(k, held);
+                (unpassed.is_none(), unpassed)
+            }
+            None => (false, None),
+        };
+        if let Some(c) = unconfirmed {
+            if passed && self.folds() {
+                tracing::trace!(target: "stagecraft::reply", key = %k,
+                    "delivered; marked by the key's next write");
+            } else {
+                self.confirm(k, c, &mut permit).await;
+            }
+        }
+        if let Some(held) = unpassed {
+            held.release().await;
+            // A holding streak exists only for keys whose lease this process took.
+            if self.keys().waiting(k) == 0 {
+                self.leases.end_streak(k);
+            }
         }
         result
     }
@@ -350,18 +380,31 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
     /// an acquire), unless it was lost or this process has had the key for its fair
     /// share; then gives it back.
     async fn release(&self, key: &Arc<str>, held: HeldLease) {
-        let unpassed = if held.is_lost() || !self.leases.may_keep(key) {
-            Some(held)
-        } else {
-            self.keys().pass_lease(key, held)
-        };
-        if let Some(held) = unpassed {
+        if let Some(held) = self.pass_on(key, held) {
             held.release().await;
             // A holding streak exists only for keys whose lease this process took.
             if self.keys().waiting(key) == 0 {
                 self.leases.end_streak(key);
             }
         }
+    }
+
+    /// Passes `held` to the key's next update waiting here (`None`), unless it was lost
+    /// or this process has had the key for its fair share, or nobody waits (`Some`:
+    /// give it back).
+    fn pass_on(&self, key: &Arc<str>, held: HeldLease) -> Option<HeldLease> {
+        if held.is_lost() || !self.leases.may_keep(key) {
+            Some(held)
+        } else {
+            self.keys().pass_lease(key, held)
+        }
+    }
+
+    /// Whether the next update of a key, given the lease straight from the previous
+    /// one, starts from that update's committed copy (so a delivered outbox may be
+    /// marked by its write instead of one of its own).
+    fn folds(&self) -> bool {
+        self.keys().caches() && self.loader.policy.passed_lease
     }
 
     /// Runs attempts until one commits (or fails for good), then delivers its replies.
@@ -375,6 +418,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
         lease: &mut Option<HeldLease>,
         mut preload: Preload,
         mut lease_passed: bool,
+        unconfirmed: &mut Option<Confirm>,
     ) -> Result<Dispatch> {
         let policy = &self.loader.policy;
         let g = &self.guarantees;
@@ -513,9 +557,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                 }
                 return Err(e);
             }
-            if let (Some(k), Some(c)) = (key, confirm) {
-                self.confirm(k, c, permit).await;
-            }
+            *unconfirmed = confirm;
             return match failure {
                 Some(e) => Err(e),
                 None => Ok(dispatch),
