@@ -80,6 +80,15 @@ pub enum Error {
         /// The Rust type that was asked for.
         expected: &'static str,
     },
+    /// A child scene's result ([`Cx::take_result`](crate::Cx::take_result)) was read as
+    /// another type than the one it left with.
+    #[error("the scene's result is a `{found}`, not a `{expected}`")]
+    ResultType {
+        /// The Rust type that was asked for.
+        expected: &'static str,
+        /// The Rust type the child scene left with.
+        found: &'static str,
+    },
     /// A transition is not allowed here (e.g. changing scenes inside a leave hook).
     #[error("transition not allowed: {0}")]
     Transition(&'static str),

@@ -235,9 +235,18 @@ impl<S: SessionData, U: Update> Stage<S, U> {
             let top = st.stack().last();
             let found =
                 top.and_then(|t| Some((self.inner.scenes.get(&t.scene).cloned()?, t.cursor)));
-            if let Some(idle) = found.as_ref().and_then(|(scene, _)| scene.idle_ttl) {
-                // Activity: the idle TTL starts again.
-                st.top_mut()?.expires = Some(now.saturating_add(i64::from(idle)));
+            if found.is_some() {
+                // Activity: the idle TTL starts again, for the active scene and for the
+                // parents waiting beneath it (a user busy in a sub-scene is not idle).
+                let idle = |f: &Frame| self.inner.scenes.get(&f.scene).and_then(|s| s.idle_ttl);
+                if st.stack().iter().any(|f| idle(f).is_some()) {
+                    for frame in st.stack_mut()? {
+                        // One that ran out already stays out (dropped when uncovered).
+                        if let Some(idle) = idle(frame).filter(|_| !frame.is_expired(now)) {
+                            frame.expires = Some(now.saturating_add(i64::from(idle)));
+                        }
+                    }
+                }
             }
             found
         };
@@ -400,11 +409,7 @@ impl<S: SessionData, U: Update> Stage<S, U> {
         result
     }
 
-    async fn leave(
-        &self,
-        cx: Cx<S, U>,
-        result: Option<Box<dyn std::any::Any + Send>>,
-    ) -> Result<()> {
+    async fn leave(&self, cx: Cx<S, U>, result: Option<crate::outcome::Handoff>) -> Result<()> {
         let Some(top) = cx.current_scene() else {
             return Ok(());
         };
