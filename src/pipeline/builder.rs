@@ -85,6 +85,8 @@ pub struct PipelineBuilder<S, U> {
     cache_mode: CacheMode,
     chain: Chain<S, U>,
     interpret: Option<Arc<dyn Interpret<S, U>>>,
+    /// The first stage's upgrades of stored scene state.
+    upgrades: Option<Arc<dyn crate::record::StateUpgrades>>,
     leases: Leases,
 }
 
@@ -108,7 +110,7 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
             default_session: Box::new(default),
             bot_username: None,
             error_policy: ErrorPolicy::WriteAnyway,
-            decode_policy: DecodePolicy::Fail,
+            decode_policy: DecodePolicy::Mend,
             save_policy: SavePolicy::Changed,
             max_attempts: usize::MAX,
             guarantees: Guarantees {
@@ -121,6 +123,7 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
             cache_mode: CacheMode::Auto,
             chain: Chain::default(),
             interpret: None,
+            upgrades: None,
             leases: Leases::default(),
         }
     }
@@ -182,7 +185,7 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
         self
     }
 
-    /// What an undecodable stored session does (default: [`DecodePolicy::Fail`]).
+    /// What an undecodable stored session does (default: [`DecodePolicy::Mend`]).
     #[must_use]
     pub fn decode_policy(mut self, policy: DecodePolicy) -> Self {
         self.decode_policy = policy;
@@ -302,6 +305,7 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     pub fn stage(mut self, stage: Stage<S, U>) -> Self {
         if self.interpret.is_none() {
             self.interpret = Some(stage.interpreter());
+            self.upgrades = Some(Arc::new(stage.clone()));
         }
         self.middleware(stage)
     }
@@ -356,7 +360,13 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     #[must_use]
     pub fn build(self) -> Pipeline<S, U> {
         let policy = self.cache_policy();
-        let loader = Arc::new(Loader::new(self.store, policy, self.decode_policy));
+        let loader = Arc::new(Loader::new(
+            self.store,
+            policy,
+            self.decode_policy,
+            Arc::clone(&self.clock),
+            self.upgrades,
+        ));
         let env = Env {
             default_session: self.default_session,
             transport: self.transport,

@@ -25,7 +25,7 @@ use crate::context::{BoxFuture, Cx, Decoded, Env, Ledger, Origin, SessionState, 
 use crate::error::{BoxError, Error, Result, ReturnedUpdate};
 use crate::handler::{Chain, Handler, Next};
 use crate::outcome::Outcome;
-use crate::record::{RecordOwned, RecordRef, SessionData};
+use crate::record::{Mended, RecordOwned, RecordRef, SessionData, StateUpgrades};
 use crate::session::{DecodePolicy, ErrorPolicy, KeyStrategy, SavePolicy};
 use crate::store::{Codec, Preload, Record, SessionStore, Version};
 use crate::transport::Outgoing;
@@ -134,6 +134,10 @@ pub(crate) struct Loader {
     pub(crate) store: Arc<dyn SessionStore>,
     policy: CachePolicy,
     decode_policy: DecodePolicy,
+    /// The clock that dates the copies of what a mended record lost.
+    clock: Arc<dyn Clock>,
+    /// The stage's upgrades of stored scene state.
+    upgrades: Option<Arc<dyn StateUpgrades>>,
 }
 
 impl Loader {
@@ -141,11 +145,15 @@ impl Loader {
         store: Arc<dyn SessionStore>,
         policy: CachePolicy,
         decode_policy: DecodePolicy,
+        clock: Arc<dyn Clock>,
+        upgrades: Option<Arc<dyn StateUpgrades>>,
     ) -> Self {
         Self {
             store,
             policy,
             decode_policy,
+            clock,
+            upgrades,
         }
     }
 }
@@ -188,15 +196,29 @@ impl<S: SessionData> Source<S> for Loader {
             cached.filter(|c| c.record.version == rec.version && c.record.bytes == rec.bytes);
         let decoded = match same {
             Some(c) => Ok((c.data, c.stack, c.ledger)),
-            None => RecordOwned::<S>::decode(key, &rec.bytes)
-                .map(|r| (Some(r.data), r.scenes, Ledger::stored(r.seen, r.outbox))),
+            None => RecordOwned::<S>::decode(key, &rec.bytes).map(|r| {
+                let ledger = Ledger::stored(r.seen, r.outbox, r.lost);
+                (Some(r.data), r.scenes, ledger)
+            }),
         };
         match decoded {
             Ok((data, stack, ledger)) => st.set_loaded(data, stack, ledger),
+            Err(e) if self.decode_policy == DecodePolicy::Mend => {
+                let now_s = self.clock.now_ms().div_euclid(1000);
+                let r = Mended::<S>::decode(&rec.bytes, now_s, self.upgrades.as_deref());
+                tracing::warn!(target: "stagecraft::session", key = %key,
+                    error = %crate::error::error_chain(&e), repairs = ?r.repairs,
+                    "stored session did not decode as a whole; mended it part by part");
+                let ledger = Ledger::stored(r.seen, r.outbox, r.lost);
+                st.set_loaded(r.data, r.scenes, ledger);
+            }
             Err(e) if self.decode_policy == DecodePolicy::Reset => {
                 tracing::warn!(target: "stagecraft::session", key = %key, error = %crate::error::error_chain(&e),
-                    "stored session could not be decoded; starting afresh");
-                st.set_loaded(None, Vec::new(), Ledger::default());
+                    "stored session could not be decoded; starting afresh (a copy is kept in `lost`)");
+                let now_s = self.clock.now_ms().div_euclid(1000);
+                let copy = crate::record::lost_copy(&rec.bytes, now_s, &e);
+                let ledger = Ledger::stored(Vec::new(), Vec::new(), vec![copy]);
+                st.set_loaded(None, Vec::new(), ledger);
                 st.mark_reset();
             }
             Err(e) => return Err(e),
@@ -722,6 +744,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                 let (data, scenes, ledger) = st.parts(|| (self.env.default_session)());
                 let encoded = RecordRef::new(data, scenes)
                     .with_ledger(&ledger.seen, outbox)
+                    .with_lost(&ledger.lost)
                     .encode_with_cleared(self.codec, size_hint)
                     .map_err(|e| Error::Encode {
                         key: key.to_owned(),

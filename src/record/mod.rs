@@ -130,8 +130,50 @@ pub struct Frame {
     /// When the scene expires, Unix seconds: still active while `now <= expires`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<i64>,
-    /// The scene's state.
+    /// The scene's state. A state this build could not decode (an unregistered tag, a
+    /// changed type) is an [`Undecodable`], written back as it was read.
+    #[serde(serialize_with = "serialize_state")]
     pub state: Box<dyn SceneState>,
+}
+
+/// A frame's state as stored: its typetag form, or the original JSON of an
+/// [`Undecodable`] one.
+fn serialize_state<Ser: serde::Serializer>(
+    state: &Box<dyn SceneState>,
+    ser: Ser,
+) -> std::result::Result<Ser::Ok, Ser::Error> {
+    match (**state).as_any().downcast_ref::<Undecodable>() {
+        Some(u) => u.raw.serialize(ser),
+        None => state.serialize(ser),
+    }
+}
+
+/// The state of a stored frame that this build could not decode: the scene's state tag
+/// is not registered (a deploy renamed or removed the type, or a newer replica wrote
+/// it) and no upgrade turned it into one that is, or its fields do not fit the type.
+///
+/// It keeps the stored JSON and is written back as it was read, so a rollback, or a
+/// replica that knows the type, still finds it. When such a frame becomes the active
+/// scene, the stage applies the scene's [`Recovery`](crate::scene::Recovery) before any
+/// handler sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Undecodable {
+    /// The stored state, as read (`{"tag": {...}}`).
+    pub raw: serde_json::Value,
+    /// Why it could not be decoded.
+    pub error: String,
+}
+
+#[typetag::serde(name = "stagecraft.undecodable")]
+impl SceneState for Undecodable {}
+
+impl Frame {
+    /// Whether this frame's state could not be decoded (see [`Undecodable`]).
+    #[must_use]
+    pub fn is_undecodable(&self) -> bool {
+        (*self.state).as_any().is::<Undecodable>()
+    }
 }
 
 impl Frame {
@@ -161,6 +203,8 @@ pub(crate) struct RecordRef<'a, S> {
     pub(crate) data: &'a S,
     #[serde(skip_serializing_if = "<[Frame]>::is_empty")]
     pub(crate) scenes: &'a [Frame],
+    #[serde(skip_serializing_if = "<[serde_json::Value]>::is_empty")]
+    pub(crate) lost: &'a [serde_json::Value],
     #[serde(skip_serializing_if = "<[i64]>::is_empty")]
     pub(crate) seen: &'a [i64],
     #[serde(skip_serializing_if = "<[Outgoing]>::is_empty")]
@@ -174,9 +218,17 @@ impl<'a, S: Serialize> RecordRef<'a, S> {
             v: SCHEMA_VERSION,
             data,
             scenes,
+            lost: &[],
             seen: &[],
             outbox: &[],
         }
+    }
+
+    /// The record with copies of what could not be decoded when it was read (see
+    /// [`Lost`]), kept for an operator to restore.
+    pub(crate) fn with_lost(mut self, lost: &'a [serde_json::Value]) -> Self {
+        self.lost = lost;
+        self
     }
 
     /// The record with the cycle's bookkeeping: the recent update ids `seen` and the
@@ -275,10 +327,17 @@ impl<'a, S: Serialize> RecordRef<'a, S> {
                     buf.extend_from_slice(ints.format(e).as_bytes());
                 }
                 buf.extend_from_slice(b",\"state\":");
-                serde_json::to_writer(&mut buf, &f.state)?;
+                match (*f.state).as_any().downcast_ref::<Undecodable>() {
+                    Some(u) => serde_json::to_writer(&mut buf, &u.raw)?,
+                    None => serde_json::to_writer(&mut buf, &f.state)?,
+                }
                 buf.push(b'}');
             }
             buf.push(b']');
+        }
+        if !self.lost.is_empty() {
+            buf.extend_from_slice(b",\"lost\":");
+            serde_json::to_writer(&mut buf, self.lost)?;
         }
         let core = buf.len();
         if !self.seen.is_empty() {
@@ -335,6 +394,9 @@ pub(crate) struct RecordOwned<S> {
     pub(crate) data: S,
     #[serde(default)]
     pub(crate) scenes: Vec<Frame>,
+    /// Copies of what could not be decoded when the record was read before.
+    #[serde(default)]
+    pub(crate) lost: Vec<serde_json::Value>,
     /// The ids of the key's recent updates, oldest first (de-duplication).
     #[serde(default)]
     pub(crate) seen: Vec<i64>,
@@ -354,6 +416,256 @@ impl<S: SessionData> RecordOwned<S> {
             source: e,
         })
     }
+}
+
+/// Upgrades of stored scene state, as the stage registered them
+/// ([`SceneBuilder::upgrade`](crate::scene::SceneBuilder::upgrade)): from a tag this
+/// build no longer registers to the next one.
+pub(crate) trait StateUpgrades: Send + Sync {
+    /// The state `inner` stored under `tag` in a frame of `scene`, upgraded one step:
+    /// its new tag and JSON. `None` when the scene has no upgrade from `tag`.
+    fn upgrade(
+        &self,
+        scene: &str,
+        tag: &str,
+        inner: serde_json::Value,
+    ) -> Option<std::result::Result<(String, serde_json::Value), BoxError>>;
+}
+
+/// At most this many copies of undecodable parts a record keeps (the newest).
+const MAX_LOST: usize = 4;
+
+/// At most this many upgrades run on one frame's state (a loop of upgrades stops).
+const MAX_UPGRADES: usize = 64;
+
+/// What a lenient decode did to a stored record: each entry says what it mended.
+pub(crate) type Repairs = Vec<String>;
+
+/// A record decoded part by part ([`Mended::decode`]).
+pub(crate) struct Mended<S> {
+    /// The data, `None` when there was none or it did not decode (start afresh).
+    pub(crate) data: Option<S>,
+    pub(crate) scenes: Vec<Frame>,
+    pub(crate) lost: Vec<serde_json::Value>,
+    pub(crate) seen: Vec<i64>,
+    pub(crate) outbox: Vec<Outgoing>,
+    /// What was mended.
+    pub(crate) repairs: Repairs,
+}
+
+/// Adds `entry` to the copies of lost parts `lost`, keeping the newest [`MAX_LOST`].
+pub(crate) fn push_lost(lost: &mut Vec<serde_json::Value>, entry: serde_json::Value) {
+    lost.push(entry);
+    let skip = lost.len().saturating_sub(MAX_LOST);
+    lost.drain(..skip);
+}
+
+/// A copy of a stored frame the stage could not resume, for the `lost` field.
+pub(crate) fn lost_frame(frame: &Frame, now_s: i64, why: &str) -> serde_json::Value {
+    let value = serde_json::to_value(frame).unwrap_or(serde_json::Value::Null);
+    serde_json::json!({"at": now_s, "what": "frame", "error": why, "value": value})
+}
+
+/// A copy of a whole record that could not be decoded, for the `lost` field.
+pub(crate) fn lost_copy(bytes: &[u8], now_s: i64, error: &Error) -> serde_json::Value {
+    let value = Codec::decode::<serde_json::Value>(bytes)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned()));
+    let error = crate::error::error_chain(error);
+    serde_json::json!({"at": now_s, "what": "record", "error": error, "value": value})
+}
+
+impl<S: SessionData> Mended<S> {
+    /// Decodes a record that the strict decode could not, part by part, so that no
+    /// part of it can strand the user:
+    ///
+    /// - a frame whose state does not decode is upgraded through `upgrades` while one
+    ///   applies, and otherwise kept as an [`Undecodable`] (written back as read);
+    /// - a frame without a scene id is dropped, its JSON copied into `lost`;
+    /// - data that does not decode as `S` is replaced by `default()`, its JSON copied
+    ///   into `lost`;
+    /// - bytes that are not a record at all are replaced by an empty session, copied
+    ///   into `lost` as text;
+    /// - bookkeeping (`seen`, `outbox`) that does not decode is dropped.
+    ///
+    /// `lost` keeps the newest [`MAX_LOST`] copies, each with when (`now_s`) and why.
+    pub(crate) fn decode(bytes: &[u8], now_s: i64, upgrades: Option<&dyn StateUpgrades>) -> Self {
+        let mut repairs = Repairs::new();
+        let mut lost = Vec::new();
+        let mut keep =
+            |what: &str, error: String, value: serde_json::Value, repairs: &mut Repairs| {
+                repairs.push(format!("{what}: {error}"));
+                lost.push(
+                    serde_json::json!({"at": now_s, "what": what, "error": error, "value": value}),
+                );
+            };
+        let mut obj = match Codec::decode::<serde_json::Value>(bytes) {
+            Ok(serde_json::Value::Object(map)) => map,
+            Ok(other) => {
+                keep("record", "not a session record".into(), other, &mut repairs);
+                serde_json::Map::new()
+            }
+            Err(e) => {
+                let text = String::from_utf8_lossy(bytes).into_owned();
+                keep(
+                    "record",
+                    e.to_string(),
+                    serde_json::Value::String(text),
+                    &mut repairs,
+                );
+                serde_json::Map::new()
+            }
+        };
+        let data = match obj.remove("data") {
+            None => None,
+            Some(value) => match S::deserialize(&value) {
+                Ok(data) => Some(data),
+                Err(e) => {
+                    keep("data", e.to_string(), value, &mut repairs);
+                    None
+                }
+            },
+        };
+        let mut scenes = Vec::new();
+        if let Some(list) = obj.remove("scenes") {
+            let list = match list {
+                serde_json::Value::Array(list) => list,
+                other => {
+                    keep("scenes", "not a list of frames".into(), other, &mut repairs);
+                    Vec::new()
+                }
+            };
+            for value in list {
+                match mend_frame(value, upgrades) {
+                    Ok((frame, note)) => {
+                        if let Some(note) = note {
+                            repairs.push(note);
+                        }
+                        scenes.push(frame);
+                    }
+                    Err((error, value)) => keep("frame", error, value, &mut repairs),
+                }
+            }
+        }
+        let seen: Vec<i64> = take_field(&mut obj, "seen", &mut repairs).unwrap_or_default();
+        let outbox: Vec<Outgoing> =
+            take_field(&mut obj, "outbox", &mut repairs).unwrap_or_default();
+        let mut earlier: Vec<serde_json::Value> =
+            take_field(&mut obj, "lost", &mut repairs).unwrap_or_default();
+        earlier.append(&mut lost);
+        let skip = earlier.len().saturating_sub(MAX_LOST);
+        earlier.drain(..skip);
+        Self {
+            data,
+            scenes,
+            lost: earlier,
+            seen,
+            outbox,
+            repairs,
+        }
+    }
+}
+
+/// The envelope field `name` of `obj` as a `T`, or `None` (noted in `repairs` when it
+/// was there but did not decode).
+fn take_field<T: DeserializeOwned>(
+    obj: &mut serde_json::Map<String, serde_json::Value>,
+    name: &str,
+    repairs: &mut Repairs,
+) -> Option<T> {
+    let value = obj.remove(name)?;
+    match T::deserialize(&value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            repairs.push(format!("{name}: {e} (dropped)"));
+            None
+        }
+    }
+}
+
+/// One stored frame, decoded leniently: its state upgraded while an upgrade applies, or
+/// kept as [`Undecodable`]; with a note of what was done. `Err` (why, and the JSON)
+/// when it has no scene id to keep it by.
+fn mend_frame(
+    value: serde_json::Value,
+    upgrades: Option<&dyn StateUpgrades>,
+) -> std::result::Result<(Frame, Option<String>), (String, serde_json::Value)> {
+    let serde_json::Value::Object(mut map) = value else {
+        return Err(("a frame that is not an object".into(), value));
+    };
+    let Some(scene) = map
+        .get("scene")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
+    else {
+        return Err((
+            "a frame without a scene id".into(),
+            serde_json::Value::Object(map),
+        ));
+    };
+    let int = |map: &serde_json::Map<String, serde_json::Value>, k: &str| {
+        map.get(k).and_then(serde_json::Value::as_i64)
+    };
+    let cursor = int(&map, "cursor");
+    let entered_at = int(&map, "entered_at").unwrap_or(0);
+    let expires = int(&map, "expires");
+    let raw = map.remove("state").unwrap_or(serde_json::Value::Null);
+    let mut state = raw.clone();
+    let mut note = None;
+    let mut error = String::new();
+    for _ in 0..MAX_UPGRADES {
+        match <Box<dyn SceneState>>::deserialize(&state) {
+            Ok(decoded) => {
+                let frame = Frame {
+                    scene,
+                    cursor,
+                    entered_at,
+                    expires,
+                    state: decoded,
+                };
+                return Ok((frame, note));
+            }
+            Err(e) => error = e.to_string(),
+        }
+        // One tagged state (`{"tag": inner}`) with an upgrade from its tag: apply it.
+        let tagged = match &state {
+            serde_json::Value::Object(m) if m.len() == 1 => m.iter().next().map(|(t, _)| t.clone()),
+            _ => None,
+        };
+        let Some(tag) = tagged else { break };
+        let inner = state
+            .as_object_mut()
+            .and_then(|m| m.remove(&tag))
+            .unwrap_or(serde_json::Value::Null);
+        match upgrades.and_then(|u| u.upgrade(&scene, &tag, inner)) {
+            Some(Ok((next, upgraded))) => {
+                note = Some(format!(
+                    "frame `{scene}`: state upgraded from `{tag}` to `{next}`"
+                ));
+                let mut m = serde_json::Map::new();
+                m.insert(next, upgraded);
+                state = serde_json::Value::Object(m);
+            }
+            Some(Err(e)) => {
+                error = format!("upgrade from `{tag}` failed: {e}");
+                break;
+            }
+            None => break,
+        }
+    }
+    let frame = Frame {
+        scene: scene.clone(),
+        cursor,
+        entered_at,
+        expires,
+        state: Box::new(Undecodable {
+            raw,
+            error: error.clone(),
+        }),
+    };
+    Ok((
+        frame,
+        Some(format!("frame `{scene}`: state kept undecoded: {error}")),
+    ))
 }
 
 /// A stored record without its outbox, written with `codec`: what marks its replies
