@@ -268,3 +268,58 @@ async fn undecodable_data_starts_afresh_and_is_kept() {
         );
     }
 }
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Profile {
+    first: String,
+    last: String,
+    #[serde(default)]
+    updates: u32,
+}
+
+fn profile_bot(store: Arc<dyn SessionStore>, replies: RecordingTransport) -> Pipeline<Profile> {
+    Pipeline::<Profile>::builder()
+        .store_arc(store)
+        .transport(replies)
+        .data_version(1)
+        .upgrade_data(0, |mut v: Value| {
+            let name = v["name"].take();
+            let name = name.as_str().unwrap_or_default();
+            let (first, last) = name.split_once(' ').unwrap_or((name, ""));
+            Ok(json!({"first": first, "last": last}))
+        })
+        .on_text(|cx: Cx<Profile>| async move {
+            let (first, last, n) = cx.session_mut(|p| {
+                p.updates += 1;
+                (p.first.clone(), p.last.clone(), p.updates)
+            })?;
+            cx.reply(format!("{first}/{last} #{n}"));
+            Ok(Outcome::Handled)
+        })
+        .build()
+}
+
+/// The bot's data type changed shape (version 0 → 1): data stored by the old version is
+/// upgraded on load and written back at the new version.
+#[tokio::test]
+async fn old_user_data_is_upgraded_on_load() {
+    for (name, store) in stores("data_version").await {
+        store
+            .save("1:1", br#"{"v":1,"data":{"name":"Ada Lovelace"}}"#, None)
+            .await
+            .unwrap();
+        let replies = RecordingTransport::new();
+        let bot = profile_bot(Arc::clone(&store), replies.clone());
+        bot.handle(text(1, "hi")).await.unwrap();
+        bot.handle(text(2, "hi")).await.unwrap();
+        assert_eq!(
+            replies.texts(),
+            ["Ada/Lovelace #1", "Ada/Lovelace #2"],
+            "{name}"
+        );
+        let rec = stored(&store).await;
+        assert_eq!(rec["dv"], 1, "{name}: {rec}");
+        assert_eq!(rec["data"]["first"], "Ada", "{name}: {rec}");
+        assert!(rec.get("lost").is_none(), "{name}: nothing lost: {rec}");
+    }
+}

@@ -87,6 +87,8 @@ pub struct PipelineBuilder<S, U> {
     interpret: Option<Arc<dyn Interpret<S, U>>>,
     /// The first stage's upgrades of stored scene state.
     upgrades: Option<Arc<dyn crate::record::StateUpgrades>>,
+    /// The bot's data version and its upgrades.
+    versions: crate::record::DataVersions,
     leases: Leases,
 }
 
@@ -124,6 +126,7 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
             chain: Chain::default(),
             interpret: None,
             upgrades: None,
+            versions: crate::record::DataVersions::default(),
             leases: Leases::default(),
         }
     }
@@ -189,6 +192,52 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     #[must_use]
     pub fn decode_policy(mut self, policy: DecodePolicy) -> Self {
         self.decode_policy = policy;
+        self
+    }
+
+    /// The version of the bot's data type `S` (default 0: unversioned). Records carry
+    /// it (`"dv"`); one written at an older version is brought up to this one on load
+    /// by the [`upgrade_data`](Self::upgrade_data) functions, in order. Data that no
+    /// upgrade reaches starts afresh under [`DecodePolicy::Mend`], its JSON kept in the
+    /// record's `lost` field. A record written by a newer version is read as it is.
+    ///
+    /// ```
+    /// use serde::{Deserialize, Serialize};
+    /// use stagecraft::prelude::*;
+    ///
+    /// // Version 1 stored `{"name": "Ada Lovelace"}`; version 2 splits the name.
+    /// #[derive(Debug, Default, Serialize, Deserialize)]
+    /// struct Profile { first: String, last: String }
+    ///
+    /// let bot = Pipeline::<Profile>::builder()
+    ///     .data_version(2)
+    ///     .upgrade_data(1, |mut v| {
+    ///         let name = v["name"].take();
+    ///         let name = name.as_str().unwrap_or_default();
+    ///         let (first, last) = name.split_once(' ').unwrap_or((name, ""));
+    ///         Ok(serde_json::json!({"first": first, "last": last}))
+    ///     })
+    ///     .build();
+    /// # drop(bot);
+    /// ```
+    #[must_use]
+    pub fn data_version(mut self, version: u32) -> Self {
+        self.versions.current = version;
+        self
+    }
+
+    /// Upgrades stored data of version `from` to version `from + 1` (see
+    /// [`data_version`](Self::data_version)): `f` turns the old JSON into the new.
+    #[must_use]
+    pub fn upgrade_data(
+        mut self,
+        from: u32,
+        f: impl Fn(serde_json::Value) -> std::result::Result<serde_json::Value, crate::error::BoxError>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.versions.upgrades.insert(from, Arc::new(f));
         self
     }
 
@@ -366,6 +415,7 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
             self.decode_policy,
             Arc::clone(&self.clock),
             self.upgrades,
+            self.versions,
         ));
         let env = Env {
             default_session: self.default_session,

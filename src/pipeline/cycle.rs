@@ -25,7 +25,7 @@ use crate::context::{BoxFuture, Cx, Decoded, Env, Ledger, Origin, SessionState, 
 use crate::error::{BoxError, Error, Result, ReturnedUpdate};
 use crate::handler::{Chain, Handler, Next};
 use crate::outcome::Outcome;
-use crate::record::{Mended, RecordOwned, RecordRef, SessionData, StateUpgrades};
+use crate::record::{DataVersions, Mended, RecordOwned, RecordRef, SessionData, StateUpgrades};
 use crate::session::{DecodePolicy, ErrorPolicy, KeyStrategy, SavePolicy};
 use crate::store::{Codec, Preload, Record, SessionStore, Version};
 use crate::transport::Outgoing;
@@ -138,6 +138,8 @@ pub(crate) struct Loader {
     clock: Arc<dyn Clock>,
     /// The stage's upgrades of stored scene state.
     upgrades: Option<Arc<dyn StateUpgrades>>,
+    /// The bot's data version and its upgrades.
+    pub(crate) versions: DataVersions,
 }
 
 impl Loader {
@@ -147,6 +149,7 @@ impl Loader {
         decode_policy: DecodePolicy,
         clock: Arc<dyn Clock>,
         upgrades: Option<Arc<dyn StateUpgrades>>,
+        versions: DataVersions,
     ) -> Self {
         Self {
             store,
@@ -154,6 +157,7 @@ impl Loader {
             decode_policy,
             clock,
             upgrades,
+            versions,
         }
     }
 }
@@ -196,16 +200,33 @@ impl<S: SessionData> Source<S> for Loader {
             cached.filter(|c| c.record.version == rec.version && c.record.bytes == rec.bytes);
         let decoded = match same {
             Some(c) => Ok((c.data, c.stack, c.ledger)),
-            None => RecordOwned::<S>::decode(key, &rec.bytes).map(|r| {
+            None => RecordOwned::<S>::decode(key, &rec.bytes).and_then(|r| {
+                if r.dv < self.versions.current {
+                    // Written by an older version of the bot's data: upgraded on the
+                    // way (the lenient decode runs the upgrades).
+                    return Err(Error::Decode {
+                        key: key.to_owned(),
+                        source: format!(
+                            "data of version {} (this build: {})",
+                            r.dv, self.versions.current
+                        )
+                        .into(),
+                    });
+                }
                 let ledger = Ledger::stored(r.seen, r.outbox, r.lost);
-                (Some(r.data), r.scenes, ledger)
+                Ok((Some(r.data), r.scenes, ledger))
             }),
         };
         match decoded {
             Ok((data, stack, ledger)) => st.set_loaded(data, stack, ledger),
             Err(e) if self.decode_policy == DecodePolicy::Mend => {
                 let now_s = self.clock.now_ms().div_euclid(1000);
-                let r = Mended::<S>::decode(&rec.bytes, now_s, self.upgrades.as_deref());
+                let r = Mended::<S>::decode(
+                    &rec.bytes,
+                    now_s,
+                    self.upgrades.as_deref(),
+                    &self.versions,
+                );
                 tracing::warn!(target: "stagecraft::session", key = %key,
                     error = %crate::error::error_chain(&e), repairs = ?r.repairs,
                     "stored session did not decode as a whole; mended it part by part");
@@ -745,6 +766,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                 let encoded = RecordRef::new(data, scenes)
                     .with_ledger(&ledger.seen, outbox)
                     .with_lost(&ledger.lost)
+                    .with_data_version(self.loader.versions.current)
                     .encode_with_cleared(self.codec, size_hint)
                     .map_err(|e| Error::Encode {
                         key: key.to_owned(),

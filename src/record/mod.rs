@@ -205,6 +205,9 @@ pub(crate) struct RecordRef<'a, S> {
     pub(crate) scenes: &'a [Frame],
     #[serde(skip_serializing_if = "<[serde_json::Value]>::is_empty")]
     pub(crate) lost: &'a [serde_json::Value],
+    /// The version of the bot's data type (0: unversioned, left out).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub(crate) dv: u32,
     #[serde(skip_serializing_if = "<[i64]>::is_empty")]
     pub(crate) seen: &'a [i64],
     #[serde(skip_serializing_if = "<[Outgoing]>::is_empty")]
@@ -219,9 +222,16 @@ impl<'a, S: Serialize> RecordRef<'a, S> {
             data,
             scenes,
             lost: &[],
+            dv: 0,
             seen: &[],
             outbox: &[],
         }
+    }
+
+    /// The record with the version of the bot's data type (see [`DataVersions`]).
+    pub(crate) fn with_data_version(mut self, dv: u32) -> Self {
+        self.dv = dv;
+        self
     }
 
     /// The record with copies of what could not be decoded when it was read (see
@@ -339,6 +349,10 @@ impl<'a, S: Serialize> RecordRef<'a, S> {
             buf.extend_from_slice(b",\"lost\":");
             serde_json::to_writer(&mut buf, self.lost)?;
         }
+        if self.dv != 0 {
+            buf.extend_from_slice(b",\"dv\":");
+            buf.extend_from_slice(ints.format(self.dv).as_bytes());
+        }
         let core = buf.len();
         if !self.seen.is_empty() {
             buf.extend_from_slice(b",\"seen\":[");
@@ -397,6 +411,9 @@ pub(crate) struct RecordOwned<S> {
     /// Copies of what could not be decoded when the record was read before.
     #[serde(default)]
     pub(crate) lost: Vec<serde_json::Value>,
+    /// The version of the bot's data type it was written with.
+    #[serde(default)]
+    pub(crate) dv: u32,
     /// The ids of the key's recent updates, oldest first (de-duplication).
     #[serde(default)]
     pub(crate) seen: Vec<i64>,
@@ -430,6 +447,45 @@ pub(crate) trait StateUpgrades: Send + Sync {
         tag: &str,
         inner: serde_json::Value,
     ) -> Option<std::result::Result<(String, serde_json::Value), BoxError>>;
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// An upgrade of the bot's stored data from one version to the next.
+pub(crate) type DataUpgrade = std::sync::Arc<
+    dyn Fn(serde_json::Value) -> std::result::Result<serde_json::Value, BoxError> + Send + Sync,
+>;
+
+/// The version of the bot's data type and the upgrades from older ones (set with
+/// [`PipelineBuilder::data_version`](crate::pipeline::PipelineBuilder::data_version)).
+#[derive(Clone, Default)]
+pub(crate) struct DataVersions {
+    /// The version this build writes (0: unversioned).
+    pub(crate) current: u32,
+    /// `upgrades[n]` turns data of version `n` into version `n + 1`.
+    pub(crate) upgrades: std::collections::BTreeMap<u32, DataUpgrade>,
+}
+
+impl DataVersions {
+    /// `data` stored at version `from`, brought to the current version: `Ok` unchanged
+    /// when it is current (or newer: a newer replica wrote it; it is read as it is).
+    fn upgrade(
+        &self,
+        from: u32,
+        mut data: serde_json::Value,
+    ) -> std::result::Result<serde_json::Value, String> {
+        for n in from..self.current {
+            let f = self
+                .upgrades
+                .get(&n)
+                .ok_or_else(|| format!("no upgrade of the data from version {n} to {}", n + 1))?;
+            data = f(data)
+                .map_err(|e| format!("the upgrade of the data from version {n} failed: {e}"))?;
+        }
+        Ok(data)
+    }
 }
 
 /// At most this many copies of undecodable parts a record keeps (the newest).
@@ -481,14 +537,20 @@ impl<S: SessionData> Mended<S> {
     /// - a frame whose state does not decode is upgraded through `upgrades` while one
     ///   applies, and otherwise kept as an [`Undecodable`] (written back as read);
     /// - a frame without a scene id is dropped, its JSON copied into `lost`;
-    /// - data that does not decode as `S` is replaced by `default()`, its JSON copied
-    ///   into `lost`;
+    /// - data of an older version is upgraded by `versions`; data that no upgrade
+    ///   reaches or that does not decode as `S` is dropped (`None`: start afresh), its
+    ///   JSON copied into `lost`;
     /// - bytes that are not a record at all are replaced by an empty session, copied
     ///   into `lost` as text;
     /// - bookkeeping (`seen`, `outbox`) that does not decode is dropped.
     ///
     /// `lost` keeps the newest [`MAX_LOST`] copies, each with when (`now_s`) and why.
-    pub(crate) fn decode(bytes: &[u8], now_s: i64, upgrades: Option<&dyn StateUpgrades>) -> Self {
+    pub(crate) fn decode(
+        bytes: &[u8],
+        now_s: i64,
+        upgrades: Option<&dyn StateUpgrades>,
+        versions: &DataVersions,
+    ) -> Self {
         let mut repairs = Repairs::new();
         let mut lost = Vec::new();
         let mut keep =
@@ -515,14 +577,33 @@ impl<S: SessionData> Mended<S> {
                 serde_json::Map::new()
             }
         };
+        let dv = obj
+            .get("dv")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0);
         let data = match obj.remove("data") {
             None => None,
-            Some(value) => match S::deserialize(&value) {
-                Ok(data) => Some(data),
+            Some(value) => match versions.upgrade(dv, value.clone()) {
                 Err(e) => {
-                    keep("data", e.to_string(), value, &mut repairs);
+                    keep("data", e, value, &mut repairs);
                     None
                 }
+                Ok(upgraded) => match S::deserialize(&upgraded) {
+                    Ok(data) => {
+                        if dv < versions.current {
+                            repairs.push(format!(
+                                "data upgraded from version {dv} to {}",
+                                versions.current
+                            ));
+                        }
+                        Some(data)
+                    }
+                    Err(e) => {
+                        keep("data", e.to_string(), value, &mut repairs);
+                        None
+                    }
+                },
             },
         };
         let mut scenes = Vec::new();
