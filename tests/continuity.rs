@@ -323,3 +323,41 @@ async fn old_user_data_is_upgraded_on_load() {
         assert!(rec.get("lost").is_none(), "{name}: nothing lost: {rec}");
     }
 }
+
+/// A newer replica wrote fields this one does not know, in the envelope and in the
+/// user's data: a load and a save by this one keep them (a rolling deploy or a rollback
+/// does not wipe them), while fields of its own data type are written as it sets them.
+#[tokio::test]
+async fn fields_a_newer_version_wrote_survive_a_save_by_an_older_one() {
+    let big = "x".repeat(100_000);
+    for (name, store) in stores("forward").await {
+        let newer = json!({"v": 1, "data": {"updates": 3, "avatar": big, "prefs": {"lang": "fr"}},
+            "timers": [{"at": 1_700_000_600}]});
+        store
+            .save("1:1", newer.to_string().as_bytes(), None)
+            .await
+            .unwrap();
+        let replies = RecordingTransport::new();
+        let bot = bot(Arc::clone(&store), replies.clone(), Recovery::Restart);
+        bot.handle(text(1, "hi")).await.unwrap();
+        bot.handle(text(2, "hi")).await.unwrap();
+        assert_eq!(
+            replies.texts(),
+            ["outside, update #4", "outside, update #5"],
+            "{name}"
+        );
+        let rec = stored(&store).await;
+        assert_eq!(rec["data"]["updates"], 5, "{name}");
+        assert_eq!(
+            rec["data"]["avatar"].as_str().map(str::len),
+            Some(100_000),
+            "{name}"
+        );
+        assert_eq!(rec["data"]["prefs"], json!({"lang": "fr"}), "{name}");
+        assert_eq!(
+            rec["timers"],
+            json!([{"at": 1_700_000_600}]),
+            "{name}: {rec}"
+        );
+    }
+}

@@ -24,6 +24,8 @@ pub(crate) struct Ledger {
     pub(crate) stored_outbox: bool,
     /// Copies of parts of the record that could not be decoded (kept on every write).
     pub(crate) lost: Vec<serde_json::Value>,
+    /// Fields of the record this build does not know (written back as read).
+    pub(crate) extras: crate::record::Extras,
 }
 
 impl Ledger {
@@ -38,6 +40,7 @@ impl Ledger {
             stored_outbox: !outbox.is_empty(),
             outbox,
             lost,
+            extras: crate::record::Extras::default(),
         }
     }
 }

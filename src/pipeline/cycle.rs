@@ -140,6 +140,9 @@ pub(crate) struct Loader {
     upgrades: Option<Arc<dyn StateUpgrades>>,
     /// The bot's data version and its upgrades.
     pub(crate) versions: DataVersions,
+    /// The fields of the bot's data type, when it is a plain struct (found on the first
+    /// load): others found in a stored record are kept.
+    data_fields: std::sync::OnceLock<Option<&'static [&'static str]>>,
 }
 
 impl Loader {
@@ -158,6 +161,7 @@ impl Loader {
             clock,
             upgrades,
             versions,
+            data_fields: std::sync::OnceLock::new(),
         }
     }
 }
@@ -198,6 +202,8 @@ impl<S: SessionData> Source<S> for Loader {
         // process committed (whatever another process wrote is decoded afresh).
         let same =
             cached.filter(|c| c.record.version == rec.version && c.record.bytes == rec.bytes);
+        let same_copy = same.is_some();
+        let mut data_rewritten = false;
         let decoded = match same {
             Some(c) => Ok((c.data, c.stack, c.ledger)),
             None => RecordOwned::<S>::decode(key, &rec.bytes).and_then(|r| {
@@ -231,6 +237,7 @@ impl<S: SessionData> Source<S> for Loader {
                     error = %crate::error::error_chain(&e), repairs = ?r.repairs,
                     "stored session did not decode as a whole; mended it part by part");
                 let ledger = Ledger::stored(r.seen, r.outbox, r.lost);
+                data_rewritten = r.data_rewritten;
                 st.set_loaded(r.data, r.scenes, ledger);
             }
             Err(e) if self.decode_policy == DecodePolicy::Reset => {
@@ -243,6 +250,16 @@ impl<S: SessionData> Source<S> for Loader {
                 st.mark_reset();
             }
             Err(e) => return Err(e),
+        }
+        if !same_copy {
+            // What this build does not know stays in the record (a newer replica's).
+            let fields = *self
+                .data_fields
+                .get_or_init(crate::record::struct_fields::<S>);
+            st.ledger.extras = crate::record::Extras::scan(&rec.bytes, fields);
+            if data_rewritten {
+                st.ledger.extras.data.clear();
+            }
         }
         st.origin = Origin::Stored {
             record: rec,
@@ -767,6 +784,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                     .with_ledger(&ledger.seen, outbox)
                     .with_lost(&ledger.lost)
                     .with_data_version(self.loader.versions.current)
+                    .with_extras(&ledger.extras)
                     .encode_with_cleared(self.codec, size_hint)
                     .map_err(|e| Error::Encode {
                         key: key.to_owned(),

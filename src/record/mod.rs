@@ -208,6 +208,9 @@ pub(crate) struct RecordRef<'a, S> {
     /// The version of the bot's data type (0: unversioned, left out).
     #[serde(skip_serializing_if = "is_zero")]
     pub(crate) dv: u32,
+    /// Fields this build does not know, written back as they were read (JSON only).
+    #[serde(skip)]
+    pub(crate) extras: Option<&'a Extras>,
     #[serde(skip_serializing_if = "<[i64]>::is_empty")]
     pub(crate) seen: &'a [i64],
     #[serde(skip_serializing_if = "<[Outgoing]>::is_empty")]
@@ -223,9 +226,16 @@ impl<'a, S: Serialize> RecordRef<'a, S> {
             scenes,
             lost: &[],
             dv: 0,
+            extras: None,
             seen: &[],
             outbox: &[],
         }
+    }
+
+    /// The record with the fields a read found that this build does not know.
+    pub(crate) fn with_extras(mut self, extras: &'a Extras) -> Self {
+        self.extras = (!extras.is_empty()).then_some(extras);
+        self
     }
 
     /// The record with the version of the bot's data type (see [`DataVersions`]).
@@ -318,6 +328,22 @@ impl<'a, S: Serialize> RecordRef<'a, S> {
             buf.extend_from_slice(b",\"data\":");
         }
         serde_json::to_writer(&mut buf, self.data)?;
+        if let Some(extras) = self.extras {
+            // The data's fields its type does not know, put back into its object.
+            if !extras.data.is_empty() && buf.last() == Some(&b'}') {
+                buf.pop();
+                let empty = buf.last() == Some(&b'{');
+                for (i, (k, v)) in extras.data.iter().enumerate() {
+                    if i > 0 || !empty {
+                        buf.push(b',');
+                    }
+                    serde_json::to_writer(&mut buf, k)?;
+                    buf.push(b':');
+                    buf.extend_from_slice(v.get().as_bytes());
+                }
+                buf.push(b'}');
+            }
+        }
         if !self.scenes.is_empty() {
             buf.extend_from_slice(b",\"scenes\":[");
             for (i, f) in self.scenes.iter().enumerate() {
@@ -352,6 +378,14 @@ impl<'a, S: Serialize> RecordRef<'a, S> {
         if self.dv != 0 {
             buf.extend_from_slice(b",\"dv\":");
             buf.extend_from_slice(ints.format(self.dv).as_bytes());
+        }
+        if let Some(extras) = self.extras {
+            for (k, v) in &extras.envelope {
+                buf.push(b',');
+                serde_json::to_writer(&mut buf, k)?;
+                buf.push(b':');
+                buf.extend_from_slice(v.get().as_bytes());
+            }
         }
         let core = buf.len();
         if !self.seen.is_empty() {
@@ -449,6 +483,111 @@ pub(crate) trait StateUpgrades: Send + Sync {
     ) -> Option<std::result::Result<(String, serde_json::Value), BoxError>>;
 }
 
+/// What a record holds that this build does not know, kept so that a save by it does
+/// not wipe what a newer version wrote (JSON records only): fields of the envelope, and
+/// fields of the bot's data that its type does not have.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Extras {
+    pub(crate) envelope: Vec<(String, Box<serde_json::value::RawValue>)>,
+    pub(crate) data: Vec<(String, Box<serde_json::value::RawValue>)>,
+}
+
+impl Extras {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.envelope.is_empty() && self.data.is_empty()
+    }
+
+    /// The unknown fields of the JSON record `bytes`: envelope fields other than the
+    /// ones this build writes, and data fields not among `data_fields` (the fields of
+    /// the bot's data type; `None`: it is not a plain struct, nothing is kept).
+    /// Nothing for records that are not JSON objects.
+    pub(crate) fn scan(bytes: &[u8], data_fields: Option<&[&str]>) -> Self {
+        use serde_json::value::RawValue;
+        use std::borrow::Cow;
+        type Fields<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
+        #[derive(Deserialize)]
+        struct Map<'a>(#[serde(borrow, deserialize_with = "fields")] Fields<'a>);
+        fn fields<'de, D: serde::Deserializer<'de>>(
+            d: D,
+        ) -> std::result::Result<Fields<'de>, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Fields<'de>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> std::result::Result<Self::Value, A::Error> {
+                    let mut out = Vec::new();
+                    while let Some((k, v)) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                        out.push((k, v));
+                    }
+                    Ok(out)
+                }
+            }
+            d.deserialize_map(V)
+        }
+        const KNOWN: [&str; 7] = ["v", "dv", "data", "scenes", "lost", "seen", "outbox"];
+        let mut extras = Self::default();
+        if !bytes.starts_with(b"{") {
+            return extras;
+        }
+        let Ok(Map(top)) = serde_json::from_slice::<Map<'_>>(bytes) else {
+            return extras;
+        };
+        for (k, v) in top {
+            if k == "data" {
+                let Some(known) = data_fields else { continue };
+                if let Ok(Map(data)) = serde_json::from_str::<Map<'_>>(v.get()) {
+                    extras.data = data
+                        .into_iter()
+                        .filter(|(k, _)| !known.contains(&k.as_ref()))
+                        .map(|(k, v)| (k.into_owned(), v.to_owned()))
+                        .collect();
+                }
+            } else if !KNOWN.contains(&k.as_ref()) {
+                extras.envelope.push((k.into_owned(), v.to_owned()));
+            }
+        }
+        extras
+    }
+}
+
+/// The fields of `S` when it deserializes as a plain struct (`derive(Deserialize)`
+/// without `flatten`), read from what it asks its deserializer for; `None` otherwise.
+pub(crate) fn struct_fields<S: DeserializeOwned>() -> Option<&'static [&'static str]> {
+    use serde::de::{Error as _, Visitor};
+    struct Probe(Option<&'static [&'static str]>);
+    impl<'de> serde::Deserializer<'de> for &mut Probe {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(
+            self,
+            _: V,
+        ) -> std::result::Result<V::Value, Self::Error> {
+            Err(Self::Error::custom("probe"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> std::result::Result<V::Value, Self::Error> {
+            self.0 = Some(fields);
+            Err(Self::Error::custom("probe"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    let mut probe = Probe(None);
+    let _ = S::deserialize(&mut probe);
+    probe.0
+}
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
@@ -507,6 +646,8 @@ pub(crate) struct Mended<S> {
     pub(crate) outbox: Vec<Outgoing>,
     /// What was mended.
     pub(crate) repairs: Repairs,
+    /// The data was upgraded or dropped: the stored data's other fields are not kept.
+    pub(crate) data_rewritten: bool,
 }
 
 /// Adds `entry` to the copies of lost parts `lost`, keeping the newest [`MAX_LOST`].
@@ -582,6 +723,7 @@ impl<S: SessionData> Mended<S> {
             .and_then(serde_json::Value::as_u64)
             .and_then(|v| u32::try_from(v).ok())
             .unwrap_or(0);
+        let data_rewritten = dv < versions.current;
         let data = match obj.remove("data") {
             None => None,
             Some(value) => match versions.upgrade(dv, value.clone()) {
@@ -636,6 +778,7 @@ impl<S: SessionData> Mended<S> {
         let skip = earlier.len().saturating_sub(MAX_LOST);
         earlier.drain(..skip);
         Self {
+            data_rewritten: data_rewritten || data.is_none(),
             data,
             scenes,
             lost: earlier,
@@ -876,6 +1019,33 @@ pub fn inspect(bytes: &[u8]) -> Result<RecordInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    struct Known {
+        a: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        b: Option<String>,
+    }
+
+    #[test]
+    fn unknown_fields_are_kept_and_known_ones_omitted_on_save_are_not_brought_back() {
+        let fields = struct_fields::<Known>().unwrap();
+        assert_eq!(fields, ["a", "b"]);
+        assert!(struct_fields::<serde_json::Value>().is_none());
+        assert!(struct_fields::<u32>().is_none());
+        let stored = br#"{"v":1,"data":{"a":1,"b":"old","z":[1,2]},"t":{"k":true}}"#;
+        let extras = Extras::scan(stored, Some(fields));
+        let data = Known { a: 2, b: None };
+        let bytes = RecordRef::new(&data, &[])
+            .with_extras(&extras)
+            .encode(Codec::Json, 64)
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"v": 1, "data": {"a": 2, "z": [1, 2]}, "t": {"k": true}})
+        );
+    }
 
     fn frame(scene: &str, cursor: Option<i64>, expires: Option<i64>, state: &str) -> Frame {
         Frame {
