@@ -97,11 +97,13 @@
 #[cfg(feature = "teloxide")]
 #[cfg_attr(docsrs, doc(cfg(feature = "teloxide")))]
 pub mod adapters;
+pub mod admin;
 pub mod clock;
 pub mod context;
 pub mod error;
 pub mod guide;
 pub mod handler;
+pub mod observe;
 pub mod outcome;
 pub mod pipeline;
 pub mod prelude;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{Scene, SceneState, StateFactory};
+use super::{Declared, Scene, SceneState, StateFactory};
 use crate::handler::{Handler, LeaveHook, Matcher, RouteBuilder, Routes};
 use crate::record::JsonState;
 
@@ -49,6 +49,7 @@ impl<S, U> Scene<S, U> {
                 ttl: None,
                 idle_ttl: None,
                 init_state: Arc::new(|| Box::new(JsonState::object())),
+                declared: Vec::new(),
             },
         }
     }
@@ -102,6 +103,36 @@ impl<S, U> SceneBuilder<S, U> {
     pub fn state<T: SceneState + Default>(mut self) -> Self {
         let f: StateFactory = Arc::new(|| Box::new(T::default()));
         self.scene.init_state = f;
+        self
+    }
+
+    /// Declares that this scene may enter `scene` in its place
+    /// ([`Outcome::enter`](crate::Outcome::enter)), for the picture of the flow
+    /// ([`Stage::to_mermaid`](crate::Stage::to_mermaid)). A declaration only: it changes
+    /// no routing, and the handlers may do other transitions too.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// let scene: Scene<(), TelegramUpdate> = Scene::builder("menu")
+    ///     .goes_to("settings")
+    ///     .command("settings", |_cx: Cx<()>| async move { Ok(Outcome::enter("settings")) })
+    ///     .build();
+    /// # let _ = scene;
+    /// ```
+    #[must_use]
+    pub fn goes_to(mut self, scene: impl Into<String>) -> Self {
+        self.scene.declared.push((Declared::GoesTo, scene.into()));
+        self
+    }
+
+    /// Declares that this scene may call `scene` as a sub-scene
+    /// ([`Outcome::push`](crate::Outcome::push)) and resume when it leaves, for the
+    /// picture of the flow ([`Stage::to_mermaid`](crate::Stage::to_mermaid)). A
+    /// declaration only, like [`goes_to`](Self::goes_to).
+    #[must_use]
+    pub fn calls(mut self, scene: impl Into<String>) -> Self {
+        self.scene.declared.push((Declared::Calls, scene.into()));
         self
     }
 

@@ -32,6 +32,17 @@ pub struct Scene<S, U> {
     pub(crate) ttl: Option<u32>,
     pub(crate) idle_ttl: Option<u32>,
     pub(crate) init_state: StateFactory,
+    /// Transitions declared for the diagram ([`SceneBuilder::goes_to`], [`SceneBuilder::calls`]).
+    pub(crate) declared: Vec<(Declared, String)>,
+}
+
+/// A transition a scene declares (for [`Stage::to_mermaid`](crate::Stage::to_mermaid)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Declared {
+    /// Enters another scene in its place.
+    GoesTo,
+    /// Pushes another scene as a sub-scene and resumes when it leaves.
+    Calls,
 }
 
 impl<S, U> Scene<S, U> {

@@ -1,6 +1,8 @@
 //! The stage: the scene registry and router, a middleware of the chain (Telegraf's
 //! `stage.middleware()`), and the one interpreter of transitions.
 
+mod mermaid;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -48,6 +50,8 @@ struct StageInner<S, U> {
     routes: Routes<S, U>,
     default_scene: Option<String>,
     ttl: Option<u32>,
+    /// Scenes declared as entered from outside any scene ([`StageBuilder::entry`]).
+    entries: Vec<String>,
 }
 
 impl<S, U> Clone for Stage<S, U> {
@@ -96,6 +100,7 @@ impl<S, U> Stage<S, U> {
                 routes: Routes::default(),
                 default_scene: None,
                 ttl: None,
+                entries: Vec::new(),
             },
         }
     }
@@ -120,6 +125,15 @@ impl<S, U> StageBuilder<S, U> {
     #[must_use]
     pub fn default_scene(mut self, id: impl Into<String>) -> Self {
         self.stage.default_scene = Some(id.into());
+        self
+    }
+
+    /// Declares that `scene` is entered from outside any scene (a bot command such as
+    /// `/start`), for the picture of the flow ([`Stage::to_mermaid`]). A declaration
+    /// only: it changes no routing.
+    #[must_use]
+    pub fn entry(mut self, scene: impl Into<String>) -> Self {
+        self.stage.entries.push(scene.into());
         self
     }
 
@@ -176,7 +190,9 @@ impl<S: SessionData, U: Update> Stage<S, U> {
                 tracing::warn!(target: "stagecraft::stage", key = ?cx.key(), scene = %top.scene,
                     "dropping a stored frame of an unregistered scene");
             } else if top.expires.is_some() && top.is_expired(now) {
-                tracing::debug!(target: "stagecraft::stage", key = ?cx.key(), scene = %top.scene, "scene expired");
+                tracing::debug!(target: "stagecraft::stage", event = "expire", key = ?cx.key(),
+                    scene = %top.scene, "scene expired");
+                crate::observe::expiry(&top.scene);
             } else {
                 break;
             }
@@ -226,6 +242,18 @@ impl<S: SessionData, U: Update> Stage<S, U> {
     /// scene, or the wizard step at the cursor. `None`: nothing here took it.
     async fn route(&self, cx: &Cx<S, U>) -> Result<Option<Outcome>> {
         self.settle(cx)?;
+        {
+            // The update's span says where the update found the user, whichever handler
+            // takes it (a stage-level command too).
+            let st = cx.state();
+            if let Some(top) = st.stack().last() {
+                let span = tracing::Span::current();
+                span.record("scene", top.scene.as_str());
+                if let Some(c) = top.cursor {
+                    span.record("step", c);
+                }
+            }
+        }
         if let Some(o) = self.inner.routes.run(cx).await? {
             return Ok(Some(o));
         }
@@ -244,11 +272,6 @@ impl<S: SessionData, U: Update> Stage<S, U> {
         let Some((scene, cursor)) = active else {
             return Ok(None);
         };
-        let span = tracing::Span::current();
-        span.record("scene", scene.id.as_str());
-        if let Some(c) = cursor {
-            span.record("step", c);
-        }
         if let Some(o) = scene.routes.run(cx).await? {
             return Ok(Some(o));
         }
@@ -371,7 +394,9 @@ impl<S: SessionData, U: Update> Stage<S, U> {
             }
             stack.push(frame);
         }
-        tracing::debug!(target: "stagecraft::stage", key = ?cx.key(), scene = %scene.id, silent = e.silent, "entered");
+        tracing::debug!(target: "stagecraft::stage", event = "enter", key = ?cx.key(),
+            scene = %scene.id, silent = e.silent, "entered");
+        crate::observe::enter(&scene.id);
         if e.silent {
             return Ok(());
         }
@@ -433,7 +458,7 @@ impl<S: SessionData, U: Update> Stage<S, U> {
                 Some(scene)
             })
         };
-        tracing::debug!(target: "stagecraft::stage", key = ?cx.key(), scene = %top, "left");
+        tracing::debug!(target: "stagecraft::stage", event = "leave", key = ?cx.key(), scene = %top, "left");
         let Some(parent) = parent else { return Ok(()) };
         let Some(resume) = parent.on_resume.clone() else {
             return Ok(());

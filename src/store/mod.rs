@@ -10,6 +10,9 @@
 //! PostgreSQL, MySQL) and purging expired records ([`PurgeExpired`], from [`SessionStore::purge`]:
 //! memory and the SQL stores).
 //!
+//! [`open`] opens any of them from a URL (`memory`, `sqlite:bot.db`, `redis://...`,
+//! `postgres://...`, `mysql://...`), as a bot's configuration or an operator tool has it.
+//!
 //! | store | feature | persistence |
 //! |---|---|---|
 //! | [`MemoryStore`] | always | process memory, optional TTL |
@@ -41,6 +44,7 @@ mod lease;
 mod memory;
 #[cfg(feature = "mysql")]
 mod mysql;
+mod open;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "redis")]
@@ -59,6 +63,7 @@ pub use memory::MemoryStore;
 #[cfg(feature = "mysql")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
 pub use mysql::{MySqlOptions, MySqlStore};
+pub use open::{OpenOptions, open, open_with, url_forms};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PostgresOptions, PostgresStore};
