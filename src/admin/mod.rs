@@ -298,7 +298,20 @@ pub enum Action {
 /// (nothing is written); [`Error::Conflict`] when other writers kept changing the record;
 /// [`Error::Store`] when the store fails.
 pub async fn reset(store: &dyn SessionStore, key: &str) -> Result<Action> {
-    with_lease(store, key, async {
+    reset_waiting(store, key, LEASE_WAIT).await
+}
+
+/// [`reset`], waiting at most `lease_wait` for the key's lease (`Duration::ZERO`: one
+/// try).
+///
+/// # Errors
+/// As [`reset`].
+pub async fn reset_waiting(
+    store: &dyn SessionStore,
+    key: &str,
+    lease_wait: Duration,
+) -> Result<Action> {
+    with_lease(store, key, lease_wait, async {
         for _ in 0..WRITE_ATTEMPTS {
             let Some(record) = store.load(key).await? else {
                 return Ok(Action::NotFound);
@@ -326,7 +339,20 @@ pub async fn reset(store: &dyn SessionStore, key: &str) -> Result<Action> {
 /// [`LEASE_WAIT`]; [`Error::Conflict`] when other writers kept changing the record;
 /// [`Error::Store`] when the store fails.
 pub async fn delete(store: &dyn SessionStore, key: &str) -> Result<Action> {
-    with_lease(store, key, async {
+    delete_waiting(store, key, LEASE_WAIT).await
+}
+
+/// [`delete`], waiting at most `lease_wait` for the key's lease (`Duration::ZERO`: one
+/// try).
+///
+/// # Errors
+/// As [`delete`].
+pub async fn delete_waiting(
+    store: &dyn SessionStore,
+    key: &str,
+    lease_wait: Duration,
+) -> Result<Action> {
+    with_lease(store, key, lease_wait, async {
         for _ in 0..WRITE_ATTEMPTS {
             let Some(record) = store.load(key).await? else {
                 return Ok(Action::NotFound);
@@ -349,6 +375,7 @@ pub async fn delete(store: &dyn SessionStore, key: &str) -> Result<Action> {
 async fn with_lease<T>(
     store: &dyn SessionStore,
     key: &str,
+    wait: Duration,
     work: impl std::future::Future<Output = Result<T>>,
 ) -> Result<T> {
     let Some(leases) = store.leases() else {
@@ -359,7 +386,7 @@ async fn with_lease<T>(
     let lease = loop {
         match leases.acquire_lease(key, LEASE_TTL).await? {
             LeaseAttempt::Acquired(lease) => break lease,
-            LeaseAttempt::Busy if started.elapsed() < LEASE_WAIT => {
+            LeaseAttempt::Busy if started.elapsed() < wait => {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(500));
             }

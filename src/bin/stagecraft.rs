@@ -36,6 +36,7 @@ options:
   --step N          list, stats: only sessions on wizard step N
   --all             list, stats: also sessions outside any scene, expired or unreadable
   --json            list, stats: print one JSON array instead of a table
+  --wait SECS       reset, delete: how long to wait for a running update's lease (default 10)
   -h, --help        print this help
 
 exit status: 0 done, 1 failed (store unreachable, no such key, ...), 2 bad arguments";
@@ -50,6 +51,7 @@ struct Args {
     step: Option<i64>,
     all: bool,
     json: bool,
+    wait: Option<u64>,
     help: bool,
 }
 
@@ -78,6 +80,13 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
                 out.step = Some(
                     v.parse()
                         .map_err(|_| format!("--step needs a whole number, not `{v}`"))?,
+                );
+            }
+            "--wait" => {
+                let v = value("--wait")?;
+                out.wait = Some(
+                    v.parse()
+                        .map_err(|_| format!("--wait needs whole seconds, not `{v}`"))?,
                 );
             }
             "--all" => out.all = true,
@@ -112,6 +121,12 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     }
     if let Some(extra) = positional.next() {
         return Err(format!("unexpected argument `{extra}` (try --help)"));
+    }
+    if !matches!(out.command.as_str(), "reset" | "delete") && out.wait.is_some() {
+        return Err(format!(
+            "--wait goes with reset and delete, not `{}`",
+            out.command
+        ));
     }
     if needs_key && (out.scene.is_some() || out.step.is_some() || out.all || out.json) {
         return Err(format!(
@@ -180,7 +195,14 @@ async fn run(args: &Args) -> Result<(), String> {
             )
         })?;
     let store = store.as_ref();
-    let fail = |e: stagecraft::Error| error_chain(&e);
+    let fail = |e: stagecraft::Error| match e {
+        stagecraft::Error::LeaseTimeout { key, waited } => format!(
+            "session `{key}` is leased by a running update (waited {}s): nothing was \
+             changed; try again, or wait longer with --wait SECS",
+            waited.as_secs()
+        ),
+        e => error_chain(&e),
+    };
     let mut list = ListOptions::new().all(args.all);
     if let Some(scene) = &args.scene {
         list = list.scene(scene);
@@ -189,6 +211,9 @@ async fn run(args: &Args) -> Result<(), String> {
         list = list.step(step);
     }
     let key = args.key.as_deref().unwrap_or_default();
+    let wait = args
+        .wait
+        .map_or(admin::LEASE_WAIT, std::time::Duration::from_secs);
     let out = match args.command.as_str() {
         "list" => {
             let rows = admin::conversations(store, &list).await.map_err(fail)?;
@@ -210,11 +235,14 @@ async fn run(args: &Args) -> Result<(), String> {
             Some(record) => serde_json::to_string_pretty(&record).map_err(|e| e.to_string())?,
             None => return Err(format!("no session `{key}` in this store")),
         },
-        "reset" => match admin::reset(store, key).await.map_err(fail)? {
+        "reset" => match admin::reset_waiting(store, key, wait).await.map_err(fail)? {
             Action::NotFound => return Err(format!("no session `{key}` in this store")),
             _ => format!("reset `{key}`: its scene stack is cleared, its data kept"),
         },
-        "delete" => match admin::delete(store, key).await.map_err(fail)? {
+        "delete" => match admin::delete_waiting(store, key, wait)
+            .await
+            .map_err(fail)?
+        {
             Action::NotFound => return Err(format!("no session `{key}` in this store")),
             _ => format!("deleted `{key}`"),
         },
