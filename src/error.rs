@@ -148,7 +148,7 @@ pub enum Error {
     Config(String),
     /// A store URL names no store of this build: an unknown scheme, or a store whose
     /// feature is off ([`store::open`](crate::store::open)).
-    #[error("no store of this build opens `{url}` (it opens {known})")]
+    #[error("unsupported store `{url}`: this build opens {known} (store features add more)")]
     UnknownStore {
         /// The URL, its password hidden ([`redact_url`](crate::store::redact_url)).
         url: String,

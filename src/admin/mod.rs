@@ -2,7 +2,7 @@
 //! user's session, on any store and without the bot's Rust types.
 //!
 //! Everything here reads the plain fields of the stored record (see
-//! [`record`](crate::record) and [`inspect`](crate::record::inspect)): the scene ids,
+//! [`record`](crate::record) and [`crate::record::inspect`]): the scene ids,
 //! wizard cursors and times of the frames on the stack. The bot's data and the scenes'
 //! typed state are carried as untyped JSON, never decoded into Rust types, so an
 //! operator tool built on this module (the `stagecraft` command-line tool, feature
@@ -98,7 +98,7 @@ impl Conversation {
         }
     }
 
-    fn unreadable(key: String, error: &Error) -> Self {
+    fn from_error(key: String, error: &Error) -> Self {
         Self {
             key,
             scene: None,
@@ -203,7 +203,7 @@ pub async fn conversations(
             Ok(info) => Conversation::new(key, &info, now),
             Err(e) => {
                 let e = with_key(e, &key);
-                Conversation::unreadable(key, &e)
+                Conversation::from_error(key, &e)
             }
         };
         if options.keeps(&conversation) {

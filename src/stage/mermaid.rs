@@ -12,7 +12,7 @@ impl<S, U> Stage<S, U> {
     /// and leave hooks, its TTL, the transitions it declares
     /// ([`goes_to`](crate::scene::SceneBuilder::goes_to)) and the sub-scenes it calls
     /// ([`calls`](crate::scene::SceneBuilder::calls), with the return drawn dashed), and
-    /// the scenes entered from outside any scene ([`entry`](StageBuilder::entry), the
+    /// the scenes entered from outside any scene ([`entry`](super::StageBuilder::entry), the
     /// default scene). GitHub renders it in a ` ```mermaid ` block.
     ///
     /// The handlers are closures, so what they do is not visible: the diagram shows what
@@ -35,8 +35,6 @@ impl<S, U> Stage<S, U> {
     /// assert!(chart.contains(r#"s0_step0["step 0"] -->|next| s0_step1["step 1"]"#));
     /// assert!(chart.contains("outside -->|enter| s0"));
     /// ```
-    ///
-    /// [`StageBuilder::entry`]: super::StageBuilder::entry
     #[must_use]
     pub fn to_mermaid(&self) -> String {
         let inner = &self.inner;
