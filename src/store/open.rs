@@ -44,9 +44,11 @@ impl OpenOptions {
         self.namespace.as_deref()
     }
 
-    /// Only open a store that already exists: an SQLite file that is not there is an
-    /// error instead of a new empty database (what an operator tool wants, so that a
-    /// mistyped path is not taken for a bot without users).
+    /// Only open a store that already exists: an SQLite file that is not there, or an
+    /// SQL table (the namespace) that is not there, is an error instead of a new empty
+    /// database or table (what an operator tool wants, so that a mistyped path or
+    /// namespace is not taken for a bot without users, and leaves nothing behind).
+    /// Redis has no such check: a key prefix nobody uses holds no sessions.
     #[must_use]
     pub fn existing(mut self, on: bool) -> Self {
         self.existing = on;
@@ -128,7 +130,22 @@ pub async fn open_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn Sessi
     }
     #[cfg(feature = "postgres")]
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let store = super::PostgresStore::connect_with(url, server_options(namespace)).await?;
+        if !options.existing {
+            let store = super::PostgresStore::connect_with(url, server_options(namespace)).await?;
+            return Ok(Arc::new(store));
+        }
+        let table = table_of(namespace)?;
+        let pool = super::sql::connect::<sqlx::Postgres>(url, "postgres").await?;
+        let found: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(format!("\"{table}\""))
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| Error::store("postgres", e))?;
+        if !found {
+            return Err(missing_table("postgres", table));
+        }
+        let store = super::PostgresStore::new(pool).with_table(table)?;
+        store.migrate().await?;
         return Ok(Arc::new(store));
     }
     #[cfg(feature = "mysql")]
@@ -138,7 +155,25 @@ pub async fn open_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn Sessi
             Some(rest) => std::borrow::Cow::Owned(format!("mysql://{rest}")),
             None => std::borrow::Cow::Borrowed(url),
         };
-        let store = super::MySqlStore::connect_with(&url, server_options(namespace)).await?;
+        if !options.existing {
+            let store = super::MySqlStore::connect_with(&url, server_options(namespace)).await?;
+            return Ok(Arc::new(store));
+        }
+        let table = table_of(namespace)?;
+        let pool = super::sql::connect::<sqlx::MySql>(&url, "mysql").await?;
+        let found: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.tables \
+             WHERE table_schema = DATABASE() AND table_name = ?",
+        )
+        .bind(table)
+        .fetch_one(&pool)
+        .await
+        .map_err(|e| Error::store("mysql", e))?;
+        if found == 0 {
+            return Err(missing_table("mysql", table));
+        }
+        let store = super::MySqlStore::new(pool).with_table(table)?;
+        store.migrate().await?;
         return Ok(Arc::new(store));
     }
     let _ = namespace;
@@ -146,6 +181,26 @@ pub async fn open_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn Sessi
         url: super::redact_url(url),
         known: url_forms().join(", "),
     })
+}
+
+/// The table of `namespace` (the default table when there is none), validated.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+fn table_of(namespace: Option<&str>) -> Result<&str> {
+    let table = namespace.unwrap_or(super::sql::DEFAULT_TABLE);
+    super::sql::validate_table(table)?;
+    Ok(table)
+}
+
+/// The error of a store whose sessions table is not there.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+fn missing_table(backend: &'static str, table: &str) -> Error {
+    Error::store(
+        backend,
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("no sessions table `{table}` in this database (is the namespace right?)"),
+        ),
+    )
 }
 
 #[cfg(any(feature = "postgres", feature = "mysql"))]
@@ -183,6 +238,9 @@ async fn open_sqlite(
             ));
         }
     }
+    if options.existing && !in_memory {
+        sqlite_table_exists(file, table_of(options.namespace.as_deref())?).await?;
+    }
     let target = if file.contains('?') || in_memory {
         url
     } else {
@@ -191,6 +249,31 @@ async fn open_sqlite(
     Ok(Arc::new(
         super::SqliteStore::open_with(target, sqlite).await?,
     ))
+}
+
+/// Fails unless the SQLite file `file` has the table `table`, reading it without
+/// writing anything.
+#[cfg(feature = "sqlite")]
+async fn sqlite_table_exists(file: &str, table: &str) -> Result<()> {
+    use sqlx::Connection as _;
+    let name = file.split('?').next().unwrap_or(file);
+    let connect = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(name)
+        .read_only(true);
+    let mut conn = sqlx::SqliteConnection::connect_with(&connect)
+        .await
+        .map_err(|e| Error::store("sqlite", e))?;
+    let found: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1")
+            .bind(table)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| Error::store("sqlite", e))?;
+    let _ = conn.close().await;
+    if found == 0 {
+        return Err(missing_table("sqlite", table));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -247,6 +330,20 @@ mod tests {
             .await
             .unwrap();
         assert!(again.load("k").await.unwrap().is_some());
+        drop(again);
+        // A namespace that is not there is an error, and is not created.
+        for _ in 0..2 {
+            let err = open_with(
+                &url,
+                &OpenOptions::new().namespace("ops_typo").existing(true),
+            )
+            .await
+            .expect_err("no such table");
+            assert!(
+                crate::error::error_chain(&err).contains("no sessions table `ops_typo`"),
+                "{err}"
+            );
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
