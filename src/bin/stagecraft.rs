@@ -187,12 +187,14 @@ async fn run(args: &Args) -> Result<(), String> {
     }
     let store = stagecraft::store::open_with(url, &options)
         .await
-        .map_err(|e| {
-            format!(
+        .map_err(|e| match e {
+            // It names the URL itself, and what this build opens.
+            stagecraft::Error::UnknownStore { .. } => format!("cannot open the store: {e}"),
+            e => format!(
                 "cannot open the store `{}`: {}",
                 redact_url(url),
                 error_chain(&e)
-            )
+            ),
         })?;
     let store = store.as_ref();
     let fail = |e: stagecraft::Error| match e {
