@@ -130,6 +130,22 @@ impl<S, U> SceneBuilder<S, U> {
     /// ([`Outcome::push`](crate::Outcome::push)) and resume when it leaves, for the
     /// picture of the flow ([`Stage::to_mermaid`](crate::Stage::to_mermaid)). A
     /// declaration only, like [`goes_to`](Self::goes_to).
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// let stage: Stage<(), TelegramUpdate> = Stage::builder()
+    ///     .scene(Scene::builder("checkout")
+    ///         .calls("address")
+    ///         .command("address", |_cx: Cx<()>| async move { Ok(Outcome::push("address")) })
+    ///         .build())
+    ///     .scene(Scene::builder("address").build())
+    ///     .build()
+    ///     .unwrap();
+    /// let chart = stage.to_mermaid();
+    /// assert!(chart.contains("s1 -->|calls| s0"));
+    /// assert!(chart.contains("s0 -.->|returns| s1"));
+    /// ```
     #[must_use]
     pub fn calls(mut self, scene: impl Into<String>) -> Self {
         self.scene.declared.push((Declared::Calls, scene.into()));

@@ -131,6 +131,19 @@ impl<S, U> StageBuilder<S, U> {
     /// Declares that `scene` is entered from outside any scene (a bot command such as
     /// `/start`), for the picture of the flow ([`Stage::to_mermaid`]). A declaration
     /// only: it changes no routing.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// let stage: Stage<(), TelegramUpdate> = Stage::builder()
+    ///     .entry("signup") // the bot's /start enters it
+    ///     .scene(Wizard::builder("signup")
+    ///         .step(|_cx: Cx<()>| async move { Ok(Outcome::leave()) })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(stage.to_mermaid().contains("outside -->|enter| s0"));
+    /// ```
     #[must_use]
     pub fn entry(mut self, scene: impl Into<String>) -> Self {
         self.stage.entries.push(scene.into());
