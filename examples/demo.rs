@@ -13,11 +13,15 @@
 //! malformed line is reported on stderr with its number (`line 4: not JSON: ...`) and
 //! skipped; the replay goes on, and the demo exits with status 1 when any line was bad.
 //! `--store memory|sqlite:PATH|redis://...|postgres://...|mysql://...` picks the store
-//! (default: `sqlite:demo.db` when built with the `sqlite` feature, else memory). A
+//! (default: `sqlite:demo.db` when built with the `sqlite` feature, else memory; a replay
+//! uses a fresh memory store unless `--store` is given, so it prints the same transcript
+//! every time). A
 //! password in the URL is never shown: messages print the URL with it masked. The store
 //! is checked at start (`stagecraft::store::check`: it answers, accepts the credentials,
 //! can write and delete a record); when it cannot, the demo prints why and exits with
 //! status 1 before reading any input.
+//! `--diagram` prints the bot's scenes as a Mermaid flowchart (`Stage::to_mermaid`).
+//! `--help` lists every flag. In the console, `/quit` (or the end of the input) leaves.
 //! `--user N` / `--chat N` set who is typing in the console (default 1001).
 //! `--namespace NAME` picks the table (SQL stores) or key prefix (Redis) to use.
 //! `--attempts N` caps how often an update whose write conflicted with another process runs
@@ -52,18 +56,42 @@ use stagecraft::{BoxError, Pipeline};
 struct Args {
     replay: Option<String>,
     telegram: bool,
-    store: String,
+    diagram: bool,
+    help: bool,
+    /// `None`: the default (a fresh memory store for `--replay`, else `DEFAULT_STORE`).
+    store: Option<String>,
     user: i64,
     chat: i64,
     attempts: usize,
     namespace: Option<String>,
 }
 
+/// Every flag, one line each (`--help`).
+const HELP: &str = "\
+demo: the reference bot as a console chat, a replay, or a Telegram bot
+
+usage: demo [options]
+
+  --replay FILE|-     replay the updates in FILE (or stdin) and print the transcript
+  --telegram          run as a Telegram bot with long polling (feature teloxide, TELOXIDE_TOKEN)
+  --diagram           print the bot's scenes as a Mermaid flowchart and exit
+  --store URL         memory, sqlite:PATH, redis://..., postgres://..., mysql://...
+                      (default: sqlite:demo.db; a fresh memory store with --replay)
+  --namespace NAME    the table (SQL stores) or key prefix (Redis) to use
+  --user N            the console's user id (default 1001)
+  --chat N            the console's chat id (default 1001)
+  --attempts N        runs of an update whose write conflicted (default: until its deadline)
+  -h, --help          print this help and exit
+
+In the console, type /quit (or end the input with Ctrl-D) to leave.";
+
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         replay: None,
         telegram: false,
-        store: stores::DEFAULT_STORE.to_owned(),
+        diagram: false,
+        help: false,
+        store: None,
         user: 1001,
         chat: 1001,
         attempts: usize::MAX,
@@ -75,22 +103,31 @@ fn parse_args() -> Result<Args, String> {
         match a.as_str() {
             "--replay" => args.replay = Some(value()?),
             "--telegram" => args.telegram = true,
-            "--store" => args.store = value()?,
+            "--diagram" => args.diagram = true,
+            "--store" => args.store = Some(value()?),
             "--user" => args.user = value()?.parse().map_err(|e| format!("--user: {e}"))?,
             "--chat" => args.chat = value()?.parse().map_err(|e| format!("--chat: {e}"))?,
             "--namespace" => args.namespace = Some(value()?),
             "--attempts" => {
                 args.attempts = value()?.parse().map_err(|e| format!("--attempts: {e}"))?
             }
-            "-h" | "--help" => {
-                return Err(
-                    "usage: demo [--replay FILE|-|--telegram] [--store SPEC] [--user N] [--chat N] [--attempts N] [--namespace NAME]".to_owned(),
-                );
-            }
+            "-h" | "--help" => args.help = true,
             other => return Err(format!("unknown argument `{other}` (try --help)")),
         }
     }
     Ok(args)
+}
+
+impl Args {
+    /// The store to open: as given, else a fresh memory store for a replay (the same
+    /// file gives the same transcript every time), else the default.
+    fn store(&self) -> &str {
+        match (&self.store, &self.replay) {
+            (Some(store), _) => store,
+            (None, Some(_)) => "memory",
+            (None, None) => stores::DEFAULT_STORE,
+        }
+    }
 }
 
 /// Prints each reply's text on its own line.
@@ -124,6 +161,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.help {
+        println!("{HELP}");
+        return ExitCode::SUCCESS;
+    }
+    if args.diagram {
+        return match demo_bot::stage::<TelegramUpdate>() {
+            Ok(stage) => {
+                print!("{}", stage.to_mermaid());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {}", error_chain(&e));
+                ExitCode::FAILURE
+            }
+        };
+    }
     if args.telegram {
         if let Err(e) = telegram::check() {
             eprintln!("{e}");
@@ -150,7 +203,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), BoxError> {
-    let store = stores::open(&args.store, args.namespace.as_deref()).await?;
+    let store = stores::open(args.store(), args.namespace.as_deref()).await?;
     // A store that cannot work (unreachable, refused credentials, read-only, corrupt)
     // stops the bot here, with the reason, instead of failing every update.
     stagecraft::store::check(store.as_ref()).await?;
@@ -179,10 +232,11 @@ async fn run(args: Args) -> Result<(), BoxError> {
     }
     let bot = demo_bot::build(builder.clock(SystemClock).transport(Console))?;
     eprintln!(
-        "stagecraft demo: you are user {} in chat {} (store: {}). Try /start, /profile, /poll.",
+        "stagecraft demo: you are user {} in chat {} (store: {}). Try /start, /profile, /poll.\n\
+         Type /quit (or Ctrl-D) to leave.",
         args.user,
         args.chat,
-        redact_url(&args.store)
+        redact_url(args.store())
     );
     let stdin = std::io::stdin();
     let bot = Arc::new(bot);
@@ -194,6 +248,11 @@ async fn run(args: Args) -> Result<(), BoxError> {
         .saturating_mul(1000);
     for line in stdin.lock().lines() {
         let text = line?;
+        if text.trim() == "/quit" {
+            // The console's own command, taken before the bot sees it (in a wizard too,
+            // where every other text is an answer).
+            break;
+        }
         id = id.saturating_add(1);
         let update = TelegramUpdate::from_value(serde_json::json!({
             "update_id": id,

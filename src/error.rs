@@ -155,6 +155,15 @@ pub enum Error {
     /// A configuration value was rejected.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A store URL names no store of this build: an unknown scheme, or a store whose
+    /// feature is off ([`store::open`](crate::store::open)).
+    #[error("unsupported store `{url}`: this build opens {known} (store features add more)")]
+    UnknownStore {
+        /// The URL, its password hidden ([`redact_url`](crate::store::redact_url)).
+        url: String,
+        /// The URL forms this build opens, comma-separated.
+        known: String,
+    },
 }
 
 /// An update handed back inside [`Error::NotHandled`]; [`Error::take_update`] takes it

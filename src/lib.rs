@@ -59,6 +59,8 @@
 //! The `docs/` folder of the repository, rendered in the [`guide`] module (every example
 //! in them is a doctest):
 //!
+//! - [getting started](guide::getting_started): a two-step wizard in twenty lines, its
+//!   dependencies, its test, and how replies leave the pipeline.
 //! - [concepts](guide::concepts): sessions, the scene stack, the stage, scenes and
 //!   wizards, transitions.
 //! - [coming from Telegraf](guide::coming_from_telegraf): every Telegraf call and its
@@ -74,6 +76,8 @@
 //!   to reproduce them.
 //! - [architecture](guide::architecture): the layers, who owns what, one update end to end.
 //! - [reliability](guide::reliability): hostile input, how it is tested, the fuzzers.
+//! - [operating](guide::operating): the `stagecraft` tool (who is stuck where, resetting
+//!   one user), the flow as a Mermaid diagram, the tracing span, events and metrics.
 //!
 //! # Feature flags
 //!
@@ -86,6 +90,9 @@
 //! | `msgpack` | `Codec::MsgPack` | no |
 //! | `teloxide` | the teloxide adapter (`adapters::teloxide`) | no |
 //! | `testing` | the store conformance suite | no |
+//! | `cli` | the `stagecraft` command-line tool ([`admin`] on any store URL) | no |
+//! | `metrics` | counters through the `metrics` facade ([`observe`]) | no |
+//! | `log` | `tracing`'s `log` bridge: events become `log` records without a subscriber | no |
 //!
 //! # Supported Rust versions
 //!
@@ -97,11 +104,13 @@
 #[cfg(feature = "teloxide")]
 #[cfg_attr(docsrs, doc(cfg(feature = "teloxide")))]
 pub mod adapters;
+pub mod admin;
 pub mod clock;
 pub mod context;
 pub mod error;
 pub mod guide;
 pub mod handler;
+pub mod observe;
 pub mod outcome;
 pub mod pipeline;
 pub mod prelude;

@@ -120,6 +120,7 @@ fn signup<U: Update>() -> Scene<Demo, U> {
 fn profile<U: Update>() -> Scene<Demo, U> {
     Scene::builder("profile")
         .ttl(300)
+        .goes_to("signup")
         .on_enter(|cx: C<U>| async move {
             let name = cx.session(|d| d.profile.as_ref().map(|p| p.name.clone()))?;
             let name = name.unwrap_or_else(|| "no profile".to_owned());
@@ -192,6 +193,10 @@ fn poll<U: Update>() -> Scene<Demo, U> {
 /// Never in practice (no default scene is set).
 pub fn stage<U: Update>() -> stagecraft::Result<Stage<Demo, U>> {
     Stage::builder()
+        // For the diagram: the bot's /start, /profile and /poll enter these.
+        .entry("signup")
+        .entry("profile")
+        .entry("poll")
         .scene(signup())
         .scene(profile())
         .scene(poll())

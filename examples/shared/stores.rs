@@ -1,10 +1,10 @@
 #![allow(unreachable_pub, dead_code)]
-//! Opening a store from a command-line spec, shared by the examples.
+//! The store of the examples' `--store` and `--namespace` flags, opened by the library's
+//! `stagecraft::store::open_with`.
 
 use std::sync::Arc;
 
-use stagecraft::BoxError;
-use stagecraft::store::{MemoryStore, SessionStore};
+use stagecraft::store::{OpenOptions, SessionStore};
 
 /// The store used when none is given: the embedded SQLite file when the feature is on.
 pub const DEFAULT_STORE: &str = if cfg!(feature = "sqlite") {
@@ -15,64 +15,13 @@ pub const DEFAULT_STORE: &str = if cfg!(feature = "sqlite") {
 
 /// Opens `memory`, `sqlite:PATH`, `redis://...`, `postgres://...` or `mysql://...`.
 /// `namespace` picks the table (SQL) or the key prefix (Redis).
-pub async fn open(spec: &str, namespace: Option<&str>) -> Result<Arc<dyn SessionStore>, BoxError> {
-    if spec == "memory" {
-        return Ok(Arc::new(MemoryStore::new()));
+pub async fn open(
+    spec: &str,
+    namespace: Option<&str>,
+) -> stagecraft::Result<Arc<dyn SessionStore>> {
+    let mut options = OpenOptions::new();
+    if let Some(ns) = namespace {
+        options = options.namespace(ns);
     }
-    #[cfg(feature = "sqlite")]
-    if let Some(path) = spec.strip_prefix("sqlite:") {
-        let mut options = stagecraft::store::SqliteOptions::new();
-        if let Some(ns) = namespace {
-            options = options.table(ns);
-        }
-        return Ok(Arc::new(
-            stagecraft::store::SqliteStore::open_with(path, options).await?,
-        ));
-    }
-    #[cfg(feature = "redis")]
-    if spec.starts_with("redis://") || spec.starts_with("rediss://") {
-        let mut store = stagecraft::store::RedisStore::connect(spec).await?;
-        if let Some(ns) = namespace {
-            store = store.with_prefix(&format!("{ns}:"))?;
-        }
-        return Ok(Arc::new(store));
-    }
-    #[cfg(feature = "postgres")]
-    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
-        let mut options = stagecraft::store::PostgresOptions::new();
-        if let Some(ns) = namespace {
-            options = options.table(ns);
-        }
-        let store = stagecraft::store::PostgresStore::connect_with(spec, options).await?;
-        return Ok(Arc::new(store));
-    }
-    #[cfg(feature = "mysql")]
-    if spec.starts_with("mysql://") || spec.starts_with("mariadb://") {
-        let mut options = stagecraft::store::MySqlOptions::new();
-        if let Some(ns) = namespace {
-            options = options.table(ns);
-        }
-        let store = stagecraft::store::MySqlStore::connect_with(spec, options).await?;
-        return Ok(Arc::new(store));
-    }
-    let _ = namespace;
-    let mut known = vec!["memory"];
-    if cfg!(feature = "sqlite") {
-        known.push("sqlite:PATH");
-    }
-    if cfg!(feature = "redis") {
-        known.push("redis://...");
-    }
-    if cfg!(feature = "postgres") {
-        known.push("postgres://...");
-    }
-    if cfg!(feature = "mysql") {
-        known.push("mysql://...");
-    }
-    Err(format!(
-        "unsupported store `{}`: this build knows {} (enable more with --features)",
-        stagecraft::store::redact_url(spec),
-        known.join(", ")
-    )
-    .into())
+    stagecraft::store::open_with(spec, &options).await
 }

@@ -4,6 +4,7 @@
 //! block in a guide is a doctest, so the guides compile and run against the API they
 //! describe (`cargo test --all-features --doc`).
 //!
+//! - [`getting_started`]: a two-step wizard, its test, and where its replies go.
 //! - [`concepts`]: sessions, the scene stack, the stage, scenes and wizards, transitions.
 //! - [`coming_from_telegraf`]: every Telegraf call and its stagecraft counterpart.
 //! - [`concurrency`]: what is guaranteed, in one process and across replicas.
@@ -13,17 +14,21 @@
 //!   feature).
 //! - [`performance`]: measured throughput and costs per update, and how to reproduce them.
 //! - [`architecture`]: the layers, who owns what, and one update end to end.
+//! - [`operating`]: the `stagecraft` tool (who is where, reset one user), the flow as a
+//!   diagram, the tracing span, events and metrics.
 //! - [`reliability`]: hostile input, the start-up check of a store, store faults and
 //!   server outages, how they are tested, the fuzzers.
 
 // The guides link to each other by file name (`[stores.md]`, defined at the end of each
 // guide as a link to the file), so that they read on GitHub. Here the same names are
 // defined first, pointing to the guide modules: CommonMark takes a label's first
-// definition. (So a doctest's line, as rustdoc reports it, is 8 past its line in the
+// definition. (So a doctest's line, as rustdoc reports it, is 10 past its line in the
 // Markdown file.)
 macro_rules! guide_links {
     () => {
-        "[concepts.md]: crate::guide::concepts\n\
+        "[getting-started.md]: crate::guide::getting_started\n\
+         [operating.md]: crate::guide::operating\n\
+         [concepts.md]: crate::guide::concepts\n\
          [coming-from-telegraf.md]: crate::guide::coming_from_telegraf\n\
          [concurrency.md]: crate::guide::concurrency\n\
          [testing.md]: crate::guide::testing\n\
@@ -35,6 +40,10 @@ macro_rules! guide_links {
          [delivery.md]: crate::guide::delivery"
     };
 }
+
+#[doc = guide_links!()]
+#[doc = include_str!("../../docs/getting-started.md")]
+pub mod getting_started {}
 
 #[doc = guide_links!()]
 #[doc = include_str!("../../docs/concepts.md")]
@@ -97,3 +106,7 @@ pub mod delivery {}
 #[doc = guide_links!()]
 #[doc = include_str!("../../docs/reliability.md")]
 pub mod reliability {}
+
+#[doc = guide_links!()]
+#[doc = include_str!("../../docs/operating.md")]
+pub mod operating {}

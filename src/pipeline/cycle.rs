@@ -571,8 +571,9 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                     let late = deadline.is_some_and(|at| tokio::time::Instant::now() >= at);
                     if !stale && (attempt >= self.max_attempts || late) {
                         let key = key.map_or_else(String::new, |k| k.to_string());
-                        tracing::warn!(target: "stagecraft::session", key = %key, attempt,
-                            "session kept changing elsewhere; update not handled");
+                        crate::observe::conflict();
+                        tracing::warn!(target: "stagecraft::session", event = "not_handled", key = %key,
+                            attempt, "session kept changing elsewhere; update not handled");
                         return Err(Error::NotHandled {
                             key,
                             attempts: attempt,
@@ -586,8 +587,12 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                         attempt -= 1;
                         after_stale = true;
                     } else {
-                        tracing::info!(target: "stagecraft::session", key = ?key, attempt,
-                            "session changed elsewhere; running the update again");
+                        crate::observe::conflict();
+                        crate::observe::retry();
+                        tracing::info!(target: "stagecraft::session", event = "conflict", key = ?key,
+                            attempt, "session changed elsewhere");
+                        tracing::info!(target: "stagecraft::session", event = "retry", key = ?key,
+                            attempt, "running the update again");
                         backoff.wait(deadline).await;
                     }
                     drop(replies);

@@ -192,6 +192,7 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
                 key = key.as_deref(),
                 scene = tracing::field::Empty,
                 step = tracing::field::Empty,
+                outcome = tracing::field::Empty,
             )
         } else {
             tracing::Span::none()
@@ -203,7 +204,9 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
                 Some(t) => Some(t.acquire().await?),
                 None => None,
             };
-            cycle.run(cx, permit, &Work::Chain).await
+            let result = cycle.run(cx, permit, &Work::Chain).await;
+            observe_outcome(&result);
+            result
         }
         .instrument(span)
     }
@@ -343,4 +346,21 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
     pub fn key_of(&self, update: &U) -> Option<String> {
         self.cycle.key.key(update)
     }
+}
+
+/// Records how an update ended on its span (the current one) and counts it.
+fn observe_outcome(result: &Result<Dispatch>) {
+    use crate::observe::{OUTCOME_DUPLICATE, OUTCOME_FAILED, OUTCOME_HANDLED, OUTCOME_UNHANDLED};
+    let outcome = match result {
+        Ok(Dispatch::Handled) => OUTCOME_HANDLED,
+        Ok(Dispatch::Unhandled) => OUTCOME_UNHANDLED,
+        Ok(Dispatch::Duplicate) => {
+            tracing::info!(target: "stagecraft::session", event = "duplicate",
+                "update handled before; skipped");
+            OUTCOME_DUPLICATE
+        }
+        Err(_) => OUTCOME_FAILED,
+    };
+    tracing::Span::current().record("outcome", outcome);
+    crate::observe::update(outcome);
 }

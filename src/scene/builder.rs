@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{Recovery, Scene, SceneState, StateFactory, Upgrade};
+use super::{Declared, Recovery, Scene, SceneState, StateFactory, Upgrade};
 use crate::handler::{Handler, LeaveHook, Matcher, RouteBuilder, Routes};
 use crate::record::JsonState;
 
@@ -51,6 +51,7 @@ impl<S, U> Scene<S, U> {
                 init_state: Arc::new(|| Box::new(JsonState::object())),
                 upgrades: std::collections::HashMap::new(),
                 recovery: Recovery::default(),
+                declared: Vec::new(),
             },
         }
     }
@@ -155,6 +156,52 @@ impl<S, U> SceneBuilder<S, U> {
     #[must_use]
     pub fn recovery(mut self, recovery: Recovery) -> Self {
         self.scene.recovery = recovery;
+        self
+    }
+
+    /// Declares that this scene may enter `scene` in its place
+    /// ([`Outcome::enter`](crate::Outcome::enter)), for the picture of the flow
+    /// ([`Stage::to_mermaid`](crate::Stage::to_mermaid)). A declaration only: it changes
+    /// no routing, and the handlers may do other transitions too.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// let scene: Scene<(), TelegramUpdate> = Scene::builder("menu")
+    ///     .goes_to("settings")
+    ///     .command("settings", |_cx: Cx<()>| async move { Ok(Outcome::enter("settings")) })
+    ///     .build();
+    /// # let _ = scene;
+    /// ```
+    #[must_use]
+    pub fn goes_to(mut self, scene: impl Into<String>) -> Self {
+        self.scene.declared.push((Declared::GoesTo, scene.into()));
+        self
+    }
+
+    /// Declares that this scene may call `scene` as a sub-scene
+    /// ([`Outcome::push`](crate::Outcome::push)) and resume when it leaves, for the
+    /// picture of the flow ([`Stage::to_mermaid`](crate::Stage::to_mermaid)). A
+    /// declaration only, like [`goes_to`](Self::goes_to).
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// let stage: Stage<(), TelegramUpdate> = Stage::builder()
+    ///     .scene(Scene::builder("checkout")
+    ///         .calls("address")
+    ///         .command("address", |_cx: Cx<()>| async move { Ok(Outcome::push("address")) })
+    ///         .build())
+    ///     .scene(Scene::builder("address").build())
+    ///     .build()
+    ///     .unwrap();
+    /// let chart = stage.to_mermaid();
+    /// assert!(chart.contains("s1 -->|calls| s0"));
+    /// assert!(chart.contains("s0 -.->|returns| s1"));
+    /// ```
+    #[must_use]
+    pub fn calls(mut self, scene: impl Into<String>) -> Self {
+        self.scene.declared.push((Declared::Calls, scene.into()));
         self
     }
 

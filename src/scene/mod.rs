@@ -64,6 +64,17 @@ pub struct Scene<S, U> {
     /// Upgrades of stored state: from a tag to (the next tag, the function).
     pub(crate) upgrades: std::collections::HashMap<String, (String, Upgrade)>,
     pub(crate) recovery: Recovery,
+    /// Transitions declared for the diagram ([`SceneBuilder::goes_to`], [`SceneBuilder::calls`]).
+    pub(crate) declared: Vec<(Declared, String)>,
+}
+
+/// A transition a scene declares (for [`Stage::to_mermaid`](crate::Stage::to_mermaid)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Declared {
+    /// Enters another scene in its place.
+    GoesTo,
+    /// Pushes another scene as a sub-scene and resumes when it leaves.
+    Calls,
 }
 
 impl<S, U> Scene<S, U> {

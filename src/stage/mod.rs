@@ -1,6 +1,8 @@
 //! The stage: the scene registry and router, a middleware of the chain (Telegraf's
 //! `stage.middleware()`), and the one interpreter of transitions.
 
+mod mermaid;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -50,6 +52,8 @@ struct StageInner<S, U> {
     ttl: Option<u32>,
     /// What the user hears when a stored frame could not be used (`None`: nothing).
     recovery_notice: Option<String>,
+    /// Scenes declared as entered from outside any scene ([`StageBuilder::entry`]).
+    entries: Vec<String>,
 }
 
 /// What the user hears by default when their stored conversation could not be resumed
@@ -104,6 +108,7 @@ impl<S, U> Stage<S, U> {
                 default_scene: None,
                 ttl: None,
                 recovery_notice: Some(DEFAULT_RECOVERY_NOTICE.to_owned()),
+                entries: Vec::new(),
             },
         }
     }
@@ -138,6 +143,28 @@ impl<S, U> StageBuilder<S, U> {
     #[must_use]
     pub fn default_scene(mut self, id: impl Into<String>) -> Self {
         self.stage.default_scene = Some(id.into());
+        self
+    }
+
+    /// Declares that `scene` is entered from outside any scene (a bot command such as
+    /// `/start`), for the picture of the flow ([`Stage::to_mermaid`]). A declaration
+    /// only: it changes no routing.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// let stage: Stage<(), TelegramUpdate> = Stage::builder()
+    ///     .entry("signup") // the bot's /start enters it
+    ///     .scene(Wizard::builder("signup")
+    ///         .step(|_cx: Cx<()>| async move { Ok(Outcome::leave()) })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(stage.to_mermaid().contains("outside -->|enter| s0"));
+    /// ```
+    #[must_use]
+    pub fn entry(mut self, scene: impl Into<String>) -> Self {
+        self.stage.entries.push(scene.into());
         self
     }
 
@@ -197,7 +224,9 @@ impl<S: SessionData, U: Update> Stage<S, U> {
                 Some(top)
                     if self.is_resumable(top) && top.expires.is_some() && top.is_expired(now) =>
                 {
-                    tracing::debug!(target: "stagecraft::stage", key = ?cx.key(), scene = %top.scene, "scene expired");
+                    tracing::debug!(target: "stagecraft::stage", event = "expire", key = ?cx.key(),
+                        scene = %top.scene, "scene expired");
+                    crate::observe::expiry(&top.scene);
                     st.stack_mut()?.pop();
                 }
                 Some(top) if !self.is_resumable(top) => {
@@ -305,6 +334,18 @@ impl<S: SessionData, U: Update> Stage<S, U> {
     /// scene, or the wizard step at the cursor. `None`: nothing here took it.
     async fn route(&self, cx: &Cx<S, U>) -> Result<Option<Outcome>> {
         let restart = self.settle(cx)?;
+        {
+            // The update's span says where the update found the user, whichever handler
+            // takes it (a stage-level command too).
+            let st = cx.state();
+            if let Some(top) = st.stack().last() {
+                let span = tracing::Span::current();
+                span.record("scene", top.scene.as_str());
+                if let Some(c) = top.cursor {
+                    span.record("step", c);
+                }
+            }
+        }
         if let Some(o) = self.inner.routes.run(cx).await? {
             return Ok(Some(o));
         }
@@ -342,11 +383,6 @@ impl<S: SessionData, U: Update> Stage<S, U> {
         let Some((scene, cursor)) = active else {
             return Ok(None);
         };
-        let span = tracing::Span::current();
-        span.record("scene", scene.id.as_str());
-        if let Some(c) = cursor {
-            span.record("step", c);
-        }
         if let Some(o) = scene.routes.run(cx).await? {
             return Ok(Some(o));
         }
@@ -469,7 +505,9 @@ impl<S: SessionData, U: Update> Stage<S, U> {
             }
             stack.push(frame);
         }
-        tracing::debug!(target: "stagecraft::stage", key = ?cx.key(), scene = %scene.id, silent = e.silent, "entered");
+        tracing::debug!(target: "stagecraft::stage", event = "enter", key = ?cx.key(),
+            scene = %scene.id, silent = e.silent, "entered");
+        crate::observe::enter(&scene.id);
         if e.silent {
             return Ok(());
         }
@@ -546,7 +584,7 @@ impl<S: SessionData, U: Update> Stage<S, U> {
             };
             return self.apply_outcome(cx, o).await;
         }
-        tracing::debug!(target: "stagecraft::stage", key = ?cx.key(), scene = %top, "left");
+        tracing::debug!(target: "stagecraft::stage", event = "leave", key = ?cx.key(), scene = %top, "left");
         let Some(parent) = parent else { return Ok(()) };
         let Some(resume) = parent.on_resume.clone() else {
             return Ok(());

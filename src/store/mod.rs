@@ -11,6 +11,9 @@
 //! memory and the SQL stores) and the index of records holding undelivered replies
 //! ([`PendingIndex`], from [`SessionStore::pending`]: every built-in store).
 //!
+//! [`open`] opens any of them from a URL (`memory`, `sqlite:bot.db`, `redis://...`,
+//! `postgres://...`, `mysql://...`), as a bot's configuration or an operator tool has it.
+//!
 //! | store | feature | persistence |
 //! |---|---|---|
 //! | [`MemoryStore`] | always | process memory, optional TTL |
@@ -42,6 +45,7 @@ mod lease;
 mod memory;
 #[cfg(feature = "mysql")]
 mod mysql;
+mod open;
 mod pending;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -61,6 +65,7 @@ pub use memory::MemoryStore;
 #[cfg(feature = "mysql")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
 pub use mysql::{MySqlOptions, MySqlStore};
+pub use open::{OpenOptions, open, open_with, url_forms};
 pub use pending::PendingIndex;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

@@ -90,6 +90,20 @@ impl<S, U> WizardBuilder<S, U> {
         self
     }
 
+    /// See [`SceneBuilder::goes_to`].
+    #[must_use]
+    pub fn goes_to(mut self, scene: impl Into<String>) -> Self {
+        self.inner = self.inner.goes_to(scene);
+        self
+    }
+
+    /// See [`SceneBuilder::calls`].
+    #[must_use]
+    pub fn calls(mut self, scene: impl Into<String>) -> Self {
+        self.inner = self.inner.calls(scene);
+        self
+    }
+
     /// See [`SceneBuilder::state`].
     #[must_use]
     pub fn state<T: SceneState + Default>(mut self) -> Self {
