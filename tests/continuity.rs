@@ -361,3 +361,75 @@ async fn fields_a_newer_version_wrote_survive_a_save_by_an_older_one() {
         );
     }
 }
+
+/// The demo, after a deploy removed the type of the signup state it stored: the user's
+/// next message gets a reply, `/start` works again, and the update counter is kept.
+#[tokio::test]
+async fn the_demo_resumes_a_user_whose_stored_state_type_is_gone() {
+    use std::io::Write;
+    let dir = std::env::temp_dir().join(common::unique_name("demo_gone"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bot.db");
+    {
+        let store = SqliteStore::open(&path).await.unwrap();
+        let record = json!({"v": 1, "data": {"updates": 5}, "scenes": [{"scene": "signup",
+            "cursor": 1, "entered_at": 1_700_000_000, "state": {"demo.signup.v0": {"nick": "ada"}}}]});
+        store
+            .save("1001:1001", record.to_string().as_bytes(), None)
+            .await
+            .unwrap();
+    }
+    let update = |id: i64, text: &str| {
+        json!({"update_id": id, "message": {"message_id": id, "date": 1_700_000_100,
+            "chat": {"id": 1001, "type": "private"},
+            "from": {"id": 1001, "is_bot": false, "first_name": "U"}, "text": text}})
+        .to_string()
+    };
+    let mut child = std::process::Command::new(common::example_binary("demo"))
+        .args([
+            "--store",
+            &format!("sqlite:{}", path.display()),
+            "--replay",
+            "-",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{}\n{}", update(1, "hello"), update(2, "/start")).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let texts: Vec<String> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["text"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        texts.first().map(String::as_str),
+        Some(DEFAULT_RECOVERY_NOTICE),
+        "{stdout}"
+    );
+    assert!(
+        texts.len() >= 3,
+        "a reply to the message and to /start: {stdout}"
+    );
+    let store = SqliteStore::open(&path).await.unwrap();
+    let rec: Value =
+        serde_json::from_slice(&store.load("1001:1001").await.unwrap().unwrap().bytes).unwrap();
+    assert_eq!(rec["data"]["updates"], 7, "the counter is kept: {rec}");
+    assert_eq!(rec["scenes"][0]["scene"], "signup", "{rec}");
+    assert_eq!(
+        rec["lost"][0]["value"]["state"],
+        json!({"demo.signup.v0": {"nick": "ada"}}),
+        "{rec}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

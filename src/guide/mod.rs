@@ -16,6 +16,8 @@
 //! - [`architecture`]: the layers, who owns what, and one update end to end.
 //! - [`operating`]: the `stagecraft` tool (who is where, reset one user), the flow as a
 //!   diagram, the tracing span, events and metrics.
+//! - [`migrations`]: conversations that survive a deploy: versioned state, upgrades,
+//!   recovery of what no longer decodes, fields of newer versions kept.
 //! - [`reliability`]: hostile input, the start-up check of a store, store faults and
 //!   server outages, how they are tested, the fuzzers.
 
@@ -37,7 +39,8 @@ macro_rules! guide_links {
          [performance.md]: crate::guide::performance\n\
          [architecture.md]: crate::guide::architecture\n\
          [reliability.md]: crate::guide::reliability\n\
-         [delivery.md]: crate::guide::delivery"
+         [delivery.md]: crate::guide::delivery\n\
+         [migrations.md]: crate::guide::migrations"
     };
 }
 
@@ -110,3 +113,7 @@ pub mod reliability {}
 #[doc = guide_links!()]
 #[doc = include_str!("../../docs/operating.md")]
 pub mod operating {}
+
+#[doc = guide_links!()]
+#[doc = include_str!("../../docs/migrations.md")]
+pub mod migrations {}
