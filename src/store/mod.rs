@@ -7,8 +7,8 @@
 //!
 //! What only some stores can do is a trait of its own, handed out by the store:
 //! per-key leases ([`LeaseStore`], from [`SessionStore::leases`]: SQLite, Redis,
-//! PostgreSQL, MySQL) and purging expired records ([`PurgeExpired`], from [`SessionStore::purge`]:
-//! memory and the SQL stores).
+//! PostgreSQL, MySQL, MongoDB) and purging expired records ([`PurgeExpired`], from
+//! [`SessionStore::purge`]: memory, the SQL stores and MongoDB).
 //!
 //! | store | feature | persistence |
 //! |---|---|---|
@@ -23,6 +23,10 @@
 )]
 #![cfg_attr(feature = "mysql", doc = "| [`MySqlStore`] | `mysql` | server |")]
 #![cfg_attr(feature = "redis", doc = "| [`RedisStore`] | `redis` | server |")]
+#![cfg_attr(
+    feature = "mongodb",
+    doc = "| [`MongoStore`] | `mongodb` | server (tested against SecantusDB) |"
+)]
 
 use std::fmt;
 use std::time::Duration;
@@ -39,6 +43,9 @@ mod check;
 mod codec;
 mod lease;
 mod memory;
+#[cfg(feature = "mongodb")]
+#[path = "mongodb.rs"]
+mod mongodb_store;
 #[cfg(feature = "mysql")]
 mod mysql;
 #[cfg(feature = "postgres")]
@@ -56,6 +63,9 @@ pub use check::{CHECK_TIMEOUT, PROBE_PREFIX, check, check_within};
 pub use codec::Codec;
 pub use lease::{Lease, LeaseAttempt, LeaseStore, Preload};
 pub use memory::MemoryStore;
+#[cfg(feature = "mongodb")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mongodb")))]
+pub use mongodb_store::{MongoOptions, MongoStore};
 #[cfg(feature = "mysql")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
 pub use mysql::{MySqlOptions, MySqlStore};
@@ -77,6 +87,10 @@ pub use url::redact_url;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use ::redis;
+/// The `mongodb` driver, as the [`MongoStore`] uses it (for building your own `Client`).
+#[cfg(feature = "mongodb")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mongodb")))]
+pub use ::mongodb;
 /// The `sqlx` crate, as the SQL stores use it (for building your own pool).
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 #[cfg_attr(
