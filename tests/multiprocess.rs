@@ -1,9 +1,10 @@
 //! Several processes of the demo binary on one store, with its default settings: the
 //! updates of one key, sent to all of them at once, are each counted exactly once, on
-//! SQLite (one file) as on Redis, PostgreSQL and MySQL.
+//! SQLite (one file) as on Redis, PostgreSQL, MySQL and MongoDB.
 //!
-//! Each test uses its own SQLite file (in a temporary folder), table or key prefix, and
-//! removes it at the end. A server whose URL is unset is skipped with one `skipped:` line.
+//! Each test uses its own SQLite file (in a temporary folder), table, key prefix or
+//! collection, and removes it at the end. A server whose URL is unset is skipped with one
+//! `skipped:` line.
 
 mod common;
 
@@ -40,6 +41,7 @@ fn targets(test: &str) -> Vec<Target> {
         "STAGECRAFT_REDIS_URL",
         "STAGECRAFT_POSTGRES_URL",
         "STAGECRAFT_MYSQL_URL",
+        "STAGECRAFT_MONGODB_URL",
     ] {
         if let Some(url) = common::server_url(var) {
             v.push(Target {
@@ -81,7 +83,8 @@ fn stored_updates(t: &Target) -> u64 {
     })
 }
 
-/// Removes the SQLite folder, the table and its leases' table, or the Redis keys.
+/// Removes the SQLite folder, the table and its leases' table, the Redis keys, or the
+/// collections.
 fn cleanup(t: &Target) {
     if let Some(dir) = &t.dir {
         let _ = std::fs::remove_dir_all(dir);

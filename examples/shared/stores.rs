@@ -13,8 +13,9 @@ pub const DEFAULT_STORE: &str = if cfg!(feature = "sqlite") {
     "memory"
 };
 
-/// Opens `memory`, `sqlite:PATH`, `redis://...`, `postgres://...` or `mysql://...`.
-/// `namespace` picks the table (SQL) or the key prefix (Redis).
+/// Opens `memory`, `sqlite:PATH`, `redis://...`, `postgres://...`, `mysql://...` or
+/// `mongodb://...`. `namespace` picks the table (SQL), the key prefix (Redis) or the
+/// collection (MongoDB).
 pub async fn open(spec: &str, namespace: Option<&str>) -> Result<Arc<dyn SessionStore>, BoxError> {
     if spec == "memory" {
         return Ok(Arc::new(MemoryStore::new()));
@@ -55,6 +56,15 @@ pub async fn open(spec: &str, namespace: Option<&str>) -> Result<Arc<dyn Session
         let store = stagecraft::store::MySqlStore::connect_with(spec, options).await?;
         return Ok(Arc::new(store));
     }
+    #[cfg(feature = "mongodb")]
+    if spec.starts_with("mongodb://") || spec.starts_with("mongodb+srv://") {
+        let mut options = stagecraft::store::MongoOptions::new();
+        if let Some(ns) = namespace {
+            options = options.collection(ns);
+        }
+        let store = stagecraft::store::MongoStore::connect_with(spec, options).await?;
+        return Ok(Arc::new(store));
+    }
     let _ = namespace;
     let mut known = vec!["memory"];
     if cfg!(feature = "sqlite") {
@@ -68,6 +78,9 @@ pub async fn open(spec: &str, namespace: Option<&str>) -> Result<Arc<dyn Session
     }
     if cfg!(feature = "mysql") {
         known.push("mysql://...");
+    }
+    if cfg!(feature = "mongodb") {
+        known.push("mongodb://...");
     }
     Err(format!(
         "unsupported store `{}`: this build knows {} (enable more with --features)",
