@@ -137,9 +137,7 @@ async fn mongodb_store() {
 #[tokio::test]
 async fn unreachable_server_is_a_store_error() {
     common::assert_refused_fast(MongoStore::connect("mongodb://127.0.0.1:1")).await;
-    let err = MongoStore::connect("not a url")
-        .await
-        .expect_err("bad url");
+    let err = MongoStore::connect("not a url").await.expect_err("bad url");
     assert!(err.is_store(), "expected Error::Store, got {err:?}");
 }
 

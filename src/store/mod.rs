@@ -83,14 +83,14 @@ pub use sql::ServerOptions;
 pub use sqlite::{Durability, SqliteOptions, SqliteStore};
 pub use url::redact_url;
 
-/// The `redis` crate, as the [`RedisStore`] uses it (for building a `ConnectionManager`).
-#[cfg(feature = "redis")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use ::redis;
 /// The `mongodb` driver, as the [`MongoStore`] uses it (for building your own `Client`).
 #[cfg(feature = "mongodb")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mongodb")))]
 pub use ::mongodb;
+/// The `redis` crate, as the [`RedisStore`] uses it (for building a `ConnectionManager`).
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use ::redis;
 /// The `sqlx` crate, as the SQL stores use it (for building your own pool).
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 #[cfg_attr(

@@ -303,6 +303,14 @@ impl MongoStore {
     /// 5 s (the driver's default for the second is 30 s): while the server is down, each
     /// call fails after at most that long, with the driver's error naming the cause.
     ///
+    /// ```no_run
+    /// use stagecraft::store::MongoStore;
+    /// # async fn f() -> stagecraft::Result<()> {
+    /// // The database `bot`; the collections `stagecraft_sessions` and its `_lease`.
+    /// let store = MongoStore::connect("mongodb://bot:secret@127.0.0.1:27017/bot").await?;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Store`] when the URL is invalid, the server cannot be reached or the
     /// indexes cannot be created.
@@ -314,6 +322,15 @@ impl MongoStore {
     /// collection of `options` and of its leases' collection if needed, touching no
     /// other collection.
     ///
+    /// ```no_run
+    /// use stagecraft::store::{MongoOptions, MongoStore};
+    /// # async fn f() -> stagecraft::Result<()> {
+    /// let options = MongoOptions::new().collection("mybot").leases(false);
+    /// let store = MongoStore::connect_with("mongodb://127.0.0.1:27017/bot", options).await?;
+    /// assert_eq!(store.lease_collection(), "mybot_lease");
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Config`] for an invalid collection or database name (before
     /// connecting); [`Error::Store`] when the URL is invalid, the server cannot be
@@ -324,7 +341,9 @@ impl MongoStore {
             validate_database(db)?;
         }
         let mut client_options = ClientOptions::parse(url).await.map_err(db_err)?;
-        client_options.connect_timeout.get_or_insert(CONNECT_TIMEOUT);
+        client_options
+            .connect_timeout
+            .get_or_insert(CONNECT_TIMEOUT);
         client_options
             .server_selection_timeout
             .get_or_insert(CONNECT_TIMEOUT);
@@ -380,6 +399,17 @@ impl MongoStore {
     /// Uses the collection `collection` (1 to 100 ASCII letters, digits, `_`, `-` or
     /// `.`, starting with a letter or `_`) and `{collection}_lease` for its leases. Call
     /// [`migrate`](Self::migrate) afterwards if their indexes may not exist yet.
+    ///
+    /// ```
+    /// use stagecraft::store::{MongoStore, mongodb::Client};
+    /// # async fn f() -> stagecraft::Result<()> {
+    /// # let client = Client::with_uri_str("mongodb://127.0.0.1:27017").await
+    /// #     .map_err(|e| stagecraft::Error::store("mongodb", e))?;
+    /// let store = MongoStore::new(client.database("bot")).with_collection("mybot")?;
+    /// assert_eq!(store.collection(), "mybot");
+    /// assert!(MongoStore::new(client.database("bot")).with_collection("system.users").is_err());
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`Error::Config`] when the name is not valid.
@@ -455,6 +485,18 @@ impl MongoStore {
     /// The server's TTL monitor deletes them too, only later; expired records are
     /// invisible meanwhile. The same as [`PurgeExpired::purge_expired`], without
     /// importing the trait.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use stagecraft::store::MongoStore;
+    /// # async fn f() -> stagecraft::Result<()> {
+    /// let store = MongoStore::connect("mongodb://127.0.0.1:27017/bot")
+    ///     .await?
+    ///     .with_ttl(Duration::from_secs(7 * 24 * 3600));
+    /// let removed = store.purge_expired().await?;
+    /// println!("{removed} expired sessions removed");
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`Error::Store`] when the server fails.
@@ -727,7 +769,10 @@ mod tests {
         for p in ["", "a", "x:y", "ключ", "🦀", "a\u{10FFFF}"] {
             if let Some(end) = prefix_end(p) {
                 for k in [format!("{p}"), format!("{p}\0"), format!("{p}\u{10FFFF}z")] {
-                    assert!(k.as_str() >= p && k.as_str() < end.as_str(), "{k:?} in {p:?}");
+                    assert!(
+                        k.as_str() >= p && k.as_str() < end.as_str(),
+                        "{k:?} in {p:?}"
+                    );
                 }
                 assert!(!end.starts_with(p), "{end:?}");
             }
