@@ -768,7 +768,7 @@ mod tests {
         assert_eq!(prefix_end("\u{10FFFF}\u{10FFFF}"), None);
         for p in ["", "a", "x:y", "ключ", "🦀", "a\u{10FFFF}"] {
             if let Some(end) = prefix_end(p) {
-                for k in [format!("{p}"), format!("{p}\0"), format!("{p}\u{10FFFF}z")] {
+                for k in [p.to_owned(), format!("{p}\0"), format!("{p}\u{10FFFF}z")] {
                     assert!(
                         k.as_str() >= p && k.as_str() < end.as_str(),
                         "{k:?} in {p:?}"
