@@ -10,7 +10,10 @@
 //!
 //! Options: `--store SPEC` and `--namespace NAME` (as the demo), `--leases auto|on|off`,
 //! `--lease-ttl-ms N`, `--lease-wait-ms N`, `--attempts N`, `--await-ms N`,
-//! `--max-queue N`. At the end of stdin it waits for every update and prints
+//! `--max-queue N`, `--outbox` (replies committed with the session, delivered after; at
+//! start-up the replies a crashed process left pending are delivered first and
+//! `pending keys=K replies=R failed=F` is printed on stderr), `--ids` (each line is
+//! `ID CHAT TEXT`, the update id given: a redelivered line is the same update). At the end of stdin it waits for every update and prints
 //! `stats handled=H errors=E runs=R` on stderr (`runs`: middleware runs, so
 //! `runs - handled` is the number of reruns after conflicts); exit status 1 if an update
 //! failed.
@@ -55,6 +58,8 @@ struct Args {
     attempts: usize,
     await_ms: u64,
     max_queue: Option<usize>,
+    outbox: bool,
+    ids: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -65,6 +70,8 @@ fn parse_args() -> Result<Args, String> {
         attempts: 1000,
         await_ms: 1,
         max_queue: None,
+        outbox: false,
+        ids: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -93,6 +100,8 @@ fn parse_args() -> Result<Args, String> {
             "--max-queue" => {
                 args.max_queue = Some(value()?.parse().map_err(|e| format!("{e}"))?);
             }
+            "--outbox" => args.outbox = true,
+            "--ids" => args.ids = true,
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
@@ -146,6 +155,7 @@ fn build(
         .store_arc(store)
         .transport(Stdout)
         .max_attempts(args.attempts)
+        .outbox(args.outbox)
         .leases(args.leases.clone());
     if let Some(n) = args.max_queue {
         builder = builder.max_queue_per_key(n);
@@ -202,6 +212,13 @@ async fn run(args: Args) -> Result<u64, BoxError> {
     // stops the bot here, with the reason, instead of failing every update.
     stagecraft::store::check(store.as_ref()).await?;
     let bot = build(&args, store)?;
+    if args.outbox {
+        let done = bot.deliver_pending().await?;
+        eprintln!(
+            "pending keys={} replies={} failed={}",
+            done.keys, done.replies, done.failed
+        );
+    }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines() {
@@ -216,10 +233,19 @@ async fn run(args: Args) -> Result<u64, BoxError> {
     // remember recent ids to skip an update delivered twice).
     let mut id: i64 = i64::from(std::process::id()) << 32;
     while let Some(line) = rx.recv().await {
+        let line = match line.split_once(' ') {
+            Some((given, rest)) if args.ids => {
+                id = given.parse()?;
+                rest
+            }
+            _ => {
+                id += 1;
+                line.as_str()
+            }
+        };
         let Some((chat, text)) = line.split_once(' ') else {
             continue;
         };
-        id += 1;
         let chat: i64 = chat.parse()?;
         let update = TelegramUpdate::from_value(serde_json::json!({
             "update_id": id,

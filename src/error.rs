@@ -80,6 +80,15 @@ pub enum Error {
         /// The Rust type that was asked for.
         expected: &'static str,
     },
+    /// A child scene's result ([`Cx::take_result`](crate::Cx::take_result)) was read as
+    /// another type than the one it left with.
+    #[error("the scene's result is a `{found}`, not a `{expected}`")]
+    ResultType {
+        /// The Rust type that was asked for.
+        expected: &'static str,
+        /// The Rust type the child scene left with.
+        found: &'static str,
+    },
     /// A transition is not allowed here (e.g. changing scenes inside a leave hook).
     #[error("transition not allowed: {0}")]
     Transition(&'static str),
@@ -165,6 +174,17 @@ impl fmt::Debug for ReturnedUpdate {
 }
 
 impl Error {
+    /// The error with its session key filled in, where it has an empty one (errors of
+    /// record helpers that do not know the key).
+    pub(crate) fn with_key(mut self, at: &str) -> Self {
+        if let Self::Decode { key, .. } | Self::Encode { key, .. } = &mut self {
+            if key.is_empty() {
+                at.clone_into(key);
+            }
+        }
+        self
+    }
+
     /// The update of an [`Error::NotHandled`], taken out (once) as the pipeline's update
     /// type `U`: `None` for other errors, a second call, or another type.
     ///

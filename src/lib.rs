@@ -124,7 +124,7 @@ pub use error::{BoxError, Error, Result};
 #[doc(inline)]
 pub use outcome::Outcome;
 #[doc(inline)]
-pub use pipeline::{Dispatch, Pipeline};
+pub use pipeline::{Dispatch, PendingDelivery, Pipeline};
 #[doc(inline)]
 pub use record::SceneState;
 #[doc(inline)]

@@ -108,6 +108,28 @@ async fn an_update_without_a_chat_runs_without_a_session() {
     assert!(store.is_empty(), "nothing stored under a made-up key");
 }
 
+/// By default a record that is not even JSON does not strand its user: the update is
+/// handled on a fresh session and the old bytes are kept in the record's `lost` field.
+#[tokio::test]
+async fn an_undecodable_session_is_mended_and_its_bytes_kept() {
+    let store = MemoryStore::new();
+    store
+        .save("1:1", b"{\"data\": not json", None)
+        .await
+        .unwrap();
+    let bot = counter(Pipeline::<D>::builder().store(store.clone()));
+    let u = TelegramUpdate::from_json(
+        r#"{"update_id":1,"message":{"chat":{"id":1},"from":{"id":1},"text":"x"}}"#,
+    )
+    .unwrap();
+    bot.handle(u).await.unwrap();
+    let rec = store.load("1:1").await.unwrap().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&rec.bytes).unwrap();
+    assert_eq!(v["lost"][0]["what"], "record", "{v}");
+    assert_eq!(v["lost"][0]["value"], "{\"data\": not json", "{v}");
+}
+
+/// Under `DecodePolicy::Fail` it is a decode error naming the key, and the bytes stay.
 #[tokio::test]
 async fn an_undecodable_session_is_a_decode_error_and_the_bytes_stay() {
     let store = MemoryStore::new();
@@ -115,7 +137,11 @@ async fn an_undecodable_session_is_a_decode_error_and_the_bytes_stay() {
         .save("1:1", b"{\"data\": not json", None)
         .await
         .unwrap();
-    let bot = counter(Pipeline::<D>::builder().store(store.clone()));
+    let bot = counter(
+        Pipeline::<D>::builder()
+            .store(store.clone())
+            .decode_policy(stagecraft::session::DecodePolicy::Fail),
+    );
     let u = TelegramUpdate::from_json(
         r#"{"update_id":1,"message":{"chat":{"id":1},"from":{"id":1},"text":"x"}}"#,
     )

@@ -405,3 +405,308 @@ async fn an_update_whose_writes_keep_conflicting_is_handed_back() {
         stagecraft::record::inspect(&store.load("5:5").await.unwrap().unwrap().bytes).unwrap();
     assert_eq!(info.data["list"], serde_json::json!(["theirs"]));
 }
+
+/// Every store that outlives the process: SQLite, and each server whose URL is set
+/// (each in its own namespace, dropped by `drop_namespaces`).
+async fn lasting_stores(test: &str) -> Vec<(String, Arc<dyn SessionStore>)> {
+    let path = std::env::temp_dir().join(format!("{}.db", common::unique_name(test)));
+    let mut out: Vec<(String, Arc<dyn SessionStore>)> = vec![(
+        "sqlite".into(),
+        Arc::new(SqliteStore::open(&path).await.unwrap()),
+    )];
+    for var in [
+        "STAGECRAFT_REDIS_URL",
+        "STAGECRAFT_POSTGRES_URL",
+        "STAGECRAFT_MYSQL_URL",
+    ] {
+        if let Some(url) = common::server_url(var) {
+            let ns = common::unique_name(test);
+            let store = common::open_namespaced(&url, &ns).await;
+            out.push((format!("{var} {ns}"), Arc::from(store)));
+        }
+    }
+    out
+}
+
+async fn drop_namespaces(stores: &[(String, Arc<dyn SessionStore>)]) {
+    for (name, _) in stores {
+        if let Some((var, ns)) = name.split_once(' ') {
+            if let Some(url) = common::server_url(var) {
+                common::drop_namespace(&url, ns).await;
+            }
+        }
+    }
+}
+
+fn text_in(chat: i64, id: i64, text: &str) -> TelegramUpdate {
+    TelegramUpdate::from_value(serde_json::json!({"update_id": id, "message": {
+        "message_id": id, "date": 0, "chat": {"id": chat, "type": "private"},
+        "from": {"id": chat, "is_bot": false}, "text": text}}))
+    .unwrap()
+}
+
+fn outbox_bot(store: Arc<dyn SessionStore>, transport: Flaky) -> Pipeline<Answers> {
+    Pipeline::<Answers>::builder()
+        .store_arc(store)
+        .outbox(true)
+        .transport(transport)
+        .on_text(|cx: Cx<Answers>| async move {
+            let t = cx.update().text().unwrap_or_default().to_owned();
+            let n = cx.session_mut(|a| {
+                a.list.push(t.clone());
+                a.list.len()
+            })?;
+            cx.reply(format!("got {t}"));
+            cx.reply(format!("that makes {n}"));
+            Ok(Outcome::Handled)
+        })
+        .build()
+}
+
+/// After a crash between commit and delivery, a new process finds the records holding
+/// undelivered replies through the store's pending index (no scan of the sessions) and
+/// delivers them at start-up, before any user writes again: every reply once, in order
+/// per chat; delivered records leave the index; a second run finds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_delivers_what_a_crashed_one_left_pending() {
+    let stores = lasting_stores("pending").await;
+    for (name, store) in &stores {
+        let index = store.pending().expect("every built-in store has the index");
+        // The first process commits 40 chats' steps, and its transport is down (as good
+        // as a crash before delivery: the replies stay in the records).
+        let down = Flaky::default();
+        let first = outbox_bot(Arc::clone(store), down.clone());
+        for chat in 1..=40 {
+            let err = first
+                .handle(text_in(chat, chat * 10, "hello"))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, stagecraft::Error::Transport(_)),
+                "{name}: {err:?}"
+            );
+        }
+        // One chat whose pending replies a later update of its own already delivered.
+        down.up.store(true, Ordering::SeqCst);
+        first.handle(text_in(40, 401, "again")).await.unwrap();
+        assert_eq!(down.sent.texts().len(), 4, "{name}");
+        let mut marked = index.pending_keys(1000).await.unwrap();
+        marked.sort();
+        let mut expected: Vec<String> = (1..40).map(|c| format!("{c}:{c}")).collect();
+        expected.sort();
+        assert_eq!(
+            marked, expected,
+            "{name}: the index lists the chats left pending"
+        );
+        drop(first);
+
+        // A new process, transport up: everything goes out at start-up, once.
+        let up = Flaky::default();
+        up.up.store(true, Ordering::SeqCst);
+        let second = outbox_bot(Arc::clone(store), up.clone());
+        let done = second.deliver_pending().await.unwrap();
+        assert_eq!(
+            (done.keys, done.replies, done.failed),
+            (39, 78, 0),
+            "{name}: {done:?}"
+        );
+        let sent = by_chat(up.sent.sent().iter().map(Outgoing::to_json_line));
+        assert_eq!(sent.len(), 39, "{name}");
+        for (chat, msgs) in &sent {
+            let texts: Vec<&str> = msgs.iter().map(|m| m["text"].as_str().unwrap()).collect();
+            assert_eq!(texts, ["got hello", "that makes 1"], "{name}: chat {chat}");
+        }
+        assert!(
+            index.pending_keys(1000).await.unwrap().is_empty(),
+            "{name}: index emptied"
+        );
+        for chat in 1..40 {
+            let key = format!("{chat}:{chat}");
+            let rec = store.load(&key).await.unwrap().unwrap();
+            let info = stagecraft::record::inspect(&rec.bytes).unwrap();
+            assert!(info.outbox.is_empty(), "{name}: {key} marked delivered");
+            assert_eq!(
+                info.data["list"],
+                serde_json::json!(["hello"]),
+                "{name}: {key}"
+            );
+        }
+        // Nothing is sent twice: not by a second run, not by the users' next updates.
+        assert_eq!(second.deliver_pending().await.unwrap().keys, 0, "{name}");
+        second.handle(text_in(7, 71, "more")).await.unwrap();
+        assert_eq!(up.sent.texts().len(), 78 + 2, "{name}");
+    }
+    drop_namespaces(&stores).await;
+}
+
+/// A transport that is still down at start-up: the sessions are counted as failed and
+/// stay pending, for the next try.
+#[tokio::test]
+async fn pending_replies_that_cannot_be_delivered_stay_pending() {
+    let stores = lasting_stores("pending_down").await;
+    for (name, store) in &stores {
+        let down = Flaky::default();
+        let bot = outbox_bot(Arc::clone(store), down.clone());
+        for chat in 1..=3 {
+            bot.handle(text_in(chat, chat, "hi")).await.unwrap_err();
+        }
+        let done = bot.deliver_pending().await.unwrap();
+        assert_eq!((done.keys, done.failed), (0, 3), "{name}: {done:?}");
+        let index = store.pending().unwrap();
+        assert_eq!(index.pending_keys(10).await.unwrap().len(), 3, "{name}");
+        down.up.store(true, Ordering::SeqCst);
+        let done = bot.deliver_pending().await.unwrap();
+        assert_eq!((done.keys, done.replies), (3, 6), "{name}: {done:?}");
+    }
+    drop_namespaces(&stores).await;
+}
+
+/// A table made before the pending index existed (no `pending` column) is upgraded by
+/// `migrate`: its records load as before, and marking works on them.
+#[tokio::test]
+async fn a_table_from_before_the_pending_index_is_upgraded() {
+    use stagecraft::store::sqlx;
+    let old_sqlite = r#"CREATE TABLE "old_sessions" (session_key TEXT NOT NULL PRIMARY KEY,
+        data BLOB NOT NULL, version INTEGER NOT NULL, expires_at INTEGER)"#;
+    let insert = "INSERT INTO old_sessions (session_key, data, version, expires_at) VALUES ('1:1', x'7b7d', 7, NULL)";
+    let path = std::env::temp_dir().join(format!("{}.db", common::unique_name("upgrade")));
+    {
+        let url = format!("sqlite:{}?mode=rwc", path.display());
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::query(old_sqlite).execute(&pool).await.unwrap();
+        sqlx::query(insert).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+    let options = stagecraft::store::SqliteOptions::new().table("old_sessions");
+    let store = SqliteStore::open_with(&path, options).await.unwrap();
+    check_upgraded("sqlite", &store).await;
+    // Two processes' migrations at once, on a second old table, both succeed.
+    let url = format!("sqlite:{}", path.display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query(&old_sqlite.replace("old_sessions", "old_two"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (a, b) = tokio::join!(
+        SqliteStore::open_with(
+            &path,
+            stagecraft::store::SqliteOptions::new().table("old_two")
+        ),
+        SqliteStore::open_with(
+            &path,
+            stagecraft::store::SqliteOptions::new().table("old_two")
+        ),
+    );
+    a.unwrap();
+    b.unwrap();
+
+    if let Some(url) = common::server_url("STAGECRAFT_POSTGRES_URL") {
+        let table = common::unique_name("upgrade").replace(['-', '.'], "_");
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        sqlx::query(&format!(
+            r#"CREATE TABLE "{table}" (session_key TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+            data BYTEA NOT NULL, version BIGINT NOT NULL, expires_at BIGINT)"#
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(&format!(
+            r#"INSERT INTO "{table}" VALUES ('1:1', '\x7b7d', 7, NULL)"#
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+        let options = stagecraft::store::ServerOptions::new().table(&table);
+        let store = stagecraft::store::PostgresStore::connect_with(&url, options)
+            .await
+            .unwrap();
+        check_upgraded("postgres", &store).await;
+        common::drop_namespace(&url, &table).await;
+    }
+    if let Some(url) = common::server_url("STAGECRAFT_MYSQL_URL") {
+        let table = common::unique_name("upgrade").replace(['-', '.'], "_");
+        let pool = sqlx::MySqlPool::connect(&url).await.unwrap();
+        sqlx::query(&format!(
+            "CREATE TABLE `{table}` (session_key VARBINARY(1024) NOT NULL PRIMARY KEY,
+            data LONGBLOB NOT NULL, version BIGINT NOT NULL, expires_at BIGINT NULL,
+            INDEX expires_at_idx (expires_at)) ENGINE = InnoDB"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(&format!(
+            "INSERT INTO `{table}` VALUES ('1:1', x'7b7d', 7, NULL)"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+        let options = stagecraft::store::ServerOptions::new().table(&table);
+        let store = stagecraft::store::MySqlStore::connect_with(&url, options)
+            .await
+            .unwrap();
+        check_upgraded("mysql", &store).await;
+        common::drop_namespace(&url, &table).await;
+    }
+}
+
+async fn check_upgraded(name: &str, store: &dyn SessionStore) {
+    let rec = store.load("1:1").await.unwrap().expect(name);
+    assert_eq!(
+        (rec.bytes.as_slice(), rec.version.0),
+        (&b"{}"[..], 7),
+        "{name}"
+    );
+    let index = store.pending().unwrap();
+    assert!(index.pending_keys(10).await.unwrap().is_empty(), "{name}");
+    let v = index
+        .save_pending("1:1", b"{\"a\":1}", Some(rec.version))
+        .await
+        .unwrap();
+    assert_eq!(index.pending_keys(10).await.unwrap(), ["1:1"], "{name}");
+    store.save("1:1", b"{}", Some(v)).await.unwrap();
+    assert!(index.pending_keys(10).await.unwrap().is_empty(), "{name}");
+}
+
+/// In a burst of one user's updates, the write that marks a step's replies delivered
+/// rides on the next update's write (the lease goes straight to it): about one write per
+/// update instead of two; every reply is sent once, in order, and the last step's mark is
+/// written before the lease is given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_burst_the_delivered_mark_rides_on_the_next_write() {
+    let path = std::env::temp_dir().join(format!("{}.db", common::unique_name("fold")));
+    let sqlite: Arc<dyn SessionStore> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let counting = common::CountingStore::over(Arc::clone(&sqlite));
+    let up = Flaky::default();
+    up.up.store(true, Ordering::SeqCst);
+    let bot = outbox_bot(counting.clone(), up.clone());
+    const N: i64 = 60;
+    let burst: Vec<_> = (1..=N)
+        .map(|i| tokio::spawn(bot.handle(text_in(9, i, &i.to_string()))))
+        .collect();
+    for t in burst {
+        t.await.unwrap().unwrap();
+    }
+    let texts = up.sent.texts();
+    let expected: Vec<String> = (1..=N)
+        .flat_map(|i| [format!("got {i}"), format!("that makes {i}")])
+        .collect();
+    assert_eq!(texts, expected, "every reply once, in order");
+    let (_, saves, _) = counting.calls();
+    assert!(
+        saves < (N as usize) * 3 / 2,
+        "{saves} writes for {N} updates (two each without folding)"
+    );
+    let rec = sqlite.load("9:9").await.unwrap().unwrap();
+    let info = stagecraft::record::inspect(&rec.bytes).unwrap();
+    assert!(info.outbox.is_empty(), "the last step is marked delivered");
+    assert!(
+        sqlite
+            .pending()
+            .unwrap()
+            .pending_keys(10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    eprintln!("{saves} writes for {N} updates");
+}

@@ -196,7 +196,11 @@ async fn a_failed_or_timed_out_call_fails_its_update_and_frees_the_key() {
             let err = send(&bot, user, text).await.unwrap_err();
             let got = injected(&err, &name);
             assert_eq!((got.call, got.fault), (call, fault), "{name}");
-            assert_eq!(backend.faults.pending(call), 0, "{name}: the fault fired");
+            assert_eq!(
+                backend.faults.faults_left(call),
+                0,
+                "{name}: the fault fired"
+            );
             assert_eq!(
                 backend.stored(&key).await,
                 before,
@@ -288,7 +292,12 @@ async fn delayed_calls_only_slow_the_update_down() {
         backend.faults.inject(Call::Delete, delay, 1);
         assert_eq!(send(&bot, 9, "/forget").await.unwrap(), ["forgotten"]);
         for call in [Call::Load, Call::Save, Call::Delete] {
-            assert_eq!(backend.faults.pending(call), 0, "{}: {call}", backend.name);
+            assert_eq!(
+                backend.faults.faults_left(call),
+                0,
+                "{}: {call}",
+                backend.name
+            );
         }
         assert_eq!(backend.stored(&key).await, None, "{}", backend.name);
         backend.assert_settled(&bot, &key).await;

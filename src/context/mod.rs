@@ -67,7 +67,7 @@ struct Inner<S, U> {
     env: Arc<Env<S, U>>,
     state: Mutex<SessionState<S>>,
     outbox: Mutex<Outbox>,
-    result: Mutex<Option<Box<dyn Any + Send>>>,
+    result: Mutex<Option<crate::outcome::Handoff>>,
     /// The stage whose handlers run now, when it is not the environment's
     /// (a pipeline with several stages).
     stage: Mutex<Option<Arc<dyn Interpret<S, U>>>>,
@@ -427,20 +427,30 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     }
 
     /// Takes the result a child scene left with ([`Outcome::leave_with`]), in the
-    /// parent's resume hook.
-    #[must_use]
-    pub fn take_result<T: Any>(&self) -> Option<T> {
+    /// parent's resume hook: `Ok(None)` when it left without one.
+    ///
+    /// # Errors
+    /// [`Error::ResultType`], naming both types, when the result is not a `T` (it stays
+    /// for a read as its own type).
+    pub fn take_result<T: Any>(&self) -> Result<Option<T>> {
         let mut slot = lock(&self.inner.result);
-        match slot.take()?.downcast::<T>() {
-            Ok(v) => Some(*v),
+        let Some(handoff) = slot.take() else {
+            return Ok(None);
+        };
+        match handoff.downcast::<T>() {
+            Ok(v) => Ok(Some(v)),
             Err(other) => {
+                let found = other.type_name();
                 *slot = Some(other);
-                None
+                Err(Error::ResultType {
+                    expected: std::any::type_name::<T>(),
+                    found,
+                })
             }
         }
     }
 
-    pub(crate) fn set_result(&self, r: Option<Box<dyn Any + Send>>) {
+    pub(crate) fn set_result(&self, r: Option<crate::outcome::Handoff>) {
         *lock(&self.inner.result) = r;
     }
 

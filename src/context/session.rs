@@ -22,15 +22,25 @@ pub(crate) struct Ledger {
     /// The stored record has an outbox (delivered since or not): the next write of the
     /// record leaves it out.
     pub(crate) stored_outbox: bool,
+    /// Copies of parts of the record that could not be decoded (kept on every write).
+    pub(crate) lost: Vec<serde_json::Value>,
+    /// Fields of the record this build does not know (written back as read).
+    pub(crate) extras: crate::record::Extras,
 }
 
 impl Ledger {
     /// The bookkeeping read from a record.
-    pub(crate) fn stored(seen: Vec<i64>, outbox: Vec<Outgoing>) -> Self {
+    pub(crate) fn stored(
+        seen: Vec<i64>,
+        outbox: Vec<Outgoing>,
+        lost: Vec<serde_json::Value>,
+    ) -> Self {
         Self {
             seen,
             stored_outbox: !outbox.is_empty(),
             outbox,
+            lost,
+            extras: crate::record::Extras::default(),
         }
     }
 }

@@ -46,7 +46,7 @@ pub enum Outcome {
     Reenter,
     /// Leave the current scene; a parent beneath it resumes and may read the result
     /// with [`Cx::take_result`](crate::Cx::take_result).
-    Leave(Option<Box<dyn Any + Send>>),
+    Leave(Option<Handoff>),
     /// Leave every scene, top first.
     Clear,
 }
@@ -85,7 +85,7 @@ impl Outcome {
     /// Leave the current scene, handing `result` to the parent it returns to.
     #[must_use]
     pub fn leave_with<T: Any + Send>(result: T) -> Self {
-        Self::Leave(Some(Box::new(result)))
+        Self::Leave(Some(Handoff::new(result)))
     }
 
     /// Is this a change of scene or step (anything but `Handled` and `Pass`)?
@@ -129,6 +129,51 @@ impl fmt::Debug for Outcome {
             Self::Leave(r) => write!(f, "Leave(result: {})", r.is_some()),
             Self::Clear => f.write_str("Clear"),
         }
+    }
+}
+
+/// The value a scene leaves with ([`Outcome::leave_with`]), on its way to the parent it
+/// returns to, which reads it with [`Cx::take_result`](crate::Cx::take_result). It
+/// remembers its type's name, so that reading it as another type is an error naming both.
+pub struct Handoff {
+    value: Box<dyn Any + Send>,
+    type_name: &'static str,
+}
+
+impl Handoff {
+    /// `value`, to hand to the parent scene.
+    #[must_use]
+    pub fn new<T: Any + Send>(value: T) -> Self {
+        Self {
+            value: Box::new(value),
+            type_name: std::any::type_name::<T>(),
+        }
+    }
+
+    /// The Rust type name of the value.
+    #[must_use]
+    pub fn type_name(&self) -> &'static str {
+        self.type_name
+    }
+
+    /// The value as a `T`, or the handoff back when it is another type.
+    ///
+    /// # Errors
+    /// The handoff itself, untouched, when the value is not a `T`.
+    pub fn downcast<T: Any>(self) -> std::result::Result<T, Self> {
+        let type_name = self.type_name;
+        self.value
+            .downcast::<T>()
+            .map(|v| *v)
+            .map_err(|value| Self { value, type_name })
+    }
+}
+
+impl fmt::Debug for Handoff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handoff")
+            .field("type", &self.type_name)
+            .finish_non_exhaustive()
     }
 }
 

@@ -85,6 +85,10 @@ pub struct PipelineBuilder<S, U> {
     cache_mode: CacheMode,
     chain: Chain<S, U>,
     interpret: Option<Arc<dyn Interpret<S, U>>>,
+    /// The first stage's upgrades of stored scene state.
+    upgrades: Option<Arc<dyn crate::record::StateUpgrades>>,
+    /// The bot's data version and its upgrades.
+    versions: crate::record::DataVersions,
     leases: Leases,
 }
 
@@ -108,7 +112,7 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
             default_session: Box::new(default),
             bot_username: None,
             error_policy: ErrorPolicy::WriteAnyway,
-            decode_policy: DecodePolicy::Fail,
+            decode_policy: DecodePolicy::Mend,
             save_policy: SavePolicy::Changed,
             max_attempts: usize::MAX,
             guarantees: Guarantees {
@@ -121,6 +125,8 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
             cache_mode: CacheMode::Auto,
             chain: Chain::default(),
             interpret: None,
+            upgrades: None,
+            versions: crate::record::DataVersions::default(),
             leases: Leases::default(),
         }
     }
@@ -182,10 +188,56 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
         self
     }
 
-    /// What an undecodable stored session does (default: [`DecodePolicy::Fail`]).
+    /// What an undecodable stored session does (default: [`DecodePolicy::Mend`]).
     #[must_use]
     pub fn decode_policy(mut self, policy: DecodePolicy) -> Self {
         self.decode_policy = policy;
+        self
+    }
+
+    /// The version of the bot's data type `S` (default 0: unversioned). Records carry
+    /// it (`"dv"`); one written at an older version is brought up to this one on load
+    /// by the [`upgrade_data`](Self::upgrade_data) functions, in order. Data that no
+    /// upgrade reaches starts afresh under [`DecodePolicy::Mend`], its JSON kept in the
+    /// record's `lost` field. A record written by a newer version is read as it is.
+    ///
+    /// ```
+    /// use serde::{Deserialize, Serialize};
+    /// use stagecraft::prelude::*;
+    ///
+    /// // Version 1 stored `{"name": "Ada Lovelace"}`; version 2 splits the name.
+    /// #[derive(Debug, Default, Serialize, Deserialize)]
+    /// struct Profile { first: String, last: String }
+    ///
+    /// let bot = Pipeline::<Profile>::builder()
+    ///     .data_version(2)
+    ///     .upgrade_data(1, |mut v| {
+    ///         let name = v["name"].take();
+    ///         let name = name.as_str().unwrap_or_default();
+    ///         let (first, last) = name.split_once(' ').unwrap_or((name, ""));
+    ///         Ok(serde_json::json!({"first": first, "last": last}))
+    ///     })
+    ///     .build();
+    /// # drop(bot);
+    /// ```
+    #[must_use]
+    pub fn data_version(mut self, version: u32) -> Self {
+        self.versions.current = version;
+        self
+    }
+
+    /// Upgrades stored data of version `from` to version `from + 1` (see
+    /// [`data_version`](Self::data_version)): `f` turns the old JSON into the new.
+    #[must_use]
+    pub fn upgrade_data(
+        mut self,
+        from: u32,
+        f: impl Fn(serde_json::Value) -> std::result::Result<serde_json::Value, crate::error::BoxError>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.versions.upgrades.insert(from, Arc::new(f));
         self
     }
 
@@ -302,6 +354,7 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     pub fn stage(mut self, stage: Stage<S, U>) -> Self {
         if self.interpret.is_none() {
             self.interpret = Some(stage.interpreter());
+            self.upgrades = Some(Arc::new(stage.clone()));
         }
         self.middleware(stage)
     }
@@ -356,7 +409,14 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     #[must_use]
     pub fn build(self) -> Pipeline<S, U> {
         let policy = self.cache_policy();
-        let loader = Arc::new(Loader::new(self.store, policy, self.decode_policy));
+        let loader = Arc::new(Loader::new(
+            self.store,
+            policy,
+            self.decode_policy,
+            Arc::clone(&self.clock),
+            self.upgrades,
+            self.versions,
+        ));
         let env = Env {
             default_session: self.default_session,
             transport: self.transport,

@@ -25,7 +25,7 @@ use crate::context::{BoxFuture, Cx, Decoded, Env, Ledger, Origin, SessionState, 
 use crate::error::{BoxError, Error, Result, ReturnedUpdate};
 use crate::handler::{Chain, Handler, Next};
 use crate::outcome::Outcome;
-use crate::record::{RecordOwned, RecordRef, SessionData};
+use crate::record::{DataVersions, Mended, RecordOwned, RecordRef, SessionData, StateUpgrades};
 use crate::session::{DecodePolicy, ErrorPolicy, KeyStrategy, SavePolicy};
 use crate::store::{Codec, Preload, Record, SessionStore, Version};
 use crate::transport::Outgoing;
@@ -134,6 +134,15 @@ pub(crate) struct Loader {
     pub(crate) store: Arc<dyn SessionStore>,
     policy: CachePolicy,
     decode_policy: DecodePolicy,
+    /// The clock that dates the copies of what a mended record lost.
+    clock: Arc<dyn Clock>,
+    /// The stage's upgrades of stored scene state.
+    upgrades: Option<Arc<dyn StateUpgrades>>,
+    /// The bot's data version and its upgrades.
+    pub(crate) versions: DataVersions,
+    /// The fields of the bot's data type, when it is a plain struct (found on the first
+    /// load): others found in a stored record are kept.
+    data_fields: std::sync::OnceLock<Option<&'static [&'static str]>>,
 }
 
 impl Loader {
@@ -141,11 +150,18 @@ impl Loader {
         store: Arc<dyn SessionStore>,
         policy: CachePolicy,
         decode_policy: DecodePolicy,
+        clock: Arc<dyn Clock>,
+        upgrades: Option<Arc<dyn StateUpgrades>>,
+        versions: DataVersions,
     ) -> Self {
         Self {
             store,
             policy,
             decode_policy,
+            clock,
+            upgrades,
+            versions,
+            data_fields: std::sync::OnceLock::new(),
         }
     }
 }
@@ -186,20 +202,64 @@ impl<S: SessionData> Source<S> for Loader {
         // process committed (whatever another process wrote is decoded afresh).
         let same =
             cached.filter(|c| c.record.version == rec.version && c.record.bytes == rec.bytes);
+        let same_copy = same.is_some();
+        let mut data_rewritten = false;
         let decoded = match same {
             Some(c) => Ok((c.data, c.stack, c.ledger)),
-            None => RecordOwned::<S>::decode(key, &rec.bytes)
-                .map(|r| (Some(r.data), r.scenes, Ledger::stored(r.seen, r.outbox))),
+            None => RecordOwned::<S>::decode(key, &rec.bytes).and_then(|r| {
+                if r.dv < self.versions.current {
+                    // Written by an older version of the bot's data: upgraded on the
+                    // way (the lenient decode runs the upgrades).
+                    return Err(Error::Decode {
+                        key: key.to_owned(),
+                        source: format!(
+                            "data of version {} (this build: {})",
+                            r.dv, self.versions.current
+                        )
+                        .into(),
+                    });
+                }
+                let ledger = Ledger::stored(r.seen, r.outbox, r.lost);
+                Ok((Some(r.data), r.scenes, ledger))
+            }),
         };
         match decoded {
             Ok((data, stack, ledger)) => st.set_loaded(data, stack, ledger),
+            Err(e) if self.decode_policy == DecodePolicy::Mend => {
+                let now_s = self.clock.now_ms().div_euclid(1000);
+                let r = Mended::<S>::decode(
+                    &rec.bytes,
+                    now_s,
+                    self.upgrades.as_deref(),
+                    &self.versions,
+                );
+                tracing::warn!(target: "stagecraft::session", key = %key,
+                    error = %crate::error::error_chain(&e), repairs = ?r.repairs,
+                    "stored session did not decode as a whole; mended it part by part");
+                let ledger = Ledger::stored(r.seen, r.outbox, r.lost);
+                data_rewritten = r.data_rewritten;
+                st.set_loaded(r.data, r.scenes, ledger);
+            }
             Err(e) if self.decode_policy == DecodePolicy::Reset => {
                 tracing::warn!(target: "stagecraft::session", key = %key, error = %crate::error::error_chain(&e),
-                    "stored session could not be decoded; starting afresh");
-                st.set_loaded(None, Vec::new(), Ledger::default());
+                    "stored session could not be decoded; starting afresh (a copy is kept in `lost`)");
+                let now_s = self.clock.now_ms().div_euclid(1000);
+                let copy = crate::record::lost_copy(&rec.bytes, now_s, &e);
+                let ledger = Ledger::stored(Vec::new(), Vec::new(), vec![copy]);
+                st.set_loaded(None, Vec::new(), ledger);
                 st.mark_reset();
             }
             Err(e) => return Err(e),
+        }
+        if !same_copy {
+            // What this build does not know stays in the record (a newer replica's).
+            let fields = *self
+                .data_fields
+                .get_or_init(crate::record::struct_fields::<S>);
+            st.ledger.extras = crate::record::Extras::scan(&rec.bytes, fields);
+            if data_rewritten {
+                st.ledger.extras.data.clear();
+            }
         }
         st.origin = Origin::Stored {
             record: rec,
@@ -262,27 +322,11 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
         work: &Work<S, U>,
     ) -> Result<Dispatch> {
         let key = cx.key_arc();
-        // The key's lease across processes (when the store has leases): taken before the
-        // session is loaded, given back after the save and the replies, or passed on to
-        // the next update of the key waiting here.
         let (mut lease, preload, passed) = match &key {
-            Some(k) => match self.keys().take_lease(k) {
-                // Passed on by the previous update of the key: held all along, so nobody
-                // else took it since; that update's committed session may stand for the
-                // record (see `CachePolicy`), compare-and-set catching any writer that
-                // takes no lease.
-                Some(held) if !held.is_lost() => (Some(held), Preload::NotRead, true),
-                passed => {
-                    // One a renewal found gone while it waited here is taken afresh.
-                    if let Some(lost) = passed {
-                        lost.release().await;
-                    }
-                    let (lease, preload) = self.leases.acquire(self.store(), k).await?;
-                    (lease, preload, false)
-                }
-            },
+            Some(k) => self.lease_of(k).await?,
             None => (None, Preload::NotRead, false),
         };
+        let mut unconfirmed = None;
         let result = self
             .attempts(
                 cx,
@@ -292,10 +336,102 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                 &mut lease,
                 preload,
                 passed,
+                &mut unconfirmed,
             )
             .await;
-        if let (Some(held), Some(k)) = (lease, &key) {
-            self.release(k, held).await;
+        let Some(k) = &key else {
+            return result;
+        };
+        // The write that marks the replies delivered is folded into the key's next
+        // write when the lease goes straight to the key's next update here: nobody else
+        // can read the record in between, and that update, starting from this one's
+        // committed copy, knows them delivered and writes the record without them.
+        // Otherwise it is written before the lease is given back, so that no other
+        // process finds delivered replies still pending.
+        let (passed, unpassed) = match lease {
+            Some(held) => {
+                let unpassed = self.pass_on(k, held);
+                (unpassed.is_none(), unpassed)
+            }
+            None => (false, None),
+        };
+        if let Some(c) = unconfirmed {
+            if passed && self.folds() {
+                tracing::trace!(target: "stagecraft::reply", key = %k,
+                    "delivered; marked by the key's next write");
+            } else {
+                self.confirm(k, c, &mut permit).await;
+            }
+        }
+        if let Some(held) = unpassed {
+            held.release().await;
+            // A holding streak exists only for keys whose lease this process took.
+            if self.keys().waiting(k) == 0 {
+                self.leases.end_streak(k);
+            }
+        }
+        result
+    }
+
+    /// The key's lease across processes (when the store has leases): taken before the
+    /// session is loaded, given back after the save and the replies, or passed on to
+    /// the next update of the key waiting here. Also says whether it was passed on by
+    /// the previous update of the key: held all along, so nobody else took it since;
+    /// that update's committed session may stand for the record (see `CachePolicy`),
+    /// compare-and-set catching any writer that takes no lease.
+    async fn lease_of(&self, key: &Arc<str>) -> Result<(Option<HeldLease>, Preload, bool)> {
+        match self.keys().take_lease(key) {
+            Some(held) if !held.is_lost() => Ok((Some(held), Preload::NotRead, true)),
+            passed => {
+                // One a renewal found gone while it waited here is taken afresh.
+                if let Some(lost) = passed {
+                    lost.release().await;
+                }
+                let (lease, preload) = self.leases.acquire(self.store(), key).await?;
+                Ok((lease, preload, false))
+            }
+        }
+    }
+
+    /// Delivers the replies a committed step left in the record of `key` (a process
+    /// that crashed between its commit and its delivery), the key's queue place
+    /// already held: lease, a fresh read, delivery, the write that marks them
+    /// delivered (and unmarks the key in the pending index), release. Returns how many
+    /// replies it sent.
+    pub(crate) async fn flush(&self, key: &Arc<str>, mut permit: Permit<S>) -> Result<usize> {
+        let (lease, preload, _) = self.lease_of(key).await?;
+        let flushed = async {
+            // The record may be another process's: read it, never the cached copy.
+            drop(permit.take_cached());
+            let record = match preload {
+                Preload::Read(record) => record,
+                Preload::NotRead => self.store().load(key).await?,
+            };
+            let Some(record) = record else {
+                return Ok(0);
+            };
+            let (replies, cleared) = crate::record::split_outbox(&record.bytes, self.codec)
+                .map_err(|e| e.with_key(key))?;
+            if !replies.is_empty() {
+                tracing::info!(target: "stagecraft::reply", key = %key, replies = replies.len(),
+                    "delivering the replies of a committed step left pending");
+                self.deliver(&replies).await?;
+            }
+            match self.store().save(key, &cleared, Some(record.version)).await {
+                // Written since: by an update that delivered them first.
+                Err(e) if e.is_conflict() => {}
+                done => drop(done?),
+            }
+            Ok(replies.len())
+        };
+        let result = match self.guarantees.deadline {
+            None => flushed.await,
+            Some(after) => tokio::time::timeout(after, flushed)
+                .await
+                .unwrap_or_else(|_| Err(self.deadline_error(Some(key)))),
+        };
+        if let Some(held) = lease {
+            self.release(key, held).await;
         }
         result
     }
@@ -304,18 +440,31 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
     /// an acquire), unless it was lost or this process has had the key for its fair
     /// share; then gives it back.
     async fn release(&self, key: &Arc<str>, held: HeldLease) {
-        let unpassed = if held.is_lost() || !self.leases.may_keep(key) {
-            Some(held)
-        } else {
-            self.keys().pass_lease(key, held)
-        };
-        if let Some(held) = unpassed {
+        if let Some(held) = self.pass_on(key, held) {
             held.release().await;
             // A holding streak exists only for keys whose lease this process took.
             if self.keys().waiting(key) == 0 {
                 self.leases.end_streak(key);
             }
         }
+    }
+
+    /// Passes `held` to the key's next update waiting here (`None`), unless it was lost
+    /// or this process has had the key for its fair share, or nobody waits (`Some`:
+    /// give it back).
+    fn pass_on(&self, key: &Arc<str>, held: HeldLease) -> Option<HeldLease> {
+        if held.is_lost() || !self.leases.may_keep(key) {
+            Some(held)
+        } else {
+            self.keys().pass_lease(key, held)
+        }
+    }
+
+    /// Whether the next update of a key, given the lease straight from the previous
+    /// one, starts from that update's committed copy (so a delivered outbox may be
+    /// marked by its write instead of one of its own).
+    fn folds(&self) -> bool {
+        self.keys().caches() && self.loader.policy.passed_lease
     }
 
     /// Runs attempts until one commits (or fails for good), then delivers its replies.
@@ -329,6 +478,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
         lease: &mut Option<HeldLease>,
         mut preload: Preload,
         mut lease_passed: bool,
+        unconfirmed: &mut Option<Confirm>,
     ) -> Result<Dispatch> {
         let policy = &self.loader.policy;
         let g = &self.guarantees;
@@ -467,9 +617,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                 }
                 return Err(e);
             }
-            if let (Some(k), Some(c)) = (key, confirm) {
-                self.confirm(k, c, permit).await;
-            }
+            *unconfirmed = confirm;
             return match failure {
                 Some(e) => Err(e),
                 None => Ok(dispatch),
@@ -634,6 +782,9 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                 let (data, scenes, ledger) = st.parts(|| (self.env.default_session)());
                 let encoded = RecordRef::new(data, scenes)
                     .with_ledger(&ledger.seen, outbox)
+                    .with_lost(&ledger.lost)
+                    .with_data_version(self.loader.versions.current)
+                    .with_extras(&ledger.extras)
                     .encode_with_cleared(self.codec, size_hint)
                     .map_err(|e| Error::Encode {
                         key: key.to_owned(),
@@ -651,7 +802,12 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
         match (bytes, expected) {
             (Some(bytes), expected) => {
                 let trusted_until = self.loader.policy.trusted_until();
-                let version = self.store().save(key, &bytes, expected).await?;
+                // A record with replies to deliver is marked in the store's pending
+                // index (in the same write), for the next process to find after a crash.
+                let version = match (&cleared, self.store().pending()) {
+                    (Some(_), Some(index)) => index.save_pending(key, &bytes, expected).await?,
+                    _ => self.store().save(key, &bytes, expected).await?,
+                };
                 let mut st = cx.state();
                 // The stored record now has this step's replies, about to be sent.
                 st.ledger.stored_outbox = cleared.is_some();

@@ -38,6 +38,20 @@ use crate::update::{TelegramUpdate, Update};
 
 use cycle::{Cycle, Work};
 
+/// Counts one flushed session into `report`.
+fn tally(
+    report: &mut PendingDelivery,
+    done: std::result::Result<Result<usize>, tokio::task::JoinError>,
+) {
+    match done {
+        Ok(Ok(replies)) => {
+            report.keys += 1;
+            report.replies += replies;
+        }
+        Ok(Err(_)) | Err(_) => report.failed += 1,
+    }
+}
+
 /// How long one update may take by default (see [`PipelineBuilder::deadline`]).
 pub const DEFAULT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -61,6 +75,27 @@ pub enum Dispatch {
     /// Replies its first delivery left pending were sent.
     Duplicate,
 }
+
+/// What [`Pipeline::deliver_pending`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PendingDelivery {
+    /// Sessions whose pending replies were delivered and marked delivered.
+    pub keys: usize,
+    /// Replies sent.
+    pub replies: usize,
+    /// Sessions whose replies could not be delivered (the transport failed, the record
+    /// could not be read): they stay pending, for the key's next update or the next
+    /// call. Each is logged with its cause.
+    pub failed: usize,
+}
+
+/// How many sessions [`Pipeline::deliver_pending`] flushes at once.
+const PENDING_PARALLEL: usize = 16;
+
+/// How many more keys than it tried already [`Pipeline::deliver_pending`] asks the
+/// index for at a time.
+const PENDING_BATCH: usize = 256;
 
 /// The bot: session cycle, middleware chain, stage and handlers.
 ///
@@ -215,6 +250,77 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
         async move {
             let permit = ticket.acquire().await?;
             cycle.run(cx, Some(permit), &work).await
+        }
+    }
+
+    /// Delivers the replies that committed steps left pending in the store: those of a
+    /// process that crashed (or lost its transport) between committing an update and
+    /// delivering its replies, with the outbox on ([`PipelineBuilder::outbox`]). Call
+    /// it at start-up, before or while updates arrive; the key's next update would send
+    /// them first anyway, but a user who writes nothing more would wait forever.
+    ///
+    /// The keys come from the store's pending index ([`PendingIndex`](crate::store::PendingIndex)),
+    /// not from reading every session. Each is flushed under its key's queue place and
+    /// lease, as an update would be, so it never races an update of the same user, here
+    /// or in another process; 16 keys at a time. Delivery is at least once: a reply
+    /// whose delivery was cut short by the crash is sent again.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let bot = Pipeline::<u32>::builder().outbox(true).build();
+    /// let done = bot.deliver_pending().await.unwrap();
+    /// assert_eq!(done.keys, 0); // a fresh store has nothing pending
+    /// # });
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Config`](crate::Error::Config) when the store has no pending index,
+    /// [`Error::Store`](crate::Error::Store) when listing the index fails. A session
+    /// that fails is counted in [`PendingDelivery::failed`], not an error.
+    pub async fn deliver_pending(&self) -> Result<PendingDelivery> {
+        let store = Arc::clone(self.store());
+        let Some(index) = store.pending() else {
+            return Err(crate::Error::Config(format!(
+                "the `{}` store has no pending-replies index",
+                store.backend()
+            )));
+        };
+        let mut report = PendingDelivery::default();
+        let mut tried = std::collections::HashSet::new();
+        loop {
+            let keys = index.pending_keys(tried.len() + PENDING_BATCH).await?;
+            let fresh: Vec<String> = keys
+                .into_iter()
+                .filter(|k| tried.insert(k.clone()))
+                .collect();
+            if fresh.is_empty() {
+                return Ok(report);
+            }
+            let mut running = tokio::task::JoinSet::new();
+            for key in fresh {
+                if running.len() >= PENDING_PARALLEL {
+                    if let Some(done) = running.join_next().await {
+                        tally(&mut report, done);
+                    }
+                }
+                let cycle = Arc::clone(&self.cycle);
+                let (key, ticket) = cycle.keys().enqueue(&key);
+                running.spawn(async move {
+                    let permit = ticket.acquire().await?;
+                    let sent = cycle.flush(&key, permit).await;
+                    if let Err(e) = &sent {
+                        tracing::warn!(target: "stagecraft::reply", key = %key,
+                            error = %crate::error::error_chain(e),
+                            "pending replies not delivered; they stay pending");
+                    }
+                    sent
+                });
+            }
+            while let Some(done) = running.join_next().await {
+                tally(&mut report, done);
+            }
         }
     }
 

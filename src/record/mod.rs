@@ -130,8 +130,50 @@ pub struct Frame {
     /// When the scene expires, Unix seconds: still active while `now <= expires`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<i64>,
-    /// The scene's state.
+    /// The scene's state. A state this build could not decode (an unregistered tag, a
+    /// changed type) is an [`Undecodable`], written back as it was read.
+    #[serde(serialize_with = "serialize_state")]
     pub state: Box<dyn SceneState>,
+}
+
+/// A frame's state as stored: its typetag form, or the original JSON of an
+/// [`Undecodable`] one.
+fn serialize_state<Ser: serde::Serializer>(
+    state: &Box<dyn SceneState>,
+    ser: Ser,
+) -> std::result::Result<Ser::Ok, Ser::Error> {
+    match (**state).as_any().downcast_ref::<Undecodable>() {
+        Some(u) => u.raw.serialize(ser),
+        None => state.serialize(ser),
+    }
+}
+
+/// The state of a stored frame that this build could not decode: the scene's state tag
+/// is not registered (a deploy renamed or removed the type, or a newer replica wrote
+/// it) and no upgrade turned it into one that is, or its fields do not fit the type.
+///
+/// It keeps the stored JSON and is written back as it was read, so a rollback, or a
+/// replica that knows the type, still finds it. When such a frame becomes the active
+/// scene, the stage applies the scene's [`Recovery`](crate::scene::Recovery) before any
+/// handler sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Undecodable {
+    /// The stored state, as read (`{"tag": {...}}`).
+    pub raw: serde_json::Value,
+    /// Why it could not be decoded.
+    pub error: String,
+}
+
+#[typetag::serde(name = "stagecraft.undecodable")]
+impl SceneState for Undecodable {}
+
+impl Frame {
+    /// Whether this frame's state could not be decoded (see [`Undecodable`]).
+    #[must_use]
+    pub fn is_undecodable(&self) -> bool {
+        (*self.state).as_any().is::<Undecodable>()
+    }
 }
 
 impl Frame {
@@ -161,6 +203,14 @@ pub(crate) struct RecordRef<'a, S> {
     pub(crate) data: &'a S,
     #[serde(skip_serializing_if = "<[Frame]>::is_empty")]
     pub(crate) scenes: &'a [Frame],
+    #[serde(skip_serializing_if = "<[serde_json::Value]>::is_empty")]
+    pub(crate) lost: &'a [serde_json::Value],
+    /// The version of the bot's data type (0: unversioned, left out).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub(crate) dv: u32,
+    /// Fields this build does not know, written back as they were read (JSON only).
+    #[serde(skip)]
+    pub(crate) extras: Option<&'a Extras>,
     #[serde(skip_serializing_if = "<[i64]>::is_empty")]
     pub(crate) seen: &'a [i64],
     #[serde(skip_serializing_if = "<[Outgoing]>::is_empty")]
@@ -174,9 +224,31 @@ impl<'a, S: Serialize> RecordRef<'a, S> {
             v: SCHEMA_VERSION,
             data,
             scenes,
+            lost: &[],
+            dv: 0,
+            extras: None,
             seen: &[],
             outbox: &[],
         }
+    }
+
+    /// The record with the fields a read found that this build does not know.
+    pub(crate) fn with_extras(mut self, extras: &'a Extras) -> Self {
+        self.extras = (!extras.is_empty()).then_some(extras);
+        self
+    }
+
+    /// The record with the version of the bot's data type (see [`DataVersions`]).
+    pub(crate) fn with_data_version(mut self, dv: u32) -> Self {
+        self.dv = dv;
+        self
+    }
+
+    /// The record with copies of what could not be decoded when it was read (see
+    /// [`Lost`]), kept for an operator to restore.
+    pub(crate) fn with_lost(mut self, lost: &'a [serde_json::Value]) -> Self {
+        self.lost = lost;
+        self
     }
 
     /// The record with the cycle's bookkeeping: the recent update ids `seen` and the
@@ -256,6 +328,22 @@ impl<'a, S: Serialize> RecordRef<'a, S> {
             buf.extend_from_slice(b",\"data\":");
         }
         serde_json::to_writer(&mut buf, self.data)?;
+        if let Some(extras) = self.extras {
+            // The data's fields its type does not know, put back into its object.
+            if !extras.data.is_empty() && buf.last() == Some(&b'}') {
+                buf.pop();
+                let empty = buf.last() == Some(&b'{');
+                for (i, (k, v)) in extras.data.iter().enumerate() {
+                    if i > 0 || !empty {
+                        buf.push(b',');
+                    }
+                    serde_json::to_writer(&mut buf, k)?;
+                    buf.push(b':');
+                    buf.extend_from_slice(v.get().as_bytes());
+                }
+                buf.push(b'}');
+            }
+        }
         if !self.scenes.is_empty() {
             buf.extend_from_slice(b",\"scenes\":[");
             for (i, f) in self.scenes.iter().enumerate() {
@@ -275,10 +363,29 @@ impl<'a, S: Serialize> RecordRef<'a, S> {
                     buf.extend_from_slice(ints.format(e).as_bytes());
                 }
                 buf.extend_from_slice(b",\"state\":");
-                serde_json::to_writer(&mut buf, &f.state)?;
+                match (*f.state).as_any().downcast_ref::<Undecodable>() {
+                    Some(u) => serde_json::to_writer(&mut buf, &u.raw)?,
+                    None => serde_json::to_writer(&mut buf, &f.state)?,
+                }
                 buf.push(b'}');
             }
             buf.push(b']');
+        }
+        if !self.lost.is_empty() {
+            buf.extend_from_slice(b",\"lost\":");
+            serde_json::to_writer(&mut buf, self.lost)?;
+        }
+        if self.dv != 0 {
+            buf.extend_from_slice(b",\"dv\":");
+            buf.extend_from_slice(ints.format(self.dv).as_bytes());
+        }
+        if let Some(extras) = self.extras {
+            for (k, v) in &extras.envelope {
+                buf.push(b',');
+                serde_json::to_writer(&mut buf, k)?;
+                buf.push(b':');
+                buf.extend_from_slice(v.get().as_bytes());
+            }
         }
         let core = buf.len();
         if !self.seen.is_empty() {
@@ -335,6 +442,12 @@ pub(crate) struct RecordOwned<S> {
     pub(crate) data: S,
     #[serde(default)]
     pub(crate) scenes: Vec<Frame>,
+    /// Copies of what could not be decoded when the record was read before.
+    #[serde(default)]
+    pub(crate) lost: Vec<serde_json::Value>,
+    /// The version of the bot's data type it was written with.
+    #[serde(default)]
+    pub(crate) dv: u32,
     /// The ids of the key's recent updates, oldest first (de-duplication).
     #[serde(default)]
     pub(crate) seen: Vec<i64>,
@@ -356,21 +469,456 @@ impl<S: SessionData> RecordOwned<S> {
     }
 }
 
+/// Upgrades of stored scene state, as the stage registered them
+/// ([`SceneBuilder::upgrade`](crate::scene::SceneBuilder::upgrade)): from a tag this
+/// build no longer registers to the next one.
+pub(crate) trait StateUpgrades: Send + Sync {
+    /// The state `inner` stored under `tag` in a frame of `scene`, upgraded one step:
+    /// its new tag and JSON. `None` when the scene has no upgrade from `tag`.
+    fn upgrade(
+        &self,
+        scene: &str,
+        tag: &str,
+        inner: serde_json::Value,
+    ) -> Option<std::result::Result<(String, serde_json::Value), BoxError>>;
+}
+
+/// What a record holds that this build does not know, kept so that a save by it does
+/// not wipe what a newer version wrote (JSON records only): fields of the envelope, and
+/// fields of the bot's data that its type does not have.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Extras {
+    pub(crate) envelope: Vec<(String, Box<serde_json::value::RawValue>)>,
+    pub(crate) data: Vec<(String, Box<serde_json::value::RawValue>)>,
+}
+
+impl Extras {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.envelope.is_empty() && self.data.is_empty()
+    }
+
+    /// The unknown fields of the JSON record `bytes`: envelope fields other than the
+    /// ones this build writes, and data fields not among `data_fields` (the fields of
+    /// the bot's data type; `None`: it is not a plain struct, nothing is kept).
+    /// Nothing for records that are not JSON objects.
+    pub(crate) fn scan(bytes: &[u8], data_fields: Option<&[&str]>) -> Self {
+        use serde_json::value::RawValue;
+        use std::borrow::Cow;
+        type Fields<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
+        #[derive(Deserialize)]
+        struct Map<'a>(#[serde(borrow, deserialize_with = "fields")] Fields<'a>);
+        fn fields<'de, D: serde::Deserializer<'de>>(
+            d: D,
+        ) -> std::result::Result<Fields<'de>, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Fields<'de>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> std::result::Result<Self::Value, A::Error> {
+                    let mut out = Vec::new();
+                    while let Some((k, v)) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                        out.push((k, v));
+                    }
+                    Ok(out)
+                }
+            }
+            d.deserialize_map(V)
+        }
+        const KNOWN: [&str; 7] = ["v", "dv", "data", "scenes", "lost", "seen", "outbox"];
+        let mut extras = Self::default();
+        if !bytes.starts_with(b"{") {
+            return extras;
+        }
+        let Ok(Map(top)) = serde_json::from_slice::<Map<'_>>(bytes) else {
+            return extras;
+        };
+        for (k, v) in top {
+            if k == "data" {
+                let Some(known) = data_fields else { continue };
+                if let Ok(Map(data)) = serde_json::from_str::<Map<'_>>(v.get()) {
+                    extras.data = data
+                        .into_iter()
+                        .filter(|(k, _)| !known.contains(&k.as_ref()))
+                        .map(|(k, v)| (k.into_owned(), v.to_owned()))
+                        .collect();
+                }
+            } else if !KNOWN.contains(&k.as_ref()) {
+                extras.envelope.push((k.into_owned(), v.to_owned()));
+            }
+        }
+        extras
+    }
+}
+
+/// The fields of `S` when it deserializes as a plain struct (`derive(Deserialize)`
+/// without `flatten`), read from what it asks its deserializer for; `None` otherwise.
+pub(crate) fn struct_fields<S: DeserializeOwned>() -> Option<&'static [&'static str]> {
+    use serde::de::{Error as _, Visitor};
+    struct Probe(Option<&'static [&'static str]>);
+    impl<'de> serde::Deserializer<'de> for &mut Probe {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(
+            self,
+            _: V,
+        ) -> std::result::Result<V::Value, Self::Error> {
+            Err(Self::Error::custom("probe"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> std::result::Result<V::Value, Self::Error> {
+            self.0 = Some(fields);
+            Err(Self::Error::custom("probe"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    let mut probe = Probe(None);
+    let _ = S::deserialize(&mut probe);
+    probe.0
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// An upgrade of the bot's stored data from one version to the next.
+pub(crate) type DataUpgrade = std::sync::Arc<
+    dyn Fn(serde_json::Value) -> std::result::Result<serde_json::Value, BoxError> + Send + Sync,
+>;
+
+/// The version of the bot's data type and the upgrades from older ones (set with
+/// [`PipelineBuilder::data_version`](crate::pipeline::PipelineBuilder::data_version)).
+#[derive(Clone, Default)]
+pub(crate) struct DataVersions {
+    /// The version this build writes (0: unversioned).
+    pub(crate) current: u32,
+    /// `upgrades[n]` turns data of version `n` into version `n + 1`.
+    pub(crate) upgrades: std::collections::BTreeMap<u32, DataUpgrade>,
+}
+
+impl DataVersions {
+    /// `data` stored at version `from`, brought to the current version: `Ok` unchanged
+    /// when it is current (or newer: a newer replica wrote it; it is read as it is).
+    fn upgrade(
+        &self,
+        from: u32,
+        mut data: serde_json::Value,
+    ) -> std::result::Result<serde_json::Value, String> {
+        for n in from..self.current {
+            let f = self
+                .upgrades
+                .get(&n)
+                .ok_or_else(|| format!("no upgrade of the data from version {n} to {}", n + 1))?;
+            data = f(data)
+                .map_err(|e| format!("the upgrade of the data from version {n} failed: {e}"))?;
+        }
+        Ok(data)
+    }
+}
+
+/// At most this many copies of undecodable parts a record keeps (the newest).
+const MAX_LOST: usize = 4;
+
+/// At most this many upgrades run on one frame's state (a loop of upgrades stops).
+const MAX_UPGRADES: usize = 64;
+
+/// What a lenient decode did to a stored record: each entry says what it mended.
+pub(crate) type Repairs = Vec<String>;
+
+/// A record decoded part by part ([`Mended::decode`]).
+pub(crate) struct Mended<S> {
+    /// The data, `None` when there was none or it did not decode (start afresh).
+    pub(crate) data: Option<S>,
+    pub(crate) scenes: Vec<Frame>,
+    pub(crate) lost: Vec<serde_json::Value>,
+    pub(crate) seen: Vec<i64>,
+    pub(crate) outbox: Vec<Outgoing>,
+    /// What was mended.
+    pub(crate) repairs: Repairs,
+    /// The data was upgraded or dropped: the stored data's other fields are not kept.
+    pub(crate) data_rewritten: bool,
+}
+
+/// Adds `entry` to the copies of lost parts `lost`, keeping the newest [`MAX_LOST`].
+pub(crate) fn push_lost(lost: &mut Vec<serde_json::Value>, entry: serde_json::Value) {
+    lost.push(entry);
+    let skip = lost.len().saturating_sub(MAX_LOST);
+    lost.drain(..skip);
+}
+
+/// A copy of a stored frame the stage could not resume, for the `lost` field.
+pub(crate) fn lost_frame(frame: &Frame, now_s: i64, why: &str) -> serde_json::Value {
+    let value = serde_json::to_value(frame).unwrap_or(serde_json::Value::Null);
+    serde_json::json!({"at": now_s, "what": "frame", "error": why, "value": value})
+}
+
+/// A copy of a whole record that could not be decoded, for the `lost` field.
+pub(crate) fn lost_copy(bytes: &[u8], now_s: i64, error: &Error) -> serde_json::Value {
+    let value = Codec::decode::<serde_json::Value>(bytes)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned()));
+    let error = crate::error::error_chain(error);
+    serde_json::json!({"at": now_s, "what": "record", "error": error, "value": value})
+}
+
+impl<S: SessionData> Mended<S> {
+    /// Decodes a record that the strict decode could not, part by part, so that no
+    /// part of it can strand the user:
+    ///
+    /// - a frame whose state does not decode is upgraded through `upgrades` while one
+    ///   applies, and otherwise kept as an [`Undecodable`] (written back as read);
+    /// - a frame without a scene id is dropped, its JSON copied into `lost`;
+    /// - data of an older version is upgraded by `versions`; data that no upgrade
+    ///   reaches or that does not decode as `S` is dropped (`None`: start afresh), its
+    ///   JSON copied into `lost`;
+    /// - bytes that are not a record at all are replaced by an empty session, copied
+    ///   into `lost` as text;
+    /// - bookkeeping (`seen`, `outbox`) that does not decode is dropped.
+    ///
+    /// `lost` keeps the newest [`MAX_LOST`] copies, each with when (`now_s`) and why.
+    pub(crate) fn decode(
+        bytes: &[u8],
+        now_s: i64,
+        upgrades: Option<&dyn StateUpgrades>,
+        versions: &DataVersions,
+    ) -> Self {
+        let mut repairs = Repairs::new();
+        let mut lost = Vec::new();
+        let mut keep =
+            |what: &str, error: String, value: serde_json::Value, repairs: &mut Repairs| {
+                repairs.push(format!("{what}: {error}"));
+                lost.push(
+                    serde_json::json!({"at": now_s, "what": what, "error": error, "value": value}),
+                );
+            };
+        let mut obj = match Codec::decode::<serde_json::Value>(bytes) {
+            Ok(serde_json::Value::Object(map)) => map,
+            Ok(other) => {
+                keep("record", "not a session record".into(), other, &mut repairs);
+                serde_json::Map::new()
+            }
+            Err(e) => {
+                let text = String::from_utf8_lossy(bytes).into_owned();
+                keep(
+                    "record",
+                    e.to_string(),
+                    serde_json::Value::String(text),
+                    &mut repairs,
+                );
+                serde_json::Map::new()
+            }
+        };
+        let dv = obj
+            .get("dv")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0);
+        let data_rewritten = dv < versions.current;
+        let data = match obj.remove("data") {
+            None => None,
+            Some(value) => match versions.upgrade(dv, value.clone()) {
+                Err(e) => {
+                    keep("data", e, value, &mut repairs);
+                    None
+                }
+                Ok(upgraded) => match S::deserialize(&upgraded) {
+                    Ok(data) => {
+                        if dv < versions.current {
+                            repairs.push(format!(
+                                "data upgraded from version {dv} to {}",
+                                versions.current
+                            ));
+                        }
+                        Some(data)
+                    }
+                    Err(e) => {
+                        keep("data", e.to_string(), value, &mut repairs);
+                        None
+                    }
+                },
+            },
+        };
+        let mut scenes = Vec::new();
+        if let Some(list) = obj.remove("scenes") {
+            let list = match list {
+                serde_json::Value::Array(list) => list,
+                other => {
+                    keep("scenes", "not a list of frames".into(), other, &mut repairs);
+                    Vec::new()
+                }
+            };
+            for value in list {
+                match mend_frame(value, upgrades) {
+                    Ok((frame, note)) => {
+                        if let Some(note) = note {
+                            repairs.push(note);
+                        }
+                        scenes.push(frame);
+                    }
+                    Err((error, value)) => keep("frame", error, value, &mut repairs),
+                }
+            }
+        }
+        let seen: Vec<i64> = take_field(&mut obj, "seen", &mut repairs).unwrap_or_default();
+        let outbox: Vec<Outgoing> =
+            take_field(&mut obj, "outbox", &mut repairs).unwrap_or_default();
+        let mut earlier: Vec<serde_json::Value> =
+            take_field(&mut obj, "lost", &mut repairs).unwrap_or_default();
+        earlier.append(&mut lost);
+        let skip = earlier.len().saturating_sub(MAX_LOST);
+        earlier.drain(..skip);
+        Self {
+            data_rewritten: data_rewritten || data.is_none(),
+            data,
+            scenes,
+            lost: earlier,
+            seen,
+            outbox,
+            repairs,
+        }
+    }
+}
+
+/// The envelope field `name` of `obj` as a `T`, or `None` (noted in `repairs` when it
+/// was there but did not decode).
+fn take_field<T: DeserializeOwned>(
+    obj: &mut serde_json::Map<String, serde_json::Value>,
+    name: &str,
+    repairs: &mut Repairs,
+) -> Option<T> {
+    let value = obj.remove(name)?;
+    match T::deserialize(&value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            repairs.push(format!("{name}: {e} (dropped)"));
+            None
+        }
+    }
+}
+
+/// One stored frame, decoded leniently: its state upgraded while an upgrade applies, or
+/// kept as [`Undecodable`]; with a note of what was done. `Err` (why, and the JSON)
+/// when it has no scene id to keep it by.
+fn mend_frame(
+    value: serde_json::Value,
+    upgrades: Option<&dyn StateUpgrades>,
+) -> std::result::Result<(Frame, Option<String>), (String, serde_json::Value)> {
+    let serde_json::Value::Object(mut map) = value else {
+        return Err(("a frame that is not an object".into(), value));
+    };
+    let Some(scene) = map
+        .get("scene")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
+    else {
+        return Err((
+            "a frame without a scene id".into(),
+            serde_json::Value::Object(map),
+        ));
+    };
+    let int = |map: &serde_json::Map<String, serde_json::Value>, k: &str| {
+        map.get(k).and_then(serde_json::Value::as_i64)
+    };
+    let cursor = int(&map, "cursor");
+    let entered_at = int(&map, "entered_at").unwrap_or(0);
+    let expires = int(&map, "expires");
+    let raw = map.remove("state").unwrap_or(serde_json::Value::Null);
+    let mut state = raw.clone();
+    let mut note = None;
+    let mut error = String::new();
+    for _ in 0..MAX_UPGRADES {
+        match <Box<dyn SceneState>>::deserialize(&state) {
+            Ok(decoded) => {
+                let frame = Frame {
+                    scene,
+                    cursor,
+                    entered_at,
+                    expires,
+                    state: decoded,
+                };
+                return Ok((frame, note));
+            }
+            Err(e) => error = e.to_string(),
+        }
+        // One tagged state (`{"tag": inner}`) with an upgrade from its tag: apply it.
+        let tagged = match &state {
+            serde_json::Value::Object(m) if m.len() == 1 => m.iter().next().map(|(t, _)| t.clone()),
+            _ => None,
+        };
+        let Some(tag) = tagged else { break };
+        let inner = state
+            .as_object_mut()
+            .and_then(|m| m.remove(&tag))
+            .unwrap_or(serde_json::Value::Null);
+        match upgrades.and_then(|u| u.upgrade(&scene, &tag, inner)) {
+            Some(Ok((next, upgraded))) => {
+                note = Some(format!(
+                    "frame `{scene}`: state upgraded from `{tag}` to `{next}`"
+                ));
+                let mut m = serde_json::Map::new();
+                m.insert(next, upgraded);
+                state = serde_json::Value::Object(m);
+            }
+            Some(Err(e)) => {
+                error = format!("upgrade from `{tag}` failed: {e}");
+                break;
+            }
+            None => break,
+        }
+    }
+    let frame = Frame {
+        scene: scene.clone(),
+        cursor,
+        entered_at,
+        expires,
+        state: Box::new(Undecodable {
+            raw,
+            error: error.clone(),
+        }),
+    };
+    Ok((
+        frame,
+        Some(format!("frame `{scene}`: state kept undecoded: {error}")),
+    ))
+}
+
 /// A stored record without its outbox, written with `codec`: what marks its replies
 /// delivered when the bot's types are not at hand.
 pub(crate) fn without_outbox(bytes: &[u8], codec: Codec) -> Result<Vec<u8>> {
+    split_outbox(bytes, codec).map(|(_, cleared)| cleared)
+}
+
+/// A stored record's outbox (the replies of its last step not yet confirmed delivered)
+/// and the record without it, written with `codec`: read without the bot's types.
+///
+/// # Errors
+/// [`Error::Decode`] (with an empty key) when the bytes are not a record, or a reply in
+/// the outbox is not one this version knows.
+pub(crate) fn split_outbox(bytes: &[u8], codec: Codec) -> Result<(Vec<Outgoing>, Vec<u8>)> {
     let err = |e| Error::Decode {
         key: String::new(),
         source: e,
     };
     let mut value: serde_json::Value = Codec::decode(bytes).map_err(err)?;
-    if let Some(map) = value.as_object_mut() {
-        map.remove("outbox");
-    }
-    codec.encode(&value).map_err(|e| Error::Encode {
+    let outbox = match value.as_object_mut().and_then(|map| map.remove("outbox")) {
+        Some(list) => serde_json::from_value(list).map_err(|e| err(e.into()))?,
+        None => Vec::new(),
+    };
+    let cleared = codec.encode(&value).map_err(|e| Error::Encode {
         key: String::new(),
         source: e,
-    })
+    })?;
+    Ok((outbox, cleared))
 }
 
 /// A stored frame read without the bot's types (see [`inspect`]).
@@ -471,6 +1019,33 @@ pub fn inspect(bytes: &[u8]) -> Result<RecordInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    struct Known {
+        a: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        b: Option<String>,
+    }
+
+    #[test]
+    fn unknown_fields_are_kept_and_known_ones_omitted_on_save_are_not_brought_back() {
+        let fields = struct_fields::<Known>().unwrap();
+        assert_eq!(fields, ["a", "b"]);
+        assert!(struct_fields::<serde_json::Value>().is_none());
+        assert!(struct_fields::<u32>().is_none());
+        let stored = br#"{"v":1,"data":{"a":1,"b":"old","z":[1,2]},"t":{"k":true}}"#;
+        let extras = Extras::scan(stored, Some(fields));
+        let data = Known { a: 2, b: None };
+        let bytes = RecordRef::new(&data, &[])
+            .with_extras(&extras)
+            .encode(Codec::Json, 64)
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"v": 1, "data": {"a": 2, "z": [1, 2]}, "t": {"k": true}})
+        );
+    }
 
     fn frame(scene: &str, cursor: Option<i64>, expires: Option<i64>, state: &str) -> Frame {
         Frame {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{Scene, SceneState, StateFactory};
+use super::{Recovery, Scene, SceneState, StateFactory, Upgrade};
 use crate::handler::{Handler, LeaveHook, Matcher, RouteBuilder, Routes};
 use crate::record::JsonState;
 
@@ -49,6 +49,8 @@ impl<S, U> Scene<S, U> {
                 ttl: None,
                 idle_ttl: None,
                 init_state: Arc::new(|| Box::new(JsonState::object())),
+                upgrades: std::collections::HashMap::new(),
+                recovery: Recovery::default(),
             },
         }
     }
@@ -102,6 +104,57 @@ impl<S, U> SceneBuilder<S, U> {
     pub fn state<T: SceneState + Default>(mut self) -> Self {
         let f: StateFactory = Arc::new(|| Box::new(T::default()));
         self.scene.init_state = f;
+        self
+    }
+
+    /// Upgrades stored state written under the tag `from` (a type this build no longer
+    /// registers, e.g. `"signup.v1"`) to the tag `to` (e.g. `"signup.v2"`): `f` turns
+    /// the old JSON into the new. Upgrades run on load, in order, while one applies
+    /// (v1 → v2 → v3), before the state is decoded; the record is written in the new
+    /// form by the next save.
+    ///
+    /// ```
+    /// use serde::{Deserialize, Serialize};
+    /// use stagecraft::prelude::*;
+    ///
+    /// #[derive(Debug, Default, Clone, Serialize, Deserialize)]
+    /// struct Signup { first: String, last: String }
+    ///
+    /// #[typetag::serde(name = "signup.v2")]
+    /// impl SceneState for Signup {}
+    ///
+    /// // v1 stored one `name`; v2 splits it.
+    /// let scene: Scene<(), TelegramUpdate> = Scene::builder("signup")
+    ///     .state::<Signup>()
+    ///     .upgrade("signup.v1", "signup.v2", |mut old| {
+    ///         let name = old["name"].take();
+    ///         let name = name.as_str().unwrap_or_default();
+    ///         let (first, last) = name.split_once(' ').unwrap_or((name, ""));
+    ///         Ok(serde_json::json!({"first": first, "last": last}))
+    ///     })
+    ///     .build();
+    /// # drop(scene);
+    /// ```
+    #[must_use]
+    pub fn upgrade(
+        mut self,
+        from: impl Into<String>,
+        to: impl Into<String>,
+        f: impl Fn(serde_json::Value) -> Result<serde_json::Value, crate::error::BoxError>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        let f: Upgrade = Arc::new(f);
+        self.scene.upgrades.insert(from.into(), (to.into(), f));
+        self
+    }
+
+    /// What the stage does when this scene's stored state cannot be decoded (default:
+    /// [`Recovery::Restart`]).
+    #[must_use]
+    pub fn recovery(mut self, recovery: Recovery) -> Self {
+        self.scene.recovery = recovery;
         self
     }
 

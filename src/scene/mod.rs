@@ -16,6 +16,35 @@ pub use crate::record::{AsAny, Frame, JsonState, SceneState};
 use crate::handler::{Handler, LeaveHook, Routes};
 
 pub(crate) type StateFactory = Arc<dyn Fn() -> Box<dyn SceneState> + Send + Sync>;
+
+/// An upgrade of stored scene state from one tag to the next (see
+/// [`SceneBuilder::upgrade`]).
+pub(crate) type Upgrade = Arc<
+    dyn Fn(serde_json::Value) -> std::result::Result<serde_json::Value, crate::error::BoxError>
+        + Send
+        + Sync,
+>;
+
+/// What the stage does when the active frame of a stored session cannot be used: its
+/// state did not decode (see [`Undecodable`](crate::record::Undecodable)) or its scene
+/// is no longer registered. Either way the user first hears the stage's recovery notice
+/// ([`StageBuilder::recovery_notice`](crate::stage::StageBuilder::recovery_notice)),
+/// the frame's stored JSON stays in the record's `lost` field, and the rest of the
+/// session (the user's data, the frames beneath) is kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Recovery {
+    /// Enter the scene again from its start, with a fresh state (its enter hook runs,
+    /// typically asking its first question again). The default. The update that found
+    /// it is taken by that (a stage route such as `/cancel` still runs first).
+    #[default]
+    Restart,
+    /// Leave the scene (no leave hook: its state is gone); the scene beneath resumes,
+    /// or the update goes on to the bot's handlers.
+    Leave,
+    /// Clear the whole stack.
+    Clear,
+}
 pub(crate) type ResumeHook<S, U> = Arc<dyn Handler<S, U>>;
 
 /// A registered scene: handlers, hooks, TTL and, for wizards, the steps.
@@ -32,6 +61,9 @@ pub struct Scene<S, U> {
     pub(crate) ttl: Option<u32>,
     pub(crate) idle_ttl: Option<u32>,
     pub(crate) init_state: StateFactory,
+    /// Upgrades of stored state: from a tag to (the next tag, the function).
+    pub(crate) upgrades: std::collections::HashMap<String, (String, Upgrade)>,
+    pub(crate) recovery: Recovery,
 }
 
 impl<S, U> Scene<S, U> {

@@ -28,15 +28,28 @@ pub enum ErrorPolicy {
 
 /// What happens when a stored session cannot be decoded (changed types, corruption,
 /// an unregistered scene state tag).
+///
+/// Whatever the policy, nothing is destroyed without a copy: what a repair replaces is
+/// kept in the record's `lost` field (the newest four copies, each with when and why),
+/// for an operator to restore.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DecodePolicy {
-    /// Report [`Error::Decode`](crate::Error::Decode) for the update and leave the stored
-    /// bytes untouched, so nothing is lost and an operator can repair or migrate them.
+    /// Decode the record part by part and keep every part that decodes (the default):
+    /// a scene state that does not decode is upgraded (see
+    /// [`SceneBuilder::upgrade`](crate::scene::SceneBuilder::upgrade)) or kept as
+    /// stored, and its scene's [`Recovery`](crate::scene::Recovery) applies when it
+    /// becomes the active scene; user data that does not decode starts afresh, its JSON
+    /// copied into `lost`. A `tracing` warning says what was mended. No user is ever
+    /// stuck, and the other parts of the session are kept.
     #[default]
+    Mend,
+    /// Report [`Error::Decode`](crate::Error::Decode) for the update and leave the stored
+    /// bytes untouched (every update of that user fails until an operator repairs or
+    /// migrates the record).
     Fail,
-    /// Log a warning and start the session afresh (the old record is overwritten when
-    /// the new session is saved).
+    /// Log a warning and start the session afresh, the whole old record copied into
+    /// `lost`.
     Reset,
 }
 

@@ -12,7 +12,7 @@ use crate::context::{BoxFuture, Cx, Interpret};
 use crate::error::{Error, Result};
 use crate::handler::{Handler, HandlerResult, Matcher, Middleware, Next, RouteBuilder, Routes};
 use crate::record::{Frame, SceneState, SessionData};
-use crate::scene::Scene;
+use crate::scene::{Recovery, Scene};
 use crate::update::Update;
 
 /// The scene registry and router (Telegraf's `Stage`).
@@ -48,7 +48,14 @@ struct StageInner<S, U> {
     routes: Routes<S, U>,
     default_scene: Option<String>,
     ttl: Option<u32>,
+    /// What the user hears when a stored frame could not be used (`None`: nothing).
+    recovery_notice: Option<String>,
 }
+
+/// What the user hears by default when their stored conversation could not be resumed
+/// (see [`StageBuilder::recovery_notice`]).
+pub const DEFAULT_RECOVERY_NOTICE: &str =
+    "Sorry, the bot was updated and could not resume where we were. Let's pick up again.";
 
 impl<S, U> Clone for Stage<S, U> {
     fn clone(&self) -> Self {
@@ -96,6 +103,7 @@ impl<S, U> Stage<S, U> {
                 routes: Routes::default(),
                 default_scene: None,
                 ttl: None,
+                recovery_notice: Some(DEFAULT_RECOVERY_NOTICE.to_owned()),
             },
         }
     }
@@ -112,6 +120,16 @@ impl<S, U> StageBuilder<S, U> {
     #[must_use]
     pub fn scene(mut self, scene: Scene<S, U>) -> Self {
         self.stage.scenes.insert(scene.id.clone(), Arc::new(scene));
+        self
+    }
+
+    /// What the user is told when their stored conversation could not be resumed: the
+    /// active frame's state did not decode (after upgrades) or its scene is no longer
+    /// registered (default: [`DEFAULT_RECOVERY_NOTICE`]; `None`: say nothing, as
+    /// before). The scene's [`Recovery`](crate::scene::Recovery) applies after it.
+    #[must_use]
+    pub fn recovery_notice(mut self, notice: Option<impl Into<String>>) -> Self {
+        self.stage.recovery_notice = notice.map(Into::into);
         self
     }
 
@@ -166,30 +184,91 @@ impl<S: SessionData, U: Update> Stage<S, U> {
         self.inner.scenes.contains_key(id)
     }
 
-    /// Drops top frames that expired or name an unregistered scene; puts the default
-    /// scene on an empty stack.
-    fn settle(&self, cx: &Cx<S, U>) -> Result<()> {
+    /// Drops top frames that expired; recovers a top frame that cannot be used (its
+    /// state did not decode, or its scene is not registered) by its scene's
+    /// [`Recovery`], telling the user; puts the default scene on an empty stack.
+    /// Returns the scene to enter afresh when a recovery restarts one.
+    fn settle(&self, cx: &Cx<S, U>) -> Result<Option<String>> {
         let now = cx.now_s();
+        let mut restart = None;
         let mut st = cx.state();
-        while let Some(top) = st.stack().last() {
-            if !self.is_registered(&top.scene) {
-                tracing::warn!(target: "stagecraft::stage", key = ?cx.key(), scene = %top.scene,
-                    "dropping a stored frame of an unregistered scene");
-            } else if top.expires.is_some() && top.is_expired(now) {
-                tracing::debug!(target: "stagecraft::stage", key = ?cx.key(), scene = %top.scene, "scene expired");
-            } else {
-                break;
+        loop {
+            match st.stack().last() {
+                Some(top)
+                    if self.is_resumable(top) && top.expires.is_some() && top.is_expired(now) =>
+                {
+                    tracing::debug!(target: "stagecraft::stage", key = ?cx.key(), scene = %top.scene, "scene expired");
+                    st.stack_mut()?.pop();
+                }
+                Some(top) if !self.is_resumable(top) => {
+                    restart = self.recover_top(cx, &mut st, now)?;
+                    if restart.is_some() {
+                        break;
+                    }
+                }
+                _ => break,
             }
-            st.stack_mut()?.pop();
         }
-        if st.stack().is_empty() {
+        if st.stack().is_empty() && restart.is_none() {
             let default = self.inner.default_scene.as_ref();
             if let Some(scene) = default.and_then(|d| self.inner.scenes.get(d)) {
                 let frame = self.new_frame(scene, None, now);
                 st.stack_mut()?.push(frame);
             }
         }
-        Ok(())
+        Ok(restart)
+    }
+
+    /// Whether a stored frame can be resumed: its scene is registered and its state
+    /// decoded.
+    fn is_resumable(&self, frame: &Frame) -> bool {
+        self.is_registered(&frame.scene) && !frame.is_undecodable()
+    }
+
+    /// Recovers the top frame, which cannot be resumed, by its scene's [`Recovery`]
+    /// (an unregistered scene's is [`Recovery::Leave`]): tells the user, keeps a copy of
+    /// the frame in the record's `lost` field, pops it (or clears the stack). Returns the
+    /// scene to enter afresh under [`Recovery::Restart`].
+    fn recover_top(
+        &self,
+        cx: &Cx<S, U>,
+        st: &mut crate::context::SessionState<S>,
+        now: i64,
+    ) -> Result<Option<String>> {
+        let Some(top) = st.stack().last() else {
+            return Ok(None);
+        };
+        let scene = self.inner.scenes.get(&top.scene);
+        let recovery = scene.map_or(Recovery::Leave, |s| s.recovery);
+        let id = top.scene.clone();
+        let why = match (
+            scene,
+            (*top.state)
+                .as_any()
+                .downcast_ref::<crate::record::Undecodable>(),
+        ) {
+            (None, _) => format!("scene `{id}` is not registered"),
+            (Some(_), Some(u)) => u.error.clone(),
+            (Some(_), None) => String::new(),
+        };
+        tracing::warn!(target: "stagecraft::stage", key = ?cx.key(), scene = %id,
+            registered = scene.is_some(), ?recovery, error = %why,
+            "the stored frame cannot be resumed; recovering");
+        let copy = crate::record::lost_frame(top, now, &why);
+        crate::record::push_lost(&mut st.ledger.lost, copy);
+        if let Some(notice) = &self.inner.recovery_notice {
+            cx.reply(notice.clone());
+        }
+        let stack = st.stack_mut()?;
+        match recovery {
+            Recovery::Clear => stack.clear(),
+            Recovery::Leave => drop(stack.pop()),
+            Recovery::Restart => {
+                stack.pop();
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
     }
 
     fn new_frame(
@@ -225,9 +304,19 @@ impl<S: SessionData, U: Update> Stage<S, U> {
     /// Runs the handler that takes the update: a stage route, a route of the active
     /// scene, or the wizard step at the cursor. `None`: nothing here took it.
     async fn route(&self, cx: &Cx<S, U>) -> Result<Option<Outcome>> {
-        self.settle(cx)?;
+        let restart = self.settle(cx)?;
         if let Some(o) = self.inner.routes.run(cx).await? {
             return Ok(Some(o));
+        }
+        if let Some(id) = restart {
+            // The scene starts again on top of what is beneath it; the update that
+            // found it broken is taken by that.
+            let below = !cx.state().stack().is_empty();
+            return Ok(Some(if below {
+                Outcome::push(id)
+            } else {
+                Outcome::enter(id)
+            }));
         }
         let active = {
             let now = cx.now_s();
@@ -235,9 +324,18 @@ impl<S: SessionData, U: Update> Stage<S, U> {
             let top = st.stack().last();
             let found =
                 top.and_then(|t| Some((self.inner.scenes.get(&t.scene).cloned()?, t.cursor)));
-            if let Some(idle) = found.as_ref().and_then(|(scene, _)| scene.idle_ttl) {
-                // Activity: the idle TTL starts again.
-                st.top_mut()?.expires = Some(now.saturating_add(i64::from(idle)));
+            if found.is_some() {
+                // Activity: the idle TTL starts again, for the active scene and for the
+                // parents waiting beneath it (a user busy in a sub-scene is not idle).
+                let idle = |f: &Frame| self.inner.scenes.get(&f.scene).and_then(|s| s.idle_ttl);
+                if st.stack().iter().any(|f| idle(f).is_some()) {
+                    for frame in st.stack_mut()? {
+                        // One that ran out already stays out (dropped when uncovered).
+                        if let Some(idle) = idle(frame).filter(|_| !frame.is_expired(now)) {
+                            frame.expires = Some(now.saturating_add(i64::from(idle)));
+                        }
+                    }
+                }
             }
             found
         };
@@ -400,39 +498,54 @@ impl<S: SessionData, U: Update> Stage<S, U> {
         result
     }
 
-    async fn leave(
-        &self,
-        cx: Cx<S, U>,
-        result: Option<Box<dyn std::any::Any + Send>>,
-    ) -> Result<()> {
+    async fn leave(&self, cx: Cx<S, U>, result: Option<crate::outcome::Handoff>) -> Result<()> {
         let Some(top) = cx.current_scene() else {
             return Ok(());
         };
         if let Some(scene) = self.inner.scenes.get(&top).cloned() {
             self.run_leave_hooks(&scene, &cx).await?;
         }
-        let parent = {
+        let (parent, restart) = {
             let now = cx.now_s();
             let mut st = cx.state();
-            let stack = st.stack_mut()?;
-            stack.pop();
-            // A parent that expired (or was unregistered) while its child ran goes silently.
-            while let Some(p) = stack.last() {
-                if p.is_expired(now) || !self.is_registered(&p.scene) {
-                    stack.pop();
+            st.stack_mut()?.pop();
+            // A parent that expired while its child ran goes silently; one that cannot be
+            // resumed is recovered by its policy.
+            let mut restart = None;
+            while let Some(p) = st.stack().last() {
+                if !self.is_resumable(p) {
+                    restart = self.recover_top(&cx, &mut st, now)?;
+                    if restart.is_some() {
+                        break;
+                    }
+                } else if p.is_expired(now) {
+                    st.stack_mut()?.pop();
                 } else {
                     break;
                 }
             }
             // The parent is active again: that is activity for its idle TTL.
-            stack.last_mut().and_then(|p| {
-                let scene = self.inner.scenes.get(&p.scene).cloned()?;
-                if let Some(idle) = scene.idle_ttl {
-                    p.expires = Some(now.saturating_add(i64::from(idle)));
-                }
-                Some(scene)
-            })
+            let parent = match restart {
+                Some(_) => None,
+                None => st.stack_mut()?.last_mut().and_then(|p| {
+                    let scene = self.inner.scenes.get(&p.scene).cloned()?;
+                    if let Some(idle) = scene.idle_ttl {
+                        p.expires = Some(now.saturating_add(i64::from(idle)));
+                    }
+                    Some(scene)
+                }),
+            };
+            (parent, restart)
         };
+        if let Some(id) = restart {
+            let below = !cx.state().stack().is_empty();
+            let o = if below {
+                Outcome::push(id)
+            } else {
+                Outcome::enter(id)
+            };
+            return self.apply_outcome(cx, o).await;
+        }
         tracing::debug!(target: "stagecraft::stage", key = ?cx.key(), scene = %top, "left");
         let Some(parent) = parent else { return Ok(()) };
         let Some(resume) = parent.on_resume.clone() else {
@@ -479,5 +592,19 @@ impl<S: SessionData, U: Update> Interpret<S, U> for Stage<S, U> {
 
     fn id(&self) -> usize {
         Arc::as_ptr(&self.inner).cast::<()>() as usize
+    }
+}
+
+impl<S: Send + Sync + 'static, U: Send + Sync + 'static> crate::record::StateUpgrades
+    for Stage<S, U>
+{
+    fn upgrade(
+        &self,
+        scene: &str,
+        tag: &str,
+        inner: serde_json::Value,
+    ) -> Option<std::result::Result<(String, serde_json::Value), crate::error::BoxError>> {
+        let (next, f) = self.inner.scenes.get(scene)?.upgrades.get(tag)?;
+        Some(f(inner).map(|v| (next.clone(), v)))
     }
 }

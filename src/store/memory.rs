@@ -8,7 +8,7 @@ use crate::util::{FastMap, fast_map};
 use async_trait::async_trait;
 use dashmap::mapref::entry::Entry as MapEntry;
 
-use super::{ListFilter, PurgeExpired, Record, SessionStore, Version};
+use super::{ListFilter, PendingIndex, PurgeExpired, Record, SessionStore, Version};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 
@@ -52,6 +52,8 @@ struct Entry {
     version: Version,
     /// Milliseconds since the epoch; `i64::MAX` without a TTL.
     expires_at: i64,
+    /// Marked in the pending-replies index (see [`PendingIndex`]).
+    pending: bool,
 }
 
 impl Default for MemoryStore {
@@ -171,6 +173,7 @@ impl CloneFromShared for FastMap<Box<str>, Entry> {
                         bytes: e.bytes.clone(),
                         version: e.version,
                         expires_at: e.expires_at,
+                        pending: e.pending,
                     },
                 )
             })
@@ -207,61 +210,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn save(&self, key: &str, bytes: &[u8], expected: Option<Version>) -> Result<Version> {
-        let now = self.now();
-        let expires_at = self.expiry(now);
-        // Fast path: the record exists (no key allocation).
-        if let Some(mut e) = self.inner.map.get_mut(key) {
-            let current = (e.expires_at > now).then_some(e.version);
-            if current != expected {
-                return Err(Error::Conflict {
-                    key: key.to_owned(),
-                });
-            }
-            let version = current.map_or_else(Version::initial, Version::next);
-            if e.bytes.len() == bytes.len() {
-                e.bytes.copy_from_slice(bytes);
-            } else {
-                e.bytes = bytes.into();
-            }
-            e.version = version;
-            e.expires_at = expires_at;
-            drop(e);
-            self.note_write();
-            return Ok(version);
-        }
-        let version = match self.inner.map.entry(Box::from(key)) {
-            MapEntry::Occupied(mut o) => {
-                let live = o.get().expires_at > now;
-                let current = live.then_some(o.get().version);
-                if current != expected {
-                    return Err(Error::Conflict {
-                        key: key.to_owned(),
-                    });
-                }
-                let version = current.map_or_else(Version::initial, Version::next);
-                let e = o.get_mut();
-                e.bytes = bytes.into();
-                e.version = version;
-                e.expires_at = expires_at;
-                version
-            }
-            MapEntry::Vacant(v) => {
-                if expected.is_some() {
-                    return Err(Error::Conflict {
-                        key: key.to_owned(),
-                    });
-                }
-                let version = Version::initial();
-                v.insert(Entry {
-                    bytes: bytes.into(),
-                    version,
-                    expires_at,
-                });
-                version
-            }
-        };
-        self.note_write();
-        Ok(version)
+        self.write(key, bytes, expected, false)
     }
 
     async fn delete(&self, key: &str, expected: Version) -> Result<()> {
@@ -300,11 +249,112 @@ impl SessionStore for MemoryStore {
     fn purge(&self) -> Option<&dyn PurgeExpired> {
         Some(self)
     }
+
+    fn pending(&self) -> Option<&dyn PendingIndex> {
+        Some(self)
+    }
+}
+
+impl MemoryStore {
+    /// A compare-and-set write of `key`, marking it in the pending index or not.
+    fn write(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: Option<Version>,
+        pending: bool,
+    ) -> Result<Version> {
+        let now = self.now();
+        let expires_at = self.expiry(now);
+        // Fast path: the record exists (no key allocation).
+        if let Some(mut e) = self.inner.map.get_mut(key) {
+            let current = (e.expires_at > now).then_some(e.version);
+            if current != expected {
+                return Err(Error::Conflict {
+                    key: key.to_owned(),
+                });
+            }
+            let version = current.map_or_else(Version::initial, Version::next);
+            if e.bytes.len() == bytes.len() {
+                e.bytes.copy_from_slice(bytes);
+            } else {
+                e.bytes = bytes.into();
+            }
+            e.version = version;
+            e.expires_at = expires_at;
+            e.pending = pending;
+            drop(e);
+            self.note_write();
+            return Ok(version);
+        }
+        let version = match self.inner.map.entry(Box::from(key)) {
+            MapEntry::Occupied(mut o) => {
+                let live = o.get().expires_at > now;
+                let current = live.then_some(o.get().version);
+                if current != expected {
+                    return Err(Error::Conflict {
+                        key: key.to_owned(),
+                    });
+                }
+                let version = current.map_or_else(Version::initial, Version::next);
+                let e = o.get_mut();
+                e.bytes = bytes.into();
+                e.version = version;
+                e.expires_at = expires_at;
+                e.pending = pending;
+                version
+            }
+            MapEntry::Vacant(v) => {
+                if expected.is_some() {
+                    return Err(Error::Conflict {
+                        key: key.to_owned(),
+                    });
+                }
+                let version = Version::initial();
+                v.insert(Entry {
+                    bytes: bytes.into(),
+                    version,
+                    expires_at,
+                    pending,
+                });
+                version
+            }
+        };
+        self.note_write();
+        Ok(version)
+    }
 }
 
 #[async_trait]
 impl PurgeExpired for MemoryStore {
     async fn purge_expired(&self) -> Result<u64> {
         Ok(u64::try_from(self.sweep()).unwrap_or(u64::MAX))
+    }
+}
+
+/// The memory store's records are its index: it lives and dies with the process, so
+/// [`pending_keys`](PendingIndex::pending_keys) walks them (it is only ever called at
+/// start-up, when a memory store is empty).
+#[async_trait]
+impl PendingIndex for MemoryStore {
+    async fn save_pending(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: Option<Version>,
+    ) -> Result<Version> {
+        self.write(key, bytes, expected, true)
+    }
+
+    async fn pending_keys(&self, limit: usize) -> Result<Vec<String>> {
+        let now = self.inner.clock.now_ms();
+        Ok(self
+            .inner
+            .map
+            .iter()
+            .filter(|r| r.value().pending && r.value().expires_at > now)
+            .take(limit)
+            .map(|r| r.key().to_string())
+            .collect())
     }
 }

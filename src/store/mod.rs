@@ -7,8 +7,10 @@
 //!
 //! What only some stores can do is a trait of its own, handed out by the store:
 //! per-key leases ([`LeaseStore`], from [`SessionStore::leases`]: SQLite, Redis,
-//! PostgreSQL, MySQL, MongoDB) and purging expired records ([`PurgeExpired`], from
-//! [`SessionStore::purge`]: memory, the SQL stores and MongoDB).
+//! PostgreSQL, MySQL, MongoDB), purging expired records ([`PurgeExpired`], from
+//! [`SessionStore::purge`]: memory, the SQL stores and MongoDB) and the index of records
+//! holding undelivered replies ([`PendingIndex`], from [`SessionStore::pending`]: every
+//! built-in store).
 //!
 //! | store | feature | persistence |
 //! |---|---|---|
@@ -48,6 +50,7 @@ mod memory;
 mod mongodb_store;
 #[cfg(feature = "mysql")]
 mod mysql;
+mod pending;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "redis")]
@@ -69,6 +72,7 @@ pub use mongodb_store::{MongoOptions, MongoStore};
 #[cfg(feature = "mysql")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
 pub use mysql::{MySqlOptions, MySqlStore};
+pub use pending::PendingIndex;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PostgresOptions, PostgresStore};
@@ -271,6 +275,14 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     fn purge(&self) -> Option<&dyn PurgeExpired> {
         None
     }
+
+    /// This store's pending-replies index ([`PendingIndex`]), or `None` (the default)
+    /// when it has none. A pipeline with the outbox on uses it to mark records that hold
+    /// replies not yet delivered, and [`Pipeline::deliver_pending`](crate::Pipeline::deliver_pending)
+    /// to find them after a crash.
+    fn pending(&self) -> Option<&dyn PendingIndex> {
+        None
+    }
 }
 
 /// Removing expired records in bulk: the optional capability of a store whose expired
@@ -345,6 +357,9 @@ impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
     }
     fn purge(&self) -> Option<&dyn PurgeExpired> {
         (**self).purge()
+    }
+    fn pending(&self) -> Option<&dyn PendingIndex> {
+        (**self).pending()
     }
 }
 

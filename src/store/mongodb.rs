@@ -12,8 +12,8 @@ use ::mongodb::{Client, Collection, Database, IndexModel};
 use async_trait::async_trait;
 
 use super::{
-    CacheHint, Lease, LeaseAttempt, LeaseStore, ListFilter, PurgeExpired, Record, SessionStore,
-    Version,
+    CacheHint, Lease, LeaseAttempt, LeaseStore, ListFilter, PendingIndex, PurgeExpired, Record,
+    SessionStore, Version,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Message, Result};
@@ -28,6 +28,10 @@ const DEFAULT_DATABASE: &str = "stagecraft";
 
 /// The name of the TTL index on `expires_at`, in both collections.
 const TTL_INDEX: &str = "stagecraft_expires_at";
+
+/// The name of the sparse index on `p` (the pending-replies mark), in the records'
+/// collection.
+const PENDING_INDEX: &str = "stagecraft_pending";
 
 /// How long `connect` waits for a connection, and every call for a usable server, unless
 /// the URL says otherwise (`connectTimeoutMS`, `serverSelectionTimeoutMS`). The driver's
@@ -234,8 +238,10 @@ impl MongoOptions {
 /// `findAndModify`.
 ///
 /// One document per session (default collection `stagecraft_sessions`):
-/// `{_id: key, d: <binary record>, v: <version, int64>, expires_at: <date>}`, where
-/// `expires_at` is there only with a TTL. [`save`](SessionStore::save) of a new record is
+/// `{_id: key, d: <binary record>, v: <version, int64>, expires_at: <date>, p: true}`,
+/// where `expires_at` is there only with a TTL, and `p` only while the record holds
+/// undelivered replies ([`PendingIndex::save_pending`]; every other write replaces the
+/// document without it; a sparse index on `p` lists them). [`save`](SessionStore::save) of a new record is
 /// `insert_one`, a duplicate `_id` being a conflict (unless the document there has
 /// expired: it is then replaced, on a filter that it is still expired); a save of an
 /// existing record is `replace_one` filtered on `{_id, v: expected}` and the record being
@@ -465,7 +471,8 @@ impl MongoStore {
     }
 
     /// Creates the TTL index on `expires_at` of the collection and of the leases'
-    /// collection if it is not there (idempotent). When both indexes exist it only
+    /// collection, and the sparse index on `p` (the pending-replies mark) of the
+    /// collection, where they are not there (idempotent). When all three exist it only
     /// lists them, so a user that may not create indexes can run it. Many processes
     /// may run it at once: when creating fails because another one created the index
     /// (or the collection) meanwhile, it looks again.
@@ -475,8 +482,9 @@ impl MongoStore {
     /// other keys or options.
     #[tracing::instrument(skip_all, fields(collection = %self.collection()), err)]
     pub async fn migrate(&self) -> Result<()> {
-        ensure_ttl_index(&self.records).await?;
-        ensure_ttl_index(&self.lease_docs).await
+        ensure_index(&self.records, ttl_index()).await?;
+        ensure_index(&self.records, pending_index()).await?;
+        ensure_index(&self.lease_docs, ttl_index()).await
     }
 
     /// Deletes every expired record now and returns how many were deleted (expired
@@ -517,12 +525,16 @@ impl MongoStore {
         Ok(purged)
     }
 
-    /// The fields of a saved record (all but `_id`).
-    fn body(&self, bytes: &[u8], version: Version, now_ms: i64) -> Document {
+    /// The fields of a saved record (all but `_id`), with the pending-replies mark `p`
+    /// when `pending`.
+    fn body(&self, bytes: &[u8], version: Version, now_ms: i64, pending: bool) -> Document {
         let mut body = doc! {
             "d": Binary { subtype: BinarySubtype::Generic, bytes: bytes.to_vec() },
             "v": version_param(version),
         };
+        if pending {
+            body.insert("p", true);
+        }
         if let Some(ttl) = self.ttl_ms {
             body.insert(
                 "expires_at",
@@ -531,11 +543,59 @@ impl MongoStore {
         }
         body
     }
+
+    /// A compare-and-set write of the record (see [`SessionStore::save`]), marked
+    /// pending or not: the replacement document carries `p` only when `pending`, so
+    /// every other write unmarks the key.
+    async fn write(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: Option<Version>,
+        pending: bool,
+    ) -> Result<Version> {
+        let now_ms = self.clock.now_ms();
+        let now = DateTime::from_millis(now_ms);
+        let version = expected.map_or_else(Version::initial, Version::next);
+        let body = self.body(bytes, version, now_ms, pending);
+
+        let filter = match expected {
+            None => {
+                let mut full = doc! { "_id": key };
+                full.extend(body.clone());
+                match self.records.insert_one(full).await {
+                    Ok(_) => return Ok(version),
+                    Err(e) if is_duplicate_key(&e) => {}
+                    Err(e) => return Err(db_err(e)),
+                }
+                // A document is there: a new record only replaces one that expired (and
+                // that the TTL monitor has not deleted yet).
+                doc! { "_id": key, "expires_at": { "$lte": now } }
+            }
+            Some(expected) => {
+                let mut filter = doc! { "_id": key, "v": version_param(expected) };
+                filter.extend(live(now));
+                filter
+            }
+        };
+        let replaced = self
+            .records
+            .replace_one(filter, body)
+            .await
+            .map_err(db_err)?;
+        if replaced.matched_count == 1 {
+            Ok(version)
+        } else {
+            Err(Error::Conflict {
+                key: key.to_owned(),
+            })
+        }
+    }
 }
 
-/// Creates the TTL index of `coll` unless it is there; see [`MongoStore::migrate`].
-async fn ensure_ttl_index(coll: &Collection<Document>) -> Result<()> {
-    let model = IndexModel::builder()
+/// The TTL index on `expires_at`: the server deletes a document once that date passed.
+fn ttl_index() -> IndexModel {
+    IndexModel::builder()
         .keys(doc! { "expires_at": 1 })
         .options(
             IndexOptions::builder()
@@ -543,12 +603,35 @@ async fn ensure_ttl_index(coll: &Collection<Document>) -> Result<()> {
                 .expire_after(Duration::ZERO)
                 .build(),
         )
-        .build();
+        .build()
+}
+
+/// The sparse index on `p`: it holds the marked records only.
+fn pending_index() -> IndexModel {
+    IndexModel::builder()
+        .keys(doc! { "p": 1 })
+        .options(
+            IndexOptions::builder()
+                .name(PENDING_INDEX.to_owned())
+                .sparse(true)
+                .build(),
+        )
+        .build()
+}
+
+/// Creates the index `model` in `coll` unless one of its name is there; see
+/// [`MongoStore::migrate`].
+async fn ensure_index(coll: &Collection<Document>, model: IndexModel) -> Result<()> {
+    let name = model
+        .options
+        .as_ref()
+        .and_then(|o| o.name.clone())
+        .unwrap_or_default();
     let mut tries = 0;
     loop {
         tries += 1;
         match coll.list_index_names().await {
-            Ok(names) if names.iter().any(|n| n == TTL_INDEX) => return Ok(()),
+            Ok(names) if names.iter().any(|n| *n == name) => return Ok(()),
             Ok(_) => {}
             // No collection yet: creating the index creates it.
             Err(e) if server_code(&e) == Some(NAMESPACE_NOT_FOUND) => {}
@@ -560,7 +643,7 @@ async fn ensure_ttl_index(coll: &Collection<Document>) -> Result<()> {
             // (the server answered, refusing): look again.
             Err(e) if matches!(e.kind.as_ref(), ErrorKind::Command(_)) && tries < 3 => {
                 tracing::debug!(target: "stagecraft::store", collection = %coll.name(),
-                    error = %e, "creating the TTL index failed; looking again");
+                    index = %name, error = %e, "creating an index failed; looking again");
             }
             Err(e) => return Err(db_err(e)),
         }
@@ -593,41 +676,7 @@ impl SessionStore for MongoStore {
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn save(&self, key: &str, bytes: &[u8], expected: Option<Version>) -> Result<Version> {
-        let now_ms = self.clock.now_ms();
-        let now = DateTime::from_millis(now_ms);
-        let version = expected.map_or_else(Version::initial, Version::next);
-        let body = self.body(bytes, version, now_ms);
-        let filter = match expected {
-            None => {
-                let mut full = doc! { "_id": key };
-                full.extend(body.clone());
-                match self.records.insert_one(full).await {
-                    Ok(_) => return Ok(version),
-                    Err(e) if is_duplicate_key(&e) => {}
-                    Err(e) => return Err(db_err(e)),
-                }
-                // A document is there: a new record only replaces one that expired (and
-                // that the TTL monitor has not deleted yet).
-                doc! { "_id": key, "expires_at": { "$lte": now } }
-            }
-            Some(expected) => {
-                let mut filter = doc! { "_id": key, "v": version_param(expected) };
-                filter.extend(live(now));
-                filter
-            }
-        };
-        let replaced = self
-            .records
-            .replace_one(filter, body)
-            .await
-            .map_err(db_err)?;
-        if replaced.matched_count == 1 {
-            Ok(version)
-        } else {
-            Err(Error::Conflict {
-                key: key.to_owned(),
-            })
-        }
+        self.write(key, bytes, expected, false).await
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
@@ -692,6 +741,50 @@ impl SessionStore for MongoStore {
 
     fn purge(&self) -> Option<&dyn PurgeExpired> {
         Some(self)
+    }
+
+    fn pending(&self) -> Option<&dyn PendingIndex> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl PendingIndex for MongoStore {
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
+    async fn save_pending(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: Option<Version>,
+    ) -> Result<Version> {
+        self.write(key, bytes, expected, true).await
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"))]
+    async fn pending_keys(&self, limit: usize) -> Result<Vec<String>> {
+        let mut keys = Vec::new();
+        if limit == 0 {
+            return Ok(keys);
+        }
+        let now = DateTime::from_millis(self.clock.now_ms());
+        let mut query = doc! { "p": true };
+        query.extend(live(now));
+        let mut cursor = self
+            .records
+            .find(query)
+            .projection(doc! { "_id": 1 })
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+            .await
+            .map_err(db_err)?;
+        while cursor.advance().await.map_err(db_err)? {
+            if let Ok(key) = cursor.current().get_str("_id") {
+                keys.push(key.to_owned());
+                if keys.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(keys)
     }
 }
 

@@ -9,7 +9,8 @@ use sqlx::mysql::MySqlPool;
 
 use super::sql::{self, Rows, SqlTable};
 use super::{
-    Lease, LeaseAttempt, LeaseStore, ListFilter, PurgeExpired, Record, SessionStore, Version,
+    Lease, LeaseAttempt, LeaseStore, ListFilter, PendingIndex, PurgeExpired, Record, SessionStore,
+    Version,
 };
 use crate::clock::Clock;
 use crate::error::{Error, Message, Result};
@@ -66,6 +67,9 @@ sql::queries!(
         lease_purge,
         lease_insert,
         lease_take_expired,
+        has_pending,
+        add_pending,
+        pending_keys,
     }
 );
 
@@ -222,7 +226,23 @@ impl MySqlStore {
         let q = self.table.queries();
         self.rows()
             .run_all(&[&q.create_table, &q.create_lease_table])
+            .await?;
+        // A table made by an earlier version has no pending-replies column yet. Two
+        // processes adding it at once: the second finds it there (duplicate column).
+        let has: i64 = sqlx::query_scalar(&q.has_pending)
+            .fetch_one(&self.pool)
             .await
+            .map_err(db_err)?;
+        if has == 0 {
+            match sqlx::query(&q.add_pending).execute(&self.pool).await {
+                Ok(_) => {}
+                Err(sqlx::Error::Database(e))
+                    if e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                        .is_some_and(|e| e.number() == 1060) => {}
+                Err(e) => return Err(db_err(e)),
+            }
+        }
+        Ok(())
     }
 
     /// Deletes every expired row now and returns how many were deleted (expired
@@ -253,12 +273,14 @@ impl MySqlStore {
         bytes: &[u8],
         version: Version,
         expires_at: Option<i64>,
+        pending: bool,
     ) -> Result<bool> {
         let done = sqlx::query(&self.table.queries().insert)
             .bind(key)
             .bind(bytes)
             .bind(sql::version_param(version))
             .bind(expires_at)
+            .bind(pending)
             .execute(&self.pool)
             .await;
         match done {
@@ -301,49 +323,7 @@ impl SessionStore for MySqlStore {
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn save(&self, key: &str, bytes: &[u8], expected: Option<Version>) -> Result<Version> {
-        check_key_len(key)?;
-        let now = self.table.now();
-        let expires_at = self.table.expires_at(now);
-        let conflict = || Error::Conflict {
-            key: key.to_owned(),
-        };
-        match expected {
-            None => {
-                let version = Version::initial();
-                if self.insert(key, bytes, version, expires_at).await? {
-                    return Ok(version);
-                }
-                // A row is in the way: if it expired, remove it and try once more; a
-                // concurrent writer that gets there first makes this a conflict.
-                if self.delete_expired(key, now).await? == 0 {
-                    return Err(conflict());
-                }
-                if self.insert(key, bytes, version, expires_at).await? {
-                    Ok(version)
-                } else {
-                    Err(conflict())
-                }
-            }
-            Some(expected) => {
-                let version = expected.next();
-                // sqlx asks for CLIENT_FOUND_ROWS: rows affected counts matched rows.
-                let done = sqlx::query(&self.table.queries().update)
-                    .bind(bytes)
-                    .bind(sql::version_param(version))
-                    .bind(expires_at)
-                    .bind(key)
-                    .bind(sql::version_param(expected))
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                if done.rows_affected() == 1 {
-                    Ok(version)
-                } else {
-                    Err(conflict())
-                }
-            }
-        }
+        self.write(key, bytes, expected, false).await
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
@@ -370,14 +350,11 @@ impl SessionStore for MySqlStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
-        rows.iter()
-            .map(|row| {
-                let key: Vec<u8> = row.try_get(0).map_err(db_err)?;
-                String::from_utf8(key).map_err(|e| {
-                    Error::store(BACKEND, Message(format!("stored key is not UTF-8: {e}")))
-                })
-            })
-            .collect()
+        rows.iter().map(key_of).collect()
+    }
+
+    fn pending(&self) -> Option<&dyn PendingIndex> {
+        Some(self)
     }
 
     fn leases(&self) -> Option<&dyn LeaseStore> {
@@ -386,6 +363,98 @@ impl SessionStore for MySqlStore {
 
     fn purge(&self) -> Option<&dyn PurgeExpired> {
         Some(self)
+    }
+}
+
+/// The key of a row whose first column is `session_key`.
+fn key_of(row: &sqlx::mysql::MySqlRow) -> Result<String> {
+    let key: Vec<u8> = row.try_get(0).map_err(db_err)?;
+    String::from_utf8(key)
+        .map_err(|e| Error::store(BACKEND, Message(format!("stored key is not UTF-8: {e}"))))
+}
+
+#[async_trait]
+impl PendingIndex for MySqlStore {
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
+    async fn save_pending(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: Option<Version>,
+    ) -> Result<Version> {
+        self.write(key, bytes, expected, true).await
+    }
+
+    async fn pending_keys(&self, limit: usize) -> Result<Vec<String>> {
+        let rows = sqlx::query(&self.table.queries().pending_keys)
+            .bind(self.table.now())
+            .bind(sql::limit_param(Some(limit)))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(key_of).collect()
+    }
+}
+
+impl MySqlStore {
+    /// A compare-and-set save, marking the row in the pending-replies index or not.
+    async fn write(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: Option<Version>,
+        pending: bool,
+    ) -> Result<Version> {
+        check_key_len(key)?;
+        let now = self.table.now();
+        let expires_at = self.table.expires_at(now);
+        let conflict = || Error::Conflict {
+            key: key.to_owned(),
+        };
+        match expected {
+            None => {
+                let version = Version::initial();
+                if self
+                    .insert(key, bytes, version, expires_at, pending)
+                    .await?
+                {
+                    return Ok(version);
+                }
+                // A row is in the way: if it expired, remove it and try once more; a
+                // concurrent writer that gets there first makes this a conflict.
+                if self.delete_expired(key, now).await? == 0 {
+                    return Err(conflict());
+                }
+                if self
+                    .insert(key, bytes, version, expires_at, pending)
+                    .await?
+                {
+                    Ok(version)
+                } else {
+                    Err(conflict())
+                }
+            }
+            Some(expected) => {
+                let version = expected.next();
+                // sqlx asks for CLIENT_FOUND_ROWS: rows affected counts matched rows.
+                let done = sqlx::query(&self.table.queries().update)
+                    .bind(bytes)
+                    .bind(sql::version_param(version))
+                    .bind(expires_at)
+                    .bind(pending)
+                    .bind(key)
+                    .bind(sql::version_param(expected))
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db_err)?;
+                if done.rows_affected() == 1 {
+                    Ok(version)
+                } else {
+                    Err(conflict())
+                }
+            }
+        }
     }
 }
 

@@ -9,8 +9,8 @@ use sqlx::postgres::{PgPool, PgRow};
 
 use super::sql::{self, Rows, SqlTable};
 use super::{
-    Lease, LeaseAttempt, LeaseStore, ListFilter, Preload, PurgeExpired, Record, SessionStore,
-    Version,
+    Lease, LeaseAttempt, LeaseStore, ListFilter, PendingIndex, Preload, PurgeExpired, Record,
+    SessionStore, Version,
 };
 use crate::clock::Clock;
 use crate::error::{Error, Result};
@@ -44,6 +44,8 @@ sql::queries!(
         lease_acquire,
         lease_acquire_load,
         tables_exist,
+        create_pending_index,
+        pending_keys,
     }
 );
 
@@ -215,9 +217,10 @@ impl PostgresStore {
         // every store on the database (they are short and run at start-up only). The
         // statements go as one simple query, which PostgreSQL runs as one transaction.
         let script = format!(
-            "SELECT pg_advisory_xact_lock({MIGRATE_LOCK});\n{};\n{};\n{};",
+            "SELECT pg_advisory_xact_lock({MIGRATE_LOCK});\n{};\n{};\n{};\n{};",
             q.create_table.trim().trim_end_matches(';'),
             q.create_index.trim().trim_end_matches(';'),
+            q.create_pending_index.trim().trim_end_matches(';'),
             q.create_lease_table.trim().trim_end_matches(';'),
         );
         // A migration by a client that takes no such lock (an older build, an operator)
@@ -273,6 +276,29 @@ impl PostgresStore {
     fn rows(&self) -> Rows<'_, sqlx::Postgres> {
         Rows::new(&self.pool, BACKEND)
     }
+
+    /// A compare-and-set save, marking the row in the pending-replies index or not.
+    async fn write(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: Option<Version>,
+        pending: bool,
+    ) -> Result<Version> {
+        let now = self.table.now();
+        let expires_at = self.table.expires_at(now);
+        let q = self.table.queries();
+        let args = sql::SaveArgs {
+            key,
+            bytes,
+            expected,
+            now,
+            expires_at,
+            pending,
+        };
+        let (version, query) = sql::save_query(&q.insert, &q.update, args);
+        sql::save_result(BACKEND, key, version, query.execute(&self.pool).await)
+    }
 }
 
 #[async_trait]
@@ -297,12 +323,7 @@ impl SessionStore for PostgresStore {
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn save(&self, key: &str, bytes: &[u8], expected: Option<Version>) -> Result<Version> {
-        let now = self.table.now();
-        let expires_at = self.table.expires_at(now);
-        let q = self.table.queries();
-        let (version, query) =
-            sql::save_query(&q.insert, &q.update, key, bytes, expected, now, expires_at);
-        sql::save_result(BACKEND, key, version, query.execute(&self.pool).await)
+        self.write(key, bytes, expected, false).await
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
@@ -330,6 +351,10 @@ impl SessionStore for PostgresStore {
                 filter.limit,
             )
             .await
+    }
+
+    fn pending(&self) -> Option<&dyn PendingIndex> {
+        Some(self)
     }
 
     fn leases(&self) -> Option<&dyn LeaseStore> {
@@ -421,5 +446,28 @@ impl LeaseStore for PostgresStore {
         self.rows()
             .release_lease(&self.table.queries().lease_release, lease)
             .await
+    }
+}
+
+#[async_trait]
+impl PendingIndex for PostgresStore {
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
+    async fn save_pending(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: Option<Version>,
+    ) -> Result<Version> {
+        self.write(key, bytes, expected, true).await
+    }
+
+    async fn pending_keys(&self, limit: usize) -> Result<Vec<String>> {
+        let q = self.table.queries();
+        sqlx::query_scalar(&q.pending_keys)
+            .bind(self.table.now())
+            .bind(sql::limit_param(Some(limit)))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)
     }
 }

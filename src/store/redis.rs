@@ -9,7 +9,10 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, Script};
 use async_trait::async_trait;
 
-use super::{Lease, LeaseAttempt, LeaseStore, ListFilter, Preload, Record, SessionStore, Version};
+use super::{
+    Lease, LeaseAttempt, LeaseStore, ListFilter, PendingIndex, Preload, Record, SessionStore,
+    Version,
+};
 use crate::error::{Error, Message, Result};
 
 const BACKEND: &str = "redis";
@@ -27,6 +30,12 @@ static LEASE_ACQUIRE_LOAD: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("queries/redis/lease_acquire_load.lua")));
 static LEASE_RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("queries/redis/lease_release.lua")));
+static PENDING_KEYS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("queries/redis/pending_keys.lua")));
+
+/// What follows the store prefix in the key of the pending-replies index (a set of
+/// session keys): `{prefix}\0pending`. The NUL keeps it out of [`SessionStore::list`].
+const PENDING_MARK: &str = "\0pending";
 
 /// What follows the store prefix in a lease's key: `{prefix}\0lease:{key}`. The NUL keeps
 /// leases apart from session keys (and out of [`SessionStore::list`]).
@@ -223,6 +232,42 @@ impl RedisStore {
         full
     }
 
+    fn pending_key(&self) -> String {
+        format!("{}{PENDING_MARK}", self.prefix)
+    }
+
+    /// A compare-and-set save, marking the key in the pending-replies index or not.
+    async fn write(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: Option<Version>,
+        pending: bool,
+    ) -> Result<Version> {
+        let mut conn = self.conn.clone();
+        let version = expected.map_or_else(Version::initial, Version::next);
+        let expected = expected.map(|v| v.0.to_string()).unwrap_or_default();
+        let written: i64 = SAVE
+            .key(self.full_key(key))
+            .key(self.pending_key())
+            .arg(bytes)
+            .arg(expected)
+            .arg(version.0.to_string())
+            .arg(self.ttl_ms.unwrap_or(0))
+            .arg(key)
+            .arg(if pending { "1" } else { "0" })
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        if written == 1 {
+            Ok(version)
+        } else {
+            Err(Error::Conflict {
+                key: key.to_owned(),
+            })
+        }
+    }
+
     fn full_key(&self, key: &str) -> String {
         let mut full = String::with_capacity(self.prefix.len() + key.len());
         full.push_str(&self.prefix);
@@ -263,25 +308,7 @@ impl SessionStore for RedisStore {
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn save(&self, key: &str, bytes: &[u8], expected: Option<Version>) -> Result<Version> {
-        let mut conn = self.conn.clone();
-        let version = expected.map_or_else(Version::initial, Version::next);
-        let expected = expected.map(|v| v.0.to_string()).unwrap_or_default();
-        let written: i64 = SAVE
-            .key(self.full_key(key))
-            .arg(bytes)
-            .arg(expected)
-            .arg(version.0.to_string())
-            .arg(self.ttl_ms.unwrap_or(0))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(redis_err)?;
-        if written == 1 {
-            Ok(version)
-        } else {
-            Err(Error::Conflict {
-                key: key.to_owned(),
-            })
-        }
+        self.write(key, bytes, expected, false).await
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
@@ -289,7 +316,9 @@ impl SessionStore for RedisStore {
         let mut conn = self.conn.clone();
         let gone: i64 = DELETE
             .key(self.full_key(key))
+            .key(self.pending_key())
             .arg(expected.0.to_string())
+            .arg(key)
             .invoke_async(&mut conn)
             .await
             .map_err(redis_err)?;
@@ -335,7 +364,7 @@ impl SessionStore for RedisStore {
                 let Some(key) = full.strip_prefix(&*self.prefix) else {
                     continue;
                 };
-                if key.starts_with(LEASE_MARK) {
+                if key.starts_with(LEASE_MARK) || key == PENDING_MARK {
                     continue;
                 }
                 if seen.insert(key.to_owned()) {
@@ -350,6 +379,10 @@ impl SessionStore for RedisStore {
             }
             cursor = next;
         }
+    }
+
+    fn pending(&self) -> Option<&dyn PendingIndex> {
+        Some(self)
     }
 
     fn leases(&self) -> Option<&dyn LeaseStore> {
@@ -428,6 +461,37 @@ impl LeaseStore for RedisStore {
             .await
             .map_err(redis_err)?;
         Ok(released == 1)
+    }
+}
+
+#[async_trait]
+impl PendingIndex for RedisStore {
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
+    async fn save_pending(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: Option<Version>,
+    ) -> Result<Version> {
+        self.write(key, bytes, expected, true).await
+    }
+
+    async fn pending_keys(&self, limit: usize) -> Result<Vec<String>> {
+        let mut conn = self.conn.clone();
+        let keys: Vec<Vec<u8>> = PENDING_KEYS
+            .key(self.pending_key())
+            .arg(&*self.prefix)
+            .arg(limit)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        keys.into_iter()
+            .map(|k| {
+                String::from_utf8(k).map_err(|e| {
+                    Error::store(BACKEND, Message(format!("stored key is not UTF-8: {e}")))
+                })
+            })
+            .collect()
     }
 }
 

@@ -80,12 +80,13 @@ pub(crate) fn validate_table(name: &str) -> Result<()> {
     }
 }
 
-/// Replaces `{table}` (and `{index}`, the name of the expiry index, and `{lease_table}`,
-/// the table of per-key leases) in a query template. `table` must have passed
-/// [`validate_table`].
+/// Replaces `{table}` (and `{index}`, the name of the expiry index, `{pending_index}`,
+/// the name of the pending-replies index, and `{lease_table}`, the table of per-key
+/// leases) in a query template. `table` must have passed [`validate_table`].
 pub(crate) fn render(template: &str, table: &str) -> String {
     template
         .replace("{index}", &index_name(table))
+        .replace("{pending_index}", &pending_index_name(table))
         .replace("{lease_table}", &lease_table_name(table))
         .replace("{table}", table)
 }
@@ -112,6 +113,15 @@ fn index_name(table: &str) -> String {
         format!("{table}_expires_idx")
     } else {
         format!("{}_{:08x}_exp", &table[..40], fnv(table))
+    }
+}
+
+/// A name for the table's pending-replies index, within PostgreSQL's 63 bytes.
+fn pending_index_name(table: &str) -> String {
+    if table.len() <= 50 {
+        format!("{table}_pending_idx")
+    } else {
+        format!("{}_{:08x}_pnd", &table[..40], fnv(table))
     }
 }
 
@@ -537,18 +547,29 @@ where
     }
 }
 
+/// One compare-and-set save: the key, the record, the version it expects (`None`: a new
+/// record), the time it is written at, when it expires and whether it is marked in the
+/// pending-replies index.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SaveArgs<'q> {
+    pub(crate) key: &'q str,
+    pub(crate) bytes: &'q [u8],
+    pub(crate) expected: Option<Version>,
+    pub(crate) now: i64,
+    pub(crate) expires_at: Option<i64>,
+    pub(crate) pending: bool,
+}
+
 /// The compare-and-set statement of one save, and the version it writes: `insert`
-/// (binds key, data, version, expiry and `now`) for a new record (`expected` is `None`),
-/// else `update` (binds data, new version, expiry, key, `expected` and `now`).
+/// (binds key, data, version, expiry, `now` and `pending`) for a new record (`expected`
+/// is `None`), else `update` (binds data, new version, expiry, key, `expected`, `now` and
+/// `pending`). `pending` marks the row in the pending-replies index, or unmarks it.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn save_query<'q, DB>(
     insert: &'q str,
     update: &'q str,
-    key: &'q str,
-    bytes: &'q [u8],
-    expected: Option<Version>,
-    now: i64,
-    expires_at: Option<i64>,
+    save: SaveArgs<'q>,
 ) -> (Version, Query<'q, DB, DB::Arguments<'q>>)
 where
     DB: Database,
@@ -556,7 +577,16 @@ where
     &'q [u8]: Encode<'q, DB> + Type<DB>,
     i64: Encode<'q, DB> + Type<DB>,
     Option<i64>: Encode<'q, DB> + Type<DB>,
+    bool: Encode<'q, DB> + Type<DB>,
 {
+    let SaveArgs {
+        key,
+        bytes,
+        expected,
+        now,
+        expires_at,
+        pending,
+    } = save;
     match expected {
         None => {
             let version = Version::initial();
@@ -565,7 +595,8 @@ where
                 .bind(bytes)
                 .bind(version_param(version))
                 .bind(expires_at)
-                .bind(now);
+                .bind(now)
+                .bind(pending);
             (version, q)
         }
         Some(expected) => {
@@ -576,7 +607,8 @@ where
                 .bind(expires_at)
                 .bind(key)
                 .bind(version_param(expected))
-                .bind(now);
+                .bind(now)
+                .bind(pending);
             (version, q)
         }
     }

@@ -25,7 +25,8 @@
 //! see each other's versions. [`check_cache_hint`] checks that a store's
 //! [`CacheHint`](crate::store::CacheHint) tells the truth (with a [`ManualClock`] for a
 //! hint with a TTL). [`check_leases`] and [`check_lease_and_load`] check per-key leases,
-//! for stores that have them; [`run_all`] runs them then.
+//! for stores that have them, and [`check_pending`] the pending-replies index; [`run_all`]
+//! runs them then.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt::Debug;
@@ -36,6 +37,109 @@ use crate::error::Result;
 use crate::store::{
     Lease, LeaseAttempt, LeaseStore, ListFilter, Preload, Record, SessionStore, Version, random_u64,
 };
+
+/// The pending-replies index ([`PendingIndex`](crate::store::PendingIndex)):
+/// `save_pending` writes like `save` and marks the key; any other write of the key
+/// (`save`, `delete`) unmarks it; a `save_pending` that conflicts writes and marks
+/// nothing; `pending_keys` keeps to its limit. Skipped for a store without the index.
+pub async fn check_pending<S: SessionStore + ?Sized>(store: &S) {
+    let Some(index) = store.pending() else {
+        return;
+    };
+    let ns = ns("pending");
+    let (a, b, c) = (format!("{ns}a"), format!("{ns}b"), format!("{ns}c"));
+    let marked = || async {
+        let keys = ok(store, index.pending_keys(1_000_000).await, "pending_keys");
+        keys.into_iter()
+            .filter(|k| k.starts_with(&ns))
+            .collect::<BTreeSet<_>>()
+    };
+    let set = |keys: &[&String]| keys.iter().map(|k| (*k).clone()).collect::<BTreeSet<_>>();
+    assert!(
+        marked().await.is_empty(),
+        "[{}] a fresh namespace has marked keys",
+        store.backend()
+    );
+    // Marked by an insert and by an update; the record reads back as saved.
+    let va = ok(
+        store,
+        index.save_pending(&a, b"a1", None).await,
+        "save_pending (insert)",
+    );
+    expect_record(store, &a, Some((b"a1", va)), "a record saved pending").await;
+    let vb = ok(store, store.save(&b, b"b1", None).await, "insert");
+    let vb = ok(
+        store,
+        index.save_pending(&b, b"b2", Some(vb)).await,
+        "save_pending (update)",
+    );
+    assert_eq!(
+        marked().await,
+        set(&[&a, &b]),
+        "[{}] keys saved pending",
+        store.backend()
+    );
+    // Bounded by the limit.
+    let few = ok(store, index.pending_keys(1).await, "pending_keys(1)");
+    assert!(
+        few.len() <= 1,
+        "[{}] pending_keys(1) gave {} keys",
+        store.backend(),
+        few.len()
+    );
+    // A plain save unmarks (the write that marks replies delivered); a delete unmarks.
+    let va = ok(
+        store,
+        store.save(&a, b"a2", Some(va)).await,
+        "save over a pending record",
+    );
+    ok(
+        store,
+        store.delete(&b, vb).await,
+        "delete of a pending record",
+    );
+    assert!(
+        marked().await.is_empty(),
+        "[{}] save and delete leave keys marked",
+        store.backend()
+    );
+    // A stale save_pending writes and marks nothing.
+    conflict(
+        store,
+        index.save_pending(&a, b"stale", None).await,
+        "save_pending over a record, as new",
+    );
+    conflict(
+        store,
+        index.save_pending(&c, b"stale", Some(va)).await,
+        "save_pending of an absent key",
+    );
+    expect_record(
+        store,
+        &a,
+        Some((b"a2", va)),
+        "a record after a stale save_pending",
+    )
+    .await;
+    assert!(
+        marked().await.is_empty(),
+        "[{}] a conflicting save_pending marked a key",
+        store.backend()
+    );
+    // Marked again, and left in place across another instance of the check.
+    let va = ok(
+        store,
+        index.save_pending(&a, b"a3", Some(va)).await,
+        "save_pending again",
+    );
+    assert_eq!(
+        marked().await,
+        set(&[&a]),
+        "[{}] a key saved pending again",
+        store.backend()
+    );
+    ok(store, store.delete(&a, va).await, "delete");
+}
 
 /// A fresh namespace for one check's keys.
 fn ns(check: &str) -> String {
@@ -168,6 +272,9 @@ pub async fn run_all<S: SessionStore + Clone>(store: S) {
     if store.leases().is_some() {
         check_leases(&store).await;
         check_lease_and_load(&store).await;
+    }
+    if store.pending().is_some() {
+        check_pending(&store).await;
     }
 }
 

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 
 use crate::error::{Error, Result};
 use crate::store::{
-    CacheHint, Lease, LeaseAttempt, LeaseStore, ListFilter, Preload, PurgeExpired, Record,
-    SessionStore, Version,
+    CacheHint, Lease, LeaseAttempt, LeaseStore, ListFilter, PendingIndex, Preload, PurgeExpired,
+    Record, SessionStore, Version,
 };
 
 /// The kind of store call a fault applies to.
@@ -33,10 +33,12 @@ pub enum Call {
     ReleaseLease,
     /// [`PurgeExpired::purge_expired`].
     Purge,
+    /// [`PendingIndex::pending_keys`] ([`PendingIndex::save_pending`] is a [`Save`](Self::Save)).
+    PendingKeys,
 }
 
 impl Call {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 9] = [
         Self::Load,
         Self::Save,
         Self::Delete,
@@ -45,6 +47,7 @@ impl Call {
         Self::RenewLease,
         Self::ReleaseLease,
         Self::Purge,
+        Self::PendingKeys,
     ];
 
     fn index(self) -> usize {
@@ -61,6 +64,7 @@ impl Call {
             Self::RenewLease => "lease renewal",
             Self::ReleaseLease => "lease release",
             Self::Purge => "purge",
+            Self::PendingKeys => "pending keys",
         }
     }
 }
@@ -231,7 +235,7 @@ impl FaultStore {
 
     /// How many calls of kind `call` are still to be faulted.
     #[must_use]
-    pub fn pending(&self, call: Call) -> usize {
+    pub fn faults_left(&self, call: Call) -> usize {
         self.script().rules[call.index()]
             .iter()
             .fold(0usize, |n, r| n.saturating_add(r.left))
@@ -298,6 +302,16 @@ impl FaultStore {
         }
     }
 
+    /// The inner store's pending index (called only when it has one: see `pending`).
+    fn inner_pending(&self) -> Result<&dyn PendingIndex> {
+        self.inner.pending().ok_or_else(|| {
+            Error::Config(format!(
+                "the `{}` store has no pending-replies index",
+                self.inner.backend()
+            ))
+        })
+    }
+
     /// The inner store's leases (called only when it has some: see `leases`).
     fn inner_leases(&self) -> Result<&dyn LeaseStore> {
         self.inner.leases().ok_or_else(|| {
@@ -343,6 +357,29 @@ impl SessionStore for FaultStore {
 
     fn purge(&self) -> Option<&dyn PurgeExpired> {
         self.inner.purge().map(|_| self as &dyn PurgeExpired)
+    }
+
+    fn pending(&self) -> Option<&dyn PendingIndex> {
+        self.inner.pending().map(|_| self as &dyn PendingIndex)
+    }
+}
+
+#[async_trait]
+impl PendingIndex for FaultStore {
+    async fn save_pending(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: Option<Version>,
+    ) -> Result<Version> {
+        let index = self.inner_pending()?;
+        self.run(Call::Save, index.save_pending(key, bytes, expected))
+            .await
+    }
+
+    async fn pending_keys(&self, limit: usize) -> Result<Vec<String>> {
+        let index = self.inner_pending()?;
+        self.run(Call::PendingKeys, index.pending_keys(limit)).await
     }
 }
 
@@ -397,7 +434,7 @@ mod tests {
         let store = FaultStore::new(Arc::new(MemoryStore::new()));
         store.inject(Call::Save, Fault::Fail, 1);
         store.inject(Call::Save, Fault::FailAfter, 1);
-        assert_eq!(store.pending(Call::Save), 2);
+        assert_eq!(store.faults_left(Call::Save), 2);
         let e = store.save("k", b"1", None).await.unwrap_err();
         assert_eq!(
             InjectedFault::of(&e).map(|f| f.fault),
@@ -415,7 +452,7 @@ mod tests {
         // The same save again: the compare-and-set sees the record the lost answer wrote.
         assert!(store.save("k", b"2", None).await.unwrap_err().is_conflict());
         assert_eq!((store.calls(Call::Save), store.fired(Call::Save)), (3, 2));
-        assert_eq!(store.pending(Call::Save), 0);
+        assert_eq!(store.faults_left(Call::Save), 0);
     }
 
     #[tokio::test]

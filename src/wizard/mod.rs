@@ -97,6 +97,28 @@ impl<S, U> WizardBuilder<S, U> {
         self
     }
 
+    /// See [`SceneBuilder::upgrade`].
+    #[must_use]
+    pub fn upgrade(
+        mut self,
+        from: impl Into<String>,
+        to: impl Into<String>,
+        f: impl Fn(serde_json::Value) -> Result<serde_json::Value, crate::error::BoxError>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.inner = self.inner.upgrade(from, to, f);
+        self
+    }
+
+    /// See [`SceneBuilder::recovery`].
+    #[must_use]
+    pub fn recovery(mut self, recovery: crate::scene::Recovery) -> Self {
+        self.inner = self.inner.recovery(recovery);
+        self
+    }
+
     /// Finishes the wizard.
     #[must_use]
     pub fn build(self) -> Scene<S, U> {

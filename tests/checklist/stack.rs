@@ -20,8 +20,8 @@ fn menu_bot() -> Bot {
                         .on_leave(said("left menu"))
                         .command("pick", go(|| Outcome::push("picker")))
                         .on_resume(|cx: C| async move {
-                            let wrong = cx.take_result::<u32>();
-                            let right = cx.take_result::<String>();
+                            let wrong = cx.take_result::<u32>().map_err(|e| e.to_string());
+                            let right = cx.take_result::<String>()?;
                             cx.reply(format!("menu resumed: {wrong:?} {right:?}"));
                             Ok(Outcome::Handled)
                         })
@@ -60,7 +60,10 @@ async fn stack_push_keeps_the_parent_and_leave_with_resumes_it_with_the_result()
     );
     assert_eq!(
         bot.send("blue").await.unwrap(),
-        ["left picker", "menu resumed: None Some(\"blue\")"]
+        [
+            "left picker",
+            "menu resumed: Err(\"the scene's result is a `alloc::string::String`, not a `u32`\") Some(\"blue\")"
+        ]
     );
     assert_eq!(bot.scenes().await, [frame("menu", None)]);
     assert_eq!(bot.send("hi").await.unwrap(), ["in menu"]);
@@ -69,7 +72,7 @@ async fn stack_push_keeps_the_parent_and_leave_with_resumes_it_with_the_result()
     bot.send("/pick").await.unwrap();
     assert_eq!(
         bot.send("/cancel").await.unwrap(),
-        ["left picker", "menu resumed: None None"]
+        ["left picker", "menu resumed: Ok(None) None"]
     );
 }
 
@@ -218,7 +221,7 @@ fn form_bot(store: Arc<dyn SessionStore>, entered: Arc<AtomicUsize>) -> Bot {
                             }),
                         )
                         .on_resume(|cx: C| async move {
-                            let colour = cx.take_result::<String>().unwrap_or_default();
+                            let colour = cx.take_result::<String>()?.unwrap_or_default();
                             let name = cx.scene_state(Form::clone)?.name;
                             cx.reply(format!("{name} picked {colour}"));
                             Ok(Outcome::leave())
@@ -341,4 +344,50 @@ async fn stack_resuming_a_parent_with_idle_ttl_counts_as_activity() {
     bot.advance(301);
     assert_eq!(bot.send("red").await.unwrap(), Vec::<String>::new());
     assert!(bot.scenes().await.is_empty());
+}
+
+/// A user busy in a sub-scene is not idle: each update in the child starts the idle TTL
+/// of the parents beneath it again, so the parent is there, with its state, when the
+/// child returns its result.
+#[tokio::test]
+async fn stack_a_parent_does_not_go_idle_while_the_user_is_active_in_its_child() {
+    let bot = Bot::new(|b| {
+        b.stage(
+            Stage::builder()
+                .scene(
+                    Scene::builder("menu")
+                        .idle_ttl(60)
+                        .command("pick", go(|| Outcome::push("picker")))
+                        .on_resume(|cx: C| async move {
+                            let colour = cx.take_result::<String>()?.unwrap_or_default();
+                            cx.reply(format!("menu resumed with {colour}"));
+                            Ok(Outcome::Handled)
+                        })
+                        .build(),
+                )
+                .scene(
+                    Wizard::builder("picker")
+                        .step(say_then("Choose a colour", || Outcome::Next))
+                        .step(say_then("Sure?", || Outcome::Next))
+                        .step(|cx: C| async move {
+                            let t = cx.update().text().unwrap_or_default().to_owned();
+                            Ok(Outcome::leave_with(t))
+                        })
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .command("menu", go(|| Outcome::enter("menu")))
+        .on_text(say("outside"))
+        .build()
+    });
+    bot.send("/menu").await.unwrap();
+    bot.send("/pick").await.unwrap();
+    // 80 s in the child, never 60 s idle.
+    bot.advance(40);
+    assert_eq!(bot.send("go").await.unwrap(), ["Sure?"]);
+    bot.advance(40);
+    assert_eq!(bot.send("red").await.unwrap(), ["menu resumed with red"]);
+    assert_eq!(bot.scenes().await, [frame("menu", None)]);
 }

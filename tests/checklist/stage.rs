@@ -131,15 +131,25 @@ async fn diff_t2_c4_unknown_stored_scene_is_dropped_and_the_user_is_not_stuck() 
         .save(&bot.key(), record.to_string().as_bytes(), None)
         .await
         .unwrap();
-    assert_eq!(bot.send("hi").await.unwrap(), ["outside count=3"]);
+    assert_eq!(
+        bot.send("hi").await.unwrap(),
+        [
+            stagecraft::stage::DEFAULT_RECOVERY_NOTICE,
+            "outside count=3"
+        ],
+        "the user hears what happened, and the update goes on"
+    );
     assert!(
         bot.scenes().await.is_empty(),
-        "the stale frame is gone from the store"
+        "the stale frame is gone from the stack"
     );
+    let stored = raw(&bot).await.unwrap();
+    assert_eq!(stored["data"], json!({"count": 3}));
     assert_eq!(
-        raw(&bot).await.unwrap(),
-        json!({"v": 1, "data": {"count": 3}})
+        stored["lost"][0]["what"], "frame",
+        "a copy is kept: {stored}"
     );
+    assert_eq!(stored["lost"][0]["value"]["scene"], "gone", "{stored}");
 
     // A stale frame on top of a live one: the live one is active again.
     let bot = Bot::new(build);
@@ -150,7 +160,10 @@ async fn diff_t2_c4_unknown_stored_scene_is_dropped_and_the_user_is_not_stuck() 
         .save(&bot.key(), record.to_string().as_bytes(), None)
         .await
         .unwrap();
-    assert_eq!(bot.send("hi").await.unwrap(), ["in s"]);
+    assert_eq!(
+        bot.send("hi").await.unwrap(),
+        [stagecraft::stage::DEFAULT_RECOVERY_NOTICE, "in s"]
+    );
     assert_eq!(bot.scenes().await, [frame("s", None)]);
 }
 

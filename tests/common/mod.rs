@@ -162,6 +162,32 @@ impl SessionStore for CountingStore {
     fn leases(&self) -> Option<&dyn LeaseStore> {
         self.inner.leases().map(|_| self as &dyn LeaseStore)
     }
+
+    fn pending(&self) -> Option<&dyn stagecraft::store::PendingIndex> {
+        self.inner
+            .pending()
+            .map(|_| self as &dyn stagecraft::store::PendingIndex)
+    }
+}
+
+/// Counts a marking save as a save.
+#[async_trait]
+impl stagecraft::store::PendingIndex for CountingStore {
+    async fn save_pending(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: Option<Version>,
+    ) -> stagecraft::Result<Version> {
+        self.saves.fetch_add(1, Ordering::SeqCst);
+        let index = self.inner.pending().expect("the inner store has the index");
+        index.save_pending(key, bytes, expected).await
+    }
+
+    async fn pending_keys(&self, limit: usize) -> stagecraft::Result<Vec<String>> {
+        let index = self.inner.pending().expect("the inner store has the index");
+        index.pending_keys(limit).await
+    }
 }
 
 impl CountingStore {

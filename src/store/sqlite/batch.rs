@@ -13,7 +13,7 @@ use sqlx::Row;
 use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 use tokio::sync::{mpsc, oneshot};
 
-use super::queries::{Queries, SaveQuery};
+use super::queries::{Queries, SaveQuery, SaveRow};
 use super::{BACKEND, save_result};
 use crate::error::{Error, Message, Result};
 use crate::store::Version;
@@ -57,23 +57,14 @@ impl Grouped {
         }))
     }
 
-    /// A save written by the group-commit writer (see [`Queries::save`] for the
-    /// arguments); `None` when the writer's runtime is gone (write directly then).
-    pub(super) async fn write(
-        &self,
-        key: &str,
-        bytes: &[u8],
-        expected: Option<Version>,
-        now: i64,
-        expires_at: Option<i64>,
-    ) -> Option<Result<Version>> {
-        let save = Write::Save(SaveArgs {
-            bytes: bytes.to_vec(),
-            expected,
-            now,
-            expires_at,
-        });
-        Some(self.send(key, save).await?.and_then(Done::into_version))
+    /// A save written by the group-commit writer; `None` when the writer's runtime is
+    /// gone (write directly then).
+    pub(super) async fn write(&self, key: &str, save: SaveRow) -> Option<Result<Version>> {
+        Some(
+            self.send(key, Write::Save(save))
+                .await?
+                .and_then(Done::into_version),
+        )
     }
 
     /// A lease operation done by the group-commit writer, in the transaction of the
@@ -210,17 +201,8 @@ struct WriteOp {
 /// What a [`WriteOp`] does.
 #[derive(Debug)]
 enum Write {
-    Save(SaveArgs),
+    Save(SaveRow),
     Lease(LeaseOp),
-}
-
-/// The arguments of a save (see [`Queries::save`]).
-#[derive(Debug)]
-struct SaveArgs {
-    bytes: Vec<u8>,
-    expected: Option<Version>,
-    now: i64,
-    expires_at: Option<i64>,
 }
 
 /// A lease operation on a key, timed by the wall clock when it runs (leases are shared
@@ -377,9 +359,9 @@ async fn writer_loop(pool: SqlitePool, queries: Arc<Queries>, mut rx: mpsc::Rece
 fn save_query<'q>(
     queries: &'q Queries,
     key: &'q str,
-    save: &'q SaveArgs,
+    save: &'q SaveRow,
 ) -> (Version, SaveQuery<'q>) {
-    queries.save(key, &save.bytes, save.expected, save.now, save.expires_at)
+    queries.save(key, save)
 }
 
 /// Writes `batch` in one transaction: its lease releases, renewals and takes (a few
@@ -472,7 +454,7 @@ async fn write_group(
     let mut seen = HashSet::with_capacity(saves.len());
     if saves.iter().all(|(_, (key, _))| seen.insert(*key)) {
         // Every key once: a few multi-row statements instead of one per save.
-        let (at, ops): (Vec<usize>, Vec<(&str, &SaveArgs)>) = saves.into_iter().unzip();
+        let (at, ops): (Vec<usize>, Vec<(&str, &SaveRow)>) = saves.into_iter().unzip();
         for (i, r) in at.into_iter().zip(write_many(tx, queries, &ops).await?) {
             results[i] = Some(r.map(Done::Saved));
         }
@@ -627,7 +609,7 @@ async fn renew(
     Ok(done.rows_affected() == 1)
 }
 
-/// Rows per multi-row statement (6 parameters a row, far below SQLite's 32,766).
+/// Rows per multi-row statement (7 parameters a row, far below SQLite's 32,766).
 const ROWS_PER_STATEMENT: usize = 256;
 
 /// Writes the saves of `batch` (distinct keys) with one multi-row compare-and-set
@@ -636,7 +618,7 @@ const ROWS_PER_STATEMENT: usize = 256;
 async fn write_many(
     tx: &mut SqliteConnection,
     queries: &Queries,
-    batch: &[(&str, &SaveArgs)],
+    batch: &[(&str, &SaveRow)],
 ) -> std::result::Result<Vec<Result<Version>>, sqlx::Error> {
     let versions: Vec<Version> = batch
         .iter()
@@ -663,7 +645,8 @@ async fn write_many(
                 .bind(sql::version_param(versions[i]))
                 .bind(op.expires_at)
                 .bind(op.expected.map(sql::version_param))
-                .bind(op.now);
+                .bind(op.now)
+                .bind(op.pending);
         }
         for _ in chunk.len()..rows {
             q = q
@@ -672,7 +655,8 @@ async fn write_many(
                 .bind(None::<i64>)
                 .bind(None::<i64>)
                 .bind(None::<i64>)
-                .bind(None::<i64>);
+                .bind(None::<i64>)
+                .bind(None::<bool>);
         }
         for row in q.fetch_all(&mut *tx).await? {
             written.insert(row.try_get::<String, _>(0)?);
@@ -687,7 +671,8 @@ async fn write_many(
                 .bind(key)
                 .bind(op.bytes.as_slice())
                 .bind(sql::version_param(versions[i]))
-                .bind(op.expires_at);
+                .bind(op.expires_at)
+                .bind(op.pending);
         }
         // A row in the way counts as absent only if it expired before every save here.
         let now = chunk.iter().map(|&i| batch[i].1.now).min().unwrap_or(0);
@@ -718,11 +703,12 @@ mod tests {
     use crate::store::SessionStore;
 
     fn op(key: &str, bytes: &[u8], expected: Option<Version>, now: i64) -> WriteOp {
-        let save = SaveArgs {
+        let save = SaveRow {
             bytes: bytes.to_vec(),
             expected,
             now,
             expires_at: None,
+            pending: false,
         };
         WriteOp {
             key: key.to_owned(),

@@ -15,8 +15,8 @@ use sqlx::sqlite::{
 
 use super::sql::{self, DEFAULT_TABLE, Rows, SqlTable};
 use super::{
-    Lease, LeaseAttempt, LeaseStore, ListFilter, Preload, PurgeExpired, Record, SessionStore,
-    Version,
+    Lease, LeaseAttempt, LeaseStore, ListFilter, PendingIndex, Preload, PurgeExpired, Record,
+    SessionStore, Version,
 };
 use crate::clock::Clock;
 use crate::error::{Error, Result};
@@ -25,7 +25,7 @@ mod batch;
 mod queries;
 
 use batch::{Done, Grouped, LeaseOp};
-use queries::Queries;
+use queries::{Queries, SaveRow};
 
 const BACKEND: &str = "sqlite";
 
@@ -351,7 +351,21 @@ impl SqliteStore {
         let q = self.table.queries();
         self.rows()
             .run_all(&[&q.create_table, &q.create_index, &q.create_lease_table])
+            .await?;
+        // A table made by an earlier version has no pending-replies column yet. Two
+        // processes adding it at once: the second finds it there.
+        let has: i64 = sqlx::query_scalar(&q.has_pending)
+            .fetch_one(&self.pool)
             .await
+            .map_err(db_err)?;
+        if has == 0 {
+            match sqlx::query(&q.add_pending).execute(&self.pool).await {
+                Ok(_) => {}
+                Err(sqlx::Error::Database(e)) if e.message().contains("duplicate column") => {}
+                Err(e) => return Err(db_err(e)),
+            }
+        }
+        self.rows().run_all(&[&q.create_pending_index]).await
     }
 
     /// Deletes every expired row now and returns how many were deleted (expired
@@ -398,6 +412,34 @@ impl SqliteStore {
     fn rows(&self) -> Rows<'_, sqlx::Sqlite> {
         Rows::new(&self.pool, BACKEND)
     }
+
+    /// A compare-and-set save, marking the row in the pending-replies index or not: in
+    /// the group-commit writer's next transaction, or alone.
+    async fn write(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: Option<Version>,
+        pending: bool,
+    ) -> Result<Version> {
+        let now = self.table.now();
+        let row = || SaveRow {
+            bytes: bytes.to_vec(),
+            expected,
+            now,
+            expires_at: self.table.expires_at(now),
+            pending,
+        };
+        if let Some(grouped) = &self.grouped {
+            if let Some(result) = grouped.write(key, row()).await {
+                return result;
+            }
+            // The writer's runtime is gone: write directly below.
+        }
+        let row = row();
+        let (version, query) = self.table.queries().save(key, &row);
+        save_result(key, version, query.execute(&self.pool).await)
+    }
 }
 
 #[async_trait]
@@ -429,19 +471,7 @@ impl SessionStore for SqliteStore {
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn save(&self, key: &str, bytes: &[u8], expected: Option<Version>) -> Result<Version> {
-        let now = self.table.now();
-        let expires_at = self.table.expires_at(now);
-        if let Some(grouped) = &self.grouped {
-            if let Some(result) = grouped.write(key, bytes, expected, now, expires_at).await {
-                return result;
-            }
-            // The writer's runtime is gone: write directly below.
-        }
-        let (version, query) = self
-            .table
-            .queries()
-            .save(key, bytes, expected, now, expires_at);
-        save_result(key, version, query.execute(&self.pool).await)
+        self.write(key, bytes, expected, false).await
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
@@ -464,6 +494,10 @@ impl SessionStore for SqliteStore {
         self.rows()
             .list_keys(&q.list, &filter.prefix, self.table.now(), filter.limit)
             .await
+    }
+
+    fn pending(&self) -> Option<&dyn PendingIndex> {
+        Some(self)
     }
 
     fn leases(&self) -> Option<&dyn LeaseStore> {
@@ -541,5 +575,28 @@ impl LeaseStore for SqliteStore {
             token: lease.token().to_owned(),
         };
         self.lease_op(lease.key(), op).await?.into_held()
+    }
+}
+
+#[async_trait]
+impl PendingIndex for SqliteStore {
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
+    async fn save_pending(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: Option<Version>,
+    ) -> Result<Version> {
+        self.write(key, bytes, expected, true).await
+    }
+
+    async fn pending_keys(&self, limit: usize) -> Result<Vec<String>> {
+        let q = self.table.queries();
+        sqlx::query_scalar(&q.pending_keys)
+            .bind(self.table.now())
+            .bind(sql::limit_param(Some(limit)))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)
     }
 }

@@ -32,6 +32,10 @@ sql::queries!(
         lease_release_many,
         lease_renew,
         lease_purge,
+        has_pending,
+        add_pending,
+        create_pending_index,
+        pending_keys,
     }
 );
 
@@ -46,16 +50,16 @@ impl Queries {
 
     /// An update of `rows` records at once, each only if its version is the expected one
     /// and it is live (binds key, data, new version, expiry, expected version and now for
-    /// each row); returns the keys it wrote.
+    /// each row, and whether it is marked pending); returns the keys it wrote.
     pub(super) fn update_rows(&self, rows: usize) -> String {
-        with_rows(&self.update_many, "(?,?,?,?,?,?)", rows)
+        with_rows(&self.update_many, "(?,?,?,?,?,?,?)", rows)
     }
 
     /// An insert of `rows` new records at once, over expired rows only (binds key, data,
-    /// version and expiry for each row, then the time before which a row in the way has
-    /// expired); returns the keys it wrote.
+    /// version, expiry and the pending mark for each row, then the time before which a
+    /// row in the way has expired); returns the keys it wrote.
     pub(super) fn insert_rows(&self, rows: usize) -> String {
-        with_rows(&self.insert_many, "(?,?,?,?)", rows)
+        with_rows(&self.insert_many, "(?,?,?,?,?)", rows)
     }
 
     /// A take of `rows` leases at once, each only where the key has no live lease
@@ -73,18 +77,37 @@ impl Queries {
     }
 
     /// The compare-and-set statement of one save (an insert when `expected` is `None`),
-    /// and the version it writes.
-    pub(super) fn save<'q>(
-        &'q self,
-        key: &'q str,
-        bytes: &'q [u8],
-        expected: Option<Version>,
-        now: i64,
-        expires_at: Option<i64>,
-    ) -> (Version, SaveQuery<'q>) {
+    /// and the version it writes; `pending` marks the row in the pending-replies index.
+    pub(super) fn save<'q>(&'q self, key: &'q str, save: &'q SaveRow) -> (Version, SaveQuery<'q>) {
         let (insert, update) = (&self.insert, &self.update);
-        sql::save_query(insert, update, key, bytes, expected, now, expires_at)
+        let SaveRow {
+            bytes,
+            expected,
+            now,
+            expires_at,
+            pending,
+        } = save;
+        let args = sql::SaveArgs {
+            key,
+            bytes,
+            expected: *expected,
+            now: *now,
+            expires_at: *expires_at,
+            pending: *pending,
+        };
+        sql::save_query(insert, update, args)
     }
+}
+
+/// What one save writes (besides its key): the record, the version it expects, the time
+/// it is written at, when it expires and whether it is marked pending.
+#[derive(Debug)]
+pub(super) struct SaveRow {
+    pub(super) bytes: Vec<u8>,
+    pub(super) expected: Option<Version>,
+    pub(super) now: i64,
+    pub(super) expires_at: Option<i64>,
+    pub(super) pending: bool,
 }
 
 /// `template` with `{rows}` replaced by `n` copies of `row`, comma-separated.
@@ -116,8 +139,8 @@ mod tests {
             "{}",
             q.select_keys(3)
         );
-        assert_eq!(q.update_rows(4).matches('?').count(), 4 * 6);
-        assert_eq!(q.insert_rows(2).matches('?').count(), 2 * 4 + 1);
+        assert_eq!(q.update_rows(4).matches('?').count(), 4 * 7);
+        assert_eq!(q.insert_rows(2).matches('?').count(), 2 * 5 + 1);
         assert!(!q.update_rows(1).contains('{'), "{}", q.update_rows(1));
         assert!(q.update_rows(1).contains("UPDATE \"t\""));
         assert_eq!(q.acquire_leases(3).matches('?').count(), 3 * 3 + 1);

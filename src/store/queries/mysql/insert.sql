@@ -1,1 +1,1 @@
-INSERT INTO `{table}` (session_key, data, version, expires_at) VALUES (?, ?, ?, ?)
+INSERT INTO `{table}` (session_key, data, version, expires_at, pending) VALUES (?, ?, ?, ?, ?)

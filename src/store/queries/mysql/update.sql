@@ -1,2 +1,2 @@
-UPDATE `{table}` SET data = ?, version = ?, expires_at = ?
+UPDATE `{table}` SET data = ?, version = ?, expires_at = ?, pending = ?
 WHERE session_key = ? AND version = ? AND (expires_at IS NULL OR expires_at > ?)

@@ -1,4 +1,6 @@
-INSERT INTO "{table}" AS t (session_key, data, version, expires_at) VALUES ($1, $2, $3, $4)
+INSERT INTO "{table}" AS t (session_key, data, version, expires_at, pending)
+VALUES ($1, $2, $3, $4, $6)
 ON CONFLICT (session_key) DO UPDATE
-    SET data = EXCLUDED.data, version = EXCLUDED.version, expires_at = EXCLUDED.expires_at
+    SET data = EXCLUDED.data, version = EXCLUDED.version, expires_at = EXCLUDED.expires_at,
+        pending = EXCLUDED.pending
     WHERE t.expires_at IS NOT NULL AND t.expires_at <= $5

@@ -1,5 +1,7 @@
--- KEYS[1]: the record's key. ARGV: data, expected version ('' = no record), new version,
--- TTL in milliseconds ('0' = none). Returns 1 when written, 0 on a version mismatch.
+-- KEYS[1]: the record's key, KEYS[2]: the pending-replies index (a set of session keys).
+-- ARGV: data, expected version ('' = no record), new version, TTL in milliseconds
+-- ('0' = none), the session key, '1' to mark it pending ('0' to unmark).
+-- Returns 1 when written, 0 on a version mismatch.
 local current = redis.call('HGET', KEYS[1], 'v')
 if (current or '') ~= ARGV[2] then
     return 0
@@ -9,5 +11,10 @@ if ARGV[4] ~= '0' then
     redis.call('PEXPIRE', KEYS[1], ARGV[4])
 else
     redis.call('PERSIST', KEYS[1])
+end
+if ARGV[6] == '1' then
+    redis.call('SADD', KEYS[2], ARGV[5])
+else
+    redis.call('SREM', KEYS[2], ARGV[5])
 end
 return 1

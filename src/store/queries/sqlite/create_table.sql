@@ -2,5 +2,6 @@ CREATE TABLE IF NOT EXISTS "{table}" (
     session_key TEXT NOT NULL PRIMARY KEY,
     data BLOB NOT NULL,
     version INTEGER NOT NULL,
-    expires_at INTEGER
+    expires_at INTEGER,
+    pending INTEGER NOT NULL DEFAULT 0
 )

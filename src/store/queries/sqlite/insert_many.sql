@@ -1,5 +1,6 @@
-INSERT INTO "{table}" (session_key, data, version, expires_at) VALUES {rows}
+INSERT INTO "{table}" (session_key, data, version, expires_at, pending) VALUES {rows}
 ON CONFLICT (session_key) DO UPDATE
-    SET data = excluded.data, version = excluded.version, expires_at = excluded.expires_at
+    SET data = excluded.data, version = excluded.version, expires_at = excluded.expires_at,
+        pending = excluded.pending
     WHERE "{table}".expires_at IS NOT NULL AND "{table}".expires_at <= ?
 RETURNING session_key

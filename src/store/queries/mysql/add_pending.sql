@@ -1,0 +1,1 @@
+ALTER TABLE `{table}` ADD COLUMN pending BOOLEAN NOT NULL DEFAULT FALSE, ADD INDEX pending_idx (pending)

@@ -1,0 +1,3 @@
+SELECT session_key FROM `{table}`
+WHERE pending AND (expires_at IS NULL OR expires_at > ?)
+LIMIT ?

@@ -1,0 +1,1 @@
+CREATE INDEX IF NOT EXISTS "{pending_index}" ON "{table}" (session_key) WHERE pending = 1
