@@ -631,7 +631,7 @@ async fn ensure_index(coll: &Collection<Document>, model: IndexModel) -> Result<
     loop {
         tries += 1;
         match coll.list_index_names().await {
-            Ok(names) if names.iter().any(|n| *n == name) => return Ok(()),
+            Ok(names) if names.contains(&name) => return Ok(()),
             Ok(_) => {}
             // No collection yet: creating the index creates it.
             Err(e) if server_code(&e) == Some(NAMESPACE_NOT_FOUND) => {}
