@@ -8,8 +8,9 @@
 //! (baseline / stagecraft), `replies`, `peak_rss_bytes`, and the settings (`store`,
 //! `chats`, `updates`, `leases`, `cache`, `queued`, `prefilled_sessions`).
 //!
-//! Options: `--store memory|sqlite:PATH|redis://…|postgres://…|mysql://…`,
-//! `--namespace NAME` (table or key prefix), `--chats N`, `--updates N`, `--no-baseline`,
+//! Options: `--store memory|sqlite:PATH|redis://…|postgres://…|mysql://…|mongodb://…`,
+//! `--namespace NAME` (table, key prefix or collection), `--chats N`, `--updates N`,
+//! `--no-baseline`,
 //! `--no-leases`, `--cache auto|validate|write-through`, `--prefill N` (other sessions
 //! stored first), `--queued N` (each chat's updates come in bursts of N, queued at once,
 //! instead of one after another), `--outbox` (replies committed with their step through

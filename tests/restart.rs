@@ -9,7 +9,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The stores to run against: SQLite always; Redis, PostgreSQL and MySQL when their URL is set.
+/// The stores to run against: SQLite always; Redis, PostgreSQL, MySQL and MongoDB when their
+/// URL is set.
 fn stores(test: &str) -> Vec<(String, Vec<String>)> {
     let mut v = Vec::new();
     let path = std::env::temp_dir().join(format!("{}.db", common::unique_name(test)));
@@ -18,6 +19,7 @@ fn stores(test: &str) -> Vec<(String, Vec<String>)> {
         "STAGECRAFT_REDIS_URL",
         "STAGECRAFT_POSTGRES_URL",
         "STAGECRAFT_MYSQL_URL",
+        "STAGECRAFT_MONGODB_URL",
     ] {
         if let Some(url) = common::server_url(var) {
             v.push((
@@ -29,7 +31,8 @@ fn stores(test: &str) -> Vec<(String, Vec<String>)> {
     v
 }
 
-/// Drops what a test left in a store: the SQLite file, the PostgreSQL table, the Redis keys.
+/// Drops what a test left in a store: the SQLite file, the SQL table, the Redis keys, the
+/// MongoDB collections.
 fn cleanup(store: &(String, Vec<String>)) {
     let (spec, extra) = store;
     if let Some(path) = spec.strip_prefix("sqlite:") {

@@ -273,6 +273,9 @@ fn a_refused_connection_stops_the_demo() {
     if cfg!(feature = "mysql") {
         urls.push("mysql://root@127.0.0.1:1/test");
     }
+    if cfg!(feature = "mongodb") {
+        urls.push("mongodb://127.0.0.1:1/test");
+    }
     for url in urls {
         let out = demo(url, None);
         assert_refused_to_start(&out, url, &["refused"]);

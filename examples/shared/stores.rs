@@ -13,8 +13,9 @@ pub const DEFAULT_STORE: &str = if cfg!(feature = "sqlite") {
     "memory"
 };
 
-/// Opens `memory`, `sqlite:PATH`, `redis://...`, `postgres://...` or `mysql://...`.
-/// `namespace` picks the table (SQL) or the key prefix (Redis).
+/// Opens `memory`, `sqlite:PATH`, `redis://...`, `postgres://...`, `mysql://...` or
+/// `mongodb://...`. `namespace` picks the table (SQL), the key prefix (Redis) or the
+/// collection (MongoDB).
 pub async fn open(
     spec: &str,
     namespace: Option<&str>,

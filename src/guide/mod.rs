@@ -75,11 +75,11 @@ pub mod teloxide {}
 
 // Its examples open every kind of store: without the store features, a pointer only.
 #[cfg_attr(
-    all(feature = "sqlite", feature = "postgres", feature = "mysql", feature = "redis", feature = "testing"),
+    all(feature = "sqlite", feature = "postgres", feature = "mysql", feature = "redis", feature = "mongodb", feature = "testing"),
     doc = guide_links!()
 )]
 #[cfg_attr(
-    all(feature = "sqlite", feature = "postgres", feature = "mysql", feature = "redis", feature = "testing"),
+    all(feature = "sqlite", feature = "postgres", feature = "mysql", feature = "redis", feature = "mongodb", feature = "testing"),
     doc = include_str!("../../docs/stores.md")
 )]
 #[cfg_attr(
@@ -88,9 +88,10 @@ pub mod teloxide {}
         feature = "postgres",
         feature = "mysql",
         feature = "redis",
+        feature = "mongodb",
         feature = "testing"
     )),
-    doc = "The stores: this guide is built with the `sqlite`, `postgres`, `mysql`, `redis` and `testing` features."
+    doc = "The stores: this guide is built with the `sqlite`, `postgres`, `mysql`, `redis`, `mongodb` and `testing` features."
 )]
 pub mod stores {}
 

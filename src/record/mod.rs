@@ -138,6 +138,8 @@ pub struct Frame {
 
 /// A frame's state as stored: its typetag form, or the original JSON of an
 /// [`Undecodable`] one.
+// `serialize_with` hands over a reference to the field, a `Box`.
+#[allow(clippy::borrowed_box)]
 fn serialize_state<Ser: serde::Serializer>(
     state: &Box<dyn SceneState>,
     ser: Ser,

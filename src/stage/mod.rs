@@ -131,7 +131,7 @@ impl<S, U> StageBuilder<S, U> {
     /// What the user is told when their stored conversation could not be resumed: the
     /// active frame's state did not decode (after upgrades) or its scene is no longer
     /// registered (default: [`DEFAULT_RECOVERY_NOTICE`]; `None`: say nothing, as
-    /// before). The scene's [`Recovery`](crate::scene::Recovery) applies after it.
+    /// before). The scene's [`Recovery`] applies after it.
     #[must_use]
     pub fn recovery_notice(mut self, notice: Option<impl Into<String>>) -> Self {
         self.stage.recovery_notice = notice.map(Into::into);

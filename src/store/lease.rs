@@ -11,7 +11,7 @@ use super::{Record, random_u64};
 use crate::error::Result;
 
 /// Per-key leases, the optional capability of a [`SessionStore`](super::SessionStore)
-/// shared by several processes (SQLite, Redis, PostgreSQL and MySQL have it).
+/// shared by several processes (SQLite, Redis, PostgreSQL, MySQL and MongoDB have it).
 ///
 /// A store offers it by implementing this trait and returning itself from
 /// [`SessionStore::leases`](super::SessionStore::leases); a pipeline on such a store
@@ -130,7 +130,12 @@ pub enum LeaseAttempt {
 
 impl LeaseAttempt {
     /// `Acquired(lease)` when the store wrote `lease` (`taken`), else `Busy`.
-    #[cfg(any(feature = "redis", feature = "postgres", feature = "mysql"))]
+    #[cfg(any(
+        feature = "redis",
+        feature = "postgres",
+        feature = "mysql",
+        feature = "mongodb"
+    ))]
     pub(crate) fn taken(taken: bool, lease: Lease) -> Self {
         if taken {
             Self::Acquired(lease)

@@ -7,9 +7,10 @@
 //!
 //! What only some stores can do is a trait of its own, handed out by the store:
 //! per-key leases ([`LeaseStore`], from [`SessionStore::leases`]: SQLite, Redis,
-//! PostgreSQL, MySQL), purging expired records ([`PurgeExpired`], from [`SessionStore::purge`]:
-//! memory and the SQL stores) and the index of records holding undelivered replies
-//! ([`PendingIndex`], from [`SessionStore::pending`]: every built-in store).
+//! PostgreSQL, MySQL, MongoDB), purging expired records ([`PurgeExpired`], from
+//! [`SessionStore::purge`]: memory, the SQL stores and MongoDB) and the index of records
+//! holding undelivered replies ([`PendingIndex`], from [`SessionStore::pending`]: every
+//! built-in store).
 //!
 //! [`open`] opens any of them from a URL (`memory`, `sqlite:bot.db`, `redis://...`,
 //! `postgres://...`, `mysql://...`), as a bot's configuration or an operator tool has it.
@@ -27,6 +28,10 @@
 )]
 #![cfg_attr(feature = "mysql", doc = "| [`MySqlStore`] | `mysql` | server |")]
 #![cfg_attr(feature = "redis", doc = "| [`RedisStore`] | `redis` | server |")]
+#![cfg_attr(
+    feature = "mongodb",
+    doc = "| [`MongoStore`] | `mongodb` | server (tested against SecantusDB) |"
+)]
 
 use std::fmt;
 use std::time::Duration;
@@ -43,6 +48,9 @@ mod check;
 mod codec;
 mod lease;
 mod memory;
+#[cfg(feature = "mongodb")]
+#[path = "mongodb.rs"]
+mod mongodb_store;
 #[cfg(feature = "mysql")]
 mod mysql;
 mod open;
@@ -62,6 +70,9 @@ pub use check::{CHECK_TIMEOUT, PROBE_PREFIX, check, check_within};
 pub use codec::Codec;
 pub use lease::{Lease, LeaseAttempt, LeaseStore, Preload};
 pub use memory::MemoryStore;
+#[cfg(feature = "mongodb")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mongodb")))]
+pub use mongodb_store::{MongoOptions, MongoStore};
 #[cfg(feature = "mysql")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
 pub use mysql::{MySqlOptions, MySqlStore};
@@ -81,6 +92,10 @@ pub use sql::ServerOptions;
 pub use sqlite::{Durability, SqliteOptions, SqliteStore};
 pub use url::redact_url;
 
+/// The `mongodb` driver, as the [`MongoStore`] uses it (for building your own `Client`).
+#[cfg(feature = "mongodb")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mongodb")))]
+pub use ::mongodb;
 /// The `redis` crate, as the [`RedisStore`] uses it (for building a `ConnectionManager`).
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

@@ -57,7 +57,8 @@ impl OpenOptions {
 }
 
 /// The URL forms [`open`] understands in this build (the store features decide):
-/// `memory`, `sqlite:PATH`, `redis://...`, `postgres://...`, `mysql://...`.
+/// `memory`, `sqlite:PATH`, `redis://...`, `postgres://...`, `mysql://...`,
+/// `mongodb://...`.
 ///
 /// ```
 /// assert!(stagecraft::store::url_forms().contains(&"memory"));
@@ -77,14 +78,17 @@ pub fn url_forms() -> Vec<&'static str> {
     if cfg!(feature = "mysql") {
         known.push("mysql://...");
     }
+    if cfg!(feature = "mongodb") {
+        known.push("mongodb://...");
+    }
     known
 }
 
 /// Opens the store at `url` with the default [`OpenOptions`]: `memory` (a new, empty
 /// [`MemoryStore`]), `sqlite:PATH` (feature `sqlite`), `redis://` or `rediss://`
 /// (feature `redis`), `postgres://` or `postgresql://` (feature `postgres`), `mysql://`
-/// or `mariadb://` (feature `mysql`). The SQL stores create their table when it is
-/// missing.
+/// or `mariadb://` (feature `mysql`), `mongodb://` (feature `mongodb`; the namespace
+/// is the collection). The SQL stores create their table when it is missing.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -175,6 +179,14 @@ pub async fn open_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn Sessi
         let store = super::MySqlStore::new(pool).with_table(table)?;
         store.migrate().await?;
         return Ok(Arc::new(store));
+    }
+    #[cfg(feature = "mongodb")]
+    if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") {
+        let mut mongo = super::MongoOptions::new();
+        if let Some(ns) = namespace {
+            mongo = mongo.collection(ns);
+        }
+        return Ok(Arc::new(super::MongoStore::connect_with(url, mongo).await?));
     }
     let _ = namespace;
     Err(Error::UnknownStore {

@@ -254,8 +254,9 @@ pub(crate) fn with_user(url: &str, user: &str, password: &str) -> String {
     format!("{scheme}://{user}:{password}@{host}")
 }
 
-/// The server store at `url` (Redis, PostgreSQL or MySQL) under a test's own
-/// namespace `ns` (its key prefix, or its table), touching nothing outside it.
+/// The server store at `url` (Redis, PostgreSQL, MySQL or MongoDB) under a test's own
+/// namespace `ns` (its key prefix, its table or its collection), touching nothing
+/// outside it.
 pub(crate) async fn open_namespaced(url: &str, ns: &str) -> Box<dyn SessionStore> {
     #[cfg(feature = "redis")]
     if url.starts_with("redis") {
@@ -280,6 +281,15 @@ pub(crate) async fn open_namespaced(url: &str, ns: &str) -> Box<dyn SessionStore
                 .unwrap(),
         );
     }
+    #[cfg(feature = "mongodb")]
+    if url.starts_with("mongodb") {
+        let options = stagecraft::store::MongoOptions::new().collection(ns);
+        return Box::new(
+            stagecraft::store::MongoStore::connect_with(url, options)
+                .await
+                .unwrap(),
+        );
+    }
     let _ = ns;
     panic!(
         "no store of this build serves {}",
@@ -288,7 +298,7 @@ pub(crate) async fn open_namespaced(url: &str, ns: &str) -> Box<dyn SessionStore
 }
 
 /// Removes what a test left under `ns` on the server at `url`: its Redis keys (leases
-/// included), or its table and its leases' table.
+/// included), its table and its leases' table, or its two collections.
 pub(crate) async fn drop_namespace(url: &str, ns: &str) {
     #[cfg(feature = "redis")]
     if url.starts_with("redis") {
@@ -332,6 +342,22 @@ pub(crate) async fn drop_namespace(url: &str, ns: &str) {
             .execute(store.pool())
             .await
             .unwrap();
+        return;
+    }
+    #[cfg(feature = "mongodb")]
+    if url.starts_with("mongodb") {
+        let options = stagecraft::store::MongoOptions::new().collection(ns);
+        let store = stagecraft::store::MongoStore::connect_with(url, options)
+            .await
+            .unwrap();
+        for name in [store.collection(), store.lease_collection()] {
+            store
+                .database()
+                .collection::<stagecraft::store::mongodb::bson::Document>(name)
+                .drop()
+                .await
+                .unwrap();
+        }
         return;
     }
     let _ = ns;
