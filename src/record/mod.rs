@@ -776,9 +776,9 @@ impl<S: SessionData> Mended<S> {
             take_field(&mut obj, "outbox", &mut repairs).unwrap_or_default();
         let mut earlier: Vec<serde_json::Value> =
             take_field(&mut obj, "lost", &mut repairs).unwrap_or_default();
-        earlier.append(&mut lost);
-        let skip = earlier.len().saturating_sub(MAX_LOST);
-        earlier.drain(..skip);
+        for entry in lost {
+            push_lost(&mut earlier, entry);
+        }
         Self {
             data_rewritten: data_rewritten || data.is_none(),
             data,

@@ -350,14 +350,8 @@ impl<S: SessionData, U: Update> Stage<S, U> {
             return Ok(Some(o));
         }
         if let Some(id) = restart {
-            // The scene starts again on top of what is beneath it; the update that
-            // found it broken is taken by that.
-            let below = !cx.state().stack().is_empty();
-            return Ok(Some(if below {
-                Outcome::push(id)
-            } else {
-                Outcome::enter(id)
-            }));
+            // The update that found it broken is taken by the restart.
+            return Ok(Some(restart_outcome(cx, id)));
         }
         let active = {
             let now = cx.now_s();
@@ -576,12 +570,7 @@ impl<S: SessionData, U: Update> Stage<S, U> {
             (parent, restart)
         };
         if let Some(id) = restart {
-            let below = !cx.state().stack().is_empty();
-            let o = if below {
-                Outcome::push(id)
-            } else {
-                Outcome::enter(id)
-            };
+            let o = restart_outcome(&cx, id);
             return self.apply_outcome(cx, o).await;
         }
         tracing::debug!(target: "stagecraft::stage", event = "leave", key = ?cx.key(), scene = %top, "left");
@@ -630,6 +619,16 @@ impl<S: SessionData, U: Update> Interpret<S, U> for Stage<S, U> {
 
     fn id(&self) -> usize {
         Arc::as_ptr(&self.inner).cast::<()>() as usize
+    }
+}
+
+/// The transition that enters scene `id` again under [`Recovery::Restart`]: on top of
+/// what is beneath it, or as the only scene.
+fn restart_outcome<S: SessionData, U: Update>(cx: &Cx<S, U>, id: String) -> Outcome {
+    if cx.state().stack().is_empty() {
+        Outcome::enter(id)
+    } else {
+        Outcome::push(id)
     }
 }
 

@@ -463,11 +463,8 @@ impl PendingIndex for PostgresStore {
 
     async fn pending_keys(&self, limit: usize) -> Result<Vec<String>> {
         let q = self.table.queries();
-        sqlx::query_scalar(&q.pending_keys)
-            .bind(self.table.now())
-            .bind(sql::limit_param(Some(limit)))
-            .fetch_all(&self.pool)
+        self.rows()
+            .pending_keys(&q.pending_keys, self.table.now(), limit)
             .await
-            .map_err(db_err)
     }
 }

@@ -41,6 +41,11 @@ const PENDING_MARK: &str = "\0pending";
 /// leases apart from session keys (and out of [`SessionStore::list`]).
 const LEASE_MARK: &str = "\0lease:";
 
+/// The key of the pending-replies index of the store prefix `prefix`.
+fn pending_key_of(prefix: &str) -> Arc<str> {
+    Arc::from(format!("{prefix}{PENDING_MARK}"))
+}
+
 /// A record from its `d` and `v` fields.
 fn record(key: &str, bytes: Option<Vec<u8>>, version: Option<Vec<u8>>) -> Result<Option<Record>> {
     match (bytes, version) {
@@ -134,6 +139,8 @@ fn glob_escape(s: &str) -> String {
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: Arc<str>,
+    /// The key of the pending-replies index, `{prefix}\0pending`.
+    pending_key: Arc<str>,
     ttl_ms: Option<u64>,
     leases: bool,
 }
@@ -178,6 +185,7 @@ impl RedisStore {
         Self {
             conn,
             prefix: Arc::from(DEFAULT_PREFIX),
+            pending_key: pending_key_of(DEFAULT_PREFIX),
             ttl_ms: None,
             leases: true,
         }
@@ -201,6 +209,7 @@ impl RedisStore {
     pub fn with_prefix(mut self, prefix: &str) -> Result<Self> {
         validate_prefix(prefix)?;
         self.prefix = Arc::from(prefix);
+        self.pending_key = pending_key_of(prefix);
         Ok(self)
     }
 
@@ -232,8 +241,8 @@ impl RedisStore {
         full
     }
 
-    fn pending_key(&self) -> String {
-        format!("{}{PENDING_MARK}", self.prefix)
+    fn pending_key(&self) -> &str {
+        &self.pending_key
     }
 
     /// A compare-and-set save, marking the key in the pending-replies index or not.

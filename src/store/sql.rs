@@ -523,6 +523,23 @@ where
             .collect()
     }
 
+    /// Up to `limit` keys of live rows marked in the pending-replies index, with
+    /// `pending_keys` (binds `now` and the limit).
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    pub(crate) async fn pending_keys(
+        &self,
+        pending_keys: &str,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        sqlx::query_scalar(pending_keys)
+            .bind(now)
+            .bind(limit_param(Some(limit)))
+            .fetch_all(self.pool)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
     /// Deletes the rows expired at `now` with `purge` (binds `now`); returns how many.
     pub(crate) async fn purge(&self, purge: &str, now: i64) -> Result<u64> {
         let done = sqlx::query(purge)
