@@ -25,7 +25,8 @@
 //! |---|---|---|---|
 //! | `enter` | `stagecraft::stage` | `DEBUG` | a scene was entered (`scene`, `silent`) |
 //! | `leave` | `stagecraft::stage` | `DEBUG` | a scene was left (`scene`) |
-//! | `expire` | `stagecraft::stage` | `DEBUG` | an expired scene was dropped from the stack (`scene`) |
+//! | `expire` | `stagecraft::stage` | `DEBUG` | an expired scene was dropped from the stack (`scene`); `INFO` with `hooks` when its expiry hooks ran |
+//! | `timeout` | `stagecraft::stage` | `INFO` | no update in time: a timeout hook runs (`scene`, `step`) |
 //! | `conflict` | `stagecraft::session` | `INFO` | a write lost its compare-and-set to another writer (`attempt`) |
 //! | `retry` | `stagecraft::session` | `INFO` | the update runs again after a conflict (`attempt`) |
 //! | `not_handled` | `stagecraft::session` | `WARN` | the attempts ran out; the update is handed back |
@@ -44,6 +45,7 @@
 //! | [`CONFLICTS`] | | writes that lost their compare-and-set |
 //! | [`RETRIES`] | | updates run again after a conflict |
 //! | [`EXPIRIES`] | `scene` | scenes dropped because they expired |
+//! | [`TIMEOUTS`] | `scene` | timeouts that fired (no update in time) |
 //! | [`ENTERS`] | `scene` | scenes entered |
 //!
 //! # Reading it with `log`
@@ -64,6 +66,8 @@ pub const CONFLICTS: &str = "stagecraft_conflicts_total";
 pub const RETRIES: &str = "stagecraft_retries_total";
 /// Counter: scenes dropped because they expired, labelled `scene`.
 pub const EXPIRIES: &str = "stagecraft_expiries_total";
+/// Counter: timeouts that fired (no update in time), labelled `scene`.
+pub const TIMEOUTS: &str = "stagecraft_timeouts_total";
 /// Counter: scenes entered, labelled `scene`.
 pub const ENTERS: &str = "stagecraft_scene_enters_total";
 
@@ -103,6 +107,14 @@ pub(crate) fn retry() {
 pub(crate) fn expiry(scene: &str) {
     #[cfg(feature = "metrics")]
     metrics::counter!(EXPIRIES, "scene" => scene.to_owned()).increment(1);
+    let _ = scene;
+}
+
+/// Counts a timeout of scene `scene` that fired.
+#[inline]
+pub(crate) fn timeout(scene: &str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(TIMEOUTS, "scene" => scene.to_owned()).increment(1);
     let _ = scene;
 }
 

@@ -111,6 +111,16 @@ pub trait Update: Clone + Send + Sync + 'static {
     fn command(&self) -> Option<Command<'_>> {
         self.message_text().and_then(Command::parse)
     }
+
+    /// An update that stands for an event of a session without an incoming update (a
+    /// timeout firing): in `chat` (and forum topic `thread`), from `user`, with no text.
+    /// It is what the event's handler sees as [`Cx::update`](crate::Cx::update), and
+    /// where its replies go. `None` (the default): this update type cannot stand for
+    /// one, so timeouts cannot fire for it.
+    fn for_event(chat: Option<i64>, thread: Option<i64>, user: Option<i64>) -> Option<Self> {
+        let _ = (chat, thread, user);
+        None
+    }
 }
 
 impl<T: Update> Update for std::sync::Arc<T> {
@@ -137,6 +147,9 @@ impl<T: Update> Update for std::sync::Arc<T> {
     }
     fn callback_id(&self) -> Option<&str> {
         (**self).callback_id()
+    }
+    fn for_event(chat: Option<i64>, thread: Option<i64>, user: Option<i64>) -> Option<Self> {
+        T::for_event(chat, thread, user).map(std::sync::Arc::new)
     }
 }
 

@@ -165,6 +165,19 @@ impl Update for TelegramUpdate {
         Some(self.update_id)
     }
 
+    /// A message without text in `chat` from `user` (update id 0).
+    fn for_event(chat: Option<i64>, thread: Option<i64>, user: Option<i64>) -> Option<Self> {
+        let mut message = serde_json::json!({ "chat": { "id": chat? } });
+        if let Some(user) = user {
+            message["from"] = serde_json::json!({ "id": user });
+        }
+        if let Some(thread) = thread {
+            message["message_thread_id"] = thread.into();
+            message["is_topic_message"] = true.into();
+        }
+        Self::from_value(serde_json::json!({ "update_id": 0, "message": message })).ok()
+    }
+
     fn kind(&self) -> UpdateKind {
         if self.message.is_some() {
             UpdateKind::Message
