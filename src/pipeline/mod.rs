@@ -457,6 +457,13 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
         self.cycle.keys().in_flight()
     }
 
+    /// Whether the stage declares timeouts or expiry hooks, which
+    /// [`wake_due`](Self::wake_due) fires.
+    #[must_use]
+    pub fn has_timers(&self) -> bool {
+        self.cycle.timers.is_some()
+    }
+
     /// The store sessions live in.
     #[must_use]
     pub fn store(&self) -> &Arc<dyn SessionStore> {
