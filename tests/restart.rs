@@ -223,7 +223,8 @@ fn four_replicas_incrementing_one_session_lose_nothing() {
 #[test]
 fn a_reminder_deadline_stored_by_one_process_fires_in_the_next() {
     let start = r#"{"update_id":1,"message":{"message_id":1,"date":1700000000,"chat":{"id":3001,"type":"private"},"from":{"id":3001,"is_bot":false,"first_name":"U"},"text":"/start","entities":[{"type":"bot_command","offset":0,"length":6}]}}"#;
-    let reminder = r#"{"method":"sendMessage","chat_id":3001,"text":"Still there? Send /cancel to stop."}"#;
+    let reminder =
+        r#"{"method":"sendMessage","chat_id":3001,"text":"Still there? Send /cancel to stop."}"#;
     for store in stores("remind_restart") {
         let remind = ["--remind"];
         let first = replay(&store, &remind, &format!("{start}\n"));

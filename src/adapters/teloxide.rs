@@ -145,6 +145,23 @@ impl Update for TgUpdate {
         Some(i64::from(self.id.0))
     }
 
+    fn chat_migration(&self) -> Option<crate::update::ChatMigration> {
+        let TgKind::Message(m) = &self.kind else {
+            return None;
+        };
+        if let Some(to) = m.migrate_to_chat_id() {
+            return Some(crate::update::ChatMigration {
+                from: m.chat.id.0,
+                to: to.0,
+            });
+        }
+        m.migrate_from_chat_id()
+            .map(|from| crate::update::ChatMigration {
+                from: from.0,
+                to: m.chat.id.0,
+            })
+    }
+
     /// An empty text message in `chat` from `user` (update id 0, message id 0).
     fn for_event(chat: Option<i64>, thread: Option<i64>, user: Option<i64>) -> Option<Self> {
         let chat = chat?;

@@ -494,6 +494,80 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
             .await
     }
 
+    /// Moves the session `old` of chat `from` to `new` in chat `to` (a group upgraded to
+    /// a supergroup), under both keys' queue places and leases: a compare-and-set insert
+    /// of `new`, then a compare-and-set delete of `old`. A session already at `new` (the
+    /// member wrote in the supergroup first) is kept, and so is `old` then, unless it is
+    /// the copy a move cut short left behind. Returns whether it moved one.
+    pub(crate) async fn move_key(&self, old: &str, new: &str, from: i64, to: i64) -> Result<bool> {
+        let (old_k, old_ticket) = self.keys().enqueue(old);
+        let mut old_place = old_ticket.acquire().await?;
+        let (new_k, new_ticket) = self.keys().enqueue(new);
+        let mut new_place = new_ticket.acquire().await?;
+        // Both records change here: no cached copy stands for them any more.
+        drop(old_place.take_cached());
+        drop(new_place.take_cached());
+        let (old_lease, old_pre, _) = self.lease_of(&old_k).await?;
+        let taken = self.lease_of(&new_k).await;
+        let moved = match taken {
+            Ok((new_lease, new_pre, _)) => {
+                let moved = self.move_record(old, new, from, to, old_pre, new_pre).await;
+                if let Some(held) = new_lease {
+                    self.release(&new_k, held).await;
+                }
+                moved
+            }
+            Err(e) => Err(e),
+        };
+        if let Some(held) = old_lease {
+            self.release(&old_k, held).await;
+        }
+        moved
+    }
+
+    async fn move_record(
+        &self,
+        old: &str,
+        new: &str,
+        from: i64,
+        to: i64,
+        old_pre: Preload,
+        new_pre: Preload,
+    ) -> Result<bool> {
+        let old_record = match old_pre {
+            Preload::Read(record) => record,
+            Preload::NotRead => self.store().load(old).await?,
+        };
+        let Some(record) = old_record else {
+            return Ok(false);
+        };
+        let bytes = crate::record::moved_to_chat(&record.bytes, self.codec, from, to)
+            .map_err(|e| e.with_key(old))?;
+        let there = match new_pre {
+            Preload::Read(record) => record,
+            Preload::NotRead => self.store().load(new).await?,
+        };
+        if let Some(there) = there {
+            if there.bytes == bytes {
+                // A move cut short between its two writes: finish it.
+                self.store().delete(old, record.version).await?;
+            } else {
+                tracing::warn!(target: "stagecraft::session", from = %old, to = %new,
+                    "the member has a session in the new chat already; both are kept");
+            }
+            return Ok(false);
+        }
+        let (has_outbox, timer) = crate::record::peek_due(&bytes).map_err(|e| e.with_key(old))?;
+        let due = if has_outbox {
+            Some(0)
+        } else {
+            timer.filter(|_| self.timers.is_some()).map(|t| t.at)
+        };
+        self.write(new, &bytes, None, due).await?;
+        self.store().delete(old, record.version).await?;
+        Ok(true)
+    }
+
     /// Passes the lease of `key` to its next update waiting here (saving a release and
     /// an acquire), unless it was lost or this process has had the key for its fair
     /// share; then gives it back.

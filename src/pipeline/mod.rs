@@ -20,9 +20,11 @@ mod builder;
 mod cycle;
 mod keys;
 mod lease;
+mod migrate;
 
 pub use builder::{CacheMode, PipelineBuilder};
 pub use lease::{LeaseConfig, LeaseMode};
+pub use migrate::ChatMoved;
 
 use std::fmt;
 use std::future::Future;
@@ -197,8 +199,15 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
     /// [`ErrorPolicy`](crate::session::ErrorPolicy)), a store failure, a conflict that
     /// persisted through every attempt, or a failed reply.
     pub fn handle(&self, update: U) -> impl Future<Output = Result<Dispatch>> + Send + 'static {
+        // Taken here: the group's sessions move to the supergroup's id; no handler (no
+        // wizard step waiting for an answer) sees the service message.
+        let migration = update.chat_migration();
         let keys = self.cycle.keys();
-        let (key, ticket) = match self.cycle.key.with_key(&update, |k| keys.enqueue(k)) {
+        let queued = match migration {
+            Some(_) => None,
+            None => self.cycle.key.with_key(&update, |k| keys.enqueue(k)),
+        };
+        let (key, ticket) = match queued {
             Some((k, t)) => (Some(k), Some(t)),
             None => (None, None),
         };
@@ -220,6 +229,12 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
         let cycle = Arc::clone(&self.cycle);
         let cx = cycle.context(update, key, false);
         async move {
+            if let Some(m) = migration {
+                Pipeline::from_cycle(cycle)
+                    .migrate_chat(m.from, m.to)
+                    .await?;
+                return Ok(Dispatch::Handled);
+            }
             let permit = match ticket {
                 Some(t) => Some(t.acquire().await?),
                 None => None,

@@ -976,6 +976,42 @@ fn mend_frame(
     ))
 }
 
+/// A stored record moved from chat `from` to chat `to` (a group upgraded to a
+/// supergroup), written with `codec`: its armed timers reply to `to`, and so do the
+/// replies in its outbox. Read without the bot's types; everything else is kept.
+///
+/// # Errors
+/// [`Error::Decode`] (with an empty key) when the bytes are not a record.
+pub(crate) fn moved_to_chat(bytes: &[u8], codec: Codec, from: i64, to: i64) -> Result<Vec<u8>> {
+    let mut value: serde_json::Value = Codec::decode(bytes).map_err(|e| Error::Decode {
+        key: String::new(),
+        source: e,
+    })?;
+    let retarget = |v: &mut serde_json::Value, field: &str| {
+        if let Some(chat) = v.get_mut(field) {
+            if chat.as_i64() == Some(from) {
+                *chat = to.into();
+            }
+        }
+    };
+    if let Some(scenes) = value.get_mut("scenes").and_then(|s| s.as_array_mut()) {
+        for frame in scenes {
+            if let Some(timer) = frame.get_mut("timer") {
+                retarget(timer, "chat");
+            }
+        }
+    }
+    if let Some(outbox) = value.get_mut("outbox").and_then(|s| s.as_array_mut()) {
+        for reply in outbox {
+            retarget(reply, "chat_id");
+        }
+    }
+    codec.encode(&value).map_err(|e| Error::Encode {
+        key: String::new(),
+        source: e,
+    })
+}
+
 /// A stored record without its outbox, written with `codec`: what marks its replies
 /// delivered when the bot's types are not at hand.
 pub(crate) fn without_outbox(bytes: &[u8], codec: Codec) -> Result<Vec<u8>> {

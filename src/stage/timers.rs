@@ -156,7 +156,7 @@ impl<S: SessionData, U: Update> Stage<S, U> {
         let Some((id, cursor, entered, expires, timer)) = place(cx) else {
             return Ok(false);
         };
-        if !timer.is_some_and(|t| t.at <= now) {
+        if timer.is_none_or(|t| t.at > now) {
             return Ok(false);
         }
         let Some(scene) = self.inner.scenes.get(&id).cloned() else {
