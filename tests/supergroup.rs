@@ -19,9 +19,11 @@ use stagecraft::transport::Outgoing;
 const GROUP: i64 = -500;
 const SUPERGROUP: i64 = -1_000_000_500;
 
-async fn stores(test: &str) -> Vec<(String, Arc<dyn SessionStore>, Option<(String, String)>)> {
-    let mut out: Vec<(String, Arc<dyn SessionStore>, Option<(String, String)>)> =
-        vec![("memory".into(), Arc::new(MemoryStore::new()), None)];
+/// A store to run on: its name, the store, and its server's URL and namespace.
+type Named = (String, Arc<dyn SessionStore>, Option<(String, String)>);
+
+async fn stores(test: &str) -> Vec<Named> {
+    let mut out: Vec<Named> = vec![("memory".into(), Arc::new(MemoryStore::new()), None)];
     let path = std::env::temp_dir().join(format!("{}.db", common::unique_name(test)));
     out.push((
         "sqlite".into(),

@@ -329,3 +329,34 @@ async fn a_bot_without_timeouts_leaves_stored_timers_alone() {
     let index = store.pending().unwrap();
     assert!(index.pending_keys(i64::MAX, 10).await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawned_timers_fire_on_their_own_and_stop_when_dropped() {
+    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+    let clock = ManualClock::at_secs(T0);
+    let replies = RecordingTransport::new();
+    let bot = bot(Arc::clone(&store), &clock, &replies);
+    let timers = bot.spawn_timers(Duration::from_millis(10));
+    bot.handle(text(1, 5, 5, "/quiz")).await.unwrap();
+    texts_to(&replies);
+    clock.advance(Duration::from_secs(60));
+    // No call to `wake_due` here: the task finds it (polled, not timed: it waits for as
+    // long as the machine needs, up to a generous bound).
+    let mut got = Vec::new();
+    for _ in 0..1_000 {
+        got = texts_to(&replies);
+        if !got.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(got, [(5, "Still there? Send /cancel to stop.".to_owned())]);
+    drop(timers);
+    // Stopped: a timer due later stays unfired until someone looks.
+    bot.handle(text(2, 6, 6, "/quiz")).await.unwrap();
+    texts_to(&replies);
+    clock.advance(Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(texts_to(&replies).is_empty());
+    assert_eq!(wake(&bot).await, 1);
+}

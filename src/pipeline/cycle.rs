@@ -234,7 +234,8 @@ impl<S: SessionData> Source<S> for Loader {
                     self.upgrades.as_deref(),
                     &self.versions,
                 );
-                tracing::warn!(target: "stagecraft::session", key = %key,
+                crate::observe::mend();
+                tracing::warn!(target: "stagecraft::session", event = "mend", key = %key,
                     error = %crate::error::error_chain(&e), repairs = ?r.repairs,
                     "stored session did not decode as a whole; mended it part by part");
                 let ledger = Ledger::stored(r.seen, r.outbox, r.lost);

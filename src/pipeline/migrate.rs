@@ -26,7 +26,7 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
     /// ([`Update::chat_migration`]); call it yourself for an upgrade it did not see.
     ///
     /// Which keys belong to the chat follows the pipeline's
-    /// [`KeyStrategy`](crate::session::KeyStrategy): `"{user}:{from}"` for
+    /// [`KeyStrategy`]: `"{user}:{from}"` for
     /// `UserInChat` (found by listing the store's keys), `"{from}"` for `Chat`,
     /// `"{from}"` and `"{from}:{thread}"` for `ChatThread`. `User` keys do not name the
     /// chat and a custom strategy's are unknown: nothing moves for them.

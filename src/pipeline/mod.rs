@@ -14,7 +14,8 @@
 //! The files: `mod.rs` (this: the entry points and the per-key queue), `builder.rs`
 //! (configuration and the cache policy), `cycle.rs` (the cycle's one owner: load,
 //! attempts, commit, delivery, release), `keys.rs` (the per-key table of locks, cached
-//! sessions and passed leases), `lease.rs` (leases across processes).
+//! sessions and passed leases), `lease.rs` (leases across processes), `migrate.rs` (a
+//! group's sessions moving to its supergroup).
 
 mod builder;
 mod cycle;

@@ -289,7 +289,8 @@ impl<S: SessionData, U: Update> Stage<S, U> {
             (Some(_), Some(u)) => u.error.clone(),
             (Some(_), None) => String::new(),
         };
-        tracing::warn!(target: "stagecraft::stage", key = ?cx.key(), scene = %id,
+        crate::observe::recovery(&id);
+        tracing::warn!(target: "stagecraft::stage", event = "recover", key = ?cx.key(), scene = %id,
             registered = scene.is_some(), ?recovery, error = %why,
             "the stored frame cannot be resumed; recovering");
         let copy = crate::record::lost_frame(top, now, &why);
