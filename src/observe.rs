@@ -15,6 +15,11 @@
 //! | `step` | the active wizard step then (absent for plain scenes) |
 //! | `outcome` | [`OUTCOME_HANDLED`], [`OUTCOME_UNHANDLED`], [`OUTCOME_DUPLICATE`] or [`OUTCOME_FAILED`] |
 //!
+//! An event of a session without an update ([`Pipeline::run_event`](crate::Pipeline::run_event),
+//! a timer fired by [`Pipeline::wake_due`](crate::Pipeline::wake_due)) runs inside a span
+//! `event` of the same target and level, with `kind` (`event` or `timer`), `key`,
+//! `scene` and `step` (of a timer's scene) and `outcome`.
+//!
 //! Store calls inside it have spans of their own (`key`, and the error when one failed).
 //!
 //! # Events

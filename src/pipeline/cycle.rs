@@ -17,6 +17,8 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use super::Dispatch;
 use super::keys::{Cached, KeyTable, Permit};
 use super::lease::{HeldLease, Leases};
@@ -491,8 +493,16 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
             )));
         };
         let cx = self.context(update, Some(Arc::clone(key)), true);
-        self.run(cx, Some(permit), &Work::Event(stage.timer_event()))
-            .await
+        let span = super::event_span(key, "timer");
+        async {
+            let result = self
+                .run(cx, Some(permit), &Work::Event(stage.timer_event()))
+                .await;
+            super::record_outcome(&result);
+            result
+        }
+        .instrument(span)
+        .await
     }
 
     /// Moves the session `old` of chat `from` to `new` in chat `to` (a group upgraded to

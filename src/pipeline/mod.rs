@@ -283,13 +283,17 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
         handler: impl Handler<S, U>,
     ) -> impl Future<Output = Result<Dispatch>> + Send + 'static {
         let (key, ticket) = self.cycle.keys().enqueue(key);
+        let span = event_span(&key, "event");
         let cycle = Arc::clone(&self.cycle);
         let cx = cycle.context(update, Some(key), true);
         let work = Work::Event(Arc::new(handler));
         async move {
             let permit = ticket.acquire().await?;
-            cycle.run(cx, Some(permit), &work).await
+            let result = cycle.run(cx, Some(permit), &work).await;
+            record_outcome(&result);
+            result
         }
+        .instrument(span)
     }
 
     /// Delivers the replies that committed steps left pending in the store, and fires
@@ -491,6 +495,35 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
     pub fn key_of(&self, update: &U) -> Option<String> {
         self.cycle.key.key(update)
     }
+}
+
+/// The span of an event of `key` (`kind`: `event` for [`Pipeline::run_event`], `timer`
+/// for a timer fired by [`Pipeline::wake_due`]), built only when a subscriber wants it.
+pub(crate) fn event_span(key: &str, kind: &'static str) -> tracing::Span {
+    if tracing::enabled!(target: "stagecraft::stage", tracing::Level::INFO) {
+        tracing::info_span!(
+            target: "stagecraft::stage",
+            "event",
+            kind,
+            key,
+            scene = tracing::field::Empty,
+            step = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        )
+    } else {
+        tracing::Span::none()
+    }
+}
+
+/// Records how an event ended on its span (the current one).
+pub(crate) fn record_outcome(result: &Result<Dispatch>) {
+    use crate::observe::{OUTCOME_FAILED, OUTCOME_HANDLED, OUTCOME_UNHANDLED};
+    let outcome = match result {
+        Ok(Dispatch::Handled) => OUTCOME_HANDLED,
+        Ok(_) => OUTCOME_UNHANDLED,
+        Err(_) => OUTCOME_FAILED,
+    };
+    tracing::Span::current().record("outcome", outcome);
 }
 
 /// Records how an update ended on its span (the current one) and counts it.

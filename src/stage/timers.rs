@@ -173,6 +173,11 @@ impl<S: SessionData, U: Update> Stage<S, U> {
             self.set_timers(cx, false)?;
             return Ok(false);
         };
+        let span = tracing::Span::current();
+        span.record("scene", id.as_str());
+        if let Some(c) = cursor {
+            span.record("step", c);
+        }
         tracing::info!(target: "stagecraft::stage", event = "timeout", key = ?cx.key(),
             scene = %id, step = ?cursor, "no update in time; running the timeout hook");
         crate::observe::timeout(&id);
