@@ -39,7 +39,7 @@
 //! `telegram-bot-api`, or a test double). Ctrl-C stops it.
 //!
 //! ```text
-//! $ TELOXIDE_TOKEN=123:ABC cargo run --example demo --features teloxide,teloxide/native-tls -- --telegram --store memory
+//! $ TELOXIDE_TOKEN=123:ABC cargo run --example demo --features teloxide,rustls -- --telegram --store memory
 //! ```
 
 #[path = "shared/demo_bot.rs"]
@@ -363,6 +363,36 @@ mod telegram {
         text
     }
 
+    /// Why `getMe` failed, in words that tell a rejected token from a Bot API server
+    /// that could not be reached (the network, or TLS: a build without a TLS feature
+    /// cannot speak `https://`).
+    fn get_me_failed(bot: &Bot, e: &teloxide::RequestError) -> String {
+        use teloxide::{ApiError, RequestError};
+        let url = bot.api_url();
+        match e {
+            RequestError::Api(ApiError::InvalidToken) => format!(
+                "the Bot API server rejected the token (is TELOXIDE_TOKEN right?): {}",
+                error_chain(e)
+            ),
+            RequestError::Network(_) | RequestError::Io(_) => {
+                let tls = if url.scheme() == "https"
+                    && !cfg!(any(feature = "rustls", feature = "native-tls"))
+                {
+                    " (this build has no TLS: rebuild with `--features teloxide,rustls` or \
+                     `--features teloxide,native-tls` to reach an https:// server)"
+                } else {
+                    " (a network or TLS failure: the token was not checked)"
+                };
+                format!(
+                    "could not reach the Bot API server at {}{tls}: {}",
+                    stagecraft::store::redact_url(url.as_str()),
+                    error_chain(e)
+                )
+            }
+            _ => format!("getMe failed: {}", error_chain(e)),
+        }
+    }
+
     fn parses_as<T: std::str::FromStr>(_like: &T, s: &str) -> bool {
         s.parse::<T>().is_ok()
     }
@@ -373,15 +403,10 @@ mod telegram {
         options: demo_bot::Options,
     ) -> Result<(), BoxError> {
         let bot = Bot::from_env();
-        let me = bot.get_me().await.map_err(|e| {
-            scrub(
-                &bot,
-                &format!(
-                    "getMe failed (is TELOXIDE_TOKEN right?): {}",
-                    error_chain(&e)
-                ),
-            )
-        })?;
+        let me = bot
+            .get_me()
+            .await
+            .map_err(|e| scrub(&bot, &get_me_failed(&bot, &e)))?;
         let pipeline = demo_bot::build_with(
             Pipeline::<demo_bot::Demo, Update>::builder()
                 .store_arc(store)
