@@ -16,6 +16,7 @@
 //! - [`architecture`]: the layers, who owns what, and one update end to end.
 //! - [`operating`]: the `stagecraft` tool (who is where, reset one user), the flow as a
 //!   diagram, the tracing span, events and metrics.
+//! - [`deploying`]: polling or webhooks, replicas, choosing a store, TLS.
 //! - [`timeouts`]: durable timeouts that notice a silent user, expiry hooks, the index
 //!   of due work.
 //! - [`migrations`]: conversations that survive a deploy: versioned state, upgrades,
@@ -43,7 +44,8 @@ macro_rules! guide_links {
          [reliability.md]: crate::guide::reliability\n\
          [delivery.md]: crate::guide::delivery\n\
          [migrations.md]: crate::guide::migrations\n\
-         [timeouts.md]: crate::guide::timeouts"
+         [timeouts.md]: crate::guide::timeouts\n\
+         [deploying.md]: crate::guide::deploying"
     };
 }
 
@@ -125,3 +127,7 @@ pub mod migrations {}
 #[doc = guide_links!()]
 #[doc = include_str!("../../docs/timeouts.md")]
 pub mod timeouts {}
+
+#[doc = guide_links!()]
+#[doc = include_str!("../../docs/deploying.md")]
+pub mod deploying {}

@@ -331,6 +331,15 @@ impl<S: SessionData, U: Update> Stage<S, U> {
     /// calling it): route the update, apply what the handler that took it answered, or
     /// pass it on down the chain.
     async fn run(self, cx: Cx<S, U>, next: Next<S, U>) -> HandlerResult {
+        if !self.inner.timers {
+            return match self.route(&cx).await? {
+                Some(outcome) => {
+                    self.apply_outcome(cx, outcome).await?;
+                    Ok(Outcome::Handled)
+                }
+                None => next.run_boxed(cx).await,
+            };
+        }
         let result = match self.route(&cx).await? {
             Some(outcome) => {
                 self.apply_outcome(cx.clone(), outcome).await?;
@@ -348,7 +357,9 @@ impl<S: SessionData, U: Update> Stage<S, U> {
     /// Runs the handler that takes the update: a stage route, a route of the active
     /// scene, or the wizard step at the cursor. `None`: nothing here took it.
     async fn route(&self, cx: &Cx<S, U>) -> Result<Option<Outcome>> {
-        self.expire_with_hooks(cx).await?;
+        if self.inner.timers {
+            self.expire_with_hooks(cx).await?;
+        }
         let restart = self.settle(cx)?;
         {
             // The update's span says where the update found the user, whichever handler
