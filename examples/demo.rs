@@ -37,6 +37,12 @@
 //! long polling (build with `--features teloxide`). It reads the token from
 //! `TELOXIDE_TOKEN`; `TELOXIDE_API_URL` points it to another Bot API server (a local
 //! `telegram-bot-api`, or a test double). Ctrl-C stops it.
+//! `--webhook ADDR` (build with `--features teloxide,webhook`) runs it on webhooks
+//! instead: stagecraft's webhook route listens on ADDR (it prints the address it got,
+//! e.g. for `127.0.0.1:0`), answers each post after the update's session is committed,
+//! and checks `X-Telegram-Bot-Api-Secret-Token` when `WEBHOOK_SECRET_TOKEN` is set. It
+//! does not call `setWebhook`: point Telegram (or a test double) at it. Several replicas
+//! on one shared store may take the posts.
 //!
 //! ```text
 //! $ TELOXIDE_TOKEN=123:ABC cargo run --example demo --features teloxide,rustls -- --telegram --store memory
@@ -62,6 +68,8 @@ use stagecraft::{BoxError, Pipeline};
 struct Args {
     replay: Option<String>,
     telegram: bool,
+    /// `--webhook ADDR`: the address to take Telegram's webhook posts on.
+    webhook: Option<String>,
     diagram: bool,
     help: bool,
     /// `None`: the default (a fresh memory store for `--replay`, else `DEFAULT_STORE`).
@@ -81,6 +89,7 @@ usage: demo [options]
 
   --replay FILE|-     replay the updates in FILE (or stdin) and print the transcript
   --telegram          run as a Telegram bot with long polling (feature teloxide, TELOXIDE_TOKEN)
+  --webhook ADDR      run as a Telegram bot taking webhook posts on ADDR (features teloxide,webhook)
   --diagram           print the bot's scenes as a Mermaid flowchart and exit
   --store URL         memory, sqlite:PATH, redis://..., postgres://..., mysql://...
                       (default: sqlite:demo.db; a fresh memory store with --replay)
@@ -100,6 +109,7 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         replay: None,
         telegram: false,
+        webhook: None,
         diagram: false,
         help: false,
         store: None,
@@ -115,6 +125,10 @@ fn parse_args() -> Result<Args, String> {
         match a.as_str() {
             "--replay" => args.replay = Some(value()?),
             "--telegram" => args.telegram = true,
+            "--webhook" => {
+                args.webhook = Some(value()?);
+                args.telegram = true;
+            }
             "--diagram" => args.diagram = true,
             "--store" => args.store = Some(value()?),
             "--user" => args.user = value()?.parse().map_err(|e| format!("--user: {e}"))?,
@@ -224,7 +238,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
         remind: args.remind,
     };
     if args.telegram {
-        return telegram::run(store, args.attempts, options).await;
+        return telegram::run(store, args.attempts, options, args.webhook.as_deref()).await;
     }
     let builder = Pipeline::<demo_bot::Demo>::builder()
         .store_arc(store)
@@ -401,6 +415,7 @@ mod telegram {
         store: Arc<dyn SessionStore>,
         attempts: usize,
         options: demo_bot::Options,
+        webhook: Option<&str>,
     ) -> Result<(), BoxError> {
         let bot = Bot::from_env();
         let me = bot
@@ -419,6 +434,9 @@ mod telegram {
         let _timers = pipeline
             .has_timers()
             .then(|| pipeline.spawn_timers(super::TIMER_TICK));
+        if let Some(addr) = webhook {
+            return crate::webhook::serve(pipeline, addr).await;
+        }
         let handler: UpdateHandler<BoxError> = dptree::entry().branch(enter_stage(pipeline));
         let shown = bot.clone();
         let mut dispatcher = Dispatcher::builder(bot, handler)
@@ -445,6 +463,55 @@ mod telegram {
     }
 }
 
+/// `--webhook ADDR`: the pipeline behind stagecraft's webhook route, answering each post
+/// after the update's session is committed (so Telegram posts again what a crash or a
+/// failure interrupted). Several replicas on one shared store may take the posts.
+#[cfg(all(feature = "teloxide", feature = "webhook"))]
+mod webhook {
+    use stagecraft::adapters::webhook::{WebhookOptions, router};
+    use stagecraft::{BoxError, Pipeline};
+    use teloxide::types::Update;
+
+    use crate::demo_bot;
+
+    pub(crate) async fn serve(
+        pipeline: Pipeline<demo_bot::Demo, Update>,
+        addr: &str,
+    ) -> Result<(), BoxError> {
+        let mut options = WebhookOptions::new("/");
+        if let Ok(token) = std::env::var("WEBHOOK_SECRET_TOKEN") {
+            options = options.secret_token(token);
+        }
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let local = listener.local_addr()?;
+        eprintln!("stagecraft demo: webhook listening on http://{local}/ (Ctrl-C stops)");
+        axum::serve(listener, router(pipeline, options))
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// `--webhook` without the `webhook` feature.
+#[cfg(all(feature = "teloxide", not(feature = "webhook")))]
+mod webhook {
+    use stagecraft::{BoxError, Pipeline};
+    use teloxide::types::Update;
+
+    use crate::demo_bot;
+
+    pub(crate) async fn serve(
+        _pipeline: Pipeline<demo_bot::Demo, Update>,
+        _addr: &str,
+    ) -> Result<(), BoxError> {
+        Err("--webhook needs the webhook route: rebuild with `--features teloxide,webhook`".into())
+    }
+}
+
 /// `--telegram` without the `teloxide` feature.
 #[cfg(not(feature = "teloxide"))]
 mod telegram {
@@ -465,6 +532,7 @@ mod telegram {
         _store: Arc<dyn SessionStore>,
         _attempts: usize,
         _options: crate::demo_bot::Options,
+        _webhook: Option<&str>,
     ) -> Result<(), BoxError> {
         Err(check().unwrap_err().into())
     }

@@ -312,17 +312,18 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
     }
 
     /// A compare-and-set write of the record of `key`, in the store's index of due work
-    /// at `due` (replies to deliver: `0`; an armed timer: its time) or out of it.
-    async fn write(
-        &self,
-        key: &str,
-        bytes: &[u8],
+    /// at `due` (replies to deliver: `0`; an armed timer: its time) or out of it. (The
+    /// store's own future, with no second one around it.)
+    fn write<'a>(
+        &'a self,
+        key: &'a str,
+        bytes: &'a [u8],
         expected: Option<Version>,
         due: Option<i64>,
-    ) -> Result<Version> {
+    ) -> BoxFuture<'a, Result<Version>> {
         match (due, self.store().pending()) {
-            (Some(due), Some(index)) => index.save_pending(key, bytes, expected, due).await,
-            _ => self.store().save(key, bytes, expected).await,
+            (Some(due), Some(index)) => index.save_pending(key, bytes, expected, due),
+            _ => self.store().save(key, bytes, expected),
         }
     }
 

@@ -231,9 +231,9 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
         let cx = cycle.context(update, key, false);
         async move {
             if let Some(m) = migration {
-                Pipeline::from_cycle(cycle)
-                    .migrate_chat(m.from, m.to)
-                    .await?;
+                // Boxed: a rare path, kept out of every update's future.
+                let bot = Pipeline::from_cycle(cycle);
+                Box::pin(bot.migrate_chat(m.from, m.to)).await?;
                 return Ok(Dispatch::Handled);
             }
             let permit = match ticket {

@@ -132,9 +132,10 @@ pub struct Frame {
     pub expires: Option<i64>,
     /// The frame's armed timeout, if any (see
     /// [`SceneBuilder::timeout`](crate::scene::SceneBuilder::timeout)): when it falls due
-    /// and where its hook replies.
+    /// and where its hook replies. (Boxed: most frames have none, and a frame is moved
+    /// around on every update.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timer: Option<Timer>,
+    pub timer: Option<Box<Timer>>,
     /// The scene's state. A state this build could not decode (an unregistered tag, a
     /// changed type) is an [`Undecodable`], written back as it was read.
     #[serde(serialize_with = "serialize_state")]
@@ -175,7 +176,10 @@ impl Timer {
 
 /// When the earliest armed timer of `scenes` falls due.
 pub(crate) fn wake_of(scenes: &[Frame]) -> Option<i64> {
-    scenes.iter().filter_map(|f| f.timer.map(|t| t.at)).min()
+    scenes
+        .iter()
+        .filter_map(|f| f.timer.as_ref().map(|t| t.at))
+        .min()
 }
 
 /// What a stored record holds that is due without an update, read without the bot's
@@ -913,7 +917,10 @@ fn mend_frame(
     let expires = int(&map, "expires");
     // A timer that does not read is dropped: the frame is armed again by its next
     // update.
-    let timer = map.get("timer").and_then(|t| Timer::deserialize(t).ok());
+    let timer = map
+        .get("timer")
+        .and_then(|t| Timer::deserialize(t).ok())
+        .map(Box::new);
     let raw = map.remove("state").unwrap_or(serde_json::Value::Null);
     let mut state = raw.clone();
     let mut note = None;
@@ -1200,11 +1207,11 @@ mod tests {
             ],
             vec![
                 Frame {
-                    timer: Some(Timer::new(i64::MAX, Some(-100), None, Some(7))),
+                    timer: Some(Box::new(Timer::new(i64::MAX, Some(-100), None, Some(7)))),
                     ..frame("a", Some(0), Some(5), "{}")
                 },
                 Frame {
-                    timer: Some(Timer::new(-3, None, Some(4), None)),
+                    timer: Some(Box::new(Timer::new(-3, None, Some(4), None))),
                     ..frame("b", None, None, "{}")
                 },
             ],

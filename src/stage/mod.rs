@@ -358,7 +358,8 @@ impl<S: SessionData, U: Update> Stage<S, U> {
     /// scene, or the wizard step at the cursor. `None`: nothing here took it.
     async fn route(&self, cx: &Cx<S, U>) -> Result<Option<Outcome>> {
         if self.inner.timers {
-            self.expire_with_hooks(cx).await?;
+            // Boxed: kept out of the route's future for stages without timers.
+            Box::pin(self.expire_with_hooks(cx)).await?;
         }
         let restart = self.settle(cx)?;
         {

@@ -69,7 +69,7 @@ impl<S: SessionData, U: Update> Stage<S, U> {
             .map(|at| Timer::new(at, chat, thread, user));
         let same = stack.iter().enumerate().all(|(i, f)| {
             if Some(i) == top {
-                f.timer == want
+                f.timer.as_deref() == want.as_ref()
             } else {
                 f.timer.is_none()
             }
@@ -78,7 +78,11 @@ impl<S: SessionData, U: Update> Stage<S, U> {
             return Ok(());
         }
         for (i, f) in st.stack_mut()?.iter_mut().enumerate() {
-            f.timer = if Some(i) == top { want } else { None };
+            f.timer = if Some(i) == top {
+                want.map(Box::new)
+            } else {
+                None
+            };
         }
         Ok(())
     }
@@ -149,9 +153,10 @@ impl<S: SessionData, U: Update> Stage<S, U> {
         let now = cx.now_s();
         let place = |cx: &Cx<S, U>| {
             let st = cx.state();
-            st.stack()
-                .last()
-                .map(|f| (f.scene.clone(), f.cursor, f.entered_at, f.expires, f.timer))
+            st.stack().last().map(|f| {
+                let timer = f.timer.as_deref().copied();
+                (f.scene.clone(), f.cursor, f.entered_at, f.expires, timer)
+            })
         };
         let Some((id, cursor, entered, expires, timer)) = place(cx) else {
             return Ok(false);

@@ -65,11 +65,21 @@ pub struct Message {
     /// `text`.
     pub text: Option<String>,
     /// `migrate_to_chat_id`: the group was upgraded to this supergroup (a service
-    /// message in the old group).
-    pub migrate_to_chat_id: Option<i64>,
+    /// message in the old group). (A chat id is never 0; `NonZeroI64` keeps every
+    /// update small.)
+    #[serde(default, deserialize_with = "chat_id_or_none")]
+    pub migrate_to_chat_id: Option<std::num::NonZeroI64>,
     /// `migrate_from_chat_id`: this supergroup was upgraded from that group (a service
     /// message in the new supergroup).
-    pub migrate_from_chat_id: Option<i64>,
+    #[serde(default, deserialize_with = "chat_id_or_none")]
+    pub migrate_from_chat_id: Option<std::num::NonZeroI64>,
+}
+
+/// A chat id, `None` for `0` (no chat has it) or `null`.
+fn chat_id_or_none<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<std::num::NonZeroI64>, D::Error> {
+    Ok(Option::<i64>::deserialize(d)?.and_then(std::num::NonZeroI64::new))
 }
 
 /// A chat.
@@ -176,10 +186,10 @@ impl Update for TelegramUpdate {
         match (m.migrate_to_chat_id, m.migrate_from_chat_id) {
             (Some(to), _) => Some(ChatMigration {
                 from: m.chat.id,
-                to,
+                to: to.get(),
             }),
             (None, Some(from)) => Some(ChatMigration {
-                from,
+                from: from.get(),
                 to: m.chat.id,
             }),
             (None, None) => None,
