@@ -830,9 +830,10 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                     seen.drain(..seen.len() - window);
                 }
             }
-            if st.is_empty() {
+            if st.is_empty() && !remembers {
                 // A session that ended is deleted; its last replies go out after the
-                // delete, outside the outbox.
+                // delete, outside the outbox. (One whose reply keeps a message id is
+                // kept, with fresh data, to hold it.)
                 (None, None, expected)
             } else {
                 let size_hint = original.map_or(128, |n| n + 32);
