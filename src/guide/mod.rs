@@ -18,6 +18,8 @@
 //!   diagram, the tracing span, events and metrics.
 //! - [`migrations`]: conversations that survive a deploy: versioned state, upgrades,
 //!   recovery of what no longer decodes, fields of newer versions kept.
+//! - [`replies`]: keyboards, parse modes, media, edits and deletions, message ids kept by
+//!   name, buttons bound to their step.
 //! - [`reliability`]: hostile input, the start-up check of a store, store faults and
 //!   server outages, how they are tested, the fuzzers.
 
@@ -40,7 +42,8 @@ macro_rules! guide_links {
          [architecture.md]: crate::guide::architecture\n\
          [reliability.md]: crate::guide::reliability\n\
          [delivery.md]: crate::guide::delivery\n\
-         [migrations.md]: crate::guide::migrations"
+         [migrations.md]: crate::guide::migrations\n\
+         [replies.md]: crate::guide::replies"
     };
 }
 
@@ -118,3 +121,7 @@ pub mod operating {}
 #[doc = guide_links!()]
 #[doc = include_str!("../../docs/migrations.md")]
 pub mod migrations {}
+
+#[doc = guide_links!()]
+#[doc = include_str!("../../docs/replies.md")]
+pub mod replies {}
