@@ -650,3 +650,63 @@ async fn the_demo_buttons_replay_on_every_store() {
         }
     }
 }
+
+/// The `stagecraft::reply` warnings emitted while a test runs, as field maps.
+#[derive(Clone, Default)]
+struct Warnings(Arc<std::sync::Mutex<Vec<std::collections::BTreeMap<String, String>>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Fields<'a>(&'a mut std::collections::BTreeMap<String, String>);
+        impl tracing::field::Visit for Fields<'_> {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                self.0.insert(f.name().to_owned(), format!("{v:?}"));
+            }
+        }
+        let meta = event.metadata();
+        if meta.target() == "stagecraft::reply" && *meta.level() == tracing::Level::WARN {
+            let mut fields = std::collections::BTreeMap::new();
+            event.record(&mut Fields(&mut fields));
+            self.0.lock().unwrap().push(fields);
+        }
+    }
+}
+
+/// A reply that fails takes the ones after it along (their order holds), and says so:
+/// how many were not sent, and whether the outbox keeps them.
+#[tokio::test]
+async fn a_failed_reply_says_how_many_were_not_sent() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let warnings = Warnings::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(warnings.clone()));
+    for outbox in [false, true] {
+        let transport = Flaky::new(false, true);
+        let bot = Pipeline::<Quiz>::builder()
+            .outbox(outbox)
+            .transport(transport.clone())
+            .on_text(|cx: C| async move {
+                cx.session_mut(|q| q.answers.push("x".into()))?;
+                cx.send(Reply::text("one").remember("one"))?;
+                cx.reply("two");
+                cx.reply("three");
+                Ok(Outcome::Handled)
+            })
+            .build();
+        let err = bot.handle(msg(1, "hi")).await.unwrap_err();
+        assert!(matches!(err, stagecraft::Error::Transport(_)), "{err:?}");
+        let seen = warnings.0.lock().unwrap().drain(..).collect::<Vec<_>>();
+        let failed = seen
+            .iter()
+            .find(|w| w.get("not_sent").is_some())
+            .unwrap_or_else(|| panic!("no warning: {seen:?}"));
+        assert_eq!(failed["not_sent"], "3", "{failed:?}");
+        assert_eq!(failed["kept"], outbox.to_string(), "{failed:?}");
+        assert!(
+            failed["message"].contains("the 2 after it were not sent"),
+            "{failed:?}"
+        );
+        assert_eq!(failed["method"], "\"sendMessage\"", "{failed:?}");
+        assert!(transport.inner.sent().is_empty());
+    }
+}

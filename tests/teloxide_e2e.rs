@@ -635,3 +635,52 @@ async fn the_transport_sends_every_reply_as_its_bot_api_call() {
     })
     .await;
 }
+
+/// Telegram's flood control: a reply refused with 429 is sent again after the
+/// `retry_after` it asked for, and the replies after it follow in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_refused_with_429_is_sent_again_after_retry_after() {
+    type C = Cx<(), TgUpdate>;
+    bounded(async {
+        let server = FakeBotApi::start(Vec::new()).await;
+        server.throttle(1);
+        let pipeline = Pipeline::<(), TgUpdate>::builder()
+            .teloxide_bot(bot_for(&server))
+            .on_text(|cx: C| async move {
+                cx.reply("first");
+                cx.reply("second");
+                Ok(Outcome::Handled)
+            })
+            .build();
+        let update =
+            serde_json::from_str::<TgUpdate>(&patch(private_message("hi")).to_string()).unwrap();
+        pipeline.handle(update).await.unwrap();
+        let sends: Vec<String> = server
+            .methods()
+            .into_iter()
+            .filter(|m| m == "sendmessage")
+            .collect();
+        assert_eq!(sends.len(), 3, "refused once, then both: {sends:?}");
+        assert_eq!(server.texts_by_chat()[&7], ["first", "second"]);
+
+        // A wait longer than allowed is not waited out: the error is the reply's.
+        server.throttle(1);
+        let strict = Pipeline::<(), TgUpdate>::builder()
+            .transport(
+                stagecraft::adapters::teloxide::TeloxideTransport::new(bot_for(&server))
+                    .max_retry_after(Duration::ZERO),
+            )
+            .on_text(|cx: C| async move {
+                cx.reply("third");
+                Ok(Outcome::Handled)
+            })
+            .build();
+        let mut again = private_message("again");
+        again["update_id"] = json!(2);
+        let update = serde_json::from_str::<TgUpdate>(&patch(again).to_string()).unwrap();
+        let err = strict.handle(update).await.unwrap_err();
+        let chain = stagecraft::replay::error_chain(&err);
+        assert!(chain.contains("etry after"), "{chain}");
+    })
+    .await;
+}

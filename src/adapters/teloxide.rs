@@ -290,10 +290,19 @@ fn own_message(update: &TgUpdate) -> Option<&Message> {
 ///     .build();
 /// # drop(pipeline);
 /// ```
+///
+/// A call Telegram refuses with 429 Too Many Requests (its flood control) is sent again
+/// after the `retry_after` it asks for, up to three times, while the wait is at most
+/// [`max_retry_after`](Self::max_retry_after) (default 60 s); then its error is the
+/// reply's error.
 #[derive(Clone)]
 pub struct TeloxideTransport {
     bot: Bot,
+    max_retry_after: std::time::Duration,
 }
+
+/// How often a call refused with 429 is sent again.
+const RETRIES_AFTER_429: usize = 3;
 
 /// Shows the Bot API server (its URL without a password), never the bot token (`Bot`'s
 /// own `Debug` prints it).
@@ -312,7 +321,18 @@ impl TeloxideTransport {
     /// Replies through `bot`.
     #[must_use]
     pub fn new(bot: Bot) -> Self {
-        Self { bot }
+        Self {
+            bot,
+            max_retry_after: std::time::Duration::from_secs(60),
+        }
+    }
+
+    /// The longest `retry_after` of a 429 answer waited out before the call is sent
+    /// again (default 60 s; zero never waits).
+    #[must_use]
+    pub fn max_retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.max_retry_after = wait;
+        self
     }
 
     /// The bot replies go through.
@@ -328,6 +348,30 @@ impl Transport for TeloxideTransport {
     }
 
     async fn deliver(&self, msg: &Outgoing) -> Result<Delivered, BoxError> {
+        let mut retries = 0;
+        loop {
+            let err = match self.call(msg).await {
+                Ok(done) => return Ok(done),
+                Err(e) => e,
+            };
+            let wait = match err.downcast_ref::<::teloxide::RequestError>() {
+                Some(::teloxide::RequestError::RetryAfter(s)) => s.duration(),
+                _ => return Err(err),
+            };
+            if retries >= RETRIES_AFTER_429 || wait > self.max_retry_after {
+                return Err(err);
+            }
+            retries += 1;
+            tracing::warn!(target: "stagecraft::teloxide", method = msg.method(), ?wait, retries,
+                "Telegram asked to retry later (429); waiting");
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+impl TeloxideTransport {
+    /// Makes the call once.
+    async fn call(&self, msg: &Outgoing) -> Result<Delivered, BoxError> {
         let sent = |m: Message| Delivered::message(i64::from(m.id.0));
         Ok(match msg {
             Outgoing::Text {

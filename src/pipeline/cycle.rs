@@ -672,13 +672,21 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
     /// asked to be remembered, by name.
     async fn deliver(&self, replies: &[Outgoing]) -> Result<Vec<(String, i64)>> {
         let mut sent = Vec::new();
-        for msg in replies {
-            let delivered = self
-                .env
-                .transport
-                .deliver(msg)
-                .await
-                .map_err(Error::Transport)?;
+        for (i, msg) in replies.iter().enumerate() {
+            let delivered = match self.env.transport.deliver(msg).await {
+                Ok(delivered) => delivered,
+                Err(e) => {
+                    // The replies after it are not sent either (their order holds): said,
+                    // not dropped silently.
+                    let after = replies.len() - i - 1;
+                    let outbox = self.guarantees.outbox;
+                    tracing::warn!(target: "stagecraft::reply", method = msg.method(), not_sent = after + 1,
+                        kept = outbox, error = %crate::error::error_chain(e.as_ref()),
+                        "a reply failed; it and the {after} after it were not sent{}",
+                        if outbox { " (they wait in the outbox)" } else { " (lost: no outbox)" });
+                    return Err(Error::Transport(e));
+                }
+            };
             if let (Some(name), Some(id)) = (msg.remember(), delivered.message_id) {
                 sent.push((name.to_owned(), id));
             }

@@ -52,6 +52,8 @@ struct State {
     /// Method and raw body of every request but `getUpdates`.
     requests: Vec<(String, String)>,
     next_message_id: i64,
+    /// How many `sendMessage` calls to refuse with 429 (`retry_after`: 1 s) first.
+    throttle: usize,
 }
 
 /// The running server; stops when dropped.
@@ -94,6 +96,12 @@ impl FakeBotApi {
             changed,
             task,
         }
+    }
+
+    /// Refuses the next `n` `sendMessage` calls with 429 Too Many Requests, asking to
+    /// retry after `retry_after` seconds (Telegram's flood control).
+    pub(crate) fn throttle(&self, n: usize) {
+        self.lock().throttle = n;
     }
 
     /// The URL to give `Bot::set_api_url`.
@@ -274,6 +282,15 @@ async fn answer(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             ok(Value::Array(updates))
+        }
+        "sendmessage" if lock().throttle > 0 => {
+            lock().throttle -= 1;
+            (
+                "429 Too Many Requests",
+                json!({"ok": false, "error_code": 429,
+                    "description": "Too Many Requests: retry after 1",
+                    "parameters": {"retry_after": 1}}),
+            )
         }
         "sendmessage" => {
             let chat_id = req.body["chat_id"].as_i64().unwrap_or_default();
