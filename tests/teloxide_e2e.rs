@@ -684,3 +684,41 @@ async fn a_reply_refused_with_429_is_sent_again_after_retry_after() {
     })
     .await;
 }
+
+/// Any teloxide requester carries the replies: here `DefaultParseMode<Bot>`, whose parse
+/// mode goes with every text that has none of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requester_with_adaptors_carries_the_replies() {
+    use stagecraft::adapters::teloxide::TeloxideTransport;
+    use stagecraft::transport::{ParseMode as Mode, Reply};
+    use teloxide::types::ParseMode;
+    type C = Cx<(), TgUpdate>;
+    bounded(async {
+        let server = FakeBotApi::start(Vec::new()).await;
+        let transport =
+            TeloxideTransport::with_requester(bot_for(&server).parse_mode(ParseMode::Html));
+        assert!(
+            format!("{transport:?}").contains("DefaultParseMode"),
+            "{transport:?}"
+        );
+        let pipeline = Pipeline::<(), TgUpdate>::builder()
+            .transport(transport)
+            .on_text(|cx: C| async move {
+                cx.reply("<b>default</b>");
+                cx.send(Reply::text("*own*").parse_mode(Mode::MarkdownV2))?;
+                Ok(Outcome::Handled)
+            })
+            .build();
+        let update =
+            serde_json::from_str::<TgUpdate>(&patch(private_message("hi")).to_string()).unwrap();
+        pipeline.handle(update).await.unwrap();
+        let bodies: Vec<Value> = server
+            .requests()
+            .iter()
+            .map(|(_, b)| serde_json::from_str(b).unwrap())
+            .collect();
+        assert_eq!(bodies[0]["parse_mode"], "HTML", "{bodies:?}");
+        assert_eq!(bodies[1]["parse_mode"], "MarkdownV2", "{bodies:?}");
+    })
+    .await;
+}

@@ -99,7 +99,7 @@ use ::teloxide::payloads::{
     AnswerCallbackQuerySetters, EditMessageReplyMarkupSetters, EditMessageTextSetters,
     SendDocumentSetters, SendMessageSetters, SendPhotoSetters,
 };
-use ::teloxide::requests::Requester;
+use ::teloxide::requests::{Request as _, Requester};
 use ::teloxide::types::{
     CallbackQueryId, ChatId, FileId, InlineKeyboardMarkup, InputFile, Message, MessageId,
     ParseMode as TgParseMode, ReplyMarkup as TgMarkup, ThreadId, Update as TgUpdate,
@@ -295,24 +295,42 @@ fn own_message(update: &TgUpdate) -> Option<&Message> {
 /// after the `retry_after` it asks for, up to three times, while the wait is at most
 /// [`max_retry_after`](Self::max_retry_after) (default 60 s); then its error is the
 /// reply's error.
+///
+/// Any teloxide [`Requester`] will do, not only [`Bot`]: its adaptors
+/// (`Throttle<Bot>`, `CacheMe<Bot>`, `DefaultParseMode<Bot>`, ...) through
+/// [`with_requester`](Self::with_requester).
+///
+/// ```
+/// use stagecraft::adapters::teloxide::TeloxideTransport;
+/// use stagecraft::prelude::*;
+/// use teloxide::Bot;
+/// use teloxide::requests::RequesterExt;
+/// use teloxide::types::ParseMode;
+///
+/// // Every text without a parse mode of its own is read as HTML.
+/// let bot = Bot::new("TOKEN").parse_mode(ParseMode::Html);
+/// let pipeline = Pipeline::<(), teloxide::types::Update>::builder()
+///     .transport(TeloxideTransport::with_requester(bot))
+///     .build();
+/// # drop(pipeline);
+/// ```
 #[derive(Clone)]
-pub struct TeloxideTransport {
-    bot: Bot,
+pub struct TeloxideTransport<R = Bot> {
+    bot: R,
+    /// What `Debug` shows of it (never a token).
+    shown: String,
     max_retry_after: std::time::Duration,
 }
 
 /// How often a call refused with 429 is sent again.
 const RETRIES_AFTER_429: usize = 3;
 
-/// Shows the Bot API server (its URL without a password), never the bot token (`Bot`'s
-/// own `Debug` prints it).
-impl std::fmt::Debug for TeloxideTransport {
+/// Shows the Bot API server (its URL without a password) of a [`Bot`], the type of
+/// another requester; never the bot token (`Bot`'s own `Debug` prints it).
+impl<R> std::fmt::Debug for TeloxideTransport<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TeloxideTransport")
-            .field(
-                "api_url",
-                &crate::store::redact_url(self.bot.api_url().as_str()),
-            )
+            .field("api_url", &self.shown)
             .finish_non_exhaustive()
     }
 }
@@ -321,8 +339,22 @@ impl TeloxideTransport {
     /// Replies through `bot`.
     #[must_use]
     pub fn new(bot: Bot) -> Self {
+        let shown = crate::store::redact_url(bot.api_url().as_str());
         Self {
             bot,
+            shown,
+            max_retry_after: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+impl<R> TeloxideTransport<R> {
+    /// Replies through any teloxide requester (a [`Bot`] wrapped in adaptors).
+    #[must_use]
+    pub fn with_requester(requester: R) -> Self {
+        Self {
+            bot: requester,
+            shown: format!("(through {})", std::any::type_name::<R>()),
             max_retry_after: std::time::Duration::from_secs(60),
         }
     }
@@ -335,14 +367,18 @@ impl TeloxideTransport {
         self
     }
 
-    /// The bot replies go through.
-    pub fn bot(&self) -> &Bot {
+    /// The bot (or requester) replies go through.
+    pub fn bot(&self) -> &R {
         &self.bot
     }
 }
 
 #[async_trait]
-impl Transport for TeloxideTransport {
+impl<R> Transport for TeloxideTransport<R>
+where
+    R: Requester + Send + Sync + 'static,
+    R::Err: std::error::Error + Send + Sync + 'static,
+{
     async fn send(&self, msg: &Outgoing) -> Result<(), BoxError> {
         self.deliver(msg).await.map(drop)
     }
@@ -369,7 +405,11 @@ impl Transport for TeloxideTransport {
     }
 }
 
-impl TeloxideTransport {
+impl<R> TeloxideTransport<R>
+where
+    R: Requester + Send + Sync + 'static,
+    R::Err: std::error::Error + Send + Sync + 'static,
+{
     /// Makes the call once.
     async fn call(&self, msg: &Outgoing) -> Result<Delivered, BoxError> {
         let sent = |m: Message| Delivered::message(i64::from(m.id.0));
@@ -382,17 +422,20 @@ impl TeloxideTransport {
                 reply_markup,
                 ..
             } => {
-                let mut req = self.bot.send_message(ChatId(*chat_id), text.as_str());
-                if let Some(thread) = thread_of(*thread_id)? {
-                    req = req.message_thread_id(thread);
-                }
-                if let Some(mode) = parse_mode {
-                    req = req.parse_mode(parse_mode_of(*mode));
-                }
-                if let Some(markup) = reply_markup {
-                    req = req.reply_markup(markup_of(markup)?);
-                }
-                sent(req.await?)
+                let fut = {
+                    let mut req = self.bot.send_message(ChatId(*chat_id), text.as_str());
+                    if let Some(thread) = thread_of(*thread_id)? {
+                        req = req.message_thread_id(thread);
+                    }
+                    if let Some(mode) = parse_mode {
+                        req = req.parse_mode(parse_mode_of(*mode));
+                    }
+                    if let Some(markup) = reply_markup {
+                        req = req.reply_markup(markup_of(markup)?);
+                    }
+                    req.send()
+                };
+                sent(fut.await?)
             }
             Outgoing::Photo {
                 chat_id,
@@ -403,20 +446,23 @@ impl TeloxideTransport {
                 reply_markup,
                 ..
             } => {
-                let mut req = self.bot.send_photo(ChatId(*chat_id), input_file(photo)?);
-                if let Some(thread) = thread_of(*thread_id)? {
-                    req = req.message_thread_id(thread);
-                }
-                if let Some(caption) = caption {
-                    req = req.caption(caption.as_str());
-                }
-                if let Some(mode) = parse_mode {
-                    req = req.parse_mode(parse_mode_of(*mode));
-                }
-                if let Some(markup) = reply_markup {
-                    req = req.reply_markup(markup_of(markup)?);
-                }
-                sent(req.await?)
+                let fut = {
+                    let mut req = self.bot.send_photo(ChatId(*chat_id), input_file(photo)?);
+                    if let Some(thread) = thread_of(*thread_id)? {
+                        req = req.message_thread_id(thread);
+                    }
+                    if let Some(caption) = caption {
+                        req = req.caption(caption.as_str());
+                    }
+                    if let Some(mode) = parse_mode {
+                        req = req.parse_mode(parse_mode_of(*mode));
+                    }
+                    if let Some(markup) = reply_markup {
+                        req = req.reply_markup(markup_of(markup)?);
+                    }
+                    req.send()
+                };
+                sent(fut.await?)
             }
             Outgoing::Document {
                 chat_id,
@@ -427,22 +473,25 @@ impl TeloxideTransport {
                 reply_markup,
                 ..
             } => {
-                let mut req = self
-                    .bot
-                    .send_document(ChatId(*chat_id), input_file(document)?);
-                if let Some(thread) = thread_of(*thread_id)? {
-                    req = req.message_thread_id(thread);
-                }
-                if let Some(caption) = caption {
-                    req = req.caption(caption.as_str());
-                }
-                if let Some(mode) = parse_mode {
-                    req = req.parse_mode(parse_mode_of(*mode));
-                }
-                if let Some(markup) = reply_markup {
-                    req = req.reply_markup(markup_of(markup)?);
-                }
-                sent(req.await?)
+                let fut = {
+                    let mut req = self
+                        .bot
+                        .send_document(ChatId(*chat_id), input_file(document)?);
+                    if let Some(thread) = thread_of(*thread_id)? {
+                        req = req.message_thread_id(thread);
+                    }
+                    if let Some(caption) = caption {
+                        req = req.caption(caption.as_str());
+                    }
+                    if let Some(mode) = parse_mode {
+                        req = req.parse_mode(parse_mode_of(*mode));
+                    }
+                    if let Some(markup) = reply_markup {
+                        req = req.reply_markup(markup_of(markup)?);
+                    }
+                    req.send()
+                };
+                sent(fut.await?)
             }
             Outgoing::EditText {
                 chat_id,
@@ -452,18 +501,21 @@ impl TeloxideTransport {
                 reply_markup,
                 ..
             } => {
-                let mut req = self.bot.edit_message_text(
-                    ChatId(*chat_id),
-                    message_of_id(*message_id)?,
-                    text.as_str(),
-                );
-                if let Some(mode) = parse_mode {
-                    req = req.parse_mode(parse_mode_of(*mode));
-                }
-                if let Some(markup) = reply_markup {
-                    req = req.reply_markup(inline_of(markup)?);
-                }
-                req.await?;
+                let fut = {
+                    let mut req = self.bot.edit_message_text(
+                        ChatId(*chat_id),
+                        message_of_id(*message_id)?,
+                        text.as_str(),
+                    );
+                    if let Some(mode) = parse_mode {
+                        req = req.parse_mode(parse_mode_of(*mode));
+                    }
+                    if let Some(markup) = reply_markup {
+                        req = req.reply_markup(inline_of(markup)?);
+                    }
+                    req.send()
+                };
+                fut.await?;
                 Delivered::done()
             }
             Outgoing::EditMarkup {
@@ -472,13 +524,16 @@ impl TeloxideTransport {
                 reply_markup,
                 ..
             } => {
-                let mut req = self
-                    .bot
-                    .edit_message_reply_markup(ChatId(*chat_id), message_of_id(*message_id)?);
-                if let Some(markup) = reply_markup {
-                    req = req.reply_markup(inline_of(markup)?);
-                }
-                req.await?;
+                let fut = {
+                    let mut req = self
+                        .bot
+                        .edit_message_reply_markup(ChatId(*chat_id), message_of_id(*message_id)?);
+                    if let Some(markup) = reply_markup {
+                        req = req.reply_markup(inline_of(markup)?);
+                    }
+                    req.send()
+                };
+                fut.await?;
                 Delivered::done()
             }
             Outgoing::Delete {
@@ -488,6 +543,7 @@ impl TeloxideTransport {
             } => {
                 self.bot
                     .delete_message(ChatId(*chat_id), message_of_id(*message_id)?)
+                    .send()
                     .await?;
                 Delivered::done()
             }
@@ -497,14 +553,17 @@ impl TeloxideTransport {
                 show_alert,
                 ..
             } => {
-                let mut req = self.bot.answer_callback_query(CallbackQueryId(id.clone()));
-                if let Some(text) = text {
-                    req = req.text(text.as_str());
-                }
-                if *show_alert {
-                    req = req.show_alert(true);
-                }
-                req.await?;
+                let fut = {
+                    let mut req = self.bot.answer_callback_query(CallbackQueryId(id.clone()));
+                    if let Some(text) = text {
+                        req = req.text(text.as_str());
+                    }
+                    if *show_alert {
+                        req = req.show_alert(true);
+                    }
+                    req.send()
+                };
+                fut.await?;
                 Delivered::done()
             }
         })
