@@ -247,7 +247,12 @@ impl<S: SessionData> TestBot<S> {
     pub async fn calls_of(&self, update: TelegramUpdate) -> Result<Vec<Outgoing>> {
         let _ = self.replies.take();
         let handled = self.pipeline.handle(update).await;
-        let delivered = self.replies.take_delivered();
+        // After an error the calls stay in the recorder (see `replies`).
+        let delivered = if handled.is_ok() {
+            self.replies.take_delivered()
+        } else {
+            self.replies.delivered()
+        };
         self.track(&delivered);
         let calls: Vec<Outgoing> = delivered.into_iter().map(|(m, _)| m).collect();
         lock(&self.last).clone_from(&calls);

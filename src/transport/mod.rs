@@ -424,6 +424,19 @@ impl RecordingTransport {
         std::mem::take(&mut recorded.calls)
     }
 
+    /// Everything sent so far with what was reported delivered (the id given to each
+    /// message sent).
+    #[must_use]
+    pub fn delivered(&self) -> Vec<(Outgoing, Delivered)> {
+        let recorded = self.recorded();
+        recorded
+            .calls
+            .iter()
+            .cloned()
+            .zip(recorded.delivered.iter().copied())
+            .collect()
+    }
+
     /// Takes everything sent so far with what was reported delivered (the id given to
     /// each message sent), leaving the record empty.
     #[must_use]
