@@ -453,6 +453,14 @@ impl Reply {
             }),
         }
         };
+        if self.caption.is_some() && !matches!(self.kind, Kind::Photo(_) | Kind::Document(_)) {
+            return Err(refuse("a caption goes with a photo or a document"));
+        }
+        if self.markup.is_some() && matches!(self.kind, Kind::Delete(_) | Kind::Answer(_)) {
+            return Err(refuse(
+                "a deletion or a callback answer carries no keyboard",
+            ));
+        }
         let inline_only = |m: &Option<ReplyMarkup>| match m {
             None | Some(ReplyMarkup::Inline(_)) => Ok(()),
             Some(_) => Err(refuse(
@@ -684,6 +692,16 @@ mod tests {
             e.to_string().contains("only carry an inline keyboard"),
             "{e}"
         );
+        let e = Reply::text("t")
+            .caption("c")
+            .resolve(&at(&sent))
+            .unwrap_err();
+        assert!(e.to_string().contains("a caption goes with a photo"), "{e}");
+        let e = Reply::delete(3)
+            .remove_keyboard()
+            .resolve(&at(&sent))
+            .unwrap_err();
+        assert!(e.to_string().contains("carries no keyboard"), "{e}");
         let o = Reply::answer_callback(Some("Done".into()))
             .alert()
             .resolve(&at(&sent))
