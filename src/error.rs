@@ -101,6 +101,11 @@ pub enum Error {
     /// Sending a reply failed.
     #[error("sending a reply failed")]
     Transport(#[source] BoxError),
+    /// A reply cannot be made as asked ([`Cx::send`](crate::Cx::send)): the update has
+    /// no chat, there is no such message to edit, a button's callback data does not fit
+    /// Telegram's 64 bytes. Says which.
+    #[error("cannot make this reply: {0}")]
+    Reply(String),
     /// An incoming update could not be parsed.
     #[error("could not parse the update")]
     Update(#[source] BoxError),

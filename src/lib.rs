@@ -75,6 +75,8 @@
 //! - [performance](guide::performance): measured throughput and costs per update, and how
 //!   to reproduce them.
 //! - [architecture](guide::architecture): the layers, who owns what, one update end to end.
+//! - [replies](guide::replies): keyboards, parse modes, media, edits, message ids, and
+//!   buttons bound to their step.
 //! - [reliability](guide::reliability): hostile input, how it is tested, the fuzzers.
 //! - [operating](guide::operating): the `stagecraft` tool (who is stuck where, resetting
 //!   one user), the flow as a Mermaid diagram, the tracing span, events and metrics.

@@ -40,7 +40,8 @@ fn scenarios() -> Vec<(String, String)> {
         .into_iter()
         .map(|f| {
             let input = std::fs::read_to_string(&f).unwrap();
-            let transcript = std::fs::read_to_string(f.with_extension("transcript.jsonl")).unwrap();
+            let transcript =
+                std::fs::read_to_string(f.with_extension("full.transcript.jsonl")).unwrap();
             (input, transcript)
         })
         .collect()

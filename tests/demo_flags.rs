@@ -68,7 +68,7 @@ fn a_replay_without_a_store_is_the_same_every_time() {
     std::fs::create_dir_all(&dir).unwrap();
     let file: PathBuf =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/02_invalid_age_reask.jsonl");
-    let expected = std::fs::read_to_string(file.with_extension("transcript.jsonl")).unwrap();
+    let expected = std::fs::read_to_string(file.with_extension("full.transcript.jsonl")).unwrap();
     let path = file.display().to_string();
     for run in 0..2 {
         let out = demo(&["--replay", &path], Some(&dir), "");

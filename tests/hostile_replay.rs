@@ -21,7 +21,8 @@ use stagecraft::transport::{Outgoing, RecordingTransport};
 fn scenario(name: &str) -> (Vec<u8>, String) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios");
     let input = std::fs::read(dir.join(format!("{name}.jsonl"))).unwrap();
-    let transcript = std::fs::read_to_string(dir.join(format!("{name}.transcript.jsonl"))).unwrap();
+    let transcript =
+        std::fs::read_to_string(dir.join(format!("{name}.full.transcript.jsonl"))).unwrap();
     (input, transcript)
 }
 

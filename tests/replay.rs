@@ -18,21 +18,45 @@ fn scenarios_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios")
 }
 
-/// Transcript lines grouped by chat, in order within each chat.
-fn by_chat(lines: impl IntoIterator<Item = String>) -> BTreeMap<i64, Vec<serde_json::Value>> {
-    let mut map: BTreeMap<i64, Vec<serde_json::Value>> = BTreeMap::new();
+/// Transcript lines grouped by chat, in order within each chat (calls without a chat,
+/// callback answers, under `None`).
+fn by_chat(
+    lines: impl IntoIterator<Item = String>,
+) -> BTreeMap<Option<i64>, Vec<serde_json::Value>> {
+    let mut map: BTreeMap<Option<i64>, Vec<serde_json::Value>> = BTreeMap::new();
     for line in lines {
         if line.trim().is_empty() {
             continue;
         }
         let v: serde_json::Value = serde_json::from_str(&line).expect("transcript line is JSON");
-        let chat = v["chat_id"].as_i64().expect("chat_id");
+        let chat = v["chat_id"].as_i64();
         map.entry(chat).or_default().push(v);
     }
     map
 }
 
-async fn run_replay(input: &str) -> BTreeMap<i64, Vec<serde_json::Value>> {
+/// The transcript without keyboards: what Telegraf's recorded text answers show.
+fn without_markup(
+    mut map: BTreeMap<Option<i64>, Vec<serde_json::Value>>,
+) -> BTreeMap<Option<i64>, Vec<serde_json::Value>> {
+    for line in map.values_mut().flatten() {
+        if let Some(obj) = line.as_object_mut() {
+            obj.remove("reply_markup");
+        }
+    }
+    map
+}
+
+fn read_transcript(path: &Path) -> BTreeMap<Option<i64>, Vec<serde_json::Value>> {
+    by_chat(
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(str::to_owned),
+    )
+}
+
+async fn run_replay(input: &str) -> BTreeMap<Option<i64>, Vec<serde_json::Value>> {
     let clock = ManualClock::at_secs(REPLAY_EPOCH_S);
     let replies = RecordingTransport::new();
     let bot = demo_bot::build(
@@ -64,22 +88,65 @@ fn scenario_files() -> Vec<PathBuf> {
     files
 }
 
+/// Telegraf's recorded text answers, and stagecraft's full transcript (the same calls
+/// with the keyboards the demo adds, `reply_markup`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_recorded_scenario_gives_telegrafs_transcript() {
     let files = scenario_files();
     assert!(files.len() >= 4, "scenario files are missing: {files:?}");
     for file in files {
         let input = std::fs::read_to_string(&file).unwrap();
-        let expected_file = file.with_extension("transcript.jsonl");
-        let expected = by_chat(
-            std::fs::read_to_string(&expected_file)
-                .unwrap()
-                .lines()
-                .map(str::to_owned),
-        );
+        let telegraf = read_transcript(&file.with_extension("transcript.jsonl"));
+        let full = read_transcript(&file.with_extension("full.transcript.jsonl"));
         let got = run_replay(&input).await;
-        assert_eq!(got, expected, "transcript of {}", file.display());
+        assert_eq!(
+            without_markup(got.clone()),
+            telegraf,
+            "Telegraf's text answers of {}",
+            file.display()
+        );
+        assert_eq!(got, full, "full transcript of {}", file.display());
+        assert_eq!(without_markup(full), telegraf, "{}", file.display());
     }
+}
+
+/// The recorded conversation with button presses: a press of Yes saves and is answered,
+/// a later press of the old No is only answered, poll buttons are the text they show, a
+/// press of a left poll's button is only answered; stale presses are not counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recorded_button_presses_give_their_transcript() {
+    let dir = scenarios_dir().join("buttons");
+    let input = std::fs::read_to_string(dir.join("presses.jsonl")).unwrap();
+    let expected = read_transcript(&dir.join("presses.transcript.jsonl"));
+    let got = run_replay(&input).await;
+    assert_eq!(got, expected);
+    let texts: Vec<&str> = got[&Some(1007)]
+        .iter()
+        .filter_map(|v| v["text"].as_str())
+        .collect();
+    assert!(texts.contains(&"Saved Bob, 41."), "{texts:?}");
+    assert!(
+        !texts.contains(&"Discarded."),
+        "the old No changed nothing: {texts:?}"
+    );
+    assert!(texts.contains(&"You picked b."), "{texts:?}");
+    let answers: Vec<(&str, Option<&str>)> = got[&None]
+        .iter()
+        .map(|v| {
+            assert_eq!(v["method"], "answerCallbackQuery");
+            (v["callback_query_id"].as_str().unwrap(), v["text"].as_str())
+        })
+        .collect();
+    let stale = Some(stagecraft::stage::DEFAULT_STALE_BUTTON_NOTICE);
+    assert_eq!(
+        answers,
+        [
+            ("cb-1007-4", None),
+            ("cb-1007-5", stale),
+            ("cb-1007-8", None),
+            ("cb-1007-10", stale)
+        ]
+    );
 }
 
 /// A `parallel` batch of one chat gives the same transcript as the same updates sent one
@@ -109,11 +176,8 @@ async fn a_parallel_batch_of_many_chats_keeps_each_chat_in_order() {
                 .map(str::to_owned)
                 .collect::<Vec<_>>(),
         );
-        expected.append(&mut by_chat(
-            std::fs::read_to_string(f.with_extension("transcript.jsonl"))
-                .unwrap()
-                .lines()
-                .map(str::to_owned),
+        expected.append(&mut read_transcript(
+            &f.with_extension("full.transcript.jsonl"),
         ));
     }
     // Interleave the conversations round-robin into one batch.
@@ -146,7 +210,7 @@ async fn the_profile_ttl_expires_silently_after_300_seconds() {
     ]
     .join("\n");
     let got = run_replay(&input).await;
-    let texts: Vec<_> = got[&7]
+    let texts: Vec<_> = got[&Some(7)]
         .iter()
         .map(|v| v["text"].as_str().unwrap().to_owned())
         .collect();
@@ -197,7 +261,7 @@ fn the_demo_binary_replays_a_file_to_stdout() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let expected = std::fs::read_to_string(file.with_extension("transcript.jsonl")).unwrap();
+    let expected = std::fs::read_to_string(file.with_extension("full.transcript.jsonl")).unwrap();
     assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
 }
 

@@ -87,7 +87,7 @@ fn scenario(name: &str) -> (Vec<String>, String) {
         .collect();
     (
         lines,
-        std::fs::read_to_string(dir.join(format!("{name}.transcript.jsonl"))).unwrap(),
+        std::fs::read_to_string(dir.join(format!("{name}.full.transcript.jsonl"))).unwrap(),
     )
 }
 

@@ -544,3 +544,181 @@ async fn unhandled_updates_continue_and_errors_reach_the_error_handler() {
     })
     .await;
 }
+
+/// Each reply goes to Telegram as its Bot API call, with its parse mode and keyboard; the
+/// id Telegram gives a message is kept under its name, and a later update edits and
+/// deletes it by that name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_transport_sends_every_reply_as_its_bot_api_call() {
+    use stagecraft::transport::{Button, MessageRef, ParseMode, Reply};
+    type C = Cx<(), TgUpdate>;
+    bounded(async {
+        let server = FakeBotApi::start(Vec::new()).await;
+        let pipeline = Pipeline::<(), TgUpdate>::builder()
+            .teloxide_bot(bot_for(&server))
+            .command("send", |cx: C| async move {
+                cx.send(
+                    Reply::text("<b>Sure?</b>")
+                        .parse_mode(ParseMode::Html)
+                        .inline_keyboard([[Button::callback("Yes", "yes"), Button::url("Docs", "https://example.org/")]])
+                        .remember("question"),
+                )?;
+                cx.send(Reply::photo("AgACAgIAAxkBAAIC").caption("a photo").remember("pic"))?;
+                cx.send(Reply::document("https://example.org/a.pdf").caption("a file"))?;
+                cx.send(Reply::text("Pick").reply_keyboard([["red", "blue"]]))?;
+                Ok(Outcome::Handled)
+            })
+            .command("change", |cx: C| async move {
+                cx.send(
+                    Reply::edit_text("question", "<i>Sure.</i>")
+                        .parse_mode(ParseMode::Html)
+                        .inline_keyboard([[Button::callback("Undo", "undo").unbound()]]),
+                )?;
+                cx.send(Reply::edit_markup("question"))?;
+                cx.send(Reply::delete(MessageRef::Sent("pic".into())))?;
+                cx.send(Reply::text("Done").remove_keyboard())?;
+                Ok(Outcome::Handled)
+            })
+            .callback("undo", |cx: C| async move {
+                cx.send(Reply::answer_callback(Some("Undone".into())).alert())?;
+                cx.send(Reply::edit_text(MessageRef::Callback, "undone"))?;
+                Ok(Outcome::Handled)
+            })
+            .build();
+        // (teloxide reads an update from text: from a `Value`, its kind is an error.)
+        let update = |v: Value| serde_json::from_str::<TgUpdate>(&patch(v).to_string()).unwrap();
+        pipeline.handle(update(private_message("/send"))).await.unwrap();
+        let mut change = private_message("/change");
+        change["update_id"] = json!(2);
+        pipeline.handle(update(change)).await.unwrap();
+        let press = json!({"update_id": 3, "callback_query": {"id": "cb-9",
+            "from": {"id": 7, "is_bot": false, "first_name": "A"}, "chat_instance": "ci",
+            "data": "undo", "message": {"message_id": 1, "date": 1_700_000_000,
+            "chat": {"id": 7, "type": "private", "first_name": "A"},
+            "from": {"id": fake_bot_api::BOT_ID, "is_bot": true, "first_name": "Bot"}, "text": "x"}}});
+        pipeline.handle(update(press)).await.unwrap();
+
+        let requests = server.requests();
+        let methods: Vec<&str> = requests.iter().map(|(m, _)| m.as_str()).collect();
+        assert_eq!(
+            methods,
+            [
+                "sendmessage", "sendphoto", "senddocument", "sendmessage",
+                "editmessagetext", "editmessagereplymarkup", "deletemessage", "sendmessage",
+                "answercallbackquery", "editmessagetext",
+            ],
+            "{requests:#?}"
+        );
+        let json = |i: usize| serde_json::from_str::<Value>(&requests[i].1).unwrap();
+        let asked = json(0);
+        assert_eq!(asked["parse_mode"], "HTML");
+        let yes = asked["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+            .as_str()
+            .unwrap();
+        assert!(yes.starts_with('~') && yes.ends_with(":yes"), "{asked}");
+        assert_eq!(asked["reply_markup"]["inline_keyboard"][0][1]["url"], "https://example.org/");
+        // Media go as multipart forms: a file id, a URL.
+        assert!(requests[1].1.contains("AgACAgIAAxkBAAIC") && requests[1].1.contains("a photo"));
+        assert!(requests[2].1.contains("https://example.org/a.pdf"));
+        assert_eq!(json(3)["reply_markup"]["keyboard"][0][1]["text"], "blue");
+        // The question was message 2, the photo 3 (the server numbers from 2).
+        let edit = json(4);
+        assert_eq!((edit["message_id"].as_i64(), edit["text"].as_str()), (Some(2), Some("<i>Sure.</i>")));
+        assert_eq!(edit["reply_markup"]["inline_keyboard"][0][0]["callback_data"], "undo");
+        assert_eq!(json(5)["message_id"], 2);
+        assert!(json(5).get("reply_markup").is_none(), "the keyboard is removed");
+        assert_eq!(json(6)["message_id"], 3);
+        assert_eq!(json(7)["reply_markup"]["remove_keyboard"], true);
+        let answer = json(8);
+        assert_eq!((answer["text"].as_str(), answer["show_alert"].as_bool()), (Some("Undone"), Some(true)));
+        assert_eq!((json(9)["message_id"].as_i64(), json(9)["text"].as_str()), (Some(1), Some("undone")));
+    })
+    .await;
+}
+
+/// Telegram's flood control: a reply refused with 429 is sent again after the
+/// `retry_after` it asked for, and the replies after it follow in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_refused_with_429_is_sent_again_after_retry_after() {
+    type C = Cx<(), TgUpdate>;
+    bounded(async {
+        let server = FakeBotApi::start(Vec::new()).await;
+        server.throttle(1);
+        let pipeline = Pipeline::<(), TgUpdate>::builder()
+            .teloxide_bot(bot_for(&server))
+            .on_text(|cx: C| async move {
+                cx.reply("first");
+                cx.reply("second");
+                Ok(Outcome::Handled)
+            })
+            .build();
+        let update =
+            serde_json::from_str::<TgUpdate>(&patch(private_message("hi")).to_string()).unwrap();
+        pipeline.handle(update).await.unwrap();
+        let sends: Vec<String> = server
+            .methods()
+            .into_iter()
+            .filter(|m| m == "sendmessage")
+            .collect();
+        assert_eq!(sends.len(), 3, "refused once, then both: {sends:?}");
+        assert_eq!(server.texts_by_chat()[&7], ["first", "second"]);
+
+        // A wait longer than allowed is not waited out: the error is the reply's.
+        server.throttle(1);
+        let strict = Pipeline::<(), TgUpdate>::builder()
+            .transport(
+                stagecraft::adapters::teloxide::TeloxideTransport::new(bot_for(&server))
+                    .max_retry_after(Duration::ZERO),
+            )
+            .on_text(|cx: C| async move {
+                cx.reply("third");
+                Ok(Outcome::Handled)
+            })
+            .build();
+        let mut again = private_message("again");
+        again["update_id"] = json!(2);
+        let update = serde_json::from_str::<TgUpdate>(&patch(again).to_string()).unwrap();
+        let err = strict.handle(update).await.unwrap_err();
+        let chain = stagecraft::replay::error_chain(&err);
+        assert!(chain.contains("etry after"), "{chain}");
+    })
+    .await;
+}
+
+/// Any teloxide requester carries the replies: here `DefaultParseMode<Bot>`, whose parse
+/// mode goes with every text that has none of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requester_with_adaptors_carries_the_replies() {
+    use stagecraft::adapters::teloxide::TeloxideTransport;
+    use stagecraft::transport::{ParseMode as Mode, Reply};
+    use teloxide::types::ParseMode;
+    type C = Cx<(), TgUpdate>;
+    bounded(async {
+        let server = FakeBotApi::start(Vec::new()).await;
+        let transport =
+            TeloxideTransport::with_requester(bot_for(&server).parse_mode(ParseMode::Html));
+        assert!(
+            format!("{transport:?}").contains("DefaultParseMode"),
+            "{transport:?}"
+        );
+        let pipeline = Pipeline::<(), TgUpdate>::builder()
+            .transport(transport)
+            .on_text(|cx: C| async move {
+                cx.reply("<b>default</b>");
+                cx.send(Reply::text("*own*").parse_mode(Mode::MarkdownV2))?;
+                Ok(Outcome::Handled)
+            })
+            .build();
+        let update =
+            serde_json::from_str::<TgUpdate>(&patch(private_message("hi")).to_string()).unwrap();
+        pipeline.handle(update).await.unwrap();
+        let bodies: Vec<Value> = server
+            .requests()
+            .iter()
+            .map(|(_, b)| serde_json::from_str(b).unwrap())
+            .collect();
+        assert_eq!(bodies[0]["parse_mode"], "HTML", "{bodies:?}");
+        assert_eq!(bodies[1]["parse_mode"], "MarkdownV2", "{bodies:?}");
+    })
+    .await;
+}

@@ -3,9 +3,14 @@
 //! `poll`, and bot-level commands. Shared by the demo, the benchmark and the tests, and
 //! generic over the update type, so the same bot runs on `TelegramUpdate` and on
 //! teloxide's `Update`.
+//!
+//! The signup's confirmation and the poll carry inline buttons: a press is handled as
+//! the text it stands for, and answered; a press of a button of a step that is over is
+//! only answered (by the stage).
 
 use serde::{Deserialize, Serialize};
 use stagecraft::prelude::*;
+use stagecraft::transport::{Button, Reply};
 use stagecraft::update::Update;
 
 /// The bot's session data.
@@ -42,6 +47,16 @@ pub struct Signup {
 impl SceneState for Signup {}
 
 type C<U> = Cx<Demo, U>;
+
+/// The answer of a step: the text of a message, or the payload of a button pressed
+/// (the press is answered).
+fn answer_of<U: Update>(cx: &C<U>) -> &str {
+    if let Some(payload) = cx.update().callback_payload() {
+        cx.answer_callback(None);
+        return payload;
+    }
+    cx.update().message_text().unwrap_or_default()
+}
 
 /// What the signup wizard says after [`REMIND_AFTER_S`] seconds of silence, with
 /// [`Options::remind`].
@@ -106,15 +121,15 @@ fn signup<U: Update>(options: Options) -> Scene<Demo, U> {
                 s.age = age;
                 s.name.clone()
             })?;
-            cx.reply(format!("Confirm: {name}, {age}. Reply yes or no."));
+            cx.send(
+                Reply::text(format!("Confirm: {name}, {age}. Reply yes or no.")).inline_keyboard([
+                    [Button::callback("Yes", "yes"), Button::callback("No", "no")],
+                ]),
+            )?;
             Ok(Outcome::Next)
         })
         .step(|cx: C<U>| async move {
-            let answer = cx
-                .update()
-                .message_text()
-                .unwrap_or_default()
-                .to_lowercase();
+            let answer = answer_of(&cx).to_lowercase();
             match answer.as_str() {
                 "yes" => {
                     let s: Signup = cx.scene_state(Signup::clone)?;
@@ -184,11 +199,14 @@ fn poll<U: Update>() -> Scene<Demo, U> {
             Ok(())
         })
         .step(|cx: C<U>| async move {
-            cx.reply("Pick a or b.");
+            cx.send(
+                Reply::text("Pick a or b.")
+                    .inline_keyboard([[Button::callback("a", "a"), Button::callback("b", "b")]]),
+            )?;
             Ok(Outcome::Next)
         })
         .step(|cx: C<U>| async move {
-            let text = cx.update().message_text().unwrap_or_default().to_owned();
+            let text = answer_of(&cx).to_owned();
             match text.as_str() {
                 "back" => {
                     cx.wizard().back()?;
@@ -262,7 +280,9 @@ pub fn build_with<U: Update>(
 ) -> stagecraft::Result<Pipeline<Demo, U>> {
     Ok(builder
         .middleware(|cx: C<U>, next: Next<Demo, U>| async move {
-            if cx.has_session() {
+            // A press of a button of a step that is over changes nothing (the stage
+            // answers it).
+            if cx.has_session() && !cx.is_stale_press() {
                 // Saturates: a session that has seen u64::MAX updates stays there.
                 cx.session_mut(|d| d.updates = d.updates.saturating_add(1))?;
             }

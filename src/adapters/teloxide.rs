@@ -95,10 +95,15 @@ use ::teloxide::Bot;
 use ::teloxide::dispatching::{DpHandlerDescription, UpdateHandler};
 use ::teloxide::dptree::di::DependencyMap;
 use ::teloxide::dptree::{self, HandlerDescription, HandlerSignature, Type};
-use ::teloxide::payloads::{AnswerCallbackQuerySetters, SendMessageSetters};
-use ::teloxide::requests::Requester;
+use ::teloxide::payloads::{
+    AnswerCallbackQuerySetters, EditMessageReplyMarkupSetters, EditMessageTextSetters,
+    SendDocumentSetters, SendMessageSetters, SendPhotoSetters,
+};
+use ::teloxide::requests::{Request as _, Requester};
 use ::teloxide::types::{
-    CallbackQueryId, ChatId, Message, MessageId, ThreadId, Update as TgUpdate, UpdateKind as TgKind,
+    CallbackQueryId, ChatId, FileId, InlineKeyboardMarkup, InputFile, Message, MessageId,
+    ParseMode as TgParseMode, ReplyMarkup as TgMarkup, ThreadId, Update as TgUpdate,
+    UpdateKind as TgKind,
 };
 use async_trait::async_trait;
 
@@ -108,8 +113,8 @@ use crate::error::error_chain;
 use crate::error::{BoxError, Error};
 use crate::pipeline::{Dispatch, Pipeline, PipelineBuilder};
 use crate::session::SessionData;
-use crate::transport::{Outgoing, Transport};
-use crate::update::{Update, UpdateKind};
+use crate::transport::{Delivered, Outgoing, ParseMode, ReplyMarkup, Transport};
+use crate::update::{Contact, Update, UpdateKind};
 
 /// The message an update is about: a (new or edited) message or channel post, or the
 /// message of a callback query's button.
@@ -233,11 +238,83 @@ impl Update for TgUpdate {
             _ => None,
         }
     }
+
+    fn message_id(&self) -> Option<i64> {
+        own_message(self).map(|m| i64::from(m.id.0))
+    }
+
+    fn callback_message_id(&self) -> Option<i64> {
+        match &self.kind {
+            TgKind::CallbackQuery(q) => q.message.as_ref().map(|m| i64::from(m.id().0)),
+            _ => None,
+        }
+    }
+
+    fn caption(&self) -> Option<&str> {
+        own_message(self).and_then(Message::caption)
+    }
+
+    fn photo_file_id(&self) -> Option<&str> {
+        own_message(self)
+            .and_then(Message::photo)
+            .and_then(<[_]>::last)
+            .map(|p| p.file.id.0.as_str())
+    }
+
+    fn document_file_id(&self) -> Option<&str> {
+        own_message(self)
+            .and_then(Message::document)
+            .map(|d| d.file.id.0.as_str())
+    }
+
+    fn media_group_id(&self) -> Option<&str> {
+        own_message(self)
+            .and_then(Message::media_group_id)
+            .map(|g| g.0.as_str())
+    }
+
+    fn contact(&self) -> Option<Contact<'_>> {
+        own_message(self).and_then(Message::contact).map(|c| {
+            Contact::new(
+                &c.phone_number,
+                &c.first_name,
+                c.last_name.as_deref(),
+                c.user_id.and_then(|u| i64::try_from(u.0).ok()),
+            )
+        })
+    }
+
+    fn location(&self) -> Option<crate::update::Location> {
+        own_message(self)
+            .and_then(Message::location)
+            .map(|l| crate::update::Location::new(l.latitude, l.longitude))
+    }
+
+    fn language_code(&self) -> Option<&str> {
+        self.from().and_then(|u| u.language_code.as_deref())
+    }
 }
 
-/// Sends a pipeline's replies through a teloxide [`Bot`]: [`Outgoing::Text`] with
-/// `sendMessage` (in the same forum topic when the update came from one),
-/// [`Outgoing::AnswerCallback`] with `answerCallbackQuery`.
+/// The message of a (new or edited) message or channel post update.
+fn own_message(update: &TgUpdate) -> Option<&Message> {
+    match &update.kind {
+        TgKind::Message(m)
+        | TgKind::EditedMessage(m)
+        | TgKind::ChannelPost(m)
+        | TgKind::EditedChannelPost(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// Sends a pipeline's replies through a teloxide [`Bot`], each call with its Bot API
+/// method: [`Outgoing::Text`] with `sendMessage` (in the same forum topic when the
+/// update came from one), photos and documents with `sendPhoto` and `sendDocument` (an
+/// `http(s)://` address as a URL, anything else as a `file_id`), edits with
+/// `editMessageText` and `editMessageReplyMarkup`, `deleteMessage`, and
+/// [`Outgoing::AnswerCallback`] with `answerCallbackQuery`; parse modes and keyboards go
+/// with them. The id of each message sent is reported back
+/// ([`Transport::deliver`]), for replies made with
+/// [`Reply::remember`](crate::transport::Reply::remember).
 ///
 /// ```
 /// use stagecraft::adapters::teloxide::TeloxideTransport;
@@ -251,20 +328,47 @@ impl Update for TgUpdate {
 ///     .build();
 /// # drop(pipeline);
 /// ```
+///
+/// A call Telegram refuses with 429 Too Many Requests (its flood control) is sent again
+/// after the `retry_after` it asks for, up to three times, while the wait is at most
+/// [`max_retry_after`](Self::max_retry_after) (default 60 s); then its error is the
+/// reply's error.
+///
+/// Any teloxide [`Requester`] will do, not only [`Bot`]: its adaptors
+/// (`Throttle<Bot>`, `CacheMe<Bot>`, `DefaultParseMode<Bot>`, ...) through
+/// [`with_requester`](Self::with_requester).
+///
+/// ```
+/// use stagecraft::adapters::teloxide::TeloxideTransport;
+/// use stagecraft::prelude::*;
+/// use teloxide::Bot;
+/// use teloxide::requests::RequesterExt;
+/// use teloxide::types::ParseMode;
+///
+/// // Every text without a parse mode of its own is read as HTML.
+/// let bot = Bot::new("TOKEN").parse_mode(ParseMode::Html);
+/// let pipeline = Pipeline::<(), teloxide::types::Update>::builder()
+///     .transport(TeloxideTransport::with_requester(bot))
+///     .build();
+/// # drop(pipeline);
+/// ```
 #[derive(Clone)]
-pub struct TeloxideTransport {
-    bot: Bot,
+pub struct TeloxideTransport<R = Bot> {
+    bot: R,
+    /// What `Debug` shows of it (never a token).
+    shown: String,
+    max_retry_after: std::time::Duration,
 }
 
-/// Shows the Bot API server (its URL without a password), never the bot token (`Bot`'s
-/// own `Debug` prints it).
-impl std::fmt::Debug for TeloxideTransport {
+/// How often a call refused with 429 is sent again.
+const RETRIES_AFTER_429: usize = 3;
+
+/// Shows the Bot API server (its URL without a password) of a [`Bot`], the type of
+/// another requester; never the bot token (`Bot`'s own `Debug` prints it).
+impl<R> std::fmt::Debug for TeloxideTransport<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TeloxideTransport")
-            .field(
-                "api_url",
-                &crate::store::redact_url(self.bot.api_url().as_str()),
-            )
+            .field("api_url", &self.shown)
             .finish_non_exhaustive()
     }
 }
@@ -273,41 +377,283 @@ impl TeloxideTransport {
     /// Replies through `bot`.
     #[must_use]
     pub fn new(bot: Bot) -> Self {
-        Self { bot }
+        let shown = crate::store::redact_url(bot.api_url().as_str());
+        Self {
+            bot,
+            shown,
+            max_retry_after: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+impl<R> TeloxideTransport<R> {
+    /// Replies through any teloxide requester (a [`Bot`] wrapped in adaptors).
+    #[must_use]
+    pub fn with_requester(requester: R) -> Self {
+        Self {
+            bot: requester,
+            shown: format!("(through {})", std::any::type_name::<R>()),
+            max_retry_after: std::time::Duration::from_secs(60),
+        }
     }
 
-    /// The bot replies go through.
-    pub fn bot(&self) -> &Bot {
+    /// The longest `retry_after` of a 429 answer waited out before the call is sent
+    /// again (default 60 s; zero never waits).
+    #[must_use]
+    pub fn max_retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.max_retry_after = wait;
+        self
+    }
+
+    /// The bot (or requester) replies go through.
+    pub fn bot(&self) -> &R {
         &self.bot
     }
 }
 
 #[async_trait]
-impl Transport for TeloxideTransport {
+impl<R> Transport for TeloxideTransport<R>
+where
+    R: Requester + Send + Sync + 'static,
+    R::Err: std::error::Error + Send + Sync + 'static,
+{
     async fn send(&self, msg: &Outgoing) -> Result<(), BoxError> {
-        match msg {
+        self.deliver(msg).await.map(drop)
+    }
+
+    async fn deliver(&self, msg: &Outgoing) -> Result<Delivered, BoxError> {
+        let mut retries = 0;
+        loop {
+            let err = match self.call(msg).await {
+                Ok(done) => return Ok(done),
+                Err(e) => e,
+            };
+            let wait = match err.downcast_ref::<::teloxide::RequestError>() {
+                Some(::teloxide::RequestError::RetryAfter(s)) => s.duration(),
+                _ => return Err(err),
+            };
+            if retries >= RETRIES_AFTER_429 || wait > self.max_retry_after {
+                return Err(err);
+            }
+            retries += 1;
+            tracing::warn!(target: "stagecraft::teloxide", method = msg.method(), ?wait, retries,
+                "Telegram asked to retry later (429); waiting");
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+impl<R> TeloxideTransport<R>
+where
+    R: Requester + Send + Sync + 'static,
+    R::Err: std::error::Error + Send + Sync + 'static,
+{
+    /// Makes the call once.
+    async fn call(&self, msg: &Outgoing) -> Result<Delivered, BoxError> {
+        let sent = |m: Message| Delivered::message(i64::from(m.id.0));
+        Ok(match msg {
             Outgoing::Text {
                 chat_id,
                 thread_id,
                 text,
+                parse_mode,
+                reply_markup,
+                ..
             } => {
-                let mut req = self.bot.send_message(ChatId(*chat_id), text.as_str());
-                if let Some(thread) = thread_id {
-                    let thread = i32::try_from(*thread)
-                        .map_err(|_| format!("message_thread_id {thread} is out of range"))?;
-                    req = req.message_thread_id(ThreadId(MessageId(thread)));
-                }
-                req.await?;
+                let fut = {
+                    let mut req = self.bot.send_message(ChatId(*chat_id), text.as_str());
+                    if let Some(thread) = thread_of(*thread_id)? {
+                        req = req.message_thread_id(thread);
+                    }
+                    if let Some(mode) = parse_mode {
+                        req = req.parse_mode(parse_mode_of(*mode));
+                    }
+                    if let Some(markup) = reply_markup {
+                        req = req.reply_markup(markup_of(markup)?);
+                    }
+                    req.send()
+                };
+                sent(fut.await?)
             }
-            Outgoing::AnswerCallback { id, text } => {
-                let mut req = self.bot.answer_callback_query(CallbackQueryId(id.clone()));
-                if let Some(text) = text {
-                    req = req.text(text.as_str());
-                }
-                req.await?;
+            Outgoing::Photo {
+                chat_id,
+                thread_id,
+                photo,
+                caption,
+                parse_mode,
+                reply_markup,
+                ..
+            } => {
+                let fut = {
+                    let mut req = self.bot.send_photo(ChatId(*chat_id), input_file(photo)?);
+                    if let Some(thread) = thread_of(*thread_id)? {
+                        req = req.message_thread_id(thread);
+                    }
+                    if let Some(caption) = caption {
+                        req = req.caption(caption.as_str());
+                    }
+                    if let Some(mode) = parse_mode {
+                        req = req.parse_mode(parse_mode_of(*mode));
+                    }
+                    if let Some(markup) = reply_markup {
+                        req = req.reply_markup(markup_of(markup)?);
+                    }
+                    req.send()
+                };
+                sent(fut.await?)
             }
-        }
-        Ok(())
+            Outgoing::Document {
+                chat_id,
+                thread_id,
+                document,
+                caption,
+                parse_mode,
+                reply_markup,
+                ..
+            } => {
+                let fut = {
+                    let mut req = self
+                        .bot
+                        .send_document(ChatId(*chat_id), input_file(document)?);
+                    if let Some(thread) = thread_of(*thread_id)? {
+                        req = req.message_thread_id(thread);
+                    }
+                    if let Some(caption) = caption {
+                        req = req.caption(caption.as_str());
+                    }
+                    if let Some(mode) = parse_mode {
+                        req = req.parse_mode(parse_mode_of(*mode));
+                    }
+                    if let Some(markup) = reply_markup {
+                        req = req.reply_markup(markup_of(markup)?);
+                    }
+                    req.send()
+                };
+                sent(fut.await?)
+            }
+            Outgoing::EditText {
+                chat_id,
+                message_id,
+                text,
+                parse_mode,
+                reply_markup,
+                ..
+            } => {
+                let fut = {
+                    let mut req = self.bot.edit_message_text(
+                        ChatId(*chat_id),
+                        message_of_id(*message_id)?,
+                        text.as_str(),
+                    );
+                    if let Some(mode) = parse_mode {
+                        req = req.parse_mode(parse_mode_of(*mode));
+                    }
+                    if let Some(markup) = reply_markup {
+                        req = req.reply_markup(inline_of(markup)?);
+                    }
+                    req.send()
+                };
+                fut.await?;
+                Delivered::done()
+            }
+            Outgoing::EditMarkup {
+                chat_id,
+                message_id,
+                reply_markup,
+                ..
+            } => {
+                let fut = {
+                    let mut req = self
+                        .bot
+                        .edit_message_reply_markup(ChatId(*chat_id), message_of_id(*message_id)?);
+                    if let Some(markup) = reply_markup {
+                        req = req.reply_markup(inline_of(markup)?);
+                    }
+                    req.send()
+                };
+                fut.await?;
+                Delivered::done()
+            }
+            Outgoing::Delete {
+                chat_id,
+                message_id,
+                ..
+            } => {
+                self.bot
+                    .delete_message(ChatId(*chat_id), message_of_id(*message_id)?)
+                    .send()
+                    .await?;
+                Delivered::done()
+            }
+            Outgoing::AnswerCallback {
+                id,
+                text,
+                show_alert,
+                ..
+            } => {
+                let fut = {
+                    let mut req = self.bot.answer_callback_query(CallbackQueryId(id.clone()));
+                    if let Some(text) = text {
+                        req = req.text(text.as_str());
+                    }
+                    if *show_alert {
+                        req = req.show_alert(true);
+                    }
+                    req.send()
+                };
+                fut.await?;
+                Delivered::done()
+            }
+        })
+    }
+}
+
+fn thread_of(thread: Option<i64>) -> Result<Option<ThreadId>, BoxError> {
+    thread
+        .map(|t| {
+            i32::try_from(t)
+                .map(|t| ThreadId(MessageId(t)))
+                .map_err(|_| format!("message_thread_id {t} is out of range").into())
+        })
+        .transpose()
+}
+
+fn message_of_id(id: i64) -> Result<MessageId, BoxError> {
+    i32::try_from(id)
+        .map(MessageId)
+        .map_err(|_| format!("message_id {id} is out of range").into())
+}
+
+fn parse_mode_of(mode: ParseMode) -> TgParseMode {
+    match mode {
+        ParseMode::Html => TgParseMode::Html,
+        #[allow(deprecated)] // the Bot API still takes it; the caller asked for it
+        ParseMode::Markdown => TgParseMode::Markdown,
+        _ => TgParseMode::MarkdownV2,
+    }
+}
+
+/// Our keyboard as teloxide's: both are the Bot API's `reply_markup` object.
+fn markup_of(markup: &ReplyMarkup) -> Result<TgMarkup, BoxError> {
+    Ok(serde_json::from_value(serde_json::to_value(markup)?)?)
+}
+
+fn inline_of(markup: &ReplyMarkup) -> Result<InlineKeyboardMarkup, BoxError> {
+    match markup {
+        ReplyMarkup::Inline(_) => Ok(serde_json::from_value(serde_json::to_value(markup)?)?),
+        _ => Err("an edited message can only carry an inline keyboard".into()),
+    }
+}
+
+/// An `http(s)://` address as a URL Telegram fetches, anything else as a `file_id`.
+fn input_file(file: &str) -> Result<InputFile, BoxError> {
+    if file.starts_with("http://") || file.starts_with("https://") {
+        // The URL type is teloxide's (`InputFile::url` names it); read through serde.
+        let url = serde_json::from_value(serde_json::Value::String(file.to_owned()))
+            .map_err(|e| format!("not a URL: {file}: {e}"))?;
+        Ok(InputFile::url(url))
+    } else {
+        Ok(InputFile::file_id(FileId(file.to_owned())))
     }
 }
 

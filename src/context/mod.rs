@@ -20,7 +20,7 @@ pub(crate) use session::{Decoded, Ledger, Origin, SessionState};
 use crate::error::{Error, Result};
 use crate::outcome::{Enter, Outcome};
 use crate::record::{SceneState, SessionData};
-use crate::transport::Outgoing;
+use crate::transport::{Outgoing, Reply, Resolve};
 use crate::update::{TelegramUpdate, Update};
 
 /// The context of one update: the update, its session, its scene stack, its replies.
@@ -101,6 +101,14 @@ impl Replies {
         };
     }
 
+    fn as_mut_slice(&mut self) -> &mut [Outgoing] {
+        match self {
+            Self::None => &mut [],
+            Self::One(m) => std::slice::from_mut(m),
+            Self::Many(all) => all,
+        }
+    }
+
     /// The replies, in order.
     pub(crate) fn as_slice(&self) -> &[Outgoing] {
         match self {
@@ -144,6 +152,44 @@ impl<S, U> fmt::Debug for Cx<S, U> {
             .field("key", &self.inner.key)
             .field("event", &self.inner.event)
             .finish_non_exhaustive()
+    }
+}
+
+/// The step tag of a scene stack: six hex digits of a hash of its depth and of the
+/// active frame (scene, when it was entered, wizard cursor). Buttons carry the tag of
+/// the step that sent them; a press is current while the stack's tag is the same.
+pub(crate) fn step_tag(stack: &[crate::record::Frame]) -> StepTag {
+    // FNV-1a, 64 bits, folded to 24.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    eat(&(stack.len() as u64).to_le_bytes());
+    if let Some(top) = stack.last() {
+        eat(top.scene.as_bytes());
+        eat(&[0xff]);
+        eat(&top.entered_at.to_le_bytes());
+        eat(&top.cursor.unwrap_or(i64::MIN).to_le_bytes());
+    }
+    let folded = (h ^ (h >> 24) ^ (h >> 48)) & 0x00ff_ffff;
+    let mut out = [0u8; 6];
+    for (i, c) in out.iter_mut().enumerate() {
+        let nibble = (folded >> (20 - 4 * i)) & 0xf;
+        *c = b"0123456789abcdef"[nibble as usize];
+    }
+    StepTag(out)
+}
+
+/// Six lower-case hex digits (see [`step_tag`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StepTag([u8; 6]);
+
+impl StepTag {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
     }
 }
 
@@ -290,11 +336,13 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     pub fn reply(&self, text: impl Into<String>) {
         let u = self.update();
         match u.chat_id() {
-            Some(chat_id) => lock(&self.inner.outbox).push(Outgoing::Text {
-                chat_id,
-                thread_id: u.thread_id(),
-                text: text.into(),
-            }),
+            Some(chat_id) => {
+                let mut msg = Outgoing::text(chat_id, text);
+                if let Outgoing::Text { thread_id, .. } = &mut msg {
+                    *thread_id = u.thread_id();
+                }
+                lock(&self.inner.outbox).push(msg);
+            }
             None => {
                 tracing::warn!(target: "stagecraft::reply", "reply dropped: the update has no chat")
             }
@@ -304,6 +352,78 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     /// Queues any outgoing call (see [`Outgoing`]), held back like [`reply`](Self::reply).
     pub fn send_later(&self, msg: Outgoing) {
         lock(&self.inner.outbox).push(msg);
+    }
+
+    /// Queues a [`Reply`] of any kind (a text with a parse mode and a keyboard, a
+    /// photo, a document, an edit, a deletion, a callback answer), held back like
+    /// [`reply`](Self::reply): sent after the session is committed, in order with the
+    /// other replies, through the outbox when the pipeline has one.
+    ///
+    /// Messages go to the update's chat (and forum topic). [`MessageRef::Callback`]
+    /// names the message whose button was pressed, [`MessageRef::Sent`] one sent
+    /// earlier with [`Reply::remember`]. The callback buttons of its keyboard are bound
+    /// to the step the user is at when the update is committed (see
+    /// [`Button::callback`]).
+    ///
+    /// [`MessageRef::Callback`]: crate::transport::MessageRef::Callback
+    /// [`MessageRef::Sent`]: crate::transport::MessageRef::Sent
+    /// [`Button::callback`]: crate::transport::Button::callback
+    ///
+    /// # Errors
+    /// [`Error::Reply`], saying why, when the reply cannot be made: the update has no
+    /// chat, the message to edit is not known (no callback message; no message
+    /// remembered under that name, or its delivery not confirmed yet), or a button's
+    /// callback data does not fit Telegram's 64 bytes. Nothing is queued then.
+    pub fn send(&self, reply: Reply) -> Result<()> {
+        let u = self.update();
+        let sent = |name: &str| self.sent_message(name);
+        let msg = reply.resolve(&Resolve {
+            chat_id: u.chat_id(),
+            thread_id: u.thread_id(),
+            callback_id: u.callback_id(),
+            callback_message: u.callback_message_id(),
+            sent: &sent,
+        })?;
+        lock(&self.inner.outbox).push(msg);
+        Ok(())
+    }
+
+    /// The id of the message sent by a reply made with [`Reply::remember`]`(name)`, once
+    /// its delivery was confirmed (by a transport that reports message ids) and the
+    /// session written: from the update after the one that sent it. `None` before, when
+    /// the update has no session, or when no message goes by that name.
+    #[must_use]
+    pub fn sent_message(&self, name: &str) -> Option<i64> {
+        let st = self.state();
+        if !st.is_loaded() {
+            return None;
+        }
+        st.ledger.sent.get(name)
+    }
+
+    /// The id of the message whose button this callback query pressed (`None` for other
+    /// updates, and for buttons on inline messages).
+    #[must_use]
+    pub fn callback_message(&self) -> Option<i64> {
+        self.update().callback_message_id()
+    }
+
+    /// Whether this update is a press of a button bound to a step the user is no longer
+    /// at (its callback data carries a step tag, [`Button::callback`], that is not the
+    /// active frame's and step's). The stage answers such a press and lets it go no
+    /// further; a middleware before the stage can use this to leave it alone too.
+    ///
+    /// [`Button::callback`]: crate::transport::Button::callback
+    #[must_use]
+    pub fn is_stale_press(&self) -> bool {
+        let Some((tag, _)) = self
+            .update()
+            .callback_data()
+            .and_then(crate::transport::split_callback_tag)
+        else {
+            return false;
+        };
+        step_tag(self.state().stack()).as_bytes() != tag.as_bytes()
     }
 
     /// Sends a text to the update's chat **now**, before the session is committed.
@@ -320,11 +440,10 @@ impl<S: SessionData, U: Update> Cx<S, U> {
                 "the update has no chat".into(),
             )))
         })?;
-        let msg = Outgoing::Text {
-            chat_id,
-            thread_id: u.thread_id(),
-            text: text.into(),
-        };
+        let mut msg = Outgoing::text(chat_id, text);
+        if let Outgoing::Text { thread_id, .. } = &mut msg {
+            *thread_id = u.thread_id();
+        }
         self.inner
             .env
             .transport
@@ -337,10 +456,7 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     /// for other updates.
     pub fn answer_callback(&self, text: Option<String>) {
         if let Some(id) = self.update().callback_id() {
-            self.send_later(Outgoing::AnswerCallback {
-                id: id.to_owned(),
-                text,
-            });
+            self.send_later(Outgoing::answer_callback(id, text));
         }
     }
 
@@ -350,11 +466,22 @@ impl<S: SessionData, U: Update> Cx<S, U> {
         lock(&self.inner.outbox).replies.as_slice().to_vec()
     }
 
-    /// Takes the held-back replies for delivery; later ones are dropped.
+    /// Takes the held-back replies for delivery; later ones are dropped. The bound
+    /// buttons of their keyboards get the tag of the step the user is at now.
     pub(crate) fn take_outbox(&self) -> Replies {
-        let mut outbox = lock(&self.inner.outbox);
-        outbox.closed = true;
-        std::mem::take(&mut outbox.replies)
+        let mut replies = {
+            let mut outbox = lock(&self.inner.outbox);
+            outbox.closed = true;
+            std::mem::take(&mut outbox.replies)
+        };
+        let mut tag = None;
+        for msg in replies.as_mut_slice() {
+            if let Some(markup) = msg.reply_markup_mut() {
+                let tag = tag.get_or_insert_with(|| step_tag(self.state().stack()));
+                crate::transport::bind_markup(markup, tag.0);
+            }
+        }
+        replies
     }
 
     /// The active scene's id (the top of the stack).

@@ -26,6 +26,8 @@ pub(crate) struct Ledger {
     pub(crate) lost: Vec<serde_json::Value>,
     /// Fields of the record this build does not know (written back as read).
     pub(crate) extras: crate::record::Extras,
+    /// The ids of messages sent under a name (the record's `sent`).
+    pub(crate) sent: crate::record::SentIds,
 }
 
 impl Ledger {
@@ -41,7 +43,14 @@ impl Ledger {
             outbox,
             lost,
             extras: crate::record::Extras::default(),
+            sent: crate::record::SentIds::default(),
         }
+    }
+
+    /// The bookkeeping with the ids of messages sent under a name.
+    pub(crate) fn with_sent(mut self, sent: crate::record::SentIds) -> Self {
+        self.sent = sent;
+        self
     }
 }
 

@@ -21,6 +21,8 @@
 //!   of due work.
 //! - [`migrations`]: conversations that survive a deploy: versioned state, upgrades,
 //!   recovery of what no longer decodes, fields of newer versions kept.
+//! - [`replies`]: keyboards, parse modes, media, edits and deletions, message ids kept by
+//!   name, buttons bound to their step.
 //! - [`reliability`]: hostile input, the start-up check of a store, store faults and
 //!   server outages, how they are tested, the fuzzers.
 
@@ -45,7 +47,8 @@ macro_rules! guide_links {
          [delivery.md]: crate::guide::delivery\n\
          [migrations.md]: crate::guide::migrations\n\
          [timeouts.md]: crate::guide::timeouts\n\
-         [deploying.md]: crate::guide::deploying"
+         [deploying.md]: crate::guide::deploying\n\
+         [replies.md]: crate::guide::replies"
     };
 }
 
@@ -131,3 +134,7 @@ pub mod timeouts {}
 #[doc = guide_links!()]
 #[doc = include_str!("../../docs/deploying.md")]
 pub mod deploying {}
+
+#[doc = guide_links!()]
+#[doc = include_str!("../../docs/replies.md")]
+pub mod replies {}

@@ -94,9 +94,11 @@ pub enum Matcher<U> {
     Pattern(Regex),
     /// Any new message with text.
     AnyText,
-    /// A callback query with exactly this data.
+    /// A callback query with exactly this data (its payload: without the step tag of
+    /// a bound button, see [`Update::callback_payload`]).
     Callback(String),
-    /// A callback query whose data matches this regex.
+    /// A callback query whose data (its payload, as for [`Callback`](Self::Callback))
+    /// matches this regex.
     CallbackPattern(Regex),
     /// Any new message (text or not).
     Message,
@@ -150,8 +152,8 @@ impl<U: Update> Matcher<U> {
             Self::Text(t) => update.message_text() == Some(t.as_str()),
             Self::Pattern(r) => update.message_text().is_some_and(|t| r.is_match(t)),
             Self::AnyText => update.message_text().is_some(),
-            Self::Callback(d) => update.callback_data() == Some(d.as_str()),
-            Self::CallbackPattern(r) => update.callback_data().is_some_and(|d| r.is_match(d)),
+            Self::Callback(d) => update.callback_payload() == Some(d.as_str()),
+            Self::CallbackPattern(r) => update.callback_payload().is_some_and(|d| r.is_match(d)),
             Self::Message => matches!(update.kind(), UpdateKind::Message | UpdateKind::ChannelPost),
             Self::Any => true,
             Self::Custom(f) => f(update),

@@ -50,6 +50,9 @@ struct Confirm {
     cleared: Vec<u8>,
     expected: Version,
     due: Option<i64>,
+    /// The record had an outbox: the write is due even if no message id came back (a
+    /// record written only to keep message ids needs it only when one did).
+    outbox: bool,
 }
 
 /// When a cached session may stand for the stored record without reading it: the one
@@ -222,7 +225,7 @@ impl<S: SessionData> Source<S> for Loader {
                         .into(),
                     });
                 }
-                let ledger = Ledger::stored(r.seen, r.outbox, r.lost);
+                let ledger = Ledger::stored(r.seen, r.outbox, r.lost).with_sent(r.sent);
                 Ok((Some(r.data), r.scenes, ledger))
             }),
         };
@@ -240,7 +243,7 @@ impl<S: SessionData> Source<S> for Loader {
                 tracing::warn!(target: "stagecraft::session", event = "mend", key = %key,
                     error = %crate::error::error_chain(&e), repairs = ?r.repairs,
                     "stored session did not decode as a whole; mended it part by part");
-                let ledger = Ledger::stored(r.seen, r.outbox, r.lost);
+                let ledger = Ledger::stored(r.seen, r.outbox, r.lost).with_sent(r.sent);
                 data_rewritten = r.data_rewritten;
                 st.set_loaded(r.data, r.scenes, ledger);
             }
@@ -378,7 +381,9 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
             None => (false, None),
         };
         if let Some(c) = unconfirmed {
-            if passed && self.folds() {
+            // (Message ids kept without an outbox are written now: the next update
+            // might not write at all.)
+            if passed && self.folds() && c.outbox {
                 tracing::trace!(target: "stagecraft::reply", key = %k,
                     "delivered; marked by the key's next write");
             } else {
@@ -446,12 +451,16 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                 // Only the timer is due: its event writes the record.
                 return Ok((0, due_now));
             }
-            let (replies, cleared) = crate::record::split_outbox(&record.bytes, self.codec)
+            let (replies, mut cleared) = crate::record::split_outbox(&record.bytes, self.codec)
                 .map_err(|e| e.with_key(key))?;
             if !replies.is_empty() {
                 tracing::info!(target: "stagecraft::reply", key = %key, replies = replies.len(),
                     "delivering the replies of a committed step left pending");
-                self.deliver(&replies).await?;
+                let sent = self.deliver(&replies).await?;
+                if !sent.is_empty() {
+                    cleared = crate::record::add_sent(&cleared, self.codec, &sent)
+                        .map_err(|e| e.with_key(key))?;
+                }
             }
             // Also what takes a key whose record has nothing due out of the index (a
             // mark left by a writer that does not keep it).
@@ -758,15 +767,18 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                 Err(e) => return Err(e),
                 Ok(confirm) => confirm,
             };
-            if let Err(e) = self.deliver(replies.as_slice()).await {
-                if confirm.is_some() {
-                    // The replies stay in the record: the next update reads it (not
-                    // the cached copy, which counts them sent) and sends them first.
-                    drop(permit.as_mut().and_then(Permit::take_cached));
+            let sent = match self.deliver(replies.as_slice()).await {
+                Ok(sent) => sent,
+                Err(e) => {
+                    if confirm.as_ref().is_some_and(|c| c.outbox) {
+                        // The replies stay in the record: the next update reads it (not
+                        // the cached copy, which counts them sent) and sends them first.
+                        drop(permit.as_mut().and_then(Permit::take_cached));
+                    }
+                    return Err(e);
                 }
-                return Err(e);
-            }
-            *unconfirmed = confirm;
+            };
+            *unconfirmed = self.keep_sent(confirm, &sent, permit);
             return match failure {
                 Some(e) => Err(e),
                 None => Ok(dispatch),
@@ -794,21 +806,67 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
         if !pending.is_empty() {
             tracing::info!(target: "stagecraft::reply", key = ?cx.key(), replies = pending.len(),
                 "delivering the replies of a committed step first");
-            self.deliver(&pending).await?;
+            let sent = self.deliver(&pending).await?;
+            cx.state().ledger.sent.extend(&sent);
         }
         Ok(update_id.is_some_and(|id| cx.state().ledger.seen.contains(&id)))
     }
 
-    /// Sends replies, in order.
-    async fn deliver(&self, replies: &[Outgoing]) -> Result<()> {
-        for msg in replies {
-            self.env
-                .transport
-                .send(msg)
-                .await
-                .map_err(Error::Transport)?;
+    /// Sends replies, in order. Returns the ids of the messages sent by replies that
+    /// asked to be remembered, by name.
+    async fn deliver(&self, replies: &[Outgoing]) -> Result<Vec<(String, i64)>> {
+        let mut sent = Vec::new();
+        for (i, msg) in replies.iter().enumerate() {
+            let delivered = match self.env.transport.deliver(msg).await {
+                Ok(delivered) => delivered,
+                Err(e) => {
+                    // The replies after it are not sent either (their order holds): said,
+                    // not dropped silently.
+                    let after = replies.len() - i - 1;
+                    let outbox = self.guarantees.outbox;
+                    tracing::warn!(target: "stagecraft::reply", method = msg.method(), not_sent = after + 1,
+                        kept = outbox, error = %crate::error::error_chain(e.as_ref()),
+                        "a reply failed; it and the {after} after it were not sent{}",
+                        if outbox { " (they wait in the outbox)" } else { " (lost: no outbox)" });
+                    return Err(Error::Transport(e));
+                }
+            };
+            if let (Some(name), Some(id)) = (msg.remember(), delivered.message_id) {
+                sent.push((name.to_owned(), id));
+            }
         }
-        Ok(())
+        Ok(sent)
+    }
+
+    /// After a delivery: the ids of messages sent under a name (`sent`) go into the
+    /// key's cached copy and into the write that marks the replies delivered (the
+    /// record written by the commit, when there was no outbox). Returns that write,
+    /// or `None` when it is not needed.
+    fn keep_sent(
+        &self,
+        confirm: Option<Confirm>,
+        sent: &[(String, i64)],
+        permit: &mut Option<Permit<S>>,
+    ) -> Option<Confirm> {
+        let mut confirm = confirm?;
+        if sent.is_empty() {
+            return confirm.outbox.then_some(confirm);
+        }
+        match crate::record::add_sent(&confirm.cleared, self.codec, sent) {
+            Ok(bytes) => confirm.cleared = bytes,
+            Err(e) => {
+                tracing::warn!(target: "stagecraft::reply", error = %crate::error::error_chain(&e),
+                    "the ids of the messages sent could not be added to the session");
+                return confirm.outbox.then_some(confirm);
+            }
+        }
+        if let Some(p) = permit.as_mut() {
+            if let Some(mut cached) = p.take_cached() {
+                cached.ledger.sent.extend(sent);
+                p.put_cached(cached);
+            }
+        }
+        Some(confirm)
     }
 
     /// Marks a committed step's replies delivered: writes the record without them.
@@ -889,6 +947,8 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
             return Ok(None);
         };
         let outbox = if self.guarantees.outbox { replies } else { &[] };
+        // A reply whose message id is to be kept needs a record to keep it in.
+        let remembers = replies.iter().any(|r| r.remember().is_some());
         let (bytes, cleared, expected, wake) = {
             let mut st = cx.state();
             let closed = st.close();
@@ -903,7 +963,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
             // bookkeeping rides on the writes the session needs anyway (an update that
             // writes nothing has nothing to lose: its replies go out directly, and
             // handling it again would change nothing).
-            let must_clear = st.ledger.stored_outbox;
+            let must_clear = st.ledger.stored_outbox || remembers;
             let needed = must_clear
                 || match self.save_policy {
                     SavePolicy::Touched => closed.dirty || closed.touched,
@@ -925,9 +985,10 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                     seen.drain(..seen.len() - window);
                 }
             }
-            if st.is_empty() {
+            if st.is_empty() && !remembers {
                 // A session that ended is deleted; its last replies go out after the
-                // delete, outside the outbox.
+                // delete, outside the outbox. (One whose reply keeps a message id is
+                // kept, with fresh data, to hold it.)
                 (None, None, expected, None)
             } else {
                 let size_hint = original.map_or(128, |n| n + 32);
@@ -940,6 +1001,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                     .and_then(|_| crate::record::wake_of(scenes));
                 let encoded = RecordRef::new(data, scenes)
                     .with_ledger(&ledger.seen, outbox)
+                    .with_sent(&ledger.sent)
                     .with_lost(&ledger.lost)
                     .with_data_version(self.loader.versions.current)
                     .with_extras(&ledger.extras)
@@ -965,6 +1027,9 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                 // crash; one with an armed timer, at its time.
                 let due = if cleared.is_some() { Some(0) } else { wake };
                 let version = self.write(key, &bytes, expected, due).await?;
+                // Without an outbox, the record just written is what a message id sent
+                // under a name is added to once delivered.
+                let kept = (remembers && cleared.is_none()).then(|| bytes.clone());
                 let mut st = cx.state();
                 // The stored record now has this step's replies, about to be sent.
                 st.ledger.stored_outbox = cleared.is_some();
@@ -973,11 +1038,20 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                     permit,
                     Some((Record { bytes, version }, trusted_until)),
                 );
-                Ok(cleared.map(|cleared| Confirm {
-                    cleared,
-                    expected: version,
-                    due: wake,
-                }))
+                Ok(match cleared {
+                    Some(cleared) => Some(Confirm {
+                        cleared,
+                        expected: version,
+                        outbox: true,
+                        due: wake,
+                    }),
+                    None => kept.map(|cleared| Confirm {
+                        cleared,
+                        expected: version,
+                        outbox: false,
+                        due: wake,
+                    }),
+                })
             }
             (None, Some(v)) => {
                 // The key's cached session was taken at the attempt's start: gone now.

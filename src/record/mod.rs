@@ -16,12 +16,15 @@
 //!
 //! - `seen`: the ids of the key's most recent updates, oldest first, so that an update
 //!   delivered twice is recognised (de-duplication);
+//! - `sent`: the ids of messages the bot sent with a name to find them by
+//!   (`{"question": 1234}`, see `Reply::remember`), written once their delivery is
+//!   confirmed;
 //! - `outbox`: the replies of the last committed step not yet confirmed delivered, as
 //!   transcript lines (`{"method":"sendMessage",...}`); always the last field, so the
 //!   record without it is the bytes before it.
 //!
 //! ```json
-//! {"v": 1, "data": S, "scenes": [frame, ...], "seen": [41, 42], "outbox": [call, ...]}
+//! {"v": 1, "data": S, "scenes": [frame, ...], "seen": [41, 42], "sent": {"q": 7}, "outbox": [call, ...]}
 //! ```
 //!
 //! This module sits low in the crate's layers: it knows the store's [`Codec`] and
@@ -292,8 +295,84 @@ pub(crate) struct RecordRef<'a, S> {
     pub(crate) extras: Option<&'a Extras>,
     #[serde(skip_serializing_if = "<[i64]>::is_empty")]
     pub(crate) seen: &'a [i64],
+    #[serde(skip_serializing_if = "SentIds::is_empty")]
+    pub(crate) sent: &'a SentIds,
     #[serde(skip_serializing_if = "<[Outgoing]>::is_empty")]
     pub(crate) outbox: &'a [Outgoing],
+}
+
+/// The ids of messages the bot sent under a name ([`Reply::remember`]), oldest first:
+/// the record's `sent` field, a JSON object (`{"question": 1234}`). At most
+/// [`MAX_SENT`] names are kept; a name sent again takes its new id.
+///
+/// [`Reply::remember`]: crate::transport::Reply::remember
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct SentIds(pub(crate) Vec<(String, i64)>);
+
+/// The most message names a session keeps ([`SentIds`]); the oldest goes first.
+pub(crate) const MAX_SENT: usize = 32;
+
+static NO_SENT: SentIds = SentIds(Vec::new());
+
+impl SentIds {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The id kept under `name`.
+    pub(crate) fn get(&self, name: &str) -> Option<i64> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, id)| *id)
+    }
+
+    /// Keeps `id` under `name` (replacing an earlier one), dropping the oldest names
+    /// beyond [`MAX_SENT`].
+    pub(crate) fn insert(&mut self, name: &str, id: i64) {
+        self.0.retain(|(n, _)| n != name);
+        self.0.push((name.to_owned(), id));
+        let skip = self.0.len().saturating_sub(MAX_SENT);
+        self.0.drain(..skip);
+    }
+
+    /// Keeps every pair of `more`, in order.
+    pub(crate) fn extend(&mut self, more: &[(String, i64)]) {
+        for (name, id) in more {
+            self.insert(name, *id);
+        }
+    }
+}
+
+impl Serialize for SentIds {
+    fn serialize<Ser: serde::Serializer>(&self, s: Ser) -> Result<Ser::Ok, Ser::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (name, id) in &self.0 {
+            map.serialize_entry(name, id)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for SentIds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = SentIds;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of message ids")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<SentIds, A::Error> {
+                let mut sent = SentIds::default();
+                while let Some((name, id)) = map.next_entry::<String, i64>()? {
+                    sent.insert(&name, id);
+                }
+                Ok(sent)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 impl<'a, S: Serialize> RecordRef<'a, S> {
@@ -307,8 +386,15 @@ impl<'a, S: Serialize> RecordRef<'a, S> {
             dv: 0,
             extras: None,
             seen: &[],
+            sent: &NO_SENT,
             outbox: &[],
         }
+    }
+
+    /// The record with the ids of the messages sent under a name.
+    pub(crate) fn with_sent(mut self, sent: &'a SentIds) -> Self {
+        self.sent = sent;
+        self
     }
 
     /// The record with the fields a read found that this build does not know.
@@ -481,6 +567,10 @@ impl<'a, S: Serialize> RecordRef<'a, S> {
             }
             buf.push(b']');
         }
+        if !self.sent.is_empty() {
+            buf.extend_from_slice(b",\"sent\":");
+            serde_json::to_writer(&mut buf, self.sent)?;
+        }
         let outbox_at = buf.len();
         if !self.outbox.is_empty() {
             buf.extend_from_slice(b",\"outbox\":");
@@ -510,7 +600,10 @@ impl Encoded {
         let head = &self.bytes[..core];
         stored.starts_with(head) && {
             let rest = &stored[core..];
-            rest == b"}" || rest.starts_with(b",\"seen\":") || rest.starts_with(b",\"outbox\":")
+            rest == b"}"
+                || rest.starts_with(b",\"seen\":")
+                || rest.starts_with(b",\"sent\":")
+                || rest.starts_with(b",\"outbox\":")
         }
     }
 }
@@ -534,6 +627,9 @@ pub(crate) struct RecordOwned<S> {
     /// The ids of the key's recent updates, oldest first (de-duplication).
     #[serde(default)]
     pub(crate) seen: Vec<i64>,
+    /// The ids of messages sent under a name.
+    #[serde(default)]
+    pub(crate) sent: SentIds,
     /// Replies committed with the session and not yet confirmed delivered.
     #[serde(default)]
     pub(crate) outbox: Vec<Outgoing>,
@@ -612,7 +708,9 @@ impl Extras {
             }
             d.deserialize_map(V)
         }
-        const KNOWN: [&str; 7] = ["v", "dv", "data", "scenes", "lost", "seen", "outbox"];
+        const KNOWN: [&str; 8] = [
+            "v", "dv", "data", "scenes", "lost", "seen", "sent", "outbox",
+        ];
         let mut extras = Self::default();
         if !bytes.starts_with(b"{") {
             return extras;
@@ -726,6 +824,7 @@ pub(crate) struct Mended<S> {
     pub(crate) scenes: Vec<Frame>,
     pub(crate) lost: Vec<serde_json::Value>,
     pub(crate) seen: Vec<i64>,
+    pub(crate) sent: SentIds,
     pub(crate) outbox: Vec<Outgoing>,
     /// What was mended.
     pub(crate) repairs: Repairs,
@@ -853,6 +952,7 @@ impl<S: SessionData> Mended<S> {
             }
         }
         let seen: Vec<i64> = take_field(&mut obj, "seen", &mut repairs).unwrap_or_default();
+        let sent: SentIds = take_field(&mut obj, "sent", &mut repairs).unwrap_or_default();
         let outbox: Vec<Outgoing> =
             take_field(&mut obj, "outbox", &mut repairs).unwrap_or_default();
         let mut earlier: Vec<serde_json::Value> =
@@ -866,6 +966,7 @@ impl<S: SessionData> Mended<S> {
             scenes,
             lost: earlier,
             seen,
+            sent,
             outbox,
             repairs,
         }
@@ -1019,6 +1120,105 @@ pub(crate) fn moved_to_chat(bytes: &[u8], codec: Codec, from: i64, to: i64) -> R
     })
 }
 
+/// The stored record `bytes` with the message ids `more` added to its `sent` field,
+/// written with `codec`, read without the bot's types. JSON records keep every other
+/// field byte for byte and in place (`sent` goes after them, before an outbox); other
+/// codecs go through a generic value.
+///
+/// # Errors
+/// [`Error::Decode`] (with an empty key) when the bytes are not a record.
+pub(crate) fn add_sent(bytes: &[u8], codec: Codec, more: &[(String, i64)]) -> Result<Vec<u8>> {
+    let err = |e| Error::Decode {
+        key: String::new(),
+        source: e,
+    };
+    let encode_err = |e| Error::Encode {
+        key: String::new(),
+        source: e,
+    };
+    if codec == Codec::Json && bytes.first() == Some(&b'{') {
+        let fields: Vec<(std::borrow::Cow<'_, str>, &serde_json::value::RawValue)> =
+            serde_json::from_slice::<OrderedFields<'_>>(bytes)
+                .map_err(|e| err(e.into()))?
+                .0;
+        let mut sent = SentIds::default();
+        let mut out = Vec::with_capacity(bytes.len() + 32);
+        out.push(b'{');
+        let mut outbox = None;
+        for (k, v) in &fields {
+            match k.as_ref() {
+                "sent" => {
+                    sent = serde_json::from_str(v.get()).map_err(|e| err(e.into()))?;
+                    continue;
+                }
+                "outbox" => {
+                    outbox = Some(*v);
+                    continue;
+                }
+                _ => {}
+            }
+            if out.len() > 1 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, k).map_err(|e| encode_err(e.into()))?;
+            out.push(b':');
+            out.extend_from_slice(v.get().as_bytes());
+        }
+        sent.extend(more);
+        if !sent.is_empty() {
+            out.extend_from_slice(b",\"sent\":");
+            serde_json::to_writer(&mut out, &sent).map_err(|e| encode_err(e.into()))?;
+        }
+        if let Some(v) = outbox {
+            out.extend_from_slice(b",\"outbox\":");
+            out.extend_from_slice(v.get().as_bytes());
+        }
+        out.push(b'}');
+        return Ok(out);
+    }
+    let mut value: serde_json::Value = Codec::decode(bytes).map_err(err)?;
+    let Some(map) = value.as_object_mut() else {
+        return Err(err("not a session record".into()));
+    };
+    let mut sent: SentIds = match map.remove("sent") {
+        Some(v) => serde_json::from_value(v).map_err(|e| err(e.into()))?,
+        None => SentIds::default(),
+    };
+    sent.extend(more);
+    map.insert(
+        "sent".to_owned(),
+        serde_json::to_value(&sent).map_err(|e| encode_err(e.into()))?,
+    );
+    codec.encode(&value).map_err(encode_err)
+}
+
+/// A JSON object's fields in order, each value as written.
+struct OrderedFields<'a>(Vec<(std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue)>);
+
+impl<'de> Deserialize<'de> for OrderedFields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = OrderedFields<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a session record")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    let v: &'de serde_json::value::RawValue = map.next_value()?;
+                    fields.push((k, v));
+                }
+                Ok(OrderedFields(fields))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
 /// A stored record without its outbox, written with `codec`: what marks its replies
 /// delivered when the bot's types are not at hand.
 pub(crate) fn without_outbox(bytes: &[u8], codec: Codec) -> Result<Vec<u8>> {
@@ -1084,6 +1284,10 @@ pub struct RecordInfo {
     /// The ids of the session's recent updates, oldest first (what de-duplication
     /// checks).
     pub seen: Vec<i64>,
+    /// The ids of messages sent under a name ([`Reply::remember`]), oldest first.
+    ///
+    /// [`Reply::remember`]: crate::transport::Reply::remember
+    pub sent: Vec<(String, i64)>,
     /// Replies committed with the session's last step and not yet confirmed delivered.
     pub outbox: Vec<Outgoing>,
 }
@@ -1116,6 +1320,8 @@ pub fn inspect(bytes: &[u8]) -> Result<RecordInfo> {
         #[serde(default)]
         seen: Vec<i64>,
         #[serde(default)]
+        sent: SentIds,
+        #[serde(default)]
         outbox: Vec<Outgoing>,
     }
     let decode_err = |e| Error::Decode {
@@ -1142,6 +1348,7 @@ pub fn inspect(bytes: &[u8]) -> Result<RecordInfo> {
         data: raw.data,
         scenes,
         seen: raw.seen,
+        sent: raw.sent.0,
         outbox: raw.outbox,
     })
 }
@@ -1218,10 +1425,7 @@ mod tests {
         ];
         let outbox = [
             Outgoing::text(5, "a \"reply\""),
-            Outgoing::AnswerCallback {
-                id: "q".into(),
-                text: None,
-            },
+            Outgoing::answer_callback("q", None),
         ];
         let ledgers: [(&[i64], &[Outgoing]); 4] = [
             (&[], &[]),
@@ -1263,6 +1467,71 @@ mod tests {
                 assert_eq!((back.seen.as_slice(), back.outbox.as_slice()), (seen, out));
             }
         }
+    }
+
+    #[test]
+    fn message_ids_are_kept_between_seen_and_the_outbox() {
+        let mut sent = SentIds::default();
+        sent.insert("q", 7);
+        sent.insert("pic", 9);
+        sent.insert("q", 8);
+        let outbox = [Outgoing::text(5, "hi")];
+        let data = serde_json::json!({"n": 1});
+        let encoded = RecordRef::new(&data, &[])
+            .with_ledger(&[3], &outbox)
+            .with_sent(&sent)
+            .encode_with_cleared(Codec::Json, 64)
+            .unwrap();
+        let text = String::from_utf8(encoded.bytes.clone()).unwrap();
+        assert_eq!(
+            text,
+            r#"{"v":1,"data":{"n":1},"seen":[3],"sent":{"pic":9,"q":8},"outbox":[{"method":"sendMessage","chat_id":5,"text":"hi"}]}"#
+        );
+        // The derived serialisation (other codecs) agrees.
+        let derived = serde_json::to_string(
+            &RecordRef::new(&data, &[])
+                .with_ledger(&[3], &outbox)
+                .with_sent(&sent),
+        )
+        .unwrap();
+        assert_eq!(derived, text);
+        let cleared = String::from_utf8(encoded.cleared.clone().unwrap()).unwrap();
+        assert_eq!(
+            cleared,
+            r#"{"v":1,"data":{"n":1},"seen":[3],"sent":{"pic":9,"q":8}}"#
+        );
+        let back = RecordOwned::<serde_json::Value>::decode("k", &encoded.bytes).unwrap();
+        assert_eq!(back.sent, sent);
+        let plain = RecordRef::new(&data, &[])
+            .encode_with_cleared(Codec::Json, 64)
+            .unwrap();
+        assert!(plain.same_session_as(&encoded.bytes), "ids are bookkeeping");
+        // A record written before the field existed reads without ids.
+        let old = RecordOwned::<serde_json::Value>::decode("k", br#"{"v":1,"data":{}}"#).unwrap();
+        assert!(old.sent.is_empty());
+        assert!(
+            inspect(&encoded.bytes).unwrap().sent == [("pic".to_owned(), 9), ("q".to_owned(), 8)]
+        );
+    }
+
+    #[test]
+    fn ids_are_added_to_a_stored_record_keeping_everything_else() {
+        let stored = br#"{"v":1,"data":{"b":1,"a":2},"scenes":[{"scene":"s","entered_at":1,"state":{"json":{}}}],"x-new":[1, 2],"seen":[4],"sent":{"old":1},"outbox":[{"method":"sendMessage","chat_id":5,"text":"hi"}]}"#;
+        let out = add_sent(stored, Codec::Json, &[("q".into(), 12), ("old".into(), 2)]).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"v":1,"data":{"b":1,"a":2},"scenes":[{"scene":"s","entered_at":1,"state":{"json":{}}}],"x-new":[1, 2],"seen":[4],"sent":{"q":12,"old":2},"outbox":[{"method":"sendMessage","chat_id":5,"text":"hi"}]}"#
+        );
+        let out = add_sent(br#"{"v":1,"data":null}"#, Codec::Json, &[("q".into(), 1)]).unwrap();
+        assert_eq!(out, br#"{"v":1,"data":null,"sent":{"q":1}}"#);
+        assert!(add_sent(b"[1]", Codec::Json, &[("q".into(), 1)]).is_err());
+        assert!(add_sent(b"{\"sent\":5}", Codec::Json, &[("q".into(), 1)]).is_err());
+        // No more than MAX_SENT names.
+        let many: Vec<(String, i64)> = (0..40).map(|i| (format!("m{i}"), i)).collect();
+        let out = add_sent(br#"{"v":1,"data":null}"#, Codec::Json, &many).unwrap();
+        let info = inspect(&out).unwrap();
+        assert_eq!(info.sent.len(), MAX_SENT);
+        assert_eq!(info.sent[0], ("m8".to_owned(), 8), "the oldest went first");
     }
 
     #[test]

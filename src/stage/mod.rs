@@ -57,7 +57,13 @@ struct StageInner<S, U> {
     entries: Vec<String>,
     /// Whether any scene declares a timeout or expiry hooks (set by `build`).
     timers: bool,
+    /// The notice a press of a button of a step that is over is answered with.
+    stale_button_notice: Option<String>,
 }
+
+/// What a press of a button bound to a step the user is no longer at is answered with
+/// by default (see [`StageBuilder::stale_button_notice`]).
+pub const DEFAULT_STALE_BUTTON_NOTICE: &str = "This button is no longer active.";
 
 /// What the user hears by default when their stored conversation could not be resumed
 /// (see [`StageBuilder::recovery_notice`]).
@@ -113,6 +119,7 @@ impl<S, U> Stage<S, U> {
                 recovery_notice: Some(DEFAULT_RECOVERY_NOTICE.to_owned()),
                 entries: Vec::new(),
                 timers: false,
+                stale_button_notice: Some(DEFAULT_STALE_BUTTON_NOTICE.to_owned()),
             },
         }
     }
@@ -139,6 +146,54 @@ impl<S, U> StageBuilder<S, U> {
     #[must_use]
     pub fn recovery_notice(mut self, notice: Option<impl Into<String>>) -> Self {
         self.stage.recovery_notice = notice.map(Into::into);
+        self
+    }
+
+    /// The notice a press of a button of a step that is over is answered with
+    /// (default: [`DEFAULT_STALE_BUTTON_NOTICE`]; `None`: the press is answered without
+    /// one).
+    ///
+    /// Callback buttons made with [`Button::callback`](crate::transport::Button::callback)
+    /// carry a tag of the frame and step that sent them. A press whose tag is not the
+    /// one of the step the user is at reaches no handler of the stage or after it: it
+    /// is answered, and nothing else happens (the session is left as it was).
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::transport::{Button, Reply};
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage: Stage<(), TelegramUpdate> = Stage::builder()
+    ///     .stale_button_notice(Some("Too late!"))
+    ///     .scene(Wizard::builder("ask")
+    ///         .step(|cx: Cx<()>| async move {
+    ///             cx.send(Reply::text("Sure?").inline_keyboard([[Button::callback("Yes", "yes")]]))?;
+    ///             Ok(Outcome::Next)
+    ///         })
+    ///         .step(|cx: Cx<()>| async move {
+    ///             let answer = cx.update().callback_payload().unwrap_or_default().to_owned();
+    ///             cx.answer_callback(None);
+    ///             cx.reply(format!("got {answer}"));
+    ///             Ok(Outcome::leave())
+    ///         })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("ask", |_cx: Cx<()>| async move { Ok(Outcome::enter("ask")) })
+    ///     .build());
+    /// bot.send("/ask").await.unwrap();
+    /// assert_eq!(bot.press("Yes").await.unwrap(), ["got yes"]);
+    /// // The step is over: the same button again is only answered.
+    /// assert!(bot.press("Yes").await.unwrap().is_empty());
+    /// assert_eq!(bot.last_call().unwrap().text_of(), Some("Too late!"));
+    /// # });
+    /// ```
+    #[must_use]
+    pub fn stale_button_notice(mut self, notice: Option<impl Into<String>>) -> Self {
+        self.stage.stale_button_notice = notice.map(Into::into);
         self
     }
 
@@ -373,6 +428,13 @@ impl<S: SessionData, U: Update> Stage<S, U> {
                     span.record("step", c);
                 }
             }
+        }
+        if restart.is_none() && cx.is_stale_press() {
+            // A button of a step that is over: answered, and nothing else.
+            tracing::debug!(target: "stagecraft::stage", event = "stale_button", key = ?cx.key(),
+                "a button of a step that is over was pressed; answered");
+            cx.answer_callback(self.inner.stale_button_notice.clone());
+            return Ok(Some(Outcome::Handled));
         }
         if let Some(o) = self.inner.routes.run(cx).await? {
             return Ok(Some(o));

@@ -1,16 +1,16 @@
 //! [`TestBot`].
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::clock::ManualClock;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::pipeline::{Pipeline, PipelineBuilder};
 use crate::record::{RecordInfo, SessionData, inspect};
 use crate::replay::REPLAY_EPOCH_S;
 use crate::store::{MemoryStore, SessionStore};
-use crate::transport::{Outgoing, RecordingTransport};
+use crate::transport::{Outgoing, RecordingTransport, ReplyMarkup};
 use crate::update::TelegramUpdate;
 
 /// A pipeline under test: a fake user and chat, a manual clock, recorded replies.
@@ -22,6 +22,10 @@ pub struct TestBot<S> {
     store: Arc<dyn SessionStore>,
     user: i64,
     chat: i64,
+    /// The calls of the last update handled.
+    last: Mutex<Vec<Outgoing>>,
+    /// The messages the bot sent, by id, as edits left them (deleted ones gone).
+    messages: Mutex<Vec<(i64, Outgoing)>>,
 }
 
 impl<S: SessionData + Default> TestBot<S> {
@@ -49,6 +53,8 @@ impl<S: SessionData + Default> TestBot<S> {
             store,
             user: 1,
             chat: 1,
+            last: Mutex::default(),
+            messages: Mutex::default(),
         }
     }
 }
@@ -120,12 +126,90 @@ impl<S: SessionData> TestBot<S> {
     /// A callback query (button press) with `data` on a message in the current chat.
     #[must_use]
     pub fn callback(&self, data: &str) -> TelegramUpdate {
+        self.callback_on(1, data)
+    }
+
+    /// A callback query with `data` on the message `message_id` in the current chat.
+    #[must_use]
+    pub fn callback_on(&self, message_id: i64, data: &str) -> TelegramUpdate {
         let id = self.id();
         self.build(
             serde_json::json!({"update_id": id, "callback_query": {"id": format!("cb{id}"),
             "from": {"id": self.user}, "data": data,
-            "message": {"message_id": 1, "date": 0, "chat": {"id": self.chat}}}}),
+            "message": {"message_id": message_id, "date": 0, "chat": {"id": self.chat}}}}),
         )
+    }
+
+    /// Presses the inline button labelled `label` on the newest message the bot sent
+    /// that shows one, and returns the texts replied to the press. The press carries
+    /// the button's data as sent (step tag included) and the message's id.
+    ///
+    /// # Errors
+    /// [`Error::Reply`] when no message the bot sent (and did not delete) shows a
+    /// callback button with that label; otherwise the update's error.
+    pub async fn press(&self, label: &str) -> Result<Vec<String>> {
+        let found = {
+            let messages = lock(&self.messages);
+            messages.iter().rev().find_map(|(id, m)| {
+                let data = button_data(m, label)?;
+                Some((*id, data))
+            })
+        };
+        let (message_id, data) = found.ok_or_else(|| {
+            Error::Reply(format!(
+                "no message the bot sent shows a callback button `{label}`"
+            ))
+        })?;
+        self.texts_of(self.callback_on(message_id, &data)).await
+    }
+
+    /// Presses the button labelled `label` on the message `message_id` (an older one,
+    /// say), as [`press`](Self::press) does.
+    ///
+    /// # Errors
+    /// As [`press`](Self::press).
+    pub async fn press_on(&self, message_id: i64, label: &str) -> Result<Vec<String>> {
+        let data = {
+            let messages = lock(&self.messages);
+            messages
+                .iter()
+                .find(|(id, _)| *id == message_id)
+                .and_then(|(_, m)| button_data(m, label))
+        };
+        let data = data.ok_or_else(|| {
+            Error::Reply(format!(
+                "message {message_id} shows no callback button `{label}`"
+            ))
+        })?;
+        self.texts_of(self.callback_on(message_id, &data)).await
+    }
+
+    /// The calls the last update made, in order.
+    #[must_use]
+    pub fn last_calls(&self) -> Vec<Outgoing> {
+        lock(&self.last).clone()
+    }
+
+    /// The last call the last update made.
+    #[must_use]
+    pub fn last_call(&self) -> Option<Outgoing> {
+        lock(&self.last).last().cloned()
+    }
+
+    /// The messages the bot sent so far and did not delete, oldest first, with their
+    /// ids and as edits left them (text, caption, keyboard).
+    #[must_use]
+    pub fn messages(&self) -> Vec<(i64, Outgoing)> {
+        lock(&self.messages).clone()
+    }
+
+    /// The keyboard of the newest message the bot sent that shows one.
+    #[must_use]
+    pub fn markup(&self) -> Option<ReplyMarkup> {
+        lock(&self.messages)
+            .iter()
+            .rev()
+            .find_map(|(_, m)| m.reply_markup().cloned())
     }
 
     fn build(&self, v: serde_json::Value) -> TelegramUpdate {
@@ -151,7 +235,7 @@ impl<S: SessionData> TestBot<S> {
             .into_iter()
             .filter_map(|m| match m {
                 Outgoing::Text { text, .. } => Some(text),
-                Outgoing::AnswerCallback { .. } => None,
+                _ => None,
             })
             .collect())
     }
@@ -162,8 +246,73 @@ impl<S: SessionData> TestBot<S> {
     /// The update's error (calls made before it are still recorded in [`replies`](Self::replies)).
     pub async fn calls_of(&self, update: TelegramUpdate) -> Result<Vec<Outgoing>> {
         let _ = self.replies.take();
-        self.pipeline.handle(update).await?;
-        Ok(self.replies.take())
+        let handled = self.pipeline.handle(update).await;
+        // After an error the calls stay in the recorder (see `replies`).
+        let delivered = if handled.is_ok() {
+            self.replies.take_delivered()
+        } else {
+            self.replies.delivered()
+        };
+        self.track(&delivered);
+        let calls: Vec<Outgoing> = delivered.into_iter().map(|(m, _)| m).collect();
+        lock(&self.last).clone_from(&calls);
+        handled?;
+        Ok(calls)
+    }
+
+    /// Follows the messages sent, edited and deleted.
+    fn track(&self, delivered: &[(Outgoing, crate::transport::Delivered)]) {
+        let mut messages = lock(&self.messages);
+        for (call, done) in delivered {
+            match call {
+                Outgoing::EditText {
+                    message_id,
+                    text,
+                    reply_markup,
+                    ..
+                } => {
+                    if let Some((
+                        _,
+                        Outgoing::Text {
+                            text: t,
+                            reply_markup: m,
+                            ..
+                        },
+                    )) = messages.iter_mut().find(|(id, _)| id == message_id)
+                    {
+                        t.clone_from(text);
+                        m.clone_from(reply_markup);
+                    }
+                }
+                Outgoing::EditMarkup {
+                    message_id,
+                    reply_markup,
+                    ..
+                } => {
+                    if let Some((
+                        _,
+                        Outgoing::Text {
+                            reply_markup: m, ..
+                        }
+                        | Outgoing::Photo {
+                            reply_markup: m, ..
+                        }
+                        | Outgoing::Document {
+                            reply_markup: m, ..
+                        },
+                    )) = messages.iter_mut().find(|(id, _)| id == message_id)
+                    {
+                        m.clone_from(reply_markup);
+                    }
+                }
+                Outgoing::Delete { message_id, .. } => messages.retain(|(id, _)| id != message_id),
+                _ => {
+                    if let Some(id) = done.message_id {
+                        messages.push((id, call.clone()));
+                    }
+                }
+            }
+        }
     }
 
     /// The recorder of replies.
@@ -185,6 +334,12 @@ impl<S: SessionData> TestBot<S> {
         self.pipeline.key_of(&probe).unwrap_or_default()
     }
 
+    /// The stored record's bytes of the current user and chat (to check that an update
+    /// left it exactly as it was).
+    pub async fn stored_bytes(&self) -> Option<Vec<u8>> {
+        Some(self.store.load(&self.key()).await.ok()??.bytes)
+    }
+
     /// The stored record of the current user and chat, read without the bot's types.
     pub async fn stored(&self) -> Option<RecordInfo> {
         let loaded = self.store.load(&self.key()).await.ok()??;
@@ -198,4 +353,17 @@ impl<S: SessionData> TestBot<S> {
             .map(|r| r.scenes.into_iter().map(|f| (f.scene, f.cursor)).collect())
             .unwrap_or_default()
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The data of the callback button labelled `label` on message `m`.
+fn button_data(m: &Outgoing, label: &str) -> Option<String> {
+    m.reply_markup()?
+        .buttons()
+        .into_iter()
+        .find(|b| b.text == label)
+        .and_then(|b| b.callback_data.clone())
 }

@@ -6,7 +6,10 @@
 
 mod telegram;
 
-pub use telegram::{CallbackQuery, Chat, ChatEvent, FromOnly, Message, TelegramUpdate, User};
+pub use telegram::{
+    CallbackQuery, Chat, ChatEvent, Document, FromOnly, LanguageCode, Message, PhotoSize,
+    SharedContact, TelegramUpdate, User,
+};
 
 /// The kind of an update, as far as routing cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -79,6 +82,59 @@ pub struct ChatMigration {
     pub to: i64,
 }
 
+/// A shared contact (a message's `contact`), borrowed from the update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Contact<'a> {
+    /// `phone_number`.
+    pub phone_number: &'a str,
+    /// `first_name`.
+    pub first_name: &'a str,
+    /// `last_name`.
+    pub last_name: Option<&'a str>,
+    /// `user_id`, when the contact is a Telegram user.
+    pub user_id: Option<i64>,
+}
+
+impl<'a> Contact<'a> {
+    /// A contact (for implementations of [`Update::contact`]).
+    #[must_use]
+    pub fn new(
+        phone_number: &'a str,
+        first_name: &'a str,
+        last_name: Option<&'a str>,
+        user_id: Option<i64>,
+    ) -> Self {
+        Self {
+            phone_number,
+            first_name,
+            last_name,
+            user_id,
+        }
+    }
+}
+
+/// A shared location (a message's `location`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[non_exhaustive]
+pub struct Location {
+    /// `latitude`.
+    pub latitude: f64,
+    /// `longitude`.
+    pub longitude: f64,
+}
+
+impl Location {
+    /// A location (for implementations of [`Update::location`]).
+    #[must_use]
+    pub fn new(latitude: f64, longitude: f64) -> Self {
+        Self {
+            latitude,
+            longitude,
+        }
+    }
+}
+
 /// What the session and the stage read from an update.
 ///
 /// Implement it for your own update type to drive stagecraft from any transport. An
@@ -106,6 +162,59 @@ pub trait Update: Clone + Send + Sync + 'static {
     fn callback_data(&self) -> Option<&str>;
     /// The id of a callback query (to answer it).
     fn callback_id(&self) -> Option<&str> {
+        None
+    }
+
+    /// The data of a callback query without the step tag stagecraft's bound buttons
+    /// carry ([`Button::callback`](crate::transport::Button::callback)); data without a
+    /// tag as it is.
+    fn callback_payload(&self) -> Option<&str> {
+        self.callback_data().map(crate::transport::callback_payload)
+    }
+
+    /// The id of the message of a message, edited message or channel post update.
+    fn message_id(&self) -> Option<i64> {
+        None
+    }
+
+    /// The id of the message whose button a callback query pressed (absent for
+    /// buttons on inline messages).
+    fn callback_message_id(&self) -> Option<i64> {
+        None
+    }
+
+    /// The caption of a photo, document or other media message.
+    fn caption(&self) -> Option<&str> {
+        None
+    }
+
+    /// The `file_id` of a photo message's largest size.
+    fn photo_file_id(&self) -> Option<&str> {
+        None
+    }
+
+    /// The `file_id` of a document message.
+    fn document_file_id(&self) -> Option<&str> {
+        None
+    }
+
+    /// The album a media message belongs to.
+    fn media_group_id(&self) -> Option<&str> {
+        None
+    }
+
+    /// The contact a message shares.
+    fn contact(&self) -> Option<Contact<'_>> {
+        None
+    }
+
+    /// The location a message shares.
+    fn location(&self) -> Option<Location> {
+        None
+    }
+
+    /// The IETF language tag of the user's Telegram client (`from.language_code`).
+    fn language_code(&self) -> Option<&str> {
         None
     }
 
@@ -173,6 +282,36 @@ impl<T: Update> Update for std::sync::Arc<T> {
     }
     fn chat_migration(&self) -> Option<ChatMigration> {
         (**self).chat_migration()
+    }
+    fn callback_payload(&self) -> Option<&str> {
+        (**self).callback_payload()
+    }
+    fn message_id(&self) -> Option<i64> {
+        (**self).message_id()
+    }
+    fn callback_message_id(&self) -> Option<i64> {
+        (**self).callback_message_id()
+    }
+    fn caption(&self) -> Option<&str> {
+        (**self).caption()
+    }
+    fn photo_file_id(&self) -> Option<&str> {
+        (**self).photo_file_id()
+    }
+    fn document_file_id(&self) -> Option<&str> {
+        (**self).document_file_id()
+    }
+    fn media_group_id(&self) -> Option<&str> {
+        (**self).media_group_id()
+    }
+    fn contact(&self) -> Option<Contact<'_>> {
+        (**self).contact()
+    }
+    fn location(&self) -> Option<Location> {
+        (**self).location()
+    }
+    fn language_code(&self) -> Option<&str> {
+        (**self).language_code()
     }
 }
 

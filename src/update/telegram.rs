@@ -1,8 +1,12 @@
 //! Telegram Bot API `Update` JSON, without a bot framework.
 
-use serde::Deserialize;
+use std::borrow::Cow;
+use std::fmt;
 
-use super::{ChatMigration, Update, UpdateKind};
+use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+
+use super::{ChatMigration, Contact, Location, Update, UpdateKind};
 use crate::error::{Error, Result};
 
 /// A Telegram Bot API `Update`, deserialized from its JSON.
@@ -64,6 +68,20 @@ pub struct Message {
     pub message_thread_id: Option<i64>,
     /// `text`.
     pub text: Option<String>,
+    /// `caption` (of a media message).
+    pub caption: Option<String>,
+    /// The largest size of `photo` (Telegram lists the sizes smallest first; only the
+    /// last is kept).
+    #[serde(default, deserialize_with = "largest_photo")]
+    pub photo: Option<PhotoSize>,
+    /// `document`.
+    pub document: Option<Document>,
+    /// `media_group_id` (an album).
+    pub media_group_id: Option<String>,
+    /// `contact`.
+    pub contact: Option<SharedContact>,
+    /// `location`.
+    pub location: Option<Location>,
     /// `migrate_to_chat_id`: the group was upgraded to this supergroup (a service
     /// message in the old group). (A chat id is never 0; `NonZeroI64` keeps every
     /// update small.)
@@ -73,6 +91,133 @@ pub struct Message {
     /// message in the new supergroup).
     #[serde(default, deserialize_with = "chat_id_or_none")]
     pub migrate_from_chat_id: Option<std::num::NonZeroI64>,
+}
+
+/// One size of a photo.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PhotoSize {
+    /// `file_id`.
+    pub file_id: String,
+    /// `width`.
+    #[serde(default)]
+    pub width: u32,
+    /// `height`.
+    #[serde(default)]
+    pub height: u32,
+}
+
+/// A document (a file sent as such).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Document {
+    /// `file_id`.
+    pub file_id: String,
+}
+
+/// A shared contact.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SharedContact {
+    /// `phone_number`.
+    pub phone_number: String,
+    /// `first_name`.
+    pub first_name: String,
+    /// `last_name`.
+    pub last_name: Option<String>,
+    /// `user_id`.
+    pub user_id: Option<i64>,
+}
+
+/// Keeps the last (largest) size of a `photo` array; each size's `file_id` is read
+/// borrowed where the JSON allows, so only the kept one is allocated.
+fn largest_photo<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PhotoSize>, D::Error> {
+    #[derive(Deserialize)]
+    struct Size<'a> {
+        #[serde(borrow)]
+        file_id: Cow<'a, str>,
+        #[serde(default)]
+        width: u32,
+        #[serde(default)]
+        height: u32,
+    }
+    struct Sizes;
+    impl<'de> Visitor<'de> for Sizes {
+        type Value = Option<PhotoSize>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of photo sizes")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut last: Option<Size<'de>> = None;
+            while let Some(size) = seq.next_element()? {
+                last = Some(size);
+            }
+            Ok(last.map(|s| PhotoSize {
+                file_id: s.file_id.into_owned(),
+                width: s.width,
+                height: s.height,
+            }))
+        }
+    }
+    d.deserialize_seq(Sizes)
+}
+
+/// A user's `language_code`, held inline (IETF tags are short: `en`, `pt-br`), so
+/// reading it costs no allocation; a longer one is kept on the heap.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LanguageCode(Code);
+
+#[derive(Clone, PartialEq, Eq)]
+enum Code {
+    Inline { len: u8, bytes: [u8; 15] },
+    Heap(Box<str>),
+}
+
+impl LanguageCode {
+    /// The tag.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // Only whole strings are stored inline: the slice is valid UTF-8.
+            Code::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
+            Code::Heap(s) => s,
+        }
+    }
+
+    fn new(s: &str) -> Self {
+        let mut bytes = [0; 15];
+        match u8::try_from(s.len()) {
+            Ok(len) if s.len() <= bytes.len() => {
+                bytes[..s.len()].copy_from_slice(s.as_bytes());
+                Self(Code::Inline { len, bytes })
+            }
+            _ => Self(Code::Heap(s.into())),
+        }
+    }
+}
+
+impl fmt::Debug for LanguageCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl<'de> Deserialize<'de> for LanguageCode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = LanguageCode;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a language tag")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(LanguageCode::new(s))
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 /// A chat id, `None` for `0` (no chat has it) or `null`.
@@ -96,6 +241,8 @@ pub struct Chat {
 pub struct User {
     /// `id`.
     pub id: i64,
+    /// `language_code`.
+    pub language_code: Option<LanguageCode>,
 }
 
 /// A callback query.
@@ -160,6 +307,21 @@ impl TelegramUpdate {
             .or(self.edited_message.as_ref())
             .or(self.channel_post.as_ref())
             .or(self.edited_channel_post.as_ref())
+    }
+
+    /// Who caused the update (Telegraf's `ctx.from`).
+    fn from(&self) -> Option<&User> {
+        if let Some(cb) = &self.callback_query {
+            return Some(&cb.from);
+        }
+        if let Some(m) = self.any_message() {
+            return m.from.as_ref();
+        }
+        self.inline_query
+            .as_ref()
+            .or(self.chosen_inline_result.as_ref())
+            .map(|f| &f.from)
+            .or_else(|| self.chat_event().map(|e| &e.from))
     }
 
     fn chat_event(&self) -> Option<&ChatEvent> {
@@ -240,17 +402,7 @@ impl Update for TelegramUpdate {
     }
 
     fn user_id(&self) -> Option<i64> {
-        if let Some(cb) = &self.callback_query {
-            return Some(cb.from.id);
-        }
-        if let Some(m) = self.any_message() {
-            return m.from.as_ref().map(|u| u.id);
-        }
-        self.inline_query
-            .as_ref()
-            .or(self.chosen_inline_result.as_ref())
-            .map(|f| f.from.id)
-            .or_else(|| self.chat_event().map(|e| e.from.id))
+        self.from().map(|u| u.id)
     }
 
     fn thread_id(&self) -> Option<i64> {
@@ -272,6 +424,60 @@ impl Update for TelegramUpdate {
 
     fn callback_id(&self) -> Option<&str> {
         self.callback_query.as_ref().map(|c| c.id.as_str())
+    }
+
+    fn message_id(&self) -> Option<i64> {
+        self.any_message().map(|m| m.message_id)
+    }
+
+    fn callback_message_id(&self) -> Option<i64> {
+        self.callback_query
+            .as_ref()
+            .and_then(|c| c.message.as_ref())
+            .map(|m| m.message_id)
+    }
+
+    fn caption(&self) -> Option<&str> {
+        self.any_message().and_then(|m| m.caption.as_deref())
+    }
+
+    fn photo_file_id(&self) -> Option<&str> {
+        self.any_message()
+            .and_then(|m| m.photo.as_ref())
+            .map(|p| p.file_id.as_str())
+    }
+
+    fn document_file_id(&self) -> Option<&str> {
+        self.any_message()
+            .and_then(|m| m.document.as_ref())
+            .map(|d| d.file_id.as_str())
+    }
+
+    fn media_group_id(&self) -> Option<&str> {
+        self.any_message().and_then(|m| m.media_group_id.as_deref())
+    }
+
+    fn contact(&self) -> Option<Contact<'_>> {
+        self.any_message()
+            .and_then(|m| m.contact.as_ref())
+            .map(|c| {
+                Contact::new(
+                    &c.phone_number,
+                    &c.first_name,
+                    c.last_name.as_deref(),
+                    c.user_id,
+                )
+            })
+    }
+
+    fn location(&self) -> Option<Location> {
+        self.any_message().and_then(|m| m.location)
+    }
+
+    fn language_code(&self) -> Option<&str> {
+        self.from()
+            .and_then(|u| u.language_code.as_ref())
+            .map(LanguageCode::as_str)
     }
 }
 
@@ -302,6 +508,70 @@ mod tests {
         .unwrap();
         assert_eq!(edited.text(), Some("/start"));
         assert!(edited.command().is_none(), "edits are not commands");
+    }
+
+    #[test]
+    fn media_contacts_locations_and_languages_are_read() {
+        let photo = TelegramUpdate::from_json(
+            r#"{"update_id":6,"message":{"message_id":41,"chat":{"id":2},"from":{"id":3,"language_code":"pt-br"},
+              "photo":[{"file_id":"small","file_unique_id":"s","width":90,"height":60},
+                       {"file_id":"big","file_unique_id":"b","width":1280,"height":853}],
+              "caption":"a view","media_group_id":"g1"}}"#,
+        )
+        .unwrap();
+        assert_eq!(photo.message_id(), Some(41));
+        assert_eq!(photo.photo_file_id(), Some("big"));
+        assert_eq!(photo.caption(), Some("a view"));
+        assert_eq!(photo.media_group_id(), Some("g1"));
+        assert_eq!(photo.language_code(), Some("pt-br"));
+        assert_eq!(photo.text(), None);
+
+        let doc = TelegramUpdate::from_json(
+            r#"{"update_id":7,"message":{"message_id":1,"chat":{"id":2},"from":{"id":3},
+              "document":{"file_id":"doc","file_name":"a.pdf"},
+              "contact":{"phone_number":"+1","first_name":"Ann","user_id":3},
+              "location":{"latitude":51.5,"longitude":-0.12}}}"#,
+        )
+        .unwrap();
+        assert_eq!(doc.document_file_id(), Some("doc"));
+        let c = doc.contact().unwrap();
+        assert_eq!(
+            (c.phone_number, c.first_name, c.last_name, c.user_id),
+            ("+1", "Ann", None, Some(3))
+        );
+        assert_eq!(doc.location(), Some(Location::new(51.5, -0.12)));
+        assert_eq!(doc.language_code(), None);
+
+        let press = TelegramUpdate::from_json(
+            r#"{"update_id":8,"callback_query":{"id":"q","from":{"id":3,"language_code":"a-very-long-language-tag"},
+              "message":{"message_id":77,"chat":{"id":2}},"data":"~0a1b2c:yes"}}"#,
+        )
+        .unwrap();
+        assert_eq!(press.callback_message_id(), Some(77));
+        assert_eq!(press.message_id(), None);
+        assert_eq!(press.callback_payload(), Some("yes"));
+        assert_eq!(press.callback_data(), Some("~0a1b2c:yes"));
+        assert_eq!(press.language_code(), Some("a-very-long-language-tag"));
+        // The same through a JSON value (owned strings).
+        let value: serde_json::Value = serde_json::from_str(
+            r#"{"update_id":9,"message":{"message_id":1,"chat":{"id":2},"photo":[{"file_id":"x\u0041"}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            TelegramUpdate::from_value(value).unwrap().photo_file_id(),
+            Some("xA")
+        );
+        for bad in [
+            r#"{"update_id":1,"message":{"message_id":1,"chat":{"id":2},"photo":{"file_id":"x"}}}"#,
+            r#"{"update_id":1,"message":{"message_id":1,"chat":{"id":2},"photo":[{"width":3}]}}"#,
+            r#"{"update_id":1,"message":{"message_id":1,"chat":{"id":2},"from":{"id":1,"language_code":5}}}"#,
+            r#"{"update_id":1,"message":{"message_id":1,"chat":{"id":2},"location":{"latitude":"n"}}}"#,
+        ] {
+            assert!(
+                matches!(TelegramUpdate::from_json(bad), Err(Error::Update(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

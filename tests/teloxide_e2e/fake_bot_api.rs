@@ -6,6 +6,9 @@
 //!   below `offset` and answers every update of the current batch not yet confirmed; when
 //!   the script is exhausted it answers an empty list after a short wait.
 //! - `sendMessage` and `answerCallbackQuery`: recorded, answered with valid objects.
+//! - `sendPhoto`, `sendDocument`, `editMessageText`, `editMessageReplyMarkup`,
+//!   `deleteMessage`: recorded with their body, answered with valid objects.
+//! - Every request but `getUpdates` is also kept with its raw body ([`FakeBotApi::requests`]).
 //! - Anything else: recorded and answered `404`.
 
 use std::collections::BTreeMap;
@@ -33,6 +36,8 @@ pub(crate) enum Call {
     },
     /// `answerCallbackQuery`.
     AnswerCallback { id: String, text: Option<String> },
+    /// A media, edit or delete call, with its raw body (JSON or multipart).
+    Other { method: String, body: String },
     /// A method the server does not know.
     Unknown { method: String },
 }
@@ -44,7 +49,11 @@ struct State {
     confirmed_below: i64,
     calls: Vec<Call>,
     methods: Vec<String>,
+    /// Method and raw body of every request but `getUpdates`.
+    requests: Vec<(String, String)>,
     next_message_id: i64,
+    /// How many `sendMessage` calls to refuse with 429 (`retry_after`: 1 s) first.
+    throttle: usize,
 }
 
 /// The running server; stops when dropped.
@@ -89,6 +98,12 @@ impl FakeBotApi {
         }
     }
 
+    /// Refuses the next `n` `sendMessage` calls with 429 Too Many Requests, asking to
+    /// retry after `retry_after` seconds (Telegram's flood control).
+    pub(crate) fn throttle(&self, n: usize) {
+        self.lock().throttle = n;
+    }
+
     /// The URL to give `Bot::set_api_url`.
     pub(crate) fn url(&self) -> String {
         format!("http://{}/", self.addr)
@@ -101,6 +116,11 @@ impl FakeBotApi {
     /// Every recorded call, in order.
     pub(crate) fn calls(&self) -> Vec<Call> {
         self.lock().calls.clone()
+    }
+
+    /// The method (lower case) and raw body of every request but `getUpdates`, in order.
+    pub(crate) fn requests(&self) -> Vec<(String, String)> {
+        self.lock().requests.clone()
     }
 
     /// Every method called, in order (including `getUpdates`).
@@ -132,6 +152,7 @@ impl FakeBotApi {
 struct Request {
     method: String,
     body: Value,
+    raw: String,
 }
 
 /// Reads one request; `None` at the end of the connection or on garbage.
@@ -161,8 +182,9 @@ async fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
     reader.read_exact(&mut body).await.ok()?;
     // `/bot<token>/<Method>`; method names are case-insensitive.
     let method = path.rsplit('/').next()?.to_ascii_lowercase();
+    let raw = String::from_utf8_lossy(&body).into_owned();
     let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    Some(Request { method, body })
+    Some(Request { method, body, raw })
 }
 
 async fn serve(stream: TcpStream, state: Arc<Mutex<State>>, changed: Arc<watch::Sender<usize>>) {
@@ -208,6 +230,9 @@ async fn answer(
 ) -> (&'static str, Value) {
     let lock = || state.lock().unwrap_or_else(PoisonError::into_inner);
     lock().methods.push(req.method.clone());
+    if req.method != "getupdates" {
+        lock().requests.push((req.method.clone(), req.raw.clone()));
+    }
     let record = |call: Call| {
         let n = {
             let mut st = lock();
@@ -258,6 +283,15 @@ async fn answer(
             }
             ok(Value::Array(updates))
         }
+        "sendmessage" if lock().throttle > 0 => {
+            lock().throttle -= 1;
+            (
+                "429 Too Many Requests",
+                json!({"ok": false, "error_code": 429,
+                    "description": "Too Many Requests: retry after 1",
+                    "parameters": {"retry_after": 1}}),
+            )
+        }
         "sendmessage" => {
             let chat_id = req.body["chat_id"].as_i64().unwrap_or_default();
             let thread_id = req.body["message_thread_id"].as_i64();
@@ -290,6 +324,35 @@ async fn answer(
             });
             ok(json!(true))
         }
+        "sendphoto" | "senddocument" | "editmessagetext" | "editmessagereplymarkup" => {
+            let chat_id = field(req, "chat_id").unwrap_or_default();
+            let message_id = match field(req, "message_id") {
+                Some(id) => id,
+                None => {
+                    let mut st = lock();
+                    st.next_message_id += 1;
+                    st.next_message_id
+                }
+            };
+            record(Call::Other {
+                method: req.method.clone(),
+                body: req.raw.clone(),
+            });
+            ok(json!({
+                "message_id": message_id,
+                "date": 1_700_000_000,
+                "chat": chat(chat_id),
+                "from": bot_user(),
+                "text": "",
+            }))
+        }
+        "deletemessage" => {
+            record(Call::Other {
+                method: req.method.clone(),
+                body: req.raw.clone(),
+            });
+            ok(json!(true))
+        }
         other => {
             record(Call::Unknown {
                 method: other.to_owned(),
@@ -300,4 +363,17 @@ async fn answer(
             )
         }
     }
+}
+
+/// An integer field of a request, from its JSON body or its multipart form.
+fn field(req: &Request, name: &str) -> Option<i64> {
+    if let Some(n) = req.body[name].as_i64() {
+        return Some(n);
+    }
+    let marker = format!("name=\"{name}\"");
+    let at = req.raw.find(&marker)? + marker.len();
+    let rest = req.raw[at..]
+        .trim_start_matches(|c: char| c != '\n')
+        .trim_start();
+    rest.split_whitespace().next()?.parse().ok()
 }
