@@ -722,3 +722,124 @@ async fn a_requester_with_adaptors_carries_the_replies() {
     })
     .await;
 }
+
+/// A keyboard, a press, an edit and a stale press through the real `Dispatcher` with long
+/// polling, every reply through `Throttle<Bot>` (teloxide's flood-control adaptor) in
+/// both the dispatcher and the transport.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyboard_a_press_an_edit_and_a_stale_press_through_the_dispatcher_with_throttle() {
+    use stagecraft::adapters::teloxide::TeloxideTransport;
+    use stagecraft::transport::{Button, MessageRef, Reply};
+    use teloxide::adaptors::throttle::Limits;
+    use teloxide::requests::RequesterExt;
+
+    bounded(async {
+        let chat = 777;
+        let start = patch(private_chat_message(1, chat, "/ask"));
+        let server = FakeBotApi::start(vec![vec![start]]).await;
+        let bot = bot_for(&server).throttle(Limits::default());
+        type C = Cx<u32, TgUpdate>;
+        let stage = Stage::builder()
+            .scene(
+                Wizard::builder("ask")
+                    .step(|cx: C| async move {
+                        cx.send(
+                            Reply::text("Coffee?")
+                                .inline_keyboard([[
+                                    Button::callback("Yes", "yes"),
+                                    Button::callback("No", "no"),
+                                ]])
+                                .remember("question"),
+                        )?;
+                        Ok(Outcome::Next)
+                    })
+                    .step(|cx: C| async move {
+                        let answer = cx.update().callback_payload().unwrap_or("?").to_owned();
+                        cx.send(Reply::answer_callback(Some(format!("You said {answer}"))))?;
+                        cx.send(Reply::edit_text(MessageRef::Callback, format!("Coffee? {answer}")))?;
+                        cx.session_mut(|n| *n += 1)?;
+                        Ok(Outcome::leave())
+                    })
+                    .build(),
+            )
+            .build()
+            .unwrap();
+        let pipeline = Pipeline::<u32, TgUpdate>::builder()
+            .transport(TeloxideTransport::with_requester(bot.clone()))
+            .stage(stage)
+            .command("ask", |_cx: C| async move { Ok(Outcome::enter("ask")) })
+            .build();
+        let handler: UpdateHandler<BoxError> =
+            dptree::entry().branch(enter_stage(pipeline.clone()));
+        let mut dispatcher = Dispatcher::builder(bot, handler).build();
+        let token = dispatcher.shutdown_token();
+        let task = tokio::spawn(async move { dispatcher.dispatch().await });
+
+        // The keyboard.
+        assert!(server.wait_for_calls(1, DEADLINE).await, "{:?}", server.calls());
+        let (_, body) = server
+            .requests()
+            .into_iter()
+            .find(|(m, _)| m == "sendmessage")
+            .expect("the question was sent");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        let buttons = &body["reply_markup"]["inline_keyboard"][0];
+        let (yes, no) = (
+            buttons[0]["callback_data"].as_str().unwrap().to_owned(),
+            buttons[1]["callback_data"].as_str().unwrap().to_owned(),
+        );
+        assert!(yes.ends_with(":yes") && no.ends_with(":no"), "{yes} {no}");
+        let question_id = 2; // the fake numbers messages from 2
+
+        // A press of Yes: answered, the question edited, the wizard done.
+        server.push_batch(vec![press(2, chat, question_id, "cb-yes", &yes)]);
+        assert!(server.wait_for_calls(3, DEADLINE).await, "{:?}", server.calls());
+        // A later press of the old No: answered with the stale notice, nothing else.
+        server.push_batch(vec![press(3, chat, question_id, "cb-no", &no)]);
+        assert!(server.wait_for_calls(4, DEADLINE).await, "{:?}", server.calls());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if let Ok(stopped) = token.shutdown() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), stopped).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+
+        let calls = server.calls();
+        assert_eq!(calls.len(), 4, "{calls:?}");
+        assert!(
+            matches!(&calls[1], Call::AnswerCallback { id, text } if id == "cb-yes" && text.as_deref() == Some("You said yes")),
+            "{calls:?}"
+        );
+        assert!(
+            matches!(&calls[2], Call::Other { method, body } if method == "editmessagetext" && body.contains("Coffee? yes")),
+            "{calls:?}"
+        );
+        assert!(
+            matches!(&calls[3], Call::AnswerCallback { id, text } if id == "cb-no" && text.as_deref() == Some(stagecraft::stage::DEFAULT_STALE_BUTTON_NOTICE)),
+            "{calls:?}"
+        );
+        // The stale press changed nothing: the press of Yes counted once.
+        let key = format!("{chat}:{chat}");
+        let stored = pipeline.store().load(&key).await.unwrap().unwrap();
+        let info = stagecraft::record::inspect(&stored.bytes).unwrap();
+        assert_eq!(info.data, json!(1));
+        assert!(info.scenes.is_empty());
+    })
+    .await;
+}
+
+fn private_chat_message(id: i64, chat: i64, text: &str) -> Value {
+    json!({"update_id": id, "message": {"message_id": id, "date": 1_700_000_000,
+        "chat": {"id": chat, "type": "private", "first_name": "U"},
+        "from": {"id": chat, "is_bot": false, "first_name": "U"}, "text": text,
+        "entities": [{"type": "bot_command", "offset": 0, "length": text.len()}]}})
+}
+
+fn press(id: i64, chat: i64, message_id: i64, query: &str, data: &str) -> Value {
+    json!({"update_id": id, "callback_query": {"id": query,
+        "from": {"id": chat, "is_bot": false, "first_name": "U"},
+        "chat_instance": "ci", "data": data,
+        "message": {"message_id": message_id, "date": 1_700_000_000,
+            "chat": {"id": chat, "type": "private", "first_name": "U"},
+            "from": {"id": fake_bot_api::BOT_ID, "is_bot": true, "first_name": "Bot"},
+            "text": "Coffee?"}}})
+}

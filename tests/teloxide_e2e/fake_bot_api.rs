@@ -104,6 +104,12 @@ impl FakeBotApi {
         self.lock().throttle = n;
     }
 
+    /// Adds a batch at the end of the script (served once the ones before it are
+    /// confirmed): for a test that answers what the bot sent.
+    pub(crate) fn push_batch(&self, batch: Vec<Value>) {
+        self.lock().batches.push(batch);
+    }
+
     /// The URL to give `Bot::set_api_url`.
     pub(crate) fn url(&self) -> String {
         format!("http://{}/", self.addr)
