@@ -33,14 +33,16 @@ pub struct TelegramUpdate {
     pub update_id: i64,
     /// `message`.
     pub message: Option<Message>,
-    /// `edited_message`.
-    pub edited_message: Option<Message>,
+    /// `edited_message`. (The kinds other than `message` are boxed: an update is moved
+    /// several times on its way, and holding five messages inline made every move
+    /// copy them all.)
+    pub edited_message: Option<Box<Message>>,
     /// `channel_post`.
-    pub channel_post: Option<Message>,
+    pub channel_post: Option<Box<Message>>,
     /// `edited_channel_post`.
-    pub edited_channel_post: Option<Message>,
+    pub edited_channel_post: Option<Box<Message>>,
     /// `callback_query`.
-    pub callback_query: Option<CallbackQuery>,
+    pub callback_query: Option<Box<CallbackQuery>>,
     /// `inline_query` (has a user, no chat).
     pub inline_query: Option<FromOnly>,
     /// `chosen_inline_result` (has a user, no chat).
@@ -73,13 +75,13 @@ pub struct Message {
     /// The largest size of `photo` (Telegram lists the sizes smallest first; only the
     /// last is kept).
     #[serde(default, deserialize_with = "largest_photo")]
-    pub photo: Option<PhotoSize>,
+    pub photo: Option<Box<PhotoSize>>,
     /// `document`.
-    pub document: Option<Document>,
+    pub document: Option<Box<Document>>,
     /// `media_group_id` (an album).
     pub media_group_id: Option<String>,
     /// `contact`.
-    pub contact: Option<SharedContact>,
+    pub contact: Option<Box<SharedContact>>,
     /// `location`.
     pub location: Option<Location>,
     /// `migrate_to_chat_id`: the group was upgraded to this supergroup (a service
@@ -131,7 +133,7 @@ pub struct SharedContact {
 
 /// Keeps the last (largest) size of a `photo` array; each size's `file_id` is read
 /// borrowed where the JSON allows, so only the kept one is allocated.
-fn largest_photo<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PhotoSize>, D::Error> {
+fn largest_photo<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<PhotoSize>>, D::Error> {
     #[derive(Deserialize)]
     struct Size<'a> {
         #[serde(borrow)]
@@ -143,7 +145,7 @@ fn largest_photo<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PhotoSize>, D
     }
     struct Sizes;
     impl<'de> Visitor<'de> for Sizes {
-        type Value = Option<PhotoSize>;
+        type Value = Option<Box<PhotoSize>>;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("a list of photo sizes")
         }
@@ -152,10 +154,12 @@ fn largest_photo<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PhotoSize>, D
             while let Some(size) = seq.next_element()? {
                 last = Some(size);
             }
-            Ok(last.map(|s| PhotoSize {
-                file_id: s.file_id.into_owned(),
-                width: s.width,
-                height: s.height,
+            Ok(last.map(|s| {
+                Box::new(PhotoSize {
+                    file_id: s.file_id.into_owned(),
+                    width: s.width,
+                    height: s.height,
+                })
             }))
         }
     }
@@ -304,9 +308,9 @@ impl TelegramUpdate {
     fn any_message(&self) -> Option<&Message> {
         self.message
             .as_ref()
-            .or(self.edited_message.as_ref())
-            .or(self.channel_post.as_ref())
-            .or(self.edited_channel_post.as_ref())
+            .or(self.edited_message.as_deref())
+            .or(self.channel_post.as_deref())
+            .or(self.edited_channel_post.as_deref())
     }
 
     /// Who caused the update (Telegraf's `ctx.from`).
@@ -390,13 +394,13 @@ impl Update for TelegramUpdate {
     fn chat_id(&self) -> Option<i64> {
         self.message
             .as_ref()
-            .or(self.edited_message.as_ref())
+            .or(self.edited_message.as_deref())
             .or(self
                 .callback_query
                 .as_ref()
                 .and_then(|c| c.message.as_ref()))
-            .or(self.channel_post.as_ref())
-            .or(self.edited_channel_post.as_ref())
+            .or(self.channel_post.as_deref())
+            .or(self.edited_channel_post.as_deref())
             .map(|m| m.chat.id)
             .or_else(|| self.chat_event().map(|e| e.chat.id))
     }
@@ -419,11 +423,13 @@ impl Update for TelegramUpdate {
     }
 
     fn callback_data(&self) -> Option<&str> {
-        self.callback_query.as_ref().and_then(|c| c.data.as_deref())
+        self.callback_query
+            .as_deref()
+            .and_then(|c| c.data.as_deref())
     }
 
     fn callback_id(&self) -> Option<&str> {
-        self.callback_query.as_ref().map(|c| c.id.as_str())
+        self.callback_query.as_deref().map(|c| c.id.as_str())
     }
 
     fn message_id(&self) -> Option<i64> {
