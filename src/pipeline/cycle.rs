@@ -40,6 +40,8 @@ pub(crate) struct Guarantees {
     pub(crate) dedup_window: usize,
     /// How long one update may take, handlers and conflict reruns included.
     pub(crate) deadline: Option<std::time::Duration>,
+    /// The largest record a commit writes, in bytes.
+    pub(crate) max_session_size: usize,
 }
 
 /// The write that marks a committed step's replies delivered: the record without its
@@ -800,6 +802,16 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                 if unchanged && self.save_policy == SavePolicy::Changed && !must_clear {
                     self.keep(&mut st, permit, None);
                     return Ok(None);
+                }
+                let limit = self.guarantees.max_session_size;
+                if encoded.bytes.len() > limit {
+                    tracing::warn!(target: "stagecraft::session", key = %key,
+                        size = encoded.bytes.len(), limit, "session too large; not stored");
+                    return Err(Error::SessionTooLarge {
+                        key: key.to_owned(),
+                        size: encoded.bytes.len(),
+                        limit,
+                    });
                 }
                 (Some(encoded.bytes), encoded.cleared, expected)
             }

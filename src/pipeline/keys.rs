@@ -144,7 +144,7 @@ impl<S: Send + 'static> KeyTable<S> {
                 cached: AtomicUsize::new(0),
                 passed: AtomicUsize::new(0),
             }),
-            max_waiting: None,
+            max_waiting: Some(super::DEFAULT_MAX_QUEUE_PER_KEY),
         }
     }
 

@@ -59,6 +59,14 @@ pub const DEFAULT_DEADLINE: std::time::Duration = std::time::Duration::from_secs
 /// [`PipelineBuilder::dedup_window`]).
 pub const DEFAULT_DEDUP_WINDOW: usize = 16;
 
+/// The largest session record a pipeline stores by default, in bytes: 1 MiB (see
+/// [`PipelineBuilder::max_session_size`]).
+pub const DEFAULT_MAX_SESSION_SIZE: usize = 1 << 20;
+
+/// How many updates of one key may wait behind the running one by default (see
+/// [`PipelineBuilder::max_queue_per_key`]).
+pub const DEFAULT_MAX_QUEUE_PER_KEY: usize = 1000;
+
 /// How many decoded sessions a pipeline keeps by default (see [`PipelineBuilder::session_cache`]).
 pub const DEFAULT_CACHE_CAPACITY: usize = 100_000;
 
