@@ -147,3 +147,62 @@ async fn redis_store() {
         .unwrap();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// `depth` arrays around a number, built without recursion.
+fn nested(depth: usize) -> serde_json::Value {
+    let mut v = serde_json::json!(1);
+    for _ in 0..depth {
+        v = serde_json::Value::Array(vec![v]);
+    }
+    v
+}
+
+/// A session nested deeper than records are read back (serde_json's limit of 128
+/// levels, the record's envelope included) is not stored: it would not decode, and the
+/// next update would lose it. The stored record stays as it was.
+#[tokio::test]
+async fn data_nested_deeper_than_records_are_read_is_not_stored() {
+    let store = MemoryStore::new();
+    let replies = RecordingTransport::new();
+    let bot = Pipeline::<serde_json::Value>::builder()
+        .store(store.clone())
+        .transport(replies.clone())
+        .session_cache(0)
+        .on_text(|cx: Cx<serde_json::Value>| async move {
+            let text = cx.update().message_text().unwrap_or_default().to_owned();
+            let depth: usize = text.parse().map_err(Error::handler)?;
+            let before = cx.session(depth_of)?;
+            cx.session_mut(|s| *s = nested(depth))?;
+            cx.reply(format!("was {before}"));
+            Ok(Outcome::Handled)
+        })
+        .build();
+    // 126 arrays in the record's envelope object: 127 levels, read back.
+    bot.handle(message(1, "126")).await.unwrap();
+    bot.handle(message(2, "126")).await.unwrap();
+    assert_eq!(replies.texts(), ["was 0", "was 126"]);
+    let before = store.load(KEY).await.unwrap().unwrap();
+    for (id, depth) in [(3, "127"), (4, "1000")] {
+        let err = bot.handle(message(id, depth)).await.unwrap_err();
+        let text = stagecraft::error::error_chain(&err);
+        assert!(
+            matches!(&err, Error::Encode { key, .. } if key == KEY),
+            "{text}"
+        );
+        assert!(text.contains("read back to 127 levels"), "{text}");
+        assert_eq!(store.load(KEY).await.unwrap().unwrap().bytes, before.bytes);
+    }
+    bot.handle(message(5, "1")).await.unwrap();
+    assert_eq!(replies.texts(), ["was 0", "was 126", "was 126"]);
+}
+
+/// How deep arrays nest in `v` (iteratively).
+fn depth_of(v: &serde_json::Value) -> usize {
+    let mut depth = 0;
+    let mut cur = v;
+    while let Some(inner) = cur.as_array().and_then(|a| a.first()) {
+        depth += 1;
+        cur = inner;
+    }
+    depth
+}

@@ -484,7 +484,10 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
     ) -> Result<Dispatch> {
         let policy = &self.loader.policy;
         let g = &self.guarantees;
-        let deadline = g.deadline.map(|d| tokio::time::Instant::now() + d);
+        // A deadline past the clock's range is no deadline.
+        let deadline = g
+            .deadline
+            .and_then(|d| tokio::time::Instant::now().checked_add(d));
         // The id this update is remembered by (de-duplication), and whether the session
         // must be there before the first handler: to deliver a committed step's
         // replies still pending, and to recognise a redelivered update.
@@ -812,6 +815,20 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                         size: encoded.bytes.len(),
                         limit,
                     });
+                }
+                if self.codec == Codec::Json {
+                    let depth = crate::util::json_depth(&encoded.bytes);
+                    if depth > crate::util::JSON_MAX_DEPTH {
+                        // Stored, it would not decode: the session would be lost.
+                        return Err(Error::Encode {
+                            key: key.to_owned(),
+                            source: format!(
+                                "nested {depth} levels deep; records are read back to {} levels",
+                                crate::util::JSON_MAX_DEPTH
+                            )
+                            .into(),
+                        });
+                    }
                 }
                 (Some(encoded.bytes), encoded.cleared, expected)
             }
