@@ -223,6 +223,14 @@ impl<S: Send + 'static> KeyTable<S> {
             .count()
     }
 
+    /// Entries in the table (walks it), and the cached sessions among them.
+    pub(crate) fn sizes(&self) -> (usize, usize) {
+        (
+            self.table.map.len(),
+            self.table.cached.load(Ordering::Relaxed),
+        )
+    }
+
     /// Updates of `key` waiting behind the running one.
     pub(crate) fn waiting(&self, key: &str) -> usize {
         self.table

@@ -98,6 +98,18 @@ pub struct PendingDelivery {
     pub failed: usize,
 }
 
+/// What a pipeline holds per key ([`Pipeline::footprint`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Footprint {
+    /// Entries of the per-key table: keys running, waiting or caching a session.
+    pub keys: usize,
+    /// Decoded sessions cached between updates.
+    pub cached_sessions: usize,
+    /// Keys whose lease this process holds through consecutive updates.
+    pub lease_streaks: usize,
+}
+
 /// How many sessions [`Pipeline::deliver_pending`] flushes at once.
 const PENDING_PARALLEL: usize = 16;
 
@@ -341,6 +353,30 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
     #[must_use]
     pub fn keys_in_flight(&self) -> usize {
         self.cycle.keys().in_flight()
+    }
+
+    /// What this pipeline holds per key between updates: the entries of its per-key
+    /// table, the decoded sessions cached in them, and the keys with a lease holding
+    /// streak. When the bot is idle, `keys` equals `cached_sessions` (at most the
+    /// [`session_cache`](PipelineBuilder::session_cache) capacity) and
+    /// `lease_streaks` is 0, however many keys came through. It walks the tables: for
+    /// tests and diagnostics, not for every update.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// let bot = Pipeline::<()>::builder().build();
+    /// let f = bot.footprint();
+    /// assert_eq!((f.keys, f.cached_sessions, f.lease_streaks), (0, 0, 0));
+    /// ```
+    #[must_use]
+    pub fn footprint(&self) -> Footprint {
+        let (keys, cached_sessions) = self.cycle.keys().sizes();
+        Footprint {
+            keys,
+            cached_sessions,
+            lease_streaks: self.cycle.leases.streaks(),
+        }
     }
 
     /// The store sessions live in.
