@@ -26,6 +26,12 @@
 //! `--namespace NAME` picks the table (SQL stores) or key prefix (Redis) to use.
 //! `--attempts N` caps how often an update whose write conflicted with another process runs
 //! (default: no cap; reruns back off until the update's 60 s deadline).
+//! `--remind` gives the signup wizard a durable timeout: after 600 s without an update of
+//! the user in it, it sends `Still there? Send /cancel to stop.` once; any update re-arms
+//! it, leaving cancels it. In the console and with `--telegram` it fires on the wall
+//! clock (checked every second); in a replay, `advance_clock_s` lines fire it, a
+//! deadline stored by an earlier run on the same store included. Without it the
+//! replies are exactly those of the recorded transcripts.
 //!
 //! `--telegram` runs the same bot as a real Telegram bot: teloxide's `Dispatcher` with
 //! long polling (build with `--features teloxide`). It reads the token from
@@ -33,7 +39,7 @@
 //! `telegram-bot-api`, or a test double). Ctrl-C stops it.
 //!
 //! ```text
-//! $ TELOXIDE_TOKEN=123:ABC cargo run --example demo --features teloxide,teloxide/native-tls -- --telegram --store memory
+//! $ TELOXIDE_TOKEN=123:ABC cargo run --example demo --features teloxide,rustls -- --telegram --store memory
 //! ```
 
 #[path = "shared/demo_bot.rs"]
@@ -64,6 +70,7 @@ struct Args {
     chat: i64,
     attempts: usize,
     namespace: Option<String>,
+    remind: bool,
 }
 
 /// Every flag, one line each (`--help`).
@@ -81,9 +88,13 @@ usage: demo [options]
   --user N            the console's user id (default 1001)
   --chat N            the console's chat id (default 1001)
   --attempts N        runs of an update whose write conflicted (default: until its deadline)
+  --remind            signup reminds a user silent for 600 s, once (a durable timeout)
   -h, --help          print this help and exit
 
 In the console, type /quit (or end the input with Ctrl-D) to leave.";
+
+/// How often a running demo looks for timeouts that fell due.
+const TIMER_TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -96,6 +107,7 @@ fn parse_args() -> Result<Args, String> {
         chat: 1001,
         attempts: usize::MAX,
         namespace: None,
+        remind: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -108,6 +120,7 @@ fn parse_args() -> Result<Args, String> {
             "--user" => args.user = value()?.parse().map_err(|e| format!("--user: {e}"))?,
             "--chat" => args.chat = value()?.parse().map_err(|e| format!("--chat: {e}"))?,
             "--namespace" => args.namespace = Some(value()?),
+            "--remind" => args.remind = true,
             "--attempts" => {
                 args.attempts = value()?.parse().map_err(|e| format!("--attempts: {e}"))?
             }
@@ -207,18 +220,22 @@ async fn run(args: Args) -> Result<(), BoxError> {
     // A store that cannot work (unreachable, refused credentials, read-only, corrupt)
     // stops the bot here, with the reason, instead of failing every update.
     stagecraft::store::check(store.as_ref()).await?;
+    let options = demo_bot::Options {
+        remind: args.remind,
+    };
     if args.telegram {
-        return telegram::run(store, args.attempts).await;
+        return telegram::run(store, args.attempts, options).await;
     }
     let builder = Pipeline::<demo_bot::Demo>::builder()
         .store_arc(store)
         .max_attempts(args.attempts);
     if let Some(path) = args.replay {
         let clock = ManualClock::at_secs(REPLAY_EPOCH_S);
-        let bot = demo_bot::build(
+        let bot = demo_bot::build_with(
             builder
                 .clock(clock.clone())
                 .transport(JsonLinesTransport::stdout()),
+            options,
         )?;
         let summary = if path == "-" {
             replay(&bot, &clock, std::io::stdin().lock()).await
@@ -230,7 +247,9 @@ async fn run(args: Args) -> Result<(), BoxError> {
         .map_err(|e| format!("cannot read {path}: {e}"))?;
         return report_bad_lines(&summary);
     }
-    let bot = demo_bot::build(builder.clock(SystemClock).transport(Console))?;
+    let bot = demo_bot::build_with(builder.clock(SystemClock).transport(Console), options)?;
+    // Deadlines that passed while the bot was down fire now; then every second.
+    let _timers = bot.has_timers().then(|| bot.spawn_timers(TIMER_TICK));
     eprintln!(
         "stagecraft demo: you are user {} in chat {} (store: {}). Try /start, /profile, /poll.\n\
          Type /quit (or Ctrl-D) to leave.",
@@ -344,28 +363,62 @@ mod telegram {
         text
     }
 
+    /// Why `getMe` failed, in words that tell a rejected token from a Bot API server
+    /// that could not be reached (the network, or TLS: a build without a TLS feature
+    /// cannot speak `https://`).
+    fn get_me_failed(bot: &Bot, e: &teloxide::RequestError) -> String {
+        use teloxide::{ApiError, RequestError};
+        let url = bot.api_url();
+        match e {
+            RequestError::Api(ApiError::InvalidToken) => format!(
+                "the Bot API server rejected the token (is TELOXIDE_TOKEN right?): {}",
+                error_chain(e)
+            ),
+            RequestError::Network(_) | RequestError::Io(_) => {
+                let tls = if url.scheme() == "https"
+                    && !cfg!(any(feature = "rustls", feature = "native-tls"))
+                {
+                    " (this build has no TLS: rebuild with `--features teloxide,rustls` or \
+                     `--features teloxide,native-tls` to reach an https:// server)"
+                } else {
+                    " (a network or TLS failure: the token was not checked)"
+                };
+                format!(
+                    "could not reach the Bot API server at {}{tls}: {}",
+                    stagecraft::store::redact_url(url.as_str()),
+                    error_chain(e)
+                )
+            }
+            _ => format!("getMe failed: {}", error_chain(e)),
+        }
+    }
+
     fn parses_as<T: std::str::FromStr>(_like: &T, s: &str) -> bool {
         s.parse::<T>().is_ok()
     }
 
-    pub(crate) async fn run(store: Arc<dyn SessionStore>, attempts: usize) -> Result<(), BoxError> {
+    pub(crate) async fn run(
+        store: Arc<dyn SessionStore>,
+        attempts: usize,
+        options: demo_bot::Options,
+    ) -> Result<(), BoxError> {
         let bot = Bot::from_env();
-        let me = bot.get_me().await.map_err(|e| {
-            scrub(
-                &bot,
-                &format!(
-                    "getMe failed (is TELOXIDE_TOKEN right?): {}",
-                    error_chain(&e)
-                ),
-            )
-        })?;
-        let pipeline = demo_bot::build(
+        let me = bot
+            .get_me()
+            .await
+            .map_err(|e| scrub(&bot, &get_me_failed(&bot, &e)))?;
+        let pipeline = demo_bot::build_with(
             Pipeline::<demo_bot::Demo, Update>::builder()
                 .store_arc(store)
                 .max_attempts(attempts)
                 .bot_username(me.username())
                 .teloxide_bot(bot.clone()),
+            options,
         )?;
+        // Deadlines that passed while the bot was down fire now; then every second.
+        let _timers = pipeline
+            .has_timers()
+            .then(|| pipeline.spawn_timers(super::TIMER_TICK));
         let handler: UpdateHandler<BoxError> = dptree::entry().branch(enter_stage(pipeline));
         let shown = bot.clone();
         let mut dispatcher = Dispatcher::builder(bot, handler)
@@ -411,6 +464,7 @@ mod telegram {
     pub(crate) async fn run(
         _store: Arc<dyn SessionStore>,
         _attempts: usize,
+        _options: crate::demo_bot::Options,
     ) -> Result<(), BoxError> {
         Err(check().unwrap_err().into())
     }

@@ -133,7 +133,7 @@ pub use error::{BoxError, Error, Result};
 #[doc(inline)]
 pub use outcome::Outcome;
 #[doc(inline)]
-pub use pipeline::{Dispatch, PendingDelivery, Pipeline};
+pub use pipeline::{Dispatch, PendingDelivery, Pipeline, TimerTask};
 #[doc(inline)]
 pub use record::SceneState;
 #[doc(inline)]

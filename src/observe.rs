@@ -15,6 +15,11 @@
 //! | `step` | the active wizard step then (absent for plain scenes) |
 //! | `outcome` | [`OUTCOME_HANDLED`], [`OUTCOME_UNHANDLED`], [`OUTCOME_DUPLICATE`] or [`OUTCOME_FAILED`] |
 //!
+//! An event of a session without an update ([`Pipeline::run_event`](crate::Pipeline::run_event),
+//! a timer fired by [`Pipeline::wake_due`](crate::Pipeline::wake_due)) runs inside a span
+//! `event` of the same target and level, with `kind` (`event` or `timer`), `key`,
+//! `scene` and `step` (of a timer's scene) and `outcome`.
+//!
 //! Store calls inside it have spans of their own (`key`, and the error when one failed).
 //!
 //! # Events
@@ -25,7 +30,11 @@
 //! |---|---|---|---|
 //! | `enter` | `stagecraft::stage` | `DEBUG` | a scene was entered (`scene`, `silent`) |
 //! | `leave` | `stagecraft::stage` | `DEBUG` | a scene was left (`scene`) |
-//! | `expire` | `stagecraft::stage` | `DEBUG` | an expired scene was dropped from the stack (`scene`) |
+//! | `expire` | `stagecraft::stage` | `DEBUG` | an expired scene was dropped from the stack (`scene`); `INFO` with `hooks` when its expiry hooks ran |
+//! | `timeout` | `stagecraft::stage` | `INFO` | no update in time: a timeout hook runs (`scene`, `step`) |
+//! | `mend` | `stagecraft::session` | `WARN` | a stored session did not decode as a whole and was mended part by part (`repairs`) |
+//! | `recover` | `stagecraft::stage` | `WARN` | the active frame could not be resumed; its scene's `Recovery` applies (`scene`, `recovery`) |
+//! | `chat_migrated` | `stagecraft::session` | `INFO` | a group became a supergroup; its sessions moved (`from`, `to`, `moved`, `kept`) |
 //! | `conflict` | `stagecraft::session` | `INFO` | a write lost its compare-and-set to another writer (`attempt`) |
 //! | `retry` | `stagecraft::session` | `INFO` | the update runs again after a conflict (`attempt`) |
 //! | `not_handled` | `stagecraft::session` | `WARN` | the attempts ran out; the update is handed back |
@@ -44,6 +53,9 @@
 //! | [`CONFLICTS`] | | writes that lost their compare-and-set |
 //! | [`RETRIES`] | | updates run again after a conflict |
 //! | [`EXPIRIES`] | `scene` | scenes dropped because they expired |
+//! | [`TIMEOUTS`] | `scene` | timeouts that fired (no update in time) |
+//! | [`MENDS`] | | stored sessions mended part by part (a deploy changed their types) |
+//! | [`RECOVERIES`] | `scene` | active frames that could not be resumed and were recovered |
 //! | [`ENTERS`] | `scene` | scenes entered |
 //!
 //! # Reading it with `log`
@@ -64,6 +76,14 @@ pub const CONFLICTS: &str = "stagecraft_conflicts_total";
 pub const RETRIES: &str = "stagecraft_retries_total";
 /// Counter: scenes dropped because they expired, labelled `scene`.
 pub const EXPIRIES: &str = "stagecraft_expiries_total";
+/// Counter: timeouts that fired (no update in time), labelled `scene`.
+pub const TIMEOUTS: &str = "stagecraft_timeouts_total";
+/// Counter: stored sessions that did not decode as a whole and were mended part by part
+/// (upgraded, or parts kept undecoded; see `DecodePolicy::Mend`).
+pub const MENDS: &str = "stagecraft_mends_total";
+/// Counter: active frames that could not be resumed and were recovered by their scene's
+/// `Recovery` (the user heard the recovery notice), labelled `scene`.
+pub const RECOVERIES: &str = "stagecraft_recoveries_total";
 /// Counter: scenes entered, labelled `scene`.
 pub const ENTERS: &str = "stagecraft_scene_enters_total";
 
@@ -103,6 +123,29 @@ pub(crate) fn retry() {
 pub(crate) fn expiry(scene: &str) {
     #[cfg(feature = "metrics")]
     metrics::counter!(EXPIRIES, "scene" => scene.to_owned()).increment(1);
+    let _ = scene;
+}
+
+/// Counts a timeout of scene `scene` that fired.
+#[inline]
+pub(crate) fn timeout(scene: &str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(TIMEOUTS, "scene" => scene.to_owned()).increment(1);
+    let _ = scene;
+}
+
+/// Counts a mended stored session.
+#[inline]
+pub(crate) fn mend() {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(MENDS).increment(1);
+}
+
+/// Counts a recovered frame of scene `scene`.
+#[inline]
+pub(crate) fn recovery(scene: &str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(RECOVERIES, "scene" => scene.to_owned()).increment(1);
     let _ = scene;
 }
 

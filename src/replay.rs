@@ -5,7 +5,10 @@
 //! - `{"parallel": [Update, ...]}`: handed to the pipeline together, each in its own
 //!   task (as one `getUpdates` batch or concurrent webhook requests would be);
 //! - `{"advance_clock_s": N}`: moves the replay clock forward N seconds (it stops at the
-//!   end of time rather than wrap, see [`ManualClock::advance`]);
+//!   end of time rather than wrap, see [`ManualClock::advance`]); the timeouts that
+//!   fall due then fire at once, before the next line is read
+//!   ([`Pipeline::wake_due`]), a deadline stored by an earlier process on the same
+//!   store included;
 //! - `{"comment": "..."}`: ignored.
 //!
 //! A malformed line (not UTF-8, longer than [`Limits::max_line_bytes`], not JSON, not
@@ -259,6 +262,8 @@ pub struct ReplaySummary {
     pub bad_lines: Vec<BadLine>,
     /// How many lines (and batch items) were skipped in all, kept or not.
     pub bad_lines_total: usize,
+    /// Timers that fired when `advance_clock_s` lines moved the clock past them.
+    pub timers: usize,
 }
 
 impl ReplaySummary {
@@ -513,7 +518,17 @@ pub async fn replay_with<S: SessionData>(
         };
         match line {
             Line::Comment => {}
-            Line::AdvanceClock(s) => clock.advance(Duration::from_secs(s)),
+            Line::AdvanceClock(s) => {
+                clock.advance(Duration::from_secs(s));
+                // Timeouts that fall due fire now, before the next line is read (a
+                // deadline an earlier process stored too).
+                if pipeline.has_timers() {
+                    match pipeline.wake_due().await {
+                        Ok(done) => summary.timers += done.timers,
+                        Err(e) => log_failure(n, &e),
+                    }
+                }
+            }
             Line::Update(u) => {
                 summary.updates += 1;
                 if let Err(e) = pipeline.handle(*u).await {

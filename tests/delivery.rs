@@ -490,7 +490,7 @@ async fn a_new_process_delivers_what_a_crashed_one_left_pending() {
         down.up.store(true, Ordering::SeqCst);
         first.handle(text_in(40, 401, "again")).await.unwrap();
         assert_eq!(down.sent.texts().len(), 4, "{name}");
-        let mut marked = index.pending_keys(1000).await.unwrap();
+        let mut marked = index.pending_keys(i64::MAX, 1000).await.unwrap();
         marked.sort();
         let mut expected: Vec<String> = (1..40).map(|c| format!("{c}:{c}")).collect();
         expected.sort();
@@ -517,7 +517,7 @@ async fn a_new_process_delivers_what_a_crashed_one_left_pending() {
             assert_eq!(texts, ["got hello", "that makes 1"], "{name}: chat {chat}");
         }
         assert!(
-            index.pending_keys(1000).await.unwrap().is_empty(),
+            index.pending_keys(i64::MAX, 1000).await.unwrap().is_empty(),
             "{name}: index emptied"
         );
         for chat in 1..40 {
@@ -553,7 +553,11 @@ async fn pending_replies_that_cannot_be_delivered_stay_pending() {
         let done = bot.deliver_pending().await.unwrap();
         assert_eq!((done.keys, done.failed), (0, 3), "{name}: {done:?}");
         let index = store.pending().unwrap();
-        assert_eq!(index.pending_keys(10).await.unwrap().len(), 3, "{name}");
+        assert_eq!(
+            index.pending_keys(i64::MAX, 10).await.unwrap().len(),
+            3,
+            "{name}"
+        );
         down.up.store(true, Ordering::SeqCst);
         let done = bot.deliver_pending().await.unwrap();
         assert_eq!((done.keys, done.replies), (3, 6), "{name}: {done:?}");
@@ -657,14 +661,24 @@ async fn check_upgraded(name: &str, store: &dyn SessionStore) {
         "{name}"
     );
     let index = store.pending().unwrap();
-    assert!(index.pending_keys(10).await.unwrap().is_empty(), "{name}");
+    assert!(
+        index.pending_keys(i64::MAX, 10).await.unwrap().is_empty(),
+        "{name}"
+    );
     let v = index
-        .save_pending("1:1", b"{\"a\":1}", Some(rec.version))
+        .save_pending("1:1", b"{\"a\":1}", Some(rec.version), 0)
         .await
         .unwrap();
-    assert_eq!(index.pending_keys(10).await.unwrap(), ["1:1"], "{name}");
+    assert_eq!(
+        index.pending_keys(i64::MAX, 10).await.unwrap(),
+        ["1:1"],
+        "{name}"
+    );
     store.save("1:1", b"{}", Some(v)).await.unwrap();
-    assert!(index.pending_keys(10).await.unwrap().is_empty(), "{name}");
+    assert!(
+        index.pending_keys(i64::MAX, 10).await.unwrap().is_empty(),
+        "{name}"
+    );
 }
 
 /// In a burst of one user's updates, the write that marks a step's replies delivered
@@ -703,7 +717,7 @@ async fn in_a_burst_the_delivered_mark_rides_on_the_next_write() {
         sqlite
             .pending()
             .unwrap()
-            .pending_keys(10)
+            .pending_keys(i64::MAX, 10)
             .await
             .unwrap()
             .is_empty()

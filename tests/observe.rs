@@ -44,6 +44,8 @@ struct Capture {
     open: Arc<Mutex<HashMap<u64, (String, Fields)>>>,
     spans: Arc<Mutex<Vec<Captured>>>,
     events: Arc<Mutex<Vec<Captured>>>,
+    /// Finished `event` spans (events of a session without an update).
+    event_spans: Arc<Mutex<Vec<Captured>>>,
 }
 
 impl<S: Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Capture {
@@ -83,11 +85,14 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Ca
         let Some((name, fields)) = self.open.lock().unwrap().remove(&id.into_u64()) else {
             return;
         };
-        if name == "update" {
-            self.spans.lock().unwrap().push(Captured {
-                fields,
-                in_update: None,
-            });
+        let captured = Captured {
+            fields,
+            in_update: None,
+        };
+        match name.as_str() {
+            "update" => self.spans.lock().unwrap().push(captured),
+            "event" => self.event_spans.lock().unwrap().push(captured),
+            _ => {}
         }
     }
 }
@@ -145,6 +150,16 @@ fn bot() -> TestBot<u32> {
                     .build(),
             )
             .scene(Scene::builder("timed").ttl(10).build())
+            .scene(
+                Wizard::builder("quiet")
+                    .step(|_cx: C| async move { Ok(Outcome::Next) })
+                    .step(|_cx: C| async move { Ok(Outcome::Handled) })
+                    .step_timeout(30, |cx: C| async move {
+                        cx.reply("still there?");
+                        Ok(Outcome::Handled)
+                    })
+                    .build(),
+            )
             .command("where", |cx: C| async move {
                 cx.reply(cx.current_scene().unwrap_or_default());
                 Ok(Outcome::Handled)
@@ -158,6 +173,7 @@ fn bot() -> TestBot<u32> {
                 |_cx: C| async move { Ok(Outcome::enter("signup")) },
             )
             .command("timed", |_cx: C| async move { Ok(Outcome::enter("timed")) })
+            .command("quiet", |_cx: C| async move { Ok(Outcome::enter("quiet")) })
             .command("boom", |_cx: C| async move {
                 Err::<Outcome, BoxError>("the handler failed".into())
             })
@@ -179,6 +195,10 @@ fn one_span_per_update_with_key_scene_step_and_outcome() {
     let capture = Capture::default();
     let subscriber = tracing_subscriber::registry().with(capture.clone());
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Tests run side by side, each with its own subscriber: make every callsite ask
+    // this one too (a callsite first hit by another test's thread may have cached
+    // that it is off).
+    tracing::callsite::rebuild_interest_cache();
     rt().block_on(async {
         let bot = bot();
         let p = bot.pipeline();
@@ -294,6 +314,10 @@ fn conflicts_and_reruns_are_events_of_the_update() {
     let capture = Capture::default();
     let subscriber = tracing_subscriber::registry().with(capture.clone());
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Tests run side by side, each with its own subscriber: make every callsite ask
+    // this one too (a callsite first hit by another test's thread may have cached
+    // that it is off).
+    tracing::callsite::rebuild_interest_cache();
     rt().block_on(async {
         let (bot, store) = racing_bot();
         bot.pipeline().handle(message(9, "hi")).await.unwrap();
@@ -400,4 +424,33 @@ mod counters {
             1
         );
     }
+}
+
+#[test]
+fn a_timer_firing_runs_in_an_event_span_with_its_scene_step_and_outcome() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::registry().with(capture.clone());
+    let _guard = tracing::subscriber::set_default(subscriber);
+    // Tests run side by side, each with its own subscriber: make every callsite ask
+    // this one too (a callsite first hit by another test's thread may have cached
+    // that it is off).
+    tracing::callsite::rebuild_interest_cache();
+    rt().block_on(async {
+        let bot = bot();
+        let p = bot.pipeline();
+        p.handle(message(1, "/quiet")).await.unwrap();
+        bot.advance(30);
+        assert_eq!(p.wake_due().await.unwrap().timers, 1);
+    });
+    let spans = capture.event_spans.lock().unwrap().clone();
+    assert_eq!(spans.len(), 1, "{spans:?}");
+    let span = &spans[0].fields;
+    assert_eq!(field(span, "kind"), Some("timer"));
+    assert_eq!(field(span, "key"), Some("1:1"));
+    assert_eq!(field(span, "scene"), Some("quiet"));
+    assert_eq!(field(span, "step"), Some("1"));
+    assert_eq!(field(span, "outcome"), Some("handled"));
+    let timeouts = capture.events("timeout");
+    assert_eq!(timeouts.len(), 1, "{timeouts:?}");
+    assert_eq!(field(&timeouts[0].fields, "scene"), Some("quiet"));
 }

@@ -243,3 +243,69 @@ fn the_console_demo_chats_and_remembers_across_runs() {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
 }
+
+/// `--remind`: the signup wizard's durable timeout fires when `advance_clock_s` lines
+/// move the clock past it, once per silence, re-armed by the user's updates and
+/// cancelled by leaving; the exact lines, in order, on memory and SQLite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_signup_reminder_fires_as_the_replay_clock_passes_it() {
+    let dir = scenarios_dir().join("remind");
+    let input = std::fs::read_to_string(dir.join("signup_reminder.jsonl")).unwrap();
+    let expected: Vec<String> =
+        std::fs::read_to_string(dir.join("signup_reminder.transcript.jsonl"))
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+    let reminders = expected
+        .iter()
+        .filter(|l| l.contains(demo_bot::REMINDER))
+        .count();
+    assert_eq!(reminders, 3, "the recorded transcript has three reminders");
+    let path = std::env::temp_dir().join(format!("{}.db", common::unique_name("remind")));
+    let stores: Vec<(&str, std::sync::Arc<dyn stagecraft::store::SessionStore>)> = vec![
+        ("memory", std::sync::Arc::new(MemoryStore::new())),
+        (
+            "sqlite",
+            std::sync::Arc::new(stagecraft::store::SqliteStore::open(&path).await.unwrap()),
+        ),
+    ];
+    for (name, store) in stores {
+        let clock = ManualClock::at_secs(REPLAY_EPOCH_S);
+        let replies = RecordingTransport::new();
+        let bot = demo_bot::build_with(
+            Pipeline::<demo_bot::Demo>::builder()
+                .store_arc(store)
+                .clock(clock.clone())
+                .transport(replies.clone()),
+            demo_bot::Options { remind: true },
+        )
+        .unwrap();
+        let summary = replay(&bot, &clock, input.as_bytes()).await.unwrap();
+        assert!(summary.is_clean(), "{summary:?}");
+        assert_eq!(summary.timers, 3, "{name}");
+        let got: Vec<String> = replies
+            .sent()
+            .iter()
+            .map(stagecraft::transport::Outgoing::to_json_line)
+            .collect();
+        assert_eq!(got, expected, "{name}");
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Without `--remind` the same input never reminds anyone (the recorded Telegraf
+/// transcripts stay exact: see the test above them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_remind_nobody_is_reminded() {
+    let input =
+        std::fs::read_to_string(scenarios_dir().join("remind/signup_reminder.jsonl")).unwrap();
+    let got = run_replay(&input).await;
+    let all: Vec<_> = got.values().flatten().collect();
+    assert!(!all.is_empty());
+    assert!(
+        all.iter()
+            .all(|l| l["text"].as_str() != Some(demo_bot::REMINDER)),
+        "{all:?}"
+    );
+}

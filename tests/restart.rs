@@ -216,3 +216,31 @@ fn four_replicas_incrementing_one_session_lose_nothing() {
         cleanup(&store);
     }
 }
+
+/// A deadline stored by one process fires in a later one, once its clock passes it:
+/// each run of the demo is a new process on the same store (SQLite file, Redis, the SQL
+/// servers, MongoDB when set), its replay clock starting from the same instant.
+#[test]
+fn a_reminder_deadline_stored_by_one_process_fires_in_the_next() {
+    let start = r#"{"update_id":1,"message":{"message_id":1,"date":1700000000,"chat":{"id":3001,"type":"private"},"from":{"id":3001,"is_bot":false,"first_name":"U"},"text":"/start","entities":[{"type":"bot_command","offset":0,"length":6}]}}"#;
+    let reminder =
+        r#"{"method":"sendMessage","chat_id":3001,"text":"Still there? Send /cancel to stop."}"#;
+    for store in stores("remind_restart") {
+        let remind = ["--remind"];
+        let first = replay(&store, &remind, &format!("{start}\n"));
+        assert_eq!(
+            first.lines().count(),
+            1,
+            "{}: {first}",
+            stagecraft::store::redact_url(&store.0)
+        );
+        // The process is gone; the deadline (600 s after /start) is in the store.
+        let early = replay(&store, &remind, "{\"advance_clock_s\":599}\n");
+        assert_eq!(early, "", "{}: fired early", store.0);
+        let due = replay(&store, &remind, "{\"advance_clock_s\":600}\n");
+        assert_eq!(due.lines().collect::<Vec<_>>(), [reminder], "{}", store.0);
+        let again = replay(&store, &remind, "{\"advance_clock_s\":100000}\n");
+        assert_eq!(again, "", "{}: fired twice", store.0);
+        cleanup(&store);
+    }
+}

@@ -234,3 +234,58 @@ async fn redis_errors_hide_the_password() {
         assert!(!text.contains(PASSWORD), "{text}");
     }
 }
+
+/// A Bot API server that answers every request with `401 Unauthorized`, as Telegram
+/// does for a revoked or mistyped token.
+#[cfg(feature = "teloxide")]
+fn rejecting_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let body = r#"{"ok":false,"error_code":401,"description":"Unauthorized"}"#;
+            let _ = write!(
+                conn,
+                "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+/// `--telegram` tells a rejected token from a Bot API server it could not reach (the
+/// network, or TLS: here an `https://` URL to a server that speaks no TLS).
+#[cfg(feature = "teloxide")]
+#[test]
+fn the_demo_tells_a_rejected_token_from_an_unreachable_server() {
+    let token = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
+    let run = |api: String| {
+        demo(
+            &["--telegram", "--store", "memory"],
+            &[("TELOXIDE_TOKEN", token), ("TELOXIDE_API_URL", &api)],
+            "",
+        )
+    };
+    let (status, out) = run(format!("http://127.0.0.1:{}", rejecting_server()));
+    assert_eq!(status, Some(1), "{out}");
+    assert!(out.contains("rejected the token"), "{out}");
+    assert!(!out.contains("could not reach"), "{out}");
+    let closing = closing_server();
+    for api in [
+        format!("http://127.0.0.1:{closing}"),
+        format!("https://127.0.0.1:{closing}"),
+    ] {
+        let (status, out) = run(api.clone());
+        assert_eq!(status, Some(1), "{api}: {out}");
+        assert!(
+            out.contains("could not reach the Bot API server"),
+            "{api}: {out}"
+        );
+        assert!(!out.contains("rejected the token"), "{api}: {out}");
+        assert!(!out.contains("AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"), "{out}");
+    }
+}

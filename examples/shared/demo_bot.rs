@@ -43,8 +43,31 @@ impl SceneState for Signup {}
 
 type C<U> = Cx<Demo, U>;
 
-fn signup<U: Update>() -> Scene<Demo, U> {
-    Wizard::builder("signup")
+/// What the signup wizard says after [`REMIND_AFTER_S`] seconds of silence, with
+/// [`Options::remind`].
+pub const REMINDER: &str = "Still there? Send /cancel to stop.";
+
+/// How long the signup wizard waits for the user before [`REMINDER`].
+pub const REMIND_AFTER_S: u32 = 600;
+
+/// The demo's switches.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// The signup wizard reminds a silent user once ([`REMINDER`]).
+    pub remind: bool,
+}
+
+fn signup<U: Update>(options: Options) -> Scene<Demo, U> {
+    let wizard = Wizard::builder("signup");
+    let wizard = if options.remind {
+        wizard.timeout(REMIND_AFTER_S, |cx: C<U>| async move {
+            cx.reply(REMINDER);
+            Ok(Outcome::Handled)
+        })
+    } else {
+        wizard
+    };
+    wizard
         .state::<Signup>()
         .command("cancel", |cx: C<U>| async move {
             cx.reply("Cancelled.");
@@ -192,12 +215,20 @@ fn poll<U: Update>() -> Scene<Demo, U> {
 /// # Errors
 /// Never in practice (no default scene is set).
 pub fn stage<U: Update>() -> stagecraft::Result<Stage<Demo, U>> {
+    stage_with(Options::default())
+}
+
+/// [`stage`] with `options`.
+///
+/// # Errors
+/// Never in practice (no default scene is set).
+pub fn stage_with<U: Update>(options: Options) -> stagecraft::Result<Stage<Demo, U>> {
     Stage::builder()
         // For the diagram: the bot's /start, /profile and /poll enter these.
         .entry("signup")
         .entry("profile")
         .entry("poll")
-        .scene(signup())
+        .scene(signup(options))
         .scene(profile())
         .scene(poll())
         .command("where", |cx: C<U>| async move {
@@ -218,6 +249,17 @@ pub fn stage<U: Update>() -> stagecraft::Result<Stage<Demo, U>> {
 pub fn build<U: Update>(
     builder: stagecraft::pipeline::PipelineBuilder<Demo, U>,
 ) -> stagecraft::Result<Pipeline<Demo, U>> {
+    build_with(builder, Options::default())
+}
+
+/// [`build`] with `options`.
+///
+/// # Errors
+/// Never in practice.
+pub fn build_with<U: Update>(
+    builder: stagecraft::pipeline::PipelineBuilder<Demo, U>,
+    options: Options,
+) -> stagecraft::Result<Pipeline<Demo, U>> {
     Ok(builder
         .middleware(|cx: C<U>, next: Next<Demo, U>| async move {
             if cx.has_session() {
@@ -226,7 +268,7 @@ pub fn build<U: Update>(
             }
             next.run(cx).await
         })
-        .stage(stage()?)
+        .stage(stage_with(options)?)
         .command(
             "start",
             |_cx: C<U>| async move { Ok(Outcome::enter("signup")) },

@@ -145,6 +145,44 @@ impl Update for TgUpdate {
         Some(i64::from(self.id.0))
     }
 
+    fn chat_migration(&self) -> Option<crate::update::ChatMigration> {
+        let TgKind::Message(m) = &self.kind else {
+            return None;
+        };
+        if let Some(to) = m.migrate_to_chat_id() {
+            return Some(crate::update::ChatMigration {
+                from: m.chat.id.0,
+                to: to.0,
+            });
+        }
+        m.migrate_from_chat_id()
+            .map(|from| crate::update::ChatMigration {
+                from: from.0,
+                to: m.chat.id.0,
+            })
+    }
+
+    /// An empty text message in `chat` from `user` (update id 0, message id 0).
+    fn for_event(chat: Option<i64>, thread: Option<i64>, user: Option<i64>) -> Option<Self> {
+        let chat = chat?;
+        let kind = if Some(chat) == user {
+            serde_json::json!({ "id": chat, "type": "private", "first_name": "" })
+        } else {
+            serde_json::json!({ "id": chat, "type": "supergroup", "title": "" })
+        };
+        let mut message = serde_json::json!({
+            "message_id": 0, "date": 0, "chat": kind, "text": "",
+        });
+        if let Some(user) = user {
+            message["from"] = serde_json::json!({ "id": user, "is_bot": false, "first_name": "" });
+        }
+        if let Some(thread) = thread {
+            message["message_thread_id"] = thread.into();
+            message["is_topic_message"] = true.into();
+        }
+        serde_json::from_value(serde_json::json!({ "update_id": 0, "message": message })).ok()
+    }
+
     fn kind(&self) -> UpdateKind {
         match &self.kind {
             TgKind::Message(_) => UpdateKind::Message,

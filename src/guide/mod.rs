@@ -16,6 +16,9 @@
 //! - [`architecture`]: the layers, who owns what, and one update end to end.
 //! - [`operating`]: the `stagecraft` tool (who is where, reset one user), the flow as a
 //!   diagram, the tracing span, events and metrics.
+//! - [`deploying`]: polling or webhooks, replicas, choosing a store, TLS.
+//! - [`timeouts`]: durable timeouts that notice a silent user, expiry hooks, the index
+//!   of due work.
 //! - [`migrations`]: conversations that survive a deploy: versioned state, upgrades,
 //!   recovery of what no longer decodes, fields of newer versions kept.
 //! - [`reliability`]: hostile input, the start-up check of a store, store faults and
@@ -40,7 +43,9 @@ macro_rules! guide_links {
          [architecture.md]: crate::guide::architecture\n\
          [reliability.md]: crate::guide::reliability\n\
          [delivery.md]: crate::guide::delivery\n\
-         [migrations.md]: crate::guide::migrations"
+         [migrations.md]: crate::guide::migrations\n\
+         [timeouts.md]: crate::guide::timeouts\n\
+         [deploying.md]: crate::guide::deploying"
     };
 }
 
@@ -118,3 +123,11 @@ pub mod operating {}
 #[doc = guide_links!()]
 #[doc = include_str!("../../docs/migrations.md")]
 pub mod migrations {}
+
+#[doc = guide_links!()]
+#[doc = include_str!("../../docs/timeouts.md")]
+pub mod timeouts {}
+
+#[doc = guide_links!()]
+#[doc = include_str!("../../docs/deploying.md")]
+pub mod deploying {}

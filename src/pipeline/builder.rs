@@ -90,6 +90,8 @@ pub struct PipelineBuilder<S, U> {
     interpret: Option<Arc<dyn Interpret<S, U>>>,
     /// The first stage's upgrades of stored scene state.
     upgrades: Option<Arc<dyn crate::record::StateUpgrades>>,
+    /// The first stage, when it declares timeouts or expiry hooks: it runs them.
+    timers: Option<Stage<S, U>>,
     /// The bot's data version and its upgrades.
     versions: crate::record::DataVersions,
     leases: Leases,
@@ -130,6 +132,7 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
             chain: Chain::default(),
             interpret: None,
             upgrades: None,
+            timers: None,
             versions: crate::record::DataVersions::default(),
             leases: Leases::default(),
         }
@@ -395,6 +398,7 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
         if self.interpret.is_none() {
             self.interpret = Some(stage.interpreter());
             self.upgrades = Some(Arc::new(stage.clone()));
+            self.timers = stage.has_timers().then(|| stage.clone());
         }
         self.middleware(stage)
     }
@@ -479,6 +483,7 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
             max_attempts: self.max_attempts,
             guarantees: self.guarantees,
             key: self.key,
+            timers: self.timers,
         });
         Pipeline::from_cycle(cycle)
     }

@@ -17,6 +17,8 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use super::Dispatch;
 use super::keys::{Cached, KeyTable, Permit};
 use super::lease::{HeldLease, Leases};
@@ -45,10 +47,11 @@ pub(crate) struct Guarantees {
 }
 
 /// The write that marks a committed step's replies delivered: the record without its
-/// outbox, over `expected`.
+/// outbox, over `expected`, due at `due` (its armed timer) in the index of due work.
 struct Confirm {
     cleared: Vec<u8>,
     expected: Version,
+    due: Option<i64>,
 }
 
 /// When a cached session may stand for the stored record without reading it: the one
@@ -235,7 +238,8 @@ impl<S: SessionData> Source<S> for Loader {
                     self.upgrades.as_deref(),
                     &self.versions,
                 );
-                tracing::warn!(target: "stagecraft::session", key = %key,
+                crate::observe::mend();
+                tracing::warn!(target: "stagecraft::session", event = "mend", key = %key,
                     error = %crate::error::error_chain(&e), repairs = ?r.repairs,
                     "stored session did not decode as a whole; mended it part by part");
                 let ledger = Ledger::stored(r.seen, r.outbox, r.lost);
@@ -296,6 +300,8 @@ pub(crate) struct Cycle<S, U> {
     pub(crate) guarantees: Guarantees,
     /// How an update maps to its key.
     pub(crate) key: KeyStrategy<U>,
+    /// The stage that runs timeouts and expiry hooks (`None`: it declares none).
+    pub(crate) timers: Option<crate::stage::Stage<S, U>>,
 }
 
 impl<S: SessionData, U: Update> Cycle<S, U> {
@@ -305,6 +311,21 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
 
     pub(crate) fn keys(&self) -> &KeyTable<S> {
         &self.keys
+    }
+
+    /// A compare-and-set write of the record of `key`, in the store's index of due work
+    /// at `due` (replies to deliver: `0`; an armed timer: its time) or out of it.
+    async fn write(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: Option<Version>,
+        due: Option<i64>,
+    ) -> Result<Version> {
+        match (due, self.store().pending()) {
+            (Some(due), Some(index)) => index.save_pending(key, bytes, expected, due).await,
+            _ => self.store().save(key, bytes, expected).await,
+        }
     }
 
     /// Runs `work` for `update` under its key (the key's queue place already held):
@@ -398,9 +419,15 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
     /// Delivers the replies a committed step left in the record of `key` (a process
     /// that crashed between its commit and its delivery), the key's queue place
     /// already held: lease, a fresh read, delivery, the write that marks them
-    /// delivered (and unmarks the key in the pending index), release. Returns how many
-    /// replies it sent.
-    pub(crate) async fn flush(&self, key: &Arc<str>, mut permit: Permit<S>) -> Result<usize> {
+    /// delivered (and leaves the key in the index of due work only for its armed
+    /// timer), release. Returns how many replies it sent, and the record's armed timer
+    /// when it is due by `now` (for the caller to fire under the same queue place).
+    pub(crate) async fn flush(
+        &self,
+        key: &Arc<str>,
+        permit: &mut Permit<S>,
+        now: i64,
+    ) -> Result<(usize, Option<crate::record::Timer>)> {
         let (lease, preload, _) = self.lease_of(key).await?;
         let flushed = async {
             // The record may be another process's: read it, never the cached copy.
@@ -410,8 +437,16 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                 Preload::NotRead => self.store().load(key).await?,
             };
             let Some(record) = record else {
-                return Ok(0);
+                return Ok((0, None));
             };
+            let (has_outbox, timer) =
+                crate::record::peek_due(&record.bytes).map_err(|e| e.with_key(key))?;
+            let timer = timer.filter(|_| self.timers.is_some());
+            let due_now = timer.filter(|t| t.at <= now);
+            if !has_outbox && due_now.is_some() {
+                // Only the timer is due: its event writes the record.
+                return Ok((0, due_now));
+            }
             let (replies, cleared) = crate::record::split_outbox(&record.bytes, self.codec)
                 .map_err(|e| e.with_key(key))?;
             if !replies.is_empty() {
@@ -419,12 +454,15 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                     "delivering the replies of a committed step left pending");
                 self.deliver(&replies).await?;
             }
-            match self.store().save(key, &cleared, Some(record.version)).await {
+            // Also what takes a key whose record has nothing due out of the index (a
+            // mark left by a writer that does not keep it).
+            let due = timer.map(|t| t.at);
+            match self.write(key, &cleared, Some(record.version), due).await {
                 // Written since: by an update that delivered them first.
-                Err(e) if e.is_conflict() => {}
+                Err(e) if e.is_conflict() => return Ok((replies.len(), None)),
                 done => drop(done?),
             }
-            Ok(replies.len())
+            Ok((replies.len(), due_now))
         };
         let result = match self.guarantees.deadline {
             None => flushed.await,
@@ -436,6 +474,111 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
             self.release(key, held).await;
         }
         result
+    }
+
+    /// Fires the due `timer` of `key` (found by [`flush`](Self::flush) under the same
+    /// queue place): the stage's timer event, run as an event of the key, with its
+    /// lease, compare-and-set and replies.
+    pub(crate) async fn fire(
+        &self,
+        key: &Arc<str>,
+        permit: Permit<S>,
+        timer: crate::record::Timer,
+    ) -> Result<Dispatch> {
+        let Some(stage) = &self.timers else {
+            return Ok(Dispatch::Unhandled);
+        };
+        let Some(update) = U::for_event(timer.chat, timer.thread, timer.user) else {
+            return Err(Error::Config(format!(
+                "the timer of session `{key}` cannot fire: its update type has no \
+                 `Update::for_event`"
+            )));
+        };
+        let cx = self.context(update, Some(Arc::clone(key)), true);
+        let span = super::event_span(key, "timer");
+        async {
+            let result = self
+                .run(cx, Some(permit), &Work::Event(stage.timer_event()))
+                .await;
+            super::record_outcome(&result);
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Moves the session `old` of chat `from` to `new` in chat `to` (a group upgraded to
+    /// a supergroup), under both keys' queue places and leases: a compare-and-set insert
+    /// of `new`, then a compare-and-set delete of `old`. A session already at `new` (the
+    /// member wrote in the supergroup first) is kept, and so is `old` then, unless it is
+    /// the copy a move cut short left behind. Returns whether it moved one.
+    pub(crate) async fn move_key(&self, old: &str, new: &str, from: i64, to: i64) -> Result<bool> {
+        let (old_k, old_ticket) = self.keys().enqueue(old);
+        let mut old_place = old_ticket.acquire().await?;
+        let (new_k, new_ticket) = self.keys().enqueue(new);
+        let mut new_place = new_ticket.acquire().await?;
+        // Both records change here: no cached copy stands for them any more.
+        drop(old_place.take_cached());
+        drop(new_place.take_cached());
+        let (old_lease, old_pre, _) = self.lease_of(&old_k).await?;
+        let taken = self.lease_of(&new_k).await;
+        let moved = match taken {
+            Ok((new_lease, new_pre, _)) => {
+                let moved = self.move_record(old, new, from, to, old_pre, new_pre).await;
+                if let Some(held) = new_lease {
+                    self.release(&new_k, held).await;
+                }
+                moved
+            }
+            Err(e) => Err(e),
+        };
+        if let Some(held) = old_lease {
+            self.release(&old_k, held).await;
+        }
+        moved
+    }
+
+    async fn move_record(
+        &self,
+        old: &str,
+        new: &str,
+        from: i64,
+        to: i64,
+        old_pre: Preload,
+        new_pre: Preload,
+    ) -> Result<bool> {
+        let old_record = match old_pre {
+            Preload::Read(record) => record,
+            Preload::NotRead => self.store().load(old).await?,
+        };
+        let Some(record) = old_record else {
+            return Ok(false);
+        };
+        let bytes = crate::record::moved_to_chat(&record.bytes, self.codec, from, to)
+            .map_err(|e| e.with_key(old))?;
+        let there = match new_pre {
+            Preload::Read(record) => record,
+            Preload::NotRead => self.store().load(new).await?,
+        };
+        if let Some(there) = there {
+            if there.bytes == bytes {
+                // A move cut short between its two writes: finish it.
+                self.store().delete(old, record.version).await?;
+            } else {
+                tracing::warn!(target: "stagecraft::session", from = %old, to = %new,
+                    "the member has a session in the new chat already; both are kept");
+            }
+            return Ok(false);
+        }
+        let (has_outbox, timer) = crate::record::peek_due(&bytes).map_err(|e| e.with_key(old))?;
+        let due = if has_outbox {
+            Some(0)
+        } else {
+            timer.filter(|_| self.timers.is_some()).map(|t| t.at)
+        };
+        self.write(new, &bytes, None, due).await?;
+        self.store().delete(old, record.version).await?;
+        Ok(true)
     }
 
     /// Passes the lease of `key` to its next update waiting here (saving a release and
@@ -676,7 +819,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
     /// Off the update's answer (the replies are out already); a failure only means they
     /// may be sent again after a crash.
     async fn confirm(&self, key: &str, c: Confirm, permit: &mut Option<Permit<S>>) {
-        let written = self.store().save(key, &c.cleared, Some(c.expected)).await;
+        let written = self.write(key, &c.cleared, Some(c.expected), c.due).await;
         // The cached copy (kept by the commit) now stands for the record without them.
         let cached = permit.as_mut().and_then(Permit::take_cached);
         let (Some(p), Some(mut cached)) = (permit.as_mut(), cached) else {
@@ -718,11 +861,14 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
             return;
         };
         let done = match crate::record::without_outbox(&record.bytes, self.codec) {
-            Ok(bytes) => self
-                .store()
-                .save(key, &bytes, Some(record.version))
-                .await
-                .map(drop),
+            Ok(bytes) => {
+                let due = crate::record::peek_due(&bytes)
+                    .ok()
+                    .and_then(|(_, t)| t.filter(|_| self.timers.is_some()).map(|t| t.at));
+                self.write(key, &bytes, Some(record.version), due)
+                    .await
+                    .map(drop)
+            }
             Err(e) => Err(e),
         };
         if let Err(e) = done {
@@ -747,7 +893,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
             return Ok(None);
         };
         let outbox = if self.guarantees.outbox { replies } else { &[] };
-        let (bytes, cleared, expected) = {
+        let (bytes, cleared, expected, wake) = {
             let mut st = cx.state();
             let closed = st.close();
             if !closed.loaded {
@@ -786,10 +932,16 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
             if st.is_empty() {
                 // A session that ended is deleted; its last replies go out after the
                 // delete, outside the outbox.
-                (None, None, expected)
+                (None, None, expected, None)
             } else {
                 let size_hint = original.map_or(128, |n| n + 32);
                 let (data, scenes, ledger) = st.parts(|| (self.env.default_session)());
+                // Timers count only for a stage that runs them (one that declares none
+                // leaves the ones in the record alone, for a rollback to find).
+                let wake = self
+                    .timers
+                    .as_ref()
+                    .and_then(|_| crate::record::wake_of(scenes));
                 let encoded = RecordRef::new(data, scenes)
                     .with_ledger(&ledger.seen, outbox)
                     .with_lost(&ledger.lost)
@@ -830,18 +982,17 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                         });
                     }
                 }
-                (Some(encoded.bytes), encoded.cleared, expected)
+                (Some(encoded.bytes), encoded.cleared, expected, wake)
             }
         };
         match (bytes, expected) {
             (Some(bytes), expected) => {
                 let trusted_until = self.loader.policy.trusted_until();
-                // A record with replies to deliver is marked in the store's pending
-                // index (in the same write), for the next process to find after a crash.
-                let version = match (&cleared, self.store().pending()) {
-                    (Some(_), Some(index)) => index.save_pending(key, &bytes, expected).await?,
-                    _ => self.store().save(key, &bytes, expected).await?,
-                };
+                // A record with replies to deliver is due at once in the store's index
+                // of due work (in the same write), for the next process to find after a
+                // crash; one with an armed timer, at its time.
+                let due = if cleared.is_some() { Some(0) } else { wake };
+                let version = self.write(key, &bytes, expected, due).await?;
                 let mut st = cx.state();
                 // The stored record now has this step's replies, about to be sent.
                 st.ledger.stored_outbox = cleared.is_some();
@@ -853,6 +1004,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                 Ok(cleared.map(|cleared| Confirm {
                     cleared,
                     expected: version,
+                    due: wake,
                 }))
             }
             (None, Some(v)) => {

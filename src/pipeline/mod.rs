@@ -14,15 +14,18 @@
 //! The files: `mod.rs` (this: the entry points and the per-key queue), `builder.rs`
 //! (configuration and the cache policy), `cycle.rs` (the cycle's one owner: load,
 //! attempts, commit, delivery, release), `keys.rs` (the per-key table of locks, cached
-//! sessions and passed leases), `lease.rs` (leases across processes).
+//! sessions and passed leases), `lease.rs` (leases across processes), `migrate.rs` (a
+//! group's sessions moving to its supergroup).
 
 mod builder;
 mod cycle;
 mod keys;
 mod lease;
+mod migrate;
 
 pub use builder::{CacheMode, PipelineBuilder};
 pub use lease::{LeaseConfig, LeaseMode};
+pub use migrate::ChatMoved;
 
 use std::fmt;
 use std::future::Future;
@@ -38,15 +41,16 @@ use crate::update::{TelegramUpdate, Update};
 
 use cycle::{Cycle, Work};
 
-/// Counts one flushed session into `report`.
+/// Counts one woken session into `report`.
 fn tally(
     report: &mut PendingDelivery,
-    done: std::result::Result<Result<usize>, tokio::task::JoinError>,
+    done: std::result::Result<Result<(usize, bool)>, tokio::task::JoinError>,
 ) {
     match done {
-        Ok(Ok(replies)) => {
+        Ok(Ok((replies, fired))) => {
             report.keys += 1;
             report.replies += replies;
+            report.timers += usize::from(fired);
         }
         Ok(Err(_)) | Err(_) => report.failed += 1,
     }
@@ -84,14 +88,16 @@ pub enum Dispatch {
     Duplicate,
 }
 
-/// What [`Pipeline::deliver_pending`] did.
+/// What [`Pipeline::wake_due`] (and [`Pipeline::deliver_pending`]) did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PendingDelivery {
-    /// Sessions whose pending replies were delivered and marked delivered.
+    /// Sessions that had work due (pending replies, a timer) and were handled.
     pub keys: usize,
-    /// Replies sent.
+    /// Pending replies sent (those of committed steps; not the replies of timeouts).
     pub replies: usize,
+    /// Timers that fired (timeout hooks run, scenes expired with their hooks).
+    pub timers: usize,
     /// Sessions whose replies could not be delivered (the transport failed, the record
     /// could not be read): they stay pending, for the key's next update or the next
     /// call. Each is logged with its cause.
@@ -110,10 +116,27 @@ pub struct Footprint {
     pub lease_streaks: usize,
 }
 
-/// How many sessions [`Pipeline::deliver_pending`] flushes at once.
+/// The task of [`Pipeline::spawn_timers`]: it stops when dropped.
+#[derive(Debug)]
+pub struct TimerTask {
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl TimerTask {
+    /// Stops it (as dropping it does).
+    pub fn stop(self) {}
+}
+
+impl Drop for TimerTask {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+/// How many sessions [`Pipeline::wake_due`] handles at once.
 const PENDING_PARALLEL: usize = 16;
 
-/// How many more keys than it tried already [`Pipeline::deliver_pending`] asks the
+/// How many more keys than it tried already [`Pipeline::wake_due`] asks the
 /// index for at a time.
 const PENDING_BATCH: usize = 256;
 
@@ -197,8 +220,15 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
     /// [`ErrorPolicy`](crate::session::ErrorPolicy)), a store failure, a conflict that
     /// persisted through every attempt, or a failed reply.
     pub fn handle(&self, update: U) -> impl Future<Output = Result<Dispatch>> + Send + 'static {
+        // Taken here: the group's sessions move to the supergroup's id; no handler (no
+        // wizard step waiting for an answer) sees the service message.
+        let migration = update.chat_migration();
         let keys = self.cycle.keys();
-        let (key, ticket) = match self.cycle.key.with_key(&update, |k| keys.enqueue(k)) {
+        let queued = match migration {
+            Some(_) => None,
+            None => self.cycle.key.with_key(&update, |k| keys.enqueue(k)),
+        };
+        let (key, ticket) = match queued {
             Some((k, t)) => (Some(k), Some(t)),
             None => (None, None),
         };
@@ -220,6 +250,12 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
         let cycle = Arc::clone(&self.cycle);
         let cx = cycle.context(update, key, false);
         async move {
+            if let Some(m) = migration {
+                Pipeline::from_cycle(cycle)
+                    .migrate_chat(m.from, m.to)
+                    .await?;
+                return Ok(Dispatch::Handled);
+            }
             let permit = match ticket {
                 Some(t) => Some(t.acquire().await?),
                 None => None,
@@ -267,26 +303,22 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
         handler: impl Handler<S, U>,
     ) -> impl Future<Output = Result<Dispatch>> + Send + 'static {
         let (key, ticket) = self.cycle.keys().enqueue(key);
+        let span = event_span(&key, "event");
         let cycle = Arc::clone(&self.cycle);
         let cx = cycle.context(update, Some(key), true);
         let work = Work::Event(Arc::new(handler));
         async move {
             let permit = ticket.acquire().await?;
-            cycle.run(cx, Some(permit), &work).await
+            let result = cycle.run(cx, Some(permit), &work).await;
+            record_outcome(&result);
+            result
         }
+        .instrument(span)
     }
 
-    /// Delivers the replies that committed steps left pending in the store: those of a
-    /// process that crashed (or lost its transport) between committing an update and
-    /// delivering its replies, with the outbox on ([`PipelineBuilder::outbox`]). Call
-    /// it at start-up, before or while updates arrive; the key's next update would send
-    /// them first anyway, but a user who writes nothing more would wait forever.
-    ///
-    /// The keys come from the store's pending index ([`PendingIndex`](crate::store::PendingIndex)),
-    /// not from reading every session. Each is flushed under its key's queue place and
-    /// lease, as an update would be, so it never races an update of the same user, here
-    /// or in another process; 16 keys at a time. Delivery is at least once: a reply
-    /// whose delivery was cut short by the crash is sent again.
+    /// Delivers the replies that committed steps left pending in the store, and fires
+    /// the timers that fell due: the same as [`wake_due`](Self::wake_due), under the
+    /// name it had before timers. Call it at start-up.
     ///
     /// ```
     /// use stagecraft::prelude::*;
@@ -299,21 +331,81 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
     /// ```
     ///
     /// # Errors
-    /// [`Error::Config`](crate::Error::Config) when the store has no pending index,
-    /// [`Error::Store`](crate::Error::Store) when listing the index fails. A session
-    /// that fails is counted in [`PendingDelivery::failed`], not an error.
+    /// As [`wake_due`](Self::wake_due).
     pub async fn deliver_pending(&self) -> Result<PendingDelivery> {
+        self.wake_due().await
+    }
+
+    /// Does the work that fell due in the store without an update:
+    ///
+    /// - delivers the replies that committed steps left pending: those of a process
+    ///   that crashed (or lost its transport) between committing an update and
+    ///   delivering its replies, with the outbox on ([`PipelineBuilder::outbox`]);
+    /// - fires the timers that are due by the pipeline's clock: scene and step timeouts
+    ///   ([`SceneBuilder::timeout`](crate::scene::SceneBuilder::timeout)) and expiries
+    ///   with hooks ([`SceneBuilder::on_expire`](crate::scene::SceneBuilder::on_expire)).
+    ///
+    /// Call it at start-up (a deadline that passed while the bot was down fires then)
+    /// and then every few seconds, or let [`spawn_timers`](Self::spawn_timers) do it.
+    ///
+    /// The keys come from the store's index of due work
+    /// ([`PendingIndex`](crate::store::PendingIndex)), earliest first, not from reading
+    /// every session. Each is handled under its key's queue place and lease, as an
+    /// update would be, so it never races an update of the same user, here or in
+    /// another process, and a timer fires once across replicas (the second finds it
+    /// disarmed); 16 keys at a time. Delivery of pending replies is at least once: a
+    /// reply whose delivery was cut short by the crash is sent again.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let clock = stagecraft::clock::ManualClock::at_secs(1_700_000_000);
+    /// let replies = RecordingTransport::new();
+    /// let stage = Stage::builder()
+    ///     .scene(Scene::builder("quiz")
+    ///         .timeout(60, |cx: Cx<()>| async move {
+    ///             cx.reply("Still there?");
+    ///             Ok(Outcome::Handled)
+    ///         })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = Pipeline::<()>::builder()
+    ///     .clock(clock.clone())
+    ///     .transport(replies.clone())
+    ///     .stage(stage)
+    ///     .command("quiz", |_cx: Cx<()>| async move { Ok(Outcome::enter("quiz")) })
+    ///     .build();
+    /// let msg = TelegramUpdate::from_json(
+    ///     r#"{"update_id":1,"message":{"chat":{"id":5},"from":{"id":5},"text":"/quiz"}}"#).unwrap();
+    /// bot.handle(msg).await.unwrap();
+    /// assert_eq!(bot.wake_due().await.unwrap().timers, 0); // not due yet
+    /// clock.advance(std::time::Duration::from_secs(61));
+    /// assert_eq!(bot.wake_due().await.unwrap().timers, 1);
+    /// assert_eq!(replies.texts(), ["Still there?"]);
+    /// assert_eq!(bot.wake_due().await.unwrap().timers, 0); // once per silence
+    /// # });
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Config`](crate::Error::Config) when the store has no index of due work,
+    /// [`Error::Store`](crate::Error::Store) when listing the index fails. A session
+    /// that fails is counted in [`PendingDelivery::failed`] (and logged with its cause),
+    /// not an error; its work stays due.
+    pub async fn wake_due(&self) -> Result<PendingDelivery> {
         let store = Arc::clone(self.store());
         let Some(index) = store.pending() else {
             return Err(crate::Error::Config(format!(
-                "the `{}` store has no pending-replies index",
+                "the `{}` store has no index of due work",
                 store.backend()
             )));
         };
+        let now = self.cycle.env.clock.now_ms().div_euclid(1000);
         let mut report = PendingDelivery::default();
         let mut tried = std::collections::HashSet::new();
         loop {
-            let keys = index.pending_keys(tried.len() + PENDING_BATCH).await?;
+            let keys = index.pending_keys(now, tried.len() + PENDING_BATCH).await?;
             let fresh: Vec<String> = keys
                 .into_iter()
                 .filter(|k| tried.insert(k.clone()))
@@ -331,14 +423,22 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
                 let cycle = Arc::clone(&self.cycle);
                 let (key, ticket) = cycle.keys().enqueue(&key);
                 running.spawn(async move {
-                    let permit = ticket.acquire().await?;
-                    let sent = cycle.flush(&key, permit).await;
-                    if let Err(e) = &sent {
+                    let woken = async {
+                        let mut permit = ticket.acquire().await?;
+                        let (sent, timer) = cycle.flush(&key, &mut permit, now).await?;
+                        let fired = match timer {
+                            Some(t) => cycle.fire(&key, permit, t).await? == Dispatch::Handled,
+                            None => false,
+                        };
+                        Ok((sent, fired))
+                    }
+                    .await;
+                    if let Err(e) = &woken {
                         tracing::warn!(target: "stagecraft::reply", key = %key,
                             error = %crate::error::error_chain(e),
-                            "pending replies not delivered; they stay pending");
+                            "work due for this session failed; it stays due");
                     }
-                    sent
+                    woken
                 });
             }
             while let Some(done) = running.join_next().await {
@@ -347,12 +447,61 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
         }
     }
 
+    /// Runs [`wake_due`](Self::wake_due) now and then every `every`, on the current
+    /// Tokio runtime, until the returned [`TimerTask`] is dropped (or
+    /// [`stopped`](TimerTask::stop)). Failures are logged and retried on the next
+    /// tick.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let bot = Pipeline::<u32>::builder().build();
+    /// let timers = bot.spawn_timers(std::time::Duration::from_secs(1));
+    /// // ... run the bot ...
+    /// drop(timers); // stops it
+    /// # });
+    /// ```
+    #[must_use = "the timers stop when the task is dropped"]
+    pub fn spawn_timers(&self, every: std::time::Duration) -> TimerTask {
+        let bot = self.clone();
+        let every = every.max(std::time::Duration::from_millis(10));
+        let handle = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match bot.wake_due().await {
+                    Ok(done) if done.keys > 0 || done.failed > 0 => {
+                        tracing::debug!(target: "stagecraft::stage", keys = done.keys,
+                            timers = done.timers, replies = done.replies, failed = done.failed,
+                            "woke sessions with work due");
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(target: "stagecraft::stage",
+                            error = %crate::error::error_chain(&e),
+                            "could not look for work due; trying again");
+                    }
+                }
+            }
+        });
+        TimerTask { handle }
+    }
+
     /// Number of keys whose updates are running or queued in this process: 0 when the
     /// bot is idle. It walks the per-key table (which also holds the cached sessions), so
     /// it is meant for tests and diagnostics, not for every update.
     #[must_use]
     pub fn keys_in_flight(&self) -> usize {
         self.cycle.keys().in_flight()
+    }
+
+    /// Whether the stage declares timeouts or expiry hooks, which
+    /// [`wake_due`](Self::wake_due) fires.
+    #[must_use]
+    pub fn has_timers(&self) -> bool {
+        self.cycle.timers.is_some()
     }
 
     /// What this pipeline holds per key between updates: the entries of its per-key
@@ -390,6 +539,35 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
     pub fn key_of(&self, update: &U) -> Option<String> {
         self.cycle.key.key(update)
     }
+}
+
+/// The span of an event of `key` (`kind`: `event` for [`Pipeline::run_event`], `timer`
+/// for a timer fired by [`Pipeline::wake_due`]), built only when a subscriber wants it.
+pub(crate) fn event_span(key: &str, kind: &'static str) -> tracing::Span {
+    if tracing::enabled!(target: "stagecraft::stage", tracing::Level::INFO) {
+        tracing::info_span!(
+            target: "stagecraft::stage",
+            "event",
+            kind,
+            key,
+            scene = tracing::field::Empty,
+            step = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        )
+    } else {
+        tracing::Span::none()
+    }
+}
+
+/// Records how an event ended on its span (the current one).
+pub(crate) fn record_outcome(result: &Result<Dispatch>) {
+    use crate::observe::{OUTCOME_FAILED, OUTCOME_HANDLED, OUTCOME_UNHANDLED};
+    let outcome = match result {
+        Ok(Dispatch::Handled) => OUTCOME_HANDLED,
+        Ok(_) => OUTCOME_UNHANDLED,
+        Err(_) => OUTCOME_FAILED,
+    };
+    tracing::Span::current().record("outcome", outcome);
 }
 
 /// Records how an update ended on its span (the current one) and counts it.

@@ -130,10 +130,82 @@ pub struct Frame {
     /// When the scene expires, Unix seconds: still active while `now <= expires`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<i64>,
+    /// The frame's armed timeout, if any (see
+    /// [`SceneBuilder::timeout`](crate::scene::SceneBuilder::timeout)): when it falls due
+    /// and where its hook replies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timer: Option<Timer>,
     /// The scene's state. A state this build could not decode (an unregistered tag, a
     /// changed type) is an [`Undecodable`], written back as it was read.
     #[serde(serialize_with = "serialize_state")]
     pub state: Box<dyn SceneState>,
+}
+
+/// A frame's armed timer: when it falls due (Unix seconds of the pipeline's clock) and
+/// where the hook that runs then replies (the chat, forum topic and user of the last
+/// update that armed it). Only the active (top) frame is ever armed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Timer {
+    /// When it falls due, Unix seconds.
+    pub at: i64,
+    /// The chat the hook replies to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat: Option<i64>,
+    /// The forum topic (message thread) it replies in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<i64>,
+    /// The user whose silence it measures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<i64>,
+}
+
+impl Timer {
+    /// A timer due at `at` (Unix seconds), replying to `chat` (in `thread`) for `user`.
+    #[must_use]
+    pub fn new(at: i64, chat: Option<i64>, thread: Option<i64>, user: Option<i64>) -> Self {
+        Self {
+            at,
+            chat,
+            thread,
+            user,
+        }
+    }
+}
+
+/// When the earliest armed timer of `scenes` falls due.
+pub(crate) fn wake_of(scenes: &[Frame]) -> Option<i64> {
+    scenes.iter().filter_map(|f| f.timer.map(|t| t.at)).min()
+}
+
+/// What a stored record holds that is due without an update, read without the bot's
+/// types: whether it has replies in its outbox, and its earliest armed timer.
+///
+/// # Errors
+/// [`Error::Decode`] (with an empty key) when the bytes are not a record.
+pub(crate) fn peek_due(bytes: &[u8]) -> Result<(bool, Option<Timer>)> {
+    #[derive(Deserialize)]
+    struct Peek {
+        #[serde(default)]
+        outbox: Vec<serde::de::IgnoredAny>,
+        #[serde(default)]
+        scenes: Vec<PeekFrame>,
+    }
+    #[derive(Deserialize)]
+    struct PeekFrame {
+        #[serde(default)]
+        timer: Option<Timer>,
+    }
+    let peek: Peek = Codec::decode(bytes).map_err(|e| Error::Decode {
+        key: String::new(),
+        source: e,
+    })?;
+    let timer = peek
+        .scenes
+        .iter()
+        .filter_map(|f| f.timer)
+        .min_by_key(|t| t.at);
+    Ok((!peek.outbox.is_empty(), timer))
 }
 
 /// A frame's state as stored: its typetag form, or the original JSON of an
@@ -187,6 +259,7 @@ impl Frame {
             cursor: None,
             entered_at,
             expires: None,
+            timer: None,
             state,
         }
     }
@@ -363,6 +436,10 @@ impl<'a, S: Serialize> RecordRef<'a, S> {
                 if let Some(e) = f.expires {
                     buf.extend_from_slice(b",\"expires\":");
                     buf.extend_from_slice(ints.format(e).as_bytes());
+                }
+                if let Some(t) = &f.timer {
+                    buf.extend_from_slice(b",\"timer\":");
+                    serde_json::to_writer(&mut buf, t)?;
                 }
                 buf.extend_from_slice(b",\"state\":");
                 match (*f.state).as_any().downcast_ref::<Undecodable>() {
@@ -834,6 +911,9 @@ fn mend_frame(
     let cursor = int(&map, "cursor");
     let entered_at = int(&map, "entered_at").unwrap_or(0);
     let expires = int(&map, "expires");
+    // A timer that does not read is dropped: the frame is armed again by its next
+    // update.
+    let timer = map.get("timer").and_then(|t| Timer::deserialize(t).ok());
     let raw = map.remove("state").unwrap_or(serde_json::Value::Null);
     let mut state = raw.clone();
     let mut note = None;
@@ -846,6 +926,7 @@ fn mend_frame(
                     cursor,
                     entered_at,
                     expires,
+                    timer,
                     state: decoded,
                 };
                 return Ok((frame, note));
@@ -883,6 +964,7 @@ fn mend_frame(
         cursor,
         entered_at,
         expires,
+        timer,
         state: Box::new(Undecodable {
             raw,
             error: error.clone(),
@@ -892,6 +974,42 @@ fn mend_frame(
         frame,
         Some(format!("frame `{scene}`: state kept undecoded: {error}")),
     ))
+}
+
+/// A stored record moved from chat `from` to chat `to` (a group upgraded to a
+/// supergroup), written with `codec`: its armed timers reply to `to`, and so do the
+/// replies in its outbox. Read without the bot's types; everything else is kept.
+///
+/// # Errors
+/// [`Error::Decode`] (with an empty key) when the bytes are not a record.
+pub(crate) fn moved_to_chat(bytes: &[u8], codec: Codec, from: i64, to: i64) -> Result<Vec<u8>> {
+    let mut value: serde_json::Value = Codec::decode(bytes).map_err(|e| Error::Decode {
+        key: String::new(),
+        source: e,
+    })?;
+    let retarget = |v: &mut serde_json::Value, field: &str| {
+        if let Some(chat) = v.get_mut(field) {
+            if chat.as_i64() == Some(from) {
+                *chat = to.into();
+            }
+        }
+    };
+    if let Some(scenes) = value.get_mut("scenes").and_then(|s| s.as_array_mut()) {
+        for frame in scenes {
+            if let Some(timer) = frame.get_mut("timer") {
+                retarget(timer, "chat");
+            }
+        }
+    }
+    if let Some(outbox) = value.get_mut("outbox").and_then(|s| s.as_array_mut()) {
+        for reply in outbox {
+            retarget(reply, "chat_id");
+        }
+    }
+    codec.encode(&value).map_err(|e| Error::Encode {
+        key: String::new(),
+        source: e,
+    })
 }
 
 /// A stored record without its outbox, written with `codec`: what marks its replies
@@ -938,6 +1056,9 @@ pub struct FrameInfo {
     /// When it expires (Unix seconds).
     #[serde(default)]
     pub expires: Option<i64>,
+    /// Its armed timer (a timeout waiting for the user).
+    #[serde(default)]
+    pub timer: Option<Timer>,
     /// The `typetag` name of its state (e.g. `"signup.v1"`).
     #[serde(skip)]
     pub state_tag: Option<String>,
@@ -1055,6 +1176,7 @@ mod tests {
             cursor,
             entered_at: -17,
             expires,
+            timer: None,
             state: Box::new(JsonState(serde_json::from_str(state).unwrap())),
         }
     }
@@ -1075,6 +1197,16 @@ mod tests {
                 ),
                 frame("ünïcode ✓", Some(-1), None, "{}"),
                 frame("", None, Some(i64::MIN), "\"s\""),
+            ],
+            vec![
+                Frame {
+                    timer: Some(Timer::new(i64::MAX, Some(-100), None, Some(7))),
+                    ..frame("a", Some(0), Some(5), "{}")
+                },
+                Frame {
+                    timer: Some(Timer::new(-3, None, Some(4), None)),
+                    ..frame("b", None, None, "{}")
+                },
             ],
         ];
         let outbox = [

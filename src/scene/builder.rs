@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{Declared, Recovery, Scene, SceneState, StateFactory, Upgrade};
+use super::{Declared, Recovery, Scene, SceneState, StateFactory, Timeout, Upgrade};
 use crate::handler::{Handler, LeaveHook, Matcher, RouteBuilder, Routes};
 use crate::record::JsonState;
 
@@ -51,6 +51,10 @@ impl<S, U> Scene<S, U> {
                 init_state: Arc::new(|| Box::new(JsonState::object())),
                 upgrades: std::collections::HashMap::new(),
                 recovery: Recovery::default(),
+                timeout: None,
+                step_timeouts: Vec::new(),
+                on_expire: Vec::new(),
+                leave_on_expire: false,
                 declared: Vec::new(),
             },
         }
@@ -97,6 +101,60 @@ impl<S, U> SceneBuilder<S, U> {
     pub fn idle_ttl(mut self, secs: u32) -> Self {
         self.scene.idle_ttl = Some(secs);
         self.scene.ttl = None;
+        self
+    }
+
+    /// If the user sends no update for `secs` seconds while this scene is active, run
+    /// `hook` once, without an update: a durable timeout. The hook runs like a step:
+    /// under the key's queue place and lease, with a context that can reply (to the
+    /// chat of the user's last update), change the session and answer a transition
+    /// (e.g. [`Outcome::leave`](crate::Outcome::leave)); [`Cx::is_event`](crate::Cx::is_event)
+    /// is true in it. Every update of the user in the scene arms it again from that
+    /// moment; leaving the scene cancels it; it fires once per silence.
+    ///
+    /// The deadline is stored with the session and in the store's index of due work,
+    /// so it survives a restart and fires once across replicas. It fires when the bot
+    /// calls [`Pipeline::wake_due`](crate::Pipeline::wake_due) (or runs
+    /// [`Pipeline::spawn_timers`](crate::Pipeline::spawn_timers)). A wizard step can
+    /// declare its own ([`WizardBuilder::step_timeout`](crate::wizard::WizardBuilder::step_timeout)).
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// let scene: Scene<(), TelegramUpdate> = Scene::builder("checkout")
+    ///     .timeout(600, |cx: Cx<()>| async move {
+    ///         cx.reply("Still there? Send /cancel to stop.");
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build();
+    /// # let _ = scene;
+    /// ```
+    #[must_use]
+    pub fn timeout(mut self, secs: u32, hook: impl Handler<S, U>) -> Self {
+        self.scene.timeout = Some(Timeout {
+            secs,
+            hook: Arc::new(hook),
+        });
+        self
+    }
+
+    /// Runs when the scene's TTL ([`ttl`](Self::ttl), [`idle_ttl`](Self::idle_ttl) or
+    /// the stage's) runs out, before the scene is dropped; it may reply ("Your session
+    /// timed out."). A scene with such a hook expires on time, without an update (like
+    /// a [`timeout`](Self::timeout)), and also when an update finds it expired.
+    /// Without one, expiry stays silent and lazy, as in Telegraf.
+    #[must_use]
+    pub fn on_expire(mut self, h: impl LeaveHook<S, U>) -> Self {
+        self.scene.on_expire.push(Arc::new(h));
+        self
+    }
+
+    /// Whether the scene's [`on_leave`](Self::on_leave) hooks run when its TTL runs out
+    /// (default `false`: Telegraf's silent expiry). With `true` the scene expires on
+    /// time, without an update, as with [`on_expire`](Self::on_expire).
+    #[must_use]
+    pub fn leave_on_expire(mut self, on: bool) -> Self {
+        self.scene.leave_on_expire = on;
         self
     }
 

@@ -47,6 +47,22 @@ pub enum Recovery {
 }
 pub(crate) type ResumeHook<S, U> = Arc<dyn Handler<S, U>>;
 
+/// "If no update within `secs`, run this hook": a scene's or a wizard step's timeout
+/// (see [`SceneBuilder::timeout`] and [`WizardBuilder::step_timeout`](crate::wizard::WizardBuilder::step_timeout)).
+pub(crate) struct Timeout<S, U> {
+    pub(crate) secs: u32,
+    pub(crate) hook: Arc<dyn Handler<S, U>>,
+}
+
+impl<S, U> Clone for Timeout<S, U> {
+    fn clone(&self) -> Self {
+        Self {
+            secs: self.secs,
+            hook: Arc::clone(&self.hook),
+        }
+    }
+}
+
 /// A registered scene: handlers, hooks, TTL and, for wizards, the steps.
 ///
 /// Build one with [`Scene::builder`] (a plain scene, Telegraf's `BaseScene`) or
@@ -64,6 +80,14 @@ pub struct Scene<S, U> {
     /// Upgrades of stored state: from a tag to (the next tag, the function).
     pub(crate) upgrades: std::collections::HashMap<String, (String, Upgrade)>,
     pub(crate) recovery: Recovery,
+    /// The scene's timeout, for every step that declares none.
+    pub(crate) timeout: Option<Timeout<S, U>>,
+    /// Wizard steps' own timeouts, by step.
+    pub(crate) step_timeouts: Vec<Option<Timeout<S, U>>>,
+    /// Hooks that run when the scene's TTL runs out.
+    pub(crate) on_expire: Vec<Arc<dyn LeaveHook<S, U>>>,
+    /// Whether the leave hooks run when the TTL runs out.
+    pub(crate) leave_on_expire: bool,
     /// Transitions declared for the diagram ([`SceneBuilder::goes_to`], [`SceneBuilder::calls`]).
     pub(crate) declared: Vec<(Declared, String)>,
 }
@@ -94,6 +118,27 @@ impl<S, U> Scene<S, U> {
     #[must_use]
     pub fn step_count(&self) -> usize {
         self.steps.as_ref().map_or(0, Vec::len)
+    }
+
+    /// The timeout that applies at wizard step `cursor` (a plain scene: `None`): the
+    /// step's own, else the scene's.
+    pub(crate) fn timeout_at(&self, cursor: Option<i64>) -> Option<&Timeout<S, U>> {
+        let own = cursor
+            .and_then(|c| usize::try_from(c).ok())
+            .and_then(|c| self.step_timeouts.get(c))
+            .and_then(Option::as_ref);
+        own.or(self.timeout.as_ref())
+    }
+
+    /// Whether any timeout is declared.
+    pub(crate) fn has_timeouts(&self) -> bool {
+        self.timeout.is_some() || self.step_timeouts.iter().any(Option::is_some)
+    }
+
+    /// Whether the scene's expiry runs hooks (and so fires on its own, without an
+    /// update): Telegraf's silent expiry otherwise.
+    pub(crate) fn hooks_expiry(&self) -> bool {
+        !self.on_expire.is_empty() || self.leave_on_expire
     }
 }
 

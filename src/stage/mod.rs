@@ -2,6 +2,7 @@
 //! `stage.middleware()`), and the one interpreter of transitions.
 
 mod mermaid;
+mod timers;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -54,6 +55,8 @@ struct StageInner<S, U> {
     recovery_notice: Option<String>,
     /// Scenes declared as entered from outside any scene ([`StageBuilder::entry`]).
     entries: Vec<String>,
+    /// Whether any scene declares a timeout or expiry hooks (set by `build`).
+    timers: bool,
 }
 
 /// What the user hears by default when their stored conversation could not be resumed
@@ -109,6 +112,7 @@ impl<S, U> Stage<S, U> {
                 ttl: None,
                 recovery_notice: Some(DEFAULT_RECOVERY_NOTICE.to_owned()),
                 entries: Vec::new(),
+                timers: false,
             },
         }
     }
@@ -179,12 +183,17 @@ impl<S, U> StageBuilder<S, U> {
     ///
     /// # Errors
     /// [`Error::UnknownScene`] when the default scene is not registered.
-    pub fn build(self) -> Result<Stage<S, U>> {
+    pub fn build(mut self) -> Result<Stage<S, U>> {
         if let Some(d) = &self.stage.default_scene {
             if !self.stage.scenes.contains_key(d) {
                 return Err(Error::UnknownScene(d.clone()));
             }
         }
+        self.stage.timers = self
+            .stage
+            .scenes
+            .values()
+            .any(|s| s.has_timeouts() || s.hooks_expiry());
         Ok(Stage {
             inner: Arc::new(self.stage),
         })
@@ -280,7 +289,8 @@ impl<S: SessionData, U: Update> Stage<S, U> {
             (Some(_), Some(u)) => u.error.clone(),
             (Some(_), None) => String::new(),
         };
-        tracing::warn!(target: "stagecraft::stage", key = ?cx.key(), scene = %id,
+        crate::observe::recovery(&id);
+        tracing::warn!(target: "stagecraft::stage", event = "recover", key = ?cx.key(), scene = %id,
             registered = scene.is_some(), ?recovery, error = %why,
             "the stored frame cannot be resumed; recovering");
         let copy = crate::record::lost_frame(top, now, &why);
@@ -321,18 +331,35 @@ impl<S: SessionData, U: Update> Stage<S, U> {
     /// calling it): route the update, apply what the handler that took it answered, or
     /// pass it on down the chain.
     async fn run(self, cx: Cx<S, U>, next: Next<S, U>) -> HandlerResult {
-        match self.route(&cx).await? {
+        if !self.inner.timers {
+            return match self.route(&cx).await? {
+                Some(outcome) => {
+                    self.apply_outcome(cx, outcome).await?;
+                    Ok(Outcome::Handled)
+                }
+                None => next.run_boxed(cx).await,
+            };
+        }
+        let result = match self.route(&cx).await? {
             Some(outcome) => {
-                self.apply_outcome(cx, outcome).await?;
+                self.apply_outcome(cx.clone(), outcome).await?;
                 Ok(Outcome::Handled)
             }
-            None => next.run_boxed(cx).await,
+            None => next.run_boxed(cx.clone()).await,
+        };
+        // The user was heard from: the active scene's timeout starts again.
+        if result.is_ok() {
+            self.arm(&cx)?;
         }
+        result
     }
 
     /// Runs the handler that takes the update: a stage route, a route of the active
     /// scene, or the wizard step at the cursor. `None`: nothing here took it.
     async fn route(&self, cx: &Cx<S, U>) -> Result<Option<Outcome>> {
+        if self.inner.timers {
+            self.expire_with_hooks(cx).await?;
+        }
         let restart = self.settle(cx)?;
         {
             // The update's span says where the update found the user, whichever handler

@@ -1,7 +1,8 @@
 //! [`MemoryStore`]: sharded in-process store on `dashmap`.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::util::{FastMap, fast_map};
@@ -44,6 +45,10 @@ struct Inner {
     ttl_ms: Option<i64>,
     clock: Arc<dyn Clock>,
     writes_since_sweep: AtomicUsize,
+    /// The index of due work: (due time, key), earliest first. Kept under the record's
+    /// entry lock by every write; entries of records that expired or were swept are
+    /// dropped by the next [`pending_keys`](PendingIndex::pending_keys).
+    due: Mutex<BTreeSet<(i64, Box<str>)>>,
 }
 
 #[derive(Debug)]
@@ -52,8 +57,8 @@ struct Entry {
     version: Version,
     /// Milliseconds since the epoch; `i64::MAX` without a TTL.
     expires_at: i64,
-    /// Marked in the pending-replies index (see [`PendingIndex`]).
-    pending: bool,
+    /// When its work falls due, in the index of due work (see [`PendingIndex`]).
+    due: Option<i64>,
 }
 
 impl Default for MemoryStore {
@@ -72,6 +77,7 @@ impl MemoryStore {
                 ttl_ms: None,
                 clock: Arc::new(SystemClock),
                 writes_since_sweep: AtomicUsize::new(0),
+                due: Mutex::default(),
             }),
         }
     }
@@ -95,6 +101,7 @@ impl MemoryStore {
             ttl_ms: shared.ttl_ms,
             clock: Arc::clone(&shared.clock),
             writes_since_sweep: AtomicUsize::new(0),
+            due: Mutex::new(shared.due_index().clone()),
         });
         f(&mut inner);
         Self {
@@ -173,7 +180,7 @@ impl CloneFromShared for FastMap<Box<str>, Entry> {
                         bytes: e.bytes.clone(),
                         version: e.version,
                         expires_at: e.expires_at,
-                        pending: e.pending,
+                        due: e.due,
                     },
                 )
             })
@@ -210,14 +217,15 @@ impl SessionStore for MemoryStore {
     }
 
     async fn save(&self, key: &str, bytes: &[u8], expected: Option<Version>) -> Result<Version> {
-        self.write(key, bytes, expected, false)
+        self.write(key, bytes, expected, None)
     }
 
     async fn delete(&self, key: &str, expected: Version) -> Result<()> {
         let now = self.inner.clock.now_ms();
         let mut conflict = false;
-        self.inner.map.remove_if(key, |_, e| {
+        self.inner.map.remove_if(key, |k, e| {
             if e.expires_at <= now || e.version == expected {
+                self.inner.reindex(k, e.due, None);
                 true
             } else {
                 conflict = true;
@@ -256,13 +264,14 @@ impl SessionStore for MemoryStore {
 }
 
 impl MemoryStore {
-    /// A compare-and-set write of `key`, marking it in the pending index or not.
+    /// A compare-and-set write of `key`, putting it in the index of due work at `due`
+    /// or taking it out (`None`).
     fn write(
         &self,
         key: &str,
         bytes: &[u8],
         expected: Option<Version>,
-        pending: bool,
+        due: Option<i64>,
     ) -> Result<Version> {
         let now = self.now();
         let expires_at = self.expiry(now);
@@ -282,7 +291,8 @@ impl MemoryStore {
             }
             e.version = version;
             e.expires_at = expires_at;
-            e.pending = pending;
+            self.inner.reindex(key, e.due, due);
+            e.due = due;
             drop(e);
             self.note_write();
             return Ok(version);
@@ -301,7 +311,8 @@ impl MemoryStore {
                 e.bytes = bytes.into();
                 e.version = version;
                 e.expires_at = expires_at;
-                e.pending = pending;
+                self.inner.reindex(key, e.due, due);
+                e.due = due;
                 version
             }
             MapEntry::Vacant(v) => {
@@ -311,11 +322,12 @@ impl MemoryStore {
                     });
                 }
                 let version = Version::initial();
+                self.inner.reindex(key, None, due);
                 v.insert(Entry {
                     bytes: bytes.into(),
                     version,
                     expires_at,
-                    pending,
+                    due,
                 });
                 version
             }
@@ -332,9 +344,28 @@ impl PurgeExpired for MemoryStore {
     }
 }
 
-/// The memory store's records are its index: it lives and dies with the process, so
-/// [`pending_keys`](PendingIndex::pending_keys) walks them (it is only ever called at
-/// start-up, when a memory store is empty).
+impl Inner {
+    fn due_index(&self) -> std::sync::MutexGuard<'_, BTreeSet<(i64, Box<str>)>> {
+        self.due.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Moves `key` in the index of due work from `old` to `new` (called under the
+    /// record's entry lock).
+    fn reindex(&self, key: &str, old: Option<i64>, new: Option<i64>) {
+        if old == new {
+            return;
+        }
+        let mut index = self.due_index();
+        if let Some(old) = old {
+            index.remove(&(old, Box::from(key)));
+        }
+        if let Some(new) = new {
+            index.insert((new, Box::from(key)));
+        }
+    }
+}
+
+/// The index of due work is an ordered set beside the records, kept by every write.
 #[async_trait]
 impl PendingIndex for MemoryStore {
     async fn save_pending(
@@ -342,19 +373,48 @@ impl PendingIndex for MemoryStore {
         key: &str,
         bytes: &[u8],
         expected: Option<Version>,
+        due: i64,
     ) -> Result<Version> {
-        self.write(key, bytes, expected, true)
+        self.write(key, bytes, expected, Some(due))
     }
 
-    async fn pending_keys(&self, limit: usize) -> Result<Vec<String>> {
+    async fn pending_keys(&self, due_by: i64, limit: usize) -> Result<Vec<String>> {
         let now = self.inner.clock.now_ms();
-        Ok(self
+        let candidates: Vec<(i64, Box<str>)> = self
             .inner
-            .map
+            .due_index()
             .iter()
-            .filter(|r| r.value().pending && r.value().expires_at > now)
-            .take(limit)
-            .map(|r| r.key().to_string())
-            .collect())
+            .take_while(|(due, _)| *due <= due_by)
+            .take(limit.saturating_mul(2).max(limit))
+            .cloned()
+            .collect();
+        let mut keys = Vec::new();
+        for (due, key) in candidates {
+            if keys.len() >= limit {
+                break;
+            }
+            // Under the record's entry lock (taken before the index's, as writes do):
+            // an entry of a record that expired, or was removed or rewritten by a path
+            // that does not keep the index (expiry), leaves it.
+            let live = match self.inner.map.get(&*key) {
+                Some(e) => {
+                    let live = e.due == Some(due) && e.expires_at > now;
+                    if !live {
+                        self.inner.due_index().remove(&(due, key.clone()));
+                    }
+                    live
+                }
+                None => {
+                    if let MapEntry::Vacant(_) = self.inner.map.entry(key.clone()) {
+                        self.inner.due_index().remove(&(due, key.clone()));
+                    }
+                    false
+                }
+            };
+            if live {
+                keys.push(key.into_string());
+            }
+        }
+        Ok(keys)
     }
 }

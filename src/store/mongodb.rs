@@ -29,8 +29,8 @@ const DEFAULT_DATABASE: &str = "stagecraft";
 /// The name of the TTL index on `expires_at`, in both collections.
 const TTL_INDEX: &str = "stagecraft_expires_at";
 
-/// The name of the sparse index on `p` (the pending-replies mark), in the records'
-/// collection.
+/// The name of the sparse index on `p` (the due time of the record's pending work), in
+/// the records' collection.
 const PENDING_INDEX: &str = "stagecraft_pending";
 
 /// How long `connect` waits for a connection, and every call for a usable server, unless
@@ -238,10 +238,11 @@ impl MongoOptions {
 /// `findAndModify`.
 ///
 /// One document per session (default collection `stagecraft_sessions`):
-/// `{_id: key, d: <binary record>, v: <version, int64>, expires_at: <date>, p: true}`,
+/// `{_id: key, d: <binary record>, v: <version, int64>, expires_at: <date>, p: <int64>}`,
 /// where `expires_at` is there only with a TTL, and `p` only while the record holds
-/// undelivered replies ([`PendingIndex::save_pending`]; every other write replaces the
-/// document without it; a sparse index on `p` lists them). [`save`](SessionStore::save) of a new record is
+/// undelivered replies or an armed timer: the Unix second its work falls due
+/// ([`PendingIndex::save_pending`]; every other write replaces the document without it;
+/// a sparse index on `p` lists them, earliest first). [`save`](SessionStore::save) of a new record is
 /// `insert_one`, a duplicate `_id` being a conflict (unless the document there has
 /// expired: it is then replaced, on a filter that it is still expired); a save of an
 /// existing record is `replace_one` filtered on `{_id, v: expected}` and the record being
@@ -471,7 +472,7 @@ impl MongoStore {
     }
 
     /// Creates the TTL index on `expires_at` of the collection and of the leases'
-    /// collection, and the sparse index on `p` (the pending-replies mark) of the
+    /// collection, and the sparse index on `p` (the due time of pending work) of the
     /// collection, where they are not there (idempotent). When all three exist it only
     /// lists them, so a user that may not create indexes can run it. Many processes
     /// may run it at once: when creating fails because another one created the index
@@ -484,7 +485,13 @@ impl MongoStore {
     pub async fn migrate(&self) -> Result<()> {
         ensure_index(&self.records, ttl_index()).await?;
         ensure_index(&self.records, pending_index()).await?;
-        ensure_index(&self.lease_docs, ttl_index()).await
+        ensure_index(&self.lease_docs, ttl_index()).await?;
+        // Replies an earlier layout marked pending (`p: true`) are due at once.
+        self.records
+            .update_many(doc! { "p": true }, doc! { "$set": { "p": 0_i64 } })
+            .await
+            .map_err(db_err)?;
+        Ok(())
     }
 
     /// Deletes every expired record now and returns how many were deleted (expired
@@ -525,15 +532,15 @@ impl MongoStore {
         Ok(purged)
     }
 
-    /// The fields of a saved record (all but `_id`), with the pending-replies mark `p`
-    /// when `pending`.
-    fn body(&self, bytes: &[u8], version: Version, now_ms: i64, pending: bool) -> Document {
+    /// The fields of a saved record (all but `_id`), with the due time `p` of its
+    /// pending work when it has some.
+    fn body(&self, bytes: &[u8], version: Version, now_ms: i64, due: Option<i64>) -> Document {
         let mut body = doc! {
             "d": Binary { subtype: BinarySubtype::Generic, bytes: bytes.to_vec() },
             "v": version_param(version),
         };
-        if pending {
-            body.insert("p", true);
+        if let Some(due) = due {
+            body.insert("p", due);
         }
         if let Some(ttl) = self.ttl_ms {
             body.insert(
@@ -544,20 +551,20 @@ impl MongoStore {
         body
     }
 
-    /// A compare-and-set write of the record (see [`SessionStore::save`]), marked
-    /// pending or not: the replacement document carries `p` only when `pending`, so
-    /// every other write unmarks the key.
+    /// A compare-and-set write of the record (see [`SessionStore::save`]), due at `due`
+    /// or not: the replacement document carries `p` only when `due` is set, so every
+    /// other write unmarks the key.
     async fn write(
         &self,
         key: &str,
         bytes: &[u8],
         expected: Option<Version>,
-        pending: bool,
+        due: Option<i64>,
     ) -> Result<Version> {
         let now_ms = self.clock.now_ms();
         let now = DateTime::from_millis(now_ms);
         let version = expected.map_or_else(Version::initial, Version::next);
-        let body = self.body(bytes, version, now_ms, pending);
+        let body = self.body(bytes, version, now_ms, due);
 
         let filter = match expected {
             None => {
@@ -676,7 +683,7 @@ impl SessionStore for MongoStore {
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn save(&self, key: &str, bytes: &[u8], expected: Option<Version>) -> Result<Version> {
-        self.write(key, bytes, expected, false).await
+        self.write(key, bytes, expected, None).await
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
@@ -756,22 +763,24 @@ impl PendingIndex for MongoStore {
         key: &str,
         bytes: &[u8],
         expected: Option<Version>,
+        due: i64,
     ) -> Result<Version> {
-        self.write(key, bytes, expected, true).await
+        self.write(key, bytes, expected, Some(due)).await
     }
 
     #[tracing::instrument(skip_all, err(level = "debug"))]
-    async fn pending_keys(&self, limit: usize) -> Result<Vec<String>> {
+    async fn pending_keys(&self, due_by: i64, limit: usize) -> Result<Vec<String>> {
         let mut keys = Vec::new();
         if limit == 0 {
             return Ok(keys);
         }
         let now = DateTime::from_millis(self.clock.now_ms());
-        let mut query = doc! { "p": true };
+        let mut query = doc! { "p": { "$lte": due_by } };
         query.extend(live(now));
         let mut cursor = self
             .records
             .find(query)
+            .sort(doc! { "p": 1 })
             .projection(doc! { "_id": 1 })
             .limit(i64::try_from(limit).unwrap_or(i64::MAX))
             .await

@@ -68,7 +68,9 @@ sql::queries!(
         lease_insert,
         lease_take_expired,
         has_pending,
-        add_pending,
+        has_due,
+        add_due,
+        carry_pending,
         pending_keys,
     }
 );
@@ -227,19 +229,27 @@ impl MySqlStore {
         self.rows()
             .run_all(&[&q.create_table, &q.create_lease_table])
             .await?;
-        // A table made by an earlier version has no pending-replies column yet. Two
-        // processes adding it at once: the second finds it there (duplicate column).
-        let has: i64 = sqlx::query_scalar(&q.has_pending)
+        // A table made by an earlier version has no `due_at` column yet. Two processes
+        // adding it at once: the second finds it there (duplicate column). Replies an
+        // earlier layout marked pending (a `pending` column) stay due.
+        let has: i64 = sqlx::query_scalar(&q.has_due)
             .fetch_one(&self.pool)
             .await
             .map_err(db_err)?;
         if has == 0 {
-            match sqlx::query(&q.add_pending).execute(&self.pool).await {
+            match sqlx::query(&q.add_due).execute(&self.pool).await {
                 Ok(_) => {}
                 Err(sqlx::Error::Database(e))
                     if e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
                         .is_some_and(|e| e.number() == 1060) => {}
                 Err(e) => return Err(db_err(e)),
+            }
+            let old: i64 = sqlx::query_scalar(&q.has_pending)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_err)?;
+            if old > 0 {
+                self.rows().run_all(&[&q.carry_pending]).await?;
             }
         }
         Ok(())
@@ -273,14 +283,14 @@ impl MySqlStore {
         bytes: &[u8],
         version: Version,
         expires_at: Option<i64>,
-        pending: bool,
+        due: Option<i64>,
     ) -> Result<bool> {
         let done = sqlx::query(&self.table.queries().insert)
             .bind(key)
             .bind(bytes)
             .bind(sql::version_param(version))
             .bind(expires_at)
-            .bind(pending)
+            .bind(due)
             .execute(&self.pool)
             .await;
         match done {
@@ -323,7 +333,7 @@ impl SessionStore for MySqlStore {
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn save(&self, key: &str, bytes: &[u8], expected: Option<Version>) -> Result<Version> {
-        self.write(key, bytes, expected, false).await
+        self.write(key, bytes, expected, None).await
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
@@ -381,12 +391,14 @@ impl PendingIndex for MySqlStore {
         key: &str,
         bytes: &[u8],
         expected: Option<Version>,
+        due: i64,
     ) -> Result<Version> {
-        self.write(key, bytes, expected, true).await
+        self.write(key, bytes, expected, Some(due)).await
     }
 
-    async fn pending_keys(&self, limit: usize) -> Result<Vec<String>> {
+    async fn pending_keys(&self, now: i64, limit: usize) -> Result<Vec<String>> {
         let rows = sqlx::query(&self.table.queries().pending_keys)
+            .bind(now)
             .bind(self.table.now())
             .bind(sql::limit_param(Some(limit)))
             .fetch_all(&self.pool)
@@ -397,13 +409,14 @@ impl PendingIndex for MySqlStore {
 }
 
 impl MySqlStore {
-    /// A compare-and-set save, marking the row in the pending-replies index or not.
+    /// A compare-and-set save, putting the row in the index of due work at `due` or
+    /// taking it out (`None`).
     async fn write(
         &self,
         key: &str,
         bytes: &[u8],
         expected: Option<Version>,
-        pending: bool,
+        due: Option<i64>,
     ) -> Result<Version> {
         check_key_len(key)?;
         let now = self.table.now();
@@ -414,10 +427,7 @@ impl MySqlStore {
         match expected {
             None => {
                 let version = Version::initial();
-                if self
-                    .insert(key, bytes, version, expires_at, pending)
-                    .await?
-                {
+                if self.insert(key, bytes, version, expires_at, due).await? {
                     return Ok(version);
                 }
                 // A row is in the way: if it expired, remove it and try once more; a
@@ -425,10 +435,7 @@ impl MySqlStore {
                 if self.delete_expired(key, now).await? == 0 {
                     return Err(conflict());
                 }
-                if self
-                    .insert(key, bytes, version, expires_at, pending)
-                    .await?
-                {
+                if self.insert(key, bytes, version, expires_at, due).await? {
                     Ok(version)
                 } else {
                     Err(conflict())
@@ -441,7 +448,7 @@ impl MySqlStore {
                     .bind(bytes)
                     .bind(sql::version_param(version))
                     .bind(expires_at)
-                    .bind(pending)
+                    .bind(due)
                     .bind(key)
                     .bind(sql::version_param(expected))
                     .bind(now)

@@ -1,33 +1,39 @@
-//! The pending-replies index: which records hold replies of a committed step that were
+//! The index of due work: which records hold replies of a committed step that were
 //! never marked delivered (the outbox of a process that crashed between its commit and
-//! its delivery), so that the next process finds them at start-up without reading every
-//! session.
+//! its delivery), or a timer that falls due at a given time (a scene's timeout), so that
+//! a process finds them without reading every session.
 
 use async_trait::async_trait;
 
 use super::Version;
 use crate::error::Result;
 
-/// The pending-replies index, the optional capability of a
+/// The index of due work, the optional capability of a
 /// [`SessionStore`](super::SessionStore) whose records outlive the process (every
 /// built-in store has it). Reached through
 /// [`SessionStore::pending`](super::SessionStore::pending).
 ///
-/// A key is **marked** by [`save_pending`](Self::save_pending) and **unmarked** by any
-/// other write of it: [`save`](super::SessionStore::save) (the write that marks the
-/// replies delivered is one) and [`delete`](super::SessionStore::delete). The mark is
-/// part of the same atomic compare-and-set write as the record, so the index never says
-/// less than the records: a record that holds pending replies is always listed.
+/// A key is **marked** with a due time by [`save_pending`](Self::save_pending) and
+/// **unmarked** by any other write of it: [`save`](super::SessionStore::save) (the write
+/// that marks replies delivered is one) and [`delete`](super::SessionStore::delete). The
+/// mark is part of the same atomic compare-and-set write as the record, so the index
+/// never says less than the records: a record that holds pending replies or an armed
+/// timer is always listed, with the time its work falls due.
 ///
-/// A pipeline with the outbox on writes a step that has replies with `save_pending`, and
-/// [`Pipeline::deliver_pending`](crate::Pipeline::deliver_pending) lists the marked keys.
-/// `stagecraft::testing::conformance::check_pending` (feature `testing`) checks an
-/// implementation.
+/// Due times are Unix seconds of the pipeline's clock; `0` means "at once" (pending
+/// replies). Each store keeps them ordered: an indexed `due_at` column in SQL, a sorted
+/// set in Redis, an indexed field in MongoDB, an ordered set in memory.
+///
+/// A pipeline writes a step that leaves replies in the outbox, or arms a timer, with
+/// `save_pending`, and [`Pipeline::wake_due`](crate::Pipeline::wake_due) lists the keys
+/// that are due. `stagecraft::testing::conformance::check_pending` and `check_due_times`
+/// (feature `testing`) check an implementation.
 #[async_trait]
 pub trait PendingIndex: Send + Sync {
     /// Writes `bytes` as the record of `key` exactly as
     /// [`SessionStore::save`](super::SessionStore::save) does (compare-and-set over
-    /// `expected`), and marks the key in the same atomic write.
+    /// `expected`), and marks the key due at `due` (Unix seconds; `0`: at once) in the
+    /// same atomic write.
     ///
     /// # Errors
     /// [`Error::Conflict`](crate::Error::Conflict) when the stored version is not
@@ -37,12 +43,13 @@ pub trait PendingIndex: Send + Sync {
         key: &str,
         bytes: &[u8],
         expected: Option<Version>,
+        due: i64,
     ) -> Result<Version>;
 
-    /// Up to `limit` marked keys of live records, in no particular order. It reads the
-    /// index, not every record.
+    /// Up to `limit` marked keys of live records due by `now` (Unix seconds: due time
+    /// `<= now`), earliest first. It reads the index, not every record.
     ///
     /// # Errors
     /// [`Error::Store`](crate::Error::Store) when the backend fails.
-    async fn pending_keys(&self, limit: usize) -> Result<Vec<String>>;
+    async fn pending_keys(&self, now: i64, limit: usize) -> Result<Vec<String>>;
 }

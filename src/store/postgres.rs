@@ -299,13 +299,14 @@ impl PostgresStore {
         Rows::new(&self.pool, BACKEND)
     }
 
-    /// A compare-and-set save, marking the row in the pending-replies index or not.
+    /// A compare-and-set save, putting the row in the index of due work at `due` or
+    /// taking it out (`None`).
     async fn write(
         &self,
         key: &str,
         bytes: &[u8],
         expected: Option<Version>,
-        pending: bool,
+        due: Option<i64>,
     ) -> Result<Version> {
         check_key(key)?;
         let now = self.table.now();
@@ -317,7 +318,7 @@ impl PostgresStore {
             expected,
             now,
             expires_at,
-            pending,
+            due,
         };
         let (version, query) = sql::save_query(&q.insert, &q.update, args);
         sql::save_result(BACKEND, key, version, query.execute(&self.pool).await)
@@ -347,7 +348,7 @@ impl SessionStore for PostgresStore {
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn save(&self, key: &str, bytes: &[u8], expected: Option<Version>) -> Result<Version> {
-        self.write(key, bytes, expected, false).await
+        self.write(key, bytes, expected, None).await
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
@@ -484,14 +485,15 @@ impl PendingIndex for PostgresStore {
         key: &str,
         bytes: &[u8],
         expected: Option<Version>,
+        due: i64,
     ) -> Result<Version> {
-        self.write(key, bytes, expected, true).await
+        self.write(key, bytes, expected, Some(due)).await
     }
 
-    async fn pending_keys(&self, limit: usize) -> Result<Vec<String>> {
+    async fn pending_keys(&self, now: i64, limit: usize) -> Result<Vec<String>> {
         let q = self.table.queries();
         self.rows()
-            .pending_keys(&q.pending_keys, self.table.now(), limit)
+            .pending_keys(&q.pending_keys, self.table.now(), limit, now)
             .await
     }
 }

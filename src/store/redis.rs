@@ -33,15 +33,16 @@ static LEASE_RELEASE: LazyLock<Script> =
 static PENDING_KEYS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("queries/redis/pending_keys.lua")));
 
-/// What follows the store prefix in the key of the pending-replies index (a set of
-/// session keys): `{prefix}\0pending`. The NUL keeps it out of [`SessionStore::list`].
-const PENDING_MARK: &str = "\0pending";
+/// What follows the store prefix in the key of the index of due work (a sorted set of
+/// session keys, scored by due time): `{prefix}\0due`. The NUL keeps it out of
+/// [`SessionStore::list`].
+const PENDING_MARK: &str = "\0due";
 
 /// What follows the store prefix in a lease's key: `{prefix}\0lease:{key}`. The NUL keeps
 /// leases apart from session keys (and out of [`SessionStore::list`]).
 const LEASE_MARK: &str = "\0lease:";
 
-/// The key of the pending-replies index of the store prefix `prefix`.
+/// The key of the index of due work of the store prefix `prefix`.
 fn pending_key_of(prefix: &str) -> Arc<str> {
     Arc::from(format!("{prefix}{PENDING_MARK}"))
 }
@@ -139,7 +140,7 @@ fn glob_escape(s: &str) -> String {
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: Arc<str>,
-    /// The key of the pending-replies index, `{prefix}\0pending`.
+    /// The key of the index of due work, `{prefix}\0due`.
     pending_key: Arc<str>,
     ttl_ms: Option<u64>,
     leases: bool,
@@ -245,13 +246,14 @@ impl RedisStore {
         &self.pending_key
     }
 
-    /// A compare-and-set save, marking the key in the pending-replies index or not.
+    /// A compare-and-set save, putting the key in the index of due work at `due` or
+    /// taking it out (`None`).
     async fn write(
         &self,
         key: &str,
         bytes: &[u8],
         expected: Option<Version>,
-        pending: bool,
+        due: Option<i64>,
     ) -> Result<Version> {
         let mut conn = self.conn.clone();
         let version = expected.map_or_else(Version::initial, Version::next);
@@ -264,7 +266,7 @@ impl RedisStore {
             .arg(version.0.to_string())
             .arg(self.ttl_ms.unwrap_or(0))
             .arg(key)
-            .arg(if pending { "1" } else { "0" })
+            .arg(due.map(|d| d.to_string()).unwrap_or_default())
             .invoke_async(&mut conn)
             .await
             .map_err(redis_err)?;
@@ -317,7 +319,7 @@ impl SessionStore for RedisStore {
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn save(&self, key: &str, bytes: &[u8], expected: Option<Version>) -> Result<Version> {
-        self.write(key, bytes, expected, false).await
+        self.write(key, bytes, expected, None).await
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
@@ -481,16 +483,18 @@ impl PendingIndex for RedisStore {
         key: &str,
         bytes: &[u8],
         expected: Option<Version>,
+        due: i64,
     ) -> Result<Version> {
-        self.write(key, bytes, expected, true).await
+        self.write(key, bytes, expected, Some(due)).await
     }
 
-    async fn pending_keys(&self, limit: usize) -> Result<Vec<String>> {
+    async fn pending_keys(&self, now: i64, limit: usize) -> Result<Vec<String>> {
         let mut conn = self.conn.clone();
         let keys: Vec<Vec<u8>> = PENDING_KEYS
             .key(self.pending_key())
             .arg(&*self.prefix)
             .arg(limit)
+            .arg(now)
             .invoke_async(&mut conn)
             .await
             .map_err(redis_err)?;

@@ -80,13 +80,13 @@ pub(crate) fn validate_table(name: &str) -> Result<()> {
     }
 }
 
-/// Replaces `{table}` (and `{index}`, the name of the expiry index, `{pending_index}`,
-/// the name of the pending-replies index, and `{lease_table}`, the table of per-key
+/// Replaces `{table}` (and `{index}`, the name of the expiry index, `{due_index}`, the
+/// name of the index of due work (pending replies, timers), and `{lease_table}`, the table of per-key
 /// leases) in a query template. `table` must have passed [`validate_table`].
 pub(crate) fn render(template: &str, table: &str) -> String {
     template
         .replace("{index}", &index_name(table))
-        .replace("{pending_index}", &pending_index_name(table))
+        .replace("{due_index}", &due_index_name(table))
         .replace("{lease_table}", &lease_table_name(table))
         .replace("{table}", table)
 }
@@ -116,12 +116,12 @@ fn index_name(table: &str) -> String {
     }
 }
 
-/// A name for the table's pending-replies index, within PostgreSQL's 63 bytes.
-fn pending_index_name(table: &str) -> String {
-    if table.len() <= 50 {
-        format!("{table}_pending_idx")
+/// A name for the table's index of due work (`due_at`), within PostgreSQL's 63 bytes.
+fn due_index_name(table: &str) -> String {
+    if table.len() <= 54 {
+        format!("{table}_due_idx")
     } else {
-        format!("{}_{:08x}_pnd", &table[..40], fnv(table))
+        format!("{}_{:08x}_due", &table[..40], fnv(table))
     }
 }
 
@@ -523,18 +523,20 @@ where
             .collect()
     }
 
-    /// Up to `limit` keys of live rows marked in the pending-replies index, with
-    /// `pending_keys` (binds `now` and the limit).
+    /// Up to `limit` keys of live rows whose work is due by `due_by`, earliest first,
+    /// with `pending_keys` (binds `now`, the limit and `due_by`).
     #[cfg(any(feature = "sqlite", feature = "postgres"))]
     pub(crate) async fn pending_keys(
         &self,
         pending_keys: &str,
         now: i64,
         limit: usize,
+        due_by: i64,
     ) -> Result<Vec<String>> {
         sqlx::query_scalar(pending_keys)
             .bind(now)
             .bind(limit_param(Some(limit)))
+            .bind(due_by)
             .fetch_all(self.pool)
             .await
             .map_err(|e| self.err(e))
@@ -565,8 +567,8 @@ where
 }
 
 /// One compare-and-set save: the key, the record, the version it expects (`None`: a new
-/// record), the time it is written at, when it expires and whether it is marked in the
-/// pending-replies index.
+/// record), the time it is written at, when it expires and when its work falls due
+/// (the index of due work; `None`: nothing due).
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SaveArgs<'q> {
@@ -575,13 +577,13 @@ pub(crate) struct SaveArgs<'q> {
     pub(crate) expected: Option<Version>,
     pub(crate) now: i64,
     pub(crate) expires_at: Option<i64>,
-    pub(crate) pending: bool,
+    pub(crate) due: Option<i64>,
 }
 
 /// The compare-and-set statement of one save, and the version it writes: `insert`
-/// (binds key, data, version, expiry, `now` and `pending`) for a new record (`expected`
+/// (binds key, data, version, expiry, `now` and `due`) for a new record (`expected`
 /// is `None`), else `update` (binds data, new version, expiry, key, `expected`, `now` and
-/// `pending`). `pending` marks the row in the pending-replies index, or unmarks it.
+/// `due`). `due` puts the row in the index of due work, or takes it out.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn save_query<'q, DB>(
     insert: &'q str,
@@ -594,7 +596,6 @@ where
     &'q [u8]: Encode<'q, DB> + Type<DB>,
     i64: Encode<'q, DB> + Type<DB>,
     Option<i64>: Encode<'q, DB> + Type<DB>,
-    bool: Encode<'q, DB> + Type<DB>,
 {
     let SaveArgs {
         key,
@@ -602,7 +603,7 @@ where
         expected,
         now,
         expires_at,
-        pending,
+        due,
     } = save;
     match expected {
         None => {
@@ -613,7 +614,7 @@ where
                 .bind(version_param(version))
                 .bind(expires_at)
                 .bind(now)
-                .bind(pending);
+                .bind(due);
             (version, q)
         }
         Some(expected) => {
@@ -625,7 +626,7 @@ where
                 .bind(key)
                 .bind(version_param(expected))
                 .bind(now)
-                .bind(pending);
+                .bind(due);
             (version, q)
         }
     }

@@ -25,8 +25,8 @@
 //! see each other's versions. [`check_cache_hint`] checks that a store's
 //! [`CacheHint`](crate::store::CacheHint) tells the truth (with a [`ManualClock`] for a
 //! hint with a TTL). [`check_leases`] and [`check_lease_and_load`] check per-key leases,
-//! for stores that have them, and [`check_pending`] the pending-replies index; [`run_all`]
-//! runs them then.
+//! for stores that have them, and [`check_pending`] and [`check_due_times`] the index of due
+//! work; [`run_all`] runs them then.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt::Debug;
@@ -38,7 +38,7 @@ use crate::store::{
     Lease, LeaseAttempt, LeaseStore, ListFilter, Preload, Record, SessionStore, Version, random_u64,
 };
 
-/// The pending-replies index ([`PendingIndex`](crate::store::PendingIndex)):
+/// The index of due work ([`PendingIndex`](crate::store::PendingIndex)):
 /// `save_pending` writes like `save` and marks the key; any other write of the key
 /// (`save`, `delete`) unmarks it; a `save_pending` that conflicts writes and marks
 /// nothing; `pending_keys` keeps to its limit. Skipped for a store without the index.
@@ -49,7 +49,11 @@ pub async fn check_pending<S: SessionStore + ?Sized>(store: &S) {
     let ns = ns("pending");
     let (a, b, c) = (format!("{ns}a"), format!("{ns}b"), format!("{ns}c"));
     let marked = || async {
-        let keys = ok(store, index.pending_keys(1_000_000).await, "pending_keys");
+        let keys = ok(
+            store,
+            index.pending_keys(i64::MAX, 1_000_000).await,
+            "pending_keys",
+        );
         keys.into_iter()
             .filter(|k| k.starts_with(&ns))
             .collect::<BTreeSet<_>>()
@@ -63,14 +67,14 @@ pub async fn check_pending<S: SessionStore + ?Sized>(store: &S) {
     // Marked by an insert and by an update; the record reads back as saved.
     let va = ok(
         store,
-        index.save_pending(&a, b"a1", None).await,
+        index.save_pending(&a, b"a1", None, 0).await,
         "save_pending (insert)",
     );
     expect_record(store, &a, Some((b"a1", va)), "a record saved pending").await;
     let vb = ok(store, store.save(&b, b"b1", None).await, "insert");
     let vb = ok(
         store,
-        index.save_pending(&b, b"b2", Some(vb)).await,
+        index.save_pending(&b, b"b2", Some(vb), 0).await,
         "save_pending (update)",
     );
     assert_eq!(
@@ -80,7 +84,11 @@ pub async fn check_pending<S: SessionStore + ?Sized>(store: &S) {
         store.backend()
     );
     // Bounded by the limit.
-    let few = ok(store, index.pending_keys(1).await, "pending_keys(1)");
+    let few = ok(
+        store,
+        index.pending_keys(i64::MAX, 1).await,
+        "pending_keys(1)",
+    );
     assert!(
         few.len() <= 1,
         "[{}] pending_keys(1) gave {} keys",
@@ -106,12 +114,12 @@ pub async fn check_pending<S: SessionStore + ?Sized>(store: &S) {
     // A stale save_pending writes and marks nothing.
     conflict(
         store,
-        index.save_pending(&a, b"stale", None).await,
+        index.save_pending(&a, b"stale", None, 0).await,
         "save_pending over a record, as new",
     );
     conflict(
         store,
-        index.save_pending(&c, b"stale", Some(va)).await,
+        index.save_pending(&c, b"stale", Some(va), 0).await,
         "save_pending of an absent key",
     );
     expect_record(
@@ -129,7 +137,7 @@ pub async fn check_pending<S: SessionStore + ?Sized>(store: &S) {
     // Marked again, and left in place across another instance of the check.
     let va = ok(
         store,
-        index.save_pending(&a, b"a3", Some(va)).await,
+        index.save_pending(&a, b"a3", Some(va), 0).await,
         "save_pending again",
     );
     assert_eq!(
@@ -139,6 +147,88 @@ pub async fn check_pending<S: SessionStore + ?Sized>(store: &S) {
         store.backend()
     );
     ok(store, store.delete(&a, va).await, "delete");
+}
+
+/// Due times of the index of due work: `pending_keys(now, …)` lists the keys due by
+/// `now` only, earliest first; marking a key again moves it; a plain save takes it out.
+/// Skipped for a store without the index.
+pub async fn check_due_times<S: SessionStore + ?Sized>(store: &S) {
+    let Some(index) = store.pending() else {
+        return;
+    };
+    let ns = ns("due");
+    let prefix: &str = &ns;
+    let due = move |now: i64| async move {
+        let keys = ok(
+            store,
+            index.pending_keys(now, 1_000_000).await,
+            "pending_keys",
+        );
+        keys.into_iter()
+            .filter(|k| k.starts_with(prefix))
+            .collect::<Vec<_>>()
+    };
+    // Times far in the past, so that other users of a shared store never race them.
+    let (a, b, c) = (format!("{ns}a"), format!("{ns}b"), format!("{ns}c"));
+    let va = ok(
+        store,
+        index.save_pending(&a, b"a", None, 300).await,
+        "save_pending a",
+    );
+    let vb = ok(
+        store,
+        index.save_pending(&b, b"b", None, 100).await,
+        "save_pending b",
+    );
+    let vc = ok(
+        store,
+        index.save_pending(&c, b"c", None, 200).await,
+        "save_pending c",
+    );
+    let name = store.backend();
+    assert!(
+        due(99).await.is_empty(),
+        "[{name}] keys listed before their time"
+    );
+    assert_eq!(
+        due(100).await,
+        std::slice::from_ref(&b),
+        "[{name}] due at 100"
+    );
+    assert_eq!(
+        due(250).await,
+        [b.clone(), c.clone()],
+        "[{name}] due by 250, earliest first"
+    );
+    assert_eq!(
+        due(1_000).await,
+        [b.clone(), c.clone(), a.clone()],
+        "[{name}] all due, in order"
+    );
+    // Marked again: moved (a falls due first now); a plain save takes b out.
+    let va = ok(
+        store,
+        index.save_pending(&a, b"a2", Some(va), 50).await,
+        "save_pending again",
+    );
+    let vb = ok(store, store.save(&b, b"b2", Some(vb)).await, "save");
+    assert_eq!(
+        due(1_000).await,
+        [a.clone(), c.clone()],
+        "[{name}] after a move and an unmark"
+    );
+    assert_eq!(
+        due(60).await,
+        std::slice::from_ref(&a),
+        "[{name}] the moved key at its new time"
+    );
+    for (key, v) in [(&a, va), (&b, vb), (&c, vc)] {
+        ok(store, store.delete(key, v).await, "delete");
+    }
+    assert!(
+        due(i64::MAX).await.is_empty(),
+        "[{name}] deleted keys stay listed"
+    );
 }
 
 /// A fresh namespace for one check's keys.
@@ -276,6 +366,7 @@ pub async fn run_all<S: SessionStore + Clone>(store: S) {
     }
     if store.pending().is_some() {
         check_pending(&store).await;
+        check_due_times(&store).await;
     }
 }
 

@@ -371,15 +371,17 @@ impl PendingIndex for FaultStore {
         key: &str,
         bytes: &[u8],
         expected: Option<Version>,
+        due: i64,
     ) -> Result<Version> {
         let index = self.inner_pending()?;
-        self.run(Call::Save, index.save_pending(key, bytes, expected))
+        self.run(Call::Save, index.save_pending(key, bytes, expected, due))
             .await
     }
 
-    async fn pending_keys(&self, limit: usize) -> Result<Vec<String>> {
+    async fn pending_keys(&self, now: i64, limit: usize) -> Result<Vec<String>> {
         let index = self.inner_pending()?;
-        self.run(Call::PendingKeys, index.pending_keys(limit)).await
+        self.run(Call::PendingKeys, index.pending_keys(now, limit))
+            .await
     }
 }
 

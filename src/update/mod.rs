@@ -69,6 +69,16 @@ impl<'a> Command<'a> {
     }
 }
 
+/// A group upgraded to a supergroup: its chat id changed from `from` to `to` (see
+/// [`Update::chat_migration`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatMigration {
+    /// The old group's chat id.
+    pub from: i64,
+    /// The new supergroup's chat id.
+    pub to: i64,
+}
+
 /// What the session and the stage read from an update.
 ///
 /// Implement it for your own update type to drive stagecraft from any transport. An
@@ -128,6 +138,26 @@ pub trait Update: Clone + Send + Sync + 'static {
     fn command(&self) -> Option<Command<'_>> {
         self.message_text().and_then(Command::parse)
     }
+
+    /// The upgrade of a group to a supergroup this update announces: Telegram's
+    /// service message with `migrate_to_chat_id` (in the old group) or
+    /// `migrate_from_chat_id` (in the new supergroup). The pipeline takes such an update
+    /// itself and moves the old chat's sessions to the new chat id
+    /// ([`Pipeline::migrate_chat`](crate::Pipeline::migrate_chat)); no handler sees it.
+    /// `None` (the default): not one.
+    fn chat_migration(&self) -> Option<ChatMigration> {
+        None
+    }
+
+    /// An update that stands for an event of a session without an incoming update (a
+    /// timeout firing): in `chat` (and forum topic `thread`), from `user`, with no text.
+    /// It is what the event's handler sees as [`Cx::update`](crate::Cx::update), and
+    /// where its replies go. `None` (the default): this update type cannot stand for
+    /// one, so timeouts cannot fire for it.
+    fn for_event(chat: Option<i64>, thread: Option<i64>, user: Option<i64>) -> Option<Self> {
+        let _ = (chat, thread, user);
+        None
+    }
 }
 
 impl<T: Update> Update for std::sync::Arc<T> {
@@ -160,6 +190,12 @@ impl<T: Update> Update for std::sync::Arc<T> {
     }
     fn callback_id(&self) -> Option<&str> {
         (**self).callback_id()
+    }
+    fn for_event(chat: Option<i64>, thread: Option<i64>, user: Option<i64>) -> Option<Self> {
+        T::for_event(chat, thread, user).map(std::sync::Arc::new)
+    }
+    fn chat_migration(&self) -> Option<ChatMigration> {
+        (**self).chat_migration()
     }
 }
 

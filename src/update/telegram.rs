@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::{Update, UpdateKind};
+use super::{ChatMigration, Update, UpdateKind};
 use crate::error::{Error, Result};
 
 /// A Telegram Bot API `Update`, deserialized from its JSON.
@@ -67,6 +67,12 @@ pub struct Message {
     pub message_thread_id: Option<i64>,
     /// `text`.
     pub text: Option<String>,
+    /// `migrate_to_chat_id`: the group was upgraded to this supergroup (a service
+    /// message in the old group).
+    pub migrate_to_chat_id: Option<i64>,
+    /// `migrate_from_chat_id`: this supergroup was upgraded from that group (a service
+    /// message in the new supergroup).
+    pub migrate_from_chat_id: Option<i64>,
 }
 
 /// A chat.
@@ -166,6 +172,34 @@ fn not_an_object() -> Error {
 impl Update for TelegramUpdate {
     fn update_id(&self) -> Option<i64> {
         Some(self.update_id)
+    }
+
+    fn chat_migration(&self) -> Option<ChatMigration> {
+        let m = self.message.as_ref()?;
+        match (m.migrate_to_chat_id, m.migrate_from_chat_id) {
+            (Some(to), _) => Some(ChatMigration {
+                from: m.chat.id,
+                to,
+            }),
+            (None, Some(from)) => Some(ChatMigration {
+                from,
+                to: m.chat.id,
+            }),
+            (None, None) => None,
+        }
+    }
+
+    /// A message without text in `chat` from `user` (update id 0).
+    fn for_event(chat: Option<i64>, thread: Option<i64>, user: Option<i64>) -> Option<Self> {
+        let mut message = serde_json::json!({ "chat": { "id": chat? } });
+        if let Some(user) = user {
+            message["from"] = serde_json::json!({ "id": user });
+        }
+        if let Some(thread) = thread {
+            message["message_thread_id"] = thread.into();
+            message["is_topic_message"] = true.into();
+        }
+        Self::from_value(serde_json::json!({ "update_id": 0, "message": message })).ok()
     }
 
     fn kind(&self) -> UpdateKind {

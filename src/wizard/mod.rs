@@ -55,6 +55,61 @@ impl<S, U> WizardBuilder<S, U> {
         self
     }
 
+    /// A timeout for the step added last: if the user sends no update for `secs`
+    /// seconds while the wizard is at that step, run `hook` once (see
+    /// [`SceneBuilder::timeout`]). It takes the place of the wizard's
+    /// [`timeout`](Self::timeout) at that step.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// let wizard: Scene<(), TelegramUpdate> = Wizard::builder("signup")
+    ///     .step(|cx: Cx<()>| async move { cx.reply("Your name?"); Ok(Outcome::Next) })
+    ///     .step_timeout(600, |cx: Cx<()>| async move {
+    ///         cx.reply("Still there? Send /cancel to stop.");
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .step(|_cx: Cx<()>| async move { Ok(Outcome::leave()) })
+    ///     .build();
+    /// # let _ = wizard;
+    /// ```
+    #[must_use]
+    pub fn step_timeout(mut self, secs: u32, hook: impl Handler<S, U>) -> Self {
+        let scene = &mut self.inner.scene;
+        let Some(last) = scene.steps.as_ref().and_then(|s| s.len().checked_sub(1)) else {
+            return self;
+        };
+        if scene.step_timeouts.len() <= last {
+            scene.step_timeouts.resize_with(last + 1, || None);
+        }
+        scene.step_timeouts[last] = Some(crate::scene::Timeout {
+            secs,
+            hook: Arc::new(hook),
+        });
+        self
+    }
+
+    /// See [`SceneBuilder::timeout`]: for every step without its own.
+    #[must_use]
+    pub fn timeout(mut self, secs: u32, hook: impl Handler<S, U>) -> Self {
+        self.inner = self.inner.timeout(secs, hook);
+        self
+    }
+
+    /// See [`SceneBuilder::on_expire`].
+    #[must_use]
+    pub fn on_expire(mut self, h: impl LeaveHook<S, U>) -> Self {
+        self.inner = self.inner.on_expire(h);
+        self
+    }
+
+    /// See [`SceneBuilder::leave_on_expire`].
+    #[must_use]
+    pub fn leave_on_expire(mut self, on: bool) -> Self {
+        self.inner = self.inner.leave_on_expire(on);
+        self
+    }
+
     /// See [`SceneBuilder::on_enter`].
     #[must_use]
     pub fn on_enter(mut self, h: impl Handler<S, U>) -> Self {

@@ -178,15 +178,16 @@ impl stagecraft::store::PendingIndex for CountingStore {
         key: &str,
         bytes: &[u8],
         expected: Option<Version>,
+        due: i64,
     ) -> stagecraft::Result<Version> {
         self.saves.fetch_add(1, Ordering::SeqCst);
         let index = self.inner.pending().expect("the inner store has the index");
-        index.save_pending(key, bytes, expected).await
+        index.save_pending(key, bytes, expected, due).await
     }
 
-    async fn pending_keys(&self, limit: usize) -> stagecraft::Result<Vec<String>> {
+    async fn pending_keys(&self, now: i64, limit: usize) -> stagecraft::Result<Vec<String>> {
         let index = self.inner.pending().expect("the inner store has the index");
-        index.pending_keys(limit).await
+        index.pending_keys(now, limit).await
     }
 }
 

@@ -646,7 +646,7 @@ async fn write_many(
                 .bind(op.expires_at)
                 .bind(op.expected.map(sql::version_param))
                 .bind(op.now)
-                .bind(op.pending);
+                .bind(op.due);
         }
         for _ in chunk.len()..rows {
             q = q
@@ -672,7 +672,7 @@ async fn write_many(
                 .bind(op.bytes.as_slice())
                 .bind(sql::version_param(versions[i]))
                 .bind(op.expires_at)
-                .bind(op.pending);
+                .bind(op.due);
         }
         // A row in the way counts as absent only if it expired before every save here.
         let now = chunk.iter().map(|&i| batch[i].1.now).min().unwrap_or(0);
@@ -708,7 +708,7 @@ mod tests {
             expected,
             now,
             expires_at: None,
-            pending: false,
+            due: None,
         };
         WriteOp {
             key: key.to_owned(),

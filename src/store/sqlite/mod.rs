@@ -352,17 +352,25 @@ impl SqliteStore {
         self.rows()
             .run_all(&[&q.create_table, &q.create_index, &q.create_lease_table])
             .await?;
-        // A table made by an earlier version has no pending-replies column yet. Two
-        // processes adding it at once: the second finds it there.
-        let has: i64 = sqlx::query_scalar(&q.has_pending)
+        // A table made by an earlier version has no `due_at` column yet. Two processes
+        // adding it at once: the second finds it there. Replies an earlier layout
+        // marked pending (a `pending` column) stay due.
+        let has: i64 = sqlx::query_scalar(&q.has_due)
             .fetch_one(&self.pool)
             .await
             .map_err(db_err)?;
         if has == 0 {
-            match sqlx::query(&q.add_pending).execute(&self.pool).await {
+            match sqlx::query(&q.add_due).execute(&self.pool).await {
                 Ok(_) => {}
                 Err(sqlx::Error::Database(e)) if e.message().contains("duplicate column") => {}
                 Err(e) => return Err(db_err(e)),
+            }
+            let old: i64 = sqlx::query_scalar(&q.has_pending)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_err)?;
+            if old > 0 {
+                self.rows().run_all(&[&q.carry_pending]).await?;
             }
         }
         self.rows().run_all(&[&q.create_pending_index]).await
@@ -413,14 +421,14 @@ impl SqliteStore {
         Rows::new(&self.pool, BACKEND)
     }
 
-    /// A compare-and-set save, marking the row in the pending-replies index or not: in
-    /// the group-commit writer's next transaction, or alone.
+    /// A compare-and-set save, putting the row in the index of due work at `due` or
+    /// taking it out (`None`): in the group-commit writer's next transaction, or alone.
     async fn write(
         &self,
         key: &str,
         bytes: &[u8],
         expected: Option<Version>,
-        pending: bool,
+        due: Option<i64>,
     ) -> Result<Version> {
         let now = self.table.now();
         let row = || SaveRow {
@@ -428,7 +436,7 @@ impl SqliteStore {
             expected,
             now,
             expires_at: self.table.expires_at(now),
-            pending,
+            due,
         };
         if let Some(grouped) = &self.grouped {
             if let Some(result) = grouped.write(key, row()).await {
@@ -471,7 +479,7 @@ impl SessionStore for SqliteStore {
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn save(&self, key: &str, bytes: &[u8], expected: Option<Version>) -> Result<Version> {
-        self.write(key, bytes, expected, false).await
+        self.write(key, bytes, expected, None).await
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
@@ -586,14 +594,15 @@ impl PendingIndex for SqliteStore {
         key: &str,
         bytes: &[u8],
         expected: Option<Version>,
+        due: i64,
     ) -> Result<Version> {
-        self.write(key, bytes, expected, true).await
+        self.write(key, bytes, expected, Some(due)).await
     }
 
-    async fn pending_keys(&self, limit: usize) -> Result<Vec<String>> {
+    async fn pending_keys(&self, now: i64, limit: usize) -> Result<Vec<String>> {
         let q = self.table.queries();
         self.rows()
-            .pending_keys(&q.pending_keys, self.table.now(), limit)
+            .pending_keys(&q.pending_keys, self.table.now(), limit, now)
             .await
     }
 }

@@ -33,7 +33,9 @@ sql::queries!(
         lease_renew,
         lease_purge,
         has_pending,
-        add_pending,
+        has_due,
+        add_due,
+        carry_pending,
         create_pending_index,
         pending_keys,
     }
@@ -50,13 +52,13 @@ impl Queries {
 
     /// An update of `rows` records at once, each only if its version is the expected one
     /// and it is live (binds key, data, new version, expiry, expected version and now for
-    /// each row, and whether it is marked pending); returns the keys it wrote.
+    /// each row, and when its work falls due); returns the keys it wrote.
     pub(super) fn update_rows(&self, rows: usize) -> String {
         with_rows(&self.update_many, "(?,?,?,?,?,?,?)", rows)
     }
 
     /// An insert of `rows` new records at once, over expired rows only (binds key, data,
-    /// version, expiry and the pending mark for each row, then the time before which a
+    /// version, expiry and due time for each row, then the time before which a
     /// row in the way has expired); returns the keys it wrote.
     pub(super) fn insert_rows(&self, rows: usize) -> String {
         with_rows(&self.insert_many, "(?,?,?,?,?)", rows)
@@ -77,7 +79,7 @@ impl Queries {
     }
 
     /// The compare-and-set statement of one save (an insert when `expected` is `None`),
-    /// and the version it writes; `pending` marks the row in the pending-replies index.
+    /// and the version it writes; `due` puts the row in the index of due work.
     pub(super) fn save<'q>(&'q self, key: &'q str, save: &'q SaveRow) -> (Version, SaveQuery<'q>) {
         let (insert, update) = (&self.insert, &self.update);
         let SaveRow {
@@ -85,7 +87,7 @@ impl Queries {
             expected,
             now,
             expires_at,
-            pending,
+            due,
         } = save;
         let args = sql::SaveArgs {
             key,
@@ -93,21 +95,21 @@ impl Queries {
             expected: *expected,
             now: *now,
             expires_at: *expires_at,
-            pending: *pending,
+            due: *due,
         };
         sql::save_query(insert, update, args)
     }
 }
 
 /// What one save writes (besides its key): the record, the version it expects, the time
-/// it is written at, when it expires and whether it is marked pending.
+/// it is written at, when it expires and when its work falls due.
 #[derive(Debug)]
 pub(super) struct SaveRow {
     pub(super) bytes: Vec<u8>,
     pub(super) expected: Option<Version>,
     pub(super) now: i64,
     pub(super) expires_at: Option<i64>,
-    pub(super) pending: bool,
+    pub(super) due: Option<i64>,
 }
 
 /// `template` with `{rows}` replaced by `n` copies of `row`, comma-separated.

@@ -3,7 +3,7 @@ CREATE TABLE IF NOT EXISTS `{table}` (
     data LONGBLOB NOT NULL,
     version BIGINT NOT NULL,
     expires_at BIGINT NULL,
-    pending BOOLEAN NOT NULL DEFAULT FALSE,
+    due_at BIGINT NULL,
     INDEX expires_at_idx (expires_at),
-    INDEX pending_idx (pending)
+    INDEX due_idx (due_at)
 ) ENGINE = InnoDB

@@ -1,1 +1,1 @@
-INSERT INTO `{table}` (session_key, data, version, expires_at, pending) VALUES (?, ?, ?, ?, ?)
+INSERT INTO `{table}` (session_key, data, version, expires_at, due_at) VALUES (?, ?, ?, ?, ?)

@@ -1,2 +1,2 @@
-UPDATE `{table}` SET data = ?, version = ?, expires_at = ?, pending = ?
+UPDATE `{table}` SET data = ?, version = ?, expires_at = ?, due_at = ?
 WHERE session_key = ? AND version = ? AND (expires_at IS NULL OR expires_at > ?)

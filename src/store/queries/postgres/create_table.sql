@@ -3,5 +3,5 @@ CREATE TABLE IF NOT EXISTS "{table}" (
     data BYTEA NOT NULL,
     version BIGINT NOT NULL,
     expires_at BIGINT,
-    pending BOOLEAN NOT NULL DEFAULT FALSE
+    due_at BIGINT
 )

@@ -1,4 +1,4 @@
 SELECT to_regclass('"{table}"') IS NOT NULL
     AND to_regclass('"{index}"') IS NOT NULL
-    AND to_regclass('"{pending_index}"') IS NOT NULL
+    AND to_regclass('"{due_index}"') IS NOT NULL
     AND to_regclass('"{lease_table}"') IS NOT NULL

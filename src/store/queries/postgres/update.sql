@@ -1,2 +1,2 @@
-UPDATE "{table}" SET data = $1, version = $2, expires_at = $3, pending = $7
+UPDATE "{table}" SET data = $1, version = $2, expires_at = $3, due_at = $7
 WHERE session_key = $4 AND version = $5 AND (expires_at IS NULL OR expires_at > $6)

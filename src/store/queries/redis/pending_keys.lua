@@ -1,21 +1,25 @@
--- KEYS[1]: the pending-replies index. ARGV[1]: the store's key prefix, ARGV[2]: at most
--- this many keys. Returns marked session keys whose records exist; members whose
--- record expired meanwhile (Redis dropped it by its TTL) leave the index.
+-- KEYS[1]: the index of due work (a sorted set scored by due time). ARGV[1]: the
+-- store's key prefix, ARGV[2]: at most this many keys, ARGV[3]: now (Unix seconds).
+-- Returns the session keys due by now, earliest first, whose records exist; members
+-- whose record expired meanwhile (Redis dropped it by its TTL) leave the index.
 local out = {}
 local limit = tonumber(ARGV[2])
-local cursor = '0'
-repeat
-    local page = redis.call('SSCAN', KEYS[1], cursor, 'COUNT', 256)
-    cursor = page[1]
-    for _, key in ipairs(page[2]) do
+local offset = 0
+while #out < limit do
+    local page = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[3], 'LIMIT', offset, 256)
+    if #page == 0 then
+        break
+    end
+    for _, key in ipairs(page) do
         if redis.call('EXISTS', ARGV[1] .. key) == 1 then
             out[#out + 1] = key
+            offset = offset + 1
             if #out >= limit then
                 return out
             end
         else
-            redis.call('SREM', KEYS[1], key)
+            redis.call('ZREM', KEYS[1], key)
         end
     end
-until cursor == '0'
+end
 return out

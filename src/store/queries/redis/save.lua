@@ -1,6 +1,7 @@
--- KEYS[1]: the record's key, KEYS[2]: the pending-replies index (a set of session keys).
--- ARGV: data, expected version ('' = no record), new version, TTL in milliseconds
--- ('0' = none), the session key, '1' to mark it pending ('0' to unmark).
+-- KEYS[1]: the record's key, KEYS[2]: the index of due work (a sorted set of session
+-- keys, scored by due time). ARGV: data, expected version ('' = no record), new
+-- version, TTL in milliseconds ('0' = none), the session key, its due time in Unix
+-- seconds ('' to take it out of the index).
 -- Returns 1 when written, 0 on a version mismatch.
 local current = redis.call('HGET', KEYS[1], 'v')
 if (current or '') ~= ARGV[2] then
@@ -12,9 +13,9 @@ if ARGV[4] ~= '0' then
 else
     redis.call('PERSIST', KEYS[1])
 end
-if ARGV[6] == '1' then
-    redis.call('SADD', KEYS[2], ARGV[5])
+if ARGV[6] ~= '' then
+    redis.call('ZADD', KEYS[2], ARGV[6], ARGV[5])
 else
-    redis.call('SREM', KEYS[2], ARGV[5])
+    redis.call('ZREM', KEYS[2], ARGV[5])
 end
 return 1

@@ -1,1 +1,1 @@
-CREATE INDEX IF NOT EXISTS "{pending_index}" ON "{table}" (session_key) WHERE pending = 1
+CREATE INDEX IF NOT EXISTS "{due_index}" ON "{table}" (due_at) WHERE due_at IS NOT NULL

@@ -3,5 +3,5 @@ CREATE TABLE IF NOT EXISTS "{table}" (
     data BLOB NOT NULL,
     version INTEGER NOT NULL,
     expires_at INTEGER,
-    pending INTEGER NOT NULL DEFAULT 0
+    due_at INTEGER
 )

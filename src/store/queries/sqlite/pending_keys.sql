@@ -1,3 +1,4 @@
-SELECT session_key FROM "{table}" INDEXED BY "{pending_index}"
-WHERE pending = 1 AND (expires_at IS NULL OR expires_at > ?1)
+SELECT session_key FROM "{table}" INDEXED BY "{due_index}"
+WHERE due_at IS NOT NULL AND due_at <= ?3 AND (expires_at IS NULL OR expires_at > ?1)
+ORDER BY due_at
 LIMIT ?2

@@ -1,1 +1,0 @@
-ALTER TABLE `{table}` ADD COLUMN pending BOOLEAN NOT NULL DEFAULT FALSE, ADD INDEX pending_idx (pending)
