@@ -16,7 +16,9 @@
 //! instead of one after another), `--outbox` (replies committed with their step through
 //! the session's outbox), `--dedup N` (update ids remembered per session; 0
 //! turns de-duplication off), `--idle N` (resident bytes per idle session instead of
-//! throughput).
+//! throughput), `--churn N` (N distinct keys pass through, two updates each: resident
+//! memory and the pipeline's per-key tables before, during and after, instead of
+//! throughput), `--keep` (with `--churn`: the sessions stay stored instead of ending).
 //!
 //! Each chat runs the reference conversation
 //! `/start, Alice, abc, 30, yes, /profile, /whoami, hello, /back, outside` (11 replies) over
@@ -56,6 +58,8 @@ struct Args {
     namespace: Option<String>,
     baseline: bool,
     idle: Option<u64>,
+    churn: Option<u64>,
+    keep: bool,
     prefill: u64,
     leases: bool,
     cache: CacheMode,
@@ -72,6 +76,8 @@ fn parse_args() -> Result<Args, String> {
         namespace: None,
         baseline: true,
         idle: None,
+        churn: None,
+        keep: false,
         prefill: 0,
         leases: true,
         cache: CacheMode::Auto,
@@ -91,6 +97,8 @@ fn parse_args() -> Result<Args, String> {
             "--prefill" => a.prefill = v()?.parse().map_err(|e| format!("--prefill: {e}"))?,
             "--queued" => a.queued = v()?.parse().map_err(|e| format!("--queued: {e}"))?,
             "--idle" => a.idle = Some(v()?.parse().map_err(|e| format!("--idle: {e}"))?),
+            "--churn" => a.churn = Some(v()?.parse().map_err(|e| format!("--churn: {e}"))?),
+            "--keep" => a.keep = true,
             "--no-leases" => a.leases = false,
             "--outbox" => a.outbox = true,
             "--dedup" => a.dedup = v()?.parse().map_err(|e| format!("--dedup: {e}"))?,
@@ -388,6 +396,108 @@ async fn run_idle(n: u64) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// `--churn N`: N distinct keys (user = chat), each sending `hi` (its session is
+/// stored) and then `bye` (its session ends and is deleted; with `--keep`, `again`,
+/// and the session stays), `--chats` of them in flight at once. Reports resident memory
+/// at the start, after the first tenth of the keys (allocator pools warm) and at the
+/// end, and the pipeline's per-key tables ([`Pipeline::footprint`]) at the end.
+async fn run_churn(args: &Args, n: u64) -> Result<(), BoxError> {
+    use stagecraft::prelude::{Cx, Outcome, RouteBuilder};
+    use stagecraft::update::Update;
+    let store = stores::open(&args.store, args.namespace.as_deref()).await?;
+    let transport = Arc::new(CountingTransport::default());
+    let bot = Pipeline::<u64>::builder()
+        .store_arc(Arc::clone(&store))
+        .leases(if args.leases {
+            LeaseConfig::new()
+        } else {
+            LeaseConfig::off()
+        })
+        .cache_mode(args.cache)
+        .transport(Arc::clone(&transport))
+        .on_text(|cx: Cx<u64>| async move {
+            if cx.update().message_text() == Some("bye") {
+                cx.clear_session()?;
+            } else {
+                cx.session_mut(|n| *n = n.saturating_add(1))?;
+            }
+            cx.reply("ok");
+            Ok(Outcome::Handled)
+        })
+        .build();
+    let last_word = if args.keep { "again" } else { "bye" };
+    let templates = [update(1, 0, "hi"), update(1, 0, last_word)];
+    let in_flight = usize::try_from(args.chats.min(n)).unwrap_or(usize::MAX);
+    let rss_start = current_rss_bytes();
+    let mut rss_warm = rss_start;
+    let mut tasks = tokio::task::JoinSet::new();
+    let warm_at = n / 10;
+    for key in 1..=n {
+        if key == warm_at + 1 {
+            while let Some(r) = tasks.join_next().await {
+                r??;
+            }
+            rss_warm = current_rss_bytes();
+        }
+        while tasks.len() >= in_flight {
+            if let Some(r) = tasks.join_next().await {
+                r??;
+            }
+        }
+        let updates: Vec<TelegramUpdate> = templates
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let mut u = t.clone();
+                u.update_id = (key * 2 + i as u64) as i64;
+                if let Some(m) = u.message.as_mut() {
+                    m.chat.id = key as i64;
+                    if let Some(f) = m.from.as_mut() {
+                        f.id = key as i64;
+                    }
+                }
+                u
+            })
+            .collect();
+        let bot = bot.clone();
+        tasks.spawn(async move {
+            for u in updates {
+                bot.handle(u).await?;
+            }
+            Ok::<(), stagecraft::Error>(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    let rss_end = current_rss_bytes();
+    let footprint = bot.footprint();
+    let stored = store
+        .list(&stagecraft::store::ListFilter::default())
+        .await
+        .map_or(0, |keys| keys.len());
+    let line = serde_json::json!({
+        "store": args.store,
+        "leases": if args.leases { "auto" } else { "off" },
+        "keys": n,
+        "sessions_end": if args.keep { "kept" } else { "deleted" },
+        "in_flight": in_flight,
+        "replies": transport.0.load(Ordering::Relaxed),
+        "rss_start_bytes": rss_start,
+        "rss_after_first_tenth_bytes": rss_warm,
+        "rss_end_bytes": rss_end,
+        "rss_growth_after_first_tenth_bytes": rss_end.saturating_sub(rss_warm),
+        "peak_rss_bytes": peak_rss_bytes(),
+        "keys_in_flight": bot.keys_in_flight(),
+        "key_table_entries": footprint.keys,
+        "cached_sessions": footprint.cached_sessions,
+        "lease_streaks": footprint.lease_streaks,
+        "stored_sessions": stored,
+    });
+    println!("{line}");
+    Ok(())
+}
+
 async fn sqlite_baseline(args: &Args) -> Result<Option<f64>, BoxError> {
     #[cfg(feature = "sqlite")]
     if let Some(path) = args.store.strip_prefix("sqlite:") {
@@ -406,6 +516,9 @@ fn main() -> Result<(), BoxError> {
         .build()?;
     if let Some(n) = args.idle {
         return rt.block_on(run_idle(n));
+    }
+    if let Some(n) = args.churn {
+        return rt.block_on(run_churn(&args, n));
     }
     rt.block_on(async {
         let baseline = if args.baseline && args.store == "memory" {

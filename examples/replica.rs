@@ -10,7 +10,8 @@
 //!
 //! Options: `--store SPEC` and `--namespace NAME` (as the demo), `--leases auto|on|off`,
 //! `--lease-ttl-ms N`, `--lease-wait-ms N`, `--attempts N`, `--await-ms N`,
-//! `--max-queue N`, `--outbox` (replies committed with the session, delivered after; at
+//! `--max-queue N` (updates of one key that may wait; default: no bound, since every
+//! line of stdin is handed over as soon as it is read), `--outbox` (replies committed with the session, delivered after; at
 //! start-up the replies a crashed process left pending are delivered first and
 //! `pending keys=K replies=R failed=F` is printed on stderr), `--ids` (each line is
 //! `ID CHAT TEXT`, the update id given: a redelivered line is the same update). At the end of stdin it waits for every update and prints
@@ -157,9 +158,7 @@ fn build(
         .max_attempts(args.attempts)
         .outbox(args.outbox)
         .leases(args.leases.clone());
-    if let Some(n) = args.max_queue {
-        builder = builder.max_queue_per_key(n);
-    }
+    builder = builder.max_queue_per_key(args.max_queue.unwrap_or(usize::MAX));
     Ok(builder
         .middleware(move |cx: C, next: Next<Tally, TelegramUpdate>| async move {
             if cx.update().message_text() == Some("hang") {

@@ -115,6 +115,21 @@ pub enum Error {
         /// The session key.
         key: String,
     },
+    /// The session's stored record would be larger than the pipeline's limit
+    /// ([`PipelineBuilder::max_session_size`](crate::pipeline::PipelineBuilder::max_session_size)).
+    /// Nothing was written (the stored record is as it was before the update) and the
+    /// update's held-back replies were dropped.
+    #[error(
+        "session `{key}` would be stored as {size} bytes, over the limit of {limit} bytes; not stored"
+    )]
+    SessionTooLarge {
+        /// The session key.
+        key: String,
+        /// The size of the encoded record, in bytes.
+        size: usize,
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// The session was used after its update had been committed (a context kept beyond
     /// its handler, e.g. in a spawned task).
     #[error("this update is finished: its session was already committed")]

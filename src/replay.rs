@@ -291,6 +291,13 @@ pub struct Limits {
     /// How many bad lines the summary keeps with their errors: 1,000 by default (all are
     /// counted).
     pub max_kept_bad_lines: usize,
+    /// How many updates of a `parallel` batch are handed to the pipeline and not yet
+    /// finished at a time: 1,024 by default. The items of a batch are read one by one
+    /// as they are handed over, so a batch of any length holds at most this many
+    /// updates in memory (and the pipeline's per-key queue bound,
+    /// [`PipelineBuilder::max_queue_per_key`](crate::pipeline::PipelineBuilder::max_queue_per_key),
+    /// refuses the excess of one key as it would a live flood).
+    pub max_parallel_tasks: usize,
 }
 
 impl Default for Limits {
@@ -298,6 +305,7 @@ impl Default for Limits {
         Self {
             max_line_bytes: 1 << 20,
             max_kept_bad_lines: 1000,
+            max_parallel_tasks: 1024,
         }
     }
 }
@@ -314,6 +322,13 @@ impl Limits {
     #[must_use]
     pub fn max_kept_bad_lines(mut self, n: usize) -> Self {
         self.max_kept_bad_lines = n;
+        self
+    }
+
+    /// Sets [`max_parallel_tasks`](Self::max_parallel_tasks) (at least 1).
+    #[must_use]
+    pub fn max_parallel_tasks(mut self, n: usize) -> Self {
+        self.max_parallel_tasks = n.max(1);
         self
     }
 }
@@ -343,45 +358,64 @@ impl Line {
     /// them (not through a `serde_json::Value`, which is stricter about the parts an
     /// update ignores, and allocates a tree first).
     fn parse_lenient(text: &str) -> Result<(Self, Vec<(usize, LineError)>), LineError> {
+        match Self::parse_parts(text)? {
+            Parts::Line(line) => Ok((line, Vec::new())),
+            Parts::Parallel(items) => {
+                let mut updates = Vec::with_capacity(items.len());
+                let mut bad = Vec::new();
+                for (i, item) in items.into_iter().enumerate() {
+                    match parse_item(text, item) {
+                        Ok(u) => updates.push(u),
+                        Err(e) => bad.push((i + 1, e)),
+                    }
+                }
+                Ok((Self::Parallel(updates), bad))
+            }
+        }
+    }
+
+    /// Parses one line, leaving the items of a `parallel` batch unread (for the replay
+    /// to read one by one as it hands them over).
+    fn parse_parts(text: &str) -> Result<Parts<'_>, LineError> {
         let line = text.trim();
         if line.is_empty() {
-            return Ok((Self::Comment, Vec::new()));
+            return Ok(Parts::Line(Self::Comment));
         }
         let at = offset_in(text, line);
         check_object(line, at)?;
         let probe: Probe<'_> = serde_json::from_str(line).map_err(|e| LineError::json(e, at))?;
         if probe.comment {
-            return Ok((Self::Comment, Vec::new()));
+            return Ok(Parts::Line(Self::Comment));
         }
         if let Some(n) = probe.advance_clock_s {
             let s = serde_json::from_str(n.get()).map_err(|_| LineError::BadClock)?;
-            return Ok((Self::AdvanceClock(s), Vec::new()));
+            return Ok(Parts::Line(Self::AdvanceClock(s)));
         }
         if let Some(list) = probe.parallel {
             let items: Vec<&RawValue> =
                 serde_json::from_str(list.get()).map_err(|_| LineError::NotAList)?;
-            let mut updates = Vec::with_capacity(items.len());
-            let mut bad = Vec::new();
-            for (i, item) in items.into_iter().enumerate() {
-                let at = offset_in(text, item.get());
-                let update = check_object(item.get(), at).and_then(|()| {
-                    serde_json::from_str(item.get())
-                        .map_err(|e| LineError::Update(JsonError::new(e, at)))
-                });
-                match update {
-                    Ok(u) => updates.push(u),
-                    Err(e) => bad.push((i + 1, e)),
-                }
-            }
-            return Ok((Self::Parallel(updates), bad));
+            return Ok(Parts::Parallel(items));
         }
         if probe.update_id {
             let u =
                 serde_json::from_str(line).map_err(|e| LineError::Update(JsonError::new(e, at)))?;
-            return Ok((Self::Update(Box::new(u)), Vec::new()));
+            return Ok(Parts::Line(Self::Update(Box::new(u))));
         }
         Err(LineError::UnknownKind)
     }
+}
+
+/// A parsed line whose `parallel` items, if any, are still unread.
+enum Parts<'a> {
+    Line(Line),
+    Parallel(Vec<&'a RawValue>),
+}
+
+/// Reads one item of a `parallel` batch of the line `text`.
+fn parse_item(text: &str, item: &RawValue) -> Result<TelegramUpdate, LineError> {
+    let at = offset_in(text, item.get());
+    check_object(item.get(), at)?;
+    serde_json::from_str(item.get()).map_err(|e| LineError::Update(JsonError::new(e, at)))
 }
 
 /// Which of the replay format's keys a line has. The values of the others are skipped
@@ -455,30 +489,20 @@ pub async fn replay_with<S: SessionData>(
     while let Some(read) = read_line(&mut input, &mut buf, limits.max_line_bytes)? {
         summary.lines += 1;
         let n = summary.lines;
-        let parsed = match read {
+        let text = match read {
             Read::TooLong => Err(LineError::TooLong {
                 limit: limits.max_line_bytes,
             }),
-            Read::Line => match std::str::from_utf8(&buf) {
-                Ok(text) => Line::parse_lenient(text),
-                Err(e) => Err(LineError::NotUtf8 {
-                    column: e.valid_up_to() + 1,
-                }),
-            },
+            Read::Line => std::str::from_utf8(&buf).map_err(|e| LineError::NotUtf8 {
+                column: e.valid_up_to() + 1,
+            }),
         };
+        let parsed = text.and_then(|text| Ok((text, Line::parse_parts(text)?)));
         let line = match parsed {
-            Ok((line, bad_items)) => {
-                for (item, error) in bad_items {
-                    summary.bad(
-                        &limits,
-                        BadLine {
-                            line: n,
-                            item: Some(item),
-                            error,
-                        },
-                    );
-                }
-                line
+            Ok((_, Parts::Line(line))) => line,
+            Ok((text, Parts::Parallel(items))) => {
+                run_parallel(pipeline, text, items, n, &limits, &mut summary).await;
+                continue;
             }
             Err(error) => {
                 summary.bad(
@@ -512,28 +536,71 @@ pub async fn replay_with<S: SessionData>(
                     log_failure(n, &e);
                 }
             }
-            Line::Parallel(updates) => {
-                summary.updates += updates.len();
-                // Handing them over in order joins each key's queue in order; then they run at once.
-                let futures: Vec<_> = updates.into_iter().map(|u| pipeline.handle(u)).collect();
-                let tasks: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
-                for t in tasks {
-                    match t.await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => {
-                            summary.failed_updates += 1;
-                            log_failure(n, &e);
-                        }
-                        Err(e) => {
-                            summary.failed_updates += 1;
-                            tracing::error!(target: "stagecraft::replay", line = n, error = %e, "update task failed");
-                        }
-                    }
-                }
-            }
+            // Read by `run_parallel` above.
+            Line::Parallel(_) => {}
         }
     }
     Ok(summary)
+}
+
+/// Hands the items of a `parallel` batch (line `n`, whose text is `text`) to the
+/// pipeline one by one, each in its own task, with at most
+/// [`Limits::max_parallel_tasks`] unfinished at a time, and waits for all of them.
+/// Handing them over in order joins each key's queue in order; then they run at once.
+async fn run_parallel<S: SessionData>(
+    pipeline: &Pipeline<S, TelegramUpdate>,
+    text: &str,
+    items: Vec<&RawValue>,
+    n: usize,
+    limits: &Limits,
+    summary: &mut ReplaySummary,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let update = match parse_item(text, item) {
+            Ok(u) => u,
+            Err(error) => {
+                summary.bad(
+                    limits,
+                    BadLine {
+                        line: n,
+                        item: Some(i + 1),
+                        error,
+                    },
+                );
+                continue;
+            }
+        };
+        while tasks.len() >= limits.max_parallel_tasks {
+            if let Some(done) = tasks.join_next().await {
+                tally_task(n, done, summary);
+            }
+        }
+        summary.updates += 1;
+        tasks.spawn(pipeline.handle(update));
+    }
+    while let Some(done) = tasks.join_next().await {
+        tally_task(n, done, summary);
+    }
+}
+
+/// Counts one finished update of a `parallel` batch.
+fn tally_task(
+    n: usize,
+    done: std::result::Result<Result<crate::pipeline::Dispatch>, tokio::task::JoinError>,
+    summary: &mut ReplaySummary,
+) {
+    match done {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            summary.failed_updates += 1;
+            log_failure(n, &e);
+        }
+        Err(e) => {
+            summary.failed_updates += 1;
+            tracing::error!(target: "stagecraft::replay", line = n, error = %e, "update task failed");
+        }
+    }
 }
 
 fn log_failure(line: usize, e: &crate::Error) {

@@ -10,6 +10,10 @@ use stagecraft::testing::conformance;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance() {
     conformance::run_all(MemoryStore::new()).await;
+    assert_eq!(
+        refused_keys(&MemoryStore::new()).await,
+        Vec::<String>::new()
+    );
 }
 
 #[tokio::test]
@@ -34,4 +38,14 @@ async fn a_cache_hint_without_ttl_on_a_virtual_clock() {
 async fn clones_share_records() {
     let store = MemoryStore::new();
     conformance::check_shared(&store, &store.clone()).await;
+}
+
+/// The names of the conformance suite's hostile keys this store refuses.
+async fn refused_keys<S: stagecraft::store::SessionStore + ?Sized>(store: &S) -> Vec<String> {
+    conformance::check_hostile_keys(store)
+        .await
+        .into_iter()
+        .filter(|(_, outcome)| *outcome != conformance::KeyOutcome::RoundTrips)
+        .map(|(name, _)| name)
+        .collect()
 }

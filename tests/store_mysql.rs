@@ -45,6 +45,16 @@ async fn mysql_store() {
             // Leases are on by default, so run_all checks them too.
             assert!(store.leases().is_some(), "leases are on by default");
             conformance::run_all(store.clone()).await;
+            assert_eq!(
+                refused_keys(&store).await,
+                [
+                    "1025 bytes",
+                    "4096 bytes",
+                    "64 KiB",
+                    "1 MiB",
+                    "1200 bytes of crabs"
+                ]
+            );
             assert!(
                 store.clone().with_leases(false).leases().is_none(),
                 "leases switched off are still offered"
@@ -251,4 +261,14 @@ async fn a_user_granted_only_its_tables_starts() {
         "DROP USER '{user}'@'%'; DROP TABLE IF EXISTS `{table}`, `{table}_lease`"
     ))
     .await;
+}
+
+/// The names of the conformance suite's hostile keys this store refuses.
+async fn refused_keys<S: stagecraft::store::SessionStore + ?Sized>(store: &S) -> Vec<String> {
+    conformance::check_hostile_keys(store)
+        .await
+        .into_iter()
+        .filter(|(_, outcome)| *outcome != conformance::KeyOutcome::RoundTrips)
+        .map(|(name, _)| name)
+        .collect()
 }

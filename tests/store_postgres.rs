@@ -47,6 +47,10 @@ async fn postgres_store() {
             // Leases are on by default, so run_all checks them too.
             assert!(store.leases().is_some(), "leases are on by default");
             conformance::run_all(store.clone()).await;
+            assert_eq!(
+                refused_keys(&store).await,
+                ["nul", "trailing nul", "4096 bytes", "64 KiB", "1 MiB"]
+            );
             assert!(
                 store.clone().with_leases(false).leases().is_none(),
                 "leases switched off are still offered"
@@ -527,4 +531,14 @@ async fn a_role_owning_only_its_tables_starts() {
         "DROP SCHEMA \"{schema}\" CASCADE; DROP ROLE \"{role}\""
     ))
     .await;
+}
+
+/// The names of the conformance suite's hostile keys this store refuses.
+async fn refused_keys<S: stagecraft::store::SessionStore + ?Sized>(store: &S) -> Vec<String> {
+    conformance::check_hostile_keys(store)
+        .await
+        .into_iter()
+        .filter(|(_, outcome)| *outcome != conformance::KeyOutcome::RoundTrips)
+        .map(|(name, _)| name)
+        .collect()
 }

@@ -67,6 +67,7 @@ async fn redis_store() {
             // Leases are on by default, so run_all checks them too.
             assert!(store.leases().is_some(), "leases are on by default");
             conformance::run_all(store.clone()).await;
+            assert_eq!(refused_keys(&store).await, Vec::<String>::new());
             assert!(
                 store.clone().with_leases(false).leases().is_none(),
                 "leases switched off are still offered"
@@ -201,4 +202,14 @@ async fn a_prefixed_store_touches_only_its_prefix() {
         2,
         "the record and its lease, under the prefix"
     );
+}
+
+/// The names of the conformance suite's hostile keys this store refuses.
+async fn refused_keys<S: stagecraft::store::SessionStore + ?Sized>(store: &S) -> Vec<String> {
+    conformance::check_hostile_keys(store)
+        .await
+        .into_iter()
+        .filter(|(_, outcome)| *outcome != conformance::KeyOutcome::RoundTrips)
+        .map(|(name, _)| name)
+        .collect()
 }

@@ -46,7 +46,8 @@ async fn conformance_on_a_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance_in_memory() {
     let store = SqliteStore::open("sqlite::memory:").await.expect("open");
-    conformance::run_all(store).await;
+    conformance::run_all(store.clone()).await;
+    assert_eq!(refused_keys(&store).await, Vec::<String>::new());
 }
 
 /// Without group commit, leases (like saves) are single autocommit statements.
@@ -328,4 +329,14 @@ async fn an_undecodable_row_is_a_store_error_grouped_or_not() {
         }
         store.pool().close().await;
     }
+}
+
+/// The names of the conformance suite's hostile keys this store refuses.
+async fn refused_keys<S: stagecraft::store::SessionStore + ?Sized>(store: &S) -> Vec<String> {
+    conformance::check_hostile_keys(store)
+        .await
+        .into_iter()
+        .filter(|(_, outcome)| *outcome != conformance::KeyOutcome::RoundTrips)
+        .map(|(name, _)| name)
+        .collect()
 }

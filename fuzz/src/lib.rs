@@ -185,7 +185,7 @@ fn check_update(update: &TelegramUpdate) {
             "{text:?}"
         );
     }
-    let (user, chat, thread) = (update.user_id(), update.chat_id(), update.thread_id());
+    let (user, chat, thread) = (update.sender_id(), update.chat_id(), update.thread_id());
     let keys = [
         (
             KeyStrategy::UserInChat,

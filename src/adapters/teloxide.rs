@@ -208,6 +208,16 @@ impl Update for TgUpdate {
         self.from().and_then(|u| i64::try_from(u.id.0).ok())
     }
 
+    fn sender_chat_id(&self) -> Option<i64> {
+        match &self.kind {
+            TgKind::Message(m)
+            | TgKind::EditedMessage(m)
+            | TgKind::ChannelPost(m)
+            | TgKind::EditedChannelPost(m) => m.sender_chat.as_ref().map(|c| c.id.0),
+            _ => None,
+        }
+    }
+
     fn thread_id(&self) -> Option<i64> {
         message_of(self)
             .filter(|m| m.is_topic_message)

@@ -9,7 +9,10 @@ use std::sync::Arc;
 use super::cycle::{CachePolicy, Cycle, Guarantees, Loader};
 use super::keys::KeyTable;
 use super::lease::{LeaseConfig, LeaseMode, Leases};
-use super::{DEFAULT_CACHE_CAPACITY, DEFAULT_DEADLINE, DEFAULT_DEDUP_WINDOW, Pipeline};
+use super::{
+    DEFAULT_CACHE_CAPACITY, DEFAULT_DEADLINE, DEFAULT_DEDUP_WINDOW, DEFAULT_MAX_SESSION_SIZE,
+    Pipeline,
+};
 use crate::clock::{Clock, SystemClock};
 use crate::context::{Env, Interpret};
 use crate::handler::{Chain, Handler, Link, Matcher, Middleware, RouteBuilder, Routes};
@@ -121,6 +124,7 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
                 outbox: false,
                 dedup_window: DEFAULT_DEDUP_WINDOW,
                 deadline: Some(DEFAULT_DEADLINE),
+                max_session_size: DEFAULT_MAX_SESSION_SIZE,
             },
             extensions: HashMap::new(),
             keys: KeyTable::new(DEFAULT_CACHE_CAPACITY),
@@ -276,6 +280,42 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
         self
     }
 
+    /// The largest session record the pipeline stores, in bytes, as encoded with
+    /// everything the record holds (data, scene stack, recent update ids, pending
+    /// replies): default [`DEFAULT_MAX_SESSION_SIZE`] (1 MiB); `usize::MAX` for none.
+    ///
+    /// An update whose session would be stored larger fails with
+    /// [`Error::SessionTooLarge`](crate::Error::SessionTooLarge) (naming the key, the
+    /// size and the limit), under either [`ErrorPolicy`]: nothing is written, so the
+    /// stored record stays as it was before the update, and its held-back replies are
+    /// dropped (they would announce a state that was not stored). The next update of the
+    /// key starts from the stored record. A record stored larger before (a limit
+    /// lowered since) is still read; only writes are checked.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let bot = Pipeline::<String>::builder()
+    ///     .max_session_size(100)
+    ///     .on_text(|cx: Cx<String>| async move {
+    ///         let text = cx.update().message_text().unwrap_or_default().to_owned();
+    ///         cx.session_mut(|s| s.push_str(&text))?;
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build();
+    /// let msg = |text: &str| TelegramUpdate::from_json(&format!(
+    ///     r#"{{"update_id":1,"message":{{"chat":{{"id":5}},"from":{{"id":5}},"text":"{text}"}}}}"#)).unwrap();
+    /// let err = bot.handle(msg(&"x".repeat(200))).await.unwrap_err();
+    /// assert!(matches!(err, Error::SessionTooLarge { size, limit: 100, .. } if size > 200));
+    /// # });
+    /// ```
+    #[must_use]
+    pub fn max_session_size(mut self, bytes: usize) -> Self {
+        self.guarantees.max_session_size = bytes;
+        self
+    }
+
     /// Whether replies go through the session's outbox (default: off).
     ///
     /// On, the held-back replies of an update that writes its session are written with
@@ -374,8 +414,9 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
 
     /// Bounds the updates of one key that wait in this process behind the one running:
     /// an update arriving when `n` already wait fails at once with
-    /// [`Error::Overloaded`](crate::Error::Overloaded) and is not handled (default:
-    /// unbounded). Other keys are not affected.
+    /// [`Error::Overloaded`](crate::Error::Overloaded) and is not handled (default
+    /// [`DEFAULT_MAX_QUEUE_PER_KEY`](crate::pipeline::DEFAULT_MAX_QUEUE_PER_KEY), 1,000; `usize::MAX` for no bound). Other keys are
+    /// not affected.
     #[must_use]
     pub fn max_queue_per_key(mut self, n: usize) -> Self {
         self.keys.set_max_waiting(Some(n));

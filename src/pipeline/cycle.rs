@@ -42,6 +42,8 @@ pub(crate) struct Guarantees {
     pub(crate) dedup_window: usize,
     /// How long one update may take, handlers and conflict reruns included.
     pub(crate) deadline: Option<std::time::Duration>,
+    /// The largest record a commit writes, in bytes.
+    pub(crate) max_session_size: usize,
 }
 
 /// The write that marks a committed step's replies delivered: the record without its
@@ -635,7 +637,10 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
     ) -> Result<Dispatch> {
         let policy = &self.loader.policy;
         let g = &self.guarantees;
-        let deadline = g.deadline.map(|d| tokio::time::Instant::now() + d);
+        // A deadline past the clock's range is no deadline.
+        let deadline = g
+            .deadline
+            .and_then(|d| tokio::time::Instant::now().checked_add(d));
         // The id this update is remembered by (de-duplication), and whether the session
         // must be there before the first handler: to deliver a committed step's
         // replies still pending, and to recognise a redelivered update.
@@ -1015,6 +1020,30 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                 if unchanged && self.save_policy == SavePolicy::Changed && !must_clear {
                     self.keep(&mut st, permit, None);
                     return Ok(None);
+                }
+                let limit = self.guarantees.max_session_size;
+                if encoded.bytes.len() > limit {
+                    tracing::warn!(target: "stagecraft::session", key = %key,
+                        size = encoded.bytes.len(), limit, "session too large; not stored");
+                    return Err(Error::SessionTooLarge {
+                        key: key.to_owned(),
+                        size: encoded.bytes.len(),
+                        limit,
+                    });
+                }
+                if self.codec == Codec::Json {
+                    let depth = crate::util::json_depth(&encoded.bytes);
+                    if depth > crate::util::JSON_MAX_DEPTH {
+                        // Stored, it would not decode: the session would be lost.
+                        return Err(Error::Encode {
+                            key: key.to_owned(),
+                            source: format!(
+                                "nested {depth} levels deep; records are read back to {} levels",
+                                crate::util::JSON_MAX_DEPTH
+                            )
+                            .into(),
+                        });
+                    }
                 }
                 (Some(encoded.bytes), encoded.cleared, expected, wake)
             }

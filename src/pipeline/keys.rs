@@ -144,7 +144,7 @@ impl<S: Send + 'static> KeyTable<S> {
                 cached: AtomicUsize::new(0),
                 passed: AtomicUsize::new(0),
             }),
-            max_waiting: None,
+            max_waiting: Some(super::DEFAULT_MAX_QUEUE_PER_KEY),
         }
     }
 
@@ -221,6 +221,14 @@ impl<S: Send + 'static> KeyTable<S> {
             .iter()
             .filter(|e| Arc::strong_count(&e.lock) > 1)
             .count()
+    }
+
+    /// Entries in the table (walks it), and the cached sessions among them.
+    pub(crate) fn sizes(&self) -> (usize, usize) {
+        (
+            self.table.map.len(),
+            self.table.cached.load(Ordering::Relaxed),
+        )
     }
 
     /// Updates of `key` waiting behind the running one.

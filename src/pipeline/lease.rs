@@ -222,6 +222,11 @@ impl Leases {
             .is_some_and(|since| since.elapsed() < self.config.fair_share)
     }
 
+    /// How many keys have a holding streak (walks the table).
+    pub(crate) fn streaks(&self) -> usize {
+        self.streaks.len()
+    }
+
     /// Forgets the holding streak of `key` (no more updates of it wait here).
     pub(crate) fn end_streak(&self, key: &str) {
         self.streaks.remove(key);

@@ -63,6 +63,14 @@ pub const DEFAULT_DEADLINE: std::time::Duration = std::time::Duration::from_secs
 /// [`PipelineBuilder::dedup_window`]).
 pub const DEFAULT_DEDUP_WINDOW: usize = 16;
 
+/// The largest session record a pipeline stores by default, in bytes: 1 MiB (see
+/// [`PipelineBuilder::max_session_size`]).
+pub const DEFAULT_MAX_SESSION_SIZE: usize = 1 << 20;
+
+/// How many updates of one key may wait behind the running one by default (see
+/// [`PipelineBuilder::max_queue_per_key`]).
+pub const DEFAULT_MAX_QUEUE_PER_KEY: usize = 1000;
+
 /// How many decoded sessions a pipeline keeps by default (see [`PipelineBuilder::session_cache`]).
 pub const DEFAULT_CACHE_CAPACITY: usize = 100_000;
 
@@ -94,6 +102,18 @@ pub struct PendingDelivery {
     /// could not be read): they stay pending, for the key's next update or the next
     /// call. Each is logged with its cause.
     pub failed: usize,
+}
+
+/// What a pipeline holds per key ([`Pipeline::footprint`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Footprint {
+    /// Entries of the per-key table: keys running, waiting or caching a session.
+    pub keys: usize,
+    /// Decoded sessions cached between updates.
+    pub cached_sessions: usize,
+    /// Keys whose lease this process holds through consecutive updates.
+    pub lease_streaks: usize,
 }
 
 /// The task of [`Pipeline::spawn_timers`]: it stops when dropped.
@@ -482,6 +502,30 @@ impl<S: SessionData, U: Update> Pipeline<S, U> {
     #[must_use]
     pub fn has_timers(&self) -> bool {
         self.cycle.timers.is_some()
+    }
+
+    /// What this pipeline holds per key between updates: the entries of its per-key
+    /// table, the decoded sessions cached in them, and the keys with a lease holding
+    /// streak. When the bot is idle, `keys` equals `cached_sessions` (at most the
+    /// [`session_cache`](PipelineBuilder::session_cache) capacity) and
+    /// `lease_streaks` is 0, however many keys came through. It walks the tables: for
+    /// tests and diagnostics, not for every update.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// let bot = Pipeline::<()>::builder().build();
+    /// let f = bot.footprint();
+    /// assert_eq!((f.keys, f.cached_sessions, f.lease_streaks), (0, 0, 0));
+    /// ```
+    #[must_use]
+    pub fn footprint(&self) -> Footprint {
+        let (keys, cached_sessions) = self.cycle.keys().sizes();
+        Footprint {
+            keys,
+            cached_sessions,
+            lease_streaks: self.cycle.leases.streaks(),
+        }
     }
 
     /// The store sessions live in.

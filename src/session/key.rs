@@ -30,10 +30,18 @@ pub type KeyFn<U> = Arc<dyn Fn(&U) -> Option<String> + Send + Sync>;
 #[non_exhaustive]
 pub enum KeyStrategy<U> {
     /// `"{user}:{chat}"`: each user has their own session in each chat (Telegraf's default).
+    ///
+    /// A message sent on behalf of a chat is keyed by that chat instead of its `from`
+    /// ([`Update::sender_id`]): a user posting as their channel gets
+    /// `"{channel}:{chat}"`, the anonymous administrators of a group
+    /// `"{group}:{group}"`. (Their `from` is a placeholder shared by everyone who does
+    /// so, which Telegraf keys as one user.) A callback query is always keyed by the
+    /// user who pressed the button: Telegram names them, anonymous or not.
     UserInChat,
     /// `"{chat}"`: one session per chat, shared by its members.
     Chat,
-    /// `"{user}"`: one session per user, across chats.
+    /// `"{user}"`: one session per user, across chats; a message sent on behalf of a
+    /// chat is keyed by that chat, as in [`UserInChat`](Self::UserInChat).
     User,
     /// `"{chat}:{thread}"` in forum topics, `"{chat}"` elsewhere.
     ChatThread,
@@ -67,13 +75,13 @@ impl<U: Update> KeyStrategy<U> {
         let mut buf = KeyBuf::default();
         match self {
             Self::UserInChat => {
-                let (user, chat) = (update.user_id()?, update.chat_id()?);
+                let (user, chat) = (update.sender_id()?, update.chat_id()?);
                 buf.int(user);
                 buf.push(b":");
                 buf.int(chat);
             }
             Self::Chat => buf.int(update.chat_id()?),
-            Self::User => buf.int(update.user_id()?),
+            Self::User => buf.int(update.sender_id()?),
             Self::ChatThread => {
                 buf.int(update.chat_id()?);
                 if let Some(t) = update.thread_id() {

@@ -368,6 +368,17 @@ impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
     }
 }
 
+/// The longest TTL a store sets, in milliseconds: 100 years. A longer one (up to
+/// `Duration::MAX`, "never") is this long: servers refuse expiry times past their own
+/// clock's range (Redis answers "invalid expire time", SQL date arithmetic overflows).
+pub(crate) const MAX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// `ttl` in whole milliseconds, at most [`MAX_TTL_MS`].
+#[allow(dead_code)] // not every store feature uses it
+pub(crate) fn capped_ttl_ms(ttl: std::time::Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).map_or(MAX_TTL_MS, |ms| ms.min(MAX_TTL_MS))
+}
+
 /// A cheap, non-cryptographic random number (for version starts and lease tokens).
 pub(crate) fn random_u64() -> u64 {
     use std::collections::hash_map::RandomState;

@@ -24,6 +24,28 @@ fn db_err(e: sqlx::Error) -> Error {
     Error::store(BACKEND, e)
 }
 
+/// The longest key the store takes, in bytes: well within what the key column's B-tree
+/// index holds whatever the key's bytes (about 2,700 after compression, which depends on
+/// the key).
+const MAX_KEY_BYTES: usize = 2048;
+
+/// Refuses a key the key column cannot hold: one with a NUL (PostgreSQL text has no
+/// NUL; the server would answer "invalid byte sequence"), or longer than
+/// [`MAX_KEY_BYTES`] (the index would refuse some such keys and take others).
+fn check_key(key: &str) -> Result<()> {
+    let problem = if key.contains('\0') {
+        "contains NUL (U+0000), which PostgreSQL text cannot hold".to_owned()
+    } else if key.len() > MAX_KEY_BYTES {
+        format!("is {} bytes long, the limit is {MAX_KEY_BYTES}", key.len())
+    } else {
+        return Ok(());
+    };
+    Err(Error::store(
+        BACKEND,
+        crate::error::Message(format!("a key {problem}")),
+    ))
+}
+
 sql::queries!(
     /// The PostgreSQL statements, rendered for one table.
     struct Queries in "postgres" {
@@ -286,6 +308,7 @@ impl PostgresStore {
         expected: Option<Version>,
         due: Option<i64>,
     ) -> Result<Version> {
+        check_key(key)?;
         let now = self.table.now();
         let expires_at = self.table.expires_at(now);
         let q = self.table.queries();
@@ -314,6 +337,7 @@ impl SessionStore for PostgresStore {
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn load(&self, key: &str) -> Result<Option<Record>> {
+        check_key(key)?;
         let now = self.table.now();
         let q = self.table.queries();
         let row = self.rows().fetch_row(&q.load, key).await?;
@@ -329,6 +353,7 @@ impl SessionStore for PostgresStore {
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn delete(&self, key: &str, expected: Version) -> Result<()> {
+        check_key(key)?;
         let q = self.table.queries();
         self.rows()
             .delete_row(
@@ -378,6 +403,7 @@ impl PurgeExpired for PostgresStore {
 impl LeaseStore for PostgresStore {
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn acquire_lease(&self, key: &str, ttl: Duration) -> Result<LeaseAttempt> {
+        check_key(key)?;
         let lease = Lease::generate(key);
         let done = sqlx::query(&self.table.queries().lease_acquire)
             .bind(key)
@@ -405,6 +431,7 @@ impl LeaseStore for PostgresStore {
         key: &str,
         ttl: Duration,
     ) -> Result<(LeaseAttempt, Preload)> {
+        check_key(key)?;
         let now = self.table.now();
         let q = self.table.queries();
         let lease = Lease::generate(key);

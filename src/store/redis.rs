@@ -77,7 +77,7 @@ fn record(key: &str, bytes: Option<Vec<u8>>, version: Option<Vec<u8>>) -> Result
 }
 
 fn ttl_param(ttl: Duration) -> u64 {
-    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+    super::capped_ttl_ms(ttl).max(1)
 }
 
 fn redis_err(e: ::redis::RedisError) -> Error {
@@ -218,7 +218,7 @@ impl RedisStore {
     /// at least 1 ms).
     #[must_use]
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
-        self.ttl_ms = Some(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+        self.ttl_ms = Some(ttl_param(ttl));
         self
     }
 

@@ -160,9 +160,9 @@ pub(crate) fn lease_ttl_ms(ttl: Duration) -> i64 {
     ttl_ms(ttl).max(1)
 }
 
-/// A TTL in milliseconds (saturating).
+/// A TTL in milliseconds, at most [`MAX_TTL_MS`](super::MAX_TTL_MS) (100 years).
 pub(crate) fn ttl_ms(ttl: Duration) -> i64 {
-    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
+    i64::try_from(super::capped_ttl_ms(ttl)).unwrap_or(i64::MAX)
 }
 
 /// How long a pooled connection may have been idle and still be handed out unchecked.
@@ -704,7 +704,14 @@ mod tests {
             "a\"b",
             "a`b",
             "ü",
+            "a'b",
+            "a\0b",
+            "\0",
+            "ключ",
+            "🦀",
+            "a b",
             &"a".repeat(64),
+            &"é".repeat(40),
         ] {
             assert!(
                 matches!(validate_table(bad), Err(Error::Config(_))),

@@ -33,7 +33,7 @@ use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
 use crate::clock::{Clock, ManualClock};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::store::{
     Lease, LeaseAttempt, LeaseStore, ListFilter, Preload, Record, SessionStore, Version, random_u64,
 };
@@ -354,6 +354,7 @@ pub async fn run_all<S: SessionStore + Clone>(store: S) {
     check_delete(&store).await;
     check_odd_keys(&store).await;
     check_odd_payloads(&store).await;
+    check_hostile_keys(&store).await;
     check_list(&store).await;
     check_concurrent_cas(&store).await;
     check_concurrent_many_keys(&store).await;
@@ -620,6 +621,96 @@ pub async fn check_odd_keys<S: SessionStore + ?Sized>(store: &S) {
     );
     ok(store, store.delete(key, v).await, "delete an odd key");
     expect_record(store, key, None, "a deleted odd key").await;
+}
+
+/// How a store answered a hostile key, for [`check_hostile_keys`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyOutcome {
+    /// Saved, loaded back, listed and deleted like any key.
+    RoundTrips,
+    /// Refused by every call with an error; nothing was stored. The text is the error
+    /// chain of the refused save.
+    Refused(String),
+}
+
+/// Keys no built-in key strategy makes but a custom one may: NUL and other control
+/// characters, the noncharacter U+FFFF, right-to-left and zero-width marks, and keys of 1,024,
+/// 1,025, 4,096, 65,536 bytes and 1 MiB (ASCII and four-byte characters). Each either
+/// round-trips exactly like any key (save, load, list by prefix, delete) or is refused
+/// by save, load and delete alike with an error that is a `Store` or `Config` error and
+/// says something, leaving nothing stored. Never a panic, never a key stored under
+/// another name (truncated or cut at a NUL). Returns what happened to each key, by a
+/// short name, so that a backend's tests can pin it.
+pub async fn check_hostile_keys<S: SessionStore + ?Sized>(store: &S) -> Vec<(String, KeyOutcome)> {
+    let ns = ns("hostile_keys");
+    let long = |n: usize| format!("{ns}{}", "k".repeat(n - ns.len()));
+    let cases: Vec<(String, String)> = vec![
+        ("nul".into(), format!("{ns}a\0b")),
+        ("trailing nul".into(), format!("{ns}a\0")),
+        ("controls".into(), format!("{ns}\u{1}\u{7}\u{1b}[0m\u{7f}")),
+        ("noncharacter".into(), format!("{ns}\u{ffff}")),
+        (
+            "bidi and zero-width".into(),
+            format!("{ns}\u{202e}\u{200b}\u{feff}x"),
+        ),
+        ("1024 bytes".into(), long(1024)),
+        ("1025 bytes".into(), long(1025)),
+        ("4096 bytes".into(), long(4096)),
+        ("64 KiB".into(), long(64 * 1024)),
+        ("1 MiB".into(), long(1 << 20)),
+        (
+            "1200 bytes of crabs".into(),
+            format!("{ns}{}", "🦀".repeat(300)),
+        ),
+    ];
+    let mut outcomes = Vec::new();
+    for (name, key) in cases {
+        let what = format!("hostile key `{name}`");
+        let bytes = format!("value of {name}");
+        match store.save(&key, bytes.as_bytes(), None).await {
+            Ok(v) => {
+                expect_record(store, &key, Some((bytes.as_bytes(), v)), &what).await;
+                let found = listed(store, ListFilter::prefix(key.as_str())).await;
+                assert_eq!(
+                    found,
+                    set([key.clone()]),
+                    "[{}] {what}: list by its own prefix",
+                    store.backend()
+                );
+                // Not stored under a shortened name either.
+                let cut: String = key.chars().take(key.chars().count() - 1).collect();
+                let near = listed(store, ListFilter::prefix(cut.as_str())).await;
+                assert_eq!(near, set([key.clone()]), "[{}] {what}", store.backend());
+                ok(
+                    store,
+                    store.delete(&key, v).await,
+                    &format!("delete ({what})"),
+                );
+                expect_record(store, &key, None, &format!("{what}, deleted")).await;
+                outcomes.push((name, KeyOutcome::RoundTrips));
+            }
+            Err(e) => {
+                let text = crate::error::error_chain(&e);
+                assert!(
+                    matches!(e, Error::Store { .. } | Error::Config(_)) && text.len() > 20,
+                    "[{}] {what}: refused unclearly: {e:?}",
+                    store.backend()
+                );
+                // Nothing of it stored, under its name or a shortened one.
+                if let Ok(loaded) = store.load(&key).await {
+                    assert_record(store, loaded.as_ref(), None, &format!("{what}, refused"));
+                }
+                let all = listed(store, ListFilter::prefix(ns.as_str())).await;
+                assert!(
+                    all.is_empty(),
+                    "[{}] {what} was refused, yet stored: {all:?}",
+                    store.backend()
+                );
+                outcomes.push((name, KeyOutcome::Refused(text)));
+            }
+        }
+    }
+    outcomes
 }
 
 /// Binary payloads (all 256 byte values), the empty payload and 64 KiB round-trip.

@@ -154,6 +154,23 @@ pub trait Update: Clone + Send + Sync + 'static {
     fn chat_id(&self) -> Option<i64>;
     /// The user who caused it (Telegraf's `ctx.from`).
     fn user_id(&self) -> Option<i64>;
+    /// The chat a message was sent on behalf of (Telegram's `sender_chat`): the group
+    /// itself for its anonymous administrators, a channel for a user who posts as that
+    /// channel (or for a channel's post forwarded into its discussion group). `None` for
+    /// updates that are not messages, and by default.
+    fn sender_chat_id(&self) -> Option<i64> {
+        None
+    }
+
+    /// Who sent the update, as sessions tell senders apart: the
+    /// [`sender_chat_id`](Self::sender_chat_id) when a message was sent on behalf of a
+    /// chat (its `from` is then a placeholder that Telegram gives everyone who does so:
+    /// `GroupAnonymousBot`, `Channel_Bot`), the [`user_id`](Self::user_id) otherwise;
+    /// `None` without a user (a channel post).
+    fn sender_id(&self) -> Option<i64> {
+        let user = self.user_id()?;
+        Some(self.sender_chat_id().unwrap_or(user))
+    }
     /// The forum topic (message thread), if any.
     fn thread_id(&self) -> Option<i64>;
     /// The text of the message, edited message or channel post (not captions).
@@ -264,6 +281,12 @@ impl<T: Update> Update for std::sync::Arc<T> {
     }
     fn user_id(&self) -> Option<i64> {
         (**self).user_id()
+    }
+    fn sender_chat_id(&self) -> Option<i64> {
+        (**self).sender_chat_id()
+    }
+    fn sender_id(&self) -> Option<i64> {
+        (**self).sender_id()
     }
     fn thread_id(&self) -> Option<i64> {
         (**self).thread_id()

@@ -64,8 +64,11 @@ pub struct Message {
     pub message_id: i64,
     /// `chat`.
     pub chat: Chat,
-    /// `from` (absent in channels).
+    /// `from` (absent in channels; a placeholder bot when `sender_chat` is set).
     pub from: Option<User>,
+    /// `sender_chat`: the chat the message was sent on behalf of (a group's anonymous
+    /// administrators, a channel).
+    pub sender_chat: Option<Chat>,
     /// `message_thread_id` (forum topics).
     pub message_thread_id: Option<i64>,
     /// `text`.
@@ -407,6 +410,16 @@ impl Update for TelegramUpdate {
 
     fn user_id(&self) -> Option<i64> {
         self.from().map(|u| u.id)
+    }
+
+    fn sender_chat_id(&self) -> Option<i64> {
+        // A callback query's message is the bot's; the button was pressed by `from`.
+        if self.callback_query.is_some() {
+            return None;
+        }
+        self.any_message()
+            .and_then(|m| m.sender_chat.as_ref())
+            .map(|c| c.id)
     }
 
     fn thread_id(&self) -> Option<i64> {

@@ -1,3 +1,4 @@
 SELECT session_key FROM "{table}"
-WHERE substr(session_key, 1, length(?1)) = ?1 AND (expires_at IS NULL OR expires_at > ?2)
+WHERE substr(CAST(session_key AS BLOB), 1, length(CAST(?1 AS BLOB))) = CAST(?1 AS BLOB)
+  AND (expires_at IS NULL OR expires_at > ?2)
 LIMIT ?3
