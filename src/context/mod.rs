@@ -566,8 +566,8 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// let bot = TestBot::<()>::new(|b| b
     ///     .command("menu", |cx: Cx<()>| async move {
-    ///         cx.send(Reply::text("Tea or coffee?")
-    ///             .inline_keyboard([[Button::callback("Tea", "tea"), Button::callback("Coffee", "coffee")]]))?;
+    ///         let row = [Button::callback("Tea", "tea"), Button::callback("Coffee", "coffee")];
+    ///         cx.send(Reply::text("Tea or coffee?").inline_keyboard([row]))?;
     ///         Ok(Outcome::Handled)
     ///     })
     ///     .callback("tea", |cx: Cx<()>| async move {
@@ -624,7 +624,8 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     ///     .build());
     /// assert_eq!(bot.send("/which").await.unwrap(), ["None"]);
     /// bot.send("/status").await.unwrap();
-    /// let (id, _) = bot.messages().into_iter().find(|(_, m)| m.text_of() == Some("Working...")).unwrap();
+    /// let messages = bot.messages();
+    /// let (id, _) = messages.iter().find(|(_, m)| m.text_of() == Some("Working...")).unwrap();
     /// assert_eq!(bot.send("/which").await.unwrap(), [format!("Some({id})")]);
     /// # });
     /// ```

@@ -174,8 +174,11 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     /// };
     /// let replies = RecordingTransport::new();
     /// // Two pipelines on one store (say, two replicas) see the same sessions.
-    /// let a = Pipeline::<u32>::builder().store_arc(store.clone()).transport(replies.clone()).on_text(count).build();
-    /// let b = Pipeline::<u32>::builder().store_arc(store).transport(replies.clone()).on_text(count).build();
+    /// let replica = |store: Arc<dyn SessionStore>| {
+    ///     Pipeline::<u32>::builder().store_arc(store).transport(replies.clone()).on_text(count).build()
+    /// };
+    /// let a = replica(Arc::clone(&store));
+    /// let b = replica(store);
     /// let msg = |id: i64| TelegramUpdate::from_json(&format!(
     ///     r#"{{"update_id":{id},"message":{{"chat":{{"id":5}},"from":{{"id":5}},"text":"hi"}}}}"#)).unwrap();
     /// a.handle(msg(1)).await.unwrap();

@@ -441,7 +441,8 @@ impl<S, U> SceneBuilder<S, U> {
     ///     .on_text(|cx: Cx<()>| async move { cx.reply("Main menu."); Ok(Outcome::Handled) })
     ///     .build());
     /// // A session stored by an older build, at a state type this build no longer has.
-    /// let old = r#"{"v":1,"data":null,"scenes":[{"scene":"signup","entered_at":0,"state":{"signup.v0":{}}}]}"#;
+    /// let old = r#"{"v":1,"data":null,
+    ///     "scenes":[{"scene":"signup","entered_at":0,"state":{"signup.v0":{}}}]}"#;
     /// bot.store().save(&bot.key(), old.as_bytes(), None).await.unwrap();
     /// let texts = bot.send("hi").await.unwrap();
     /// assert_eq!(texts.last().unwrap(), "Main menu."); // after the recovery notice

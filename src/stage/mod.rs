@@ -205,7 +205,8 @@ impl<S, U> StageBuilder<S, U> {
     ///     .unwrap();
     /// let bot = TestBot::<()>::new(|b| b.stage(stage).build());
     /// // A session stored by an older build, at a state type this build no longer has.
-    /// let old = r#"{"v":1,"data":null,"scenes":[{"scene":"signup","cursor":1,"entered_at":0,"state":{"signup.v0":{}}}]}"#;
+    /// let old = r#"{"v":1,"data":null,
+    ///     "scenes":[{"scene":"signup","cursor":1,"entered_at":0,"state":{"signup.v0":{}}}]}"#;
     /// bot.store().save(&bot.key(), old.as_bytes(), None).await.unwrap();
     /// // The notice, then the wizard again from its start (`Recovery::Restart`).
     /// assert_eq!(bot.send("Ada").await.unwrap(), ["We had to start over, sorry.", "Your name?"]);
