@@ -715,6 +715,23 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     /// Use it only when the handler needs the message to exist at once; a message sent
     /// this way is not withdrawn if the update is later retried or rolled back.
     ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .command("report", |cx: Cx<()>| async move {
+    ///         cx.reply("Your report is ready.");
+    ///         cx.send_now("Building your report...").await?; // sent before the reply above
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build());
+    /// let texts = bot.send("/report").await.unwrap();
+    /// assert_eq!(texts, ["Building your report...", "Your report is ready."]);
+    /// # });
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Transport`] when sending fails, or when the update has no chat.
     pub async fn send_now(&self, text: impl Into<String>) -> Result<()> {
@@ -1182,6 +1199,24 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     /// Applies a transition now, as if a handler had returned it. The Telegraf-style
     /// calls of [`scene`](Self::scene) and [`wizard`](Self::wizard) are built on it.
     ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder().scene(Scene::builder("help").build()).build().unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("help", |cx: Cx<()>| async move {
+    ///         cx.apply(Outcome::enter("help")).await?;
+    ///         cx.reply(format!("Now in {:?}.", cx.current_scene()));
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build());
+    /// assert_eq!(bot.send("/help").await.unwrap(), [r#"Now in Some("help")."#]);
+    /// # });
+    /// ```
+    ///
     /// # Errors
     /// [`Error::UnknownScene`], [`Error::NoActiveScene`], [`Error::Transition`], the
     /// error of a hook or step the transition ran, or [`Error::Finished`] after the
@@ -1286,6 +1321,29 @@ pub struct SceneCx<'a, S, U> {
 impl<S: SessionData, U: Update> SceneCx<'_, S, U> {
     /// Leaves the current scene and enters `id` (enter hooks and a wizard's first step run now).
     ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Scene::builder("help")
+    ///         .on_enter(|cx: Cx<()>| async move { cx.reply("Help."); Ok(Outcome::Handled) })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("help", |cx: Cx<()>| async move {
+    ///         cx.scene().enter("help").await?; // the enter hook runs now
+    ///         cx.reply("Ask away.");
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build());
+    /// assert_eq!(bot.send("/help").await.unwrap(), ["Help.", "Ask away."]);
+    /// # });
+    /// ```
+    ///
     /// # Errors
     /// As [`Cx::apply`].
     pub async fn enter(&self, id: &str) -> Result<()> {
@@ -1293,6 +1351,33 @@ impl<S: SessionData, U: Update> SceneCx<'_, S, U> {
     }
 
     /// Like [`enter`](Self::enter) with an initial state; `silent` skips every hook.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Scene::builder("greet")
+    ///         .on_enter(|cx: Cx<()>| async move {
+    ///             let name = cx.scene_state(|s: &JsonState| s.0["name"].as_str().map(str::to_owned))?;
+    ///             cx.reply(format!("Hello, {}!", name.unwrap_or_default()));
+    ///             Ok(Outcome::Handled)
+    ///         })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("greet", |cx: Cx<()>| async move {
+    ///         let state = JsonState(serde_json::json!({"name": "Ada"}));
+    ///         cx.scene().enter_with("greet", state, false).await?;
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build());
+    /// assert_eq!(bot.send("/greet").await.unwrap(), ["Hello, Ada!"]);
+    /// # });
+    /// ```
     ///
     /// # Errors
     /// As [`Cx::apply`].
@@ -1304,6 +1389,31 @@ impl<S: SessionData, U: Update> SceneCx<'_, S, U> {
 
     /// Enters `id` on top of the current scene, which resumes when `id` leaves.
     ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Scene::builder("menu")
+    ///         .command("settings", |cx: Cx<()>| async move {
+    ///             cx.scene().push("settings").await?;
+    ///             cx.reply(cx.stack().join(" > "));
+    ///             Ok(Outcome::Handled)
+    ///         })
+    ///         .build())
+    ///     .scene(Scene::builder("settings").build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("menu", |_cx: Cx<()>| async move { Ok(Outcome::enter("menu")) })
+    ///     .build());
+    /// bot.send("/menu").await.unwrap();
+    /// assert_eq!(bot.send("/settings").await.unwrap(), ["menu > settings"]);
+    /// # });
+    /// ```
+    ///
     /// # Errors
     /// As [`Cx::apply`].
     pub async fn push(&self, id: &str) -> Result<()> {
@@ -1312,6 +1422,30 @@ impl<S: SessionData, U: Update> SceneCx<'_, S, U> {
 
     /// Leaves the current scene (no-op when none is active).
     ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Scene::builder("help")
+    ///         .command("done", |cx: Cx<()>| async move {
+    ///             cx.scene().leave().await?;
+    ///             cx.reply(format!("Left; active: {:?}.", cx.scene().current()));
+    ///             Ok(Outcome::Handled)
+    ///         })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("help", |_cx: Cx<()>| async move { Ok(Outcome::enter("help")) })
+    ///     .build());
+    /// bot.send("/help").await.unwrap();
+    /// assert_eq!(bot.send("/done").await.unwrap(), ["Left; active: None."]);
+    /// # });
+    /// ```
+    ///
     /// # Errors
     /// As [`Cx::apply`].
     pub async fn leave(&self) -> Result<()> {
@@ -1319,6 +1453,30 @@ impl<S: SessionData, U: Update> SceneCx<'_, S, U> {
     }
 
     /// Leaves and re-enters the current scene with its state (no-op when none is active).
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Scene::builder("quiz")
+    ///         .on_enter(|cx: Cx<()>| async move { cx.reply("Question 1?"); Ok(Outcome::Handled) })
+    ///         .command("again", |cx: Cx<()>| async move {
+    ///             cx.scene().reenter().await?; // its enter hook runs again
+    ///             Ok(Outcome::Handled)
+    ///         })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("quiz", |_cx: Cx<()>| async move { Ok(Outcome::enter("quiz")) })
+    ///     .build());
+    /// assert_eq!(bot.send("/quiz").await.unwrap(), ["Question 1?"]);
+    /// assert_eq!(bot.send("/again").await.unwrap(), ["Question 1?"]);
+    /// # });
+    /// ```
     ///
     /// # Errors
     /// As [`Cx::apply`].
