@@ -231,6 +231,22 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     }
 
     /// The update being handled (for an event, the update that stands for it).
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .on_text(|cx: Cx<()>| async move {
+    ///         let loud = cx.update().text().unwrap_or_default().to_uppercase();
+    ///         cx.reply(loud);
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build());
+    /// assert_eq!(bot.send("hello").await.unwrap(), ["HELLO"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn update(&self) -> &U {
         &self.inner.update
@@ -239,12 +255,52 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     /// Whether this context runs for an event of its key (a timer, an operator's
     /// action) rather than for an update that arrived; see
     /// [`Pipeline::run_event`](crate::Pipeline::run_event).
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let answer = |cx: Cx<()>| async move {
+    ///     cx.reply(if cx.is_event() { "timer" } else { "update" });
+    ///     Ok(Outcome::Handled)
+    /// };
+    /// let stage = Stage::builder()
+    ///     .scene(Scene::builder("quiz").on_text(answer).timeout(60, answer).build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("quiz", |_cx: Cx<()>| async move { Ok(Outcome::enter("quiz")) })
+    ///     .build());
+    /// bot.send("/quiz").await.unwrap();
+    /// assert_eq!(bot.send("42").await.unwrap(), ["update"]);
+    /// bot.advance(61);
+    /// assert_eq!(bot.pipeline().wake_due().await.unwrap().timers, 1);
+    /// assert_eq!(bot.replies().texts().last().unwrap(), "timer");
+    /// # });
+    /// ```
     #[must_use]
     pub fn is_event(&self) -> bool {
         self.inner.event
     }
 
     /// The session key, or `None` when this update has no session.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .on_text(|cx: Cx<()>| async move {
+    ///         cx.reply(cx.key().unwrap_or("no session").to_owned());
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build());
+    /// assert_eq!(bot.send("hi").await.unwrap(), [bot.key()]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn key(&self) -> Option<&str> {
         self.inner.key.as_deref()
@@ -257,6 +313,33 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     /// Does this update have a session? (An update without the chat or user its key
     /// needs has none: its data accessors return [`Error::NoSession`] and its scene
     /// stack lives only for this update.)
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let replies = RecordingTransport::new();
+    /// let bot = Pipeline::<u32>::builder() // the default key: the user in the chat
+    ///     .transport(replies.clone())
+    ///     .on_text(|cx: Cx<u32>| async move {
+    ///         if cx.has_session() {
+    ///             let n = cx.session_mut(|n| { *n += 1; *n })?;
+    ///             cx.reply(format!("message #{n}"));
+    ///         } else {
+    ///             cx.reply("no session");
+    ///         }
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build();
+    /// let from_user = TelegramUpdate::from_json(
+    ///     r#"{"update_id":1,"message":{"chat":{"id":5},"from":{"id":5},"text":"hi"}}"#).unwrap();
+    /// let no_user = TelegramUpdate::from_json(
+    ///     r#"{"update_id":2,"message":{"chat":{"id":5},"text":"hi"}}"#).unwrap();
+    /// bot.handle(from_user).await.unwrap();
+    /// bot.handle(no_user).await.unwrap();
+    /// assert_eq!(replies.texts(), ["message #1", "no session"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn has_session(&self) -> bool {
         self.inner.key.is_some()
@@ -299,6 +382,34 @@ impl<S: SessionData, U: Update> Cx<S, U> {
 
     /// Reads the session data. Creates it from the default factory when new.
     ///
+    /// ```
+    /// use serde::{Deserialize, Serialize};
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// #[derive(Debug, Default, Serialize, Deserialize)]
+    /// struct Cart { items: Vec<String> }
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let bot = TestBot::<Cart>::new(|b| b
+    ///     .command("list", |cx: Cx<Cart>| async move {
+    ///         let items = cx.session(|c| c.items.join(", "))?;
+    ///         cx.reply(format!("cart: {items}"));
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .on_text(|cx: Cx<Cart>| async move {
+    ///         let item = cx.update().text().unwrap_or_default().to_owned();
+    ///         let n = cx.session_mut(|c| { c.items.push(item); c.items.len() })?;
+    ///         cx.reply(format!("{n} in cart"));
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build());
+    /// assert_eq!(bot.send("/list").await.unwrap(), ["cart: "]);
+    /// assert_eq!(bot.send("tea").await.unwrap(), ["1 in cart"]);
+    /// assert_eq!(bot.send("/list").await.unwrap(), ["cart: tea"]);
+    /// # });
+    /// ```
+    ///
     /// # Errors
     /// [`Error::NoSession`] when the update has no session; [`Error::Finished`] after the
     /// update was committed (a clone of the context kept beyond its handler).
@@ -311,6 +422,23 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     }
 
     /// Changes the session data. Creates it from the default factory when new.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let bot = TestBot::<u32>::new(|b| b
+    ///     .on_text(|cx: Cx<u32>| async move {
+    ///         let n = cx.session_mut(|n| { *n += 1; *n })?;
+    ///         cx.reply(format!("visit #{n}"));
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build());
+    /// assert_eq!(bot.send("hi").await.unwrap(), ["visit #1"]);
+    /// assert_eq!(bot.send("hi").await.unwrap(), ["visit #2"]);
+    /// # });
+    /// ```
     ///
     /// # Errors
     /// As [`session`](Self::session).
@@ -325,6 +453,30 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     /// Deletes the session (data and scene stack) when the update is committed
     /// (Telegraf's `ctx.session = null`). Touching it again afterwards starts a new one.
     ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let bot = TestBot::<u32>::new(|b| b
+    ///     .command("reset", |cx: Cx<u32>| async move {
+    ///         cx.clear_session()?;
+    ///         cx.reply("Forgotten.");
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .on_text(|cx: Cx<u32>| async move {
+    ///         let n = cx.session_mut(|n| { *n += 1; *n })?;
+    ///         cx.reply(format!("#{n}"));
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build());
+    /// assert_eq!(bot.send("a").await.unwrap(), ["#1"]);
+    /// assert_eq!(bot.send("b").await.unwrap(), ["#2"]);
+    /// assert_eq!(bot.send("/reset").await.unwrap(), ["Forgotten."]);
+    /// assert_eq!(bot.send("c").await.unwrap(), ["#1"]);
+    /// # });
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Finished`] after the update was committed.
     pub fn clear_session(&self) -> Result<()> {
@@ -333,6 +485,22 @@ impl<S: SessionData, U: Update> Cx<S, U> {
 
     /// Queues a text reply to the update's chat (in its forum topic, if any). Sent
     /// after the session is committed; dropped if the update is retried or rolled back.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .command("start", |cx: Cx<()>| async move {
+    ///         cx.reply("Hello!");
+    ///         cx.reply("Send /help for the commands.");
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build());
+    /// assert_eq!(bot.send("/start").await.unwrap(), ["Hello!", "Send /help for the commands."]);
+    /// # });
+    /// ```
     pub fn reply(&self, text: impl Into<String>) {
         let u = self.update();
         match u.chat_id() {
@@ -350,6 +518,27 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     }
 
     /// Queues any outgoing call (see [`Outgoing`]), held back like [`reply`](Self::reply).
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    /// use stagecraft::transport::Outgoing;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// const OPERATORS: i64 = -100_200;
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .command("help", |cx: Cx<()>| async move {
+    ///         cx.send_later(Outgoing::text(OPERATORS, "A user asks for help."));
+    ///         cx.reply("An operator will answer soon.");
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build());
+    /// bot.send("/help").await.unwrap();
+    /// let calls = bot.last_calls();
+    /// assert!(matches!(&calls[0], Outgoing::Text { chat_id: OPERATORS, .. }));
+    /// assert_eq!(calls[1].text_of(), Some("An operator will answer soon."));
+    /// # });
+    /// ```
     pub fn send_later(&self, msg: Outgoing) {
         lock(&self.inner.outbox).push(msg);
     }
@@ -368,6 +557,30 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     /// [`MessageRef::Callback`]: crate::transport::MessageRef::Callback
     /// [`MessageRef::Sent`]: crate::transport::MessageRef::Sent
     /// [`Button::callback`]: crate::transport::Button::callback
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    /// use stagecraft::transport::{Button, Reply};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .command("menu", |cx: Cx<()>| async move {
+    ///         let row = [Button::callback("Tea", "tea"), Button::callback("Coffee", "coffee")];
+    ///         cx.send(Reply::text("Tea or coffee?").inline_keyboard([row]))?;
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .callback("tea", |cx: Cx<()>| async move {
+    ///         cx.send(Reply::answer_callback(Some("Noted".into())))?;
+    ///         cx.reply("Tea it is.");
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build());
+    /// assert_eq!(bot.send("/menu").await.unwrap(), ["Tea or coffee?"]);
+    /// assert_eq!(bot.markup().unwrap().buttons().len(), 2);
+    /// assert_eq!(bot.press("Tea").await.unwrap(), ["Tea it is."]);
+    /// # });
+    /// ```
     ///
     /// # Errors
     /// [`Error::Reply`], saying why, when the reply cannot be made: the update has no
@@ -392,6 +605,30 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     /// its delivery was confirmed (by a transport that reports message ids) and the
     /// session written: from the update after the one that sent it. `None` before, when
     /// the update has no session, or when no message goes by that name.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    /// use stagecraft::transport::Reply;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .command("status", |cx: Cx<()>| async move {
+    ///         cx.send(Reply::text("Working...").remember("status"))?;
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .command("which", |cx: Cx<()>| async move {
+    ///         cx.reply(format!("{:?}", cx.sent_message("status")));
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build());
+    /// assert_eq!(bot.send("/which").await.unwrap(), ["None"]);
+    /// bot.send("/status").await.unwrap();
+    /// let messages = bot.messages();
+    /// let (id, _) = messages.iter().find(|(_, m)| m.text_of() == Some("Working...")).unwrap();
+    /// assert_eq!(bot.send("/which").await.unwrap(), [format!("Some({id})")]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn sent_message(&self, name: &str) -> Option<i64> {
         let st = self.state();
@@ -403,6 +640,22 @@ impl<S: SessionData, U: Update> Cx<S, U> {
 
     /// The id of the message whose button this callback query pressed (`None` for other
     /// updates, and for buttons on inline messages).
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .callback("like", |cx: Cx<()>| async move {
+    ///         cx.reply(format!("liked message {:?}", cx.callback_message()));
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build());
+    /// let press = bot.callback_on(42, "like");
+    /// assert_eq!(bot.texts_of(press).await.unwrap(), ["liked message Some(42)"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn callback_message(&self) -> Option<i64> {
         self.update().callback_message_id()
@@ -414,6 +667,37 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     /// further; a middleware before the stage can use this to leave it alone too.
     ///
     /// [`Button::callback`]: crate::transport::Button::callback
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    /// use stagecraft::transport::{Button, Reply};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Wizard::builder("order")
+    ///         .callback("small", |cx: Cx<()>| async move {
+    ///             cx.reply(format!("small (stale: {})", cx.is_stale_press()));
+    ///             Ok(Outcome::Next)
+    ///         })
+    ///         .step(|cx: Cx<()>| async move {
+    ///             cx.send(Reply::text("Size?").inline_keyboard([[Button::callback("Small", "small")]]))?;
+    ///             Ok(Outcome::Handled)
+    ///         })
+    ///         .step(|cx: Cx<()>| async move { cx.reply("Address?"); Ok(Outcome::Handled) })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("order", |_cx: Cx<()>| async move { Ok(Outcome::enter("order")) })
+    ///     .build());
+    /// assert_eq!(bot.send("/order").await.unwrap(), ["Size?"]);
+    /// assert_eq!(bot.press("Small").await.unwrap(), ["small (stale: false)"]);
+    /// // The wizard moved on: the same button is now stale, and the stage answers it.
+    /// assert!(bot.press("Small").await.unwrap().iter().all(|t| !t.starts_with("small")));
+    /// # });
+    /// ```
     #[must_use]
     pub fn is_stale_press(&self) -> bool {
         let Some((tag, _)) = self
@@ -430,6 +714,23 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     ///
     /// Use it only when the handler needs the message to exist at once; a message sent
     /// this way is not withdrawn if the update is later retried or rolled back.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .command("report", |cx: Cx<()>| async move {
+    ///         cx.reply("Your report is ready.");
+    ///         cx.send_now("Building your report...").await?; // sent before the reply above
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build());
+    /// let texts = bot.send("/report").await.unwrap();
+    /// assert_eq!(texts, ["Building your report...", "Your report is ready."]);
+    /// # });
+    /// ```
     ///
     /// # Errors
     /// [`Error::Transport`] when sending fails, or when the update has no chat.
@@ -454,6 +755,23 @@ impl<S: SessionData, U: Update> Cx<S, U> {
 
     /// Answers the callback query of this update (held back like replies). Does nothing
     /// for other updates.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    /// use stagecraft::transport::Outgoing;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .callback("save", |cx: Cx<()>| async move {
+    ///         cx.answer_callback(Some("Saved".into()));
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build());
+    /// bot.texts_of(bot.callback("save")).await.unwrap();
+    /// assert!(matches!(bot.last_call(), Some(Outgoing::AnswerCallback { .. })));
+    /// # });
+    /// ```
     pub fn answer_callback(&self, text: Option<String>) {
         if let Some(id) = self.update().callback_id() {
             self.send_later(Outgoing::answer_callback(id, text));
@@ -461,6 +779,24 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     }
 
     /// The replies queued so far.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .on_text(|cx: Cx<()>| async move {
+    ///         cx.reply("one");
+    ///         cx.reply("two");
+    ///         let queued = cx.pending_replies().len();
+    ///         cx.reply(format!("{queued} queued before this"));
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build());
+    /// assert_eq!(bot.send("go").await.unwrap(), ["one", "two", "2 queued before this"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn pending_replies(&self) -> Vec<Outgoing> {
         lock(&self.inner.outbox).replies.as_slice().to_vec()
@@ -485,18 +821,91 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     }
 
     /// The active scene's id (the top of the stack).
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Scene::builder("help").build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("help", |_cx: Cx<()>| async move { Ok(Outcome::enter("help")) })
+    ///     .command("where", |cx: Cx<()>| async move {
+    ///         cx.reply(format!("{:?}", cx.current_scene()));
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build());
+    /// assert_eq!(bot.send("/where").await.unwrap(), ["None"]);
+    /// bot.send("/help").await.unwrap();
+    /// assert_eq!(bot.send("/where").await.unwrap(), [r#"Some("help")"#]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn current_scene(&self) -> Option<String> {
         self.state().stack().last().map(|f| f.scene.clone())
     }
 
     /// The active wizard's cursor (`None` outside a wizard).
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let step = |cx: Cx<()>| async move {
+    ///     cx.reply(format!("step {:?}", cx.cursor()));
+    ///     Ok(Outcome::Next)
+    /// };
+    /// let stage = Stage::builder()
+    ///     .scene(Wizard::builder("signup").step(step).step(step).build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("signup", |_cx: Cx<()>| async move { Ok(Outcome::enter("signup")) })
+    ///     .build());
+    /// assert_eq!(bot.send("/signup").await.unwrap(), ["step Some(0)"]);
+    /// assert_eq!(bot.send("Ada").await.unwrap(), ["step Some(1)"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn cursor(&self) -> Option<i64> {
         self.state().stack().last().and_then(|f| f.cursor)
     }
 
     /// The ids of the scene stack, bottom first.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let show = |cx: Cx<()>| async move {
+    ///     cx.reply(cx.stack().join(" > "));
+    ///     Ok(Outcome::Handled)
+    /// };
+    /// let stage = Stage::builder()
+    ///     .scene(Scene::builder("menu")
+    ///         .command("settings", |_cx: Cx<()>| async move { Ok(Outcome::push("settings")) })
+    ///         .on_text(show)
+    ///         .build())
+    ///     .scene(Scene::builder("settings").on_text(show).build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("menu", |_cx: Cx<()>| async move { Ok(Outcome::enter("menu")) })
+    ///     .build());
+    /// bot.send("/menu").await.unwrap();
+    /// assert_eq!(bot.send("where?").await.unwrap(), ["menu"]);
+    /// bot.send("/settings").await.unwrap();
+    /// assert_eq!(bot.send("where?").await.unwrap(), ["menu > settings"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn stack(&self) -> Vec<String> {
         self.state()
@@ -507,6 +916,36 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     }
 
     /// Reads the active scene's state as `T` (mirrors [`session`](Self::session)).
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Scene::builder("guess")
+    ///         .on_enter(|cx: Cx<()>| async move {
+    ///             cx.set_scene_state(JsonState(serde_json::json!({"secret": 7})))?;
+    ///             Ok(Outcome::Handled)
+    ///         })
+    ///         .on_text(|cx: Cx<()>| async move {
+    ///             let secret = cx.scene_state(|s: &JsonState| s.0["secret"].as_i64())?;
+    ///             let guess = cx.update().text().and_then(|t| t.parse().ok());
+    ///             cx.reply(if guess == secret { "Right!" } else { "No." });
+    ///             Ok(Outcome::Handled)
+    ///         })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("guess", |_cx: Cx<()>| async move { Ok(Outcome::enter("guess")) })
+    ///     .build());
+    /// bot.send("/guess").await.unwrap();
+    /// assert_eq!(bot.send("3").await.unwrap(), ["No."]);
+    /// assert_eq!(bot.send("7").await.unwrap(), ["Right!"]);
+    /// # });
+    /// ```
     ///
     /// # Errors
     /// [`Error::NoActiveScene`], [`Error::StateType`] when the state is not a `T`, or
@@ -527,6 +966,35 @@ impl<S: SessionData, U: Update> Cx<S, U> {
 
     /// Changes the active scene's state as `T` (mirrors [`session_mut`](Self::session_mut)).
     ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Scene::builder("tally")
+    ///         .on_text(|cx: Cx<()>| async move {
+    ///             let n = cx.scene_state_mut(|s: &mut JsonState| {
+    ///                 let n = s.0["n"].as_i64().unwrap_or(0) + 1;
+    ///                 s.0["n"] = n.into();
+    ///                 n
+    ///             })?;
+    ///             cx.reply(format!("{n} in this scene"));
+    ///             Ok(Outcome::Handled)
+    ///         })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("tally", |_cx: Cx<()>| async move { Ok(Outcome::enter("tally")) })
+    ///     .build());
+    /// bot.send("/tally").await.unwrap();
+    /// assert_eq!(bot.send("a").await.unwrap(), ["1 in this scene"]);
+    /// assert_eq!(bot.send("b").await.unwrap(), ["2 in this scene"]);
+    /// # });
+    /// ```
+    ///
     /// # Errors
     /// As [`scene_state`](Self::scene_state).
     pub fn scene_state_mut<T: SceneState, R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R> {
@@ -546,6 +1014,36 @@ impl<S: SessionData, U: Update> Cx<S, U> {
 
     /// Replaces the active scene's state (Telegraf's `ctx.scene.state = ...`).
     ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Scene::builder("draft")
+    ///         .command("show", |cx: Cx<()>| async move {
+    ///             let last = cx.scene_state(|s: &JsonState| s.0["last"].clone())?;
+    ///             cx.reply(format!("last: {last}"));
+    ///             Ok(Outcome::Handled)
+    ///         })
+    ///         .on_text(|cx: Cx<()>| async move {
+    ///             let text = cx.update().text().unwrap_or_default().to_owned();
+    ///             cx.set_scene_state(JsonState(serde_json::json!({ "last": text })))?;
+    ///             Ok(Outcome::Handled)
+    ///         })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("draft", |_cx: Cx<()>| async move { Ok(Outcome::enter("draft")) })
+    ///     .build());
+    /// bot.send("/draft").await.unwrap();
+    /// bot.send("Dear Ada,").await.unwrap();
+    /// assert_eq!(bot.send("/show").await.unwrap(), [r#"last: "Dear Ada,""#]);
+    /// # });
+    /// ```
+    ///
     /// # Errors
     /// [`Error::NoActiveScene`], or [`Error::Finished`] after the commit.
     pub fn set_scene_state(&self, state: impl SceneState) -> Result<()> {
@@ -555,6 +1053,38 @@ impl<S: SessionData, U: Update> Cx<S, U> {
 
     /// Takes the result a child scene left with ([`Outcome::leave_with`]), in the
     /// parent's resume hook: `Ok(None)` when it left without one.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Scene::builder("order")
+    ///         .command("size", |_cx: Cx<()>| async move { Ok(Outcome::push("size")) })
+    ///         .on_resume(|cx: Cx<()>| async move {
+    ///             let size: Option<String> = cx.take_result()?;
+    ///             cx.reply(format!("Size: {}", size.unwrap_or_default()));
+    ///             Ok(Outcome::Handled)
+    ///         })
+    ///         .build())
+    ///     .scene(Scene::builder("size")
+    ///         .on_enter(|cx: Cx<()>| async move { cx.reply("Small or large?"); Ok(Outcome::Handled) })
+    ///         .on_text(|cx: Cx<()>| async move {
+    ///             Ok(Outcome::leave_with(cx.update().text().unwrap_or_default().to_owned()))
+    ///         })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("order", |_cx: Cx<()>| async move { Ok(Outcome::enter("order")) })
+    ///     .build());
+    /// bot.send("/order").await.unwrap();
+    /// assert_eq!(bot.send("/size").await.unwrap(), ["Small or large?"]);
+    /// assert_eq!(bot.send("large").await.unwrap(), ["Size: large"]);
+    /// # });
+    /// ```
     ///
     /// # Errors
     /// [`Error::ResultType`], naming both types, when the result is not a `T` (it stays
@@ -582,6 +1112,25 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     }
 
     /// A value given to [`PipelineBuilder::extension`](crate::pipeline::PipelineBuilder::extension).
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// struct Greeting(&'static str);
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .extension(Greeting("Welcome aboard!"))
+    ///     .command("start", |cx: Cx<()>| async move {
+    ///         let text = cx.extension::<Greeting>().map_or("Hi.", |g| g.0);
+    ///         cx.reply(text);
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build());
+    /// assert_eq!(bot.send("/start").await.unwrap(), ["Welcome aboard!"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn extension<T: Send + Sync + 'static>(&self) -> Option<&T> {
         self.inner
@@ -593,6 +1142,24 @@ impl<S: SessionData, U: Update> Cx<S, U> {
 
     /// The time of this update, in Unix seconds (the clock is read once per update, at
     /// the first call, so every TTL decision of one update sees the same instant).
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .on_text(|cx: Cx<()>| async move {
+    ///         cx.reply(cx.now_s().to_string());
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build());
+    /// let before: i64 = bot.send("now").await.unwrap()[0].parse().unwrap();
+    /// bot.advance(90);
+    /// let after: i64 = bot.send("now").await.unwrap()[0].parse().unwrap();
+    /// assert_eq!(after - before, 90);
+    /// # });
+    /// ```
     #[must_use]
     pub fn now_s(&self) -> i64 {
         self.inner
@@ -632,6 +1199,24 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     /// Applies a transition now, as if a handler had returned it. The Telegraf-style
     /// calls of [`scene`](Self::scene) and [`wizard`](Self::wizard) are built on it.
     ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder().scene(Scene::builder("help").build()).build().unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("help", |cx: Cx<()>| async move {
+    ///         cx.apply(Outcome::enter("help")).await?;
+    ///         cx.reply(format!("Now in {:?}.", cx.current_scene()));
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build());
+    /// assert_eq!(bot.send("/help").await.unwrap(), [r#"Now in Some("help")."#]);
+    /// # });
+    /// ```
+    ///
     /// # Errors
     /// [`Error::UnknownScene`], [`Error::NoActiveScene`], [`Error::Transition`], the
     /// error of a hook or step the transition ran, or [`Error::Finished`] after the
@@ -659,12 +1244,68 @@ impl<S: SessionData, U: Update> Cx<S, U> {
     }
 
     /// Telegraf's `ctx.scene`: enter, leave, reenter, push, current.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Scene::builder("help")
+    ///         .on_enter(|cx: Cx<()>| async move { cx.reply("Help. /back to leave."); Ok(Outcome::Handled) })
+    ///         .command("back", |cx: Cx<()>| async move {
+    ///             cx.scene().leave().await?;
+    ///             cx.reply(format!("Left; now in {:?}.", cx.scene().current()));
+    ///             Ok(Outcome::Handled)
+    ///         })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("help", |cx: Cx<()>| async move {
+    ///         cx.scene().enter("help").await?;
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build());
+    /// assert_eq!(bot.send("/help").await.unwrap(), ["Help. /back to leave."]);
+    /// assert_eq!(bot.send("/back").await.unwrap(), ["Left; now in None."]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn scene(&self) -> SceneCx<'_, S, U> {
         SceneCx { cx: self }
     }
 
     /// Telegraf's `ctx.wizard`: cursor moves for the active wizard.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Wizard::builder("signup")
+    ///         .command("skip", |cx: Cx<()>| async move {
+    ///             cx.wizard().next()?;
+    ///             cx.reply(format!("Skipped to step {}.", cx.wizard().cursor().unwrap()));
+    ///             Ok(Outcome::Handled)
+    ///         })
+    ///         .step(|cx: Cx<()>| async move { cx.reply("Name?"); Ok(Outcome::Next) })
+    ///         .step(|cx: Cx<()>| async move { cx.reply("Age?"); Ok(Outcome::Next) })
+    ///         .step(|cx: Cx<()>| async move { cx.reply("Thanks!"); Ok(Outcome::leave()) })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("signup", |_cx: Cx<()>| async move { Ok(Outcome::enter("signup")) })
+    ///     .build());
+    /// assert_eq!(bot.send("/signup").await.unwrap(), ["Name?"]);
+    /// assert_eq!(bot.send("/skip").await.unwrap(), ["Skipped to step 2."]);
+    /// assert_eq!(bot.send("42").await.unwrap(), ["Thanks!"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn wizard(&self) -> WizardCx<'_, S, U> {
         WizardCx { cx: self }
@@ -680,6 +1321,29 @@ pub struct SceneCx<'a, S, U> {
 impl<S: SessionData, U: Update> SceneCx<'_, S, U> {
     /// Leaves the current scene and enters `id` (enter hooks and a wizard's first step run now).
     ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Scene::builder("help")
+    ///         .on_enter(|cx: Cx<()>| async move { cx.reply("Help."); Ok(Outcome::Handled) })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("help", |cx: Cx<()>| async move {
+    ///         cx.scene().enter("help").await?; // the enter hook runs now
+    ///         cx.reply("Ask away.");
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build());
+    /// assert_eq!(bot.send("/help").await.unwrap(), ["Help.", "Ask away."]);
+    /// # });
+    /// ```
+    ///
     /// # Errors
     /// As [`Cx::apply`].
     pub async fn enter(&self, id: &str) -> Result<()> {
@@ -687,6 +1351,33 @@ impl<S: SessionData, U: Update> SceneCx<'_, S, U> {
     }
 
     /// Like [`enter`](Self::enter) with an initial state; `silent` skips every hook.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Scene::builder("greet")
+    ///         .on_enter(|cx: Cx<()>| async move {
+    ///             let name = cx.scene_state(|s: &JsonState| s.0["name"].as_str().map(str::to_owned))?;
+    ///             cx.reply(format!("Hello, {}!", name.unwrap_or_default()));
+    ///             Ok(Outcome::Handled)
+    ///         })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("greet", |cx: Cx<()>| async move {
+    ///         let state = JsonState(serde_json::json!({"name": "Ada"}));
+    ///         cx.scene().enter_with("greet", state, false).await?;
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build());
+    /// assert_eq!(bot.send("/greet").await.unwrap(), ["Hello, Ada!"]);
+    /// # });
+    /// ```
     ///
     /// # Errors
     /// As [`Cx::apply`].
@@ -698,6 +1389,31 @@ impl<S: SessionData, U: Update> SceneCx<'_, S, U> {
 
     /// Enters `id` on top of the current scene, which resumes when `id` leaves.
     ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Scene::builder("menu")
+    ///         .command("settings", |cx: Cx<()>| async move {
+    ///             cx.scene().push("settings").await?;
+    ///             cx.reply(cx.stack().join(" > "));
+    ///             Ok(Outcome::Handled)
+    ///         })
+    ///         .build())
+    ///     .scene(Scene::builder("settings").build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("menu", |_cx: Cx<()>| async move { Ok(Outcome::enter("menu")) })
+    ///     .build());
+    /// bot.send("/menu").await.unwrap();
+    /// assert_eq!(bot.send("/settings").await.unwrap(), ["menu > settings"]);
+    /// # });
+    /// ```
+    ///
     /// # Errors
     /// As [`Cx::apply`].
     pub async fn push(&self, id: &str) -> Result<()> {
@@ -705,6 +1421,30 @@ impl<S: SessionData, U: Update> SceneCx<'_, S, U> {
     }
 
     /// Leaves the current scene (no-op when none is active).
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Scene::builder("help")
+    ///         .command("done", |cx: Cx<()>| async move {
+    ///             cx.scene().leave().await?;
+    ///             cx.reply(format!("Left; active: {:?}.", cx.scene().current()));
+    ///             Ok(Outcome::Handled)
+    ///         })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("help", |_cx: Cx<()>| async move { Ok(Outcome::enter("help")) })
+    ///     .build());
+    /// bot.send("/help").await.unwrap();
+    /// assert_eq!(bot.send("/done").await.unwrap(), ["Left; active: None."]);
+    /// # });
+    /// ```
     ///
     /// # Errors
     /// As [`Cx::apply`].
@@ -714,6 +1454,30 @@ impl<S: SessionData, U: Update> SceneCx<'_, S, U> {
 
     /// Leaves and re-enters the current scene with its state (no-op when none is active).
     ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Scene::builder("quiz")
+    ///         .on_enter(|cx: Cx<()>| async move { cx.reply("Question 1?"); Ok(Outcome::Handled) })
+    ///         .command("again", |cx: Cx<()>| async move {
+    ///             cx.scene().reenter().await?; // its enter hook runs again
+    ///             Ok(Outcome::Handled)
+    ///         })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("quiz", |_cx: Cx<()>| async move { Ok(Outcome::enter("quiz")) })
+    ///     .build());
+    /// assert_eq!(bot.send("/quiz").await.unwrap(), ["Question 1?"]);
+    /// assert_eq!(bot.send("/again").await.unwrap(), ["Question 1?"]);
+    /// # });
+    /// ```
+    ///
     /// # Errors
     /// As [`Cx::apply`].
     pub async fn reenter(&self) -> Result<()> {
@@ -721,6 +1485,24 @@ impl<S: SessionData, U: Update> SceneCx<'_, S, U> {
     }
 
     /// The active scene's id.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder().scene(Scene::builder("help").build()).build().unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("help", |cx: Cx<()>| async move {
+    ///         cx.scene().enter("help").await?;
+    ///         cx.reply(format!("now in {}", cx.scene().current().unwrap_or_default()));
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build());
+    /// assert_eq!(bot.send("/help").await.unwrap(), ["now in help"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn current(&self) -> Option<String> {
         self.cx.current_scene()
@@ -736,12 +1518,63 @@ pub struct WizardCx<'a, S, U> {
 
 impl<S: SessionData, U: Update> WizardCx<'_, S, U> {
     /// The cursor of the active wizard.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let step = |cx: Cx<()>| async move {
+    ///     cx.reply(format!("step {:?}", cx.wizard().cursor()));
+    ///     Ok(Outcome::Next)
+    /// };
+    /// let stage = Stage::builder()
+    ///     .scene(Wizard::builder("signup").step(step).step(step).build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("signup", |_cx: Cx<()>| async move { Ok(Outcome::enter("signup")) })
+    ///     .build());
+    /// assert_eq!(bot.send("/signup").await.unwrap(), ["step Some(0)"]);
+    /// assert_eq!(bot.send("Ada").await.unwrap(), ["step Some(1)"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn cursor(&self) -> Option<i64> {
         self.cx.cursor()
     }
 
     /// Moves to the next step.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Wizard::builder("signup")
+    ///         .command("skip", |cx: Cx<()>| async move {
+    ///             cx.wizard().next()?;
+    ///             cx.reply("Skipped.");
+    ///             Ok(Outcome::Handled)
+    ///         })
+    ///         .step(|cx: Cx<()>| async move { cx.reply("Name?"); Ok(Outcome::Next) })
+    ///         .step(|cx: Cx<()>| async move { cx.reply("Age?"); Ok(Outcome::Next) })
+    ///         .step(|cx: Cx<()>| async move { cx.reply("Thanks!"); Ok(Outcome::leave()) })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("signup", |_cx: Cx<()>| async move { Ok(Outcome::enter("signup")) })
+    ///     .build());
+    /// assert_eq!(bot.send("/signup").await.unwrap(), ["Name?"]);
+    /// assert_eq!(bot.send("/skip").await.unwrap(), ["Skipped."]);
+    /// // The step after the skipped one takes the next update.
+    /// assert_eq!(bot.send("42").await.unwrap(), ["Thanks!"]);
+    /// # });
+    /// ```
     ///
     /// # Errors
     /// [`Error::NoActiveScene`] or [`Error::Transition`] when the active scene is not a
@@ -752,6 +1585,35 @@ impl<S: SessionData, U: Update> WizardCx<'_, S, U> {
 
     /// Moves to the previous step.
     ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Wizard::builder("signup")
+    ///         .command("back", |cx: Cx<()>| async move {
+    ///             cx.wizard().back()?;
+    ///             cx.reply(format!("Back to step {}.", cx.wizard().cursor().unwrap()));
+    ///             Ok(Outcome::Handled)
+    ///         })
+    ///         .step(|cx: Cx<()>| async move { cx.reply("Name?"); Ok(Outcome::Next) })
+    ///         .step(|cx: Cx<()>| async move { cx.reply("Age?"); Ok(Outcome::Next) })
+    ///         .step(|cx: Cx<()>| async move { cx.reply("Thanks!"); Ok(Outcome::leave()) })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("signup", |_cx: Cx<()>| async move { Ok(Outcome::enter("signup")) })
+    ///     .build());
+    /// bot.send("/signup").await.unwrap();
+    /// assert_eq!(bot.send("Ada").await.unwrap(), ["Age?"]);
+    /// assert_eq!(bot.send("/back").await.unwrap(), ["Back to step 1."]);
+    /// assert_eq!(bot.send("Grace").await.unwrap(), ["Age?"]);
+    /// # });
+    /// ```
+    ///
     /// # Errors
     /// As [`next`](Self::next).
     pub fn back(&self) -> Result<()> {
@@ -759,6 +1621,35 @@ impl<S: SessionData, U: Update> WizardCx<'_, S, U> {
     }
 
     /// Moves to step `n`.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Wizard::builder("signup")
+    ///         .command("restart", |cx: Cx<()>| async move {
+    ///             cx.wizard().select_step(0)?;
+    ///             cx.reply("From the top: send anything.");
+    ///             Ok(Outcome::Handled)
+    ///         })
+    ///         .step(|cx: Cx<()>| async move { cx.reply("Name?"); Ok(Outcome::Next) })
+    ///         .step(|cx: Cx<()>| async move { cx.reply("Age?"); Ok(Outcome::Next) })
+    ///         .step(|cx: Cx<()>| async move { cx.reply("Thanks!"); Ok(Outcome::leave()) })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("signup", |_cx: Cx<()>| async move { Ok(Outcome::enter("signup")) })
+    ///     .build());
+    /// bot.send("/signup").await.unwrap();
+    /// bot.send("Ada").await.unwrap();
+    /// assert_eq!(bot.send("/restart").await.unwrap(), ["From the top: send anything."]);
+    /// assert_eq!(bot.send("ok").await.unwrap(), ["Name?"]);
+    /// # });
+    /// ```
     ///
     /// # Errors
     /// As [`next`](Self::next).

@@ -139,6 +139,24 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     }
 
     /// Where sessions are stored (default: a [`MemoryStore`]).
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let store = MemoryStore::new(); // a clone shares the same sessions
+    /// let bot = Pipeline::<u32>::builder()
+    ///     .store(store.clone())
+    ///     .on_text(|cx: Cx<u32>| async move { cx.session_mut(|n| *n += 1)?; Ok(Outcome::Handled) })
+    ///     .build();
+    /// let msg = TelegramUpdate::from_json(
+    ///     r#"{"update_id":1,"message":{"chat":{"id":5},"from":{"id":5},"text":"hi"}}"#).unwrap();
+    /// let key = bot.key_of(&msg).unwrap();
+    /// assert!(store.load(&key).await.unwrap().is_none());
+    /// bot.handle(msg).await.unwrap();
+    /// assert!(store.load(&key).await.unwrap().is_some());
+    /// # });
+    /// ```
     #[must_use]
     pub fn store(mut self, store: impl SessionStore) -> Self {
         self.store = Arc::new(store);
@@ -146,6 +164,32 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     }
 
     /// Like [`store`](Self::store), for a store already behind an `Arc`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use stagecraft::prelude::*;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+    /// let count = |cx: Cx<u32>| async move {
+    ///     let n = cx.session_mut(|n| { *n += 1; *n })?;
+    ///     cx.reply(format!("#{n}"));
+    ///     Ok(Outcome::Handled)
+    /// };
+    /// let replies = RecordingTransport::new();
+    /// // Two pipelines on one store (say, two replicas) see the same sessions.
+    /// let replica = |store: Arc<dyn SessionStore>| {
+    ///     Pipeline::<u32>::builder().store_arc(store).transport(replies.clone()).on_text(count).build()
+    /// };
+    /// let a = replica(Arc::clone(&store));
+    /// let b = replica(store);
+    /// let msg = |id: i64| TelegramUpdate::from_json(&format!(
+    ///     r#"{{"update_id":{id},"message":{{"chat":{{"id":5}},"from":{{"id":5}},"text":"hi"}}}}"#)).unwrap();
+    /// a.handle(msg(1)).await.unwrap();
+    /// b.handle(msg(2)).await.unwrap();
+    /// assert_eq!(replies.texts(), ["#1", "#2"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn store_arc(mut self, store: Arc<dyn SessionStore>) -> Self {
         self.store = store;
@@ -153,6 +197,27 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     }
 
     /// How sessions are encoded (default: JSON).
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::store::Codec;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let store = MemoryStore::new();
+    /// let bot = Pipeline::<u32>::builder()
+    ///     .store(store.clone())
+    ///     .codec(Codec::Json)
+    ///     .on_text(|cx: Cx<u32>| async move { cx.session_mut(|n| *n = 42)?; Ok(Outcome::Handled) })
+    ///     .build();
+    /// let msg = TelegramUpdate::from_json(
+    ///     r#"{"update_id":1,"message":{"chat":{"id":5},"from":{"id":5},"text":"hi"}}"#).unwrap();
+    /// let key = bot.key_of(&msg).unwrap();
+    /// bot.handle(msg).await.unwrap();
+    /// let record = store.load(&key).await.unwrap().unwrap();
+    /// let json: serde_json::Value = serde_json::from_slice(&record.bytes).unwrap();
+    /// assert_eq!(json["data"], 42);
+    /// # });
+    /// ```
     #[must_use]
     pub fn codec(mut self, codec: Codec) -> Self {
         self.codec = codec;
@@ -160,6 +225,28 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     }
 
     /// How an update's session key is derived (default: [`KeyStrategy::UserInChat`]).
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let replies = RecordingTransport::new();
+    /// let bot = Pipeline::<u32>::builder()
+    ///     .key(KeyStrategy::Chat) // one session per chat, shared by its members
+    ///     .transport(replies.clone())
+    ///     .on_text(|cx: Cx<u32>| async move {
+    ///         let n = cx.session_mut(|n| { *n += 1; *n })?;
+    ///         cx.reply(format!("message #{n} in this chat"));
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build();
+    /// let from = |id: i64, user: i64| TelegramUpdate::from_json(&format!(
+    ///     r#"{{"update_id":{id},"message":{{"chat":{{"id":-7}},"from":{{"id":{user}}},"text":"hi"}}}}"#)).unwrap();
+    /// bot.handle(from(1, 10)).await.unwrap();
+    /// bot.handle(from(2, 11)).await.unwrap();
+    /// assert_eq!(replies.texts(), ["message #1 in this chat", "message #2 in this chat"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn key(mut self, key: KeyStrategy<U>) -> Self {
         self.key = key;
@@ -167,6 +254,24 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     }
 
     /// The clock for scene TTLs (default: the system clock).
+    ///
+    /// ```
+    /// use stagecraft::clock::ManualClock;
+    /// use stagecraft::prelude::*;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let replies = RecordingTransport::new();
+    /// let bot = Pipeline::<()>::builder()
+    ///     .clock(ManualClock::at_secs(1_700_000_000))
+    ///     .transport(replies.clone())
+    ///     .on_text(|cx: Cx<()>| async move { cx.reply(cx.now_s().to_string()); Ok(Outcome::Handled) })
+    ///     .build();
+    /// let msg = TelegramUpdate::from_json(
+    ///     r#"{"update_id":1,"message":{"chat":{"id":5},"from":{"id":5},"text":"time?"}}"#).unwrap();
+    /// bot.handle(msg).await.unwrap();
+    /// assert_eq!(replies.texts(), ["1700000000"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
@@ -174,6 +279,22 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     }
 
     /// Where replies go (default: [`LogTransport`]).
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let replies = RecordingTransport::new(); // records what a real transport would send
+    /// let bot = Pipeline::<()>::builder()
+    ///     .transport(replies.clone())
+    ///     .command("ping", |cx: Cx<()>| async move { cx.reply("pong"); Ok(Outcome::Handled) })
+    ///     .build();
+    /// let msg = TelegramUpdate::from_json(
+    ///     r#"{"update_id":1,"message":{"chat":{"id":5},"from":{"id":5},"text":"/ping"}}"#).unwrap();
+    /// bot.handle(msg).await.unwrap();
+    /// assert_eq!(replies.texts(), ["pong"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn transport(mut self, transport: impl Transport) -> Self {
         self.transport = Arc::new(transport);
@@ -182,6 +303,24 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
 
     /// The bot's username: commands addressed to another bot (`/start@other`) then
     /// don't match.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let replies = RecordingTransport::new();
+    /// let bot = Pipeline::<()>::builder()
+    ///     .bot_username("shop_bot")
+    ///     .transport(replies.clone())
+    ///     .command("start", |cx: Cx<()>| async move { cx.reply("Welcome!"); Ok(Outcome::Handled) })
+    ///     .build();
+    /// let msg = |id: i64, text: &str| TelegramUpdate::from_json(&format!(
+    ///     r#"{{"update_id":{id},"message":{{"chat":{{"id":-7}},"from":{{"id":5}},"text":"{text}"}}}}"#)).unwrap();
+    /// bot.handle(msg(1, "/start@other_bot")).await.unwrap(); // not for us
+    /// bot.handle(msg(2, "/start@shop_bot")).await.unwrap();
+    /// assert_eq!(replies.texts(), ["Welcome!"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn bot_username(mut self, name: impl Into<String>) -> Self {
         self.bot_username = Some(name.into());
@@ -189,6 +328,32 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     }
 
     /// What a handler error does to the session (default: [`ErrorPolicy::WriteAnyway`]).
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let replies = RecordingTransport::new();
+    /// let bot = Pipeline::<u32>::builder()
+    ///     .error_policy(ErrorPolicy::RollBack)
+    ///     .transport(replies.clone())
+    ///     .on_text(|cx: Cx<u32>| async move {
+    ///         let n = cx.session_mut(|n| { *n += 1; *n })?;
+    ///         if cx.update().text() == Some("fail") {
+    ///             return Err("the payment service is down".into());
+    ///         }
+    ///         cx.reply(format!("#{n}"));
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build();
+    /// let msg = |id: i64, text: &str| TelegramUpdate::from_json(&format!(
+    ///     r#"{{"update_id":{id},"message":{{"chat":{{"id":5}},"from":{{"id":5}},"text":"{text}"}}}}"#)).unwrap();
+    /// bot.handle(msg(1, "hi")).await.unwrap();
+    /// assert!(bot.handle(msg(2, "fail")).await.is_err()); // its change is not written
+    /// bot.handle(msg(3, "hi")).await.unwrap();
+    /// assert_eq!(replies.texts(), ["#1", "#2"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn error_policy(mut self, policy: ErrorPolicy) -> Self {
         self.error_policy = policy;
@@ -196,6 +361,25 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     }
 
     /// What an undecodable stored session does (default: [`DecodePolicy::Mend`]).
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::session::DecodePolicy;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let store = MemoryStore::new();
+    /// let bot = Pipeline::<u32>::builder()
+    ///     .store(store.clone())
+    ///     .decode_policy(DecodePolicy::Fail)
+    ///     .on_text(|cx: Cx<u32>| async move { cx.session_mut(|n| *n += 1)?; Ok(Outcome::Handled) })
+    ///     .build();
+    /// let msg = TelegramUpdate::from_json(
+    ///     r#"{"update_id":1,"message":{"chat":{"id":5},"from":{"id":5},"text":"hi"}}"#).unwrap();
+    /// store.save(&bot.key_of(&msg).unwrap(), b"not a session", None).await.unwrap();
+    /// // Under `Mend` the update would start a fresh session; under `Fail` it fails.
+    /// assert!(bot.handle(msg).await.is_err());
+    /// # });
+    /// ```
     #[must_use]
     pub fn decode_policy(mut self, policy: DecodePolicy) -> Self {
         self.decode_policy = policy;
@@ -235,6 +419,41 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
 
     /// Upgrades stored data of version `from` to version `from + 1` (see
     /// [`data_version`](Self::data_version)): `f` turns the old JSON into the new.
+    ///
+    /// ```
+    /// use serde::{Deserialize, Serialize};
+    /// use stagecraft::prelude::*;
+    ///
+    /// #[derive(Debug, Default, Serialize, Deserialize)]
+    /// struct Profile { first: String, last: String }
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let store = MemoryStore::new();
+    /// let replies = RecordingTransport::new();
+    /// let bot = Pipeline::<Profile>::builder()
+    ///     .store(store.clone())
+    ///     .transport(replies.clone())
+    ///     .data_version(1)
+    ///     .upgrade_data(0, |mut v| {
+    ///         let name = v["name"].take();
+    ///         let (first, last) = name.as_str().unwrap_or_default().split_once(' ').unwrap_or_default();
+    ///         Ok(serde_json::json!({"first": first, "last": last}))
+    ///     })
+    ///     .on_text(|cx: Cx<Profile>| async move {
+    ///         let first = cx.session(|p| p.first.clone())?;
+    ///         cx.reply(format!("Hello, {first}!"));
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build();
+    /// let msg = TelegramUpdate::from_json(
+    ///     r#"{"update_id":1,"message":{"chat":{"id":5},"from":{"id":5},"text":"hi"}}"#).unwrap();
+    /// // A record written before the data had a version.
+    /// let old = br#"{"v":1,"data":{"name":"Ada Lovelace"}}"#;
+    /// store.save(&bot.key_of(&msg).unwrap(), old, None).await.unwrap();
+    /// bot.handle(msg).await.unwrap();
+    /// assert_eq!(replies.texts(), ["Hello, Ada!"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn upgrade_data(
         mut self,
@@ -249,6 +468,30 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     }
 
     /// When sessions are written (default: [`SavePolicy::Changed`]).
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::session::SavePolicy;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let store = MemoryStore::new();
+    /// let bot = Pipeline::<u32>::builder()
+    ///     .store(store.clone())
+    ///     .save_policy(SavePolicy::Touched)
+    ///     .dedup_window(0)
+    ///     .command("bump", |cx: Cx<u32>| async move { cx.session_mut(|n| *n += 1)?; Ok(Outcome::Handled) })
+    ///     .command("show", |cx: Cx<u32>| async move { cx.session(|n| *n)?; Ok(Outcome::Handled) })
+    ///     .build();
+    /// let msg = |id: i64, text: &str| TelegramUpdate::from_json(&format!(
+    ///     r#"{{"update_id":{id},"message":{{"chat":{{"id":5}},"from":{{"id":5}},"text":"{text}"}}}}"#)).unwrap();
+    /// let key = bot.key_of(&msg(0, "")).unwrap();
+    /// bot.handle(msg(1, "/bump")).await.unwrap();
+    /// let before = store.load(&key).await.unwrap().unwrap().version;
+    /// bot.handle(msg(2, "/show")).await.unwrap(); // only reads: written anyway
+    /// let after = store.load(&key).await.unwrap().unwrap().version;
+    /// assert_ne!(before, after);
+    /// # });
+    /// ```
     #[must_use]
     pub fn save_policy(mut self, policy: SavePolicy) -> Self {
         self.save_policy = policy;
@@ -261,6 +504,17 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     /// [`deadline`](Self::deadline). An update whose attempts run out is not dropped
     /// silently: `handle` fails with [`Error::NotHandled`](crate::Error::NotHandled),
     /// which hands the update back.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// // Give up after three attempts of an update whose write keeps conflicting.
+    /// let bot = Pipeline::<u32>::builder()
+    ///     .max_attempts(3)
+    ///     .on_text(|cx: Cx<u32>| async move { cx.session_mut(|n| *n += 1)?; Ok(Outcome::Handled) })
+    ///     .build();
+    /// # drop(bot);
+    /// ```
     #[must_use]
     pub fn max_attempts(mut self, n: usize) -> Self {
         self.max_attempts = n.max(1);
@@ -274,6 +528,24 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     /// [`ErrorPolicy`], and the key and its lease are released, so the next update of
     /// that user runs. `None`: no deadline (a handler that never returns then holds its
     /// key for good).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use stagecraft::prelude::*;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let bot = Pipeline::<()>::builder()
+    ///     .deadline(Some(Duration::from_millis(50)))
+    ///     .on_text(|_cx: Cx<()>| async move {
+    ///         tokio::time::sleep(Duration::from_secs(60)).await; // a call that hangs
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build();
+    /// let msg = TelegramUpdate::from_json(
+    ///     r#"{"update_id":1,"message":{"chat":{"id":5},"from":{"id":5},"text":"hi"}}"#).unwrap();
+    /// assert!(matches!(bot.handle(msg).await, Err(Error::Deadline { .. })));
+    /// # });
+    /// ```
     #[must_use]
     pub fn deadline(mut self, deadline: Option<std::time::Duration>) -> Self {
         self.guarantees.deadline = deadline;
@@ -329,6 +601,23 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     /// The mark costs a second write per replying step: about half the throughput on
     /// SQLite in the bench example (`docs/delivery.md` has the figures), hence off by
     /// default.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let replies = RecordingTransport::new();
+    /// let bot = Pipeline::<()>::builder()
+    ///     .outbox(true) // replies are written with the session, then delivered
+    ///     .transport(replies.clone())
+    ///     .command("ping", |cx: Cx<()>| async move { cx.reply("pong"); Ok(Outcome::Handled) })
+    ///     .build();
+    /// let msg = TelegramUpdate::from_json(
+    ///     r#"{"update_id":1,"message":{"chat":{"id":5},"from":{"id":5},"text":"/ping"}}"#).unwrap();
+    /// bot.handle(msg).await.unwrap();
+    /// assert_eq!(replies.texts(), ["pong"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn outbox(mut self, on: bool) -> Self {
         self.guarantees.outbox = on;
@@ -345,6 +634,29 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     /// Updates without an id (and events) are never skipped. Every update with an id
     /// then writes its session (to remember the id), and loads it before its first
     /// handler.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let replies = RecordingTransport::new();
+    /// let bot = Pipeline::<u32>::builder()
+    ///     .dedup_window(100)
+    ///     .transport(replies.clone())
+    ///     .command("pay", |cx: Cx<u32>| async move {
+    ///         let n = cx.session_mut(|paid| { *paid += 1; *paid })?;
+    ///         cx.reply(format!("Payment #{n} done."));
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build();
+    /// let msg = TelegramUpdate::from_json(
+    ///     r#"{"update_id":7,"message":{"chat":{"id":5},"from":{"id":5},"text":"/pay"}}"#).unwrap();
+    /// assert!(matches!(bot.handle(msg.clone()).await.unwrap(), Dispatch::Handled));
+    /// // The same update delivered again (a webhook retry) runs no handler.
+    /// assert!(matches!(bot.handle(msg).await.unwrap(), Dispatch::Duplicate));
+    /// assert_eq!(replies.texts(), ["Payment #1 done."]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn dedup_window(mut self, window: usize) -> Self {
         self.guarantees.dedup_window = window;
@@ -355,6 +667,28 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     /// [`DEFAULT_CACHE_CAPACITY`]; 0 turns the cache off). An update whose stored record
     /// is byte-for-byte what this process last committed reuses the decoded session
     /// instead of decoding it again; a record another process changed is always decoded.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let replies = RecordingTransport::new();
+    /// let bot = Pipeline::<u32>::builder()
+    ///     .session_cache(0) // decode every session from the store
+    ///     .transport(replies.clone())
+    ///     .on_text(|cx: Cx<u32>| async move {
+    ///         let n = cx.session_mut(|n| { *n += 1; *n })?;
+    ///         cx.reply(format!("#{n}"));
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build();
+    /// let msg = |id: i64| TelegramUpdate::from_json(&format!(
+    ///     r#"{{"update_id":{id},"message":{{"chat":{{"id":5}},"from":{{"id":5}},"text":"hi"}}}}"#)).unwrap();
+    /// bot.handle(msg(1)).await.unwrap();
+    /// bot.handle(msg(2)).await.unwrap();
+    /// assert_eq!(replies.texts(), ["#1", "#2"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn session_cache(mut self, capacity: usize) -> Self {
         self.keys.set_capacity(capacity);
@@ -365,6 +699,35 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     /// [`CacheMode::Auto`]: not on Redis, PostgreSQL, MySQL or with leases (SQLite's
     /// default); yes on the memory store and on SQLite with leases off). See [`CacheMode`] for what write-through gives up.
     /// Needs the session cache ([`session_cache`](Self::session_cache) above 0).
+    ///
+    /// ```
+    /// use stagecraft::pipeline::CacheMode;
+    /// use stagecraft::prelude::*;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let store = MemoryStore::new();
+    /// let replies = RecordingTransport::new();
+    /// let bot = Pipeline::<u32>::builder()
+    ///     .store(store.clone())
+    ///     .cache_mode(CacheMode::Validate) // read the store on every update
+    ///     .transport(replies.clone())
+    ///     .on_text(|cx: Cx<u32>| async move {
+    ///         let n = cx.session_mut(|n| { *n += 1; *n })?;
+    ///         cx.reply(format!("#{n}"));
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build();
+    /// let msg = |id: i64| TelegramUpdate::from_json(&format!(
+    ///     r#"{{"update_id":{id},"message":{{"chat":{{"id":5}},"from":{{"id":5}},"text":"hi"}}}}"#)).unwrap();
+    /// bot.handle(msg(1)).await.unwrap();
+    /// // Someone else deletes the record (an operator's reset): the next update sees it.
+    /// let key = bot.key_of(&msg(0)).unwrap();
+    /// let version = store.load(&key).await.unwrap().unwrap().version;
+    /// store.delete(&key, version).await.unwrap();
+    /// bot.handle(msg(2)).await.unwrap();
+    /// assert_eq!(replies.texts(), ["#1", "#1"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn cache_mode(mut self, mode: CacheMode) -> Self {
         self.cache_mode = mode;
@@ -375,6 +738,29 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     /// [`Cx::extension`](crate::Cx::extension) (a database pool, an API client, the
     /// teloxide `Bot`...). One value per type; a second call with the same type
     /// replaces the first.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// struct Prices { tea: u32 }
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let replies = RecordingTransport::new();
+    /// let bot = Pipeline::<()>::builder()
+    ///     .extension(Prices { tea: 3 })
+    ///     .transport(replies.clone())
+    ///     .command("price", |cx: Cx<()>| async move {
+    ///         let tea = cx.extension::<Prices>().map_or(0, |p| p.tea);
+    ///         cx.reply(format!("Tea: {tea} EUR"));
+    ///         Ok(Outcome::Handled)
+    ///     })
+    ///     .build();
+    /// let msg = TelegramUpdate::from_json(
+    ///     r#"{"update_id":1,"message":{"chat":{"id":5},"from":{"id":5},"text":"/price"}}"#).unwrap();
+    /// bot.handle(msg).await.unwrap();
+    /// assert_eq!(replies.texts(), ["Tea: 3 EUR"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn extension<T: Send + Sync + 'static>(mut self, value: T) -> Self {
         self.extensions.insert(TypeId::of::<T>(), Arc::new(value));
@@ -382,6 +768,30 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     }
 
     /// Adds a middleware: `|cx, next| async move { ...; next.run(cx).await }`.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let replies = RecordingTransport::new();
+    /// let bot = Pipeline::<()>::builder()
+    ///     .transport(replies.clone())
+    ///     .middleware(|cx: Cx<()>, next: Next<(), TelegramUpdate>| async move {
+    ///         if cx.update().text() == Some("/admin") {
+    ///             cx.reply("Not allowed.");
+    ///             return Ok(Outcome::Handled); // the handlers after it do not run
+    ///         }
+    ///         next.run(cx).await
+    ///     })
+    ///     .on_text(|cx: Cx<()>| async move { cx.reply("ok"); Ok(Outcome::Handled) })
+    ///     .build();
+    /// let msg = |id: i64, text: &str| TelegramUpdate::from_json(&format!(
+    ///     r#"{{"update_id":{id},"message":{{"chat":{{"id":5}},"from":{{"id":5}},"text":"{text}"}}}}"#)).unwrap();
+    /// bot.handle(msg(1, "/admin")).await.unwrap();
+    /// bot.handle(msg(2, "hello")).await.unwrap();
+    /// assert_eq!(replies.texts(), ["Not allowed.", "ok"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn middleware(mut self, m: impl Middleware<S, U>) -> Self {
         self.chain.push(Link::Middleware(Arc::new(m)));
@@ -393,6 +803,33 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     /// transitions that handlers outside any stage return (a bot-level `/start`
     /// answering [`Outcome::enter`](crate::Outcome::enter)). Each stage added runs once
     /// per update, in chain order.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Scene::builder("echo")
+    ///         .on_text(|cx: Cx<()>| async move {
+    ///             cx.reply(format!("echo: {}", cx.update().text().unwrap_or_default()));
+    ///             Ok(Outcome::Handled)
+    ///         })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let replies = RecordingTransport::new();
+    /// let bot = Pipeline::<()>::builder()
+    ///     .transport(replies.clone())
+    ///     .stage(stage)
+    ///     .command("echo", |_cx: Cx<()>| async move { Ok(Outcome::enter("echo")) })
+    ///     .build();
+    /// let msg = |id: i64, text: &str| TelegramUpdate::from_json(&format!(
+    ///     r#"{{"update_id":{id},"message":{{"chat":{{"id":5}},"from":{{"id":5}},"text":"{text}"}}}}"#)).unwrap();
+    /// bot.handle(msg(1, "/echo")).await.unwrap();
+    /// bot.handle(msg(2, "hi")).await.unwrap();
+    /// assert_eq!(replies.texts(), ["echo: hi"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn stage(mut self, stage: Stage<S, U>) -> Self {
         if self.interpret.is_none() {
@@ -406,6 +843,17 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     /// How updates take per-key leases in the store, so that replicas sharing it handle
     /// the updates of one key one at a time (default: [`LeaseConfig::new`], i.e. leases
     /// whenever the store supports them). See `docs/concurrency.md`.
+    ///
+    /// ```
+    /// use stagecraft::pipeline::{LeaseConfig, LeaseMode};
+    /// use stagecraft::prelude::*;
+    ///
+    /// // One process on its own store: no leases needed.
+    /// let mut leases = LeaseConfig::new();
+    /// leases.mode = LeaseMode::Off;
+    /// let bot = Pipeline::<()>::builder().leases(leases).build();
+    /// # drop(bot);
+    /// ```
     #[must_use]
     pub fn leases(mut self, config: LeaseConfig) -> Self {
         self.leases.set_config(config);
@@ -417,6 +865,17 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     /// [`Error::Overloaded`](crate::Error::Overloaded) and is not handled (default
     /// [`DEFAULT_MAX_QUEUE_PER_KEY`](crate::pipeline::DEFAULT_MAX_QUEUE_PER_KEY), 1,000; `usize::MAX` for no bound). Other keys are
     /// not affected.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// // A user who floods the bot gets `Error::Overloaded` beyond 10 waiting updates.
+    /// let bot = Pipeline::<()>::builder()
+    ///     .max_queue_per_key(10)
+    ///     .on_text(|cx: Cx<()>| async move { cx.reply("ok"); Ok(Outcome::Handled) })
+    ///     .build();
+    /// # drop(bot);
+    /// ```
     #[must_use]
     pub fn max_queue_per_key(mut self, n: usize) -> Self {
         self.keys.set_max_waiting(Some(n));
@@ -451,6 +910,22 @@ impl<S: SessionData, U: Update> PipelineBuilder<S, U> {
     }
 
     /// Finishes the pipeline.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let bot = Pipeline::<()>::builder()
+    ///     .command("ping", |cx: Cx<()>| async move { cx.reply("pong"); Ok(Outcome::Handled) })
+    ///     .build();
+    /// let ping = TelegramUpdate::from_json(
+    ///     r#"{"update_id":1,"message":{"chat":{"id":5},"from":{"id":5},"text":"/ping"}}"#).unwrap();
+    /// let other = TelegramUpdate::from_json(
+    ///     r#"{"update_id":2,"message":{"chat":{"id":5},"from":{"id":5},"text":"hello"}}"#).unwrap();
+    /// assert!(matches!(bot.handle(ping).await.unwrap(), Dispatch::Handled));
+    /// assert!(matches!(bot.handle(other).await.unwrap(), Dispatch::Unhandled));
+    /// # });
+    /// ```
     #[must_use]
     pub fn build(self) -> Pipeline<S, U> {
         let policy = self.cache_policy();

@@ -36,6 +36,15 @@ impl<S, U> std::fmt::Debug for SceneBuilder<S, U> {
 
 impl<S, U> Scene<S, U> {
     /// Starts building a plain scene with this id.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// let scene: Scene<(), TelegramUpdate> = Scene::builder("help")
+    ///     .on_text(|cx: Cx<()>| async move { cx.reply("Ask away."); Ok(Outcome::Handled) })
+    ///     .build();
+    /// assert_eq!(scene.id(), "help");
+    /// ```
     #[must_use]
     pub fn builder(id: impl Into<String>) -> SceneBuilder<S, U> {
         SceneBuilder {
@@ -65,6 +74,25 @@ impl<S, U> SceneBuilder<S, U> {
     /// Runs when the scene is entered (not when it is restored from the store). The
     /// hook may answer a transition (e.g. leave at once); otherwise a wizard goes on to
     /// run its current step with the entering update.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Scene::builder("help")
+    ///         .on_enter(|cx: Cx<()>| async move { cx.reply("What do you need help with?"); Ok(Outcome::Handled) })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("help", |_cx: Cx<()>| async move { Ok(Outcome::enter("help")) })
+    ///     .build());
+    /// assert_eq!(bot.send("/help").await.unwrap(), ["What do you need help with?"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn on_enter(mut self, h: impl Handler<S, U>) -> Self {
         self.scene.on_enter.push(Arc::new(h));
@@ -72,6 +100,27 @@ impl<S, U> SceneBuilder<S, U> {
     }
 
     /// Runs when the scene is left (not on silent expiry).
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Scene::builder("help")
+    ///         .on_leave(|cx: Cx<()>| async move { cx.reply("Glad to help."); Ok(()) })
+    ///         .command("done", |_cx: Cx<()>| async move { Ok(Outcome::leave()) })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("help", |_cx: Cx<()>| async move { Ok(Outcome::enter("help")) })
+    ///     .build());
+    /// bot.send("/help").await.unwrap();
+    /// assert_eq!(bot.send("/done").await.unwrap(), ["Glad to help."]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn on_leave(mut self, h: impl LeaveHook<S, U>) -> Self {
         self.scene.on_leave.push(Arc::new(h));
@@ -80,6 +129,37 @@ impl<S, U> SceneBuilder<S, U> {
 
     /// Runs when a scene pushed on top of this one leaves and this one is active again;
     /// read the child's result with [`Cx::take_result`](crate::Cx::take_result).
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Scene::builder("checkout")
+    ///         .command("address", |_cx: Cx<()>| async move { Ok(Outcome::push("address")) })
+    ///         .on_resume(|cx: Cx<()>| async move {
+    ///             let address: Option<String> = cx.take_result()?;
+    ///             cx.reply(format!("Shipping to {}.", address.unwrap_or_default()));
+    ///             Ok(Outcome::Handled)
+    ///         })
+    ///         .build())
+    ///     .scene(Scene::builder("address")
+    ///         .on_text(|cx: Cx<()>| async move {
+    ///             Ok(Outcome::leave_with(cx.update().text().unwrap_or_default().to_owned()))
+    ///         })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("checkout", |_cx: Cx<()>| async move { Ok(Outcome::enter("checkout")) })
+    ///     .build());
+    /// bot.send("/checkout").await.unwrap();
+    /// bot.send("/address").await.unwrap();
+    /// assert_eq!(bot.send("1 Main St").await.unwrap(), ["Shipping to 1 Main St."]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn on_resume(mut self, h: impl Handler<S, U>) -> Self {
         self.scene.on_resume = Some(Arc::new(h));
@@ -88,6 +168,32 @@ impl<S, U> SceneBuilder<S, U> {
 
     /// Expire the scene `secs` seconds after it was entered (Telegraf's `ttl`): absolute,
     /// not extended by activity. Expiry is silent: no leave hook runs.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Scene::builder("offer")
+    ///         .ttl(60)
+    ///         .on_text(|cx: Cx<()>| async move { cx.reply("Offer taken."); Ok(Outcome::leave()) })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("offer", |_cx: Cx<()>| async move { Ok(Outcome::enter("offer")) })
+    ///     .on_text(|cx: Cx<()>| async move { cx.reply("No offer running."); Ok(Outcome::Handled) })
+    ///     .build());
+    /// bot.send("/offer").await.unwrap();
+    /// bot.advance(30);
+    /// assert_eq!(bot.send("yes").await.unwrap(), ["Offer taken."]);
+    /// bot.send("/offer").await.unwrap();
+    /// bot.advance(61);
+    /// assert_eq!(bot.send("yes").await.unwrap(), ["No offer running."]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn ttl(mut self, secs: u32) -> Self {
         self.scene.ttl = Some(secs);
@@ -97,6 +203,33 @@ impl<S, U> SceneBuilder<S, U> {
 
     /// Expire the scene `secs` seconds after its last update (an idle timeout, refreshed
     /// by activity; Telegraf #1829).
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Scene::builder("chat")
+    ///         .idle_ttl(60)
+    ///         .on_text(|cx: Cx<()>| async move { cx.reply("(in the chat)"); Ok(Outcome::Handled) })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("chat", |_cx: Cx<()>| async move { Ok(Outcome::enter("chat")) })
+    ///     .on_text(|cx: Cx<()>| async move { cx.reply("(outside)"); Ok(Outcome::Handled) })
+    ///     .build());
+    /// bot.send("/chat").await.unwrap();
+    /// bot.advance(40);
+    /// assert_eq!(bot.send("hi").await.unwrap(), ["(in the chat)"]);
+    /// bot.advance(40); // 80 s after entering, 40 s after the last update
+    /// assert_eq!(bot.send("hi").await.unwrap(), ["(in the chat)"]);
+    /// bot.advance(61);
+    /// assert_eq!(bot.send("hi").await.unwrap(), ["(outside)"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn idle_ttl(mut self, secs: u32) -> Self {
         self.scene.idle_ttl = Some(secs);
@@ -143,6 +276,30 @@ impl<S, U> SceneBuilder<S, U> {
     /// timed out."). A scene with such a hook expires on time, without an update (like
     /// a [`timeout`](Self::timeout)), and also when an update finds it expired.
     /// Without one, expiry stays silent and lazy, as in Telegraf.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Scene::builder("quiz")
+    ///         .ttl(60)
+    ///         .on_expire(|cx: Cx<()>| async move { cx.reply("Your quiz timed out."); Ok(()) })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("quiz", |_cx: Cx<()>| async move { Ok(Outcome::enter("quiz")) })
+    ///     .build());
+    /// bot.send("/quiz").await.unwrap();
+    /// bot.advance(61);
+    /// bot.pipeline().wake_due().await.unwrap(); // without an update from the user
+    /// assert_eq!(bot.replies().texts(), ["Your quiz timed out."]);
+    /// assert!(bot.scenes().await.is_empty());
+    /// # });
+    /// ```
     #[must_use]
     pub fn on_expire(mut self, h: impl LeaveHook<S, U>) -> Self {
         self.scene.on_expire.push(Arc::new(h));
@@ -152,6 +309,30 @@ impl<S, U> SceneBuilder<S, U> {
     /// Whether the scene's [`on_leave`](Self::on_leave) hooks run when its TTL runs out
     /// (default `false`: Telegraf's silent expiry). With `true` the scene expires on
     /// time, without an update, as with [`on_expire`](Self::on_expire).
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Scene::builder("booking")
+    ///         .ttl(60)
+    ///         .leave_on_expire(true)
+    ///         .on_leave(|cx: Cx<()>| async move { cx.reply("Booking closed."); Ok(()) })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("book", |_cx: Cx<()>| async move { Ok(Outcome::enter("booking")) })
+    ///     .build());
+    /// bot.send("/book").await.unwrap();
+    /// bot.advance(61);
+    /// bot.pipeline().wake_due().await.unwrap();
+    /// assert_eq!(bot.replies().texts(), ["Booking closed."]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn leave_on_expire(mut self, on: bool) -> Self {
         self.scene.leave_on_expire = on;
@@ -159,6 +340,39 @@ impl<S, U> SceneBuilder<S, U> {
     }
 
     /// The state type of this scene: entering without a state starts from `T::default()`.
+    ///
+    /// ```
+    /// use serde::{Deserialize, Serialize};
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// #[derive(Debug, Default, Serialize, Deserialize)]
+    /// struct Quiz { score: u32 }
+    ///
+    /// #[typetag::serde(name = "quiz.v1")]
+    /// impl SceneState for Quiz {}
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Scene::builder("quiz")
+    ///         .state::<Quiz>()
+    ///         .text("4", |cx: Cx<()>| async move {
+    ///             let score = cx.scene_state_mut(|q: &mut Quiz| { q.score += 1; q.score })?;
+    ///             cx.reply(format!("Right! Score: {score}"));
+    ///             Ok(Outcome::Handled)
+    ///         })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("quiz", |_cx: Cx<()>| async move { Ok(Outcome::enter("quiz")) })
+    ///     .build());
+    /// bot.send("/quiz").await.unwrap();
+    /// assert_eq!(bot.send("4").await.unwrap(), ["Right! Score: 1"]);
+    /// assert_eq!(bot.send("4").await.unwrap(), ["Right! Score: 2"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn state<T: SceneState + Default>(mut self) -> Self {
         let f: StateFactory = Arc::new(|| Box::new(T::default()));
@@ -211,6 +425,30 @@ impl<S, U> SceneBuilder<S, U> {
 
     /// What the stage does when this scene's stored state cannot be decoded (default:
     /// [`Recovery::Restart`]).
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::scene::Recovery;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Scene::builder("signup").recovery(Recovery::Leave).build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .on_text(|cx: Cx<()>| async move { cx.reply("Main menu."); Ok(Outcome::Handled) })
+    ///     .build());
+    /// // A session stored by an older build, at a state type this build no longer has.
+    /// let old = r#"{"v":1,"data":null,
+    ///     "scenes":[{"scene":"signup","entered_at":0,"state":{"signup.v0":{}}}]}"#;
+    /// bot.store().save(&bot.key(), old.as_bytes(), None).await.unwrap();
+    /// let texts = bot.send("hi").await.unwrap();
+    /// assert_eq!(texts.last().unwrap(), "Main menu."); // after the recovery notice
+    /// assert!(bot.scenes().await.is_empty());
+    /// # });
+    /// ```
     #[must_use]
     pub fn recovery(mut self, recovery: Recovery) -> Self {
         self.scene.recovery = recovery;
@@ -264,6 +502,17 @@ impl<S, U> SceneBuilder<S, U> {
     }
 
     /// Finishes the scene.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// let scene: Scene<(), TelegramUpdate> = Scene::builder("help")
+    ///     .command("back", |_cx: Cx<()>| async move { Ok(Outcome::leave()) })
+    ///     .build();
+    /// assert_eq!(scene.id(), "help");
+    /// let stage = Stage::builder().scene(scene).build().unwrap();
+    /// assert!(stage.scene("help").is_some());
+    /// ```
     #[must_use]
     pub fn build(self) -> Scene<S, U> {
         self.scene

@@ -108,6 +108,27 @@ impl<S, U> fmt::Debug for StageBuilder<S, U> {
 
 impl<S, U> Stage<S, U> {
     /// Starts building a stage.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .command("cancel", |_cx: Cx<()>| async move { Ok(Outcome::leave()) }) // in every scene
+    ///     .scene(Scene::builder("help")
+    ///         .on_leave(|cx: Cx<()>| async move { cx.reply("Cancelled."); Ok(()) })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("help", |_cx: Cx<()>| async move { Ok(Outcome::enter("help")) })
+    ///     .build());
+    /// bot.send("/help").await.unwrap();
+    /// assert_eq!(bot.send("/cancel").await.unwrap(), ["Cancelled."]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn builder() -> StageBuilder<S, U> {
         StageBuilder {
@@ -125,6 +146,20 @@ impl<S, U> Stage<S, U> {
     }
 
     /// A registered scene.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// let stage: Stage<(), TelegramUpdate> = Stage::builder()
+    ///     .scene(Wizard::builder("signup")
+    ///         .step(|_cx: Cx<()>| async move { Ok(Outcome::Next) })
+    ///         .step(|_cx: Cx<()>| async move { Ok(Outcome::leave()) })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(stage.scene("signup").map(|s| s.step_count()), Some(2));
+    /// assert!(stage.scene("checkout").is_none());
+    /// ```
     #[must_use]
     pub fn scene(&self, id: &str) -> Option<&Scene<S, U>> {
         self.inner.scenes.get(id).map(AsRef::as_ref)
@@ -133,6 +168,17 @@ impl<S, U> Stage<S, U> {
 
 impl<S, U> StageBuilder<S, U> {
     /// Registers a scene; a scene with the same id is replaced (as in Telegraf).
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// let stage: Stage<(), TelegramUpdate> = Stage::builder()
+    ///     .scene(Scene::builder("help").build())
+    ///     .scene(Scene::builder("settings").build())
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(stage.scene("help").is_some() && stage.scene("settings").is_some());
+    /// ```
     #[must_use]
     pub fn scene(mut self, scene: Scene<S, U>) -> Self {
         self.stage.scenes.insert(scene.id.clone(), Arc::new(scene));
@@ -143,6 +189,29 @@ impl<S, U> StageBuilder<S, U> {
     /// active frame's state did not decode (after upgrades) or its scene is no longer
     /// registered (default: [`DEFAULT_RECOVERY_NOTICE`]; `None`: say nothing, as
     /// before). The scene's [`Recovery`] applies after it.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .recovery_notice(Some("We had to start over, sorry."))
+    ///     .scene(Wizard::builder("signup")
+    ///         .step(|cx: Cx<()>| async move { cx.reply("Your name?"); Ok(Outcome::Next) })
+    ///         .step(|_cx: Cx<()>| async move { Ok(Outcome::leave()) })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b.stage(stage).build());
+    /// // A session stored by an older build, at a state type this build no longer has.
+    /// let old = r#"{"v":1,"data":null,
+    ///     "scenes":[{"scene":"signup","cursor":1,"entered_at":0,"state":{"signup.v0":{}}}]}"#;
+    /// bot.store().save(&bot.key(), old.as_bytes(), None).await.unwrap();
+    /// // The notice, then the wizard again from its start (`Recovery::Restart`).
+    /// assert_eq!(bot.send("Ada").await.unwrap(), ["We had to start over, sorry.", "Your name?"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn recovery_notice(mut self, notice: Option<impl Into<String>>) -> Self {
         self.stage.recovery_notice = notice.map(Into::into);
@@ -199,6 +268,24 @@ impl<S, U> StageBuilder<S, U> {
 
     /// The scene that is active when the stack is empty. It is active without its enter
     /// hook having run, and leaving it runs its leave hook but it stays the default (T3).
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Scene::builder("lobby")
+    ///         .on_text(|cx: Cx<()>| async move { cx.reply("You are in the lobby."); Ok(Outcome::Handled) })
+    ///         .build())
+    ///     .default_scene("lobby")
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b.stage(stage).build());
+    /// // No scene was ever entered, yet the lobby answers.
+    /// assert_eq!(bot.send("hello").await.unwrap(), ["You are in the lobby."]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn default_scene(mut self, id: impl Into<String>) -> Self {
         self.stage.default_scene = Some(id.into());
@@ -228,6 +315,31 @@ impl<S, U> StageBuilder<S, U> {
     }
 
     /// A TTL in seconds for scenes that declare none (Telegraf's stage `ttl`).
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .ttl(300) // for every scene without its own
+    ///     .scene(Scene::builder("menu")
+    ///         .on_text(|cx: Cx<()>| async move { cx.reply("(menu)"); Ok(Outcome::Handled) })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("menu", |_cx: Cx<()>| async move { Ok(Outcome::enter("menu")) })
+    ///     .on_text(|cx: Cx<()>| async move { cx.reply("Send /menu."); Ok(Outcome::Handled) })
+    ///     .build());
+    /// bot.send("/menu").await.unwrap();
+    /// bot.advance(200);
+    /// assert_eq!(bot.send("hi").await.unwrap(), ["(menu)"]);
+    /// bot.advance(200);
+    /// assert_eq!(bot.send("hi").await.unwrap(), ["Send /menu."]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn ttl(mut self, secs: u32) -> Self {
         self.stage.ttl = Some(secs);
@@ -235,6 +347,18 @@ impl<S, U> StageBuilder<S, U> {
     }
 
     /// Finishes the stage.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// let ok: Result<Stage<(), TelegramUpdate>> = Stage::builder()
+    ///     .scene(Scene::builder("lobby").build())
+    ///     .default_scene("lobby")
+    ///     .build();
+    /// assert!(ok.is_ok());
+    /// let missing: Result<Stage<(), TelegramUpdate>> = Stage::builder().default_scene("lobby").build();
+    /// assert!(matches!(missing, Err(Error::UnknownScene(id)) if id == "lobby"));
+    /// ```
     ///
     /// # Errors
     /// [`Error::UnknownScene`] when the default scene is not registered.

@@ -47,6 +47,30 @@ pub struct WizardBuilder<S, U> {
 
 impl<S, U> WizardBuilder<S, U> {
     /// Appends a step.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Wizard::builder("signup")
+    ///         .step(|cx: Cx<()>| async move { cx.reply("Your name?"); Ok(Outcome::Next) })
+    ///         .step(|cx: Cx<()>| async move {
+    ///             cx.reply(format!("Welcome, {}!", cx.update().text().unwrap_or_default()));
+    ///             Ok(Outcome::leave())
+    ///         })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("signup", |_cx: Cx<()>| async move { Ok(Outcome::enter("signup")) })
+    ///     .build());
+    /// assert_eq!(bot.send("/signup").await.unwrap(), ["Your name?"]);
+    /// assert_eq!(bot.send("Ada").await.unwrap(), ["Welcome, Ada!"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn step(mut self, h: impl Handler<S, U>) -> Self {
         if let Some(steps) = self.inner.scene.steps.as_mut() {
@@ -90,6 +114,30 @@ impl<S, U> WizardBuilder<S, U> {
     }
 
     /// See [`SceneBuilder::timeout`]: for every step without its own.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Wizard::builder("signup")
+    ///         .timeout(60, |cx: Cx<()>| async move { cx.reply("Still there?"); Ok(Outcome::Handled) })
+    ///         .step(|cx: Cx<()>| async move { cx.reply("Your name?"); Ok(Outcome::Next) })
+    ///         .step(|_cx: Cx<()>| async move { Ok(Outcome::leave()) })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("signup", |_cx: Cx<()>| async move { Ok(Outcome::enter("signup")) })
+    ///     .build());
+    /// bot.send("/signup").await.unwrap();
+    /// bot.advance(61);
+    /// assert_eq!(bot.pipeline().wake_due().await.unwrap().timers, 1);
+    /// assert_eq!(bot.replies().texts(), ["Still there?"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn timeout(mut self, secs: u32, hook: impl Handler<S, U>) -> Self {
         self.inner = self.inner.timeout(secs, hook);
@@ -97,6 +145,31 @@ impl<S, U> WizardBuilder<S, U> {
     }
 
     /// See [`SceneBuilder::on_expire`].
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Wizard::builder("signup")
+    ///         .ttl(60)
+    ///         .on_expire(|cx: Cx<()>| async move { cx.reply("Sign-up timed out."); Ok(()) })
+    ///         .step(|cx: Cx<()>| async move { cx.reply("Your name?"); Ok(Outcome::Next) })
+    ///         .step(|_cx: Cx<()>| async move { Ok(Outcome::leave()) })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("signup", |_cx: Cx<()>| async move { Ok(Outcome::enter("signup")) })
+    ///     .build());
+    /// bot.send("/signup").await.unwrap();
+    /// bot.advance(61);
+    /// bot.pipeline().wake_due().await.unwrap();
+    /// assert_eq!(bot.replies().texts(), ["Sign-up timed out."]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn on_expire(mut self, h: impl LeaveHook<S, U>) -> Self {
         self.inner = self.inner.on_expire(h);
@@ -104,6 +177,32 @@ impl<S, U> WizardBuilder<S, U> {
     }
 
     /// See [`SceneBuilder::leave_on_expire`].
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Wizard::builder("signup")
+    ///         .ttl(60)
+    ///         .leave_on_expire(true)
+    ///         .on_leave(|cx: Cx<()>| async move { cx.reply("Sign-up closed."); Ok(()) })
+    ///         .step(|cx: Cx<()>| async move { cx.reply("Your name?"); Ok(Outcome::Next) })
+    ///         .step(|_cx: Cx<()>| async move { Ok(Outcome::leave()) })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("signup", |_cx: Cx<()>| async move { Ok(Outcome::enter("signup")) })
+    ///     .build());
+    /// bot.send("/signup").await.unwrap();
+    /// bot.advance(61);
+    /// bot.pipeline().wake_due().await.unwrap();
+    /// assert_eq!(bot.replies().texts(), ["Sign-up closed."]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn leave_on_expire(mut self, on: bool) -> Self {
         self.inner = self.inner.leave_on_expire(on);
@@ -111,6 +210,28 @@ impl<S, U> WizardBuilder<S, U> {
     }
 
     /// See [`SceneBuilder::on_enter`].
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Wizard::builder("signup")
+    ///         .on_enter(|cx: Cx<()>| async move { cx.reply("Two questions."); Ok(Outcome::Handled) })
+    ///         .step(|cx: Cx<()>| async move { cx.reply("Your name?"); Ok(Outcome::Next) })
+    ///         .step(|_cx: Cx<()>| async move { Ok(Outcome::leave()) })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("signup", |_cx: Cx<()>| async move { Ok(Outcome::enter("signup")) })
+    ///     .build());
+    /// // The enter hook, then step 0 with the same update.
+    /// assert_eq!(bot.send("/signup").await.unwrap(), ["Two questions.", "Your name?"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn on_enter(mut self, h: impl Handler<S, U>) -> Self {
         self.inner = self.inner.on_enter(h);
@@ -118,6 +239,28 @@ impl<S, U> WizardBuilder<S, U> {
     }
 
     /// See [`SceneBuilder::on_leave`].
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Wizard::builder("signup")
+    ///         .on_leave(|cx: Cx<()>| async move { cx.reply("Bye."); Ok(()) })
+    ///         .step(|cx: Cx<()>| async move { cx.reply("Your name?"); Ok(Outcome::Next) })
+    ///         .step(|cx: Cx<()>| async move { cx.reply("Thanks!"); Ok(Outcome::leave()) })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("signup", |_cx: Cx<()>| async move { Ok(Outcome::enter("signup")) })
+    ///     .build());
+    /// bot.send("/signup").await.unwrap();
+    /// assert_eq!(bot.send("Ada").await.unwrap(), ["Thanks!", "Bye."]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn on_leave(mut self, h: impl LeaveHook<S, U>) -> Self {
         self.inner = self.inner.on_leave(h);
@@ -125,6 +268,37 @@ impl<S, U> WizardBuilder<S, U> {
     }
 
     /// See [`SceneBuilder::on_resume`].
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Wizard::builder("order")
+    ///         .on_resume(|cx: Cx<()>| async move {
+    ///             let city: Option<String> = cx.take_result()?;
+    ///             cx.reply(format!("Delivering to {}.", city.unwrap_or_default()));
+    ///             Ok(Outcome::Handled)
+    ///         })
+    ///         .step(|_cx: Cx<()>| async move { Ok(Outcome::push("city")) })
+    ///         .build())
+    ///     .scene(Scene::builder("city")
+    ///         .on_enter(|cx: Cx<()>| async move { cx.reply("Which city?"); Ok(Outcome::Handled) })
+    ///         .on_text(|cx: Cx<()>| async move {
+    ///             Ok(Outcome::leave_with(cx.update().text().unwrap_or_default().to_owned()))
+    ///         })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("order", |_cx: Cx<()>| async move { Ok(Outcome::enter("order")) })
+    ///     .build());
+    /// assert_eq!(bot.send("/order").await.unwrap(), ["Which city?"]);
+    /// assert_eq!(bot.send("Lyon").await.unwrap(), ["Delivering to Lyon."]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn on_resume(mut self, h: impl Handler<S, U>) -> Self {
         self.inner = self.inner.on_resume(h);
@@ -132,6 +306,30 @@ impl<S, U> WizardBuilder<S, U> {
     }
 
     /// See [`SceneBuilder::ttl`].
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Wizard::builder("signup")
+    ///         .ttl(60)
+    ///         .step(|cx: Cx<()>| async move { cx.reply("Your name?"); Ok(Outcome::Next) })
+    ///         .step(|cx: Cx<()>| async move { cx.reply("Thanks!"); Ok(Outcome::leave()) })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("signup", |_cx: Cx<()>| async move { Ok(Outcome::enter("signup")) })
+    ///     .on_text(|cx: Cx<()>| async move { cx.reply("Send /signup to start."); Ok(Outcome::Handled) })
+    ///     .build());
+    /// bot.send("/signup").await.unwrap();
+    /// bot.advance(61);
+    /// assert_eq!(bot.send("Ada").await.unwrap(), ["Send /signup to start."]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn ttl(mut self, secs: u32) -> Self {
         self.inner = self.inner.ttl(secs);
@@ -139,6 +337,33 @@ impl<S, U> WizardBuilder<S, U> {
     }
 
     /// See [`SceneBuilder::idle_ttl`].
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Wizard::builder("signup")
+    ///         .idle_ttl(60)
+    ///         .step(|cx: Cx<()>| async move { cx.reply("Your name?"); Ok(Outcome::Next) })
+    ///         .step(|cx: Cx<()>| async move { cx.reply("Your age?"); Ok(Outcome::Next) })
+    ///         .step(|cx: Cx<()>| async move { cx.reply("Thanks!"); Ok(Outcome::leave()) })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("signup", |_cx: Cx<()>| async move { Ok(Outcome::enter("signup")) })
+    ///     .on_text(|cx: Cx<()>| async move { cx.reply("Send /signup to start."); Ok(Outcome::Handled) })
+    ///     .build());
+    /// bot.send("/signup").await.unwrap();
+    /// bot.advance(50);
+    /// assert_eq!(bot.send("Ada").await.unwrap(), ["Your age?"]);
+    /// bot.advance(50); // 100 s after entering, 50 s after the last answer
+    /// assert_eq!(bot.send("36").await.unwrap(), ["Thanks!"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn idle_ttl(mut self, secs: u32) -> Self {
         self.inner = self.inner.idle_ttl(secs);
@@ -146,6 +371,21 @@ impl<S, U> WizardBuilder<S, U> {
     }
 
     /// See [`SceneBuilder::goes_to`].
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// let stage: Stage<(), TelegramUpdate> = Stage::builder()
+    ///     .scene(Wizard::builder("signup")
+    ///         .goes_to("menu")
+    ///         .step(|_cx: Cx<()>| async move { Ok(Outcome::enter("menu")) })
+    ///         .build())
+    ///     .scene(Scene::builder("menu").build())
+    ///     .build()
+    ///     .unwrap();
+    /// let chart = stage.to_mermaid();
+    /// assert!(chart.contains("signup") && chart.contains("menu") && chart.contains("-->"));
+    /// ```
     #[must_use]
     pub fn goes_to(mut self, scene: impl Into<String>) -> Self {
         self.inner = self.inner.goes_to(scene);
@@ -153,6 +393,22 @@ impl<S, U> WizardBuilder<S, U> {
     }
 
     /// See [`SceneBuilder::calls`].
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// let stage: Stage<(), TelegramUpdate> = Stage::builder()
+    ///     .scene(Wizard::builder("checkout")
+    ///         .calls("address")
+    ///         .step(|_cx: Cx<()>| async move { Ok(Outcome::push("address")) })
+    ///         .build())
+    ///     .scene(Scene::builder("address").build())
+    ///     .build()
+    ///     .unwrap();
+    /// let chart = stage.to_mermaid();
+    /// assert!(chart.contains("s1 -->|calls| s0"));
+    /// assert!(chart.contains("s0 -.->|returns| s1"));
+    /// ```
     #[must_use]
     pub fn calls(mut self, scene: impl Into<String>) -> Self {
         self.inner = self.inner.calls(scene);
@@ -160,6 +416,46 @@ impl<S, U> WizardBuilder<S, U> {
     }
 
     /// See [`SceneBuilder::state`].
+    ///
+    /// ```
+    /// use serde::{Deserialize, Serialize};
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// #[derive(Debug, Default, Serialize, Deserialize)]
+    /// struct Signup { name: String }
+    ///
+    /// #[typetag::serde(name = "signup.v1")]
+    /// impl SceneState for Signup {}
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Wizard::builder("signup")
+    ///         .state::<Signup>()
+    ///         .step(|cx: Cx<()>| async move { cx.reply("Your name?"); Ok(Outcome::Next) })
+    ///         .step(|cx: Cx<()>| async move {
+    ///             let name = cx.update().text().unwrap_or_default().to_owned();
+    ///             cx.scene_state_mut(|s: &mut Signup| s.name = name)?;
+    ///             cx.reply("Your age?");
+    ///             Ok(Outcome::Next)
+    ///         })
+    ///         .step(|cx: Cx<()>| async move {
+    ///             let name = cx.scene_state(|s: &Signup| s.name.clone())?;
+    ///             cx.reply(format!("Thanks, {name}!"));
+    ///             Ok(Outcome::leave())
+    ///         })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .command("signup", |_cx: Cx<()>| async move { Ok(Outcome::enter("signup")) })
+    ///     .build());
+    /// bot.send("/signup").await.unwrap();
+    /// bot.send("Ada").await.unwrap();
+    /// assert_eq!(bot.send("36").await.unwrap(), ["Thanks, Ada!"]);
+    /// # });
+    /// ```
     #[must_use]
     pub fn state<T: SceneState + Default>(mut self) -> Self {
         self.inner = self.inner.state::<T>();
@@ -167,6 +463,30 @@ impl<S, U> WizardBuilder<S, U> {
     }
 
     /// See [`SceneBuilder::upgrade`].
+    ///
+    /// ```
+    /// use serde::{Deserialize, Serialize};
+    /// use stagecraft::prelude::*;
+    ///
+    /// #[derive(Debug, Default, Serialize, Deserialize)]
+    /// struct Signup { first: String, last: String }
+    ///
+    /// #[typetag::serde(name = "signup.v2")]
+    /// impl SceneState for Signup {}
+    ///
+    /// // v1 stored one `name`; v2 splits it.
+    /// let wizard: Scene<(), TelegramUpdate> = Wizard::builder("signup")
+    ///     .state::<Signup>()
+    ///     .upgrade("signup.v1", "signup.v2", |mut old| {
+    ///         let name = old["name"].take();
+    ///         let name = name.as_str().unwrap_or_default();
+    ///         let (first, last) = name.split_once(' ').unwrap_or((name, ""));
+    ///         Ok(serde_json::json!({"first": first, "last": last}))
+    ///     })
+    ///     .step(|cx: Cx<()>| async move { cx.reply("Your name?"); Ok(Outcome::Next) })
+    ///     .build();
+    /// assert_eq!(wizard.step_count(), 1);
+    /// ```
     #[must_use]
     pub fn upgrade(
         mut self,
@@ -182,6 +502,33 @@ impl<S, U> WizardBuilder<S, U> {
     }
 
     /// See [`SceneBuilder::recovery`].
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    /// use stagecraft::scene::Recovery;
+    /// use stagecraft::testing::TestBot;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stage = Stage::builder()
+    ///     .scene(Wizard::builder("signup")
+    ///         .recovery(Recovery::Clear)
+    ///         .step(|cx: Cx<()>| async move { cx.reply("Your name?"); Ok(Outcome::Next) })
+    ///         .build())
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = TestBot::<()>::new(|b| b
+    ///     .stage(stage)
+    ///     .on_text(|cx: Cx<()>| async move { cx.reply("Main menu."); Ok(Outcome::Handled) })
+    ///     .build());
+    /// // A session stored by an older build, at a state type this build no longer has.
+    /// let old = r#"{"v":1,"data":null,
+    ///     "scenes":[{"scene":"signup","cursor":0,"entered_at":0,"state":{"signup.v0":{}}}]}"#;
+    /// bot.store().save(&bot.key(), old.as_bytes(), None).await.unwrap();
+    /// let texts = bot.send("hi").await.unwrap();
+    /// assert_eq!(texts.last().unwrap(), "Main menu."); // after the recovery notice
+    /// assert!(bot.scenes().await.is_empty());
+    /// # });
+    /// ```
     #[must_use]
     pub fn recovery(mut self, recovery: crate::scene::Recovery) -> Self {
         self.inner = self.inner.recovery(recovery);
@@ -189,6 +536,17 @@ impl<S, U> WizardBuilder<S, U> {
     }
 
     /// Finishes the wizard.
+    ///
+    /// ```
+    /// use stagecraft::prelude::*;
+    ///
+    /// let wizard: Scene<(), TelegramUpdate> = Wizard::builder("poll")
+    ///     .step(|cx: Cx<()>| async move { cx.reply("Pick a or b."); Ok(Outcome::Next) })
+    ///     .step(|_cx: Cx<()>| async move { Ok(Outcome::leave()) })
+    ///     .build();
+    /// assert_eq!(wizard.id(), "poll");
+    /// assert_eq!(wizard.step_count(), 2);
+    /// ```
     #[must_use]
     pub fn build(self) -> Scene<S, U> {
         self.inner.build()
