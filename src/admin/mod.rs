@@ -76,6 +76,9 @@ pub struct Conversation {
     pub expires: Option<i64>,
     /// Whether the active scene has expired (its frame is dropped by the next update).
     pub expired: bool,
+    /// When the session last changed (an update or event that wrote it), Unix seconds
+    /// (`None`: written before records carried it).
+    pub last_active: Option<i64>,
     /// Why the record could not be read, when it could not (the other fields are then
     /// empty).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -94,6 +97,7 @@ impl Conversation {
             entered_at: top.map(|f| f.entered_at),
             expires: top.and_then(|f| f.expires),
             expired: top.and_then(|f| f.expires).is_some_and(|e| e < now),
+            last_active: info.last_active,
             unreadable: None,
         }
     }
@@ -108,6 +112,7 @@ impl Conversation {
             entered_at: None,
             expires: None,
             expired: false,
+            last_active: None,
             unreadable: Some(crate::error::error_chain(error)),
         }
     }

@@ -22,7 +22,7 @@ stagecraft: look at and repair a bot's stored sessions (any store, no bot types 
 usage: stagecraft COMMAND [KEY] --store URL [options]
 
 commands:
-  list          the sessions in a scene: key, scene, step, depth, entered at, expires
+  list          the sessions in a scene: key, scene, step, depth, entered at, expires, last active
   stats         how many users sit in each scene and step, oldest first
   show KEY      the whole stored record of KEY, as pretty JSON
   reset KEY     clear KEY's scene stack and keep its data (compare-and-set, under its lease)
@@ -269,6 +269,7 @@ fn list_table(rows: &[Conversation]) -> String {
         "DEPTH".to_owned(),
         "ENTERED AT".to_owned(),
         "EXPIRES".to_owned(),
+        "LAST ACTIVE".to_owned(),
     ]];
     for c in rows {
         let scene = match (&c.scene, &c.unreadable) {
@@ -284,6 +285,7 @@ fn list_table(rows: &[Conversation]) -> String {
             c.depth.to_string(),
             c.entered_at.map_or_else(|| "-".to_owned(), utc),
             c.expires.map_or_else(|| "-".to_owned(), utc),
+            c.last_active.map_or_else(|| "-".to_owned(), utc),
         ]);
     }
     let summary = format!("{} session(s)", rows.len());

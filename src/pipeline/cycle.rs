@@ -1009,6 +1009,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                     .with_sent(&ledger.sent)
                     .with_lost(&ledger.lost)
                     .with_data_version(self.loader.versions.current)
+                    .with_activity(self.env.clock.now_ms().div_euclid(1000))
                     .with_extras(&ledger.extras)
                     .encode_with_cleared(self.codec, size_hint)
                     .map_err(|e| Error::Encode {

@@ -293,6 +293,10 @@ pub(crate) struct RecordRef<'a, S> {
     /// Fields this build does not know, written back as they were read (JSON only).
     #[serde(skip)]
     pub(crate) extras: Option<&'a Extras>,
+    /// When the session last changed, Unix seconds (0: not known, left out). After the
+    /// session itself, so that it never makes an unchanged session look changed.
+    #[serde(skip_serializing_if = "is_zero_i64")]
+    pub(crate) at: i64,
     #[serde(skip_serializing_if = "<[i64]>::is_empty")]
     pub(crate) seen: &'a [i64],
     #[serde(skip_serializing_if = "SentIds::is_empty")]
@@ -385,10 +389,18 @@ impl<'a, S: Serialize> RecordRef<'a, S> {
             lost: &[],
             dv: 0,
             extras: None,
+            at: 0,
             seen: &[],
             sent: &NO_SENT,
             outbox: &[],
         }
+    }
+
+    /// The record stamped with the time it is written (Unix seconds): when the session
+    /// last changed, for operators (`stagecraft list`'s "last active").
+    pub(crate) fn with_activity(mut self, at: i64) -> Self {
+        self.at = at;
+        self
     }
 
     /// The record with the ids of the messages sent under a name.
@@ -557,6 +569,10 @@ impl<'a, S: Serialize> RecordRef<'a, S> {
             }
         }
         let core = buf.len();
+        if self.at != 0 {
+            buf.extend_from_slice(b",\"at\":");
+            buf.extend_from_slice(ints.format(self.at).as_bytes());
+        }
         if !self.seen.is_empty() {
             buf.extend_from_slice(b",\"seen\":[");
             for (i, id) in self.seen.iter().enumerate() {
@@ -601,6 +617,7 @@ impl Encoded {
         stored.starts_with(head) && {
             let rest = &stored[core..];
             rest == b"}"
+                || rest.starts_with(b",\"at\":")
                 || rest.starts_with(b",\"seen\":")
                 || rest.starts_with(b",\"sent\":")
                 || rest.starts_with(b",\"outbox\":")
@@ -708,8 +725,8 @@ impl Extras {
             }
             d.deserialize_map(V)
         }
-        const KNOWN: [&str; 8] = [
-            "v", "dv", "data", "scenes", "lost", "seen", "sent", "outbox",
+        const KNOWN: [&str; 9] = [
+            "v", "dv", "data", "scenes", "lost", "at", "seen", "sent", "outbox",
         ];
         let mut extras = Self::default();
         if !bytes.starts_with(b"{") {
@@ -770,6 +787,11 @@ pub(crate) fn struct_fields<S: DeserializeOwned>() -> Option<&'static [&'static 
 }
 
 fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` passes a reference
+fn is_zero_i64(n: &i64) -> bool {
     *n == 0
 }
 
@@ -1290,6 +1312,9 @@ pub struct RecordInfo {
     pub sent: Vec<(String, i64)>,
     /// Replies committed with the session's last step and not yet confirmed delivered.
     pub outbox: Vec<Outgoing>,
+    /// When the session last changed (the last write of an update or event that changed
+    /// it), Unix seconds; `None` for a record written before the field existed.
+    pub last_active: Option<i64>,
 }
 
 /// Reads a stored session record without the bot's Rust types: who is in which scene
@@ -1323,6 +1348,8 @@ pub fn inspect(bytes: &[u8]) -> Result<RecordInfo> {
         sent: SentIds,
         #[serde(default)]
         outbox: Vec<Outgoing>,
+        #[serde(default)]
+        at: Option<i64>,
     }
     let decode_err = |e| Error::Decode {
         key: String::new(),
@@ -1350,6 +1377,7 @@ pub fn inspect(bytes: &[u8]) -> Result<RecordInfo> {
         seen: raw.seen,
         sent: raw.sent.0,
         outbox: raw.outbox,
+        last_active: raw.at,
     })
 }
 
@@ -1435,7 +1463,11 @@ mod tests {
         ];
         for scenes in &stacks {
             for (seen, out) in ledgers {
-                let record = RecordRef::new(&data, scenes).with_ledger(seen, out);
+                // Stamped or not (a seen list long enough to stamp some records).
+                let at = if seen.len() > 1 { 1_700_000_123 } else { 0 };
+                let record = RecordRef::new(&data, scenes)
+                    .with_ledger(seen, out)
+                    .with_activity(at);
                 let by_serde = serde_json::to_vec(&record).unwrap();
                 let enc = record.encode_with_cleared(Codec::Json, 8).unwrap();
                 let (by_hand, cleared) = (enc.bytes.clone(), enc.cleared.clone());
