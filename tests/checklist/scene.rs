@@ -35,12 +35,13 @@ async fn diff_c1_stored_shape_is_data_plus_a_scene_stack() {
     assert_eq!(
         raw(&bot).await.unwrap(),
         json!({"v": 1, "data": {"count": 0}, "scenes": [
-            {"scene": "w", "cursor": 1, "entered_at": T0, "expires": T0 + 60, "state": {"json": {}}}]})
+            {"scene": "w", "cursor": 1, "entered_at": T0, "expires": T0 + 60, "state": {"json": {}}}],
+            "at": T0})
     );
     bot.send("/done").await.unwrap();
     assert_eq!(
         raw(&bot).await.unwrap(),
-        json!({"v": 1, "data": {"count": 0}})
+        json!({"v": 1, "data": {"count": 0}, "at": T0})
     );
 }
 

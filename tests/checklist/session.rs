@@ -470,12 +470,12 @@ async fn diff_s7_records_are_encoded_json_not_live_references() {
     bot.send("/nick").await.unwrap();
     assert_eq!(
         raw(&bot).await.unwrap(),
-        json!({"v": 1, "data": {"count": 0, "nick": "ann"}})
+        json!({"v": 1, "data": {"count": 0, "nick": "ann"}, "at": 1_700_000_000})
     );
     bot.send("/unnick").await.unwrap();
     assert_eq!(
         raw(&bot).await.unwrap(),
-        json!({"v": 1, "data": {"count": 0}})
+        json!({"v": 1, "data": {"count": 0}, "at": 1_700_000_000})
     );
 }
 
