@@ -13,35 +13,14 @@ use std::sync::Arc;
 use stagecraft::clock::ManualClock;
 use stagecraft::prelude::*;
 use stagecraft::replay::{REPLAY_EPOCH_S, replay};
-use stagecraft::store::{MemoryStore, SessionStore, SqliteStore};
+use stagecraft::store::{MemoryStore, SessionStore};
 use stagecraft::transport::Outgoing;
 
 const GROUP: i64 = -500;
 const SUPERGROUP: i64 = -1_000_000_500;
 
-/// A store to run on: its name, the store, and its server's URL and namespace.
-type Named = (String, Arc<dyn SessionStore>, Option<(String, String)>);
-
-async fn stores(test: &str) -> Vec<Named> {
-    let mut out: Vec<Named> = vec![("memory".into(), Arc::new(MemoryStore::new()), None)];
-    let path = std::env::temp_dir().join(format!("{}.db", common::unique_name(test)));
-    out.push((
-        "sqlite".into(),
-        Arc::new(SqliteStore::open(&path).await.unwrap()),
-        None,
-    ));
-    for var in [
-        "STAGECRAFT_REDIS_URL",
-        "STAGECRAFT_POSTGRES_URL",
-        "STAGECRAFT_MYSQL_URL",
-    ] {
-        if let Some(url) = common::server_url(var) {
-            let ns = common::unique_name(test);
-            let store: Arc<dyn SessionStore> = common::open_namespaced(&url, &ns).await.into();
-            out.push((var.to_owned(), store, Some((url, ns))));
-        }
-    }
-    out
+async fn stores(test: &str) -> Vec<common::NamedStore> {
+    common::every_store(test).await
 }
 
 fn msg(id: i64, chat: i64, user: i64, text: &str) -> String {

@@ -10,39 +10,18 @@ use std::time::Duration;
 
 use stagecraft::clock::ManualClock;
 use stagecraft::prelude::*;
-use stagecraft::store::{MemoryStore, SessionStore, SqliteStore};
+use stagecraft::store::{MemoryStore, SessionStore};
 use stagecraft::transport::Outgoing;
 
 const T0: i64 = 1_700_000_000;
 
-/// The stores of one test, each under its own namespace; `shared` stores survive being
-/// opened twice (every one but memory, which is shared by handing the same instance).
-async fn stores(test: &str) -> Vec<(String, Arc<dyn SessionStore>, Option<String>)> {
-    let mut out: Vec<(String, Arc<dyn SessionStore>, Option<String>)> =
-        vec![("memory".into(), Arc::new(MemoryStore::new()), None)];
-    let path = std::env::temp_dir().join(format!("{}.db", common::unique_name(test)));
-    out.push((
-        "sqlite".into(),
-        Arc::new(SqliteStore::open(&path).await.unwrap()),
-        None,
-    ));
-    for var in [
-        "STAGECRAFT_REDIS_URL",
-        "STAGECRAFT_POSTGRES_URL",
-        "STAGECRAFT_MYSQL_URL",
-    ] {
-        if let Some(url) = common::server_url(var) {
-            let ns = common::unique_name(test);
-            let store: Arc<dyn SessionStore> = common::open_namespaced(&url, &ns).await.into();
-            out.push((var.to_owned(), store, Some(format!("{url}\n{ns}"))));
-        }
-    }
-    out
+async fn stores(test: &str) -> Vec<common::NamedStore> {
+    common::every_store(test).await
 }
 
-async fn cleanup(ns: Option<String>) {
-    if let Some((url, ns)) = ns.as_deref().and_then(|s| s.split_once('\n')) {
-        common::drop_namespace(url, ns).await;
+async fn cleanup(ns: Option<(String, String)>) {
+    if let Some((url, ns)) = ns {
+        common::drop_namespace(&url, &ns).await;
     }
 }
 

@@ -367,3 +367,33 @@ pub(crate) async fn drop_namespace(url: &str, ns: &str) {
         stagecraft::store::redact_url(url)
     );
 }
+
+/// A store a test runs on: its name, the store, and (for a server) its URL and the
+/// test's namespace there, for [`drop_namespace`].
+pub(crate) type NamedStore = (String, Arc<dyn SessionStore>, Option<(String, String)>);
+
+/// Memory, a fresh SQLite file, and Redis, PostgreSQL and MySQL when their URL is set,
+/// each under a namespace of its own for `test`.
+pub(crate) async fn every_store(test: &str) -> Vec<NamedStore> {
+    let mut out: Vec<NamedStore> = vec![("memory".into(), Arc::new(MemoryStore::new()), None)];
+    let path = std::env::temp_dir().join(format!("{}.db", unique_name(test)));
+    #[cfg(feature = "sqlite")]
+    out.push((
+        "sqlite".into(),
+        Arc::new(stagecraft::store::SqliteStore::open(&path).await.unwrap()),
+        None,
+    ));
+    let _ = path;
+    for var in [
+        "STAGECRAFT_REDIS_URL",
+        "STAGECRAFT_POSTGRES_URL",
+        "STAGECRAFT_MYSQL_URL",
+    ] {
+        if let Some(url) = server_url(var) {
+            let ns = unique_name(test);
+            let store: Arc<dyn SessionStore> = open_namespaced(&url, &ns).await.into();
+            out.push((var.to_owned(), store, Some((url, ns))));
+        }
+    }
+    out
+}
