@@ -8,7 +8,7 @@
 //! (baseline / stagecraft), `replies`, `peak_rss_bytes`, and the settings (`store`,
 //! `chats`, `updates`, `leases`, `cache`, `queued`, `prefilled_sessions`).
 //!
-//! Options: `--store memory|sqlite:PATH|redis://…|postgres://…|mysql://…|mongodb://…`,
+//! Options: `--store memory|sqlite:PATH|redis://…|redis-cluster://…|postgres://…|mysql://…|mongodb://…`,
 //! `--namespace NAME` (table, key prefix or collection), `--chats N`, `--updates N`,
 //! `--no-baseline`,
 //! `--no-leases`, `--cache auto|validate|write-through`, `--prefill N` (other sessions

@@ -12,7 +12,7 @@
 //! (one `{"method":"sendMessage",...}` line per reply) and nothing else on stdout. A
 //! malformed line is reported on stderr with its number (`line 4: not JSON: ...`) and
 //! skipped; the replay goes on, and the demo exits with status 1 when any line was bad.
-//! `--store memory|sqlite:PATH|redis://...|postgres://...|mysql://...` picks the store
+//! `--store memory|sqlite:PATH|redis://...|redis-cluster://...|postgres://...|mysql://...` picks the store
 //! (default: `sqlite:demo.db` when built with the `sqlite` feature, else memory; a replay
 //! uses a fresh memory store unless `--store` is given, so it prints the same transcript
 //! every time). A
@@ -91,7 +91,8 @@ usage: demo [options]
   --telegram          run as a Telegram bot with long polling (feature teloxide, TELOXIDE_TOKEN)
   --webhook ADDR      run as a Telegram bot taking webhook posts on ADDR (features teloxide,webhook)
   --diagram           print the bot's scenes as a Mermaid flowchart and exit
-  --store URL         memory, sqlite:PATH, redis://..., postgres://..., mysql://...
+  --store URL         memory, sqlite:PATH, redis://..., redis-cluster://HOST:PORT,...,
+                      postgres://..., mysql://..., mongodb://...
                       (default: sqlite:demo.db; a fresh memory store with --replay)
   --namespace NAME    the table (SQL stores) or key prefix (Redis) to use
   --user N            the console's user id (default 1001)

@@ -39,6 +39,7 @@ fn targets(test: &str) -> Vec<Target> {
     }];
     for var in [
         "STAGECRAFT_REDIS_URL",
+        "STAGECRAFT_REDIS_CLUSTER_URL",
         "STAGECRAFT_POSTGRES_URL",
         "STAGECRAFT_MYSQL_URL",
         "STAGECRAFT_MONGODB_URL",

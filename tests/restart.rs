@@ -9,14 +9,15 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The stores to run against: SQLite always; Redis, PostgreSQL, MySQL and MongoDB when their
-/// URL is set.
+/// The stores to run against: SQLite always; Redis (one server, a cluster), PostgreSQL,
+/// MySQL and MongoDB when their URL is set.
 fn stores(test: &str) -> Vec<(String, Vec<String>)> {
     let mut v = Vec::new();
     let path = std::env::temp_dir().join(format!("{}.db", common::unique_name(test)));
     v.push((format!("sqlite:{}", path.display()), Vec::new()));
     for var in [
         "STAGECRAFT_REDIS_URL",
+        "STAGECRAFT_REDIS_CLUSTER_URL",
         "STAGECRAFT_POSTGRES_URL",
         "STAGECRAFT_MYSQL_URL",
         "STAGECRAFT_MONGODB_URL",

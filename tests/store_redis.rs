@@ -1,10 +1,12 @@
-//! The conformance suite on [`RedisStore`], against `STAGECRAFT_REDIS_URL`.
+//! The conformance suite on [`RedisStore`], against `STAGECRAFT_REDIS_URL` (one server)
+//! and `STAGECRAFT_REDIS_CLUSTER_URL` (a Redis Cluster, `redis-cluster://...`).
 //!
 //! Unset: the server test prints one `skipped:` line and passes. Set but the server does
 //! not answer: it fails. Each run uses its own key prefix and deletes its keys at the end.
 
 mod common;
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use stagecraft::Error;
@@ -12,11 +14,12 @@ use stagecraft::store::RedisStore;
 use stagecraft::testing::conformance;
 
 const VAR: &str = "STAGECRAFT_REDIS_URL";
+const CLUSTER_VAR: &str = "STAGECRAFT_REDIS_CLUSTER_URL";
 
 async fn connect(url: &str, prefix: &str) -> RedisStore {
     RedisStore::connect(url)
         .await
-        .unwrap_or_else(|e| panic!("{VAR} is set but the server does not answer: {e:?}"))
+        .unwrap_or_else(|e| panic!("{url} is set but the server does not answer: {e:?}"))
         .with_prefix(prefix)
         .expect("prefix")
 }
@@ -24,6 +27,22 @@ async fn connect(url: &str, prefix: &str) -> RedisStore {
 /// Deletes every key under `prefix`; returns how many.
 async fn clean(store: &RedisStore, prefix: &str) -> usize {
     let mut conn = store.connection().clone();
+    if store.is_cluster() {
+        // KEYS goes to every master (and DEL to each key's), SCAN to one node only.
+        let keys: Vec<Vec<u8>> = stagecraft::store::redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut conn)
+            .await
+            .expect("keys");
+        if keys.is_empty() {
+            return 0;
+        }
+        return stagecraft::store::redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await
+            .expect("del");
+    }
     let mut cursor: u64 = 0;
     let mut deleted = 0;
     loop {
@@ -56,9 +75,23 @@ async fn redis_store() {
     let Some(url) = common::server_url(VAR) else {
         return;
     };
+    suite(&url, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_cluster_store() {
+    let Some(url) = common::server_url(CLUSTER_VAR) else {
+        return;
+    };
+    suite(&url, true).await;
+}
+
+async fn suite(url: &str, cluster: bool) {
+    let url = url.to_owned();
     let prefix = format!("{}:", common::unique_name("stagecraft_test"));
     let store = connect(&url, &prefix).await;
     assert_eq!(store.prefix(), prefix);
+    assert_eq!(store.is_cluster(), cluster);
 
     let body = tokio::spawn({
         let store = store.clone();
@@ -78,7 +111,7 @@ async fn redis_store() {
             // back instead of leaving the key blocked until the lease expires.
             let mut conn = store.connection().clone();
             let () = stagecraft::store::redis::cmd("HSET")
-                .arg(format!("{prefix}foreign"))
+                .arg(store.record_key("foreign"))
                 .arg("d")
                 .arg("x")
                 .arg("v")
@@ -153,16 +186,30 @@ async fn unreachable_server_is_a_store_error() {
 
 #[tokio::test]
 async fn rejects_bad_prefixes() {
-    let Some(url) = std::env::var(VAR).ok().filter(|u| !u.trim().is_empty()) else {
-        return;
-    };
-    let store = connect(&url, "stagecraft:").await;
-    for bad in ["a b", "a*", "a?", "[a]", "a\\", "tab\t", &"p".repeat(65)] {
-        let result = store.clone().with_prefix(bad);
-        assert!(
-            matches!(result, Err(Error::Config(_))),
-            "prefix {bad:?} was accepted"
-        );
+    for var in [VAR, CLUSTER_VAR] {
+        let Some(url) = std::env::var(var).ok().filter(|u| !u.trim().is_empty()) else {
+            continue;
+        };
+        let store = connect(&url, "stagecraft:").await;
+        for bad in ["a b", "a*", "a?", "[a]", "a\\", "tab\t", &"p".repeat(65)] {
+            let result = store.clone().with_prefix(bad);
+            assert!(
+                matches!(result, Err(Error::Config(_))),
+                "prefix {bad:?} was accepted"
+            );
+        }
+        // The store's hash tag follows the prefix on a cluster: no braces before it.
+        for braced in ["{bot}:", "a}", "x{"] {
+            let result = store.clone().with_prefix(braced);
+            if store.is_cluster() {
+                assert!(
+                    matches!(result, Err(Error::Config(_))),
+                    "prefix {braced:?} was accepted on a cluster"
+                );
+            } else {
+                assert!(result.is_ok(), "prefix {braced:?}: {result:?}");
+            }
+        }
     }
 }
 
@@ -170,13 +217,18 @@ async fn rejects_bad_prefixes() {
 /// (connecting writes nothing): none under the default prefix, none without a prefix.
 #[tokio::test]
 async fn a_prefixed_store_touches_only_its_prefix() {
+    for var in [VAR, CLUSTER_VAR] {
+        if let Some(url) = common::server_url(var) {
+            touches_only_its_prefix(&url).await;
+        }
+    }
+}
+
+async fn touches_only_its_prefix(url: &str) {
     use stagecraft::store::{LeaseAttempt, LeaseStore, SessionStore};
-    let Some(url) = common::server_url(VAR) else {
-        return;
-    };
     let name = common::unique_name("own");
     let prefix = format!("{name}:");
-    let store = connect(&url, &prefix).await;
+    let store = connect(url, &prefix).await;
     let key = format!("k_{name}");
     store.save(&key, b"mine", None).await.expect("save");
     let taken = store
@@ -185,10 +237,13 @@ async fn a_prefixed_store_touches_only_its_prefix() {
         .expect("take a lease");
     assert!(matches!(taken, LeaseAttempt::Acquired(_)), "{taken:?}");
     let mut conn = store.connection().clone();
+    let default = RedisStore::connect(url).await.expect("connect");
     for outside in [
         key.clone(),
         format!("stagecraft:{key}"),
         format!("stagecraft:\0lease:{key}"),
+        default.record_key(&key),
+        default.lease_key(&key),
     ] {
         let n: usize = stagecraft::store::redis::cmd("EXISTS")
             .arg(&outside)
@@ -212,4 +267,108 @@ async fn refused_keys<S: stagecraft::store::SessionStore + ?Sized>(store: &S) ->
         .filter(|(_, outcome)| *outcome != conformance::KeyOutcome::RoundTrips)
         .map(|(name, _)| name)
         .collect()
+}
+
+/// On a cluster, a session's record, lease and entry in the index of due work are in one
+/// slot (so each script runs on one node), whatever braces its key holds; on one server
+/// the keys are those of the layout of earlier versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_keeps_its_keys_in_one_slot() {
+    use stagecraft::store::LeaseAttempt;
+    if let Some(url) = common::server_url(VAR) {
+        let store = connect(&url, "p:").await;
+        assert!(!store.is_cluster());
+        assert_eq!(store.record_key("a{b}"), "p:a{b}");
+        assert_eq!(store.lease_key("a{b}"), "p:\0lease:a{b}");
+        assert_eq!(store.due_index_key("a{b}"), "p:\0due");
+    }
+    let Some(url) = common::server_url(CLUSTER_VAR) else {
+        return;
+    };
+    let name = common::unique_name("slots");
+    let prefix = format!("{name}:");
+    let store = connect(&url, &prefix).await;
+    let mut conn = store.connection().clone();
+    let slot_conn = conn.clone();
+    let slot = |key: String| {
+        let mut conn = slot_conn.clone();
+        async move {
+            let slot: i64 = stagecraft::store::redis::cmd("CLUSTER")
+                .arg("KEYSLOT")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .expect("cluster keyslot");
+            slot
+        }
+    };
+    let keys = [
+        "plain".to_owned(),
+        "{".to_owned(),
+        "}".to_owned(),
+        "{}".to_owned(),
+        "}{".to_owned(),
+        "{user}:1".to_owned(),
+        "a{b}c{d}".to_owned(),
+        "{b3}x".to_owned(),
+        "{b3}".to_owned(),
+        format!("{{{prefix}}}"),
+    ];
+    let mut slots = HashSet::new();
+    for key in &keys {
+        let record = store.record_key(key);
+        assert!(record.starts_with(&prefix) && record.ends_with(key.as_str()));
+        let record_slot = slot(record).await;
+        assert_eq!(slot(store.lease_key(key)).await, record_slot, "{key}");
+        assert_eq!(slot(store.due_index_key(key)).await, record_slot, "{key}");
+        slots.insert(record_slot);
+
+        // And the scripts that touch two of them work.
+        let leases = store.leases().expect("leases");
+        let (attempt, _) = leases
+            .acquire_lease_and_load(key, Duration::from_secs(30))
+            .await
+            .expect("lease and load");
+        let LeaseAttempt::Acquired(lease) = attempt else {
+            panic!("{key}: {attempt:?}");
+        };
+        let index = store.pending().expect("index");
+        let v1 = index
+            .save_pending(key, b"one", None, 5)
+            .await
+            .unwrap_or_else(|e| panic!("{key}: {e:?}"));
+        let n: usize = stagecraft::store::redis::cmd("EXISTS")
+            .arg(store.record_key(key))
+            .arg(store.lease_key(key))
+            .arg(store.due_index_key(key))
+            .query_async(&mut conn)
+            .await
+            .expect("exists");
+        assert_eq!(n, 3, "{key}: record, lease and index are where the layout says");
+        assert!(index.pending_keys(5, 100).await.unwrap().contains(key), "{key}");
+        assert!(leases.renew_lease(&lease, Duration::from_secs(30)).await.unwrap());
+        let v2 = store.save(key, b"two", Some(v1)).await.unwrap();
+        assert!(!index.pending_keys(5, 100).await.unwrap().contains(key), "{key}");
+        assert_eq!(store.load(key).await.unwrap().unwrap().bytes, b"two");
+        assert!(leases.release_lease(&lease).await.unwrap());
+        store.delete(key, v2).await.unwrap();
+        assert_eq!(store.load(key).await.unwrap(), None, "{key}");
+    }
+    // Keys spread over buckets (slots), and the braces of a key never pick its slot.
+    assert!(slots.len() > 1, "{slots:?}");
+    // Listing reads every master and gives the keys back as they were.
+    for key in &keys {
+        store.save(key, b"x", None).await.unwrap();
+    }
+    let mut listed = store.list(&Default::default()).await.unwrap();
+    listed.sort();
+    let mut want = keys.to_vec();
+    want.sort();
+    assert_eq!(listed, want);
+    let braced = store
+        .list(&stagecraft::store::ListFilter::prefix("{"))
+        .await
+        .unwrap();
+    assert_eq!(braced.len(), 6, "{braced:?}");
+    assert!(clean(&store, &prefix).await >= keys.len());
 }

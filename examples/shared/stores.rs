@@ -13,7 +13,7 @@ pub const DEFAULT_STORE: &str = if cfg!(feature = "sqlite") {
     "memory"
 };
 
-/// Opens `memory`, `sqlite:PATH`, `redis://...`, `postgres://...`, `mysql://...` or
+/// Opens `memory`, `sqlite:PATH`, `redis://...`, `redis-cluster://...`, `postgres://...`, `mysql://...` or
 /// `mongodb://...`. `namespace` picks the table (SQL), the key prefix (Redis) or the
 /// collection (MongoDB).
 pub async fn open(

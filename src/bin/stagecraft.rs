@@ -29,7 +29,8 @@ commands:
   delete KEY    remove KEY's record (compare-and-set, under its lease)
 
 options:
-  --store URL       the store: memory, sqlite:PATH, redis://..., postgres://..., mysql://...
+  --store URL       the store: memory, sqlite:PATH, redis://..., redis-cluster://HOST:PORT,...,
+                    postgres://..., mysql://..., mongodb://...
                     (default: the STAGECRAFT_STORE environment variable)
   --namespace NAME  the table (SQL stores) or key prefix (Redis) the bot uses
   --scene ID        list, stats: only sessions whose active scene is ID

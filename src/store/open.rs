@@ -57,8 +57,8 @@ impl OpenOptions {
 }
 
 /// The URL forms [`open`] understands in this build (the store features decide):
-/// `memory`, `sqlite:PATH`, `redis://...`, `postgres://...`, `mysql://...`,
-/// `mongodb://...`.
+/// `memory`, `sqlite:PATH`, `redis://...`, `redis-cluster://...`, `postgres://...`,
+/// `mysql://...`, `mongodb://...`.
 ///
 /// ```
 /// assert!(stagecraft::store::url_forms().contains(&"memory"));
@@ -71,6 +71,7 @@ pub fn url_forms() -> Vec<&'static str> {
     }
     if cfg!(feature = "redis") {
         known.push("redis://...");
+        known.push("redis-cluster://HOST:PORT,...");
     }
     if cfg!(feature = "postgres") {
         known.push("postgres://...");
@@ -85,8 +86,9 @@ pub fn url_forms() -> Vec<&'static str> {
 }
 
 /// Opens the store at `url` with the default [`OpenOptions`]: `memory` (a new, empty
-/// [`MemoryStore`]), `sqlite:PATH` (feature `sqlite`), `redis://` or `rediss://`
-/// (feature `redis`), `postgres://` or `postgresql://` (feature `postgres`), `mysql://`
+/// [`MemoryStore`]), `sqlite:PATH` (feature `sqlite`), `redis://` or `rediss://` (one
+/// server) and `redis-cluster://HOST:PORT[,HOST:PORT...]` or `rediss-cluster://` (a
+/// Redis Cluster; see [`RedisStore`](super::RedisStore)) (feature `redis`), `postgres://` or `postgresql://` (feature `postgres`), `mysql://`
 /// or `mariadb://` (feature `mysql`), `mongodb://` (feature `mongodb`; the namespace
 /// is the collection). The SQL stores create their table when it is missing.
 ///
@@ -125,7 +127,10 @@ pub async fn open_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn Sessi
         return open_sqlite(url, path, options).await;
     }
     #[cfg(feature = "redis")]
-    if url.starts_with("redis://") || url.starts_with("rediss://") {
+    if ["redis://", "rediss://", "redis-cluster://", "rediss-cluster://"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme))
+    {
         let mut store = super::RedisStore::connect(url).await?;
         if let Some(ns) = namespace {
             store = store.with_prefix(&format!("{ns}:"))?;

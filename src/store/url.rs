@@ -19,6 +19,10 @@ const MASK: &str = "***";
 /// assert_eq!(redact_url("postgres://bot:s3cret@db:5432/bot"), "postgres://bot:***@db:5432/bot");
 /// assert_eq!(redact_url("redis://:s3cret@127.0.0.1:6379/0"), "redis://:***@127.0.0.1:6379/0");
 /// assert_eq!(
+///     redact_url("redis-cluster://:s3cret@10.0.0.1:7000,10.0.0.2:7000"),
+///     "redis-cluster://:***@10.0.0.1:7000,10.0.0.2:7000"
+/// );
+/// assert_eq!(
 ///     redact_url("mysql://db/bot?user=bot&password=s3cret&ssl-mode=required"),
 ///     "mysql://db/bot?user=bot&password=***&ssl-mode=required"
 /// );
@@ -126,6 +130,22 @@ mod tests {
             (
                 "rediss://default:hunter2@cache:6380/2",
                 "rediss://default:***@cache:6380/2",
+            ),
+            (
+                "redis-cluster://:hunter2@10.0.0.1:7000,10.0.0.2:7000",
+                "redis-cluster://:***@10.0.0.1:7000,10.0.0.2:7000",
+            ),
+            (
+                "rediss-cluster://default:hunter2@a:7000,b:7000,c:7000",
+                "rediss-cluster://default:***@a:7000,b:7000,c:7000",
+            ),
+            (
+                "redis-cluster://bot:p@ss@a:7000,b:7000",
+                "redis-cluster://bot:***@a:7000,b:7000",
+            ),
+            (
+                "redis-cluster://127.0.0.1:7000,127.0.0.1:7001",
+                "redis-cluster://127.0.0.1:7000,127.0.0.1:7001",
             ),
             // No password: nothing to hide.
             (

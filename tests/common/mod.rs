@@ -372,8 +372,8 @@ pub(crate) async fn drop_namespace(url: &str, ns: &str) {
 /// test's namespace there, for [`drop_namespace`].
 pub(crate) type NamedStore = (String, Arc<dyn SessionStore>, Option<(String, String)>);
 
-/// Memory, a fresh SQLite file, and Redis, PostgreSQL and MySQL when their URL is set,
-/// each under a namespace of its own for `test`.
+/// Memory, a fresh SQLite file, and Redis (one server, a cluster), PostgreSQL and MySQL
+/// when their URL is set, each under a namespace of its own for `test`.
 pub(crate) async fn every_store(test: &str) -> Vec<NamedStore> {
     let mut out: Vec<NamedStore> = vec![("memory".into(), Arc::new(MemoryStore::new()), None)];
     let path = std::env::temp_dir().join(format!("{}.db", unique_name(test)));
@@ -386,6 +386,7 @@ pub(crate) async fn every_store(test: &str) -> Vec<NamedStore> {
     let _ = path;
     for var in [
         "STAGECRAFT_REDIS_URL",
+        "STAGECRAFT_REDIS_CLUSTER_URL",
         "STAGECRAFT_POSTGRES_URL",
         "STAGECRAFT_MYSQL_URL",
     ] {
