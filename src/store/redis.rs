@@ -335,6 +335,8 @@ pub struct RedisStore {
     pending_key: Arc<str>,
     ttl_ms: Option<u64>,
     leases: bool,
+    /// `WAIT` after each write: this many replicas, at most this many milliseconds.
+    replica_acks: Option<(u32, u64)>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -344,6 +346,7 @@ impl fmt::Debug for RedisStore {
             .field("prefix", &self.prefix)
             .field("ttl_ms", &self.ttl_ms)
             .field("leases", &self.leases)
+            .field("replica_acks", &self.replica_acks)
             .finish_non_exhaustive()
     }
 }
@@ -417,6 +420,7 @@ impl RedisStore {
             pending_key: pending_key_of(DEFAULT_PREFIX),
             ttl_ms: None,
             leases: true,
+            replica_acks: None,
         }
     }
 
@@ -446,6 +450,79 @@ impl RedisStore {
         self.prefix = Arc::from(prefix);
         self.pending_key = pending_key_of(prefix);
         Ok(self)
+    }
+
+    /// Waits after each write of a record ([`save`](SessionStore::save),
+    /// [`save_pending`](PendingIndex::save_pending), [`delete`](SessionStore::delete))
+    /// until `replicas` replicas of its master have it, for at most `timeout`: Redis
+    /// `WAIT`, sent with the script in one round trip (a pipeline on the connection of
+    /// the key's master). A write that fewer replicas confirmed in time is applied on the
+    /// master but returned as an [`Error::Store`] saying so, since a failover could
+    /// still lose it. Without it (the default) a write is acknowledged once the master
+    /// has it, and replication is asynchronous: a failover can lose the writes of the
+    /// last moment before the master died (see the type's documentation).
+    ///
+    /// `WAIT` holds the connection to that master until the replicas answer (or the
+    /// timeout), so the other commands multiplexed on it wait too: each write costs a
+    /// replication round trip, and writes to one master are confirmed a batch at a
+    /// time. Leases are not waited for (a lease lost in a failover lets a second holder
+    /// in early, and compare-and-set still stops its write from overwriting a newer one).
+    #[must_use]
+    pub fn with_replica_acks(mut self, replicas: u32, timeout: Duration) -> Self {
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.replica_acks = (replicas > 0).then_some((replicas, timeout_ms));
+        self
+    }
+
+    /// Runs the write script `script` on `keys` and `args`, followed by `WAIT` when
+    /// replica acknowledgements are on; the script's reply.
+    async fn run_write(&self, script: &Script, keys: [String; 2], args: Vec<Vec<u8>>) -> Result<i64> {
+        let mut conn = self.conn.clone();
+        let Some((replicas, timeout_ms)) = self.replica_acks else {
+            let mut invocation = script.prepare_invoke();
+            for key in keys {
+                invocation.key(key);
+            }
+            for arg in args {
+                invocation.arg(arg);
+            }
+            return invocation.invoke_async(&mut conn).await.map_err(redis_err);
+        };
+        let mut evalsha = ::redis::cmd("EVALSHA");
+        evalsha
+            .arg(script.get_hash())
+            .arg(keys.len())
+            .arg(&keys[..])
+            .arg(&args[..]);
+        let mut pipe = ::redis::pipe();
+        pipe.add_command(evalsha)
+            .cmd("WAIT")
+            .arg(replicas)
+            .arg(timeout_ms);
+        let mut loaded = false;
+        let (written, acked): (i64, i64) = loop {
+            match pipe.query_async(&mut conn).await {
+                Ok(reply) => break reply,
+                Err(e) if e.kind() == ::redis::ErrorKind::NoScriptError && !loaded => {
+                    script
+                        .prepare_invoke()
+                        .load_async(&mut conn)
+                        .await
+                        .map_err(redis_err)?;
+                    loaded = true;
+                }
+                Err(e) => return Err(redis_err(e)),
+            }
+        };
+        if written == 1 && acked < i64::from(replicas) {
+            return Err(Error::store(
+                BACKEND,
+                Message(format!(
+                    "the write is on the master, but {acked} of the {replicas} replicas asked for confirmed it within {timeout_ms} ms (a failover could lose it)"
+                )),
+            ));
+        }
+        Ok(written)
     }
 
     /// Records expire `ttl` after their last save (Redis `PEXPIRE`, server time;
@@ -520,21 +597,22 @@ impl RedisStore {
         expected: Option<Version>,
         due: Option<i64>,
     ) -> Result<Version> {
-        let mut conn = self.conn.clone();
         let version = expected.map_or_else(Version::initial, Version::next);
         let expected = expected.map(|v| v.0.to_string()).unwrap_or_default();
-        let written: i64 = SAVE
-            .key(self.record_key(key))
-            .key(self.due_index_key(key))
-            .arg(bytes)
-            .arg(expected)
-            .arg(version.0.to_string())
-            .arg(self.ttl_ms.unwrap_or(0))
-            .arg(key)
-            .arg(due.map(|d| d.to_string()).unwrap_or_default())
-            .invoke_async(&mut conn)
-            .await
-            .map_err(redis_err)?;
+        let written = self
+            .run_write(
+                &SAVE,
+                [self.record_key(key), self.due_index_key(key)],
+                vec![
+                    bytes.to_vec(),
+                    expected.into_bytes(),
+                    version.0.to_string().into_bytes(),
+                    self.ttl_ms.unwrap_or(0).to_string().into_bytes(),
+                    key.as_bytes().to_vec(),
+                    due.map(|d| d.to_string()).unwrap_or_default().into_bytes(),
+                ],
+            )
+            .await?;
         if written == 1 {
             Ok(version)
         } else {
@@ -718,15 +796,16 @@ impl SessionStore for RedisStore {
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn delete(&self, key: &str, expected: Version) -> Result<()> {
-        let mut conn = self.conn.clone();
-        let gone: i64 = DELETE
-            .key(self.record_key(key))
-            .key(self.due_index_key(key))
-            .arg(expected.0.to_string())
-            .arg(key)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(redis_err)?;
+        let gone = self
+            .run_write(
+                &DELETE,
+                [self.record_key(key), self.due_index_key(key)],
+                vec![
+                    expected.0.to_string().into_bytes(),
+                    key.as_bytes().to_vec(),
+                ],
+            )
+            .await?;
         if gone == 1 {
             Ok(())
         } else {
