@@ -344,11 +344,25 @@ async fn a_session_keeps_its_keys_in_one_slot() {
             .query_async(&mut conn)
             .await
             .expect("exists");
-        assert_eq!(n, 3, "{key}: record, lease and index are where the layout says");
-        assert!(index.pending_keys(5, 100).await.unwrap().contains(key), "{key}");
-        assert!(leases.renew_lease(&lease, Duration::from_secs(30)).await.unwrap());
+        assert_eq!(
+            n, 3,
+            "{key}: record, lease and index are where the layout says"
+        );
+        assert!(
+            index.pending_keys(5, 100).await.unwrap().contains(key),
+            "{key}"
+        );
+        assert!(
+            leases
+                .renew_lease(&lease, Duration::from_secs(30))
+                .await
+                .unwrap()
+        );
         let v2 = store.save(key, b"two", Some(v1)).await.unwrap();
-        assert!(!index.pending_keys(5, 100).await.unwrap().contains(key), "{key}");
+        assert!(
+            !index.pending_keys(5, 100).await.unwrap().contains(key),
+            "{key}"
+        );
         assert_eq!(store.load(key).await.unwrap().unwrap().bytes, b"two");
         assert!(leases.release_lease(&lease).await.unwrap());
         store.delete(key, v2).await.unwrap();

@@ -127,9 +127,14 @@ pub async fn open_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn Sessi
         return open_sqlite(url, path, options).await;
     }
     #[cfg(feature = "redis")]
-    if ["redis://", "rediss://", "redis-cluster://", "rediss-cluster://"]
-        .iter()
-        .any(|scheme| url.starts_with(scheme))
+    if [
+        "redis://",
+        "rediss://",
+        "redis-cluster://",
+        "rediss-cluster://",
+    ]
+    .iter()
+    .any(|scheme| url.starts_with(scheme))
     {
         let mut store = super::RedisStore::connect(url).await?;
         if let Some(ns) = namespace {

@@ -469,14 +469,21 @@ impl RedisStore {
     /// in early, and compare-and-set still stops its write from overwriting a newer one).
     #[must_use]
     pub fn with_replica_acks(mut self, replicas: u32, timeout: Duration) -> Self {
-        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
+        let timeout_ms = u64::try_from(timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
         self.replica_acks = (replicas > 0).then_some((replicas, timeout_ms));
         self
     }
 
     /// Runs the write script `script` on `keys` and `args`, followed by `WAIT` when
     /// replica acknowledgements are on; the script's reply.
-    async fn run_write(&self, script: &Script, keys: [String; 2], args: Vec<Vec<u8>>) -> Result<i64> {
+    async fn run_write(
+        &self,
+        script: &Script,
+        keys: [String; 2],
+        args: Vec<Vec<u8>>,
+    ) -> Result<i64> {
         let mut conn = self.conn.clone();
         let Some((replicas, timeout_ms)) = self.replica_acks else {
             let mut invocation = script.prepare_invoke();
@@ -646,7 +653,11 @@ impl RedisStore {
     /// The `SCAN MATCH` pattern of the records whose key starts with `filter`.
     fn scan_pattern(&self, filter: &str) -> String {
         if self.is_cluster() {
-            format!("{}{{b*}}{}*", glob_escape(&self.prefix), glob_escape(filter))
+            format!(
+                "{}{{b*}}{}*",
+                glob_escape(&self.prefix),
+                glob_escape(filter)
+            )
         } else {
             format!("{}{}*", glob_escape(&self.prefix), glob_escape(filter))
         }
@@ -706,7 +717,10 @@ impl RedisStore {
                     host: host.clone(),
                     port: *port,
                 });
-                let reply = conn.route_command(&scan, routing).await.map_err(redis_err)?;
+                let reply = conn
+                    .route_command(&scan, routing)
+                    .await
+                    .map_err(redis_err)?;
                 ::redis::from_owned_redis_value(reply).map_err(redis_err)
             }
             (conn, _) => scan.query_async(conn).await.map_err(redis_err),
@@ -800,10 +814,7 @@ impl SessionStore for RedisStore {
             .run_write(
                 &DELETE,
                 [self.record_key(key), self.due_index_key(key)],
-                vec![
-                    expected.0.to_string().into_bytes(),
-                    key.as_bytes().to_vec(),
-                ],
+                vec![expected.0.to_string().into_bytes(), key.as_bytes().to_vec()],
             )
             .await?;
         if gone == 1 {
@@ -826,9 +837,11 @@ impl SessionStore for RedisStore {
         let pattern = self.scan_pattern(&filter.prefix);
         // One server: one SCAN. A cluster: a SCAN on each master.
         let nodes: Vec<Option<(String, u16)>> = match &mut conn {
-            RedisConnection::Cluster(cluster) => {
-                Self::masters(cluster).await?.into_iter().map(Some).collect()
-            }
+            RedisConnection::Cluster(cluster) => Self::masters(cluster)
+                .await?
+                .into_iter()
+                .map(Some)
+                .collect(),
             RedisConnection::Standalone(_) => vec![None],
         };
         let mut seen = HashSet::new();
@@ -1034,7 +1047,10 @@ mod tests {
         assert_eq!(cluster_nodes("redis://h:1").unwrap(), None);
         assert_eq!(
             cluster_nodes("redis-cluster://a:7000,b:7001/").unwrap(),
-            Some(vec!["redis://a:7000".to_owned(), "redis://b:7001".to_owned()])
+            Some(vec![
+                "redis://a:7000".to_owned(),
+                "redis://b:7001".to_owned()
+            ])
         );
         assert_eq!(
             cluster_nodes("rediss-cluster://u:p@w@a:7000, b:7001").unwrap(),
