@@ -330,6 +330,13 @@ fn on_redis() {
 }
 
 #[test]
+fn on_redis_cluster() {
+    if let Some(t) = Target::server("STAGECRAFT_REDIS_CLUSTER_URL", "cli_redis_cluster") {
+        exercise(&t);
+    }
+}
+
+#[test]
 fn on_postgres() {
     if let Some(t) = Target::server("STAGECRAFT_POSTGRES_URL", "cli_pg") {
         exercise(&t);
@@ -353,6 +360,14 @@ fn stores_that_cannot_be_opened() {
         ("postgres://bot:hunter2@127.0.0.1:1/x", "refused"),
         ("mysql://bot:hunter2@127.0.0.1:1/x", "refused"),
         ("redis://:hunter2@127.0.0.1:1", "refused"),
+        (
+            "redis-cluster://:hunter2@127.0.0.1:1,127.0.0.1:2",
+            "refused",
+        ),
+        (
+            "redis-cluster://:hunter2@127.0.0.1:1/0",
+            "invalid redis cluster url",
+        ),
         (missing.as_str(), "no database file"),
     ];
     for (url, why) in cases {

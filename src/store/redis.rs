@@ -309,14 +309,16 @@ impl ConnectionLike for RedisConnection {
 ///
 /// # Failover on Redis Cluster
 ///
-/// When a master dies, the commands for its slots fail with a store error (the cluster
-/// client retries a few times, for well under a second, then gives up) until the
-/// cluster promotes one of its replicas (after `cluster-node-timeout`); the cluster
-/// client then finds the new master by itself (`MOVED`, a refresh of its map of slots)
-/// and service comes back without a restart. Redis replicates asynchronously: a save
-/// acknowledged by the old master in the last moment before it died may not have
-/// reached the replica, and is then lost with it (so the session is back at its
-/// previous version: the next update of that chat runs on the older state).
+/// When a master dies, the commands for its slots fail with an [`Error::Store`] (the
+/// cluster client retries 4 times, within about a second, then returns the error) until
+/// the cluster promotes one of its replicas (after `cluster-node-timeout` and an
+/// election); the cluster client then finds the new master by itself (`MOVED`, a
+/// refresh of its map of slots) and service comes back without a restart. Redis
+/// replicates asynchronously: a save acknowledged by the old master in the last moment
+/// before it died may not have reached the replica, and is then lost with it (so the
+/// session is back at its previous version: the next update of that chat runs on the
+/// older state). [`with_replica_acks`](Self::with_replica_acks) closes that window, at
+/// a cost in throughput.
 ///
 /// ```no_run
 /// use stagecraft::store::RedisStore;
