@@ -525,6 +525,12 @@ async fn a_killed_master_fails_over_under_load() {
         assert!(figures.longest_call <= CALL_BOUND, "{name}: {figures:?}");
     }
     assert_eq!(waited.lost, 0, "WAIT 1: {waited:?}");
+    for (figures, name) in [(&default, "default"), (&waited, "WAIT 1")] {
+        eprintln!(
+            "{name}: promoted {:?} after the kill, chat 1 served again {:?} after it; {:.0} updates/s before",
+            figures.promoted_after, figures.back_after_kill, figures.updates_per_second_before
+        );
+    }
     eprintln!(
         "lost acknowledged updates: {} by default, {} with WAIT 1; applied though reported failed: {} and {}",
         default.lost, waited.lost, default.applied_though_failed, waited.applied_though_failed

@@ -467,7 +467,8 @@ impl RedisStore {
     /// `WAIT` holds the connection to that master until the replicas answer (or the
     /// timeout), so the other commands multiplexed on it wait too: each write costs a
     /// replication round trip, and writes to one master are confirmed a batch at a
-    /// time. Leases are not waited for (a lease lost in a failover lets a second holder
+    /// time. Keep `timeout` under the connection's reply timeout (5 s with
+    /// [`connect`](Self::connect) on a cluster). Leases are not waited for (a lease lost in a failover lets a second holder
     /// in early, and compare-and-set still stops its write from overwriting a newer one).
     #[must_use]
     pub fn with_replica_acks(mut self, replicas: u32, timeout: Duration) -> Self {
@@ -483,7 +484,7 @@ impl RedisStore {
     async fn run_write(
         &self,
         script: &Script,
-        keys: [String; 2],
+        keys: Vec<String>,
         args: Vec<Vec<u8>>,
     ) -> Result<i64> {
         let mut conn = self.conn.clone();
@@ -611,7 +612,7 @@ impl RedisStore {
         let written = self
             .run_write(
                 &SAVE,
-                [self.record_key(key), self.due_index_key(key)],
+                vec![self.record_key(key), self.due_index_key(key)],
                 vec![
                     bytes.to_vec(),
                     expected.into_bytes(),
@@ -815,7 +816,7 @@ impl SessionStore for RedisStore {
         let gone = self
             .run_write(
                 &DELETE,
-                [self.record_key(key), self.due_index_key(key)],
+                vec![self.record_key(key), self.due_index_key(key)],
                 vec![expected.0.to_string().into_bytes(), key.as_bytes().to_vec()],
             )
             .await?;
