@@ -384,5 +384,19 @@ async fn a_session_keeps_its_keys_in_one_slot() {
         .await
         .unwrap();
     assert_eq!(braced.len(), 6, "{braced:?}");
+
+    // Scripts are loaded again on every node after a SCRIPT FLUSH (NOSCRIPT, then
+    // SCRIPT LOAD and EVALSHA once more), also when the write is pipelined with WAIT.
+    let () = stagecraft::store::redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .expect("script flush on every node");
+    let acked = store.clone().with_replica_acks(1, Duration::from_secs(2));
+    for key in &keys {
+        let v = store.load(key).await.unwrap().unwrap().version;
+        let v = acked.save(key, b"acked", Some(v)).await.unwrap();
+        store.save(key, b"y", Some(v)).await.unwrap();
+    }
     assert!(clean(&store, &prefix).await >= keys.len());
 }
