@@ -371,7 +371,7 @@ impl RedisStore {
     ///
     /// On a cluster, a connection attempt times out after 5 s, a reply after 5 s, and a
     /// command that fails on a connection error or a redirection is retried 4 times
-    /// within about half a second (refreshing the map of slots) before its error is
+    /// within about a second (refreshing the map of slots) before its error is
     /// returned: a call for the slots of a dead master fails fast instead of waiting
     /// for the failover. Use [`new_cluster`](Self::new_cluster) for another policy.
     ///
