@@ -233,6 +233,77 @@ impl CacheHint {
 ///
 /// `stagecraft::testing::conformance` (feature `testing`) checks an implementation
 /// against the same suite the built-in stores pass.
+///
+/// A store of your own: a map behind a lock, each save and delete a compare-and-set
+/// over the record's version. Implement it with [`async_trait`](crate::async_trait)
+/// (re-exported, so you need no dependency of your own):
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::sync::{Arc, Mutex};
+/// use stagecraft::async_trait;
+/// use stagecraft::prelude::*;
+/// use stagecraft::store::{ListFilter, Record, Version};
+///
+/// #[derive(Debug, Clone, Default)]
+/// struct MapStore(Arc<Mutex<HashMap<String, Record>>>);
+///
+/// #[async_trait]
+/// impl SessionStore for MapStore {
+///     fn backend(&self) -> &'static str {
+///         "map"
+///     }
+///
+///     async fn load(&self, key: &str) -> stagecraft::Result<Option<Record>> {
+///         Ok(self.0.lock().unwrap().get(key).cloned())
+///     }
+///
+///     async fn save(&self, key: &str, bytes: &[u8], expected: Option<Version>)
+///         -> stagecraft::Result<Version>
+///     {
+///         let mut map = self.0.lock().unwrap();
+///         let version = match (map.get(key).map(|r| r.version), expected) {
+///             (None, None) => Version::initial(),
+///             (Some(stored), Some(exp)) if stored == exp => stored.next(),
+///             _ => return Err(Error::Conflict { key: key.to_owned() }),
+///         };
+///         map.insert(key.to_owned(), Record { bytes: bytes.to_vec(), version });
+///         Ok(version)
+///     }
+///
+///     async fn delete(&self, key: &str, expected: Version) -> stagecraft::Result<()> {
+///         let mut map = self.0.lock().unwrap();
+///         match map.get(key) {
+///             Some(r) if r.version != expected => Err(Error::Conflict { key: key.to_owned() }),
+///             _ => {
+///                 map.remove(key);
+///                 Ok(())
+///             }
+///         }
+///     }
+///
+///     async fn list(&self, filter: &ListFilter) -> stagecraft::Result<Vec<String>> {
+///         let map = self.0.lock().unwrap();
+///         let keys = map.keys().filter(|k| k.starts_with(&filter.prefix)).cloned();
+///         Ok(keys.take(filter.limit.unwrap_or(usize::MAX)).collect())
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let store = MapStore::default();
+/// let bot = Pipeline::<u32>::builder()
+///     .store(store.clone())
+///     .on_text(|cx: Cx<u32>| async move { cx.session_mut(|n| *n += 1)?; Ok(Outcome::Handled) })
+///     .build();
+/// let hi = TelegramUpdate::from_json(
+///     r#"{"update_id":1,"message":{"chat":{"id":5},"from":{"id":5},"text":"hi"}}"#).unwrap();
+/// bot.handle(hi).await.unwrap();
+/// assert_eq!(store.list(&ListFilter::default()).await.unwrap().len(), 1);
+/// // The suite the built-in stores pass (feature `testing`):
+/// # #[cfg(feature = "testing")]
+/// stagecraft::testing::conformance::run_all(store).await;
+/// # });
+/// ```
 #[async_trait]
 pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     /// A short name for errors and traces: `"memory"`, `"sqlite"`, ...
@@ -293,6 +364,29 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
 /// Removing expired records in bulk: the optional capability of a store whose expired
 /// records stay behind, invisible, until something deletes them (the SQL stores, and
 /// the memory store between its sweeps). Reached through [`SessionStore::purge`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use stagecraft::clock::ManualClock;
+/// use stagecraft::store::{MemoryStore, SessionStore};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let clock = ManualClock::at_secs(1_700_000_000);
+/// let store = MemoryStore::new()
+///     .with_ttl(Duration::from_secs(60))
+///     .with_clock(Arc::new(clock.clone()));
+/// store.save("1:1", b"{}", None).await.unwrap();
+/// store.save("2:2", b"{}", None).await.unwrap();
+/// clock.advance(Duration::from_secs(61));
+/// // Expired, so already invisible, but still taking space:
+/// assert!(store.list(&Default::default()).await.unwrap().is_empty());
+/// assert_eq!(store.len(), 2);
+/// let purge = store.purge().expect("the memory store has it");
+/// assert_eq!(purge.purge_expired().await.unwrap(), 2);
+/// assert_eq!(store.len(), 0);
+/// # });
+/// ```
 #[async_trait]
 pub trait PurgeExpired: Send + Sync {
     /// Deletes every expired record now and returns how many were deleted.
