@@ -65,6 +65,10 @@ sql::queries!(
         lease_purge,
         lease_acquire,
         lease_acquire_load,
+        lease_table_unlogged,
+        insert_release,
+        update_release,
+        delete_release,
         tables_exist,
         create_pending_index,
         pending_keys,
@@ -239,11 +243,12 @@ impl PostgresStore {
         // every store on the database (they are short and run at start-up only). The
         // statements go as one simple query, which PostgreSQL runs as one transaction.
         let script = format!(
-            "SELECT pg_advisory_xact_lock({MIGRATE_LOCK});\n{};\n{};\n{};\n{};",
+            "SELECT pg_advisory_xact_lock({MIGRATE_LOCK});\n{};\n{};\n{};\n{};\n{};",
             q.create_table.trim().trim_end_matches(';'),
             q.create_index.trim().trim_end_matches(';'),
             q.create_pending_index.trim().trim_end_matches(';'),
             q.create_lease_table.trim().trim_end_matches(';'),
+            q.lease_table_unlogged.trim().trim_end_matches(';'),
         );
         // A migration by a client that takes no such lock (an older build, an operator)
         // can still win the race: the catalog's unique violation then means the table
@@ -301,12 +306,17 @@ impl PostgresStore {
 
     /// A compare-and-set save, putting the row in the index of due work at `due` or
     /// taking it out (`None`).
+    ///
+    /// With `release`, the same statement gives the lease back once the record is
+    /// written (a data-modifying CTE whose `DELETE` of the lease row runs only if the
+    /// save wrote a row).
     async fn write(
         &self,
         key: &str,
         bytes: &[u8],
         expected: Option<Version>,
         due: Option<i64>,
+        release: Option<&Lease>,
     ) -> Result<Version> {
         check_key(key)?;
         let now = self.table.now();
@@ -320,7 +330,13 @@ impl PostgresStore {
             expires_at,
             due,
         };
-        let (version, query) = sql::save_query(&q.insert, &q.update, args);
+        let Some(lease) = release else {
+            let (version, query) = sql::save_query(&q.insert, &q.update, args);
+            return sql::save_result(BACKEND, key, version, query.execute(&self.pool).await);
+        };
+        // `SELECT 1 FROM saved`: the statement returns (and counts) one row when it wrote.
+        let (version, query) = sql::save_query(&q.insert_release, &q.update_release, args);
+        let query = query.bind(lease.token());
         sql::save_result(BACKEND, key, version, query.execute(&self.pool).await)
     }
 }
@@ -348,7 +364,7 @@ impl SessionStore for PostgresStore {
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn save(&self, key: &str, bytes: &[u8], expected: Option<Version>) -> Result<Version> {
-        self.write(key, bytes, expected, None).await
+        self.write(key, bytes, expected, None, None).await
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
@@ -381,6 +397,53 @@ impl SessionStore for PostgresStore {
 
     fn pending(&self) -> Option<&dyn PendingIndex> {
         Some(self)
+    }
+
+    /// One statement: the compare-and-set save and the release of the lease.
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
+    async fn save_releasing(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: Option<Version>,
+        due: Option<i64>,
+        lease: &Lease,
+    ) -> Result<Version> {
+        self.write(key, bytes, expected, due, Some(lease)).await
+    }
+
+    /// One statement: the compare-and-set delete and the release of the lease (a
+    /// second one only when the record was gone already).
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
+    async fn delete_releasing(&self, key: &str, expected: Version, lease: &Lease) -> Result<()> {
+        check_key(key)?;
+        let q = self.table.queries();
+        let now = self.table.now();
+        let done = sqlx::query(&q.delete_release)
+            .bind(key)
+            .bind(sql::version_param(expected))
+            .bind(now)
+            .bind(lease.token())
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        if done.rows_affected() > 0 {
+            return Ok(());
+        }
+        // Nothing deleted: a conflict, or no record (then the lease goes back apart).
+        let current = sqlx::query(&q.current_version)
+            .bind(key)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        if current.is_some() {
+            return Err(Error::Conflict {
+                key: key.to_owned(),
+            });
+        }
+        self.release_lease(lease).await?;
+        Ok(())
     }
 
     fn leases(&self) -> Option<&dyn LeaseStore> {
@@ -487,7 +550,7 @@ impl PendingIndex for PostgresStore {
         expected: Option<Version>,
         due: i64,
     ) -> Result<Version> {
-        self.write(key, bytes, expected, Some(due)).await
+        self.write(key, bytes, expected, Some(due), None).await
     }
 
     async fn pending_keys(&self, now: i64, limit: usize) -> Result<Vec<String>> {
