@@ -449,8 +449,8 @@ impl SessionStore for MySqlStore {
         Some(self)
     }
 
-    /// One `CALL` (the store's save procedure) when the record exists and the
-    /// procedures are there; a new record is inserted, then the lease released apart.
+    /// One `CALL` (the store's save procedure) when the procedures are there; else the
+    /// save, then the release.
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn save_releasing(
         &self,
@@ -460,24 +460,24 @@ impl SessionStore for MySqlStore {
         due: Option<i64>,
         lease: &Lease,
     ) -> Result<Version> {
-        let Some(current) = expected.filter(|_| self.has_routines()) else {
+        if !self.has_routines() {
             let version = self.write(key, bytes, expected, due).await?;
             if let Err(e) = self.release_lease(lease).await {
                 tracing::warn!(target: "stagecraft::session", key = lease.key(), error = %e,
                     "releasing a lease failed; it will expire by itself");
             }
             return Ok(version);
-        };
+        }
         check_key_len(key)?;
         let now = self.table.now();
-        let version = current.next();
+        let version = expected.map_or_else(Version::initial, Version::next);
         let rows = sqlx::query(&self.table.queries().call_save)
             .bind(key)
             .bind(bytes)
             .bind(sql::version_param(version))
             .bind(self.table.expires_at(now))
             .bind(due)
-            .bind(sql::version_param(current))
+            .bind(expected.map(sql::version_param))
             .bind(now)
             .bind(lease.token())
             .fetch_all(&self.pool)

@@ -4,13 +4,25 @@ CREATE PROCEDURE IF NOT EXISTS `{routine}_save_v1`(
     MODIFIES SQL DATA
     SQL SECURITY INVOKER
 BEGIN
-    -- The compare-and-set update of k over `expected` and, when it wrote, the release
-    -- of the lease still held with token t: one transaction. One row: rows written.
+    -- The compare-and-set save of k over `expected` (NULL: a new record, inserted over
+    -- an expired row only) and, when it wrote, the release of the lease still held
+    -- with token t: one transaction. One row: 1 when written, 0 on a conflict.
     DECLARE written BIGINT DEFAULT 0;
+    DECLARE duplicate INT DEFAULT 0;
+    DECLARE CONTINUE HANDLER FOR 1062 SET duplicate = 1;
     START TRANSACTION;
-    UPDATE `{table}` SET data = d, version = v, expires_at = exp_at, due_at = due
-    WHERE session_key = k AND version = expected AND (expires_at IS NULL OR expires_at > now_s);
-    SET written = ROW_COUNT();
+    IF expected IS NULL THEN
+        DELETE FROM `{table}`
+        WHERE session_key = k AND expires_at IS NOT NULL AND expires_at <= now_s;
+        INSERT INTO `{table}` (session_key, data, version, expires_at, due_at)
+        VALUES (k, d, v, exp_at, due);
+        SET written = 1 - duplicate;
+    ELSE
+        UPDATE `{table}` SET data = d, version = v, expires_at = exp_at, due_at = due
+        WHERE session_key = k AND version = expected
+            AND (expires_at IS NULL OR expires_at > now_s);
+        SET written = ROW_COUNT();
+    END IF;
     IF written = 1 THEN
         DELETE FROM `{lease_table}` WHERE session_key = k AND token = t;
     END IF;
