@@ -1,5 +1,6 @@
 //! Round trips per update on the server stores, counted from the servers' own statistics:
-//! Redis `MONITOR`; MySQL `Questions` (less the one `SET` each new connection sends as it
+//! Redis `total_reads_processed` (the requests it read: commands sent together in one
+//! pipeline are one), with the commands `MONITOR` reports beside it; MySQL `Questions` (less the one `SET` each new connection sends as it
 //! starts); PostgreSQL's transaction count in `pg_stat_database` for a database created
 //! for the test (each autocommit statement is one transaction), less the connections'
 //! start-up transactions and the migration, with the statements sqlx prepares (once per
@@ -145,18 +146,38 @@ where
     (after - before - 1) as f64 / n as f64
 }
 
-/// Runs the conversation while the server's `MONITOR` reports every command it runs,
-/// and counts the ones a client sent (commands a Lua script runs come as `[n lua]`).
+/// The server's count of requests read (`total_reads_processed`, counting this one).
 #[cfg(feature = "redis")]
-async fn redis_round_trips(url: &str, store: Arc<dyn SessionStore>, run: Run) -> f64 {
+async fn redis_reads(conn: &mut stagecraft::store::redis::aio::MultiplexedConnection) -> i64 {
+    let info: String = stagecraft::store::redis::cmd("INFO")
+        .arg("stats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_reads_processed:"))
+        .expect("INFO stats has total_reads_processed")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Runs the conversation and returns the round trips (requests the server read) and the
+/// commands clients sent per update, while the server's `MONITOR` reports every command
+/// it runs (commands a Lua script runs come as `[n lua]`, and are not counted).
+#[cfg(feature = "redis")]
+async fn redis_round_trips(url: &str, store: Arc<dyn SessionStore>, run: Run) -> (f64, f64) {
     use futures_util::StreamExt;
     let client = stagecraft::store::redis::Client::open(url).unwrap();
     // The monitor sends MONITOR itself before it is handed over.
     let monitor = client.get_async_monitor().await.unwrap();
     let mut lines = monitor.into_on_message::<String>();
     let sentinel = common::unique_name("sentinel");
-    let n = converse(store, run).await;
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let before = redis_reads(&mut conn).await;
+    let n = converse(store, run).await;
+    // Less the second count's own request.
+    let reads = redis_reads(&mut conn).await - before - 1;
     let _: String = stagecraft::store::redis::cmd("ECHO")
         .arg(&sentinel)
         .query_async(&mut conn)
@@ -172,11 +193,11 @@ async fn redis_round_trips(url: &str, store: Arc<dyn SessionStore>, run: Run) ->
         if line.contains(&sentinel) {
             break;
         }
-        if !line.contains(" lua]") {
+        if !line.contains(" lua]") && !line.contains("\"INFO\"") {
             sent += 1;
         }
     }
-    sent as f64 / n as f64
+    (reads as f64 / n as f64, sent as f64 / n as f64)
 }
 
 #[cfg(feature = "redis")]
@@ -197,14 +218,12 @@ async fn redis_two_round_trips_per_update() {
             .with_prefix(&prefix)
             .unwrap()
             .with_leases(run.leases());
-        counted.push((
-            run,
-            redis_round_trips(&url, Arc::new(store.clone()), run).await,
-        ));
+        let (round_trips, commands) = redis_round_trips(&url, Arc::new(store.clone()), run).await;
+        counted.push((run, round_trips, commands));
         prefixes.push((store, prefix));
     }
-    println!("redis round trips per update: {counted:.2?}");
-    for (run, per_update) in &counted {
+    println!("redis round trips and commands per update: {counted:.2?}");
+    for (run, per_update, _) in &counted {
         assert!(
             *per_update <= run.limit(),
             "{per_update} round trips per update in run {run:?}"
