@@ -82,7 +82,9 @@ async fn servers() -> Vec<Server> {
             .unwrap();
         store.migrate().await.unwrap();
         let pool = store.pool().clone();
-        let sql = format!(r#"DROP TABLE IF EXISTS "{table}", "{table}_lease""#);
+        let sql = format!(
+            r#"DROP TABLE IF EXISTS "{table}", "{table}_lease"; DROP FUNCTION IF EXISTS "{table}_take_v1"(text, text, bigint)"#
+        );
         let drop_tables = async move {
             stagecraft::store::sqlx::raw_sql(&sql)
                 .execute(&pool)

@@ -138,7 +138,8 @@ async fn postgres_with_the_longest_ttl_lease_and_deadline() {
     };
     let result = tokio::spawn(run).await;
     stagecraft::store::sqlx::raw_sql(&format!(
-        "DROP TABLE IF EXISTS \"{table}\", \"{table}_lease\""
+        "DROP TABLE IF EXISTS \"{table}\", \"{table}_lease\"; \
+         DROP FUNCTION IF EXISTS \"{table}_take_v1\"(text, text, bigint)"
     ))
     .execute(&pool)
     .await

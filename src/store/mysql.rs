@@ -481,8 +481,23 @@ impl SessionStore for MySqlStore {
             .bind(now)
             .bind(lease.token())
             .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .await;
+        let rows = match rows {
+            Ok(rows) => rows,
+            // A deadlock or a lock wait that timed out: the procedure rolled its
+            // transaction back, so nothing was written; the plain statements do it.
+            Err(e) if is_lock_contention(&e) => {
+                tracing::debug!(target: "stagecraft::store", key = %key, error = %e,
+                    "the save procedure met lock contention; saving in statements of their own");
+                let version = self.write(key, bytes, expected, due).await?;
+                if let Err(e) = self.release_lease(lease).await {
+                    tracing::warn!(target: "stagecraft::session", key = lease.key(), error = %e,
+                        "releasing a lease failed; it will expire by itself");
+                }
+                return Ok(version);
+            }
+            Err(e) => return Err(db_err(e)),
+        };
         let written: i64 = match rows.first() {
             Some(row) => row.try_get(0).map_err(db_err)?,
             None => {

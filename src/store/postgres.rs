@@ -69,6 +69,9 @@ sql::queries!(
         insert_release,
         update_release,
         delete_release,
+        create_take_function,
+        take_function_exists,
+        call_take,
         tables_exist,
         create_pending_index,
         pending_keys,
@@ -113,6 +116,10 @@ pub struct PostgresStore {
     pool: PgPool,
     table: SqlTable<Queries>,
     leases: bool,
+    /// Whether the table's lease function is there (found or made by
+    /// [`migrate`](Self::migrate)): the lease is then taken and the record read without
+    /// locking its row.
+    take_function: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl PostgresStore {
@@ -136,6 +143,7 @@ impl PostgresStore {
             pool,
             table: SqlTable::new(),
             leases: true,
+            take_function: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
 
@@ -188,6 +196,8 @@ impl PostgresStore {
     /// [`Error::Config`] when the name is not valid.
     pub fn with_table(mut self, table: &str) -> Result<Self> {
         self.table = self.table.renamed(table)?;
+        // Another table's function: found (or made) by its migration.
+        self.take_function = Arc::new(std::sync::atomic::AtomicBool::new(false));
         Ok(self)
     }
 
@@ -234,9 +244,50 @@ impl PostgresStore {
             .fetch_one(&self.pool)
             .await
             .map_err(db_err)?;
-        if exists {
-            return Ok(());
+        if !exists {
+            self.create_tables().await?;
         }
+        let found = self.make_take_function().await?;
+        self.take_function
+            .store(found, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// Finds or creates the table's lease function (`{table}_take_v1`); `false` (with a
+    /// warning) when the user may not create it.
+    async fn make_take_function(&self) -> Result<bool> {
+        let q = self.table.queries();
+        let exists = || async {
+            sqlx::query_scalar::<_, bool>(&q.take_function_exists)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_err)
+        };
+        if exists().await? {
+            return Ok(true);
+        }
+        // Serialised like the tables' creation (`CREATE OR REPLACE FUNCTION` racing
+        // itself fails with "tuple concurrently updated").
+        let script = format!(
+            "SELECT pg_advisory_xact_lock({MIGRATE_LOCK});\n{};",
+            q.create_take_function.trim().trim_end_matches(';')
+        );
+        match sqlx::raw_sql(&script).execute(&self.pool).await {
+            Ok(_) => exists().await,
+            Err(sqlx::Error::Database(e)) if e.code().is_some_and(|c| c == "42501") => {
+                tracing::warn!(target: "stagecraft::store", table = %self.table(), error = %e,
+                    "cannot create the store's lease function; the lease is taken with a \
+                    row lock on the record (a durable write)");
+                Ok(false)
+            }
+            Err(e) => Err(db_err(e)),
+        }
+    }
+
+    /// Creates the tables and indexes (the part of [`migrate`](Self::migrate) that needs
+    /// the `CREATE` privilege).
+    async fn create_tables(&self) -> Result<()> {
+        let q = self.table.queries();
         // `CREATE … IF NOT EXISTS` is not safe against itself in PostgreSQL's catalog:
         // processes starting together on a fresh table fail with a duplicate key in
         // `pg_type`. A transaction-scoped advisory lock serialises the migrations of
@@ -298,6 +349,51 @@ impl PostgresStore {
         self.rows()
             .live_record(&q.delete_expired, key, Some(fetched), now)
             .await
+    }
+
+    /// [`acquire_lease_and_load`](LeaseStore::acquire_lease_and_load) through the lease
+    /// function: its read has a snapshot of its own, taken after the lease.
+    async fn take_with_function(
+        &self,
+        key: &str,
+        lease: Lease,
+        ttl: Duration,
+        now: i64,
+    ) -> Result<(LeaseAttempt, Preload)> {
+        let q = self.table.queries();
+        let row = sqlx::query(&q.call_take)
+            .bind(key)
+            .bind(lease.token())
+            .bind(sql::lease_ttl_ms(ttl))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
+        let taken: bool = row.try_get(0).map_err(db_err)?;
+        if !taken {
+            return Ok((LeaseAttempt::Busy, Preload::NotRead));
+        }
+        // Taken: a failure from here on gives the lease back.
+        let read = || -> Result<Option<sql::Row3>> {
+            let data: Option<Vec<u8>> = row.try_get(1).map_err(db_err)?;
+            let version: Option<i64> = row.try_get(2).map_err(db_err)?;
+            let expires_at: Option<i64> = row.try_get(3).map_err(db_err)?;
+            Ok(data.zip(version).map(|(d, v)| (d, v, expires_at)))
+        };
+        let record = match read() {
+            Ok(fetched) => {
+                self.rows()
+                    .live_record(&q.delete_expired, key, fetched, now)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match record {
+            Ok(record) => Ok((LeaseAttempt::Acquired(lease), Preload::Read(record))),
+            Err(e) => {
+                let _ = self.release_lease(&lease).await;
+                Err(e)
+            }
+        }
     }
 
     fn rows(&self) -> Rows<'_, sqlx::Postgres> {
@@ -498,6 +594,12 @@ impl LeaseStore for PostgresStore {
         let now = self.table.now();
         let q = self.table.queries();
         let lease = Lease::generate(key);
+        if self
+            .take_function
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return self.take_with_function(key, lease, ttl, now).await;
+        }
         let row = sqlx::query(&q.lease_acquire_load)
             .bind(key)
             .bind(lease.token())

@@ -7,6 +7,8 @@ BEGIN
     -- One row: taken (0 or 1), and the record (NULLs when not taken or absent).
     DECLARE now_ms BIGINT DEFAULT CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED);
     DECLARE holder VARCHAR(64) DEFAULT NULL;
+    -- (READ COMMITTED for the take: no gap locks between takes of different keys.)
+    SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
     INSERT INTO `{lease_table}` (session_key, token, expires_at) VALUES (k, t, now_ms + ttl)
     ON DUPLICATE KEY UPDATE
         token = IF(expires_at <= now_ms, t, token),
