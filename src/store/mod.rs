@@ -359,6 +359,73 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     fn pending(&self) -> Option<&dyn PendingIndex> {
         None
     }
+
+    /// A compare-and-set write of `key` that also gives `lease` back once written: the
+    /// write that ends an update holding the key's lease.
+    ///
+    /// Writes `bytes` exactly as [`save`](Self::save) does (`due: None`), or as
+    /// [`PendingIndex::save_pending`] does with `due` when the store has the index (a
+    /// store without one ignores `due`). When the write succeeds, the lease is released
+    /// if it is still `lease`'s (same token); a lease that expired and was taken by
+    /// someone else is left alone. When the write fails, the lease is not released: on
+    /// a conflict the caller still holds it (to rerun its update); on another error,
+    /// the caller releases it with [`LeaseStore::release_lease`] (it may or may not be
+    /// released already).
+    ///
+    /// The default writes and then calls [`LeaseStore::release_lease`] (two round
+    /// trips; a failed release is logged and left to expire). The server stores do
+    /// both in one script or statement.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`](crate::Error::Conflict) when the stored version is not
+    /// `expected` (nothing is written and the lease is kept).
+    async fn save_releasing(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: Option<Version>,
+        due: Option<i64>,
+        lease: &Lease,
+    ) -> Result<Version> {
+        let version = match (due, self.pending()) {
+            (Some(due), Some(index)) => index.save_pending(key, bytes, expected, due).await?,
+            _ => self.save(key, bytes, expected).await?,
+        };
+        release_after_write(self.leases(), lease).await;
+        Ok(version)
+    }
+
+    /// A compare-and-set [`delete`](Self::delete) of `key` that also gives `lease`
+    /// back once the record is gone, as [`save_releasing`](Self::save_releasing) does
+    /// for a save (the same rules: released only on success, and only if still
+    /// `lease`'s).
+    ///
+    /// The default deletes and then calls [`LeaseStore::release_lease`].
+    ///
+    /// # Errors
+    /// [`Error::Conflict`](crate::Error::Conflict) when the record exists with another
+    /// version (nothing is deleted and the lease is kept).
+    async fn delete_releasing(&self, key: &str, expected: Version, lease: &Lease) -> Result<()> {
+        self.delete(key, expected).await?;
+        release_after_write(self.leases(), lease).await;
+        Ok(())
+    }
+}
+
+/// The release that follows a successful write in the default
+/// [`SessionStore::save_releasing`] and [`SessionStore::delete_releasing`]: the write
+/// stands whatever happens to it, so a failure is logged and the lease left to expire.
+async fn release_after_write(leases: Option<&dyn LeaseStore>, lease: &Lease) {
+    let Some(leases) = leases else {
+        return;
+    };
+    match leases.release_lease(lease).await {
+        Ok(true) => {}
+        Ok(false) => tracing::info!(target: "stagecraft::session", key = lease.key(),
+            "the lease had expired before it was released"),
+        Err(e) => tracing::warn!(target: "stagecraft::session", key = lease.key(),
+            error = %crate::error::error_chain(&e), "releasing a lease failed; it will expire by itself"),
+    }
 }
 
 /// Removing expired records in bulk: the optional capability of a store whose expired
@@ -459,6 +526,37 @@ impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
     }
     fn pending(&self) -> Option<&dyn PendingIndex> {
         (**self).pending()
+    }
+    fn save_releasing<'a, 'b, 'c, 'd, 'f>(
+        &'a self,
+        key: &'b str,
+        bytes: &'c [u8],
+        expected: Option<Version>,
+        due: Option<i64>,
+        lease: &'d Lease,
+    ) -> StoreFuture<'f, Version>
+    where
+        'a: 'f,
+        'b: 'f,
+        'c: 'f,
+        'd: 'f,
+        Self: 'f,
+    {
+        (**self).save_releasing(key, bytes, expected, due, lease)
+    }
+    fn delete_releasing<'a, 'b, 'c, 'f>(
+        &'a self,
+        key: &'b str,
+        expected: Version,
+        lease: &'c Lease,
+    ) -> StoreFuture<'f, ()>
+    where
+        'a: 'f,
+        'b: 'f,
+        'c: 'f,
+        Self: 'f,
+    {
+        (**self).delete_releasing(key, expected, lease)
     }
 }
 
