@@ -18,7 +18,12 @@
 //! turns de-duplication off), `--idle N` (resident bytes per idle session instead of
 //! throughput), `--churn N` (N distinct keys pass through, two updates each: resident
 //! memory and the pipeline's per-key tables before, during and after, instead of
-//! throughput), `--keep` (with `--churn`: the sessions stay stored instead of ending).
+//! throughput), `--keep` (with `--churn`: the sessions stay stored instead of ending),
+//! `--compare-leases` (throughput with leases and without, side by side: four runs in
+//! this process, alternating, each in a namespace of its own (`NAME_0` .. `NAME_3`, or
+//! `bench_PID_0` ..), reported as `with_leases_updates_per_sec`,
+//! `without_leases_updates_per_sec` (the mean of two runs each) and `leases_ratio`
+//! (with / without)).
 //!
 //! Each chat runs the reference conversation
 //! `/start, Alice, abc, 30, yes, /profile, /whoami, hello, /back, outside` (11 replies) over
@@ -66,6 +71,7 @@ struct Args {
     queued: u64,
     outbox: bool,
     dedup: usize,
+    compare_leases: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -84,6 +90,7 @@ fn parse_args() -> Result<Args, String> {
         queued: 1,
         outbox: false,
         dedup: stagecraft::pipeline::DEFAULT_DEDUP_WINDOW,
+        compare_leases: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -101,6 +108,7 @@ fn parse_args() -> Result<Args, String> {
             "--keep" => a.keep = true,
             "--no-leases" => a.leases = false,
             "--outbox" => a.outbox = true,
+            "--compare-leases" => a.compare_leases = true,
             "--dedup" => a.dedup = v()?.parse().map_err(|e| format!("--dedup: {e}"))?,
             "--cache" => {
                 a.cache = match v()?.as_str() {
@@ -146,7 +154,16 @@ fn update(chat: u64, n: u64, text: &str) -> TelegramUpdate {
 }
 
 async fn run_stagecraft(args: &Args) -> Result<(f64, u64), BoxError> {
-    let store = stores::open(&args.store, args.namespace.as_deref()).await?;
+    run_stagecraft_with(args, args.leases, args.namespace.as_deref()).await
+}
+
+/// One run on the namespace `namespace`, with leases or without.
+async fn run_stagecraft_with(
+    args: &Args,
+    leases: bool,
+    namespace: Option<&str>,
+) -> Result<(f64, u64), BoxError> {
+    let store = stores::open(&args.store, namespace).await?;
     // Other users' sessions already stored: the cost per update must not grow with them.
     for i in 0..args.prefill {
         let key = format!("{}:{}", -(i as i64) - 1, -(i as i64) - 1);
@@ -156,7 +173,7 @@ async fn run_stagecraft(args: &Args) -> Result<(f64, u64), BoxError> {
     let bot = demo_bot::build(
         Pipeline::<demo_bot::Demo>::builder()
             .store_arc(store)
-            .leases(if args.leases {
+            .leases(if leases {
                 LeaseConfig::new()
             } else {
                 LeaseConfig::off()
@@ -509,6 +526,44 @@ async fn sqlite_baseline(args: &Args) -> Result<Option<f64>, BoxError> {
     Ok(None)
 }
 
+/// `--compare-leases`: with leases and without, alternating (without, with, without,
+/// with), each run on fresh sessions in a namespace of its own.
+async fn compare_leases(args: &Args) -> Result<(), BoxError> {
+    let base = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| format!("bench_{}", std::process::id()));
+    let mut with = Vec::new();
+    let mut without = Vec::new();
+    for i in 0..4 {
+        let leases = i % 2 == 1;
+        let (ups, _) = run_stagecraft_with(args, leases, Some(&format!("{base}_{i}"))).await?;
+        if leases {
+            with.push(ups);
+        } else {
+            without.push(ups);
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (with_mean, without_mean) = (mean(&with), mean(&without));
+    let line = serde_json::json!({
+        "store": args.store,
+        "outbox": args.outbox,
+        "dedup": args.dedup,
+        "cache": format!("{:?}", args.cache),
+        "queued": args.queued,
+        "chats": args.chats,
+        "updates": args.updates / args.chats * args.chats,
+        "with_leases_runs": with.iter().map(|u| u.round()).collect::<Vec<_>>(),
+        "without_leases_runs": without.iter().map(|u| u.round()).collect::<Vec<_>>(),
+        "with_leases_updates_per_sec": with_mean.round(),
+        "without_leases_updates_per_sec": without_mean.round(),
+        "leases_ratio": (with_mean / without_mean * 100.0).round() / 100.0,
+    });
+    println!("{line}");
+    Ok(())
+}
+
 fn main() -> Result<(), BoxError> {
     let args = parse_args()?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -519,6 +574,9 @@ fn main() -> Result<(), BoxError> {
     }
     if let Some(n) = args.churn {
         return rt.block_on(run_churn(&args, n));
+    }
+    if args.compare_leases {
+        return rt.block_on(compare_leases(&args));
     }
     rt.block_on(async {
         let baseline = if args.baseline && args.store == "memory" {

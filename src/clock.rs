@@ -7,7 +7,28 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Where stagecraft reads the time (scene TTLs, store TTLs).
 ///
-/// Supply a [`ManualClock`] to make time move only when a test says so.
+/// Supply a [`ManualClock`] to make time move only when a test says so, or your own
+/// clock, say one that corrects the host's drift by an offset measured elsewhere:
+///
+/// ```
+/// use stagecraft::clock::{Clock, SystemClock};
+/// use stagecraft::prelude::*;
+///
+/// #[derive(Debug)]
+/// struct Corrected { offset_ms: i64 }
+///
+/// impl Clock for Corrected {
+///     fn now_ms(&self) -> i64 {
+///         SystemClock.now_ms() + self.offset_ms
+///     }
+/// }
+///
+/// let clock = Corrected { offset_ms: -1_500 };
+/// assert!(clock.now_s() < SystemClock.now_s());
+/// // Scene TTLs, timeouts and stamps of the pipeline read it:
+/// let bot = Pipeline::<()>::builder().clock(clock).build();
+/// # let _ = bot;
+/// ```
 pub trait Clock: fmt::Debug + Send + Sync + 'static {
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> i64;

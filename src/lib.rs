@@ -145,6 +145,12 @@ pub use stage::Stage;
 #[doc(inline)]
 pub use wizard::Wizard;
 
+/// The attribute that lets a trait have `async fn`s behind `dyn`: implement
+/// [`SessionStore`](store::SessionStore), [`Transport`](transport::Transport) and the
+/// store capability traits with it, without a dependency of your own.
+#[doc(no_inline)]
+pub use async_trait::async_trait;
+
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -1,5 +1,6 @@
 //! Round trips per update on the server stores, counted from the servers' own statistics:
-//! Redis `MONITOR`; MySQL `Questions` (less the one `SET` each new connection sends as it
+//! Redis `total_reads_processed` (the requests it read: commands sent together in one
+//! pipeline are one), with the commands `MONITOR` reports beside it; MySQL `Questions` (less the one `SET` each new connection sends as it
 //! starts); PostgreSQL's transaction count in `pg_stat_database` for a database created
 //! for the test (each autocommit statement is one transaction), less the connections'
 //! start-up transactions and the migration, with the statements sqlx prepares (once per
@@ -45,13 +46,74 @@ fn updates() -> Vec<TelegramUpdate> {
         .collect()
 }
 
-/// Runs the reference conversation on `store`, one update after another or (`burst`) all
-/// queued at once, a burst of one key; returns the number of updates.
-async fn converse(store: Arc<dyn SessionStore>, leases: LeaseConfig, burst: bool) -> usize {
+/// How a run goes: with or without leases (and how they are held), one update after
+/// another or all queued at once, replies through the outbox or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Run {
+    /// No leases.
+    Plain,
+    /// Leases, released by the save.
+    Leases,
+    /// Leases, all updates queued at once (a burst of one key).
+    Burst,
+    /// Leases held until the replies are delivered.
+    Hold,
+    /// Leases and the outbox.
+    Outbox,
+    /// The outbox without leases.
+    OutboxPlain,
+}
+
+const RUNS: [Run; 6] = [
+    Run::Plain,
+    Run::Leases,
+    Run::Burst,
+    Run::Hold,
+    Run::Outbox,
+    Run::OutboxPlain,
+];
+
+impl Run {
+    fn leases(self) -> bool {
+        !matches!(self, Run::Plain | Run::OutboxPlain)
+    }
+
+    fn config(self) -> LeaseConfig {
+        if !self.leases() {
+            return LeaseConfig::off();
+        }
+        // No renewal (every ttl / 3) and no fair-share release within the run.
+        LeaseConfig::new()
+            .ttl(std::time::Duration::from_secs(60))
+            .fair_share(std::time::Duration::from_secs(600))
+            .hold_through_delivery(self == Run::Hold)
+    }
+
+    /// The most round trips per update a run may cost: a load and a save without leases
+    /// (the first update of a key inserts; an update that changes nothing saves
+    /// nothing); with leases, the lease is taken with the read and given back by the
+    /// save; in a burst, a save each plus one take (with the first read) and one
+    /// release; held through the delivery, a release of its own after it; with the
+    /// outbox, the write that marks the replies delivered (which gives the lease back).
+    fn limit(self) -> f64 {
+        let n = (ROUNDS * CYCLE.len()) as f64;
+        match self {
+            Run::Plain | Run::Leases => 2.0,
+            Run::Burst => 1.0 + 2.0 / n,
+            Run::Hold | Run::Outbox | Run::OutboxPlain => 3.0,
+        }
+    }
+}
+
+/// Runs the reference conversation on `store` as `run` says; returns the number of
+/// updates.
+async fn converse(store: Arc<dyn SessionStore>, run: Run) -> usize {
+    let burst = run == Run::Burst;
     let bot = demo_bot::build(
         Pipeline::<demo_bot::Demo>::builder()
             .store_arc(store)
-            .leases(leases)
+            .leases(run.config())
+            .outbox(matches!(run, Run::Outbox | Run::OutboxPlain))
             .transport(RecordingTransport::new()),
     )
     .unwrap();
@@ -72,35 +134,50 @@ async fn converse(store: Arc<dyn SessionStore>, leases: LeaseConfig, burst: bool
 
 /// Runs the reference conversation and returns the commands the server counted per update.
 #[cfg(feature = "mysql")]
-async fn per_update<F, Fut>(store: Arc<dyn SessionStore>, leases: LeaseConfig, count: F) -> f64
+async fn per_update<F, Fut>(store: Arc<dyn SessionStore>, run: Run, count: F) -> f64
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = i64>,
 {
     let before = count().await;
-    let n = converse(store, leases, false).await;
+    let n = converse(store, run).await;
     let after = count().await;
     // The second count's own command is not the updates'.
     (after - before - 1) as f64 / n as f64
 }
 
-/// Runs the conversation while the server's `MONITOR` reports every command it runs,
-/// and counts the ones a client sent (commands a Lua script runs come as `[n lua]`).
+/// The server's count of requests read (`total_reads_processed`, counting this one).
 #[cfg(feature = "redis")]
-async fn redis_round_trips(
-    url: &str,
-    store: Arc<dyn SessionStore>,
-    leases: LeaseConfig,
-    burst: bool,
-) -> f64 {
+async fn redis_reads(conn: &mut stagecraft::store::redis::aio::MultiplexedConnection) -> i64 {
+    let info: String = stagecraft::store::redis::cmd("INFO")
+        .arg("stats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_reads_processed:"))
+        .expect("INFO stats has total_reads_processed")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Runs the conversation and returns the round trips (requests the server read) and the
+/// commands clients sent per update, while the server's `MONITOR` reports every command
+/// it runs (commands a Lua script runs come as `[n lua]`, and are not counted).
+#[cfg(feature = "redis")]
+async fn redis_round_trips(url: &str, store: Arc<dyn SessionStore>, run: Run) -> (f64, f64) {
     use futures_util::StreamExt;
     let client = stagecraft::store::redis::Client::open(url).unwrap();
     // The monitor sends MONITOR itself before it is handed over.
     let monitor = client.get_async_monitor().await.unwrap();
     let mut lines = monitor.into_on_message::<String>();
     let sentinel = common::unique_name("sentinel");
-    let n = converse(store, leases, burst).await;
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let before = redis_reads(&mut conn).await;
+    let n = converse(store, run).await;
+    // Less the second count's own request.
+    let reads = redis_reads(&mut conn).await - before - 1;
     let _: String = stagecraft::store::redis::cmd("ECHO")
         .arg(&sentinel)
         .query_async(&mut conn)
@@ -116,67 +193,45 @@ async fn redis_round_trips(
         if line.contains(&sentinel) {
             break;
         }
-        if !line.contains(" lua]") {
+        if !line.contains(" lua]") && !line.contains("\"INFO\"") {
             sent += 1;
         }
     }
-    sent as f64 / n as f64
+    (reads as f64 / n as f64, sent as f64 / n as f64)
 }
 
 #[cfg(feature = "redis")]
 #[tokio::test]
-async fn redis_two_round_trips_per_update_without_leases() {
+async fn redis_two_round_trips_per_update() {
     let Some(url) = common::server_url("STAGECRAFT_REDIS_URL") else {
         return;
     };
 
     let ns = common::unique_name("rt");
-    let store = stagecraft::store::RedisStore::connect(&url)
-        .await
-        .unwrap()
-        .with_prefix(&format!("{ns}:"))
-        .unwrap();
-    let without = redis_round_trips(
-        &url,
-        Arc::new(store.clone().with_leases(false)),
-        LeaseConfig::off(),
-        false,
-    )
-    .await;
-    let with = redis_round_trips(&url, Arc::new(store.clone()), LeaseConfig::new(), false).await;
-    // The same updates queued at once, within one fair share: the lease is passed from
-    // each update to the next one here, taken once and given back once, and the session
-    // passed along with it.
-    // No renewal (every ttl / 3) and no fair-share release within the run.
-    let long = LeaseConfig::new()
-        .ttl(std::time::Duration::from_secs(60))
-        .fair_share(std::time::Duration::from_secs(600));
-    let burst_store = store.clone().with_prefix(&format!("{ns}b:")).unwrap();
-    let burst = redis_round_trips(&url, Arc::new(burst_store.clone()), long, true).await;
-    println!(
-        "redis round trips per update: {without:.2} without leases, {with:.2} with leases, \
-         {burst:.2} with leases in a burst of one key"
-    );
-    // Load (HMGET) and compare-and-set save (EVALSHA); an update that changes nothing saves nothing.
-    assert!(
-        without <= 2.0,
-        "{without} round trips per update without leases"
-    );
-    // With leases: take the lease and read the record (one script), save, release.
-    assert!(with <= 3.0, "{with} round trips per update with leases");
-    // A save each (the first update's load came with the lease, the others take the
-    // session their predecessor committed under it), plus one take and one release.
-    let n = (ROUNDS * CYCLE.len()) as f64;
-    assert!(
-        burst <= 1.0 + 2.0 / n,
-        "{burst} round trips per update with leases in a burst"
-    );
+    let base = stagecraft::store::RedisStore::connect(&url).await.unwrap();
+    let mut prefixes = Vec::new();
+    let mut counted = Vec::new();
+    for (i, run) in RUNS.into_iter().enumerate() {
+        let prefix = format!("{ns}{i}:");
+        let store = base
+            .clone()
+            .with_prefix(&prefix)
+            .unwrap()
+            .with_leases(run.leases());
+        let (round_trips, commands) = redis_round_trips(&url, Arc::new(store.clone()), run).await;
+        counted.push((run, round_trips, commands));
+        prefixes.push((store, prefix));
+    }
+    println!("redis round trips and commands per update: {counted:.2?}");
+    for (run, per_update, _) in &counted {
+        assert!(
+            *per_update <= run.limit(),
+            "{per_update} round trips per update in run {run:?}"
+        );
+    }
     let client = stagecraft::store::redis::Client::open(url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    for (store, prefix) in [
-        (&store, format!("{ns}:")),
-        (&burst_store, format!("{ns}b:")),
-    ] {
+    for (store, prefix) in prefixes {
         let keys = store
             .list(&stagecraft::store::ListFilter::default())
             .await
@@ -193,7 +248,7 @@ async fn redis_two_round_trips_per_update_without_leases() {
 
 #[cfg(feature = "mysql")]
 #[tokio::test]
-async fn mysql_two_statements_per_update_without_leases() {
+async fn mysql_two_statements_per_update() {
     let Some(url) = common::server_url("STAGECRAFT_MYSQL_URL") else {
         return;
     };
@@ -237,23 +292,42 @@ async fn mysql_two_statements_per_update_without_leases() {
             value("Questions") - value("Connections")
         }
     };
-    let without = per_update(
-        Arc::new(store.clone().with_leases(false)),
-        LeaseConfig::off(),
-        &count,
-    )
-    .await;
-    println!("mysql statements per update without leases: {without:.2}");
-    // A load and a save (the first update of a key inserts); an update that changes
-    // nothing saves nothing.
-    assert!(
-        without <= 2.0,
-        "{without} statements per update without leases"
-    );
-    sqlx::query(&format!("DROP TABLE IF EXISTS `{ns}`, `{ns}_lease`"))
-        .execute(&pool)
-        .await
-        .unwrap();
+    let mut counted = Vec::new();
+    for run in RUNS {
+        // A table each: every run starts without records.
+        let table = format!("{ns}_{}", counted.len());
+        let store = store
+            .clone()
+            .with_table(&table)
+            .unwrap()
+            .with_leases(run.leases());
+        store.migrate().await.unwrap();
+        counted.push((run, per_update(Arc::new(store), run, &count).await));
+    }
+    println!("mysql statements per update: {counted:.2?}");
+    for (run, per_update) in &counted {
+        assert!(
+            *per_update <= run.limit(),
+            "{per_update} statements per update in run {run:?}"
+        );
+    }
+    for i in 0..=counted.len() {
+        let table = if i == counted.len() {
+            ns.clone()
+        } else {
+            format!("{ns}_{i}")
+        };
+        sqlx::query(&format!("DROP TABLE IF EXISTS `{table}`, `{table}_lease`"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        for routine in ["take_v1", "save_v1"] {
+            sqlx::query(&format!("DROP PROCEDURE IF EXISTS `{table}_{routine}`"))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    }
 }
 
 /// `url` with its database replaced by `db` (query parameters kept).
@@ -351,9 +425,9 @@ async fn postgres_prepared(pool: &stagecraft::store::sqlx::PgPool) -> (u64, u64)
 #[cfg(feature = "postgres")]
 #[derive(Debug)]
 struct PostgresCounts {
-    statements: [f64; 3],
-    prepared: [f64; 3],
-    connections: [u64; 3],
+    statements: Vec<f64>,
+    prepared: Vec<f64>,
+    connections: Vec<u64>,
 }
 
 /// Runs the reference conversation three times (without leases, with leases, with leases
@@ -380,33 +454,28 @@ async fn postgres_per_update(
     let bare = postgres_counts(&admin, &db).await;
     assert_eq!(bare.1 - start.1, 1, "one session");
     let per_session = bare.0 - start.0;
-    // Connecting the store runs its migration (simple queries: nothing prepared).
+    // Connecting the store runs its migration, which creates the tables and the lease
+    // function the first time and only looks them up afterwards (as in each run below).
+    let store = PostgresStore::connect(&db_url).await.unwrap();
+    store.pool().close().await;
+    let created = postgres_counts(&admin, &db).await;
     let store = PostgresStore::connect(&db_url).await.unwrap();
     store.pool().close().await;
     let migrated = postgres_counts(&admin, &db).await;
-    let (migration, _) = postgres_phase(bare, migrated, per_session);
+    let (migration, _) = postgres_phase(created, migrated, per_session);
 
     let mut counts = PostgresCounts {
-        statements: [0.0; 3],
-        prepared: [0.0; 3],
-        connections: [0; 3],
+        statements: Vec::new(),
+        prepared: Vec::new(),
+        connections: Vec::new(),
     };
-    let runs = [(false, false), (true, false), (true, true)];
-    for (i, (leases, burst)) in runs.into_iter().enumerate() {
+    for run in RUNS {
         let before = postgres_counts(&admin, &db).await;
         let store = PostgresStore::connect(&db_url)
             .await
             .unwrap()
-            .with_leases(leases);
-        let config = if leases {
-            // No renewal (every ttl / 3) and no fair-share release within the run.
-            LeaseConfig::new()
-                .ttl(std::time::Duration::from_secs(60))
-                .fair_share(std::time::Duration::from_secs(600))
-        } else {
-            LeaseConfig::off()
-        };
-        let n = converse(Arc::new(store.clone()), config, burst).await as f64;
+            .with_leases(run.leases());
+        let n = converse(Arc::new(store.clone()), run).await as f64;
         let (prepared, connections) = postgres_prepared(store.pool()).await;
         store.pool().close().await;
         let after = postgres_counts(&admin, &db).await;
@@ -420,16 +489,16 @@ async fn postgres_per_update(
         );
         // Less the migration and the count of prepares itself (one query per connection).
         let statements = counted - migration - prepared - connections;
-        counts.statements[i] = statements as f64 / n;
-        counts.prepared[i] = prepared as f64 / n;
-        counts.connections[i] = connections;
+        counts.statements.push(statements as f64 / n);
+        counts.prepared.push(prepared as f64 / n);
+        counts.connections.push(connections);
     }
     counts
 }
 
 #[cfg(feature = "postgres")]
 #[tokio::test]
-async fn postgres_two_statements_per_update_without_leases() {
+async fn postgres_two_statements_per_update() {
     let Some(url) = common::server_url("STAGECRAFT_POSTGRES_URL") else {
         return;
     };
@@ -462,30 +531,19 @@ async fn postgres_two_statements_per_update_without_leases() {
         .await
         .unwrap();
     let counts = counted.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-    let [without, with, burst] = counts.statements;
-    println!(
-        "postgres statements per update: {without:.2} without leases, {with:.2} with leases, \
-         {burst:.2} with leases in a burst of one key; plus prepares (once per statement and \
-         connection): {:.2}, {:.2} and {:.2} per update, over {}, {} and {} connections",
-        counts.prepared[0],
-        counts.prepared[1],
-        counts.prepared[2],
-        counts.connections[0],
-        counts.connections[1],
-        counts.connections[2]
-    );
-    // Load and compare-and-set save (the first update of a key inserts); an update that
-    // changes nothing saves nothing.
-    assert!(
-        without <= 2.0,
-        "{without} statements per update without leases"
-    );
-    // With leases: take the lease and read the record (one statement), save, release.
-    assert!(with <= 3.0, "{with} statements per update with leases");
-    // In a burst: a save each, plus one take (with the first read) and one release.
-    let n = (ROUNDS * CYCLE.len()) as f64;
-    assert!(
-        burst <= 1.0 + 2.0 / n,
-        "{burst} statements per update with leases in a burst"
-    );
+    let runs: Vec<_> = RUNS
+        .iter()
+        .zip(&counts.statements)
+        .zip(counts.prepared.iter().zip(&counts.connections))
+        .map(|((run, statements), (prepared, connections))| {
+            format!("{run:?}: {statements:.2} (+{prepared:.2} prepares, {connections} connections)")
+        })
+        .collect();
+    println!("postgres statements per update: {}", runs.join(", "));
+    for (run, per_update) in RUNS.iter().zip(&counts.statements) {
+        assert!(
+            *per_update <= run.limit(),
+            "{per_update} statements per update in run {run:?}"
+        );
+    }
 }

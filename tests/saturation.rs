@@ -138,7 +138,8 @@ async fn postgres_with_the_longest_ttl_lease_and_deadline() {
     };
     let result = tokio::spawn(run).await;
     stagecraft::store::sqlx::raw_sql(&format!(
-        "DROP TABLE IF EXISTS \"{table}\", \"{table}_lease\""
+        "DROP TABLE IF EXISTS \"{table}\", \"{table}_lease\"; \
+         DROP FUNCTION IF EXISTS \"{table}_take_v1\"(text, text, bigint)"
     ))
     .execute(&pool)
     .await
@@ -167,7 +168,9 @@ async fn mysql_with_the_longest_ttl_lease_and_deadline() {
         three_updates(ttl, longest_leases(), Duration::MAX).await;
     };
     let result = tokio::spawn(run).await;
-    stagecraft::store::sqlx::raw_sql(&format!("DROP TABLE IF EXISTS `{table}`, `{table}_lease`"))
+    stagecraft::store::sqlx::raw_sql(&format!(
+        "DROP TABLE IF EXISTS `{table}`, `{table}_lease`; DROP PROCEDURE IF EXISTS `{table}_take_v1`; DROP PROCEDURE IF EXISTS `{table}_save_v1`"
+    ))
         .execute(&pool)
         .await
         .unwrap();

@@ -136,8 +136,11 @@ fn messages_show_the_store_url_masked() {
             .block_on(async {
                 use stagecraft::store::sqlx;
                 if let Ok(pool) = sqlx::PgPool::connect(&server).await {
-                    let drop = format!("DROP TABLE IF EXISTS \"{table}\", \"{table}_lease\"");
-                    let _ = sqlx::query(&drop).execute(&pool).await;
+                    let drop = format!(
+                        "DROP TABLE IF EXISTS \"{table}\", \"{table}_lease\"; \
+         DROP FUNCTION IF EXISTS \"{table}_take_v1\"(text, text, bigint)"
+                    );
+                    let _ = sqlx::raw_sql(&drop).execute(&pool).await;
                 }
             });
     }

@@ -95,7 +95,9 @@ async fn mysql_store() {
         }
     });
     let result = body.await;
-    stagecraft::store::sqlx::raw_sql(&format!("DROP TABLE IF EXISTS `{table}`, `{table}_lease`"))
+    stagecraft::store::sqlx::raw_sql(&format!(
+        "DROP TABLE IF EXISTS `{table}`, `{table}_lease`; DROP PROCEDURE IF EXISTS `{table}_take_v1`; DROP PROCEDURE IF EXISTS `{table}_save_v1`"
+    ))
         .execute(&pool)
         .await
         .expect("drop the test table");
@@ -184,7 +186,7 @@ async fn stores_starting_together_on_a_fresh_table_all_start() {
         );
         let pool = connect_pool(&url).await;
         stagecraft::store::sqlx::raw_sql(&format!(
-            "DROP TABLE IF EXISTS `{table}`, `{table}_lease`"
+            "DROP TABLE IF EXISTS `{table}`, `{table}_lease`; DROP PROCEDURE IF EXISTS `{table}_take_v1`; DROP PROCEDURE IF EXISTS `{table}_save_v1`"
         ))
         .execute(&pool)
         .await
@@ -258,7 +260,7 @@ async fn a_user_granted_only_its_tables_starts() {
     store.pool().close().await;
 
     run(format!(
-        "DROP USER '{user}'@'%'; DROP TABLE IF EXISTS `{table}`, `{table}_lease`"
+        "DROP USER '{user}'@'%'; DROP TABLE IF EXISTS `{table}`, `{table}_lease`; DROP PROCEDURE IF EXISTS `{table}_take_v1`; DROP PROCEDURE IF EXISTS `{table}_save_v1`"
     ))
     .await;
 }

@@ -78,7 +78,8 @@ async fn postgres_store() {
     });
     let result = body.await;
     stagecraft::store::sqlx::raw_sql(&format!(
-        "DROP TABLE IF EXISTS \"{table}\", \"{table}_lease\""
+        "DROP TABLE IF EXISTS \"{table}\", \"{table}_lease\"; \
+         DROP FUNCTION IF EXISTS \"{table}_take_v1\"(text, text, bigint)"
     ))
     .execute(&pool)
     .await
@@ -168,7 +169,8 @@ async fn acquire_while_holder_commits(
     // Wait until the acquirer's statement is blocked on the lease row.
     let waiting = format!(
         "SELECT count(*) FROM pg_stat_activity \
-         WHERE wait_event_type = 'Lock' AND query LIKE '%{table}_lease%'"
+         WHERE wait_event_type = 'Lock' \
+             AND (query LIKE '%{table}_lease%' OR query LIKE '%{table}_take_v1%')"
     );
     let mut blocked = false;
     for _ in 0..500 {
@@ -269,7 +271,8 @@ async fn lease_and_load_sees_the_save_committed_while_it_waited() {
     };
     let result = tokio::spawn(body).await;
     let _ = stagecraft::store::sqlx::raw_sql(&format!(
-        "DROP TABLE IF EXISTS \"{table}\", \"{table}_lease\""
+        "DROP TABLE IF EXISTS \"{table}\", \"{table}_lease\"; \
+         DROP FUNCTION IF EXISTS \"{table}_take_v1\"(text, text, bigint)"
     ))
     .execute(&pool)
     .await;
@@ -317,7 +320,8 @@ async fn a_failed_read_with_the_lease_gives_the_lease_back() {
     };
     let result = tokio::spawn(body).await;
     let _ = stagecraft::store::sqlx::raw_sql(&format!(
-        "DROP TABLE IF EXISTS \"{table}\", \"{table}_lease\""
+        "DROP TABLE IF EXISTS \"{table}\", \"{table}_lease\"; \
+         DROP FUNCTION IF EXISTS \"{table}_take_v1\"(text, text, bigint)"
     ))
     .execute(&pool)
     .await;
@@ -368,7 +372,8 @@ async fn stores_starting_together_on_a_fresh_table_all_start() {
         );
         let pool = connect_pool(&url).await;
         stagecraft::store::sqlx::raw_sql(&format!(
-            "DROP TABLE IF EXISTS \"{table}\", \"{table}_lease\""
+            "DROP TABLE IF EXISTS \"{table}\", \"{table}_lease\"; \
+         DROP FUNCTION IF EXISTS \"{table}_take_v1\"(text, text, bigint)"
         ))
         .execute(&pool)
         .await
@@ -438,7 +443,8 @@ async fn stores_start_while_another_client_creates_their_table() {
         }
     }
     sqlx::raw_sql(&format!(
-        "DROP TABLE IF EXISTS \"{table}\", \"{table}_lease\""
+        "DROP TABLE IF EXISTS \"{table}\", \"{table}_lease\"; \
+         DROP FUNCTION IF EXISTS \"{table}_take_v1\"(text, text, bigint)"
     ))
     .execute(&admin)
     .await

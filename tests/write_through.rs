@@ -312,10 +312,12 @@ async fn forced_write_through_with_leases_on_mysql_loses_nothing() {
         .unwrap();
     store.migrate().await.unwrap();
     two_replicas_with_leases_and_write_through(Arc::new(store.clone())).await;
-    stagecraft::store::sqlx::query(&format!("DROP TABLE IF EXISTS `{table}`, `{table}_lease`"))
-        .execute(store.pool())
-        .await
-        .unwrap();
+    stagecraft::store::sqlx::raw_sql(&format!(
+        "DROP TABLE IF EXISTS `{table}`, `{table}_lease`; DROP PROCEDURE IF EXISTS `{table}_take_v1`; DROP PROCEDURE IF EXISTS `{table}_save_v1`"
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
 }
 
 /// Two pipelines with write-through caches and an outside writer change one key in a

@@ -42,7 +42,7 @@ impl<S, U> Chain<S, U> {
 }
 
 /// The rest of the chain after a middleware.
-pub struct Next<S, U> {
+pub struct Next<S, U = crate::update::TelegramUpdate> {
     chain: Arc<Chain<S, U>>,
     index: usize,
 }

@@ -70,7 +70,7 @@ pub enum CacheMode {
 ///     .build();
 /// # let _ = bot;
 /// ```
-pub struct PipelineBuilder<S, U> {
+pub struct PipelineBuilder<S, U = crate::update::TelegramUpdate> {
     store: Arc<dyn SessionStore>,
     codec: Codec,
     clock: Arc<dyn Clock>,

@@ -12,6 +12,11 @@
 //! 4. **deliver** the held-back replies, in order;
 //! 5. **release** the lease, or pass it to the next update of the key waiting here.
 //!
+//! The release rides on the update's last write where it can ([`Cycle::release_point`]):
+//! the commit's compare-and-set when the replies go out directly, the write that marks
+//! them delivered when they went through the outbox; a lease about to be passed on is
+//! not released at all.
+//!
 //! Whether a cached session may stand for the stored record without a read is decided
 //! in one place, [`CachePolicy`], computed once when the pipeline is built.
 
@@ -332,6 +337,79 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
         }
     }
 
+    /// [`write`](Self::write), giving `held` back in the same write when there is one
+    /// ([`SessionStore::save_releasing`]). Hands the lease back when the write did not
+    /// release it: on a conflict it is still held, on another error the caller
+    /// releases it.
+    async fn write_releasing(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: Option<Version>,
+        due: Option<i64>,
+        held: Option<HeldLease>,
+    ) -> (Result<Version>, Option<HeldLease>) {
+        let Some(held) = held else {
+            return (self.write(key, bytes, expected, due).await, None);
+        };
+        let written = self
+            .store()
+            .save_releasing(key, bytes, expected, due, held.ending())
+            .await;
+        match written {
+            Ok(version) => {
+                held.released_by_write();
+                (Ok(version), None)
+            }
+            Err(e) => {
+                held.keep();
+                (Err(e), Some(held))
+            }
+        }
+    }
+
+    /// A compare-and-set delete of `key`, giving `held` back with it (as
+    /// [`write_releasing`](Self::write_releasing) does).
+    async fn delete_releasing(
+        &self,
+        key: &str,
+        expected: Version,
+        held: Option<HeldLease>,
+    ) -> (Result<()>, Option<HeldLease>) {
+        let Some(held) = held else {
+            return (self.store().delete(key, expected).await, None);
+        };
+        match self
+            .store()
+            .delete_releasing(key, expected, held.ending())
+            .await
+        {
+            Ok(()) => {
+                held.released_by_write();
+                (Ok(()), None)
+            }
+            Err(e) => {
+                held.keep();
+                (Err(e), Some(held))
+            }
+        }
+    }
+
+    /// Whether the commit of an update of `key` holding `held` may give the lease back
+    /// in its own write (the release point when the replies go out directly): not when
+    /// the lease will be passed to the key's next update waiting here, nor when the
+    /// configuration keeps it through the delivery
+    /// ([`LeaseConfig::hold_through_delivery`](super::LeaseConfig::hold_through_delivery)).
+    /// (Replies that go through the outbox, or that keep a message id, make the commit
+    /// keep the lease anyway: the write after the delivery releases it.)
+    fn release_point(&self, key: &Arc<str>, held: &HeldLease) -> bool {
+        if self.leases.config.hold_through_delivery {
+            return false;
+        }
+        let passes = !held.is_lost() && self.leases.may_keep(key) && self.keys().waiting(key) > 0;
+        !passes
+    }
+
     /// Runs `work` for `update` under its key (the key's queue place already held):
     /// lease, attempts, release.
     /// The context of the first attempt at `update` (made at arrival, so that the
@@ -353,6 +431,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
             Some(k) => self.lease_of(k).await?,
             None => (None, Preload::NotRead, false),
         };
+        let leased = lease.is_some();
         let mut unconfirmed = None;
         let result = self
             .attempts(
@@ -375,7 +454,8 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
         // committed copy, knows them delivered and writes the record without them.
         // Otherwise it is written before the lease is given back, so that no other
         // process finds delivered replies still pending.
-        let (passed, unpassed) = match lease {
+        // (A lease the commit's write gave back is gone already.)
+        let (passed, mut unpassed) = match lease {
             Some(held) => {
                 let unpassed = self.pass_on(k, held);
                 (unpassed.is_none(), unpassed)
@@ -384,20 +464,21 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
         };
         if let Some(c) = unconfirmed {
             // (Message ids kept without an outbox are written now: the next update
-            // might not write at all.)
+            // might not write at all.) The lease, unless passed on, goes back with
+            // this write.
             if passed && self.folds() && c.outbox {
                 tracing::trace!(target: "stagecraft::reply", key = %k,
                     "delivered; marked by the key's next write");
             } else {
-                self.confirm(k, c, &mut permit).await;
+                unpassed = self.confirm(k, c, &mut permit, unpassed).await;
             }
         }
         if let Some(held) = unpassed {
             held.release().await;
-            // A holding streak exists only for keys whose lease this process took.
-            if self.keys().waiting(k) == 0 {
-                self.leases.end_streak(k);
-            }
+        }
+        // A holding streak exists only for keys whose lease this process took.
+        if leased && !passed && self.keys().waiting(k) == 0 {
+            self.leases.end_streak(k);
         }
         result
     }
@@ -434,7 +515,9 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
         permit: &mut Permit<S>,
         now: i64,
     ) -> Result<(usize, Option<crate::record::Timer>)> {
-        let (lease, preload, _) = self.lease_of(key).await?;
+        let (mut lease, preload, _) = self.lease_of(key).await?;
+        let leased = lease.is_some();
+        let lease = &mut lease;
         let flushed = async {
             // The record may be another process's: read it, never the cached copy.
             drop(permit.take_cached());
@@ -465,9 +548,17 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                 }
             }
             // Also what takes a key whose record has nothing due out of the index (a
-            // mark left by a writer that does not keep it).
+            // mark left by a writer that does not keep it). The lease goes back with
+            // it, unless a due timer's event follows under it or it is passed on.
             let due = timer.map(|t| t.at);
-            match self.write(key, &cleared, Some(record.version), due).await {
+            let held = lease.take_if(|h| due_now.is_none() && self.release_point(key, h));
+            let (written, back) = self
+                .write_releasing(key, &cleared, Some(record.version), due, held)
+                .await;
+            if back.is_some() {
+                *lease = back;
+            }
+            match written {
                 // Written since: by an update that delivered them first.
                 Err(e) if e.is_conflict() => return Ok((replies.len(), None)),
                 done => drop(done?),
@@ -480,8 +571,10 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                 .await
                 .unwrap_or_else(|_| Err(self.deadline_error(Some(key)))),
         };
-        if let Some(held) = lease {
+        if let Some(held) = lease.take() {
             self.release(key, held).await;
+        } else if leased && self.keys().waiting(key) == 0 {
+            self.leases.end_streak(key);
         }
         result
     }
@@ -720,7 +813,14 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
             };
             let replies = cx.take_outbox();
             let remember = update_id.filter(|_| !duplicate);
-            let confirm = match self.commit(&cx, permit, replies.as_slice(), remember).await {
+            let release = match (key, lease.as_ref()) {
+                (Some(k), Some(held)) => self.release_point(k, held),
+                _ => false,
+            };
+            let committed = self
+                .commit(&cx, permit, replies.as_slice(), remember, lease, release)
+                .await;
+            let confirm = match committed {
                 Err(e) if e.is_conflict() => {
                     // A stale cached session (someone else wrote the record since this
                     // process did) is not a lost race: the rerun reads, and is not
@@ -874,15 +974,24 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
         Some(confirm)
     }
 
-    /// Marks a committed step's replies delivered: writes the record without them.
-    /// Off the update's answer (the replies are out already); a failure only means they
-    /// may be sent again after a crash.
-    async fn confirm(&self, key: &str, c: Confirm, permit: &mut Option<Permit<S>>) {
-        let written = self.write(key, &c.cleared, Some(c.expected), c.due).await;
+    /// Marks a committed step's replies delivered: writes the record without them,
+    /// giving `held` back in the same write. Off the update's answer (the replies are
+    /// out already); a failure only means they may be sent again after a crash. Returns
+    /// the lease when the write did not release it.
+    async fn confirm(
+        &self,
+        key: &str,
+        c: Confirm,
+        permit: &mut Option<Permit<S>>,
+        held: Option<HeldLease>,
+    ) -> Option<HeldLease> {
+        let (written, held) = self
+            .write_releasing(key, &c.cleared, Some(c.expected), c.due, held)
+            .await;
         // The cached copy (kept by the commit) now stands for the record without them.
         let cached = permit.as_mut().and_then(Permit::take_cached);
         let (Some(p), Some(mut cached)) = (permit.as_mut(), cached) else {
-            return;
+            return held;
         };
         match written {
             Ok(version) => {
@@ -898,6 +1007,7 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
             }
         }
         p.put_cached(cached);
+        held
     }
 
     /// A rolled-back attempt writes nothing, except that the replies of an earlier
@@ -940,12 +1050,18 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
     /// bookkeeping (`remember`: this update's id; `replies`: its replies, when they go
     /// through the outbox), then hands the decoded session to the cache. The context is
     /// finished afterwards. Returns the write that will mark the replies delivered.
+    ///
+    /// With `release`, the write gives `lease` back (taking it out of `lease`) unless a
+    /// write follows the delivery (replies in the outbox, or message ids to keep): that
+    /// one releases it then. A write that fails leaves the lease in `lease`.
     async fn commit(
         &self,
         cx: &Cx<S, U>,
         permit: &mut Option<Permit<S>>,
         replies: &[Outgoing],
         remember: Option<i64>,
+        lease: &mut Option<HeldLease>,
+        release: bool,
     ) -> Result<Option<Confirm>> {
         let Some(key) = cx.key() else {
             cx.state().close();
@@ -1056,7 +1172,12 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
                 // of due work (in the same write), for the next process to find after a
                 // crash; one with an armed timer, at its time.
                 let due = if cleared.is_some() { Some(0) } else { wake };
-                let version = self.write(key, &bytes, expected, due).await?;
+                let held = lease.take_if(|_| release && cleared.is_none() && !remembers);
+                let (written, back) = self.write_releasing(key, &bytes, expected, due, held).await;
+                if back.is_some() {
+                    *lease = back;
+                }
+                let version = written?;
                 // Without an outbox, the record just written is what a message id sent
                 // under a name is added to once delivered.
                 let kept = (remembers && cleared.is_none()).then(|| bytes.clone());
@@ -1085,7 +1206,12 @@ impl<S: SessionData, U: Update> Cycle<S, U> {
             }
             (None, Some(v)) => {
                 // The key's cached session was taken at the attempt's start: gone now.
-                self.store().delete(key, v).await?;
+                let held = lease.take_if(|_| release);
+                let (deleted, back) = self.delete_releasing(key, v, held).await;
+                if back.is_some() {
+                    *lease = back;
+                }
+                deleted?;
                 Ok(None)
             }
             (None, None) => Ok(None),

@@ -1,6 +1,7 @@
 //! Per-key leases across processes: taken before an update's session is loaded, renewed
-//! while it runs, released after its save and replies (or passed on to the next update of
-//! the key waiting in this process, within the fair share).
+//! while it runs, released by the update's last write (its save, or with the outbox the
+//! write that marks its replies delivered), or passed on to the next update of the key
+//! waiting in this process, within the fair share.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,6 +63,9 @@ pub struct LeaseConfig {
     /// `poll_max` before taking it again, so that replicas waiting for the key get their
     /// turn (default 100 ms).
     pub fair_share: Duration,
+    /// Whether an update keeps the lease until its replies are delivered (default
+    /// `false`). See [`hold_through_delivery`](Self::hold_through_delivery).
+    pub hold_through_delivery: bool,
 }
 
 impl Default for LeaseConfig {
@@ -82,6 +86,7 @@ impl LeaseConfig {
             poll_min: Duration::from_millis(2),
             poll_max: Duration::from_millis(20),
             fair_share: Duration::from_millis(100),
+            hold_through_delivery: false,
         }
     }
 
@@ -132,6 +137,35 @@ impl LeaseConfig {
     #[must_use]
     pub fn fair_share(mut self, share: Duration) -> Self {
         self.fair_share = share;
+        self
+    }
+
+    /// Sets [`hold_through_delivery`](Self::hold_through_delivery).
+    ///
+    /// By default (`false`), an update whose replies go out directly (no outbox) gives
+    /// its lease back in the compare-and-set write that saves its session: one round
+    /// trip less per update. Within a process replies keep their order anyway (the
+    /// key's next update starts only after this one delivered); across replicas, the
+    /// next update of the chat, handled by another replica, may then send its replies
+    /// before this update's last ones are out, if that replica loads, runs and commits
+    /// it while this delivery is still going on. With `true`, the lease is released
+    /// after the delivery, in a write of its own, so that replies of one chat never
+    /// overtake each other across replicas either.
+    ///
+    /// With the outbox on, the lease is always held through the delivery (another
+    /// replica would otherwise find the replies still pending and send them again) and
+    /// given back by the write that marks them delivered; this setting changes nothing
+    /// there.
+    ///
+    /// ```
+    /// use stagecraft::pipeline::LeaseConfig;
+    ///
+    /// let strict = LeaseConfig::new().hold_through_delivery(true);
+    /// assert!(strict.hold_through_delivery);
+    /// ```
+    #[must_use]
+    pub fn hold_through_delivery(mut self, hold: bool) -> Self {
+        self.hold_through_delivery = hold;
         self
     }
 
@@ -239,6 +273,9 @@ pub(crate) struct HeldLease {
     store: Arc<dyn SessionStore>,
     lease: Lease,
     lost: Arc<AtomicBool>,
+    /// Set while a write that releases the lease is under way: a renewal that finds the
+    /// lease gone then says nothing (it was given back, not lost).
+    ending: Arc<AtomicBool>,
     renewer: JoinHandle<()>,
     released: bool,
 }
@@ -246,17 +283,20 @@ pub(crate) struct HeldLease {
 impl HeldLease {
     fn start(store: Arc<dyn SessionStore>, lease: Lease, cfg: &LeaseConfig) -> Self {
         let lost = Arc::new(AtomicBool::new(false));
+        let ending = Arc::new(AtomicBool::new(false));
         let renewer = tokio::spawn(renew(
             Arc::clone(&store),
             lease.clone(),
             cfg.ttl,
             cfg.renew_interval(),
             Arc::clone(&lost),
+            Arc::clone(&ending),
         ));
         Self {
             store,
             lease,
             lost,
+            ending,
             renewer,
             released: false,
         }
@@ -265,6 +305,26 @@ impl HeldLease {
     /// Whether a renewal found the lease gone (it expired and may be someone else's).
     pub(crate) fn is_lost(&self) -> bool {
         self.lost.load(Ordering::Acquire)
+    }
+
+    /// The lease, for a write that releases it ([`SessionStore::save_releasing`]).
+    /// Until [`released_by_write`](Self::released_by_write) or
+    /// [`keep`](Self::keep), renewals that find it gone stay quiet.
+    pub(crate) fn ending(&self) -> &Lease {
+        self.ending.store(true, Ordering::Release);
+        &self.lease
+    }
+
+    /// The write that was to release the lease did not (a conflict, or an error): it
+    /// is held (or lost) as before.
+    pub(crate) fn keep(&self) {
+        self.ending.store(false, Ordering::Release);
+    }
+
+    /// A write released the lease: stops renewing it.
+    pub(crate) fn released_by_write(mut self) {
+        self.renewer.abort();
+        self.released = true;
     }
 
     /// Stops renewing and gives the lease back.
@@ -311,13 +371,23 @@ async fn renew(
     ttl: Duration,
     every: Duration,
     lost: Arc<AtomicBool>,
+    ending: Arc<AtomicBool>,
 ) {
     let Some(leases) = store.leases() else {
         return;
     };
     loop {
         tokio::time::sleep(every).await;
-        match leases.renew_lease(&lease, ttl).await {
+        if ending.load(Ordering::Acquire) {
+            // A write is giving it back; renewed again if that write fails.
+            continue;
+        }
+        let renewed = leases.renew_lease(&lease, ttl).await;
+        if ending.load(Ordering::Acquire) {
+            // Released meanwhile (or about to be): whatever the renewal found is no loss.
+            continue;
+        }
+        match renewed {
             Ok(true) => {}
             Ok(false) => {
                 tracing::warn!(target: "stagecraft::session", key = lease.key(),

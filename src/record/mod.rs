@@ -46,7 +46,34 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// How an envelope of [`SCHEMA_VERSION`] starts (checked against it by a test).
 const ENVELOPE_HEAD: &[u8] = b"{\"v\":1,\"data\":";
 
-/// Bounds on the bot's session data type.
+/// Bounds on the bot's session data type: anything serde can write and read back,
+/// implemented for every such type. `Default` gives a new user's session.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use stagecraft::prelude::*;
+/// use stagecraft::testing::TestBot;
+///
+/// #[derive(Debug, Default, Serialize, Deserialize)]
+/// struct Profile {
+///     name: Option<String>,
+///     #[serde(default)] // added later: records written before it still load
+///     visits: u32,
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let bot = TestBot::<Profile>::new(|b| {
+///     b.on_text(|cx: Cx<Profile>| async move {
+///         let visits = cx.session_mut(|p| { p.visits += 1; p.visits })?;
+///         cx.reply(format!("visit {visits}"));
+///         Ok(Outcome::Handled)
+///     })
+///     .build()
+/// });
+/// bot.send("hi").await.unwrap();
+/// assert_eq!(bot.send("hi again").await.unwrap(), ["visit 2"]);
+/// # });
+/// ```
 pub trait SessionData: Serialize + DeserializeOwned + Send + Sync + 'static {}
 
 impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> SessionData for T {}

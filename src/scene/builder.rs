@@ -24,7 +24,7 @@ use crate::record::JsonState;
 ///     .build();
 /// assert_eq!(scene.id(), "profile");
 /// ```
-pub struct SceneBuilder<S, U> {
+pub struct SceneBuilder<S, U = crate::update::TelegramUpdate> {
     pub(crate) scene: Scene<S, U>,
 }
 

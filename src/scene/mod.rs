@@ -67,7 +67,7 @@ impl<S, U> Clone for Timeout<S, U> {
 ///
 /// Build one with [`Scene::builder`] (a plain scene, Telegraf's `BaseScene`) or
 /// [`Wizard::builder`](crate::wizard::Wizard::builder) (Telegraf's `WizardScene`).
-pub struct Scene<S, U> {
+pub struct Scene<S, U = crate::update::TelegramUpdate> {
     pub(crate) id: String,
     pub(crate) routes: Routes<S, U>,
     pub(crate) steps: Option<Vec<Arc<dyn Handler<S, U>>>>,

@@ -42,7 +42,7 @@ use crate::update::Update;
 /// A `Stage` is a cheap handle (`Clone` shares it) and a [`Middleware`]: add it with
 /// [`PipelineBuilder::stage`](crate::pipeline::PipelineBuilder::stage), which also makes
 /// it the interpreter of transitions returned outside any stage.
-pub struct Stage<S, U> {
+pub struct Stage<S, U = crate::update::TelegramUpdate> {
     inner: Arc<StageInner<S, U>>,
 }
 
@@ -96,7 +96,7 @@ impl<S, U> fmt::Debug for StageInner<S, U> {
 }
 
 /// Builds a [`Stage`].
-pub struct StageBuilder<S, U> {
+pub struct StageBuilder<S, U = crate::update::TelegramUpdate> {
     stage: StageInner<S, U>,
 }
 

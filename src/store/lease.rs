@@ -20,6 +20,32 @@ use crate::error::Result;
 /// they never appear in [`list`](super::SessionStore::list) and never change a version.
 /// `stagecraft::testing::conformance::check_leases` (feature `testing`) checks an
 /// implementation.
+///
+/// The pipeline takes, renews and releases leases itself; by hand, on the embedded
+/// store:
+///
+/// ```
+/// use std::time::Duration;
+/// use stagecraft::store::{LeaseAttempt, SessionStore, SqliteStore};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// # let dir = std::env::temp_dir().join(format!("stagecraft-lease-doc-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir).unwrap();
+/// let store = SqliteStore::open(dir.join("bot.db")).await.unwrap();
+/// let leases = store.leases().expect("SQLite has leases");
+/// let ttl = Duration::from_secs(10);
+/// let LeaseAttempt::Acquired(lease) = leases.acquire_lease("1:1", ttl).await.unwrap() else {
+///     panic!("nobody else holds it");
+/// };
+/// // Another process (or this one) trying now finds it busy:
+/// assert_eq!(leases.acquire_lease("1:1", ttl).await.unwrap(), LeaseAttempt::Busy);
+/// assert!(leases.renew_lease(&lease, ttl).await.unwrap());
+/// assert!(leases.release_lease(&lease).await.unwrap());
+/// assert!(matches!(leases.acquire_lease("1:1", ttl).await.unwrap(), LeaseAttempt::Acquired(_)));
+/// # drop(store);
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # });
+/// ```
 #[async_trait]
 pub trait LeaseStore: Send + Sync {
     /// Tries once to take the lease of `key` for `ttl`: [`LeaseAttempt::Acquired`] when

@@ -233,6 +233,77 @@ impl CacheHint {
 ///
 /// `stagecraft::testing::conformance` (feature `testing`) checks an implementation
 /// against the same suite the built-in stores pass.
+///
+/// A store of your own: a map behind a lock, each save and delete a compare-and-set
+/// over the record's version. Implement it with [`async_trait`](crate::async_trait)
+/// (re-exported, so you need no dependency of your own):
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::sync::{Arc, Mutex};
+/// use stagecraft::async_trait;
+/// use stagecraft::prelude::*;
+/// use stagecraft::store::{ListFilter, Record, Version};
+///
+/// #[derive(Debug, Clone, Default)]
+/// struct MapStore(Arc<Mutex<HashMap<String, Record>>>);
+///
+/// #[async_trait]
+/// impl SessionStore for MapStore {
+///     fn backend(&self) -> &'static str {
+///         "map"
+///     }
+///
+///     async fn load(&self, key: &str) -> stagecraft::Result<Option<Record>> {
+///         Ok(self.0.lock().unwrap().get(key).cloned())
+///     }
+///
+///     async fn save(&self, key: &str, bytes: &[u8], expected: Option<Version>)
+///         -> stagecraft::Result<Version>
+///     {
+///         let mut map = self.0.lock().unwrap();
+///         let version = match (map.get(key).map(|r| r.version), expected) {
+///             (None, None) => Version::initial(),
+///             (Some(stored), Some(exp)) if stored == exp => stored.next(),
+///             _ => return Err(Error::Conflict { key: key.to_owned() }),
+///         };
+///         map.insert(key.to_owned(), Record { bytes: bytes.to_vec(), version });
+///         Ok(version)
+///     }
+///
+///     async fn delete(&self, key: &str, expected: Version) -> stagecraft::Result<()> {
+///         let mut map = self.0.lock().unwrap();
+///         match map.get(key) {
+///             Some(r) if r.version != expected => Err(Error::Conflict { key: key.to_owned() }),
+///             _ => {
+///                 map.remove(key);
+///                 Ok(())
+///             }
+///         }
+///     }
+///
+///     async fn list(&self, filter: &ListFilter) -> stagecraft::Result<Vec<String>> {
+///         let map = self.0.lock().unwrap();
+///         let keys = map.keys().filter(|k| k.starts_with(&filter.prefix)).cloned();
+///         Ok(keys.take(filter.limit.unwrap_or(usize::MAX)).collect())
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let store = MapStore::default();
+/// let bot = Pipeline::<u32>::builder()
+///     .store(store.clone())
+///     .on_text(|cx: Cx<u32>| async move { cx.session_mut(|n| *n += 1)?; Ok(Outcome::Handled) })
+///     .build();
+/// let hi = TelegramUpdate::from_json(
+///     r#"{"update_id":1,"message":{"chat":{"id":5},"from":{"id":5},"text":"hi"}}"#).unwrap();
+/// bot.handle(hi).await.unwrap();
+/// assert_eq!(store.list(&ListFilter::default()).await.unwrap().len(), 1);
+/// // The suite the built-in stores pass (feature `testing`):
+/// # #[cfg(feature = "testing")]
+/// stagecraft::testing::conformance::run_all(store).await;
+/// # });
+/// ```
 #[async_trait]
 pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     /// A short name for errors and traces: `"memory"`, `"sqlite"`, ...
@@ -288,11 +359,101 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     fn pending(&self) -> Option<&dyn PendingIndex> {
         None
     }
+
+    /// A compare-and-set write of `key` that also gives `lease` back once written: the
+    /// write that ends an update holding the key's lease.
+    ///
+    /// Writes `bytes` exactly as [`save`](Self::save) does (`due: None`), or as
+    /// [`PendingIndex::save_pending`] does with `due` when the store has the index (a
+    /// store without one ignores `due`). When the write succeeds, the lease is released
+    /// if it is still `lease`'s (same token); a lease that expired and was taken by
+    /// someone else is left alone. When the write fails, the lease is not released: on
+    /// a conflict the caller still holds it (to rerun its update); on another error,
+    /// the caller releases it with [`LeaseStore::release_lease`] (it may or may not be
+    /// released already).
+    ///
+    /// The default writes and then calls [`LeaseStore::release_lease`] (two round
+    /// trips; a failed release is logged and left to expire). The server stores do
+    /// both in one script or statement.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`](crate::Error::Conflict) when the stored version is not
+    /// `expected` (nothing is written and the lease is kept).
+    async fn save_releasing(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: Option<Version>,
+        due: Option<i64>,
+        lease: &Lease,
+    ) -> Result<Version> {
+        let version = match (due, self.pending()) {
+            (Some(due), Some(index)) => index.save_pending(key, bytes, expected, due).await?,
+            _ => self.save(key, bytes, expected).await?,
+        };
+        release_after_write(self.leases(), lease).await;
+        Ok(version)
+    }
+
+    /// A compare-and-set [`delete`](Self::delete) of `key` that also gives `lease`
+    /// back once the record is gone, as [`save_releasing`](Self::save_releasing) does
+    /// for a save (the same rules: released only on success, and only if still
+    /// `lease`'s).
+    ///
+    /// The default deletes and then calls [`LeaseStore::release_lease`].
+    ///
+    /// # Errors
+    /// [`Error::Conflict`](crate::Error::Conflict) when the record exists with another
+    /// version (nothing is deleted and the lease is kept).
+    async fn delete_releasing(&self, key: &str, expected: Version, lease: &Lease) -> Result<()> {
+        self.delete(key, expected).await?;
+        release_after_write(self.leases(), lease).await;
+        Ok(())
+    }
+}
+
+/// The release that follows a successful write in the default
+/// [`SessionStore::save_releasing`] and [`SessionStore::delete_releasing`]: the write
+/// stands whatever happens to it, so a failure is logged and the lease left to expire.
+async fn release_after_write(leases: Option<&dyn LeaseStore>, lease: &Lease) {
+    let Some(leases) = leases else {
+        return;
+    };
+    match leases.release_lease(lease).await {
+        Ok(true) => {}
+        Ok(false) => tracing::info!(target: "stagecraft::session", key = lease.key(),
+            "the lease had expired before it was released"),
+        Err(e) => tracing::warn!(target: "stagecraft::session", key = lease.key(),
+            error = %crate::error::error_chain(&e), "releasing a lease failed; it will expire by itself"),
+    }
 }
 
 /// Removing expired records in bulk: the optional capability of a store whose expired
 /// records stay behind, invisible, until something deletes them (the SQL stores, and
 /// the memory store between its sweeps). Reached through [`SessionStore::purge`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use stagecraft::clock::ManualClock;
+/// use stagecraft::store::{MemoryStore, SessionStore};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let clock = ManualClock::at_secs(1_700_000_000);
+/// let store = MemoryStore::new()
+///     .with_ttl(Duration::from_secs(60))
+///     .with_clock(Arc::new(clock.clone()));
+/// store.save("1:1", b"{}", None).await.unwrap();
+/// store.save("2:2", b"{}", None).await.unwrap();
+/// clock.advance(Duration::from_secs(61));
+/// // Expired, so already invisible, but still taking space:
+/// assert!(store.list(&Default::default()).await.unwrap().is_empty());
+/// assert_eq!(store.len(), 2);
+/// let purge = store.purge().expect("the memory store has it");
+/// assert_eq!(purge.purge_expired().await.unwrap(), 2);
+/// assert_eq!(store.len(), 0);
+/// # });
+/// ```
 #[async_trait]
 pub trait PurgeExpired: Send + Sync {
     /// Deletes every expired record now and returns how many were deleted.
@@ -365,6 +526,37 @@ impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
     }
     fn pending(&self) -> Option<&dyn PendingIndex> {
         (**self).pending()
+    }
+    fn save_releasing<'a, 'b, 'c, 'd, 'f>(
+        &'a self,
+        key: &'b str,
+        bytes: &'c [u8],
+        expected: Option<Version>,
+        due: Option<i64>,
+        lease: &'d Lease,
+    ) -> StoreFuture<'f, Version>
+    where
+        'a: 'f,
+        'b: 'f,
+        'c: 'f,
+        'd: 'f,
+        Self: 'f,
+    {
+        (**self).save_releasing(key, bytes, expected, due, lease)
+    }
+    fn delete_releasing<'a, 'b, 'c, 'f>(
+        &'a self,
+        key: &'b str,
+        expected: Version,
+        lease: &'c Lease,
+    ) -> StoreFuture<'f, ()>
+    where
+        'a: 'f,
+        'b: 'f,
+        'c: 'f,
+        Self: 'f,
+    {
+        (**self).delete_releasing(key, expected, lease)
     }
 }
 

@@ -28,6 +28,22 @@ use crate::error::Result;
 /// `save_pending`, and [`Pipeline::wake_due`](crate::Pipeline::wake_due) lists the keys
 /// that are due. `stagecraft::testing::conformance::check_pending` and `check_due_times`
 /// (feature `testing`) check an implementation.
+///
+/// ```
+/// use stagecraft::store::{MemoryStore, SessionStore};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let store = MemoryStore::new();
+/// let index = store.pending().expect("the memory store has it");
+/// let v = index.save_pending("1:1", b"{}", None, 0).await.unwrap(); // due at once
+/// index.save_pending("2:2", b"{}", None, 1_700_000_600).await.unwrap(); // due later
+/// assert_eq!(index.pending_keys(1_700_000_000, 10).await.unwrap(), ["1:1"]);
+/// // Any other write unmarks the key:
+/// store.save("1:1", b"{}", Some(v)).await.unwrap();
+/// assert!(index.pending_keys(1_700_000_000, 10).await.unwrap().is_empty());
+/// assert_eq!(index.pending_keys(1_700_000_600, 10).await.unwrap(), ["2:2"]);
+/// # });
+/// ```
 #[async_trait]
 pub trait PendingIndex: Send + Sync {
     /// Writes `bytes` as the record of `key` exactly as

@@ -65,6 +65,13 @@ sql::queries!(
         lease_purge,
         lease_acquire,
         lease_acquire_load,
+        lease_table_unlogged,
+        insert_release,
+        update_release,
+        delete_release,
+        create_take_function,
+        take_function_exists,
+        call_take,
         tables_exist,
         create_pending_index,
         pending_keys,
@@ -109,6 +116,10 @@ pub struct PostgresStore {
     pool: PgPool,
     table: SqlTable<Queries>,
     leases: bool,
+    /// Whether the table's lease function is there (found or made by
+    /// [`migrate`](Self::migrate)): the lease is then taken and the record read without
+    /// locking its row.
+    take_function: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl PostgresStore {
@@ -132,6 +143,7 @@ impl PostgresStore {
             pool,
             table: SqlTable::new(),
             leases: true,
+            take_function: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
 
@@ -184,6 +196,8 @@ impl PostgresStore {
     /// [`Error::Config`] when the name is not valid.
     pub fn with_table(mut self, table: &str) -> Result<Self> {
         self.table = self.table.renamed(table)?;
+        // Another table's function: found (or made) by its migration.
+        self.take_function = Arc::new(std::sync::atomic::AtomicBool::new(false));
         Ok(self)
     }
 
@@ -230,20 +244,62 @@ impl PostgresStore {
             .fetch_one(&self.pool)
             .await
             .map_err(db_err)?;
-        if exists {
-            return Ok(());
+        if !exists {
+            self.create_tables().await?;
         }
+        let found = self.make_take_function().await?;
+        self.take_function
+            .store(found, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// Finds or creates the table's lease function (`{table}_take_v1`); `false` (with a
+    /// warning) when the user may not create it.
+    async fn make_take_function(&self) -> Result<bool> {
+        let q = self.table.queries();
+        let exists = || async {
+            sqlx::query_scalar::<_, bool>(&q.take_function_exists)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_err)
+        };
+        if exists().await? {
+            return Ok(true);
+        }
+        // Serialised like the tables' creation (`CREATE OR REPLACE FUNCTION` racing
+        // itself fails with "tuple concurrently updated").
+        let script = format!(
+            "SELECT pg_advisory_xact_lock({MIGRATE_LOCK});\n{};",
+            q.create_take_function.trim().trim_end_matches(';')
+        );
+        match sqlx::raw_sql(&script).execute(&self.pool).await {
+            Ok(_) => exists().await,
+            Err(sqlx::Error::Database(e)) if e.code().is_some_and(|c| c == "42501") => {
+                tracing::warn!(target: "stagecraft::store", table = %self.table(), error = %e,
+                    "cannot create the store's lease function; the lease is taken with a \
+                    row lock on the record (a durable write)");
+                Ok(false)
+            }
+            Err(e) => Err(db_err(e)),
+        }
+    }
+
+    /// Creates the tables and indexes (the part of [`migrate`](Self::migrate) that needs
+    /// the `CREATE` privilege).
+    async fn create_tables(&self) -> Result<()> {
+        let q = self.table.queries();
         // `CREATE … IF NOT EXISTS` is not safe against itself in PostgreSQL's catalog:
         // processes starting together on a fresh table fail with a duplicate key in
         // `pg_type`. A transaction-scoped advisory lock serialises the migrations of
         // every store on the database (they are short and run at start-up only). The
         // statements go as one simple query, which PostgreSQL runs as one transaction.
         let script = format!(
-            "SELECT pg_advisory_xact_lock({MIGRATE_LOCK});\n{};\n{};\n{};\n{};",
+            "SELECT pg_advisory_xact_lock({MIGRATE_LOCK});\n{};\n{};\n{};\n{};\n{};",
             q.create_table.trim().trim_end_matches(';'),
             q.create_index.trim().trim_end_matches(';'),
             q.create_pending_index.trim().trim_end_matches(';'),
             q.create_lease_table.trim().trim_end_matches(';'),
+            q.lease_table_unlogged.trim().trim_end_matches(';'),
         );
         // A migration by a client that takes no such lock (an older build, an operator)
         // can still win the race: the catalog's unique violation then means the table
@@ -295,18 +351,68 @@ impl PostgresStore {
             .await
     }
 
+    /// [`acquire_lease_and_load`](LeaseStore::acquire_lease_and_load) through the lease
+    /// function: its read has a snapshot of its own, taken after the lease.
+    async fn take_with_function(
+        &self,
+        key: &str,
+        lease: Lease,
+        ttl: Duration,
+        now: i64,
+    ) -> Result<(LeaseAttempt, Preload)> {
+        let q = self.table.queries();
+        let row = sqlx::query(&q.call_take)
+            .bind(key)
+            .bind(lease.token())
+            .bind(sql::lease_ttl_ms(ttl))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
+        let taken: bool = row.try_get(0).map_err(db_err)?;
+        if !taken {
+            return Ok((LeaseAttempt::Busy, Preload::NotRead));
+        }
+        // Taken: a failure from here on gives the lease back.
+        let read = || -> Result<Option<sql::Row3>> {
+            let data: Option<Vec<u8>> = row.try_get(1).map_err(db_err)?;
+            let version: Option<i64> = row.try_get(2).map_err(db_err)?;
+            let expires_at: Option<i64> = row.try_get(3).map_err(db_err)?;
+            Ok(data.zip(version).map(|(d, v)| (d, v, expires_at)))
+        };
+        let record = match read() {
+            Ok(fetched) => {
+                self.rows()
+                    .live_record(&q.delete_expired, key, fetched, now)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match record {
+            Ok(record) => Ok((LeaseAttempt::Acquired(lease), Preload::Read(record))),
+            Err(e) => {
+                let _ = self.release_lease(&lease).await;
+                Err(e)
+            }
+        }
+    }
+
     fn rows(&self) -> Rows<'_, sqlx::Postgres> {
         Rows::new(&self.pool, BACKEND)
     }
 
     /// A compare-and-set save, putting the row in the index of due work at `due` or
     /// taking it out (`None`).
+    ///
+    /// With `release`, the same statement gives the lease back once the record is
+    /// written (a data-modifying CTE whose `DELETE` of the lease row runs only if the
+    /// save wrote a row).
     async fn write(
         &self,
         key: &str,
         bytes: &[u8],
         expected: Option<Version>,
         due: Option<i64>,
+        release: Option<&Lease>,
     ) -> Result<Version> {
         check_key(key)?;
         let now = self.table.now();
@@ -320,7 +426,13 @@ impl PostgresStore {
             expires_at,
             due,
         };
-        let (version, query) = sql::save_query(&q.insert, &q.update, args);
+        let Some(lease) = release else {
+            let (version, query) = sql::save_query(&q.insert, &q.update, args);
+            return sql::save_result(BACKEND, key, version, query.execute(&self.pool).await);
+        };
+        // `SELECT 1 FROM saved`: the statement returns (and counts) one row when it wrote.
+        let (version, query) = sql::save_query(&q.insert_release, &q.update_release, args);
+        let query = query.bind(lease.token());
         sql::save_result(BACKEND, key, version, query.execute(&self.pool).await)
     }
 }
@@ -348,7 +460,7 @@ impl SessionStore for PostgresStore {
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn save(&self, key: &str, bytes: &[u8], expected: Option<Version>) -> Result<Version> {
-        self.write(key, bytes, expected, None).await
+        self.write(key, bytes, expected, None, None).await
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
@@ -381,6 +493,53 @@ impl SessionStore for PostgresStore {
 
     fn pending(&self) -> Option<&dyn PendingIndex> {
         Some(self)
+    }
+
+    /// One statement: the compare-and-set save and the release of the lease.
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
+    async fn save_releasing(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: Option<Version>,
+        due: Option<i64>,
+        lease: &Lease,
+    ) -> Result<Version> {
+        self.write(key, bytes, expected, due, Some(lease)).await
+    }
+
+    /// One statement: the compare-and-set delete and the release of the lease (a
+    /// second one only when the record was gone already).
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
+    async fn delete_releasing(&self, key: &str, expected: Version, lease: &Lease) -> Result<()> {
+        check_key(key)?;
+        let q = self.table.queries();
+        let now = self.table.now();
+        let done = sqlx::query(&q.delete_release)
+            .bind(key)
+            .bind(sql::version_param(expected))
+            .bind(now)
+            .bind(lease.token())
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        if done.rows_affected() > 0 {
+            return Ok(());
+        }
+        // Nothing deleted: a conflict, or no record (then the lease goes back apart).
+        let current = sqlx::query(&q.current_version)
+            .bind(key)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        if current.is_some() {
+            return Err(Error::Conflict {
+                key: key.to_owned(),
+            });
+        }
+        self.release_lease(lease).await?;
+        Ok(())
     }
 
     fn leases(&self) -> Option<&dyn LeaseStore> {
@@ -435,6 +594,12 @@ impl LeaseStore for PostgresStore {
         let now = self.table.now();
         let q = self.table.queries();
         let lease = Lease::generate(key);
+        if self
+            .take_function
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return self.take_with_function(key, lease, ttl, now).await;
+        }
         let row = sqlx::query(&q.lease_acquire_load)
             .bind(key)
             .bind(lease.token())
@@ -487,7 +652,7 @@ impl PendingIndex for PostgresStore {
         expected: Option<Version>,
         due: i64,
     ) -> Result<Version> {
-        self.write(key, bytes, expected, Some(due)).await
+        self.write(key, bytes, expected, Some(due), None).await
     }
 
     async fn pending_keys(&self, now: i64, limit: usize) -> Result<Vec<String>> {

@@ -88,7 +88,19 @@ pub(crate) fn render(template: &str, table: &str) -> String {
         .replace("{index}", &index_name(table))
         .replace("{due_index}", &due_index_name(table))
         .replace("{lease_table}", &lease_table_name(table))
+        .replace("{routine}", &routine_name(table))
         .replace("{table}", table)
+}
+
+/// The stem of the names of the table's stored routines (MySQL procedures such as
+/// `{routine}_take_v1`): the table's name, shortened (with a hash) to leave room for a
+/// suffix within 64 bytes.
+fn routine_name(table: &str) -> String {
+    if table.len() <= 48 {
+        table.to_owned()
+    } else {
+        format!("{}_{:08x}", &table[..39], fnv(table))
+    }
 }
 
 /// The leases' table: `{table}_lease`, shortened (with a hash) to stay within 63 bytes.

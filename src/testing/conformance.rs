@@ -339,8 +339,8 @@ async fn expect_record<S: SessionStore + ?Sized>(
 
 /// Runs every check that needs no TTL and no second instance, on one store: the record
 /// checks, [`check_cache_hint`] (without a clock) and, when the store has leases
-/// ([`SessionStore::leases`] is `Some`), [`check_leases`] and [`check_lease_and_load`]
-/// (about 1.5 s of real time).
+/// ([`SessionStore::leases`] is `Some`), [`check_leases`], [`check_lease_and_load`] and
+/// [`check_save_releasing`] (about 1.5 s of real time).
 ///
 /// `store` must not have a TTL shorter than a minute. Clones must share the backend
 /// (the concurrency checks use clones as concurrent clients); wrap a store that is not
@@ -363,6 +363,7 @@ pub async fn run_all<S: SessionStore + Clone>(store: S) {
     if store.leases().is_some() {
         check_leases(&store).await;
         check_lease_and_load(&store).await;
+        check_save_releasing(&store).await;
     }
     if store.pending().is_some() {
         check_pending(&store).await;
@@ -1502,6 +1503,179 @@ pub async fn check_lease_and_load<S: SessionStore + Clone>(store: &S) {
     let fourth = take_with_record(store, &key, ttl, None, "a deleted record").await;
     assert!(
         ok(store, leases.release_lease(&fourth).await, "release"),
+        "[{b}] release failed"
+    );
+}
+
+/// Writes that give a lease back ([`SessionStore::save_releasing`] and
+/// [`SessionStore::delete_releasing`]), for stores that have leases: a successful write
+/// releases the writer's lease; one that fails its compare-and-set writes nothing and
+/// keeps the lease; a write with a token that is not the holder's is still a correct
+/// compare-and-set and leaves the holder's lease alone; the index of due work (when the
+/// store has one) is kept as by `save_pending` and `save`.
+pub async fn check_save_releasing<S: SessionStore + Clone>(store: &S) {
+    let b = store.backend();
+    let leases = lease_store(store);
+    let key = format!("{}k", ns("save_releasing"));
+    let key = key.as_str();
+    let ttl = Duration::from_secs(10);
+    let take = |what: &'static str| async move {
+        match ok(
+            store,
+            lease_store(store).acquire_lease(key, ttl).await,
+            what,
+        ) {
+            LeaseAttempt::Acquired(l) => l,
+            LeaseAttempt::Busy => panic!("[{b}] {what}: the lease is still held"),
+        }
+    };
+    let held = |what: &'static str| async move {
+        let attempt = ok(
+            store,
+            lease_store(store).acquire_lease(key, ttl).await,
+            what,
+        );
+        assert_eq!(
+            attempt,
+            LeaseAttempt::Busy,
+            "[{b}] {what}: the lease was given back"
+        );
+    };
+
+    // A new record: written, and the lease is free again.
+    let lease = take("take a lease").await;
+    let v1 = ok(
+        store,
+        store.save_releasing(key, b"one", None, None, &lease).await,
+        "insert releasing",
+    );
+    expect_record(store, key, Some((b"one", v1)), "inserted releasing").await;
+    let lease = take("take the lease an insert gave back").await;
+
+    // A stale save: a conflict that writes nothing and keeps the lease.
+    let stale = store
+        .save_releasing(key, b"stale", None, None, &lease)
+        .await;
+    assert!(
+        matches!(stale, Err(Error::Conflict { .. })),
+        "[{b}] an insert over a record: expected a conflict, got {stale:?}"
+    );
+    let stale = store
+        .save_releasing(key, b"stale", Some(v1.next().next()), None, &lease)
+        .await;
+    assert!(
+        matches!(stale, Err(Error::Conflict { .. })),
+        "[{b}] a stale save releasing: expected a conflict, got {stale:?}"
+    );
+    expect_record(
+        store,
+        key,
+        Some((b"one", v1)),
+        "after a stale save releasing",
+    )
+    .await;
+    held("take the lease after a conflict").await;
+
+    // The current version: written, and released.
+    let v2 = ok(
+        store,
+        store
+            .save_releasing(key, b"two", Some(v1), None, &lease)
+            .await,
+        "update releasing",
+    );
+    assert_ne!(v2, v1, "[{b}] the version did not change");
+    expect_record(store, key, Some((b"two", v2)), "updated releasing").await;
+    let holder = take("take the lease an update gave back").await;
+
+    // Someone else's lease: the save is a plain compare-and-set, the lease stays theirs.
+    let thief = Lease::with_token(key, "not-the-holder");
+    let stale = store
+        .save_releasing(key, b"x", Some(v1), None, &thief)
+        .await;
+    assert!(
+        matches!(stale, Err(Error::Conflict { .. })),
+        "[{b}] a stale save with a foreign lease: expected a conflict, got {stale:?}"
+    );
+    let v3 = ok(
+        store,
+        store
+            .save_releasing(key, b"three", Some(v2), None, &thief)
+            .await,
+        "update with a lease that is not the holder's",
+    );
+    expect_record(
+        store,
+        key,
+        Some((b"three", v3)),
+        "updated with a foreign lease",
+    )
+    .await;
+    held("take a lease a foreign token wrote under").await;
+
+    // The index of due work: marked and unmarked as by `save_pending` and `save`.
+    let mut version = v3;
+    if let Some(index) = store.pending() {
+        let due_keys = || async {
+            ok(
+                store,
+                index.pending_keys(i64::MAX / 2, 100_000).await,
+                "pending keys",
+            )
+        };
+        version = ok(
+            store,
+            store
+                .save_releasing(key, b"due", Some(version), Some(0), &holder)
+                .await,
+            "save releasing, due",
+        );
+        assert!(
+            due_keys().await.iter().any(|k| k == key),
+            "[{b}] a save releasing with a due time did not mark the key"
+        );
+        let lease = take("take the lease a due save gave back").await;
+        version = ok(
+            store,
+            store
+                .save_releasing(key, b"done", Some(version), None, &lease)
+                .await,
+            "save releasing, nothing due",
+        );
+        assert!(
+            !due_keys().await.iter().any(|k| k == key),
+            "[{b}] a save releasing with nothing due left the key marked"
+        );
+    } else {
+        ok(store, leases.release_lease(&holder).await, "release");
+    }
+
+    // A delete: a conflict keeps the lease, a delete gives it back.
+    let lease = take("take the lease before a delete").await;
+    let stale = store
+        .delete_releasing(key, version.next().next(), &lease)
+        .await;
+    assert!(
+        matches!(stale, Err(Error::Conflict { .. })),
+        "[{b}] a stale delete releasing: expected a conflict, got {stale:?}"
+    );
+    held("take the lease after a delete conflict").await;
+    ok(
+        store,
+        store.delete_releasing(key, version, &lease).await,
+        "delete releasing",
+    );
+    expect_record(store, key, None, "deleted releasing").await;
+    let lease = take("take the lease a delete gave back").await;
+    // Deleting what is gone succeeds, and gives the lease back too.
+    ok(
+        store,
+        store.delete_releasing(key, version, &lease).await,
+        "delete releasing a deleted record",
+    );
+    let last = take("take the lease a delete of nothing gave back").await;
+    assert!(
+        ok(store, leases.release_lease(&last).await, "release"),
         "[{b}] release failed"
     );
 }

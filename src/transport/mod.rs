@@ -329,6 +329,46 @@ impl Delivered {
 
 /// Sends outgoing calls. Implemented by the console, the replay, the test recorder and
 /// (feature `teloxide`) the teloxide adapter.
+///
+/// Your own, for another chat service or a queue, implements [`send`](Self::send) with
+/// [`async_trait`](crate::async_trait). An error fails the update (or, with the outbox,
+/// leaves its replies waiting to be delivered again):
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use stagecraft::async_trait;
+/// use stagecraft::prelude::*;
+/// use stagecraft::transport::{Outgoing, Transport};
+///
+/// /// Collects "chat: text" lines.
+/// #[derive(Debug, Clone, Default)]
+/// struct Lines(Arc<Mutex<Vec<String>>>);
+///
+/// #[async_trait]
+/// impl Transport for Lines {
+///     async fn send(&self, msg: &Outgoing) -> Result<(), BoxError> {
+///         match msg {
+///             Outgoing::Text { chat_id, text, .. } => {
+///                 self.0.lock().unwrap().push(format!("{chat_id}: {text}"));
+///                 Ok(())
+///             }
+///             other => Err(format!("{} is not supported here", other.method()).into()),
+///         }
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let lines = Lines::default();
+/// let bot = Pipeline::<()>::builder()
+///     .transport(lines.clone())
+///     .on_text(|cx: Cx<()>| async move { cx.reply("hello"); Ok(Outcome::Handled) })
+///     .build();
+/// let hi = TelegramUpdate::from_json(
+///     r#"{"update_id":1,"message":{"chat":{"id":7},"from":{"id":7},"text":"hi"}}"#).unwrap();
+/// bot.handle(hi).await.unwrap();
+/// assert_eq!(*lines.0.lock().unwrap(), ["7: hello"]);
+/// # });
+/// ```
 #[async_trait]
 pub trait Transport: fmt::Debug + Send + Sync + 'static {
     /// Sends one call.

@@ -141,6 +141,43 @@ impl Location {
 /// update is plain data: `Clone` lets the rare rerun of an update (after a
 /// compare-and-set conflict) have it again without keeping every update behind an
 /// extra allocation.
+///
+/// Only seven methods are required; the rest default to "absent". Lines typed into a
+/// terminal, say, as updates of user 1 in chat 1:
+///
+/// ```
+/// use stagecraft::prelude::*;
+/// use stagecraft::transport::RecordingTransport;
+/// use stagecraft::update::{Update, UpdateKind};
+///
+/// #[derive(Clone)]
+/// struct Line(String);
+///
+/// impl Update for Line {
+///     fn update_id(&self) -> Option<i64> { None } // no ids: no de-duplication
+///     fn kind(&self) -> UpdateKind { UpdateKind::Message }
+///     fn chat_id(&self) -> Option<i64> { Some(1) }
+///     fn user_id(&self) -> Option<i64> { Some(1) }
+///     fn thread_id(&self) -> Option<i64> { None }
+///     fn text(&self) -> Option<&str> { Some(&self.0) }
+///     fn callback_data(&self) -> Option<&str> { None }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let replies = RecordingTransport::new();
+/// let bot = Pipeline::<u32, Line>::builder()
+///     .transport(replies.clone())
+///     .command("count", |cx: Cx<u32, Line>| async move {
+///         let n = cx.session_mut(|n| { *n += 1; *n })?;
+///         cx.reply(format!("{n}"));
+///         Ok(Outcome::Handled)
+///     })
+///     .build();
+/// bot.handle(Line("/count".into())).await.unwrap();
+/// bot.handle(Line("/count".into())).await.unwrap();
+/// assert_eq!(replies.texts(), ["1", "2"]);
+/// # });
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be routed by stagecraft",
     note = "implement `stagecraft::update::Update` for it, or use `TelegramUpdate`"

@@ -41,7 +41,7 @@ impl Wizard {
 
 /// Builds a wizard [`Scene`]: a [`SceneBuilder`] plus [`step`](Self::step).
 #[derive(Debug)]
-pub struct WizardBuilder<S, U> {
+pub struct WizardBuilder<S, U = crate::update::TelegramUpdate> {
     inner: SceneBuilder<S, U>,
 }
 

@@ -325,8 +325,11 @@ pub(crate) async fn drop_namespace(url: &str, ns: &str) {
         let store = stagecraft::store::PostgresStore::connect_with(url, options)
             .await
             .unwrap();
-        let sql = format!("DROP TABLE IF EXISTS \"{ns}\", \"{ns}_lease\"");
-        stagecraft::store::sqlx::query(&sql)
+        let sql = format!(
+            "DROP TABLE IF EXISTS \"{ns}\", \"{ns}_lease\"; \
+         DROP FUNCTION IF EXISTS \"{ns}_take_v1\"(text, text, bigint)"
+        );
+        stagecraft::store::sqlx::raw_sql(&sql)
             .execute(store.pool())
             .await
             .unwrap();
@@ -338,8 +341,11 @@ pub(crate) async fn drop_namespace(url: &str, ns: &str) {
         let store = stagecraft::store::MySqlStore::connect_with(url, options)
             .await
             .unwrap();
-        let sql = format!("DROP TABLE IF EXISTS `{ns}`, `{ns}_lease`");
-        stagecraft::store::sqlx::query(&sql)
+        let sql = format!(
+            "DROP TABLE IF EXISTS `{ns}`, `{ns}_lease`; \
+             DROP PROCEDURE IF EXISTS `{ns}_take_v1`; DROP PROCEDURE IF EXISTS `{ns}_save_v1`"
+        );
+        stagecraft::store::sqlx::raw_sql(&sql)
             .execute(store.pool())
             .await
             .unwrap();

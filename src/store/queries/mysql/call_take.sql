@@ -1,0 +1,1 @@
+CALL `{routine}_take_v1`(?, ?, ?)
