@@ -362,10 +362,12 @@ async fn postgres_counts(admin: &stagecraft::store::sqlx::PgPool, db: &str) -> (
         if connected == 0 {
             break;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{connected} backends still connected to {db}"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            let rows: Vec<(Option<String>, Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+                "SELECT backend_type, state, query, wait_event FROM pg_stat_activity WHERE datname = $1")
+                .bind(db).fetch_all(admin).await.unwrap();
+            panic!("{connected} backends still connected to {db}: {rows:?}");
+        }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     let row = sqlx::query(
@@ -456,11 +458,15 @@ async fn postgres_per_update(
     let per_session = bare.0 - start.0;
     // Connecting the store runs its migration, which creates the tables and the lease
     // function the first time and only looks them up afterwards (as in each run below).
+    // (Each store is dropped once closed: a connection sqlx is still handing back to
+    // the pool as `close` runs can stay open until the pool itself is gone.)
     let store = PostgresStore::connect(&db_url).await.unwrap();
     store.pool().close().await;
+    drop(store);
     let created = postgres_counts(&admin, &db).await;
     let store = PostgresStore::connect(&db_url).await.unwrap();
     store.pool().close().await;
+    drop(store);
     let migrated = postgres_counts(&admin, &db).await;
     let (migration, _) = postgres_phase(created, migrated, per_session);
 
@@ -478,6 +484,7 @@ async fn postgres_per_update(
         let n = converse(Arc::new(store.clone()), run).await as f64;
         let (prepared, connections) = postgres_prepared(store.pool()).await;
         store.pool().close().await;
+        drop(store);
         let after = postgres_counts(&admin, &db).await;
         let (counted, sessions) = postgres_phase(before, after, per_session);
         // Every connection of the run was still in the pool, so all its prepares were
