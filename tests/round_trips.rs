@@ -363,9 +363,14 @@ async fn postgres_counts(admin: &stagecraft::store::sqlx::PgPool, db: &str) -> (
             break;
         }
         if tokio::time::Instant::now() >= deadline {
-            let rows: Vec<(Option<String>, Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
-                "SELECT backend_type, state, query, wait_event FROM pg_stat_activity WHERE datname = $1")
-                .bind(db).fetch_all(admin).await.unwrap();
+            let rows: Vec<String> = sqlx::query_scalar(
+                "SELECT concat_ws(' / ', backend_type, state, wait_event, left(query, 120)) \
+                 FROM pg_stat_activity WHERE datname = $1",
+            )
+            .bind(db)
+            .fetch_all(admin)
+            .await
+            .unwrap();
             panic!("{connected} backends still connected to {db}: {rows:?}");
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
