@@ -526,6 +526,23 @@ async fn sqlite_baseline(args: &Args) -> Result<Option<f64>, BoxError> {
     Ok(None)
 }
 
+/// A throughput line: the settings of the run, then `figures` (an object).
+fn report(args: &Args, figures: serde_json::Value) -> serde_json::Value {
+    let mut line = serde_json::json!({
+        "store": args.store,
+        "outbox": args.outbox,
+        "dedup": args.dedup,
+        "cache": format!("{:?}", args.cache),
+        "queued": args.queued,
+        "chats": args.chats,
+        "updates": args.updates / args.chats * args.chats,
+    });
+    if let (Some(line), serde_json::Value::Object(figures)) = (line.as_object_mut(), figures) {
+        line.extend(figures);
+    }
+    line
+}
+
 /// `--compare-leases`: with leases and without, alternating (without, with, without,
 /// with), each run on fresh sessions in a namespace of its own.
 async fn compare_leases(args: &Args) -> Result<(), BoxError> {
@@ -546,20 +563,16 @@ async fn compare_leases(args: &Args) -> Result<(), BoxError> {
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let (with_mean, without_mean) = (mean(&with), mean(&without));
-    let line = serde_json::json!({
-        "store": args.store,
-        "outbox": args.outbox,
-        "dedup": args.dedup,
-        "cache": format!("{:?}", args.cache),
-        "queued": args.queued,
-        "chats": args.chats,
-        "updates": args.updates / args.chats * args.chats,
-        "with_leases_runs": with.iter().map(|u| u.round()).collect::<Vec<_>>(),
-        "without_leases_runs": without.iter().map(|u| u.round()).collect::<Vec<_>>(),
-        "with_leases_updates_per_sec": with_mean.round(),
-        "without_leases_updates_per_sec": without_mean.round(),
-        "leases_ratio": (with_mean / without_mean * 100.0).round() / 100.0,
-    });
+    let line = report(
+        args,
+        serde_json::json!({
+            "with_leases_runs": with.iter().map(|u| u.round()).collect::<Vec<_>>(),
+            "without_leases_runs": without.iter().map(|u| u.round()).collect::<Vec<_>>(),
+            "with_leases_updates_per_sec": with_mean.round(),
+            "without_leases_updates_per_sec": without_mean.round(),
+            "leases_ratio": (with_mean / without_mean * 100.0).round() / 100.0,
+        }),
+    );
     println!("{line}");
     Ok(())
 }
@@ -585,22 +598,18 @@ fn main() -> Result<(), BoxError> {
             sqlite_baseline(&args).await?
         };
         let (ups, replies) = run_stagecraft(&args).await?;
-        let line = serde_json::json!({
-            "store": args.store,
-            "leases": if args.leases { "auto" } else { "off" },
-            "outbox": args.outbox,
-            "dedup": args.dedup,
-            "cache": format!("{:?}", args.cache),
-            "queued": args.queued,
-            "chats": args.chats,
-            "updates": args.updates / args.chats * args.chats,
-            "prefilled_sessions": args.prefill,
-            "updates_per_sec": ups.round(),
-            "baseline_updates_per_sec": baseline.map(f64::round),
-            "ratio": baseline.map(|b| (b / ups * 100.0).round() / 100.0),
-            "replies": replies,
-            "peak_rss_bytes": peak_rss_bytes(),
-        });
+        let line = report(
+            &args,
+            serde_json::json!({
+                "leases": if args.leases { "auto" } else { "off" },
+                "prefilled_sessions": args.prefill,
+                "updates_per_sec": ups.round(),
+                "baseline_updates_per_sec": baseline.map(f64::round),
+                "ratio": baseline.map(|b| (b / ups * 100.0).round() / 100.0),
+                "replies": replies,
+                "peak_rss_bytes": peak_rss_bytes(),
+            }),
+        );
         println!("{line}");
         Ok(())
     })

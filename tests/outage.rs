@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use stagecraft::pipeline::LeaseConfig;
 use stagecraft::prelude::*;
 use stagecraft::store::SessionStore;
 
@@ -320,29 +319,6 @@ async fn postgres_answers(url: &str) -> bool {
     }
 }
 
-/// The counting bot: every message adds one to the session.
-fn bot(store: Arc<dyn SessionStore>) -> Pipeline<u64> {
-    Pipeline::<u64>::builder()
-        .store_arc(store)
-        .leases(
-            LeaseConfig::new()
-                .ttl(LEASE_TTL)
-                .wait(Duration::from_secs(20)),
-        )
-        .on_message(|cx: Cx<u64>| async move {
-            cx.session_mut(|n| *n += 1)?;
-            Ok(Outcome::Handled)
-        })
-        .build()
-}
-
-fn message(user: i64, id: i64) -> TelegramUpdate {
-    TelegramUpdate::from_value(serde_json::json!({"update_id": id, "message": {
-        "message_id": id, "date": 0, "chat": {"id": user, "type": "private"},
-        "from": {"id": user, "is_bot": false}, "text": "x"}}))
-    .unwrap()
-}
-
 /// One result of the stream: when the update ended, and whether it succeeded.
 type Outcomes = Arc<std::sync::Mutex<Vec<(Instant, std::result::Result<(), String>)>>>;
 
@@ -360,7 +336,7 @@ fn stream(
                 let mut id = user * 1_000_000;
                 while !stop.load(Ordering::Relaxed) {
                     id += 1;
-                    let result = pipeline.handle(message(user, id)).await;
+                    let result = pipeline.handle(common::counting_message(user, id)).await;
                     let result = result
                         .map(|_| ())
                         .map_err(|e| stagecraft::error::error_chain(&e));
@@ -379,7 +355,11 @@ where
     F: AsyncFn() -> bool,
 {
     let name = server.name;
-    let pipeline = Arc::new(bot(store));
+    let pipeline = Arc::new(common::counting_bot(
+        store,
+        LEASE_TTL,
+        Duration::from_secs(20),
+    ));
     let stop = Arc::new(AtomicBool::new(false));
     let outcomes: Outcomes = Arc::default();
     let workers = stream(&pipeline, &stop, &outcomes);
@@ -439,23 +419,13 @@ where
         "{name}: service came back {back_after:?} after the server answered"
     );
     // No key is stuck: each one's next update runs.
-    for user in 1..=KEYS {
-        let started = Instant::now();
-        pipeline
-            .handle(message(user, 9_000_000 + user))
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{name}: key {user} after the restart: {}",
-                    stagecraft::error::error_chain(&e)
-                )
-            });
-        assert!(
-            started.elapsed() < LEASE_TTL + Duration::from_secs(5),
-            "{name}: key {user} waited {:?}",
-            started.elapsed()
-        );
-    }
+    common::each_key_served(
+        &pipeline,
+        1..=KEYS,
+        LEASE_TTL + Duration::from_secs(5),
+        &format!("{name}: after the restart, key"),
+    )
+    .await;
     assert_eq!(pipeline.keys_in_flight(), 0, "{name}");
 }
 

@@ -29,7 +29,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use stagecraft::pipeline::LeaseConfig;
 use stagecraft::prelude::*;
 use stagecraft::store::{RedisStore, SessionStore};
 
@@ -237,29 +236,6 @@ impl Cluster {
     }
 }
 
-/// The counting bot: every message adds one to the chat's session.
-fn bot(store: Arc<dyn SessionStore>) -> Pipeline<u64> {
-    Pipeline::<u64>::builder()
-        .store_arc(store)
-        .leases(
-            LeaseConfig::new()
-                .ttl(LEASE_TTL)
-                .wait(Duration::from_secs(5)),
-        )
-        .on_message(|cx: Cx<u64>| async move {
-            cx.session_mut(|n| *n += 1)?;
-            Ok(Outcome::Handled)
-        })
-        .build()
-}
-
-fn message(chat: i64, id: i64) -> TelegramUpdate {
-    TelegramUpdate::from_value(serde_json::json!({"update_id": id, "message": {
-        "message_id": id, "date": 0, "chat": {"id": chat, "type": "private"},
-        "from": {"id": chat, "is_bot": false}, "text": "x"}}))
-    .unwrap()
-}
-
 /// What happened to one chat's updates.
 #[derive(Default)]
 struct Log {
@@ -287,8 +263,11 @@ fn stream(
                 while !stop.load(Ordering::Relaxed) {
                     id += 1;
                     let started = Instant::now();
-                    let result =
-                        tokio::time::timeout(CALL_BOUND, pipeline.handle(message(chat, id))).await;
+                    let result = tokio::time::timeout(
+                        CALL_BOUND,
+                        pipeline.handle(common::counting_message(chat, id)),
+                    )
+                    .await;
                     let took = started.elapsed();
                     {
                         let mut logs = logs.lock().unwrap();
@@ -339,8 +318,16 @@ async fn failover(replica_acks: bool) -> Figures {
     }
     assert!(store.is_cluster());
     stagecraft::store::check(&store).await.unwrap();
-    let pipeline = Arc::new(bot(Arc::new(store.clone())));
-    let key_of = |chat: i64| pipeline.key_of(&message(chat, 1)).expect("a chat's key");
+    let pipeline = Arc::new(common::counting_bot(
+        Arc::new(store.clone()),
+        LEASE_TTL,
+        Duration::from_secs(5),
+    ));
+    let key_of = |chat: i64| {
+        pipeline
+            .key_of(&common::counting_message(chat, 1))
+            .expect("a chat's key")
+    };
     // The chat whose master is killed: chat 1, whose session key says which slot.
     let key = key_of(1);
     let mut conn = store.connection().clone();
@@ -402,23 +389,13 @@ async fn failover(replica_acks: bool) -> Figures {
     assert_eq!(pipeline.keys_in_flight(), 0, "{name}: no key in flight");
 
     // Every chat is served again: the next update of each succeeds, in bounded time.
-    for chat in 1..=CHATS {
-        let started = Instant::now();
-        pipeline
-            .handle(message(chat, 9_000_000 + chat))
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{name}: chat {chat} after the failover: {}",
-                    stagecraft::error::error_chain(&e)
-                )
-            });
-        assert!(
-            started.elapsed() < LEASE_TTL + Duration::from_secs(5),
-            "{name}: chat {chat} waited {:?}",
-            started.elapsed()
-        );
-    }
+    common::each_key_served(
+        &pipeline,
+        1..=CHATS,
+        LEASE_TTL + Duration::from_secs(5),
+        &format!("{name}: after the failover, chat"),
+    )
+    .await;
 
     let logs = std::mem::take(&mut *logs.lock().unwrap());
     let victim_log = &logs[&1];

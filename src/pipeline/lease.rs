@@ -335,13 +335,7 @@ impl HeldLease {
         let Some(leases) = self.store.leases() else {
             return;
         };
-        match leases.release_lease(&self.lease).await {
-            Ok(true) => {}
-            Ok(false) => tracing::info!(target: "stagecraft::session", key = self.lease.key(),
-                "the lease had expired before it was released"),
-            Err(e) => tracing::warn!(target: "stagecraft::session", key = self.lease.key(),
-                error = %e, "releasing a lease failed; it will expire by itself"),
-        }
+        crate::store::give_back(leases, &self.lease).await;
     }
 }
 

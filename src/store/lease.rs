@@ -170,3 +170,18 @@ impl LeaseAttempt {
         }
     }
 }
+
+/// Gives `lease` back through `leases`, logging what did not go as planned: a lease that
+/// had expired already (someone may hold it now; nothing was done), or a release that
+/// failed (the lease then expires by itself). For the callers whose work stands either
+/// way: the pipeline after an update, and a write that gives the lease back after it.
+pub(crate) async fn give_back(leases: &dyn LeaseStore, lease: &Lease) {
+    match leases.release_lease(lease).await {
+        Ok(true) => {}
+        Ok(false) => tracing::info!(target: "stagecraft::session", key = lease.key(),
+            "the lease had expired before it was released"),
+        Err(e) => tracing::warn!(target: "stagecraft::session", key = lease.key(),
+            error = %crate::error::error_chain(&e),
+            "releasing a lease failed; it will expire by itself"),
+    }
+}

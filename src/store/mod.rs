@@ -68,6 +68,7 @@ mod url;
 
 pub use check::{CHECK_TIMEOUT, PROBE_PREFIX, check, check_within};
 pub use codec::Codec;
+pub(crate) use lease::give_back;
 pub use lease::{Lease, LeaseAttempt, LeaseStore, Preload};
 pub use memory::MemoryStore;
 #[cfg(feature = "mongodb")]
@@ -387,12 +388,7 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
         due: Option<i64>,
         lease: &Lease,
     ) -> Result<Version> {
-        let version = match (due, self.pending()) {
-            (Some(due), Some(index)) => index.save_pending(key, bytes, expected, due).await?,
-            _ => self.save(key, bytes, expected).await?,
-        };
-        release_after_write(self.leases(), lease).await;
-        Ok(version)
+        save_then_release(self, self.leases(), key, bytes, expected, due, lease).await
     }
 
     /// A compare-and-set [`delete`](Self::delete) of `key` that also gives `lease`
@@ -407,25 +403,34 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     /// version (nothing is deleted and the lease is kept).
     async fn delete_releasing(&self, key: &str, expected: Version, lease: &Lease) -> Result<()> {
         self.delete(key, expected).await?;
-        release_after_write(self.leases(), lease).await;
+        if let Some(leases) = self.leases() {
+            give_back(leases, lease).await;
+        }
         Ok(())
     }
 }
 
-/// The release that follows a successful write in the default
-/// [`SessionStore::save_releasing`] and [`SessionStore::delete_releasing`]: the write
-/// stands whatever happens to it, so a failure is logged and the lease left to expire.
-async fn release_after_write(leases: Option<&dyn LeaseStore>, lease: &Lease) {
-    let Some(leases) = leases else {
-        return;
+/// [`SessionStore::save_releasing`] in two steps, as the default does it: the save (or,
+/// with a due time, [`PendingIndex::save_pending`]), then the release through `leases`.
+/// The write stands whatever happens to the release, so a failed one is logged and the
+/// lease left to expire.
+pub(crate) async fn save_then_release<S: SessionStore + ?Sized>(
+    store: &S,
+    leases: Option<&dyn LeaseStore>,
+    key: &str,
+    bytes: &[u8],
+    expected: Option<Version>,
+    due: Option<i64>,
+    lease: &Lease,
+) -> Result<Version> {
+    let version = match (due, store.pending()) {
+        (Some(due), Some(index)) => index.save_pending(key, bytes, expected, due).await?,
+        _ => store.save(key, bytes, expected).await?,
     };
-    match leases.release_lease(lease).await {
-        Ok(true) => {}
-        Ok(false) => tracing::info!(target: "stagecraft::session", key = lease.key(),
-            "the lease had expired before it was released"),
-        Err(e) => tracing::warn!(target: "stagecraft::session", key = lease.key(),
-            error = %crate::error::error_chain(&e), "releasing a lease failed; it will expire by itself"),
+    if let Some(leases) = leases {
+        give_back(leases, lease).await;
     }
+    Ok(version)
 }
 
 /// Removing expired records in bulk: the optional capability of a store whose expired

@@ -461,12 +461,8 @@ impl SessionStore for MySqlStore {
         lease: &Lease,
     ) -> Result<Version> {
         if !self.has_routines() {
-            let version = self.write(key, bytes, expected, due).await?;
-            if let Err(e) = self.release_lease(lease).await {
-                tracing::warn!(target: "stagecraft::session", key = lease.key(), error = %e,
-                    "releasing a lease failed; it will expire by itself");
-            }
-            return Ok(version);
+            return super::save_then_release(self, Some(self), key, bytes, expected, due, lease)
+                .await;
         }
         check_key_len(key)?;
         let now = self.table.now();
@@ -489,12 +485,16 @@ impl SessionStore for MySqlStore {
             Err(e) if is_lock_contention(&e) => {
                 tracing::debug!(target: "stagecraft::store", key = %key, error = %e,
                     "the save procedure met lock contention; saving in statements of their own");
-                let version = self.write(key, bytes, expected, due).await?;
-                if let Err(e) = self.release_lease(lease).await {
-                    tracing::warn!(target: "stagecraft::session", key = lease.key(), error = %e,
-                        "releasing a lease failed; it will expire by itself");
-                }
-                return Ok(version);
+                return super::save_then_release(
+                    self,
+                    Some(self),
+                    key,
+                    bytes,
+                    expected,
+                    due,
+                    lease,
+                )
+                .await;
             }
             Err(e) => return Err(db_err(e)),
         };

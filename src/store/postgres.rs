@@ -335,65 +335,28 @@ impl PostgresStore {
         Ok(purged)
     }
 
-    /// The record of `key` from the row of the lease-and-load statement that took its
-    /// lease: the record it read, or (no row came back) a fresh read.
-    async fn read_leased(&self, key: &str, row: &PgRow, now: i64) -> Result<Option<Record>> {
+    /// The record a lease-taking row read (its columns 1 to 3), as
+    /// [`load`](SessionStore::load) returns it. Without the lease function
+    /// (`function: false`) a row the statement could not see is read again: held now, a
+    /// plain read sees everything committed before the lease was ours.
+    async fn read_leased(
+        &self,
+        key: &str,
+        row: &PgRow,
+        now: i64,
+        function: bool,
+    ) -> Result<Option<Record>> {
         let data: Option<Vec<u8>> = row.try_get(1).map_err(db_err)?;
         let version: Option<i64> = row.try_get(2).map_err(db_err)?;
         let expires_at: Option<i64> = row.try_get(3).map_err(db_err)?;
-        let Some(fetched) = data.zip(version).map(|(d, v)| (d, v, expires_at)) else {
-            // Held now: a plain read sees everything committed before the lease was ours.
+        let fetched = data.zip(version).map(|(d, v)| (d, v, expires_at));
+        if fetched.is_none() && !function {
             return self.load(key).await;
-        };
+        }
         let q = self.table.queries();
         self.rows()
-            .live_record(&q.delete_expired, key, Some(fetched), now)
+            .live_record(&q.delete_expired, key, fetched, now)
             .await
-    }
-
-    /// [`acquire_lease_and_load`](LeaseStore::acquire_lease_and_load) through the lease
-    /// function: its read has a snapshot of its own, taken after the lease.
-    async fn take_with_function(
-        &self,
-        key: &str,
-        lease: Lease,
-        ttl: Duration,
-        now: i64,
-    ) -> Result<(LeaseAttempt, Preload)> {
-        let q = self.table.queries();
-        let row = sqlx::query(&q.call_take)
-            .bind(key)
-            .bind(lease.token())
-            .bind(sql::lease_ttl_ms(ttl))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db_err)?;
-        let taken: bool = row.try_get(0).map_err(db_err)?;
-        if !taken {
-            return Ok((LeaseAttempt::Busy, Preload::NotRead));
-        }
-        // Taken: a failure from here on gives the lease back.
-        let read = || -> Result<Option<sql::Row3>> {
-            let data: Option<Vec<u8>> = row.try_get(1).map_err(db_err)?;
-            let version: Option<i64> = row.try_get(2).map_err(db_err)?;
-            let expires_at: Option<i64> = row.try_get(3).map_err(db_err)?;
-            Ok(data.zip(version).map(|(d, v)| (d, v, expires_at)))
-        };
-        let record = match read() {
-            Ok(fetched) => {
-                self.rows()
-                    .live_record(&q.delete_expired, key, fetched, now)
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        match record {
-            Ok(record) => Ok((LeaseAttempt::Acquired(lease), Preload::Read(record))),
-            Err(e) => {
-                let _ = self.release_lease(&lease).await;
-                Err(e)
-            }
-        }
     }
 
     fn rows(&self) -> Rows<'_, sqlx::Postgres> {
@@ -574,9 +537,11 @@ impl LeaseStore for PostgresStore {
         Ok(LeaseAttempt::taken(done.rows_affected() == 1, lease))
     }
 
-    /// Takes the lease and reads the record in one statement (a data-modifying CTE).
+    /// Takes the lease and reads the record in one statement: a call of the lease
+    /// function (`{table}_take_v1`, which [`migrate`](PostgresStore::migrate) creates)
+    /// when there is one, else a data-modifying CTE.
     ///
-    /// The statement's snapshot is taken before it may wait on the lease row, so it can
+    /// The CTE's snapshot is taken before it may wait on the lease row, so it can
     /// predate the previous holder's last save. The record is therefore read `FOR SHARE`
     /// after the lease is taken, which follows a row to its newest committed version.
     /// A row the snapshot cannot see at all (the previous holder created it) cannot be
@@ -594,13 +559,16 @@ impl LeaseStore for PostgresStore {
         let now = self.table.now();
         let q = self.table.queries();
         let lease = Lease::generate(key);
-        if self
+        // The lease function reads with a snapshot of its own, taken after the lease.
+        let function = self
             .take_function
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
-            return self.take_with_function(key, lease, ttl, now).await;
-        }
-        let row = sqlx::query(&q.lease_acquire_load)
+            .load(std::sync::atomic::Ordering::Acquire);
+        let take = if function {
+            &q.call_take
+        } else {
+            &q.lease_acquire_load
+        };
+        let row = sqlx::query(take)
             .bind(key)
             .bind(lease.token())
             .bind(sql::lease_ttl_ms(ttl))
@@ -613,7 +581,7 @@ impl LeaseStore for PostgresStore {
         }
         // Taken: a failure from here on gives the lease back (it is not handed out, and
         // would block the key until it expires).
-        match self.read_leased(key, &row, now).await {
+        match self.read_leased(key, &row, now, function).await {
             Ok(record) => Ok((LeaseAttempt::Acquired(lease), Preload::Read(record))),
             Err(e) => {
                 let _ = self.release_lease(&lease).await;

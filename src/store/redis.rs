@@ -34,8 +34,6 @@ static LEASE_RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("queries/redis/lease_release.lua")));
 static PENDING_KEYS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("queries/redis/pending_keys.lua")));
-static PENDING_BUCKET: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("queries/redis/pending_bucket.lua")));
 
 /// How many buckets a store on Redis Cluster spreads its sessions over. Each bucket is a
 /// hash tag (`{b0}` … `{b63}`), so one slot: a session's record, lease and entry in the
@@ -755,12 +753,24 @@ impl RedisStore {
         now: i64,
         limit: usize,
     ) -> Result<Vec<(f64, String)>> {
+        let base = format!("{}{}", self.prefix, bucket_tag(bucket));
+        self.pending_in(&format!("{base}{PENDING_MARK}"), &base, now, limit)
+            .await
+    }
+
+    /// The due keys (with their due times, earliest first) of the index of due work
+    /// `index`, whose records' keys start with `base`.
+    async fn pending_in(
+        &self,
+        index: &str,
+        base: &str,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<(f64, String)>> {
         let mut conn = self.conn.clone();
-        let tag = bucket_tag(bucket);
-        let base = format!("{}{tag}", self.prefix);
-        let flat: Vec<Vec<u8>> = PENDING_BUCKET
-            .key(format!("{base}{PENDING_MARK}"))
-            .arg(&base)
+        let flat: Vec<Vec<u8>> = PENDING_KEYS
+            .key(index)
+            .arg(base)
             .arg(limit)
             .arg(now)
             .invoke_async(&mut conn)
@@ -1023,16 +1033,10 @@ impl PendingIndex for RedisStore {
             due.truncate(limit);
             return Ok(due.into_iter().map(|(_, key)| key).collect());
         }
-        let mut conn = self.conn.clone();
-        let keys: Vec<Vec<u8>> = PENDING_KEYS
-            .key(&*self.pending_key)
-            .arg(&*self.prefix)
-            .arg(limit)
-            .arg(now)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(redis_err)?;
-        keys.into_iter().map(utf8_key).collect()
+        let due = self
+            .pending_in(&self.pending_key, &self.prefix, now, limit)
+            .await?;
+        Ok(due.into_iter().map(|(_, key)| key).collect())
     }
 }
 

@@ -404,3 +404,55 @@ pub(crate) async fn every_store(test: &str) -> Vec<NamedStore> {
     }
     out
 }
+
+/// The counting bot of the outage and failover tests: every message adds one to the
+/// session of its chat, under leases of `lease_ttl`, waited for at most `wait`.
+pub(crate) fn counting_bot(
+    store: Arc<dyn SessionStore>,
+    lease_ttl: Duration,
+    wait: Duration,
+) -> stagecraft::Pipeline<u64> {
+    use stagecraft::prelude::*;
+    Pipeline::<u64>::builder()
+        .store_arc(store)
+        .leases(
+            stagecraft::pipeline::LeaseConfig::new()
+                .ttl(lease_ttl)
+                .wait(wait),
+        )
+        .on_message(|cx: Cx<u64>| async move {
+            cx.session_mut(|n| *n += 1)?;
+            Ok(Outcome::Handled)
+        })
+        .build()
+}
+
+/// Message `id` of user `chat` in their private chat, for [`counting_bot`].
+pub(crate) fn counting_message(chat: i64, id: i64) -> stagecraft::update::TelegramUpdate {
+    stagecraft::update::TelegramUpdate::from_value(serde_json::json!({"update_id": id, "message": {
+        "message_id": id, "date": 0, "chat": {"id": chat, "type": "private"},
+        "from": {"id": chat, "is_bot": false}, "text": "x"}}))
+    .unwrap()
+}
+
+/// Checks that no key of `keys` is stuck: the next update of each (a
+/// [`counting_message`]) succeeds within `bound`. `what` names them in a failure.
+pub(crate) async fn each_key_served(
+    pipeline: &stagecraft::Pipeline<u64>,
+    keys: std::ops::RangeInclusive<i64>,
+    bound: Duration,
+    what: &str,
+) {
+    for key in keys {
+        let started = std::time::Instant::now();
+        pipeline
+            .handle(counting_message(key, 9_000_000 + key))
+            .await
+            .unwrap_or_else(|e| panic!("{what} {key}: {}", stagecraft::error::error_chain(&e)));
+        assert!(
+            started.elapsed() < bound,
+            "{what} {key} waited {:?}",
+            started.elapsed()
+        );
+    }
+}
