@@ -176,6 +176,97 @@ async fn two_pools_on_one_file() {
     b.pool().close().await;
 }
 
+/// The statements of the pooled path (sqlx's worker threads, grouped or alone), with the
+/// inline connection off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_without_inline() {
+    for group_commit in [true, false] {
+        let db = TempDb::new("pooled");
+        let options = SqliteOptions::new()
+            .inline(false)
+            .group_commit(group_commit);
+        let store = SqliteStore::open_with(&db.0, options).await.expect("open");
+        conformance::run_all(store.clone()).await;
+        store.pool().close().await;
+    }
+}
+
+/// A statement that meets a write lock held elsewhere (here by a connection of the pool,
+/// as another process would) is not lost and does not fail: it waits on the pooled path
+/// until the lock is gone, and then writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_held_elsewhere_makes_a_statement_wait_not_fail() {
+    use stagecraft::store::LeaseStore;
+    use stagecraft::store::sqlx;
+    let db = TempDb::new("locked");
+    for group_commit in [true, false] {
+        let options = SqliteOptions::new().group_commit(group_commit);
+        let store = SqliteStore::open_with(&db.0, options).await.expect("open");
+        let key = format!("locked:{group_commit}");
+        let v1 = store.save(&key, b"1", None).await.expect("save");
+
+        let mut holder = store.pool().acquire().await.expect("a connection");
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *holder)
+            .await
+            .expect("take the write lock");
+        let save = tokio::spawn({
+            let (store, key) = (store.clone(), key.clone());
+            async move { store.save(&key, b"2", Some(v1)).await }
+        });
+        let take = tokio::spawn({
+            let (store, key) = (store.clone(), format!("{key}:lease"));
+            async move { store.acquire_lease(&key, Duration::from_secs(30)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!save.is_finished(), "the save waits for the lock");
+        assert!(!take.is_finished(), "the lease take waits for the lock");
+        sqlx::query("COMMIT")
+            .execute(&mut *holder)
+            .await
+            .expect("give the lock back");
+        drop(holder);
+
+        let v2 = save.await.expect("joined").expect("the save wrote");
+        assert_eq!(v2, v1.next());
+        let loaded = store.load(&key).await.expect("load").expect("a record");
+        assert_eq!((loaded.version, loaded.bytes), (v2, b"2".to_vec()));
+        let taken = take.await.expect("joined").expect("the take ran");
+        assert!(matches!(taken, LeaseAttempt::Acquired(_)), "{taken:?}");
+        store.pool().close().await;
+    }
+}
+
+/// Inline commits never checkpoint the WAL themselves; the checkpointer thread does, so
+/// the WAL file stays far below what thousands of commits would make it.
+#[tokio::test]
+async fn the_wal_is_checkpointed_behind_inline_commits() {
+    let db = TempDb::new("checkpoint");
+    let store = SqliteStore::open_with(&db.0, SqliteOptions::new().group_commit(false))
+        .await
+        .expect("open");
+    let session = vec![b'x'; 300];
+    let mut version = None;
+    let saves = 6_000;
+    for _ in 0..saves {
+        version = Some(store.save("k", &session, version).await.expect("save"));
+    }
+    let mut wal = db.0.clone().into_os_string();
+    wal.push("-wal");
+    let bytes = std::fs::metadata(&wal).map_or(0, |m| m.len());
+    // Without checkpoints, each commit appends at least one 4 KiB page: 24 MB here.
+    let unchecked = saves * 4096;
+    assert!(
+        bytes < unchecked / 3,
+        "the WAL is {bytes} bytes after {saves} commits"
+    );
+    assert_eq!(
+        store.load("k").await.expect("load").map(|r| r.version),
+        version
+    );
+    store.pool().close().await;
+}
+
 #[tokio::test]
 async fn options_table_and_durability() {
     let db = TempDb::new("options");

@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sqlx::Row;
@@ -25,6 +26,25 @@ use crate::store::sql::{self, Row3};
 pub(super) struct Grouped {
     reader: mpsc::Sender<ReadOp>,
     writer: mpsc::Sender<WriteOp>,
+    /// Calls sent to the reader or the writer and not answered yet.
+    waiting: Arc<AtomicUsize>,
+}
+
+/// Counts a call as waiting for the reader or the writer while it lives (an abandoned
+/// call, whose future was dropped, stops counting too).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Grouped {
@@ -37,12 +57,22 @@ impl Grouped {
         tokio::spawn(writer_loop(pool.clone(), Arc::clone(queries), rx));
         let (reader, rx) = mpsc::channel(4 * MAX_GROUP);
         tokio::spawn(reader_loop(pool.clone(), Arc::clone(queries), rx));
-        Self { reader, writer }
+        Self {
+            reader,
+            writer,
+            waiting: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Whether some call waits for the reader or the writer now.
+    pub(super) fn busy(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0
     }
 
     /// The row of `key`, read by the grouped reader; `None` when the reader's runtime is
     /// gone (read directly then).
     pub(super) async fn read(&self, key: &str) -> Option<Result<Option<Row3>>> {
+        let _waiting = Waiting::new(&self.waiting);
         let (reply, rx) = oneshot::channel();
         let op = ReadOp {
             key: key.to_owned(),
@@ -74,6 +104,7 @@ impl Grouped {
     }
 
     async fn send(&self, key: &str, what: Write) -> Option<Result<Done>> {
+        let _waiting = Waiting::new(&self.waiting);
         let (reply, rx) = oneshot::channel();
         let op = WriteOp {
             key: key.to_owned(),

@@ -30,6 +30,8 @@ sql::queries!(
         create_lease_table,
         lease_acquire_many,
         lease_release_many,
+        lease_take,
+        lease_release,
         lease_renew,
         lease_purge,
         has_pending,

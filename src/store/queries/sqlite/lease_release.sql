@@ -1,0 +1,1 @@
+DELETE FROM "{lease_table}" WHERE session_key = ?1 AND token = ?2
