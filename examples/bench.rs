@@ -33,7 +33,10 @@
 //! the stored bytes, decode a small session with serde_json, change it, encode it, store it.
 //! On an SQLite file the baseline is a bare sqlx loop on a file beside it: one
 //! compare-and-set `UPDATE` per update (grouped 512 to a transaction when there are many
-//! chats).
+//! chats). For one chat on an SQLite file, `statements_floor_updates_per_sec` is the floor
+//! of the store's own statements: the SQLite statements of an update (with leases: the
+//! take and read in one transaction, the save and release in another), run on the
+//! calling thread with rusqlite and nothing else.
 
 #[path = "shared/demo_bot.rs"]
 mod demo_bot;
@@ -526,6 +529,77 @@ async fn sqlite_baseline(args: &Args) -> Result<Option<f64>, BoxError> {
     Ok(None)
 }
 
+/// The floor of the SQLite statements of one chat's updates, one after another: the
+/// statements stagecraft runs on the caller's thread, and nothing else, with rusqlite on
+/// a file beside the store's. Without leases, one compare-and-set `UPDATE` (autocommit);
+/// with them, the lease's take and the record's read in one transaction, then the
+/// compare-and-set `UPDATE` and the lease's release in another. Only for one chat.
+#[cfg(feature = "sqlite")]
+fn run_sqlite_inline_floor(path: &str, args: &Args) -> Result<f64, BoxError> {
+    use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+    let file = format!("{path}-floor");
+    let remove = || {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{file}{suffix}"));
+        }
+    };
+    remove();
+    let mut conn = Connection::open(&file)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute_batch(
+        "CREATE TABLE s (k TEXT PRIMARY KEY, data BLOB NOT NULL, version INTEGER NOT NULL);
+         CREATE TABLE l (k TEXT PRIMARY KEY, token TEXT NOT NULL, expires_at INTEGER NOT NULL)
+             WITHOUT ROWID;",
+    )?;
+    let session = br#"{"data":{"updates":1},"scenes":[]}"#;
+    conn.execute("INSERT INTO s VALUES ('1', ?1, 0)", params![&session[..]])?;
+    let update = "UPDATE s SET data = ?1, version = ?2 WHERE k = '1' AND version = ?3";
+    let start = Instant::now();
+    for round in 0..args.updates as i64 {
+        if !args.leases {
+            conn.prepare_cached(update)?
+                .execute(params![&session[..], round + 1, round])?;
+            continue;
+        }
+        let token = format!("t{round}");
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.prepare_cached(
+            "INSERT INTO l VALUES ('1', ?1, ?2) ON CONFLICT (k) DO UPDATE
+             SET token = excluded.token, expires_at = excluded.expires_at
+             WHERE l.expires_at <= ?3",
+        )?
+        .execute(params![token, i64::MAX, 0])?;
+        let _row: Option<(Vec<u8>, i64)> = tx
+            .prepare_cached("SELECT data, version FROM s WHERE k = '1'")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        tx.commit()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.prepare_cached(update)?
+            .execute(params![&session[..], round + 1, round])?;
+        tx.prepare_cached("DELETE FROM l WHERE k = '1' AND token = ?1")?
+            .execute([&token])?;
+        tx.commit()?;
+    }
+    let ups = args.updates as f64 / start.elapsed().as_secs_f64();
+    drop(conn);
+    remove();
+    Ok(ups)
+}
+
+/// [`run_sqlite_inline_floor`] when the run is one chat on an SQLite file.
+fn sqlite_floor(args: &Args) -> Result<Option<f64>, BoxError> {
+    #[cfg(feature = "sqlite")]
+    if let Some(path) = args.store.strip_prefix("sqlite:") {
+        if args.baseline && args.chats == 1 && !path.contains(":memory:") {
+            return Ok(Some(run_sqlite_inline_floor(path, args)?));
+        }
+    }
+    let _ = args;
+    Ok(None)
+}
+
 /// A throughput line: the settings of the run, then `figures` (an object).
 fn report(args: &Args, figures: serde_json::Value) -> serde_json::Value {
     let mut line = serde_json::json!({
@@ -597,6 +671,7 @@ fn main() -> Result<(), BoxError> {
         } else {
             sqlite_baseline(&args).await?
         };
+        let floor = sqlite_floor(&args)?;
         let (ups, replies) = run_stagecraft(&args).await?;
         let line = report(
             &args,
@@ -606,6 +681,7 @@ fn main() -> Result<(), BoxError> {
                 "updates_per_sec": ups.round(),
                 "baseline_updates_per_sec": baseline.map(f64::round),
                 "ratio": baseline.map(|b| (b / ups * 100.0).round() / 100.0),
+                "statements_floor_updates_per_sec": floor.map(f64::round),
                 "replies": replies,
                 "peak_rss_bytes": peak_rss_bytes(),
             }),
