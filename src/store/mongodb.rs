@@ -173,9 +173,11 @@ fn has_record() -> Document {
     doc! { "v": { "$exists": true } }
 }
 
-/// The filter of documents holding no record (a lease only).
+/// The filter of documents holding no record (a lease only, or nothing): neither a
+/// version nor record data. (A document with one and not the other was not written by
+/// a store: it is neither this nor [`has_record`], and is never written over.)
 fn no_record() -> Document {
-    doc! { "v": { "$exists": false } }
+    doc! { "v": { "$exists": false }, "d": { "$exists": false } }
 }
 
 /// The filter of the documents a new record may be written over at `now`: a document
