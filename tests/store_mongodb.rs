@@ -489,3 +489,88 @@ async fn leases_inside_the_records_documents() {
         drop_collections(&store).await;
     }
 }
+
+/// A server without `findAndModify`, played by SecantusDB's `failCommand` failpoint
+/// (which needs `--enable-test-commands`, as `.ci/run` starts it; without it the test
+/// prints one `skipped:` line): the failpoint answers `CommandNotFound` to the
+/// `findAndModify` of this test's client only (its application name), and the store
+/// falls back to `update_one` and `find`, once for all its clones, still reading the
+/// record with the lease.
+#[tokio::test]
+async fn falls_back_where_the_server_has_no_find_and_modify() {
+    let Some(url) = common::server_url(VAR) else {
+        return;
+    };
+    let app = common::unique_name("nofam");
+    let admin = Client::with_uri_str(&url).await.expect("client");
+    let failpoint = |mode: Bson| {
+        doc! {
+            "configureFailPoint": "failCommand",
+            "mode": mode,
+            "data": { "failCommands": ["findAndModify"], "errorCode": 59, "appName": &app },
+        }
+    };
+    if let Err(e) = admin
+        .database("admin")
+        .run_command(failpoint(Bson::from("alwaysOn")))
+        .await
+    {
+        println!("skipped: the server has no failCommand failpoint ({e})");
+        return;
+    }
+
+    let mut options = ClientOptions::parse(&url).await.expect("parse the URL");
+    options.app_name = Some(app.clone());
+    let fam = Arc::new(AtomicUsize::new(0));
+    options.command_event_handler = Some(EventHandler::callback({
+        let fam = Arc::clone(&fam);
+        move |event| {
+            if let CommandEvent::Started(started) = event {
+                if started.command_name.eq_ignore_ascii_case("findAndModify") {
+                    fam.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }));
+    let client = Client::with_options(options).expect("client");
+    let db = client
+        .default_database()
+        .unwrap_or_else(|| client.database("stagecraft"));
+    let store = MongoStore::new(db)
+        .with_collection(&common::unique_name("nofam"))
+        .expect("collection");
+    store.migrate().await.expect("migrate");
+    let body = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let clone = store.clone();
+            let ttl = Duration::from_secs(10);
+            let v = store.save("a", b"one", None).await.expect("save");
+            for (s, key) in [(&store, "a"), (&clone, "a"), (&store, "b")] {
+                let (attempt, preload) = s.acquire_lease_and_load(key, ttl).await.expect("take");
+                let lease = take(attempt);
+                let expected = (key == "a").then(|| stagecraft::store::Record {
+                    bytes: b"one".to_vec(),
+                    version: v,
+                });
+                assert_eq!(preload, Preload::Read(expected), "{key}");
+                assert!(s.release_lease(&lease).await.expect("release"));
+            }
+        }
+    });
+    let result = body.await;
+    admin
+        .database("admin")
+        .run_command(failpoint(Bson::from("off")))
+        .await
+        .expect("switch the failpoint off");
+    drop_collections(&store).await;
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    assert_eq!(
+        fam.load(Ordering::Relaxed),
+        1,
+        "findAndModify was tried more than once (or never)"
+    );
+}
