@@ -461,6 +461,29 @@ async fn leases_inside_the_records_documents() {
         let d = raw_doc(&store, "dead").await.expect("doc");
         assert_eq!(d.get_str("lease_token").unwrap(), lease.token());
         assert!(date(&d, "expires_at") >= now + 29_000, "{d:?}");
+        // An expired record (the TTL monitor not there yet): the lease is taken, no
+        // record is read, and the document holds the lease only, until the lease's end.
+        raw.insert_one(doc! {
+            "_id": "expired",
+            "d": Binary { subtype: BinarySubtype::Generic, bytes: b"gone".to_vec() },
+            "v": 3_i64,
+            "expires_at": past,
+        })
+        .await
+        .expect("insert");
+        let (attempt, preload) = store
+            .acquire_lease_and_load("expired", ttl)
+            .await
+            .expect("take");
+        assert_eq!(preload, Preload::Read(None));
+        let lease = take(attempt);
+        let d = raw_doc(&store, "expired").await.expect("doc");
+        assert!(!d.contains_key("v") && !d.contains_key("d"), "{d:?}");
+        assert_eq!(d.get_str("lease_token").unwrap(), lease.token());
+        assert!(date(&d, "expires_at") >= now + 29_000, "{d:?}");
+        assert!(store.release_lease(&lease).await.expect("release"));
+        assert_eq!(raw_doc(&store, "expired").await, None);
+
         // Purging (even by a clock a day ahead) leaves a live lease's document alone,
         // and removes one whose lease ended.
         let clock = ManualClock::at_secs(SystemClock.now_s() + 24 * 3600);

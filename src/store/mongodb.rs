@@ -168,14 +168,15 @@ fn lease_free_or_held(token: &str, now: DateTime) -> Document {
     ] }
 }
 
-/// The filter of documents holding a record (every other one holds a lease only).
+/// The filter of documents holding a record, or record data of some kind: every one but
+/// those holding a lease only (or nothing), [`no_record`].
 fn has_record() -> Document {
-    doc! { "v": { "$exists": true } }
+    doc! { "$or": [ { "v": { "$exists": true } }, { "d": { "$exists": true } } ] }
 }
 
 /// The filter of documents holding no record (a lease only, or nothing): neither a
 /// version nor record data. (A document with one and not the other was not written by
-/// a store: it is neither this nor [`has_record`], and is never written over.)
+/// a store: it is never written over as if it held no record.)
 fn no_record() -> Document {
     doc! { "v": { "$exists": false }, "d": { "$exists": false } }
 }
@@ -338,13 +339,14 @@ impl MongoOptions {
 /// holding the lease only, `{_id, lease_token, lease_until, expires_at}` (with
 /// `expires_at` the lease's end, so that the TTL index removes it if its holder dies),
 /// which every read takes for "no record". Taking a lease is one `findAndModify` with
-/// `upsert`, filtered on the document holding a live record and a free lease, returning
-/// the document: the lease and the record in one round trip
+/// `upsert`, filtered on the document's lease being free, returning the document: the
+/// lease and the record in one round trip
 /// ([`acquire_lease_and_load`](LeaseStore::acquire_lease_and_load)). With no document
 /// there, it inserts one holding the lease only; with a live lease there, the upsert
-/// fails with a duplicate `_id` (the lease is busy), and so does it over a document
-/// that holds no live record, which a second operation then replaces with the lease
-/// (when its lease is free). Saving and giving the lease back is one `update_one` that
+/// fails with a duplicate `_id`: the lease is busy. When the document it took holds no
+/// live record (a dead holder's lease-only document, or an expired record), whose
+/// `expires_at` has passed or will before the lease ends, a second operation replaces it
+/// with a lease-only document whose `expires_at` is the lease's end. Saving and giving the lease back is one `update_one` that
 /// sets the record and removes the lease, filtered on the lease being the writer's (or
 /// free) besides the version ([`save_releasing`](SessionStore::save_releasing)); when
 /// the lease is someone else's, a second one saves and leaves it alone. Renewing and
@@ -842,88 +844,126 @@ impl MongoStore {
     }
 
     /// Takes the lease of `key` and, with `load`, reads the record: one `findAndModify`
-    /// (where the server has it and it is not switched off), else an `update_one` and,
-    /// with `load`, a `find`. Over a document that holds no live record, a second
-    /// operation replaces it with the lease (see the type's documentation).
+    /// with `upsert` on the lease being free (where the server has it and it is not
+    /// switched off), else an `update_one` and a `find` (none for a document the
+    /// `update_one` inserted). A duplicate `_id` means a live lease is there: busy. When
+    /// the lease went on a document that holds no live record (a dead holder's, or an
+    /// expired record), a `replace_one` on the new token makes it a lease-only document
+    /// with the lease's end as its `expires_at` (so that the TTL monitor does not delete
+    /// it under the lease); when the monitor deleted it first, it takes the lease again.
     async fn take(&self, key: &str, ttl: Duration, load: bool) -> Result<(LeaseAttempt, Preload)> {
-        let lease = Lease::generate(key);
-        let lease_ms = SystemClock.now_ms();
-        let lease_now = DateTime::from_millis(lease_ms);
-        let until = ms_after(lease_ms, ttl);
-        let now_ms = self.clock.now_ms();
-        let now = DateTime::from_millis(now_ms);
-        // In place only on a live record: the lease of a document that holds none
-        // needs its `expires_at` (below).
-        let filter = doc! {
-            "_id": key,
-            "v": { "$exists": true },
-            "$and": [ live(now), lease_free(lease_now) ],
-        };
-        let update = doc! {
-            "$set": { "lease_token": lease.token(), "lease_until": until },
-            "$setOnInsert": { "expires_at": until },
-        };
-        let mut busy = false;
-        if load && self.find_and_modify.load(Ordering::Relaxed) != FAM_OFF {
-            let taken = self
-                .records
-                .find_one_and_update(filter.clone(), update.clone())
-                .upsert(true)
-                .return_document(ReturnDocument::After)
-                .await;
-            match taken {
-                Ok(found) => {
-                    self.find_and_modify.store(FAM_WORKS, Ordering::Relaxed);
-                    // A document the store cannot read is left for `load` to report.
-                    let preload = found
-                        .and_then(|d| decode(key, &d, now_ms).ok())
-                        .map_or(Preload::NotRead, Preload::Read);
-                    return Ok((LeaseAttempt::Acquired(lease), preload));
-                }
-                Err(e) if is_duplicate_key(&e) => busy = true,
-                Err(e)
-                    if server_code(&e).is_some_and(|c| UNKNOWN_COMMAND.contains(&c))
-                        && self.find_and_modify.load(Ordering::Relaxed) == FAM_UNKNOWN =>
-                {
-                    tracing::info!(target: "stagecraft::store", collection = %self.collection(),
-                        error = %e, "the server has no findAndModify; taking leases with update_one and find");
-                    self.find_and_modify.store(FAM_OFF, Ordering::Relaxed);
-                }
-                Err(e) => return Err(db_err(e)),
-            }
-        }
-        if !busy {
-            match self.records.update_one(filter, update).upsert(true).await {
-                Ok(_) => {
-                    if !load {
-                        return Ok((LeaseAttempt::Acquired(lease), Preload::NotRead));
+        for _ in 0..3 {
+            let lease = Lease::generate(key);
+            let lease_ms = SystemClock.now_ms();
+            let until = ms_after(lease_ms, ttl);
+            let now_ms = self.clock.now_ms();
+            let mut filter = doc! { "_id": key };
+            filter.extend(lease_free(DateTime::from_millis(lease_ms)));
+            let update = doc! {
+                "$set": { "lease_token": lease.token(), "lease_until": until },
+                "$setOnInsert": { "expires_at": until },
+            };
+            let mut found = None;
+            let mut read = false;
+            if self.find_and_modify.load(Ordering::Relaxed) != FAM_OFF {
+                let taken = self
+                    .records
+                    .find_one_and_update(filter.clone(), update.clone())
+                    .upsert(true)
+                    .return_document(ReturnDocument::After)
+                    .await;
+                match taken {
+                    Ok(doc) => {
+                        self.find_and_modify.store(FAM_WORKS, Ordering::Relaxed);
+                        (found, read) = (doc, true);
                     }
-                    let preload = match self.load(key).await {
-                        Ok(record) => Preload::Read(record),
-                        Err(_) => Preload::NotRead,
+                    Err(e) if is_duplicate_key(&e) => {
+                        return Ok((LeaseAttempt::Busy, Preload::NotRead));
+                    }
+                    Err(e)
+                        if server_code(&e).is_some_and(|c| UNKNOWN_COMMAND.contains(&c))
+                            && self.find_and_modify.load(Ordering::Relaxed) == FAM_UNKNOWN =>
+                    {
+                        tracing::info!(target: "stagecraft::store", collection = %self.collection(),
+                            error = %e, "the server has no findAndModify; taking leases with update_one and find");
+                        self.find_and_modify.store(FAM_OFF, Ordering::Relaxed);
+                    }
+                    Err(e) => return Err(db_err(e)),
+                }
+            }
+            if !read {
+                match self.records.update_one(filter, update).upsert(true).await {
+                    // Inserted: a document holding the lease only, as the take wrote it.
+                    Ok(r) if r.upserted_id.is_some() => {
+                        let preload = if load {
+                            Preload::Read(None)
+                        } else {
+                            Preload::NotRead
+                        };
+                        return Ok((LeaseAttempt::Acquired(lease), preload));
+                    }
+                    Ok(_) => {}
+                    Err(e) if is_duplicate_key(&e) => {
+                        return Ok((LeaseAttempt::Busy, Preload::NotRead));
+                    }
+                    Err(e) => return Err(db_err(e)),
+                }
+                found = self
+                    .records
+                    .find_one(doc! { "_id": key })
+                    .await
+                    .map_err(db_err)?;
+            }
+            let Some(doc) = found else {
+                if read {
+                    // No document after an upsert: nothing to read the record from.
+                    return Ok((LeaseAttempt::Acquired(lease), Preload::NotRead));
+                }
+                // Deleted between the take and the read (by the TTL monitor, the
+                // document having held no live record): take it again.
+                continue;
+            };
+            match decode(key, &doc, now_ms) {
+                Ok(Some(record)) => {
+                    let preload = if load {
+                        Preload::Read(Some(record))
+                    } else {
+                        Preload::NotRead
                     };
                     return Ok((LeaseAttempt::Acquired(lease), preload));
                 }
-                Err(e) if is_duplicate_key(&e) => {}
-                Err(e) => return Err(db_err(e)),
+                // A document the store cannot read is left for `load` to report.
+                Err(_) => return Ok((LeaseAttempt::Acquired(lease), Preload::NotRead)),
+                Ok(None) => {}
             }
+            let fresh = is_lease_only(&doc)
+                && matches!(doc.get("expires_at"), Some(Bson::DateTime(at)) if *at == until);
+            if !fresh {
+                let replaced = self
+                    .records
+                    .replace_one(
+                        doc! { "_id": key, "lease_token": lease.token() },
+                        doc! { "lease_token": lease.token(), "lease_until": until, "expires_at": until },
+                    )
+                    .await
+                    .map_err(db_err)?;
+                if replaced.matched_count == 0 {
+                    continue;
+                }
+            }
+            let preload = if load {
+                Preload::Read(None)
+            } else {
+                Preload::NotRead
+            };
+            return Ok((LeaseAttempt::Acquired(lease), preload));
         }
-        // A document is there that the take does not match: a live lease (busy), or a
-        // document without a live record, whose free lease is replaced (and its
-        // `expires_at` with the lease's end).
-        let replaced = self
-            .records
-            .replace_one(
-                doc! { "_id": key, "$and": [ lease_free(lease_now), no_live_record(now) ] },
-                doc! { "lease_token": lease.token(), "lease_until": until, "expires_at": until },
-            )
-            .await
-            .map_err(db_err)?;
-        if replaced.matched_count == 1 {
-            Ok((LeaseAttempt::Acquired(lease), Preload::Read(None)))
-        } else {
-            Ok((LeaseAttempt::Busy, Preload::NotRead))
-        }
+        Err(Error::store(
+            BACKEND,
+            Message(format!(
+                "the document of {key:?} was deleted under every lease taken on it"
+            )),
+        ))
     }
 }
 
