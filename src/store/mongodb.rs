@@ -1359,4 +1359,35 @@ mod tests {
         let expired = doc! { "d": bin(b"x"), "v": 7_i64, "expires_at": DateTime::from_millis(now) };
         assert_eq!(decode("k", &expired, now).unwrap(), None);
     }
+
+    #[test]
+    fn lease_only_documents_hold_no_record() {
+        let now = 1_000;
+        let until = DateTime::from_millis(now + 10_000);
+        // A lease only: no record, whatever its `expires_at`.
+        for at in [now - 1, now + 10_000] {
+            let lease_only = doc! {
+                "lease_token": "t", "lease_until": until, "expires_at": DateTime::from_millis(at),
+            };
+            assert!(is_lease_only(&lease_only));
+            assert_eq!(decode("k", &lease_only, now).unwrap(), None);
+        }
+        // A record under a lease reads as the record.
+        let leased = doc! {
+            "d": Binary { subtype: BinarySubtype::Generic, bytes: b"x".to_vec() },
+            "v": 3_i64, "lease_token": "t", "lease_until": until,
+        };
+        assert!(!is_lease_only(&leased));
+        assert_eq!(
+            decode("k", &leased, now).unwrap(),
+            Some(Record {
+                bytes: b"x".to_vec(),
+                version: Version(3)
+            })
+        );
+        // Lease fields beside half a record are not a lease-only document.
+        let half = doc! { "d": "x", "lease_until": until };
+        assert!(!is_lease_only(&half));
+        assert!(decode("k", &half, now).is_err());
+    }
 }
