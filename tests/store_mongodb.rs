@@ -415,6 +415,34 @@ async fn leases_inside_the_records_documents() {
         assert!(store.release_lease(&holder).await.expect("release"));
         assert_eq!(raw_doc(&store, "k").await, None);
 
+        // An insert releasing with a token that is not the holder's (its lease was
+        // lost and taken over): the record is written, the holder keeps the lease.
+        let holder = take(store.acquire_lease("f", ttl).await.expect("take"));
+        let lost = Lease::with_token("f", "lost");
+        let v = store
+            .save_releasing("f", b"first", None, None, &lost)
+            .await
+            .expect("insert releasing");
+        let d = raw_doc(&store, "f").await.expect("doc");
+        assert_eq!(d.get_str("lease_token").unwrap(), holder.token());
+        assert_eq!(
+            store.acquire_lease("f", ttl).await.expect("take"),
+            LeaseAttempt::Busy
+        );
+        // The holder's own insert over it is a conflict that keeps the lease.
+        let again = store.save_releasing("f", b"x", None, None, &holder).await;
+        assert!(matches!(again, Err(Error::Conflict { .. })), "{again:?}");
+        store
+            .save_releasing("f", b"second", Some(v), None, &holder)
+            .await
+            .expect("save releasing");
+        assert!(
+            !raw_doc(&store, "f")
+                .await
+                .unwrap()
+                .contains_key("lease_token")
+        );
+
         // A record of the older layout (no lease fields): read, leased and saved.
         raw.insert_one(doc! {
             "_id": "old",
