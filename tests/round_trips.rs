@@ -4,7 +4,9 @@
 //! starts); PostgreSQL's transaction count in `pg_stat_database` for a database created
 //! for the test (each autocommit statement is one transaction), less the connections'
 //! start-up transactions and the migration, with the statements sqlx prepares (once per
-//! statement and connection, read from `pg_prepared_statements`) reported apart. One test
+//! statement and connection, read from `pg_prepared_statements`) reported apart; MongoDB
+//! `network.numRequests` of `serverStatus` (every request the server read), with the
+//! commands the driver's command monitoring saw the store's client send beside it. One test
 //! per binary run, so no other test's traffic is counted; the Redis and MySQL servers must
 //! not be serving anything else meanwhile.
 //!
@@ -556,6 +558,125 @@ async fn postgres_two_statements_per_update() {
         assert!(
             *per_update <= run.limit(),
             "{per_update} statements per update in run {run:?}"
+        );
+    }
+}
+
+/// The requests the MongoDB-compatible server read, from its own statistics
+/// (`network.numRequests` of `serverStatus`, counting this one).
+#[cfg(feature = "mongodb")]
+async fn mongodb_requests(db: &stagecraft::store::mongodb::Database) -> i64 {
+    use stagecraft::store::mongodb::bson::{Bson, doc};
+    let status = db.run_command(doc! { "serverStatus": 1 }).await.unwrap();
+    let network = status
+        .get_document("network")
+        .expect("serverStatus has network statistics");
+    match network.get("numRequests") {
+        Some(Bson::Int32(n)) => i64::from(*n),
+        Some(Bson::Int64(n)) => *n,
+        Some(Bson::Double(n)) => *n as i64,
+        other => panic!("serverStatus network.numRequests: {other:?}"),
+    }
+}
+
+/// Round trips per update on MongoDB, counted from the server's statistics
+/// (`serverStatus` `network.numRequests`: every request it read, counting the client's
+/// connection handshakes too), with the commands the store's client sent beside them
+/// (the driver's command monitoring, which leaves the handshakes and the monitoring
+/// `hello`s out). The runs of [`RUNS`], then the leases and the burst again with
+/// `findAndModify` switched off (the fallback: the lease taken by `update_one`, the
+/// record read by `find`). The clients' monitoring checks the server every ten minutes,
+/// so none runs during the count; the server must not be serving anything else
+/// meanwhile.
+#[cfg(feature = "mongodb")]
+#[tokio::test]
+async fn mongodb_two_round_trips_per_update() {
+    let Some(url) = common::server_url("STAGECRAFT_MONGODB_URL") else {
+        return;
+    };
+
+    use stagecraft::store::MongoStore;
+    use stagecraft::store::mongodb::Client;
+    use stagecraft::store::mongodb::bson::Document;
+    use stagecraft::store::mongodb::event::EventHandler;
+    use stagecraft::store::mongodb::event::command::CommandEvent;
+    use stagecraft::store::mongodb::options::ClientOptions;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let mut options = ClientOptions::parse(&url).await.unwrap();
+    options.heartbeat_freq = Some(std::time::Duration::from_secs(600));
+    let counter = Client::with_options(options.clone()).unwrap();
+    let sent = Arc::new(AtomicUsize::new(0));
+    options.command_event_handler = Some(EventHandler::callback({
+        let sent = Arc::clone(&sent);
+        move |event| {
+            if let CommandEvent::Started(_) = event {
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }));
+    let client = Client::with_options(options).unwrap();
+    let db_name = client
+        .default_database()
+        .map_or_else(|| "stagecraft".to_owned(), |d| d.name().to_owned());
+    let db = client.database(&db_name);
+    let counter_db = counter.database(&db_name);
+    let ns = common::unique_name("rt");
+
+    let runs: Vec<(Run, bool)> = RUNS
+        .into_iter()
+        .map(|run| (run, true))
+        .chain([(Run::Leases, false), (Run::Burst, false)])
+        .collect();
+    let mut counted = Vec::new();
+    let mut collections = Vec::new();
+    for (i, (run, find_and_modify)) in runs.into_iter().enumerate() {
+        let collection = format!("{ns}_{i}");
+        let store = MongoStore::new(db.clone())
+            .with_collection(&collection)
+            .unwrap()
+            .with_leases(run.leases())
+            .with_find_and_modify(find_and_modify);
+        store.migrate().await.unwrap();
+        collections.push(collection);
+        let before = mongodb_requests(&counter_db).await;
+        let sent_before = sent.load(Ordering::Relaxed);
+        let n = converse(Arc::new(store), run).await as f64;
+        let sent_after = sent.load(Ordering::Relaxed);
+        // Less the second count's own request.
+        let requests = mongodb_requests(&counter_db).await - before - 1;
+        counted.push((
+            run,
+            find_and_modify,
+            requests as f64 / n,
+            (sent_after - sent_before) as f64 / n,
+        ));
+    }
+    let report: Vec<_> = counted
+        .iter()
+        .map(|(run, fam, requests, commands)| {
+            let how = if *fam { "" } else { " without findAndModify" };
+            format!("{run:?}{how}: {requests:.2} ({commands:.2} commands)")
+        })
+        .collect();
+    println!("mongodb round trips per update: {}", report.join(", "));
+    for collection in &collections {
+        db.collection::<Document>(collection).drop().await.unwrap();
+    }
+    for (run, find_and_modify, per_update, commands) in &counted {
+        // Without `findAndModify`, taking the lease and reading the record are two.
+        let limit = if *find_and_modify || *run == Run::Burst {
+            run.limit()
+        } else {
+            run.limit() + 1.0
+        };
+        assert!(
+            *per_update <= limit,
+            "{per_update} round trips per update in run {run:?} (findAndModify: {find_and_modify})"
+        );
+        assert!(
+            *commands <= *per_update,
+            "{commands} commands but {per_update} round trips per update in run {run:?}"
         );
     }
 }

@@ -156,12 +156,7 @@ pub enum LeaseAttempt {
 
 impl LeaseAttempt {
     /// `Acquired(lease)` when the store wrote `lease` (`taken`), else `Busy`.
-    #[cfg(any(
-        feature = "redis",
-        feature = "postgres",
-        feature = "mysql",
-        feature = "mongodb"
-    ))]
+    #[cfg(any(feature = "redis", feature = "postgres", feature = "mysql"))]
     pub(crate) fn taken(taken: bool, lease: Lease) -> Self {
         if taken {
             Self::Acquired(lease)

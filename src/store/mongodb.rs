@@ -2,18 +2,19 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use ::mongodb::bson::spec::BinarySubtype;
 use ::mongodb::bson::{Binary, Bson, DateTime, Document, doc};
 use ::mongodb::error::{ErrorKind, WriteFailure};
-use ::mongodb::options::{ClientOptions, IndexOptions};
+use ::mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
 use ::mongodb::{Client, Collection, Database, IndexModel};
 use async_trait::async_trait;
 
 use super::{
-    CacheHint, Lease, LeaseAttempt, LeaseStore, ListFilter, PendingIndex, PurgeExpired, Record,
-    SessionStore, Version,
+    CacheHint, Lease, LeaseAttempt, LeaseStore, ListFilter, PendingIndex, Preload, PurgeExpired,
+    Record, SessionStore, Version, give_back,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Message, Result};
@@ -26,7 +27,7 @@ const DEFAULT_COLLECTION: &str = "stagecraft_sessions";
 /// The database used when neither the options nor the URL name one.
 const DEFAULT_DATABASE: &str = "stagecraft";
 
-/// The name of the TTL index on `expires_at`, in both collections.
+/// The name of the TTL index on `expires_at`.
 const TTL_INDEX: &str = "stagecraft_expires_at";
 
 /// The name of the sparse index on `p` (the due time of the record's pending work), in
@@ -44,6 +45,17 @@ const DUPLICATE_KEY: i32 = 11000;
 
 /// MongoDB's error code for a collection that does not exist.
 const NAMESPACE_NOT_FOUND: i32 = 26;
+
+/// The error codes of a server that does not know a command (`CommandNotFound`) or does
+/// not support it (`CommandNotSupported`): how a server without `findAndModify` answers.
+const UNKNOWN_COMMAND: [i32; 2] = [59, 115];
+
+/// Whether the store takes a lease and reads the record with one `findAndModify`: not
+/// known yet (it tries), known to work, or not to be used (the server does not have it,
+/// or [`MongoStore::with_find_and_modify`] said so).
+const FAM_UNKNOWN: u8 = 0;
+const FAM_WORKS: u8 = 1;
+const FAM_OFF: u8 = 2;
 
 fn db_err(e: ::mongodb::error::Error) -> Error {
     Error::store(BACKEND, e)
@@ -139,8 +151,58 @@ fn live(now: DateTime) -> Document {
     doc! { "$or": [ { "expires_at": { "$exists": false } }, { "expires_at": { "$gt": now } } ] }
 }
 
-/// What a stored record document holds, checked: `None` when it expired at `now`.
+/// The filter of documents whose lease is free at `now`: none, or an expired one.
+fn lease_free(now: DateTime) -> Document {
+    doc! { "$or": [
+        { "lease_until": { "$exists": false } },
+        { "lease_until": { "$lte": now } },
+    ] }
+}
+
+/// The filter of documents whose lease is free at `now` or held by `token`.
+fn lease_free_or_held(token: &str, now: DateTime) -> Document {
+    doc! { "$or": [
+        { "lease_until": { "$exists": false } },
+        { "lease_until": { "$lte": now } },
+        { "lease_token": token },
+    ] }
+}
+
+/// The filter of documents holding a record, or record data of some kind: every one but
+/// those holding a lease only (or nothing), [`no_record`].
+fn has_record() -> Document {
+    doc! { "$or": [ { "v": { "$exists": true } }, { "d": { "$exists": true } } ] }
+}
+
+/// The filter of documents holding no record (a lease only, or nothing): neither a
+/// version nor record data. (A document with one and not the other was not written by
+/// a store: it is never written over as if it held no record.)
+fn no_record() -> Document {
+    doc! { "v": { "$exists": false }, "d": { "$exists": false } }
+}
+
+/// The filter of the documents a new record may be written over at `now`: a document
+/// holding a lease only, or an expired record (that the TTL monitor has not deleted yet).
+fn no_live_record(now: DateTime) -> Document {
+    doc! { "$or": [ no_record(), { "expires_at": { "$lte": now } } ] }
+}
+
+/// The lease fields of a document, as an update's `$unset` names them.
+fn lease_fields() -> Document {
+    doc! { "lease_token": "", "lease_until": "" }
+}
+
+/// Whether a document holds a lease only: no record fields, a lease date.
+fn is_lease_only(doc: &Document) -> bool {
+    !doc.contains_key("v") && !doc.contains_key("d") && doc.contains_key("lease_until")
+}
+
+/// What a stored record document holds, checked: `None` when it expired at `now`, or
+/// holds a lease only.
 fn decode(key: &str, doc: &Document, now_ms: i64) -> Result<Option<Record>> {
+    if is_lease_only(doc) {
+        return Ok(None);
+    }
     match doc.get("expires_at") {
         None | Some(Bson::Null) => {}
         Some(Bson::DateTime(at)) => {
@@ -168,15 +230,14 @@ fn decode(key: &str, doc: &Document, now_ms: i64) -> Result<Option<Record>> {
     }))
 }
 
-/// Options for [`MongoStore::connect_with`]: the database, the collection and whether
-/// the store hands out leases.
+/// Options for [`MongoStore::connect_with`]: the database, the collection, whether the
+/// store hands out leases and whether it may use `findAndModify`.
 ///
 /// ```no_run
 /// use stagecraft::store::{MongoOptions, MongoStore};
 /// # async fn f() -> stagecraft::Result<()> {
 /// let options = MongoOptions::new().database("bot").collection("bot_sessions");
-/// // Creates (or finds) the TTL indexes of `bot_sessions` and `bot_sessions_lease`, and
-/// // touches no other collection.
+/// // Creates (or finds) the indexes of `bot_sessions`, and touches no other collection.
 /// let store = MongoStore::connect_with("mongodb://127.0.0.1:27017", options).await?;
 /// # Ok(()) }
 /// ```
@@ -186,6 +247,7 @@ pub struct MongoOptions {
     database: Option<String>,
     collection: String,
     leases: bool,
+    find_and_modify: bool,
 }
 
 impl Default for MongoOptions {
@@ -194,13 +256,14 @@ impl Default for MongoOptions {
             database: None,
             collection: DEFAULT_COLLECTION.to_owned(),
             leases: true,
+            find_and_modify: true,
         }
     }
 }
 
 impl MongoOptions {
     /// The default options: the URL's database (or `stagecraft`), the collection
-    /// `stagecraft_sessions`, leases on.
+    /// `stagecraft_sessions`, leases on, `findAndModify` where the server has it.
     #[must_use]
     pub fn new() -> Self {
         Self::default()
@@ -214,8 +277,8 @@ impl MongoOptions {
         self
     }
 
-    /// The collection to keep sessions in (validated before connecting); its leases live
-    /// in `{collection}_lease`.
+    /// The collection to keep sessions in (validated before connecting); the leases live
+    /// in its documents too.
     #[must_use]
     pub fn collection(mut self, collection: impl Into<String>) -> Self {
         self.collection = collection.into();
@@ -228,29 +291,40 @@ impl MongoOptions {
         self.leases = on;
         self
     }
+
+    /// Whether the store may take a lease and read the record in one `findAndModify`
+    /// (default `true`; see [`MongoStore::with_find_and_modify`]).
+    #[must_use]
+    pub fn find_and_modify(mut self, on: bool) -> Self {
+        self.find_and_modify = on;
+        self
+    }
 }
 
 /// A session store in a MongoDB collection (feature `mongodb`).
 ///
 /// Tested against SecantusDB, a server speaking MongoDB's wire protocol, not against
-/// MongoDB itself. It uses only plain operations (`insert_one`, `replace_one`,
-/// `update_one`, `delete_one`, `find`, `createIndexes`), no transactions and no
-/// `findAndModify`.
+/// MongoDB itself. It uses plain operations (`update_one`, `replace_one`, `delete_one`,
+/// `find`, `createIndexes`) and, where the server has it, `findAndModify` (see
+/// [`with_find_and_modify`](Self::with_find_and_modify)); no transactions and no update
+/// pipelines.
 ///
 /// One document per session (default collection `stagecraft_sessions`):
-/// `{_id: key, d: <binary record>, v: <version, int64>, expires_at: <date>, p: <int64>}`,
-/// where `expires_at` is there only with a TTL, and `p` only while the record holds
-/// undelivered replies or an armed timer: the Unix second its work falls due
-/// ([`PendingIndex::save_pending`]; every other write replaces the document without it;
-/// a sparse index on `p` lists them, earliest first). [`save`](SessionStore::save) of a new record is
-/// `insert_one`, a duplicate `_id` being a conflict (unless the document there has
-/// expired: it is then replaced, on a filter that it is still expired); a save of an
-/// existing record is `replace_one` filtered on `{_id, v: expected}` and the record being
-/// live, checked through `matched_count`. [`delete`](SessionStore::delete) is `delete_one`
-/// on `{_id, v}`. [`list`](SessionStore::list) is a range on `_id` (`$gte` the prefix,
-/// `$lt` the first string after every string with it), so it uses the `_id` index; it
-/// assumes the collection has no collation of its own, as one created by this store has
-/// not.
+/// `{_id: key, d: <binary record>, v: <version, int64>, expires_at: <date>, p: <int64>,
+/// lease_token, lease_until}`, where `expires_at` is there only with a TTL, `p` only
+/// while the record holds undelivered replies or an armed timer: the Unix second its
+/// work falls due ([`PendingIndex::save_pending`]; every other write removes it; a
+/// sparse index on `p` lists them, earliest first), and the lease fields only while
+/// someone holds (or held) the key's lease. Every save is an `update_one` that sets the
+/// record's fields and leaves the lease's alone: of a new record, filtered on the
+/// document holding no record (or an expired one) with `upsert`, a duplicate `_id` being
+/// a conflict; of an existing record, filtered on `{_id, v: expected}` and the record
+/// being live, checked through `matched_count`. [`delete`](SessionStore::delete) is
+/// `delete_one` on `{_id, v}` and the lease being free (under a live lease, the record's
+/// fields are removed and the lease kept). [`list`](SessionStore::list) is a range on
+/// `_id` (`$gte` the prefix, `$lt` the first string after every string with it) of the
+/// documents holding a record, so it uses the `_id` index; it assumes the collection has
+/// no collation of its own, as one created by this store has not.
 ///
 /// With a TTL ([`with_ttl`](Self::with_ttl)), every save sets `expires_at` to the save's
 /// time plus the TTL, by the store's [`Clock`]. A TTL index on `expires_at`
@@ -260,15 +334,27 @@ impl MongoOptions {
 /// [`purge_expired`](Self::purge_expired) deletes them at once. The server deletes by its
 /// own clock, so a custom clock should follow real time.
 ///
-/// Leases (on by default, see [`with_leases`](Self::with_leases)) live in the collection
-/// `{collection}_lease`: `{_id: key, token, expires_at}`. Taking one is a single
-/// `update_one` with `upsert`, filtered on `{_id, expires_at <= now}`: it replaces an
-/// expired lease, inserts a missing one, and fails with a duplicate `_id` (the lease is
-/// busy) when a live one is there. Renewing and releasing are filtered on the token.
-/// Their time is the system clock of each process (the server's `$$NOW` is not portable
-/// across the servers this was tried on), so the clocks of the processes sharing a
-/// store must agree to well within a lease's TTL. The TTL index removes the leases of
-/// holders that died.
+/// Leases (on by default, see [`with_leases`](Self::with_leases)) live in the record's
+/// document: `lease_token` and `lease_until`. A key without a record yet gets a document
+/// holding the lease only, `{_id, lease_token, lease_until, expires_at}` (with
+/// `expires_at` the lease's end, so that the TTL index removes it if its holder dies),
+/// which every read takes for "no record". Taking a lease is one `findAndModify` with
+/// `upsert`, filtered on the document's lease being free, returning the document: the
+/// lease and the record in one round trip
+/// ([`acquire_lease_and_load`](LeaseStore::acquire_lease_and_load)). With no document
+/// there, it inserts one holding the lease only; with a live lease there, the upsert
+/// fails with a duplicate `_id`: the lease is busy. When the document it took holds no
+/// live record (a dead holder's lease-only document, or an expired record), whose
+/// `expires_at` has passed or will before the lease ends, a second operation replaces it
+/// with a lease-only document whose `expires_at` is the lease's end. Saving and giving the lease back is one `update_one` that
+/// sets the record and removes the lease, filtered on the lease being the writer's (or
+/// free) besides the version ([`save_releasing`](SessionStore::save_releasing)); when
+/// the lease is someone else's, a second one saves and leaves it alone. Renewing and
+/// releasing are filtered on the token. Their time is the system clock of each process
+/// (the server's `$$NOW` is not portable across the servers this was tried on), so the
+/// clocks of the processes sharing a store must agree to well within a lease's TTL.
+/// Older versions kept leases in the collection `{collection}_lease`, which this store
+/// no longer reads (see [`lease_collection`](Self::lease_collection)).
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -283,10 +369,13 @@ impl MongoOptions {
 pub struct MongoStore {
     database: Database,
     records: Collection<Document>,
-    lease_docs: Collection<Document>,
+    legacy_leases: String,
     ttl_ms: Option<i64>,
     clock: Arc<dyn Clock>,
     leases: bool,
+    /// Whether `findAndModify` is used ([`FAM_UNKNOWN`], [`FAM_WORKS`] or [`FAM_OFF`]),
+    /// shared by the clones of a store.
+    find_and_modify: Arc<AtomicU8>,
 }
 
 impl fmt::Debug for MongoStore {
@@ -296,14 +385,17 @@ impl fmt::Debug for MongoStore {
             .field("collection", &self.records.name())
             .field("ttl_ms", &self.ttl_ms)
             .field("leases", &self.leases)
+            .field(
+                "find_and_modify",
+                &(self.find_and_modify.load(Ordering::Relaxed) != FAM_OFF),
+            )
             .finish_non_exhaustive()
     }
 }
 
 impl MongoStore {
     /// Connects to `url` (`mongodb://[user:password@]host[:port][/database][?options]`)
-    /// and creates the TTL indexes of the collection `stagecraft_sessions` and of its
-    /// leases' collection if needed: the same as [`connect_with`](Self::connect_with)
+    /// and creates the indexes of the collection `stagecraft_sessions` if needed: the same as [`connect_with`](Self::connect_with)
     /// with the default [`MongoOptions`].
     ///
     /// Unless the URL sets `connectTimeoutMS` and `serverSelectionTimeoutMS`, both are
@@ -313,7 +405,7 @@ impl MongoStore {
     /// ```no_run
     /// use stagecraft::store::MongoStore;
     /// # async fn f() -> stagecraft::Result<()> {
-    /// // The database `bot`; the collections `stagecraft_sessions` and its `_lease`.
+    /// // The database `bot`, the collection `stagecraft_sessions`.
     /// let store = MongoStore::connect("mongodb://bot:secret@127.0.0.1:27017/bot").await?;
     /// # Ok(()) }
     /// ```
@@ -325,16 +417,15 @@ impl MongoStore {
         Self::connect_with(url, MongoOptions::default()).await
     }
 
-    /// Connects like [`connect`](Self::connect) and creates the TTL indexes of the
-    /// collection of `options` and of its leases' collection if needed, touching no
-    /// other collection.
+    /// Connects like [`connect`](Self::connect) and creates the indexes of the
+    /// collection of `options` if needed, touching no other collection.
     ///
     /// ```no_run
     /// use stagecraft::store::{MongoOptions, MongoStore};
     /// # async fn f() -> stagecraft::Result<()> {
     /// let options = MongoOptions::new().collection("mybot").leases(false);
     /// let store = MongoStore::connect_with("mongodb://127.0.0.1:27017/bot", options).await?;
-    /// assert_eq!(store.lease_collection(), "mybot_lease");
+    /// assert_eq!(store.collection(), "mybot");
     /// # Ok(()) }
     /// ```
     ///
@@ -368,7 +459,8 @@ impl MongoStore {
         let client = Client::with_options(client_options).map_err(db_err)?;
         let store = Self::new(client.database(&database))
             .with_collection(&options.collection)?
-            .with_leases(options.leases);
+            .with_leases(options.leases)
+            .with_find_and_modify(options.find_and_modify);
         store.migrate().await?;
         Ok(store)
     }
@@ -392,20 +484,20 @@ impl MongoStore {
     #[must_use]
     pub fn new(database: Database) -> Self {
         let records = database.collection(DEFAULT_COLLECTION);
-        let lease_docs = database.collection(&format!("{DEFAULT_COLLECTION}_lease"));
         Self {
             database,
             records,
-            lease_docs,
+            legacy_leases: format!("{DEFAULT_COLLECTION}_lease"),
             ttl_ms: None,
             clock: Arc::new(SystemClock),
             leases: true,
+            find_and_modify: Arc::new(AtomicU8::new(FAM_UNKNOWN)),
         }
     }
 
     /// Uses the collection `collection` (1 to 100 ASCII letters, digits, `_`, `-` or
-    /// `.`, starting with a letter or `_`) and `{collection}_lease` for its leases. Call
-    /// [`migrate`](Self::migrate) afterwards if their indexes may not exist yet.
+    /// `.`, starting with a letter or `_`), for the records and their leases. Call
+    /// [`migrate`](Self::migrate) afterwards if its indexes may not exist yet.
     ///
     /// ```
     /// use stagecraft::store::{MongoStore, mongodb::Client};
@@ -423,7 +515,7 @@ impl MongoStore {
     pub fn with_collection(mut self, collection: &str) -> Result<Self> {
         validate_collection(collection)?;
         self.records = self.database.collection(collection);
-        self.lease_docs = self.database.collection(&format!("{collection}_lease"));
+        self.legacy_leases = format!("{collection}_lease");
         Ok(self)
     }
 
@@ -434,6 +526,29 @@ impl MongoStore {
     #[must_use]
     pub fn with_leases(mut self, on: bool) -> Self {
         self.leases = on;
+        self
+    }
+
+    /// Whether the store may take a lease and read the record in one `findAndModify`
+    /// (default `true`). With `true`, the first take of a lease tries it, and when the
+    /// server answers that it does not know the command (`CommandNotFound` or
+    /// `CommandNotSupported`), the store (and its clones) remembers it and takes leases
+    /// with `update_one` and reads with `find` from then on: three round trips per
+    /// update instead of two. With `false`, it never uses `findAndModify`.
+    ///
+    /// ```
+    /// use stagecraft::store::{MongoStore, mongodb::Client};
+    /// # async fn f() -> stagecraft::Result<()> {
+    /// # let client = Client::with_uri_str("mongodb://127.0.0.1:27017").await
+    /// #     .map_err(|e| stagecraft::Error::store("mongodb", e))?;
+    /// // For a server whose `findAndModify` should not be relied on.
+    /// let store = MongoStore::new(client.database("bot")).with_find_and_modify(false);
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn with_find_and_modify(mut self, on: bool) -> Self {
+        let state = if on { FAM_UNKNOWN } else { FAM_OFF };
+        self.find_and_modify = Arc::new(AtomicU8::new(state));
         self
     }
 
@@ -465,18 +580,28 @@ impl MongoStore {
         self.records.name()
     }
 
-    /// The name of the leases' collection (`{collection}_lease`).
+    /// The name of the collection older versions kept the leases in
+    /// (`{collection}_lease`). This store keeps them in the records' documents and
+    /// neither reads nor writes that collection; once no process of an older version
+    /// runs, it can be dropped (leases left there have expired by then).
+    #[deprecated(
+        note = "leases live in the records' documents; this is the collection older versions used"
+    )]
     #[must_use]
     pub fn lease_collection(&self) -> &str {
-        self.lease_docs.name()
+        &self.legacy_leases
     }
 
-    /// Creates the TTL index on `expires_at` of the collection and of the leases'
-    /// collection, and the sparse index on `p` (the due time of pending work) of the
-    /// collection, where they are not there (idempotent). When all three exist it only
-    /// lists them, so a user that may not create indexes can run it. Many processes
-    /// may run it at once: when creating fails because another one created the index
-    /// (or the collection) meanwhile, it looks again.
+    /// Creates the TTL index on `expires_at` and the sparse index on `p` (the due time
+    /// of pending work) of the collection, where they are not there (idempotent). When
+    /// both exist it only lists them, so a user that may not create indexes can run it.
+    /// Many processes may run it at once: when creating fails because another one
+    /// created the index (or the collection) meanwhile, it looks again.
+    ///
+    /// Record documents of older versions (without lease fields) need no change. The
+    /// leases' collection of older versions (`{collection}_lease`) is left alone: its
+    /// own TTL index removes the leases in it, and it can be dropped once no process of
+    /// an older version runs.
     ///
     /// # Errors
     /// [`Error::Store`] when the server fails, or an index of the same name exists with
@@ -485,7 +610,6 @@ impl MongoStore {
     pub async fn migrate(&self) -> Result<()> {
         ensure_index(&self.records, ttl_index()).await?;
         ensure_index(&self.records, pending_index()).await?;
-        ensure_index(&self.lease_docs, ttl_index()).await?;
         // Replies an earlier layout marked pending (`p: true`) are due at once.
         self.records
             .update_many(doc! { "p": true }, doc! { "$set": { "p": 0_i64 } })
@@ -494,8 +618,9 @@ impl MongoStore {
         Ok(())
     }
 
-    /// Deletes every expired record now and returns how many were deleted (expired
-    /// leases, of holders that died, are deleted too, uncounted).
+    /// Deletes every expired record now and returns how many were deleted (documents
+    /// holding only an expired lease, of holders that died, are deleted too, uncounted).
+    /// An expired record whose lease is still held stays until its lease is free.
     ///
     /// The server's TTL monitor deletes them too, only later; expired records are
     /// invisible meanwhile. The same as [`PurgeExpired::purge_expired`], without
@@ -518,85 +643,327 @@ impl MongoStore {
     #[tracing::instrument(skip_all, fields(collection = %self.collection()), err)]
     pub async fn purge_expired(&self) -> Result<u64> {
         let now = DateTime::from_millis(self.clock.now_ms());
+        let lease_now = DateTime::from_millis(SystemClock.now_ms());
         let purged = self
             .records
-            .delete_many(doc! { "expires_at": { "$lte": now } })
+            .delete_many(doc! {
+                "v": { "$exists": true },
+                "expires_at": { "$lte": now },
+                "$or": [
+                    { "lease_until": { "$exists": false } },
+                    { "lease_until": { "$lte": lease_now } },
+                ],
+            })
             .await
             .map_err(db_err)?
             .deleted_count;
-        let lease_now = DateTime::from_millis(SystemClock.now_ms());
-        self.lease_docs
-            .delete_many(doc! { "expires_at": { "$lte": lease_now } })
+        self.records
+            .delete_many(doc! {
+                "v": { "$exists": false },
+                "d": { "$exists": false },
+                "lease_until": { "$lte": lease_now },
+            })
             .await
             .map_err(db_err)?;
         Ok(purged)
     }
 
-    /// The fields of a saved record (all but `_id`), with the due time `p` of its
-    /// pending work when it has some.
-    fn body(&self, bytes: &[u8], version: Version, now_ms: i64, due: Option<i64>) -> Document {
-        let mut body = doc! {
+    /// The update that writes a record (all fields but `_id`), with the due time `p` of
+    /// its pending work when it has some: `$set` of the record's fields, `$unset` of
+    /// those it has not (`p`, and `expires_at` without a TTL) and, with `release`, of
+    /// the lease. Without `release` the lease fields are left as they are.
+    fn record_update(
+        &self,
+        bytes: &[u8],
+        version: Version,
+        now_ms: i64,
+        due: Option<i64>,
+        release: bool,
+    ) -> Document {
+        let mut set = doc! {
             "d": Binary { subtype: BinarySubtype::Generic, bytes: bytes.to_vec() },
             "v": version_param(version),
         };
+        let mut unset = Document::new();
         if let Some(due) = due {
-            body.insert("p", due);
+            set.insert("p", due);
+        } else {
+            unset.insert("p", "");
         }
         if let Some(ttl) = self.ttl_ms {
-            body.insert(
+            set.insert(
                 "expires_at",
                 DateTime::from_millis(now_ms.saturating_add(ttl)),
             );
+        } else {
+            unset.insert("expires_at", "");
         }
-        body
+        if release {
+            unset.extend(lease_fields());
+        }
+        // Without an empty `$unset`, which older servers refuse.
+        let mut update = doc! { "$set": set };
+        if !unset.is_empty() {
+            update.insert("$unset", unset);
+        }
+        update
+    }
+
+    /// One `update_one` of `key` on the filters `and`, with `upsert` when `upsert`:
+    /// whether it matched (or inserted) the document. A duplicate `_id` (the upsert
+    /// found a document the filters do not match) is `false`.
+    async fn update_matched(
+        &self,
+        key: &str,
+        and: Vec<Document>,
+        update: Document,
+        upsert: bool,
+    ) -> Result<bool> {
+        let filter = doc! { "_id": key, "$and": and };
+        match self.records.update_one(filter, update).upsert(upsert).await {
+            Ok(r) => Ok(r.matched_count == 1 || r.upserted_id.is_some()),
+            Err(e) if is_duplicate_key(&e) => Ok(false),
+            Err(e) => Err(db_err(e)),
+        }
     }
 
     /// A compare-and-set write of the record (see [`SessionStore::save`]), due at `due`
-    /// or not: the replacement document carries `p` only when `due` is set, so every
-    /// other write unmarks the key.
+    /// or not (every write without `due` unmarks the key). With `lease`, the write
+    /// removes the lease too when it is `lease`'s (or free): one round trip; when the
+    /// lease is someone else's (or the version is not `expected`), a second write
+    /// without the release tells which, leaving the lease alone.
     async fn write(
         &self,
         key: &str,
         bytes: &[u8],
         expected: Option<Version>,
         due: Option<i64>,
+        lease: Option<&Lease>,
     ) -> Result<Version> {
         let now_ms = self.clock.now_ms();
         let now = DateTime::from_millis(now_ms);
         let version = expected.map_or_else(Version::initial, Version::next);
-        let body = self.body(bytes, version, now_ms, due);
-
-        let filter = match expected {
-            None => {
-                let mut full = doc! { "_id": key };
-                full.extend(body.clone());
-                match self.records.insert_one(full).await {
-                    Ok(_) => return Ok(version),
-                    Err(e) if is_duplicate_key(&e) => {}
-                    Err(e) => return Err(db_err(e)),
-                }
-                // A document is there: a new record only replaces one that expired (and
-                // that the TTL monitor has not deleted yet).
-                doc! { "_id": key, "expires_at": { "$lte": now } }
-            }
+        // Which documents the record may be written over: none there, one holding a
+        // lease only or an expired record (a new record), or the expected version of a
+        // live record.
+        let record = match expected {
+            None => no_live_record(now),
             Some(expected) => {
-                let mut filter = doc! { "_id": key, "v": version_param(expected) };
+                let mut filter = doc! { "v": version_param(expected) };
                 filter.extend(live(now));
                 filter
             }
         };
-        let replaced = self
-            .records
-            .replace_one(filter, body)
-            .await
-            .map_err(db_err)?;
-        if replaced.matched_count == 1 {
+        let upsert = expected.is_none();
+        if let Some(lease) = lease {
+            let lease_now = DateTime::from_millis(SystemClock.now_ms());
+            let and = vec![record.clone(), lease_free_or_held(lease.token(), lease_now)];
+            let update = self.record_update(bytes, version, now_ms, due, true);
+            if self.update_matched(key, and, update, upsert).await? {
+                return Ok(version);
+            }
+        }
+        let update = self.record_update(bytes, version, now_ms, due, false);
+        if self
+            .update_matched(key, vec![record], update, upsert)
+            .await?
+        {
             Ok(version)
         } else {
             Err(Error::Conflict {
                 key: key.to_owned(),
             })
         }
+    }
+
+    /// Removes the record of `key` at version `expected` from a document whose lease is
+    /// live (or was a moment ago), keeping the lease: the document then holds the lease
+    /// only, until its end. Reads the document first (for its lease) and tries again
+    /// when it changed meanwhile.
+    async fn delete_keeping_lease(&self, key: &str, expected: Version) -> Result<()> {
+        for _ in 0..3 {
+            let now_ms = self.clock.now_ms();
+            let Some(found) = self
+                .records
+                .find_one(doc! { "_id": key })
+                .await
+                .map_err(db_err)?
+            else {
+                return Ok(());
+            };
+            let Some(record) = decode(key, &found, now_ms)? else {
+                // Gone or expired already: deleting it succeeds.
+                return Ok(());
+            };
+            if record.version != expected {
+                return Err(Error::Conflict {
+                    key: key.to_owned(),
+                });
+            }
+            let token = found.get("lease_token").cloned().unwrap_or(Bson::Null);
+            let until = found.get("lease_until").cloned().unwrap_or(Bson::Null);
+            // Exactly this document (its version and lease), so that a lease taken or
+            // given back meanwhile is not lost.
+            let filter = doc! {
+                "_id": key,
+                "v": version_param(expected),
+                "lease_token": token,
+                "lease_until": until.clone(),
+            };
+            let lease_now = SystemClock.now_ms();
+            let done = match until {
+                Bson::DateTime(at) if at.timestamp_millis() > lease_now => {
+                    self.records
+                        .update_one(
+                            filter,
+                            doc! {
+                                "$unset": { "d": "", "v": "", "p": "" },
+                                "$set": { "expires_at": at },
+                            },
+                        )
+                        .await
+                        .map_err(db_err)?
+                        .matched_count
+                }
+                Bson::DateTime(_) | Bson::Null => {
+                    self.records
+                        .delete_one(filter)
+                        .await
+                        .map_err(db_err)?
+                        .deleted_count
+                }
+                _ => return Err(malformed(key, "`lease_until` is not a date")),
+            };
+            if done == 1 {
+                return Ok(());
+            }
+        }
+        Err(Error::Conflict {
+            key: key.to_owned(),
+        })
+    }
+
+    /// Takes the lease of `key` and, with `load`, reads the record: one `findAndModify`
+    /// with `upsert` on the lease being free (where the server has it and it is not
+    /// switched off), else an `update_one` and a `find` (none for a document the
+    /// `update_one` inserted). A duplicate `_id` means a live lease is there: busy. When
+    /// the lease went on a document that holds no live record (a dead holder's, or an
+    /// expired record), a `replace_one` on the new token makes it a lease-only document
+    /// with the lease's end as its `expires_at` (so that the TTL monitor does not delete
+    /// it under the lease); when the monitor deleted it first, it takes the lease again.
+    async fn take(&self, key: &str, ttl: Duration, load: bool) -> Result<(LeaseAttempt, Preload)> {
+        for _ in 0..3 {
+            let lease = Lease::generate(key);
+            let lease_ms = SystemClock.now_ms();
+            let until = ms_after(lease_ms, ttl);
+            let now_ms = self.clock.now_ms();
+            let mut filter = doc! { "_id": key };
+            filter.extend(lease_free(DateTime::from_millis(lease_ms)));
+            let update = doc! {
+                "$set": { "lease_token": lease.token(), "lease_until": until },
+                "$setOnInsert": { "expires_at": until },
+            };
+            let mut found = None;
+            let mut read = false;
+            if self.find_and_modify.load(Ordering::Relaxed) != FAM_OFF {
+                let taken = self
+                    .records
+                    .find_one_and_update(filter.clone(), update.clone())
+                    .upsert(true)
+                    .return_document(ReturnDocument::After)
+                    .await;
+                match taken {
+                    Ok(doc) => {
+                        self.find_and_modify.store(FAM_WORKS, Ordering::Relaxed);
+                        (found, read) = (doc, true);
+                    }
+                    Err(e) if is_duplicate_key(&e) => {
+                        return Ok((LeaseAttempt::Busy, Preload::NotRead));
+                    }
+                    Err(e)
+                        if server_code(&e).is_some_and(|c| UNKNOWN_COMMAND.contains(&c))
+                            && self.find_and_modify.load(Ordering::Relaxed) == FAM_UNKNOWN =>
+                    {
+                        tracing::info!(target: "stagecraft::store", collection = %self.collection(),
+                            error = %e, "the server has no findAndModify; taking leases with update_one and find");
+                        self.find_and_modify.store(FAM_OFF, Ordering::Relaxed);
+                    }
+                    Err(e) => return Err(db_err(e)),
+                }
+            }
+            if !read {
+                match self.records.update_one(filter, update).upsert(true).await {
+                    // Inserted: a document holding the lease only, as the take wrote it.
+                    Ok(r) if r.upserted_id.is_some() => {
+                        let preload = if load {
+                            Preload::Read(None)
+                        } else {
+                            Preload::NotRead
+                        };
+                        return Ok((LeaseAttempt::Acquired(lease), preload));
+                    }
+                    Ok(_) => {}
+                    Err(e) if is_duplicate_key(&e) => {
+                        return Ok((LeaseAttempt::Busy, Preload::NotRead));
+                    }
+                    Err(e) => return Err(db_err(e)),
+                }
+                found = self
+                    .records
+                    .find_one(doc! { "_id": key })
+                    .await
+                    .map_err(db_err)?;
+            }
+            let Some(doc) = found else {
+                if read {
+                    // No document after an upsert: nothing to read the record from.
+                    return Ok((LeaseAttempt::Acquired(lease), Preload::NotRead));
+                }
+                // Deleted between the take and the read (by the TTL monitor, the
+                // document having held no live record): take it again.
+                continue;
+            };
+            match decode(key, &doc, now_ms) {
+                Ok(Some(record)) => {
+                    let preload = if load {
+                        Preload::Read(Some(record))
+                    } else {
+                        Preload::NotRead
+                    };
+                    return Ok((LeaseAttempt::Acquired(lease), preload));
+                }
+                // A document the store cannot read is left for `load` to report.
+                Err(_) => return Ok((LeaseAttempt::Acquired(lease), Preload::NotRead)),
+                Ok(None) => {}
+            }
+            let fresh = is_lease_only(&doc)
+                && matches!(doc.get("expires_at"), Some(Bson::DateTime(at)) if *at == until);
+            if !fresh {
+                let replaced = self
+                    .records
+                    .replace_one(
+                        doc! { "_id": key, "lease_token": lease.token() },
+                        doc! { "lease_token": lease.token(), "lease_until": until, "expires_at": until },
+                    )
+                    .await
+                    .map_err(db_err)?;
+                if replaced.matched_count == 0 {
+                    continue;
+                }
+            }
+            let preload = if load {
+                Preload::Read(None)
+            } else {
+                Preload::NotRead
+            };
+            return Ok((LeaseAttempt::Acquired(lease), preload));
+        }
+        Err(Error::store(
+            BACKEND,
+            Message(format!(
+                "the document of {key:?} was deleted under every lease taken on it"
+            )),
+        ))
     }
 }
 
@@ -683,27 +1050,67 @@ impl SessionStore for MongoStore {
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn save(&self, key: &str, bytes: &[u8], expected: Option<Version>) -> Result<Version> {
-        self.write(key, bytes, expected, None).await
+        self.write(key, bytes, expected, None, None).await
     }
 
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn delete(&self, key: &str, expected: Version) -> Result<()> {
+        let lease_now = DateTime::from_millis(SystemClock.now_ms());
         let deleted = self
             .records
-            .delete_one(doc! { "_id": key, "v": version_param(expected) })
+            .delete_one(doc! {
+                "_id": key,
+                "v": version_param(expected),
+                "$or": [
+                    { "lease_until": { "$exists": false } },
+                    { "lease_until": { "$lte": lease_now } },
+                ],
+            })
             .await
             .map_err(db_err)?;
         if deleted.deleted_count == 1 {
             return Ok(());
         }
-        // Not deleted: fine when the record is gone (or expired), a conflict otherwise.
-        if self.load(key).await?.is_none() {
-            Ok(())
-        } else {
-            Err(Error::Conflict {
-                key: key.to_owned(),
+        // Not deleted: gone (or expired), another version (a conflict), or under a live
+        // lease, which is kept.
+        self.delete_keeping_lease(key, expected).await
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
+    async fn save_releasing(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: Option<Version>,
+        due: Option<i64>,
+        lease: &Lease,
+    ) -> Result<Version> {
+        self.write(key, bytes, expected, due, Some(lease)).await
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
+    async fn delete_releasing(&self, key: &str, expected: Version, lease: &Lease) -> Result<()> {
+        let lease_now = DateTime::from_millis(SystemClock.now_ms());
+        // The record at `expected` (or none: a lease only), under `lease` or none.
+        let deleted = self
+            .records
+            .delete_one(doc! {
+                "_id": key,
+                "$and": [
+                    { "$or": [ { "v": version_param(expected) }, no_record() ] },
+                    lease_free_or_held(lease.token(), lease_now),
+                ],
             })
+            .await
+            .map_err(db_err)?;
+        if deleted.deleted_count == 1 {
+            return Ok(());
         }
+        // Another version (a conflict, the lease kept), someone else's lease (kept), or
+        // an expired record: as `delete`, then the lease given back.
+        self.delete(key, expected).await?;
+        give_back(self, lease).await;
+        Ok(())
     }
 
     #[tracing::instrument(skip_all, fields(prefix = %filter.prefix), err(level = "debug"))]
@@ -718,7 +1125,7 @@ impl SessionStore for MongoStore {
         if let Some(end) = prefix_end(&filter.prefix) {
             range.insert("$lt", end);
         }
-        let mut query = doc! { "_id": range };
+        let mut query = doc! { "_id": range, "v": { "$exists": true } };
         query.extend(live(now));
         let mut cursor = self
             .records
@@ -765,7 +1172,7 @@ impl PendingIndex for MongoStore {
         expected: Option<Version>,
         due: i64,
     ) -> Result<Version> {
-        self.write(key, bytes, expected, Some(due)).await
+        self.write(key, bytes, expected, Some(due), None).await
     }
 
     #[tracing::instrument(skip_all, err(level = "debug"))]
@@ -808,37 +1215,50 @@ impl PurgeExpired for MongoStore {
 impl LeaseStore for MongoStore {
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn acquire_lease(&self, key: &str, ttl: Duration) -> Result<LeaseAttempt> {
-        let lease = Lease::generate(key);
-        let now_ms = SystemClock.now_ms();
-        let now = DateTime::from_millis(now_ms);
-        let taken = self
-            .lease_docs
-            .update_one(
-                doc! { "_id": key, "expires_at": { "$lte": now } },
-                doc! { "$set": { "token": lease.token(), "expires_at": ms_after(now_ms, ttl) } },
-            )
-            .upsert(true)
-            .await;
-        match taken {
-            Ok(r) => Ok(LeaseAttempt::taken(
-                r.matched_count == 1 || r.upserted_id.is_some(),
-                lease,
-            )),
-            // A live lease is there: the upsert tried to insert a second `_id`.
-            Err(e) if is_duplicate_key(&e) => Ok(LeaseAttempt::Busy),
-            Err(e) => Err(db_err(e)),
-        }
+        Ok(self.take(key, ttl, false).await?.0)
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
+    async fn acquire_lease_and_load(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<(LeaseAttempt, Preload)> {
+        self.take(key, ttl, true).await
     }
 
     #[tracing::instrument(skip_all, fields(key = %lease.key()), err(level = "debug"))]
     async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
         let now_ms = SystemClock.now_ms();
         let now = DateTime::from_millis(now_ms);
+        let until = ms_after(now_ms, ttl);
+        let held = |record: Document| {
+            let mut filter = doc! {
+                "_id": lease.key(),
+                "lease_token": lease.token(),
+                "lease_until": { "$gt": now },
+            };
+            filter.extend(record);
+            filter
+        };
+        // On a record (its `expires_at` is the record's), else on a document holding
+        // the lease only (its `expires_at` follows the lease).
         let renewed = self
-            .lease_docs
+            .records
             .update_one(
-                doc! { "_id": lease.key(), "token": lease.token(), "expires_at": { "$gt": now } },
-                doc! { "$set": { "expires_at": ms_after(now_ms, ttl) } },
+                held(has_record()),
+                doc! { "$set": { "lease_until": until } },
+            )
+            .await
+            .map_err(db_err)?;
+        if renewed.matched_count == 1 {
+            return Ok(true);
+        }
+        let renewed = self
+            .records
+            .update_one(
+                held(no_record()),
+                doc! { "$set": { "lease_until": until, "expires_at": until } },
             )
             .await
             .map_err(db_err)?;
@@ -847,11 +1267,20 @@ impl LeaseStore for MongoStore {
 
     #[tracing::instrument(skip_all, fields(key = %lease.key()), err(level = "debug"))]
     async fn release_lease(&self, lease: &Lease) -> Result<bool> {
+        // From a record's document, else the document holding the lease only.
+        let mut filter = doc! { "_id": lease.key(), "lease_token": lease.token() };
+        filter.extend(has_record());
         let released = self
-            .lease_docs
-            .delete_one(doc! { "_id": lease.key(), "token": lease.token() })
+            .records
+            .update_one(filter, doc! { "$unset": lease_fields() })
             .await
             .map_err(db_err)?;
+        if released.matched_count == 1 {
+            return Ok(true);
+        }
+        let mut filter = doc! { "_id": lease.key(), "lease_token": lease.token() };
+        filter.extend(no_record());
+        let released = self.records.delete_one(filter).await.map_err(db_err)?;
         Ok(released.deleted_count == 1)
     }
 }
@@ -929,5 +1358,36 @@ mod tests {
         );
         let expired = doc! { "d": bin(b"x"), "v": 7_i64, "expires_at": DateTime::from_millis(now) };
         assert_eq!(decode("k", &expired, now).unwrap(), None);
+    }
+
+    #[test]
+    fn lease_only_documents_hold_no_record() {
+        let now = 1_000;
+        let until = DateTime::from_millis(now + 10_000);
+        // A lease only: no record, whatever its `expires_at`.
+        for at in [now - 1, now + 10_000] {
+            let lease_only = doc! {
+                "lease_token": "t", "lease_until": until, "expires_at": DateTime::from_millis(at),
+            };
+            assert!(is_lease_only(&lease_only));
+            assert_eq!(decode("k", &lease_only, now).unwrap(), None);
+        }
+        // A record under a lease reads as the record.
+        let leased = doc! {
+            "d": Binary { subtype: BinarySubtype::Generic, bytes: b"x".to_vec() },
+            "v": 3_i64, "lease_token": "t", "lease_until": until,
+        };
+        assert!(!is_lease_only(&leased));
+        assert_eq!(
+            decode("k", &leased, now).unwrap(),
+            Some(Record {
+                bytes: b"x".to_vec(),
+                version: Version(3)
+            })
+        );
+        // Lease fields beside half a record are not a lease-only document.
+        let half = doc! { "d": "x", "lease_until": until };
+        assert!(!is_lease_only(&half));
+        assert!(decode("k", &half, now).is_err());
     }
 }

@@ -357,14 +357,12 @@ pub(crate) async fn drop_namespace(url: &str, ns: &str) {
         let store = stagecraft::store::MongoStore::connect_with(url, options)
             .await
             .unwrap();
-        for name in [store.collection(), store.lease_collection()] {
-            store
-                .database()
-                .collection::<stagecraft::store::mongodb::bson::Document>(name)
-                .drop()
-                .await
-                .unwrap();
-        }
+        store
+            .database()
+            .collection::<stagecraft::store::mongodb::bson::Document>(store.collection())
+            .drop()
+            .await
+            .unwrap();
         return;
     }
     let _ = ns;
