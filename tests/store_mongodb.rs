@@ -250,9 +250,10 @@ async fn stores_starting_at_once_on_fresh_collections() {
 }
 
 /// A client that counts the `findAndModify` commands it sends (the driver's command
-/// monitoring), and a database handle on it.
-async fn counting_client(url: &str) -> (Database, Arc<AtomicUsize>) {
+/// monitoring), named `app` to the server when given, and a database handle on it.
+async fn counting_client(url: &str, app: Option<String>) -> (Database, Arc<AtomicUsize>) {
     let mut options = ClientOptions::parse(url).await.expect("parse the URL");
+    options.app_name = app;
     let fam = Arc::new(AtomicUsize::new(0));
     options.command_event_handler = Some(EventHandler::callback({
         let fam = Arc::clone(&fam);
@@ -278,7 +279,7 @@ async fn counting_client(url: &str) -> (Database, Arc<AtomicUsize>) {
 /// the suite's lease checks time leases of a few hundred milliseconds, which two suites
 /// at once on a slow server may exceed.
 async fn run_all_find_and_modify(url: &str, on: bool) {
-    let (db, fam) = counting_client(url).await;
+    let (db, fam) = counting_client(url, None).await;
     let collection = common::unique_name("fam");
     let store = MongoStore::new(db)
         .with_collection(&collection)
@@ -570,23 +571,7 @@ async fn falls_back_where_the_server_has_no_find_and_modify() {
         return;
     }
 
-    let mut options = ClientOptions::parse(&url).await.expect("parse the URL");
-    options.app_name = Some(app.clone());
-    let fam = Arc::new(AtomicUsize::new(0));
-    options.command_event_handler = Some(EventHandler::callback({
-        let fam = Arc::clone(&fam);
-        move |event| {
-            if let CommandEvent::Started(started) = event {
-                if started.command_name.eq_ignore_ascii_case("findAndModify") {
-                    fam.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-    }));
-    let client = Client::with_options(options).expect("client");
-    let db = client
-        .default_database()
-        .unwrap_or_else(|| client.database("stagecraft"));
+    let (db, fam) = counting_client(&url, Some(app.clone())).await;
     let store = MongoStore::new(db)
         .with_collection(&common::unique_name("nofam"))
         .expect("collection");
