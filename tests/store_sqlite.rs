@@ -237,6 +237,58 @@ async fn a_lock_held_elsewhere_makes_a_statement_wait_not_fail() {
     }
 }
 
+/// A call that comes alone runs on the store's own connection, on the caller's thread:
+/// with the pool's only connection taken, a save, a load and a lease take still go
+/// through, while with that connection off (`inline(false)`) the save waits for the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_alone_needs_no_pooled_connection() {
+    use stagecraft::store::LeaseStore;
+    let db = TempDb::new("alone");
+    for group_commit in [true, false] {
+        let options = SqliteOptions::new()
+            .max_connections(1)
+            .group_commit(group_commit);
+        let store = SqliteStore::open_with(&db.0, options).await.expect("open");
+        let key = format!("alone:{group_commit}");
+        let held = store.pool().acquire().await.expect("the only connection");
+        let inline = async {
+            let v = store.save(&key, b"1", None).await.expect("save");
+            let loaded = store.load(&key).await.expect("load").expect("a record");
+            assert_eq!(loaded.version, v);
+            let taken = store
+                .acquire_lease(&format!("{key}:lease"), Duration::from_secs(30))
+                .await
+                .expect("take");
+            assert!(matches!(taken, LeaseAttempt::Acquired(_)), "{taken:?}");
+        };
+        // Without the inline path these would wait for `held` for ever.
+        tokio::time::timeout(Duration::from_secs(30), inline)
+            .await
+            .expect("the calls ran without a pooled connection");
+        drop(held);
+        store.pool().close().await;
+    }
+
+    let options = SqliteOptions::new()
+        .max_connections(1)
+        .group_commit(false)
+        .inline(false);
+    let store = SqliteStore::open_with(&db.0, options).await.expect("open");
+    let held = store.pool().acquire().await.expect("the only connection");
+    let save = tokio::spawn({
+        let store = store.clone();
+        async move { store.save("pooled", b"1", None).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !save.is_finished(),
+        "on the pooled path the save waits for the pool"
+    );
+    drop(held);
+    save.await.expect("joined").expect("the save wrote");
+    store.pool().close().await;
+}
+
 /// Inline commits never checkpoint the WAL themselves; the checkpointer thread does, so
 /// the WAL file stays far below what thousands of commits would make it.
 #[tokio::test]

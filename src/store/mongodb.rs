@@ -644,27 +644,17 @@ impl MongoStore {
     pub async fn purge_expired(&self) -> Result<u64> {
         let now = DateTime::from_millis(self.clock.now_ms());
         let lease_now = DateTime::from_millis(SystemClock.now_ms());
+        let mut expired = doc! { "v": { "$exists": true }, "expires_at": { "$lte": now } };
+        expired.extend(lease_free(lease_now));
         let purged = self
             .records
-            .delete_many(doc! {
-                "v": { "$exists": true },
-                "expires_at": { "$lte": now },
-                "$or": [
-                    { "lease_until": { "$exists": false } },
-                    { "lease_until": { "$lte": lease_now } },
-                ],
-            })
+            .delete_many(expired)
             .await
             .map_err(db_err)?
             .deleted_count;
-        self.records
-            .delete_many(doc! {
-                "v": { "$exists": false },
-                "d": { "$exists": false },
-                "lease_until": { "$lte": lease_now },
-            })
-            .await
-            .map_err(db_err)?;
+        let mut dead_lease = no_record();
+        dead_lease.insert("lease_until", doc! { "$lte": lease_now });
+        self.records.delete_many(dead_lease).await.map_err(db_err)?;
         Ok(purged)
     }
 
@@ -852,23 +842,36 @@ impl MongoStore {
     /// with the lease's end as its `expires_at` (so that the TTL monitor does not delete
     /// it under the lease); when the monitor deleted it first, it takes the lease again.
     async fn take(&self, key: &str, ttl: Duration, load: bool) -> Result<(LeaseAttempt, Preload)> {
+        // What the caller gets read: the record when it asked for it.
+        let preload = |record| {
+            if load {
+                Preload::Read(record)
+            } else {
+                Preload::NotRead
+            }
+        };
         for _ in 0..3 {
             let lease = Lease::generate(key);
             let lease_ms = SystemClock.now_ms();
             let until = ms_after(lease_ms, ttl);
             let now_ms = self.clock.now_ms();
-            let mut filter = doc! { "_id": key };
-            filter.extend(lease_free(DateTime::from_millis(lease_ms)));
-            let update = doc! {
-                "$set": { "lease_token": lease.token(), "lease_until": until },
-                "$setOnInsert": { "expires_at": until },
+            // The take's filter and update (built again for the fallback, which is rare).
+            let take = || {
+                let mut filter = doc! { "_id": key };
+                filter.extend(lease_free(DateTime::from_millis(lease_ms)));
+                let update = doc! {
+                    "$set": { "lease_token": lease.token(), "lease_until": until },
+                    "$setOnInsert": { "expires_at": until },
+                };
+                (filter, update)
             };
             let mut found = None;
             let mut read = false;
             if self.find_and_modify.load(Ordering::Relaxed) != FAM_OFF {
+                let (filter, update) = take();
                 let taken = self
                     .records
-                    .find_one_and_update(filter.clone(), update.clone())
+                    .find_one_and_update(filter, update)
                     .upsert(true)
                     .return_document(ReturnDocument::After)
                     .await;
@@ -892,15 +895,11 @@ impl MongoStore {
                 }
             }
             if !read {
+                let (filter, update) = take();
                 match self.records.update_one(filter, update).upsert(true).await {
                     // Inserted: a document holding the lease only, as the take wrote it.
                     Ok(r) if r.upserted_id.is_some() => {
-                        let preload = if load {
-                            Preload::Read(None)
-                        } else {
-                            Preload::NotRead
-                        };
-                        return Ok((LeaseAttempt::Acquired(lease), preload));
+                        return Ok((LeaseAttempt::Acquired(lease), preload(None)));
                     }
                     Ok(_) => {}
                     Err(e) if is_duplicate_key(&e) => {
@@ -925,12 +924,7 @@ impl MongoStore {
             };
             match decode(key, &doc, now_ms) {
                 Ok(Some(record)) => {
-                    let preload = if load {
-                        Preload::Read(Some(record))
-                    } else {
-                        Preload::NotRead
-                    };
-                    return Ok((LeaseAttempt::Acquired(lease), preload));
+                    return Ok((LeaseAttempt::Acquired(lease), preload(Some(record))));
                 }
                 // A document the store cannot read is left for `load` to report.
                 Err(_) => return Ok((LeaseAttempt::Acquired(lease), Preload::NotRead)),
@@ -951,12 +945,7 @@ impl MongoStore {
                     continue;
                 }
             }
-            let preload = if load {
-                Preload::Read(None)
-            } else {
-                Preload::NotRead
-            };
-            return Ok((LeaseAttempt::Acquired(lease), preload));
+            return Ok((LeaseAttempt::Acquired(lease), preload(None)));
         }
         Err(Error::store(
             BACKEND,
@@ -1056,18 +1045,9 @@ impl SessionStore for MongoStore {
     #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn delete(&self, key: &str, expected: Version) -> Result<()> {
         let lease_now = DateTime::from_millis(SystemClock.now_ms());
-        let deleted = self
-            .records
-            .delete_one(doc! {
-                "_id": key,
-                "v": version_param(expected),
-                "$or": [
-                    { "lease_until": { "$exists": false } },
-                    { "lease_until": { "$lte": lease_now } },
-                ],
-            })
-            .await
-            .map_err(db_err)?;
+        let mut filter = doc! { "_id": key, "v": version_param(expected) };
+        filter.extend(lease_free(lease_now));
+        let deleted = self.records.delete_one(filter).await.map_err(db_err)?;
         if deleted.deleted_count == 1 {
             return Ok(());
         }

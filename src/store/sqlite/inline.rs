@@ -19,7 +19,7 @@
 //! would grow without end). While the second one runs, for a few milliseconds, inline
 //! writes meet its lock and take the pooled path.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, mpsc};
 use std::time::Duration;
@@ -28,10 +28,10 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionB
 
 use super::BACKEND;
 use super::batch::{Done, LeaseOp, wall_ms};
-use super::queries::{Queries, SaveRow};
+use super::queries::Queries;
 use crate::error::{Error, Result};
 use crate::store::Version;
-use crate::store::sql::{Row3, version_param};
+use crate::store::sql::{Row3, SaveArgs, version_param};
 
 /// Commits on the inline connection between two requests for a checkpoint (a commit of
 /// one update writes two or three pages, so the WAL stays near SQLite's own default of
@@ -142,16 +142,16 @@ impl Inline {
         })
     }
 
-    /// A compare-and-set save (an insert when `row.expected` is `None`).
-    pub(super) fn save(&self, q: &Queries, key: &str, row: &SaveRow) -> Attempt<Version> {
+    /// A compare-and-set save (an insert when `save.expected` is `None`).
+    pub(super) fn save(&self, q: &Queries, save: SaveArgs<'_>) -> Attempt<Version> {
         let written = self.attempt(|c| {
-            let written = save_row(&c.conn, q, key, row)?;
+            let written = save_row(&c.conn, q, save)?;
             if written.is_some() {
                 c.committed(&self.checkpoints);
             }
             Ok(written)
         })?;
-        Some(written.and_then(|v| v.ok_or_else(|| conflict(key))))
+        Some(written.and_then(|v| v.ok_or_else(|| conflict(save.key))))
     }
 
     /// A compare-and-set save and, once it is written, the release of the lease held
@@ -159,23 +159,22 @@ impl Inline {
     pub(super) fn save_releasing(
         &self,
         q: &Queries,
-        key: &str,
-        row: &SaveRow,
+        save: SaveArgs<'_>,
         token: &str,
     ) -> Attempt<Version> {
         let written = self.attempt(|c| {
             let tx = c
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let Some(version) = save_row(&tx, q, key, row)? else {
+            let Some(version) = save_row(&tx, q, save)? else {
                 return Ok(None);
             };
-            release(&tx, q, key, token)?;
+            release(&tx, q, save.key, token)?;
             tx.commit()?;
             c.committed(&self.checkpoints);
             Ok(Some(version))
         })?;
-        Some(written.and_then(|v| v.ok_or_else(|| conflict(key))))
+        Some(written.and_then(|v| v.ok_or_else(|| conflict(save.key))))
     }
 
     /// A lease operation, timed by the wall clock now.
@@ -274,16 +273,16 @@ fn conflict(key: &str) -> Error {
 fn save_row(
     conn: &Connection,
     q: &Queries,
-    key: &str,
-    row: &SaveRow,
+    save: SaveArgs<'_>,
 ) -> rusqlite::Result<Option<Version>> {
-    let SaveRow {
+    let SaveArgs {
+        key,
         bytes,
         expected,
         now,
         expires_at,
         due,
-    } = row;
+    } = save;
     let (version, changed) = match expected {
         None => {
             let version = Version::initial();
@@ -304,7 +303,7 @@ fn save_row(
                 version_param(version),
                 expires_at,
                 key,
-                version_param(*expected),
+                version_param(expected),
                 now,
                 due
             ])?;
@@ -324,7 +323,7 @@ fn release(conn: &Connection, q: &Queries, key: &str, token: &str) -> rusqlite::
 
 /// The checkpointer thread: a passive and then a restarting checkpoint of `file` per
 /// request, on a connection of its own, until the store is gone.
-fn checkpointer(file: &PathBuf, requests: &mpsc::Receiver<()>) {
+fn checkpointer(file: &Path, requests: &mpsc::Receiver<()>) {
     let mut conn: Option<Connection> = None;
     while requests.recv().is_ok() {
         if conn.is_none() {

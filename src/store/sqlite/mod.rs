@@ -457,6 +457,25 @@ impl SqliteStore {
         batch::lease_alone(&mut conn, self.table.queries(), key, &op).await
     }
 
+    /// The compare-and-set save of `bytes` to `key`, written now (the store's clock).
+    fn save_args<'a>(
+        &self,
+        key: &'a str,
+        bytes: &'a [u8],
+        expected: Option<Version>,
+        due: Option<i64>,
+    ) -> sql::SaveArgs<'a> {
+        let now = self.table.now();
+        sql::SaveArgs {
+            key,
+            bytes,
+            expected,
+            now,
+            expires_at: self.table.expires_at(now),
+            due,
+        }
+    }
+
     /// The inline connection, when this call should run on it: always when there is no
     /// group-commit writer; else when no call waits for the writer or the grouped
     /// reader, and the call is alone (see [`Inline::alone`]).
@@ -483,26 +502,19 @@ impl SqliteStore {
         expected: Option<Version>,
         due: Option<i64>,
     ) -> Result<Version> {
-        let now = self.table.now();
-        let row = || SaveRow {
-            bytes: bytes.to_vec(),
-            expected,
-            now,
-            expires_at: self.table.expires_at(now),
-            due,
-        };
+        let args = self.save_args(key, bytes, expected, due);
         if let Some(inline) = self.inline_now().await {
-            if let Some(result) = inline.save(self.table.queries(), key, &row()) {
+            if let Some(result) = inline.save(self.table.queries(), args) {
                 return result;
             }
         }
         if let Some(grouped) = &self.grouped {
-            if let Some(result) = grouped.write(key, row()).await {
+            if let Some(result) = grouped.write(key, SaveRow::from(args)).await {
                 return result;
             }
             // The writer's runtime is gone: write directly below.
         }
-        let row = row();
+        let row = SaveRow::from(args);
         let (version, query) = self.table.queries().save(key, &row);
         save_result(key, version, query.execute(&self.pool).await)
     }
@@ -557,16 +569,9 @@ impl SessionStore for SqliteStore {
     ) -> Result<Version> {
         if self.leases {
             if let Some(inline) = self.inline_now().await {
-                let now = self.table.now();
-                let row = SaveRow {
-                    bytes: bytes.to_vec(),
-                    expected,
-                    now,
-                    expires_at: self.table.expires_at(now),
-                    due,
-                };
+                let args = self.save_args(key, bytes, expected, due);
                 let q = self.table.queries();
-                if let Some(done) = inline.save_releasing(q, key, &row, lease.token()) {
+                if let Some(done) = inline.save_releasing(q, args, lease.token()) {
                     return done;
                 }
             }

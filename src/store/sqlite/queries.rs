@@ -114,6 +114,20 @@ pub(super) struct SaveRow {
     pub(super) due: Option<i64>,
 }
 
+impl From<sql::SaveArgs<'_>> for SaveRow {
+    /// The save's row, its record copied (for the group-commit writer, which outlives
+    /// the caller's borrow).
+    fn from(args: sql::SaveArgs<'_>) -> Self {
+        Self {
+            bytes: args.bytes.to_vec(),
+            expected: args.expected,
+            now: args.now,
+            expires_at: args.expires_at,
+            due: args.due,
+        }
+    }
+}
+
 /// `template` with `{rows}` replaced by `n` copies of `row`, comma-separated.
 fn with_rows(template: &str, row: &str, n: usize) -> String {
     let (head, tail) = template.split_once("{rows}").unwrap_or((template, ""));
