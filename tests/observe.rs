@@ -121,6 +121,16 @@ impl Capture {
     }
 }
 
+/// The tests of this file, one at a time. Each sets a subscriber of its own for its
+/// thread; a callsite that another test's thread registers while this one rebuilds the
+/// interest cache can still cache "off" for every thread, and lose this test's events.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn field<'a>(fields: &'a Fields, name: &str) -> Option<&'a str> {
     fields.get(name).map(String::as_str)
 }
@@ -192,12 +202,12 @@ fn message(id: i64, text: &str) -> TelegramUpdate {
 
 #[test]
 fn one_span_per_update_with_key_scene_step_and_outcome() {
+    let _serial = one_at_a_time();
     let capture = Capture::default();
     let subscriber = tracing_subscriber::registry().with(capture.clone());
     let _guard = tracing::subscriber::set_default(subscriber);
-    // Tests run side by side, each with its own subscriber: make every callsite ask
-    // this one too (a callsite first hit by another test's thread may have cached
-    // that it is off).
+    // Make every callsite ask this subscriber too (one first hit by another test's
+    // thread, before this subscriber existed, may have cached that it is off).
     tracing::callsite::rebuild_interest_cache();
     rt().block_on(async {
         let bot = bot();
@@ -311,12 +321,12 @@ fn racing_bot() -> (TestBot<u32>, Arc<MemoryStore>) {
 
 #[test]
 fn conflicts_and_reruns_are_events_of_the_update() {
+    let _serial = one_at_a_time();
     let capture = Capture::default();
     let subscriber = tracing_subscriber::registry().with(capture.clone());
     let _guard = tracing::subscriber::set_default(subscriber);
-    // Tests run side by side, each with its own subscriber: make every callsite ask
-    // this one too (a callsite first hit by another test's thread may have cached
-    // that it is off).
+    // Make every callsite ask this subscriber too (one first hit by another test's
+    // thread, before this subscriber existed, may have cached that it is off).
     tracing::callsite::rebuild_interest_cache();
     rt().block_on(async {
         let (bot, store) = racing_bot();
@@ -393,6 +403,7 @@ mod counters {
 
     #[test]
     fn updates_conflicts_retries_and_expiries_are_counted() {
+        let _serial = one_at_a_time();
         let counts = Counts::default();
         metrics::with_local_recorder(&counts, || {
             rt().block_on(async {
@@ -428,12 +439,12 @@ mod counters {
 
 #[test]
 fn a_timer_firing_runs_in_an_event_span_with_its_scene_step_and_outcome() {
+    let _serial = one_at_a_time();
     let capture = Capture::default();
     let subscriber = tracing_subscriber::registry().with(capture.clone());
     let _guard = tracing::subscriber::set_default(subscriber);
-    // Tests run side by side, each with its own subscriber: make every callsite ask
-    // this one too (a callsite first hit by another test's thread may have cached
-    // that it is off).
+    // Make every callsite ask this subscriber too (one first hit by another test's
+    // thread, before this subscriber existed, may have cached that it is off).
     tracing::callsite::rebuild_interest_cache();
     rt().block_on(async {
         let bot = bot();
